@@ -1,0 +1,3 @@
+file(REMOVE_RECURSE
+  "libkohaku_core.a"
+)

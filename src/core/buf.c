@@ -1,0 +1,50 @@
+/*
+ * buf: bounded growable buffer. See buf.h.
+ */
+#include "core/buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void kh_buf_init(struct kh_buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->max = max;
+}
+
+void kh_buf_cleanup(struct kh_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+int kh_buf_reserve(struct kh_buf *b, size_t n)
+{
+    if (b->len + n <= b->cap)
+        return 0;
+    if (b->len + n > b->max)
+        return KH_ENOSPC;
+    size_t ncap = b->cap ? b->cap : 256;
+    while (ncap < b->len + n)
+        ncap *= 2;
+    if (ncap > b->max)
+        ncap = b->max;
+    char *p = realloc(b->data, ncap);
+    if (p == NULL)
+        return KH_ENOMEM;
+    b->data = p;
+    b->cap = ncap;
+    return 0;
+}
+
+int kh_buf_append(struct kh_buf *b, const void *p, size_t n)
+{
+    int rc = kh_buf_reserve(b, n);
+    if (rc != 0)
+        return rc;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}

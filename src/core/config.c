@@ -1,0 +1,317 @@
+/*
+ * config: the declarative settings table and its INI loader. See config.h.
+ * Adding a key is one line in `params` plus a field in struct kh_config.
+ */
+#include "core/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/errors.h"
+#include "core/log.h"
+
+enum param_type { P_BOOL, P_INT, P_STR, P_ENUM };
+
+struct param {
+    const char *name;
+    enum param_type type;
+    size_t offset;
+    const char *def;
+    int64_t min, max;   /* P_INT bounds */
+    const char *choices; /* P_ENUM: '|'-separated */
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct kh_config, f)
+#define I64MAX INT64_MAX
+
+static const struct param params[] = {
+    {"debug", P_BOOL, OFF(debug), "false", 0, 0, NULL, "log at debug level"},
+    {"log_dir", P_STR, OFF(log_dir), "", 0, 0, NULL,
+     "directory of the log file when log_stdout = false"},
+    {"log_name", P_STR, OFF(log_name), "kohaku.jsonl", 0, 0, NULL, "log file name in log_dir"},
+    {"log_stdout", P_BOOL, OFF(log_stdout), "true", 0, 0, NULL,
+     "log to stdout (true) or to log_dir/log_name (false)"},
+    {"log_rotate_max_size", P_INT, OFF(log_rotate_max_size), "200", 0, I64MAX, NULL,
+     "accepted for Kohaku 2023.1 compatibility; rotate with logrotate (copytruncate)"},
+    {"log_rotate_max_backups", P_INT, OFF(log_rotate_max_backups), "7", 0, I64MAX, NULL,
+     "accepted for Kohaku 2023.1 compatibility"},
+    {"log_rotate_max_age", P_INT, OFF(log_rotate_max_age), "30", 0, I64MAX, NULL,
+     "accepted for Kohaku 2023.1 compatibility"},
+    {"log_rotate_compress", P_BOOL, OFF(log_rotate_compress), "false", 0, 0, NULL,
+     "accepted for Kohaku 2023.1 compatibility"},
+    {"https", P_BOOL, OFF(https), "false", 0, 0, NULL,
+     "serve TLS on listen_port (not available in this version: must be false)"},
+    {"listen_addr", P_STR, OFF(listen_addr), "0.0.0.0", 0, 0, NULL,
+     "address of the stats listener (HTTP/2 h2c and HTTP/1.1)"},
+    {"listen_port", P_INT, OFF(listen_port), "5890", 1, 65535, NULL,
+     "port of the stats listener"},
+    {"collector_path", P_STR, OFF(collector_path), "/collector", 0, 0, NULL,
+     "path of the stats exporter endpoint"},
+    {"tls_fullchain_file", P_STR, OFF(tls_fullchain_file), "", 0, 0, NULL,
+     "PEM certificate chain (https = true)"},
+    {"tls_privkey_file", P_STR, OFF(tls_privkey_file), "", 0, 0, NULL,
+     "PEM private key (https = true)"},
+    {"tls_verify_cacert_path", P_STR, OFF(tls_verify_cacert_path), "", 0, 0, NULL,
+     "CA file or directory; set = require client certificates (https = true)"},
+    {"http2_max_concurrent_streams", P_INT, OFF(http2_max_concurrent_streams), "250", 1, 65535,
+     NULL, "SETTINGS_MAX_CONCURRENT_STREAMS announced to clients"},
+    {"http2_max_read_frame_size", P_INT, OFF(http2_max_read_frame_size), "16384", 16384,
+     16777215, NULL, "SETTINGS_MAX_FRAME_SIZE announced to clients (bytes)"},
+    {"http2_idle_timeout", P_INT, OFF(http2_idle_timeout), "300", 1, 86400, NULL,
+     "seconds without traffic before an idle connection is closed (HTTP/2 and HTTP/1.1)"},
+    {"max_body_bytes", P_INT, OFF(max_body_bytes), "4194304", 1024, 1073741824, NULL,
+     "largest accepted request body; larger ones get 413 while streaming"},
+    {"max_inflight_bytes", P_INT, OFF(max_inflight_bytes), "268435456", 65536, I64MAX, NULL,
+     "bytes of parsed reports waiting for storage; past it new reports get 503"},
+    {"exporter_https", P_BOOL, OFF(exporter_https), "false", 0, 0, NULL,
+     "metrics listener TLS (Kohaku 2023.1 key; metrics are not served yet)"},
+    {"exporter_listen_addr", P_STR, OFF(exporter_listen_addr), "0.0.0.0", 0, 0, NULL,
+     "metrics listener address (Kohaku 2023.1 key; metrics are not served yet)"},
+    {"exporter_listen_port", P_INT, OFF(exporter_listen_port), "5891", 1, 65535, NULL,
+     "metrics listener port (Kohaku 2023.1 key; metrics are not served yet)"},
+    {"storage", P_ENUM, OFF(storage), "", 0, 0, "sqlite|postgres|null",
+     "storage backend; empty = postgres when postgres_uri is set, else sqlite"},
+    {"sqlite_path", P_STR, OFF(sqlite_path), "./kohaku.db", 0, 0, NULL,
+     "SQLite database file (WAL mode)"},
+    {"sqlite_synchronous", P_ENUM, OFF(sqlite_synchronous), "full", 0, 0, "full|normal",
+     "full: a commit is on disk before 204; normal: survives a kohaku crash, not power loss"},
+    {"postgres_uri", P_STR, OFF(postgres_uri), "", 0, 0, NULL,
+     "libpq connection URI (storage = postgres)"},
+    {"postgres_ca_cert_file", P_STR, OFF(postgres_ca_cert_file), "", 0, 0, NULL,
+     "CA file for the PostgreSQL server certificate (sslrootcert)"},
+    {"batch_max_reports", P_INT, OFF(batch_max_reports), "256", 1, 100000, NULL,
+     "reports per storage transaction at most"},
+    {"batch_max_rows", P_INT, OFF(batch_max_rows), "20000", 1, 10000000, NULL,
+     "stats rows per storage transaction at most"},
+    {"batch_max_delay_ms", P_INT, OFF(batch_max_delay_ms), "5", 0, 10000, NULL,
+     "longest a report waits for its batch to fill before it is written (ms)"},
+    {"retry_after", P_INT, OFF(retry_after), "5", 1, 3600, NULL,
+     "seconds in the retry-after header of a 503"},
+    {"shutdown_timeout", P_INT, OFF(shutdown_timeout), "30", 1, 3600, NULL,
+     "seconds SIGTERM waits for in-flight reports before exiting anyway"},
+};
+
+#define NPARAMS (sizeof(params) / sizeof(params[0]))
+
+static const struct param *find_param(const char *name)
+{
+    for (size_t i = 0; i < NPARAMS; i++)
+        if (strcmp(params[i].name, name) == 0)
+            return &params[i];
+    return NULL;
+}
+
+static bool choice_ok(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    const char *p = choices;
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return true;
+        p += len + (bar ? 1 : 0);
+    }
+    return n == 0; /* empty selects the default behaviour */
+}
+
+static int set_param(struct kh_config *cfg, const struct param *p, const char *value, char *err,
+                     size_t errlen)
+{
+    void *field = (char *)cfg + p->offset;
+    switch (p->type) {
+    case P_BOOL:
+        if (strcasecmp(value, "true") == 0 || strcmp(value, "1") == 0)
+            *(bool *)field = true;
+        else if (strcasecmp(value, "false") == 0 || strcmp(value, "0") == 0)
+            *(bool *)field = false;
+        else {
+            snprintf(err, errlen, "%s: must be true or false, got '%s'", p->name, value);
+            return KH_EINVAL;
+        }
+        return 0;
+    case P_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end != '\0') {
+            snprintf(err, errlen, "%s: must be an integer, got '%s'", p->name, value);
+            return KH_EINVAL;
+        }
+        if (v < p->min || v > p->max) {
+            snprintf(err, errlen, "%s: must be between %lld and %lld, got %lld", p->name,
+                     (long long)p->min, (long long)p->max, v);
+            return KH_EINVAL;
+        }
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case P_ENUM:
+        if (!choice_ok(p->choices, value)) {
+            snprintf(err, errlen, "%s: must be one of %s, got '%s'", p->name, p->choices, value);
+            return KH_EINVAL;
+        }
+        /* fall through */
+    case P_STR: {
+        char *copy = strdup(value);
+        if (copy == NULL) {
+            snprintf(err, errlen, "%s: out of memory", p->name);
+            return KH_ENOMEM;
+        }
+        free(*(char **)field);
+        *(char **)field = copy;
+        return 0;
+    }
+    }
+    return KH_EINVAL;
+}
+
+int kh_config_set(struct kh_config *cfg, const char *key, const char *value, char *err,
+                  size_t errlen)
+{
+    const struct param *p = find_param(key);
+    if (p == NULL) {
+        snprintf(err, errlen, "unknown key '%s'", key);
+        return KH_EINVAL;
+    }
+    return set_param(cfg, p, value, err, errlen);
+}
+
+int kh_config_init(struct kh_config *cfg)
+{
+    char err[256];
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < NPARAMS; i++)
+        if (set_param(cfg, &params[i], params[i].def, err, sizeof(err)) != 0) {
+            kh_config_cleanup(cfg);
+            return KH_ENOMEM;
+        }
+    return 0;
+}
+
+void kh_config_cleanup(struct kh_config *cfg)
+{
+    for (size_t i = 0; i < NPARAMS; i++)
+        if (params[i].type == P_STR || params[i].type == P_ENUM) {
+            char **f = (char **)((char *)cfg + params[i].offset);
+            free(*f);
+            *f = NULL;
+        }
+}
+
+struct load_ctx {
+    struct kh_config *cfg;
+    char err[512];
+    bool failed;
+};
+
+static int on_ini_entry(void *user, const char *section, const char *name, const char *value)
+{
+    struct load_ctx *ctx = user;
+    if (ctx->failed)
+        return 0;
+    if (section[0] != '\0') {
+        snprintf(ctx->err, sizeof(ctx->err),
+                 "section [%s]: kohaku's keys are flat; remove the section header", section);
+        ctx->failed = true;
+        return 0;
+    }
+    if (kh_config_set(ctx->cfg, name, value, ctx->err, sizeof(ctx->err)) != 0) {
+        ctx->failed = true;
+        return 0;
+    }
+    return 1;
+}
+
+int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen)
+{
+    struct load_ctx ctx = {.cfg = cfg};
+    /* Debian's libinih exposes its limits at run time: allow long values (URIs). */
+    ini_use_stack = false;
+    ini_allow_realloc = true;
+    ini_max_line = 65536;
+    ini_stop_on_first_error = true;
+    int line = ini_parse(path, on_ini_entry, &ctx);
+    if (line == -1) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return KH_EIO;
+    }
+    if (line == -2) {
+        snprintf(err, errlen, "%s: out of memory while reading", path);
+        return KH_ENOMEM;
+    }
+    if (line > 0) {
+        if (ctx.failed)
+            snprintf(err, errlen, "%s:%d: %s", path, line, ctx.err);
+        else
+            snprintf(err, errlen, "%s:%d: syntax error (expected key = value)", path, line);
+        return KH_EINVAL;
+    }
+    return 0;
+}
+
+int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->storage[0] == '\0') {
+        free(cfg->storage);
+        cfg->storage = strdup(cfg->postgres_uri[0] ? "postgres" : "sqlite");
+        if (cfg->storage == NULL)
+            return KH_ENOMEM;
+    }
+    if (cfg->https) {
+        snprintf(err, errlen, "https: TLS is not available in this version of kohaku; "
+                              "set https = false");
+        return KH_EINVAL;
+    }
+    if (cfg->collector_path[0] != '/') {
+        snprintf(err, errlen, "collector_path: must start with '/', got '%s'",
+                 cfg->collector_path);
+        return KH_EINVAL;
+    }
+    if (strcmp(cfg->storage, "sqlite") == 0 && cfg->sqlite_path[0] == '\0') {
+        snprintf(err, errlen, "sqlite_path: required when storage = sqlite");
+        return KH_EINVAL;
+    }
+    return 0;
+}
+
+void kh_config_print_help(FILE *fp)
+{
+    for (size_t i = 0; i < NPARAMS; i++) {
+        const struct param *p = &params[i];
+        fprintf(fp, "  %-30s %s", p->name, p->help);
+        if (p->type == P_ENUM)
+            fprintf(fp, " (%s)", p->choices);
+        else if (p->type == P_INT)
+            fprintf(fp, " [%lld..%lld]", (long long)p->min, (long long)p->max);
+        fprintf(fp, "; default '%s'\n", p->def);
+    }
+}
+
+void kh_config_log(const struct kh_config *cfg)
+{
+    if (!kh_log_enabled(KH_LOG_DEBUG))
+        return;
+    for (size_t i = 0; i < NPARAMS; i++) {
+        const struct param *p = &params[i];
+        const void *field = (const char *)cfg + p->offset;
+        struct kh_logline l;
+        kh_log_begin(&l, KH_LOG_DEBUG, "config");
+        kh_log_str(&l, "key", p->name);
+        switch (p->type) {
+        case P_BOOL: kh_log_bool(&l, "value", *(const bool *)field); break;
+        case P_INT: kh_log_int(&l, "value", *(const int64_t *)field); break;
+        default:
+            /* never print credentials that may sit in a URI */
+            kh_log_str(&l, "value", strcmp(p->name, "postgres_uri") == 0 &&
+                                            (*(char *const *)field)[0]
+                                        ? "(set)"
+                                        : *(char *const *)field);
+        }
+        kh_log_end(&l);
+    }
+}

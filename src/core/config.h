@@ -1,0 +1,73 @@
+/*
+ * config: kohaku's settings. One declarative table (config.c) gives every key its type,
+ * default, bounds, help text and place in struct kh_config; the same table drives the INI
+ * loader (libinih), --help and the effective-config dump. Keys are flat (no sections), as
+ * in Kohaku 2023.1's config.ini.
+ */
+#ifndef KH_CONFIG_H
+#define KH_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct kh_config {
+    /* logging (Kohaku 2023.1) */
+    bool debug;
+    char *log_dir;
+    char *log_name;
+    bool log_stdout;
+    int64_t log_rotate_max_size;
+    int64_t log_rotate_max_backups;
+    int64_t log_rotate_max_age;
+    bool log_rotate_compress;
+    /* listener */
+    bool https;
+    char *listen_addr;
+    int64_t listen_port;
+    char *collector_path;
+    char *tls_fullchain_file;
+    char *tls_privkey_file;
+    char *tls_verify_cacert_path;
+    int64_t http2_max_concurrent_streams;
+    int64_t http2_max_read_frame_size;
+    int64_t http2_idle_timeout;
+    int64_t max_body_bytes;
+    int64_t max_inflight_bytes;
+    /* metrics listener (Kohaku 2023.1 keys) */
+    bool exporter_https;
+    char *exporter_listen_addr;
+    int64_t exporter_listen_port;
+    /* storage */
+    char *storage; /* "sqlite", "postgres" or "null" after kh_config_load */
+    char *sqlite_path;
+    char *sqlite_synchronous;
+    char *postgres_uri;
+    char *postgres_ca_cert_file;
+    /* write path */
+    int64_t batch_max_reports;
+    int64_t batch_max_rows;
+    int64_t batch_max_delay_ms;
+    int64_t retry_after;
+    int64_t shutdown_timeout;
+};
+
+/* Fills cfg with the defaults. Returns 0 or KH_ENOMEM. */
+int kh_config_init(struct kh_config *cfg);
+void kh_config_cleanup(struct kh_config *cfg);
+
+/* Loads path over the current values. On error returns KH_EINVAL (or KH_EIO when the file
+ * cannot be read) and writes "FILE:LINE: key: reason" into err. */
+int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen);
+/* Sets one key from its text form, as a config line would. */
+int kh_config_set(struct kh_config *cfg, const char *key, const char *value, char *err,
+                  size_t errlen);
+/* Cross-key checks and derived values (storage auto-selection). */
+int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen);
+
+void kh_config_print_help(FILE *fp);
+/* Logs every key and its effective value at debug level. */
+void kh_config_log(const struct kh_config *cfg);
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * log: one JSON object per line on stdout (or a file), UTC timestamps.
+ * Owns the output stream and the current level. The level is checked before anything is
+ * formatted. Callers build a line with kh_log_begin/kh_log_*()/kh_log_end; every string is
+ * JSON-escaped here, so client-supplied text (paths, peers) cannot break the line.
+ * Thread-safe: a line is formatted in a caller-owned buffer and written with one fwrite.
+ */
+#ifndef KH_LOG_H
+#define KH_LOG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum kh_log_level { KH_LOG_DEBUG = 0, KH_LOG_INFO, KH_LOG_WARN, KH_LOG_ERROR };
+
+struct kh_logline {
+    char buf[2048];
+    size_t len;
+    bool truncated;
+};
+
+void kh_log_set_level(enum kh_log_level level);
+enum kh_log_level kh_log_get_level(void);
+bool kh_log_enabled(enum kh_log_level level);
+/* Redirects output to an already opened file (NULL = stdout). Does not take ownership. */
+void kh_log_set_stream(void *fp);
+
+/* Returns false (and does nothing) when the level is disabled. */
+bool kh_log_begin(struct kh_logline *l, enum kh_log_level level, const char *msg);
+void kh_log_str(struct kh_logline *l, const char *key, const char *val);
+void kh_log_strn(struct kh_logline *l, const char *key, const char *val, size_t len);
+void kh_log_int(struct kh_logline *l, const char *key, int64_t val);
+void kh_log_dbl(struct kh_logline *l, const char *key, double val);
+void kh_log_bool(struct kh_logline *l, const char *key, bool val);
+void kh_log_end(struct kh_logline *l);
+
+/* One-call form for a message with an optional "error" string. */
+void kh_log(enum kh_log_level level, const char *msg, const char *error);
+
+#endif

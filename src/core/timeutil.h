@@ -1,0 +1,21 @@
+/*
+ * timeutil: RFC 3339 parsing and the canonical text form kohaku stores
+ * ("YYYY-MM-DDTHH:MM:SS.ffffffZ", UTC, microseconds), plus monotonic clocks.
+ */
+#ifndef KH_TIMEUTIL_H
+#define KH_TIMEUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KH_TIME_TEXT_LEN 27 /* without the NUL */
+
+/* Parses an RFC 3339 UTC timestamp with a fraction (1..9 digits; 'Z' or +00:00).
+ * Returns 0 and microseconds since the Unix epoch, or KH_EINVAL with *why set. */
+int kh_time_parse_rfc3339(const char *s, size_t n, int64_t *usec, const char **why);
+/* Writes KH_TIME_TEXT_LEN chars and a NUL into out (at least 28 bytes). */
+void kh_time_format(int64_t usec, char *out);
+int64_t kh_time_now_usec(void);
+uint64_t kh_mono_usec(void);
+
+#endif

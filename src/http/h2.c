@@ -1,0 +1,325 @@
+/*
+ * h2: the HTTP/2 codec on libnghttp2 (server side, prior knowledge). Each stream is a
+ * kh_request; frames are fed with nghttp2_session_mem_recv and output is drained with
+ * nghttp2_session_mem_send into the connection's buffer. Answers may come later than the
+ * frame that completed the request (after a batch commits): they are submitted then and the
+ * session is flushed, unless we are inside nghttp2's own callbacks, where the flush happens
+ * after mem_recv returns. This module is the only user of nghttp2.
+ */
+#include <event2/buffer.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/app.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "http/request.h"
+#include "net/server.h"
+
+#define CONN_WINDOW (16 * 1024 * 1024)
+
+struct h2 {
+    struct kh_conn *conn;
+    nghttp2_session *session;
+    struct kh_request *reqs; /* live streams */
+    size_t nreqs;
+    bool in_recv;
+    bool goaway_sent;
+};
+
+static void h2_respond(struct kh_request *req);
+static const struct kh_transport_ops h2_transport = {.respond = h2_respond};
+
+static void link_req(struct h2 *h, struct kh_request *req)
+{
+    req->next = h->reqs;
+    if (h->reqs)
+        h->reqs->prev = req;
+    h->reqs = req;
+    h->nreqs++;
+}
+
+static void unlink_req(struct h2 *h, struct kh_request *req)
+{
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        h->reqs = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
+    req->prev = req->next = NULL;
+    h->nreqs--;
+}
+
+/* Moves what nghttp2 has to send into the connection; closes it when the session is over. */
+static void flush(struct h2 *h)
+{
+    struct kh_conn *c = h->conn;
+    if (h->in_recv || c->dead)
+        return;
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(h->session, &data);
+        if (n < 0) {
+            kh_conn_close(c);
+            return;
+        }
+        if (n == 0)
+            break;
+        if (kh_conn_write(c, data, (size_t)n) != 0) {
+            kh_conn_close(c);
+            return;
+        }
+    }
+    if ((!nghttp2_session_want_read(h->session) && !nghttp2_session_want_write(h->session)) ||
+        (h->goaway_sent && h->nreqs == 0))
+        kh_conn_close_after_write(c);
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *user)
+{
+    struct h2 *h = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct kh_conn *c = h->conn;
+    struct kh_request *req = kh_request_new(c->app, KH_PROTO_H2, &h2_transport, c, c->id, c->peer);
+    if (req == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
+    req->stream_id = frame->hd.stream_id;
+    link_req(h, req);
+    nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, req);
+    return 0;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct kh_request *req = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    if (req == NULL)
+        return 0;
+    if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+        kh_request_set_method(req, (const char *)value, valuelen);
+    else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+        kh_request_append_path(req, (const char *)value, valuelen);
+    else
+        kh_request_header(req, (const char *)name, namelen, (const char *)value, valuelen);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *user)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct kh_request *req = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+    if (req == NULL)
+        return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        kh_request_headers_done(req);
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        kh_request_end(req);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *user)
+{
+    struct kh_request *req = nghttp2_session_get_stream_user_data(s, stream_id);
+    if (req)
+        kh_request_body(req, data, len);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user)
+{
+    /* An answer sent before the request body ended (413, 400): ask the client to stop
+     * sending (RFC 9113 8.1, RST_STREAM NO_ERROR). */
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct kh_request *req = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
+        if (req && !req->body_complete)
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                      NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code,
+                           void *user)
+{
+    struct h2 *h = user;
+    struct kh_request *req = nghttp2_session_get_stream_user_data(s, stream_id);
+    if (req == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(s, stream_id, NULL);
+    unlink_req(h, req);
+    kh_request_detach(req);
+    kh_request_release(req);
+    return 0;
+}
+
+static ssize_t read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
+                         uint32_t *data_flags, nghttp2_data_source *source, void *user)
+{
+    struct kh_request *req = source->ptr;
+    size_t left = req->resp_len - req->resp_sent;
+    size_t n = left < length ? left : length;
+    memcpy(buf, req->resp_body + req->resp_sent, n);
+    req->resp_sent += n;
+    if (req->resp_sent == req->resp_len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+#define NV(n, v, vl) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP2_NV_FLAG_NONE}
+
+static void h2_respond(struct kh_request *req)
+{
+    struct kh_conn *c = req->conn;
+    struct h2 *h = c->codec_data;
+    char status[8], retry[16], clen[24];
+    int sl = snprintf(status, sizeof(status), "%d", req->status);
+    nghttp2_nv nva[5] = {NV(":status", status, (size_t)sl), NV("server", "kohaku", 6)};
+    size_t n = 2;
+    if (req->retry_after > 0) {
+        int rl = snprintf(retry, sizeof(retry), "%d", req->retry_after);
+        nva[n++] = (nghttp2_nv)NV("retry-after", retry, (size_t)rl);
+    }
+    nghttp2_data_provider prd = {.source.ptr = req, .read_callback = read_body};
+    if (req->resp_len) {
+        int cl = snprintf(clen, sizeof(clen), "%zu", req->resp_len);
+        nva[n++] = (nghttp2_nv)NV("content-type", "application/json", 16);
+        nva[n++] = (nghttp2_nv)NV("content-length", clen, (size_t)cl);
+    }
+    int rv = nghttp2_submit_response(h->session, req->stream_id, nva, n,
+                                     req->resp_len && req->method != KH_METHOD_HEAD ? &prd : NULL);
+    if (rv != 0) {
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "http/2 response failed")) {
+            kh_log_int(&l, "conn", (int64_t)c->id);
+            kh_log_int(&l, "stream", req->stream_id);
+            kh_log_str(&l, "error", nghttp2_strerror(rv));
+            kh_log_end(&l);
+        }
+        nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, req->stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+    }
+    flush(h);
+}
+
+static int h2_init(struct kh_conn *c)
+{
+    struct h2 *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        goto fail_alloc;
+    h->conn = c;
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        goto fail_callbacks;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    int rv = nghttp2_session_server_new(&h->session, cbs, h);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0)
+        goto fail_session;
+    const struct kh_config *cfg = c->app->cfg;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->http2_max_concurrent_streams},
+        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, (uint32_t)cfg->http2_max_read_frame_size},
+    };
+    if (nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
+        nghttp2_session_set_local_window_size(h->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0)
+        goto fail_settings;
+    c->codec_data = h;
+    return 0;
+fail_settings:
+    nghttp2_session_del(h->session);
+fail_session:
+fail_callbacks:
+    free(h);
+fail_alloc:
+    return KH_ENOMEM;
+}
+
+static int h2_on_read(struct kh_conn *c, struct evbuffer *in)
+{
+    struct h2 *h = c->codec_data;
+    while (evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        h->in_recv = true;
+        ssize_t n = nghttp2_session_mem_recv(h->session, v.iov_base, v.iov_len);
+        h->in_recv = false;
+        if (n < 0) {
+            struct kh_logline l;
+            if (kh_log_begin(&l, KH_LOG_DEBUG, "http/2 session error")) {
+                kh_log_int(&l, "conn", (int64_t)c->id);
+                kh_log_str(&l, "error", nghttp2_strerror((int)n));
+                kh_log_end(&l);
+            }
+            return -1;
+        }
+        evbuffer_drain(in, (size_t)n);
+        if (c->dead)
+            return 0;
+    }
+    flush(h);
+    return 0;
+}
+
+static void h2_on_drained(struct kh_conn *c) { flush(c->codec_data); }
+
+static void h2_shutdown(struct kh_conn *c)
+{
+    struct h2 *h = c->codec_data;
+    if (h->goaway_sent)
+        return;
+    h->goaway_sent = true;
+    /* streams already opened are finished; no new ones are accepted */
+    nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
+                          NULL, 0);
+    flush(h);
+}
+
+static bool h2_idle(struct kh_conn *c)
+{
+    struct h2 *h = c->codec_data;
+    return h->nreqs == 0;
+}
+
+static void h2_free(struct kh_conn *c)
+{
+    struct h2 *h = c->codec_data;
+    if (h == NULL)
+        return;
+    while (h->reqs) {
+        struct kh_request *req = h->reqs;
+        unlink_req(h, req);
+        nghttp2_session_set_stream_user_data(h->session, req->stream_id, NULL);
+        kh_request_detach(req);
+        kh_request_release(req);
+    }
+    nghttp2_session_del(h->session);
+    free(h);
+    c->codec_data = NULL;
+}
+
+const struct kh_codec_ops kh_h2_codec = {
+    .name = "h2",
+    .init = h2_init,
+    .on_read = h2_on_read,
+    .on_drained = h2_on_drained,
+    .shutdown = h2_shutdown,
+    .idle = h2_idle,
+    .free = h2_free,
+};

@@ -1,0 +1,226 @@
+/*
+ * request: shared request flow for both codecs. See request.h.
+ */
+#include "http/request.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/app.h"
+#include "core/buf.h"
+#include "core/jsonw.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "http/router.h"
+
+struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
+                                  const struct kh_transport_ops *tp, void *conn,
+                                  uint64_t conn_id, const char *peer)
+{
+    struct kh_request *req = calloc(1, sizeof(*req));
+    if (req == NULL)
+        return NULL;
+    req->app = app;
+    req->proto = proto;
+    req->tp = tp;
+    req->conn = conn;
+    req->conn_id = conn_id;
+    snprintf(req->peer, sizeof(req->peer), "%s", peer);
+    req->content_length = -1;
+    req->refs = 1;
+    req->start_usec = kh_mono_usec();
+    return req;
+}
+
+void kh_request_retain(struct kh_request *req) { req->refs++; }
+
+void kh_request_release(struct kh_request *req)
+{
+    if (--req->refs > 0)
+        return;
+    if (req->handler && req->handler->on_free)
+        req->handler->on_free(req);
+    free(req->resp_body);
+    free(req);
+}
+
+void kh_request_detach(struct kh_request *req) { req->conn = NULL; }
+
+void kh_request_set_method(struct kh_request *req, const char *m, size_t n)
+{
+    snprintf(req->method_text, sizeof(req->method_text), "%.*s", (int)n, m);
+    if (n == 3 && memcmp(m, "GET", 3) == 0)
+        req->method = KH_METHOD_GET;
+    else if (n == 4 && memcmp(m, "POST", 4) == 0)
+        req->method = KH_METHOD_POST;
+    else if (n == 4 && memcmp(m, "HEAD", 4) == 0)
+        req->method = KH_METHOD_HEAD;
+    else
+        req->method = KH_METHOD_OTHER;
+}
+
+void kh_request_append_path(struct kh_request *req, const char *p, size_t n)
+{
+    if (req->path_len + n > KH_MAX_PATH) {
+        req->path_too_long = true;
+        n = KH_MAX_PATH - req->path_len;
+    }
+    memcpy(req->path + req->path_len, p, n);
+    req->path_len += n;
+    req->path[req->path_len] = '\0';
+}
+
+static void copy_value(char *dst, const char *v, size_t n)
+{
+    if (n >= KH_MAX_HDR_VALUE)
+        n = KH_MAX_HDR_VALUE - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+}
+
+static bool name_is(const char *name, size_t nlen, const char *want)
+{
+    return strlen(want) == nlen && strncasecmp(name, want, nlen) == 0;
+}
+
+void kh_request_header(struct kh_request *req, const char *name, size_t nlen, const char *value,
+                       size_t vlen)
+{
+    if (name_is(name, nlen, "content-type"))
+        copy_value(req->content_type, value, vlen);
+    else if (name_is(name, nlen, "x-sora-stats-exporter-type"))
+        copy_value(req->exporter_type, value, vlen);
+    else if (name_is(name, nlen, "sora-stats-webhook-type"))
+        copy_value(req->webhook_type, value, vlen);
+    else if (name_is(name, nlen, "content-length")) {
+        int64_t v = 0;
+        for (size_t i = 0; i < vlen && v >= 0; i++)
+            v = (value[i] >= '0' && value[i] <= '9' && v < INT64_MAX / 10) ? v * 10 + (value[i] - '0')
+                                                                           : -1;
+        req->content_length = vlen ? v : -1;
+    } else if (name_is(name, nlen, "upgrade")) {
+        /* any token naming h2c, e.g. "h2c" or "websocket, h2c" */
+        for (size_t i = 0; i + 3 <= vlen; i++)
+            if (strncasecmp(value + i, "h2c", 3) == 0)
+                req->upgrade_h2c = true;
+    }
+}
+
+void kh_request_headers_done(struct kh_request *req)
+{
+    if (req->responded)
+        return;
+    int64_t max = req->app->cfg->max_body_bytes;
+    if (req->content_length > max) {
+        req->close_connection = true;
+        kh_request_respond_error(req, 413, "body: larger than max_body_bytes");
+        return;
+    }
+    kh_router_dispatch(req);
+    if (!req->responded && req->handler && req->handler->on_headers)
+        req->handler->on_headers(req);
+}
+
+void kh_request_body(struct kh_request *req, const uint8_t *data, size_t len)
+{
+    req->body_len += len;
+    if (req->responded)
+        return;
+    if (req->body_len > (size_t)req->app->cfg->max_body_bytes) {
+        req->close_connection = true;
+        kh_request_respond_error(req, 413, "body: larger than max_body_bytes");
+        return;
+    }
+    if (req->handler && req->handler->on_body)
+        req->handler->on_body(req, data, len);
+}
+
+void kh_request_end(struct kh_request *req)
+{
+    req->body_complete = true;
+    if (req->responded)
+        return;
+    if (req->handler && req->handler->on_end)
+        req->handler->on_end(req);
+    else
+        kh_request_respond(req, 204, NULL, 0);
+}
+
+static void log_access(const struct kh_request *req)
+{
+    struct kh_logline l;
+    if (!kh_log_begin(&l, KH_LOG_INFO, "access"))
+        return;
+    kh_log_str(&l, "method", req->method_text);
+    kh_log_strn(&l, "path", req->path, req->path_len);
+    kh_log_str(&l, "proto", req->proto == KH_PROTO_H2 ? "h2" : "h1");
+    kh_log_int(&l, "status", req->status);
+    kh_log_int(&l, "bytes_in", (int64_t)req->body_len);
+    kh_log_int(&l, "bytes_out", (int64_t)req->resp_len);
+    kh_log_int(&l, "usec", (int64_t)(kh_mono_usec() - req->start_usec));
+    kh_log_str(&l, "peer", req->peer);
+    kh_log_int(&l, "conn", (int64_t)req->conn_id);
+    if (req->proto == KH_PROTO_H2)
+        kh_log_int(&l, "stream", req->stream_id);
+    if (req->conn == NULL)
+        kh_log_bool(&l, "client_gone", true);
+    kh_log_end(&l);
+}
+
+void kh_request_respond(struct kh_request *req, int status, const char *body, size_t len)
+{
+    if (req->responded)
+        return;
+    req->responded = true;
+    req->status = status;
+    if (body && len) {
+        req->resp_body = malloc(len);
+        if (req->resp_body) {
+            memcpy(req->resp_body, body, len);
+            req->resp_len = len;
+        }
+    }
+    log_access(req);
+    if (req->conn)
+        req->tp->respond(req);
+}
+
+void kh_request_respond_error(struct kh_request *req, int status, const char *message)
+{
+    struct kh_buf b;
+    kh_buf_init(&b, 4096);
+    if (kh_buf_append(&b, "{\"message\":", 11) == 0 &&
+        kh_buf_put_json_str(&b, message, strnlen(message, 1024)) == 0 &&
+        kh_buf_append(&b, "}", 1) == 0)
+        kh_request_respond(req, status, b.data, b.len);
+    else
+        kh_request_respond(req, status, NULL, 0);
+    kh_buf_cleanup(&b);
+    if (kh_log_enabled(KH_LOG_DEBUG)) {
+        struct kh_logline l;
+        kh_log_begin(&l, KH_LOG_DEBUG, "request refused");
+        kh_log_int(&l, "status", status);
+        kh_log_str(&l, "reason", message);
+        kh_log_int(&l, "conn", (int64_t)req->conn_id);
+        kh_log_end(&l);
+    }
+}
+
+const char *kh_status_text(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}

@@ -1,0 +1,110 @@
+/*
+ * request: the one request/response abstraction both HTTP codecs (h1.c, h2.c) feed, and the
+ * only thing handlers see. A codec creates a request, reports headers, body chunks and the
+ * end; this module routes it, enforces the body limit while the body streams, calls the
+ * handler, and turns a handler's answer into a response the codec sends.
+ *
+ * Lifetime: reference counted. The codec holds one reference until the stream (HTTP/2) or
+ * message (HTTP/1.1) is over; a handler holds one while work is pending elsewhere (a batch).
+ * When the connection goes away first, the codec detaches the request (conn = NULL) and the
+ * handler's later answer is only logged.
+ */
+#ifndef KH_REQUEST_H
+#define KH_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum kh_proto { KH_PROTO_H1 = 1, KH_PROTO_H2 };
+enum kh_method { KH_METHOD_OTHER, KH_METHOD_GET, KH_METHOD_HEAD, KH_METHOD_POST };
+
+#define KH_MAX_PATH 1024
+#define KH_MAX_HDR_VALUE 128
+
+struct kh_request;
+struct kh_app;
+
+struct kh_handler {
+    const char *name;
+    /* All headers are in. The handler may answer at once (then the body is discarded). */
+    void (*on_headers)(struct kh_request *req);
+    /* A body chunk, within the size limit. Not called once the request has an answer. */
+    void (*on_body)(struct kh_request *req, const uint8_t *data, size_t len);
+    /* The body is complete. Not called once the request has an answer. */
+    void (*on_end)(struct kh_request *req);
+    /* Releases handler state (hstate). Called when the last reference goes. */
+    void (*on_free)(struct kh_request *req);
+};
+
+struct kh_transport_ops {
+    /* Sends req's response (status, resp_body, retry_after) on its connection. */
+    void (*respond)(struct kh_request *req);
+};
+
+struct kh_request {
+    const struct kh_transport_ops *tp;
+    void *conn; /* the codec's connection state; NULL once detached */
+    struct kh_app *app;
+    enum kh_proto proto;
+    int32_t stream_id;
+    uint64_t conn_id;
+    char peer[64];
+    /* request line and the headers kohaku reads */
+    enum kh_method method;
+    char method_text[16];
+    char path[KH_MAX_PATH + 1];
+    size_t path_len;
+    bool path_too_long;
+    char content_type[KH_MAX_HDR_VALUE];
+    char exporter_type[KH_MAX_HDR_VALUE];
+    char webhook_type[KH_MAX_HDR_VALUE];
+    int64_t content_length; /* -1 when absent */
+    bool upgrade_h2c;
+    /* body */
+    size_t body_len;
+    bool body_complete;
+    /* handler */
+    const struct kh_handler *handler;
+    void *hstate;
+    /* response */
+    bool responded;
+    int status;
+    char *resp_body;
+    size_t resp_len;
+    size_t resp_sent;
+    int retry_after; /* seconds, 0 = no header */
+    bool close_connection;
+    uint64_t start_usec;
+    int refs;
+    struct kh_request *prev, *next; /* the connection's list, owned by the codec */
+};
+
+/* NULL on allocation failure. The new request holds the codec's reference. */
+struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
+                                  const struct kh_transport_ops *tp, void *conn,
+                                  uint64_t conn_id, const char *peer);
+void kh_request_retain(struct kh_request *req);
+void kh_request_release(struct kh_request *req);
+/* The connection is gone: later answers are only logged. */
+void kh_request_detach(struct kh_request *req);
+
+void kh_request_set_method(struct kh_request *req, const char *m, size_t n);
+void kh_request_append_path(struct kh_request *req, const char *p, size_t n);
+/* Records a header kohaku cares about; name compared case-insensitively. */
+void kh_request_header(struct kh_request *req, const char *name, size_t nlen, const char *value,
+                       size_t vlen);
+
+/* Codec events, in this order; each is a no-op once the request has an answer. */
+void kh_request_headers_done(struct kh_request *req);
+void kh_request_body(struct kh_request *req, const uint8_t *data, size_t len);
+void kh_request_end(struct kh_request *req);
+
+/* Answers the request once (later calls are ignored). body may be NULL. */
+void kh_request_respond(struct kh_request *req, int status, const char *body, size_t len);
+/* 4xx/5xx with {"message": message}. */
+void kh_request_respond_error(struct kh_request *req, int status, const char *message);
+
+const char *kh_status_text(int status);
+
+#endif

@@ -1,0 +1,49 @@
+/*
+ * router: the route table. See router.h.
+ */
+#include "http/router.h"
+
+#include <string.h>
+
+#include "api/app.h"
+
+struct route {
+    const char *path; /* NULL = the configured collector path */
+    enum kh_method method;
+    const struct kh_handler *handler;
+};
+
+static const struct route routes[] = {
+    {NULL, KH_METHOD_POST, &kh_collector_handler},
+    {"/.ok", KH_METHOD_GET, &kh_health_handler},
+    {"/.ok", KH_METHOD_HEAD, &kh_health_handler},
+    {"/health", KH_METHOD_POST, &kh_health_handler},
+};
+
+void kh_router_dispatch(struct kh_request *req)
+{
+    if (req->upgrade_h2c) {
+        req->close_connection = true;
+        kh_request_respond_error(req, 400,
+                                 "upgrade: h2c upgrade is not supported; use HTTP/2 with prior "
+                                 "knowledge");
+        return;
+    }
+    /* the query string takes no part in routing */
+    size_t plen = strcspn(req->path, "?");
+    bool path_found = false;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const char *p = routes[i].path ? routes[i].path : req->app->cfg->collector_path;
+        if (strlen(p) != plen || strncmp(p, req->path, plen) != 0)
+            continue;
+        path_found = true;
+        if (routes[i].method == req->method) {
+            req->handler = routes[i].handler;
+            return;
+        }
+    }
+    if (path_found)
+        kh_request_respond_error(req, 405, "method: not allowed on this path");
+    else
+        kh_request_respond_error(req, 404, "path: not found");
+}

@@ -1,0 +1,269 @@
+/*
+ * main: command line, start-up and shutdown. Order matters: config, logging, schema tables,
+ * storage (open + migrate, so a broken database stops kohaku before it accepts anything),
+ * then the loop, the writer thread and the listener. Shutdown runs in reverse: stop
+ * accepting, let in-flight reports finish, join the writer, close storage.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/app.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "net/server.h"
+#include "pipeline/batcher.h"
+#include "sora/schema.h"
+#include "store/store.h"
+
+#ifndef KOHAKU_VERSION
+#define KOHAKU_VERSION "0.0.0"
+#endif
+
+struct runtime {
+    struct event_base *base;
+    struct kh_app app;
+    struct kh_server *srv;
+    struct kh_batcher *batcher;
+    struct event *sig_term, *sig_int, *tick;
+    int signals;
+    uint64_t deadline_usec;
+};
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "Usage: kohaku [OPTIONS] [COMMAND]\n"
+            "\n"
+            "Kohaku receives Sora's WebRTC stats reports (HTTP/2 stats exporter and HTTP/1.1)\n"
+            "and stores them in SQLite or PostgreSQL.\n"
+            "\n"
+            "Commands:\n"
+            "  serve             run the collector (default)\n"
+            "  migrate           create or upgrade the database schema, then exit\n"
+            "\n"
+            "Options:\n"
+            "  -C, --config FILE read settings from FILE (default ./config.ini; defaults are\n"
+            "                    used when ./config.ini does not exist)\n"
+            "  -V, --version     print the version and exit\n"
+            "  -h, --help        print this help and exit\n"
+            "\n"
+            "Settings (key = value lines, see config.example.ini):\n");
+    kh_config_print_help(fp);
+}
+
+static int load_config(struct kh_config *cfg, const char *path, bool explicit_path)
+{
+    char err[1024];
+    if (kh_config_init(cfg) != 0) {
+        fprintf(stderr, "kohaku: out of memory\n");
+        return -1;
+    }
+    if (explicit_path || access(path, F_OK) == 0) {
+        if (kh_config_load(cfg, path, err, sizeof(err)) != 0) {
+            fprintf(stderr, "kohaku: %s\n", err);
+            return -1;
+        }
+    }
+    if (kh_config_finish(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kohaku: %s: %s\n", path, err);
+        return -1;
+    }
+    return 0;
+}
+
+static FILE *open_log(const struct kh_config *cfg)
+{
+    if (cfg->log_stdout)
+        return NULL;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", cfg->log_dir[0] ? cfg->log_dir : ".", cfg->log_name);
+    FILE *fp = fopen(path, "a");
+    if (fp == NULL)
+        fprintf(stderr, "kohaku: log file %s: %s; logging to stdout\n", path, strerror(errno));
+    return fp;
+}
+
+static int open_store(struct kh_store *store, const struct kh_config *cfg)
+{
+    const char *err = NULL;
+    store->ops = kh_store_find(cfg->storage);
+    if (store->ops == NULL) {
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_ERROR, "storage backend not available in this build")) {
+            kh_log_str(&l, "storage", cfg->storage);
+            kh_log_end(&l);
+        }
+        return -1;
+    }
+    if (store->ops->open(store, cfg, &err) != 0 || store->ops->migrate(store, &err) != 0) {
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_ERROR, "storage failed to open")) {
+            kh_log_str(&l, "storage", cfg->storage);
+            kh_log_str(&l, "error", err);
+            kh_log_end(&l);
+        }
+        store->ops->close(store);
+        return -1;
+    }
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_INFO, "storage ready")) {
+        kh_log_str(&l, "storage", cfg->storage);
+        if (strcmp(cfg->storage, "sqlite") == 0)
+            kh_log_str(&l, "path", cfg->sqlite_path);
+        kh_log_int(&l, "schema_version", kh_schema_latest_version());
+        kh_log_end(&l);
+    }
+    return 0;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    size_t conns = kh_server_nconns(rt->srv);
+    size_t pending = kh_batcher_pending(rt->batcher);
+    if (conns == 0 && pending == 0) {
+        event_base_loopbreak(rt->base);
+        return;
+    }
+    if (kh_mono_usec() > rt->deadline_usec) {
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "shutdown timeout: exiting with work in progress")) {
+            kh_log_int(&l, "connections", (int64_t)conns);
+            kh_log_int(&l, "pending_reports", (int64_t)pending);
+            kh_log_end(&l);
+        }
+        event_base_loopbreak(rt->base);
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    if (++rt->signals > 1) {
+        kh_log(KH_LOG_WARN, "second signal: exiting now", NULL);
+        event_base_loopbreak(rt->base);
+        return;
+    }
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_INFO, "shutting down")) {
+        kh_log_str(&l, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        kh_log_int(&l, "connections", (int64_t)kh_server_nconns(rt->srv));
+        kh_log_int(&l, "pending_reports", (int64_t)kh_batcher_pending(rt->batcher));
+        kh_log_end(&l);
+    }
+    rt->deadline_usec = kh_mono_usec() + (uint64_t)rt->app.cfg->shutdown_timeout * 1000000;
+    kh_server_stop(rt->srv);
+    struct timeval tv = {0, 20000};
+    event_add(rt->tick, &tv);
+}
+
+static int serve(struct kh_config *cfg, struct kh_store *store)
+{
+    struct runtime rt = {0};
+    char err[512];
+    int rc = 1;
+    rt.app.cfg = cfg;
+    rt.app.store = store;
+    if (evthread_use_pthreads() != 0 || (rt.base = event_base_new()) == NULL) {
+        kh_log(KH_LOG_ERROR, "event loop: cannot start", NULL);
+        return 1;
+    }
+    rt.batcher = kh_batcher_new(rt.base, store, cfg);
+    if (rt.batcher == NULL) {
+        kh_log(KH_LOG_ERROR, "batcher: cannot start the writer thread", NULL);
+        goto fail_batcher;
+    }
+    rt.app.batcher = rt.batcher;
+    rt.srv = kh_server_new(rt.base, &rt.app, err, sizeof(err));
+    if (rt.srv == NULL) {
+        kh_log(KH_LOG_ERROR, "listener failed", err);
+        goto fail_server;
+    }
+    rt.sig_term = evsignal_new(rt.base, SIGTERM, on_signal, &rt);
+    rt.sig_int = evsignal_new(rt.base, SIGINT, on_signal, &rt);
+    rt.tick = event_new(rt.base, -1, EV_PERSIST, on_tick, &rt);
+    event_add(rt.sig_term, NULL);
+    event_add(rt.sig_int, NULL);
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_INFO, "listening")) {
+        kh_log_str(&l, "addr", cfg->listen_addr);
+        kh_log_int(&l, "port", cfg->listen_port);
+        kh_log_str(&l, "protocols", "h2c,http/1.1");
+        kh_log_str(&l, "version", KOHAKU_VERSION);
+        kh_log_end(&l);
+    }
+    event_base_dispatch(rt.base);
+    rc = 0;
+    event_free(rt.tick);
+    event_free(rt.sig_term);
+    event_free(rt.sig_int);
+    kh_server_free(rt.srv);
+fail_server:
+    kh_batcher_free(rt.batcher);
+fail_batcher:
+    event_base_free(rt.base);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'C'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *config_path = "./config.ini";
+    bool explicit_path = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "C:Vh", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'C':
+            config_path = optarg;
+            explicit_path = true;
+            break;
+        case 'V': printf("kohaku %s\n", KOHAKU_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    const char *command = optind < argc ? argv[optind] : "serve";
+    if (optind + 1 < argc || (strcmp(command, "serve") != 0 && strcmp(command, "migrate") != 0)) {
+        fprintf(stderr, "kohaku: unknown command '%s' (expected serve or migrate)\n", command);
+        return 2;
+    }
+
+    struct kh_config cfg;
+    if (load_config(&cfg, config_path, explicit_path) != 0)
+        return 2;
+    kh_log_set_level(cfg.debug ? KH_LOG_DEBUG : KH_LOG_INFO);
+    FILE *logfp = open_log(&cfg);
+    kh_log_set_stream(logfp);
+    signal(SIGPIPE, SIG_IGN);
+    kh_config_log(&cfg);
+
+    int rc = 1;
+    struct kh_store store = {0};
+    if (kh_schema_init() != 0) {
+        kh_log(KH_LOG_ERROR, "out of memory", NULL);
+        goto out;
+    }
+    if (open_store(&store, &cfg) != 0)
+        goto out_schema;
+    rc = strcmp(command, "migrate") == 0 ? 0 : serve(&cfg, &store);
+    store.ops->close(&store);
+    kh_log(KH_LOG_INFO, rc == 0 ? "stopped" : "stopped with errors", NULL);
+out_schema:
+    kh_schema_cleanup();
+out:
+    if (logfp)
+        fclose(logfp);
+    kh_config_cleanup(&cfg);
+    return rc;
+}

@@ -1,0 +1,311 @@
+/*
+ * server: listener and connection lifetime. See server.h.
+ */
+#include "net/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "api/app.h"
+#include "core/errors.h"
+#include "core/log.h"
+
+#define READ_HIGH_WATERMARK (256 * 1024)
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+struct kh_server {
+    struct event_base *base;
+    struct kh_app *app;
+    struct evconnlistener *listener;
+    struct kh_conn *conns;
+    size_t nconns;
+    struct kh_conn *reap;   /* dead connections waiting to be freed */
+    struct event *reap_ev;
+    uint64_t next_id;
+    bool stopping;
+};
+
+static void unlink_conn(struct kh_server *srv, struct kh_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void log_conn(const struct kh_conn *c, const char *msg)
+{
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_DEBUG, msg)) {
+        kh_log_int(&l, "conn", (int64_t)c->id);
+        kh_log_str(&l, "peer", c->peer);
+        kh_log_str(&l, "proto", c->codec ? c->codec->name : "none");
+        kh_log_end(&l);
+    }
+}
+
+void kh_conn_close(struct kh_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    struct kh_server *srv = c->srv;
+    unlink_conn(srv, c);
+    srv->nconns--;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    c->next = srv->reap;
+    srv->reap = c;
+    event_active(srv->reap_ev, EV_READ, 0);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct kh_server *srv = arg;
+    while (srv->reap) {
+        struct kh_conn *c = srv->reap;
+        srv->reap = c->next;
+        log_conn(c, "connection closed");
+        if (c->codec)
+            c->codec->free(c);
+        bufferevent_free(c->bev);
+        free(c);
+    }
+}
+
+int kh_conn_write(struct kh_conn *c, const void *data, size_t len)
+{
+    if (c->dead)
+        return KH_EIO;
+    return bufferevent_write(c->bev, data, len) == 0 ? 0 : KH_ENOMEM;
+}
+
+void kh_conn_close_after_write(struct kh_conn *c)
+{
+    c->close_after_write = true;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        kh_conn_close(c);
+}
+
+void kh_conn_resume_read(struct kh_conn *c)
+{
+    if (!c->dead)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+bool kh_conn_stopping(const struct kh_conn *c) { return c->srv->stopping; }
+
+/* Picks the codec from the first bytes: the HTTP/2 preface or anything else (HTTP/1.1). */
+static int sniff(struct kh_conn *c, struct evbuffer *in)
+{
+    size_t have = evbuffer_get_length(in);
+    size_t n = have < sizeof(h2_preface) - 1 ? have : sizeof(h2_preface) - 1;
+    unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
+    bool h2 = memcmp(p, h2_preface, n) == 0;
+    if (h2 && n < sizeof(h2_preface) - 1)
+        return 0; /* undecided: wait for more */
+    c->codec = h2 ? &kh_h2_codec : &kh_h1_codec;
+    log_conn(c, "connection protocol");
+    if (c->codec->init(c) != 0) {
+        c->codec = NULL;
+        return KH_ENOMEM;
+    }
+    if (c->srv->stopping)
+        c->codec->shutdown(c);
+    return 1;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct kh_conn *c = arg;
+    if (c->dead)
+        return;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->codec == NULL) {
+        int rc = sniff(c, in);
+        if (rc < 0) {
+            kh_conn_close(c);
+            return;
+        }
+        if (rc == 0)
+            return;
+    }
+    if (c->codec->on_read(c, in) < 0)
+        kh_conn_close(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct kh_conn *c = arg;
+    if (c->dead)
+        return;
+    if (c->close_after_write) {
+        kh_conn_close(c);
+        return;
+    }
+    if (c->codec)
+        c->codec->on_drained(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct kh_conn *c = arg;
+    if (c->dead)
+        return;
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
+        if (c->codec && !c->codec->idle(c)) {
+            /* requests are waiting for storage: not idle, keep reading */
+            bufferevent_enable(bev, EV_READ);
+            return;
+        }
+        log_conn(c, "idle timeout");
+        if (c->codec)
+            c->codec->shutdown(c);
+        if (!c->dead)
+            kh_conn_close_after_write(c);
+        return;
+    }
+    kh_conn_close(c);
+}
+
+static void peer_name(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+    getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in),
+                host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+    snprintf(out, len, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct kh_server *srv = arg;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct kh_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        kh_log(KH_LOG_ERROR, "accept: out of memory", NULL);
+        return;
+    }
+    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    c->srv = srv;
+    c->app = srv->app;
+    c->id = ++srv->next_id;
+    peer_name(sa, c->peer, sizeof(c->peer));
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    long idle = (long)srv->app->cfg->http2_idle_timeout;
+    struct timeval tv = {idle, 0};
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATERMARK);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    log_conn(c, "connection accepted");
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    struct kh_logline line;
+    if (kh_log_begin(&line, KH_LOG_WARN, "accept failed")) {
+        kh_log_str(&line, "error", evutil_socket_error_to_string(err));
+        kh_log_end(&line);
+    }
+}
+
+struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, char *err,
+                                size_t errlen)
+{
+    struct kh_server *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    srv->base = base;
+    srv->app = app;
+    srv->reap_ev = event_new(base, -1, 0, on_reap, srv);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%d", (int)app->cfg->listen_port);
+    int gai = getaddrinfo(app->cfg->listen_addr, port, &hints, &ai);
+    if (gai != 0) {
+        snprintf(err, errlen, "listen_addr: '%s' is not a numeric address: %s",
+                 app->cfg->listen_addr, gai_strerror(gai));
+        goto fail;
+    }
+    srv->listener = evconnlistener_new_bind(
+        base, on_accept, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (srv->listener == NULL) {
+        snprintf(err, errlen, "cannot listen on %s:%s: %s",
+                 app->cfg->listen_addr, port, strerror(errno));
+        goto fail;
+    }
+    evconnlistener_set_error_cb(srv->listener, on_accept_error);
+    return srv;
+fail:
+    if (srv->reap_ev)
+        event_free(srv->reap_ev);
+    free(srv);
+    return NULL;
+}
+
+void kh_server_stop(struct kh_server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    if (srv->listener)
+        evconnlistener_disable(srv->listener);
+    struct kh_conn *c = srv->conns;
+    while (c) {
+        struct kh_conn *next = c->next; /* shutdown may close c */
+        if (c->codec)
+            c->codec->shutdown(c);
+        else
+            kh_conn_close(c);
+        c = next;
+    }
+}
+
+size_t kh_server_nconns(const struct kh_server *srv) { return srv->nconns; }
+
+void kh_server_free(struct kh_server *srv)
+{
+    if (srv == NULL)
+        return;
+    while (srv->conns)
+        kh_conn_close(srv->conns);
+    on_reap(-1, 0, srv);
+    if (srv->listener)
+        evconnlistener_free(srv->listener);
+    event_free(srv->reap_ev);
+    free(srv);
+}

@@ -1,0 +1,71 @@
+/*
+ * server: the listener and the connections. Accepts on listen_addr:listen_port, tells
+ * HTTP/2 (prior knowledge) from HTTP/1.1 by the first bytes, and hands the connection to the
+ * matching codec (h1.c, h2.c). Owns every connection; frees them only at a safe point (a
+ * deferred event), never inside a callback running for them. Stops gracefully: no new
+ * connections, GOAWAY / close-when-idle for the open ones.
+ */
+#ifndef KH_SERVER_H
+#define KH_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evbuffer;
+struct kh_app;
+struct kh_server;
+struct kh_conn;
+
+struct kh_codec_ops {
+    const char *name;
+    /* Sets up codec state for c. 0 or KH_ENOMEM. */
+    int (*init)(struct kh_conn *c);
+    /* New input is in `in`. Consume what can be used now. <0: close the connection. */
+    int (*on_read)(struct kh_conn *c, struct evbuffer *in);
+    /* Everything queued has been written. */
+    void (*on_drained)(struct kh_conn *c);
+    /* Graceful shutdown: finish what is in progress, accept nothing new. */
+    void (*shutdown)(struct kh_conn *c);
+    /* True when no request is in progress (an idle timeout may close it). */
+    bool (*idle)(struct kh_conn *c);
+    /* Detaches the requests and frees codec state; the connection is going away. */
+    void (*free)(struct kh_conn *c);
+};
+
+struct kh_conn {
+    struct kh_server *srv;
+    struct bufferevent *bev;
+    const struct kh_codec_ops *codec;
+    void *codec_data;
+    struct kh_app *app;
+    uint64_t id;
+    char peer[64];
+    bool dead;
+    bool close_after_write;
+    struct kh_conn *prev, *next;
+};
+
+/* NULL with the reason in err on failure (bind, listen, memory). */
+struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, char *err,
+                                size_t errlen);
+void kh_server_free(struct kh_server *srv);
+/* Stop accepting and ask every connection to wind down. */
+void kh_server_stop(struct kh_server *srv);
+size_t kh_server_nconns(const struct kh_server *srv);
+
+/* For codecs. */
+int kh_conn_write(struct kh_conn *c, const void *data, size_t len);
+/* Closes once everything queued has been written. */
+void kh_conn_close_after_write(struct kh_conn *c);
+/* Closes now (deferred free). */
+void kh_conn_close(struct kh_conn *c);
+/* Runs on_read again soon (input left in the buffer after a pause). */
+void kh_conn_resume_read(struct kh_conn *c);
+bool kh_conn_stopping(const struct kh_conn *c);
+
+extern const struct kh_codec_ops kh_h1_codec;
+extern const struct kh_codec_ops kh_h2_codec;
+
+#endif

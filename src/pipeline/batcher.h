@@ -1,0 +1,45 @@
+/*
+ * batcher: gathers reports from many requests into batches and stores each batch in one
+ * transaction on a writer thread, off the event loop. Every submitted report completes
+ * exactly once, on the loop thread, through its callback: 0 (stored), KH_ERETRY (storage
+ * failed: answer 503) or KH_EREJECT (refused as bad data: answer 400).
+ *
+ * Batching is group commit: a batch goes to the writer as soon as the writer is idle (after
+ * batch_max_delay_ms at most, to gather a few more), or when it reaches batch_max_reports /
+ * batch_max_rows; while the writer is busy the next batch keeps growing.
+ */
+#ifndef KH_BATCHER_H
+#define KH_BATCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "sora/report.h"
+#include "store/store.h"
+
+struct event_base;
+struct kh_batcher;
+
+typedef void (*kh_batch_cb)(void *arg, int result, const char *err);
+
+/* NULL on failure (threads or memory). Starts the writer thread. */
+struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *store,
+                                  const struct kh_config *cfg);
+/* Takes the report on success (0). KH_ENOSPC when the in-flight byte budget is full,
+ * KH_ESHUTDOWN after kh_batcher_stop: the report stays the caller's and cb is never called. */
+int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb, void *arg);
+/* Sends what is gathered now and refuses new reports. */
+void kh_batcher_stop(struct kh_batcher *b);
+/* Reports submitted and not yet completed. */
+size_t kh_batcher_pending(const struct kh_batcher *b);
+/* Joins the writer thread; reports still queued are written first. */
+void kh_batcher_free(struct kh_batcher *b);
+
+struct kh_batcher_stats {
+    uint64_t batches, reports, rows, failed_batches;
+    size_t inflight_bytes;
+};
+void kh_batcher_get_stats(const struct kh_batcher *b, struct kh_batcher_stats *out);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * report: one validated Sora report turned into rows, ready for storage. Everything it points
+ * to lives in its arena; kh_report_free releases it all at once. A report is built on the
+ * loop thread, read by a writer thread while its batch is stored, then freed on the loop.
+ */
+#ifndef KH_REPORT_H
+#define KH_REPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/timeutil.h"
+
+enum kh_report_kind {
+    KH_REPORT_CONNECTION, /* connection.user-agent (exporter) or connection.rtc (webhook) */
+    KH_REPORT_NODE        /* node.erlang-vm */
+};
+
+struct kh_str {
+    const char *p; /* NUL-terminated, in the arena */
+    uint32_t len;
+};
+
+/* A column value. type 0 = SQL NULL, otherwise enum kh_coltype. */
+struct kh_value {
+    uint8_t type;
+    uint32_t len; /* TEXT and JSON */
+    union {
+        int64_t i;
+        double d;
+        const char *s;
+        bool b;
+    } u;
+};
+
+struct kh_row {
+    struct kh_row *next;
+    int table;                /* index in kh_stats_tables */
+    struct kh_str stats_type; /* connection scope */
+    struct kh_str stats_id;   /* connection scope */
+    double stats_timestamp;   /* connection scope */
+    struct kh_value *vals;    /* one per member of the table */
+    struct kh_str extra;      /* JSON object text, or p == NULL when nothing is left over */
+};
+
+struct kh_report {
+    enum kh_report_kind kind;
+    struct kh_arena arena;
+    /* envelope */
+    struct kh_str type, id, label, version, node_name;
+    struct kh_str channel_id, client_id, session_id, connection_id, bundle_id, role;
+    int8_t multistream, simulcast, spotlight; /* -1 = absent */
+    int64_t time_usec;
+    char time_text[KH_TIME_TEXT_LEN + 1];
+    /* rows, in report order */
+    struct kh_row *rows;
+    struct kh_row **rows_tail;
+    size_t nrows;
+    size_t body_bytes;
+};
+
+/* NULL on allocation failure. arena_max bounds everything the report may hold. */
+struct kh_report *kh_report_new(enum kh_report_kind kind, size_t arena_max);
+void kh_report_free(struct kh_report *r);
+void kh_report_add_row(struct kh_report *r, struct kh_row *row);
+
+#endif

@@ -1,0 +1,299 @@
+/*
+ * schema: lookups and SQL derived from the declarative table in schema_table.c.
+ * Owns the derived column names and the sorted member indexes (built once by kh_schema_init,
+ * read-only afterwards, so any thread may use them).
+ */
+#include "sora/schema.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+
+struct derived {
+    char **columns;   /* snake_case name per member */
+    uint16_t *sorted; /* member indexes sorted by member name */
+};
+
+static struct derived *derived;
+
+void kh_schema_snake_case(const char *in, char *out, size_t cap)
+{
+    size_t w = 0;
+    for (size_t i = 0; in[i] && w + 2 < cap; i++) {
+        char c = in[i];
+        if (c >= 'A' && c <= 'Z') {
+            if (i > 0)
+                out[w++] = '_';
+            out[w++] = (char)(c - 'A' + 'a');
+        } else {
+            out[w++] = c;
+        }
+    }
+    out[w] = '\0';
+}
+
+static const struct kh_member *sort_members;
+
+static int cmp_member(const void *a, const void *b)
+{
+    return strcmp(sort_members[*(const uint16_t *)a].name, sort_members[*(const uint16_t *)b].name);
+}
+
+int kh_schema_init(void)
+{
+    if (derived)
+        return 0;
+    derived = calloc(kh_stats_ntables, sizeof(*derived));
+    if (derived == NULL)
+        return KH_ENOMEM;
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        const struct kh_stats_table *st = &kh_stats_tables[t];
+        size_t n = st->nmembers;
+        derived[t].columns = calloc(n + 1, sizeof(char *));
+        derived[t].sorted = calloc(n + 1, sizeof(uint16_t));
+        if (!derived[t].columns || !derived[t].sorted)
+            goto fail;
+        for (size_t m = 0; m < n; m++) {
+            char col[128];
+            kh_schema_snake_case(st->members[m].name, col, sizeof(col));
+            derived[t].columns[m] = strdup(col);
+            if (derived[t].columns[m] == NULL)
+                goto fail;
+            derived[t].sorted[m] = (uint16_t)m;
+        }
+        sort_members = st->members;
+        qsort(derived[t].sorted, n, sizeof(uint16_t), cmp_member);
+    }
+    return 0;
+fail:
+    kh_schema_cleanup();
+    return KH_ENOMEM;
+}
+
+void kh_schema_cleanup(void)
+{
+    if (derived == NULL)
+        return;
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        if (derived[t].columns)
+            for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++)
+                free(derived[t].columns[m]);
+        free(derived[t].columns);
+        free(derived[t].sorted);
+    }
+    free(derived);
+    derived = NULL;
+}
+
+static bool eq(const char *a, const char *s, size_t n)
+{
+    return a && strncmp(a, s, n) == 0 && a[n] == '\0';
+}
+
+int kh_schema_table_for(const char *type, size_t type_len, const char *kind, size_t kind_len)
+{
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        const struct kh_stats_table *st = &kh_stats_tables[t];
+        if (st->scope != KH_SCOPE_CONNECTION || st->type == NULL)
+            continue;
+        if (!eq(st->type, type, type_len) && !eq(st->type2, type, type_len))
+            continue;
+        if (st->kind && (kind == NULL || !eq(st->kind, kind, kind_len)))
+            continue;
+        return (int)t;
+    }
+    return kh_table_other;
+}
+
+int kh_schema_member(int table, const char *name, size_t len)
+{
+    const struct kh_stats_table *st = &kh_stats_tables[table];
+    const uint16_t *idx = derived[table].sorted;
+    size_t lo = 0, hi = st->nmembers;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const char *mn = st->members[idx[mid]].name;
+        int c = strncmp(mn, name, len);
+        if (c == 0)
+            c = mn[len] == '\0' ? 0 : 1;
+        if (c == 0)
+            return idx[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+const char *kh_schema_column(int table, int member) { return derived[table].columns[member]; }
+
+static int since(int v) { return v ? v : 1; }
+
+int kh_schema_latest_version(void)
+{
+    int latest = 1;
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        const struct kh_stats_table *st = &kh_stats_tables[t];
+        if (since(st->since) > latest)
+            latest = since(st->since);
+        for (size_t m = 0; m < st->nmembers; m++)
+            if (since(st->members[m].since) > latest)
+                latest = since(st->members[m].since);
+    }
+    return latest;
+}
+
+static const char *sqltype(enum kh_dialect d, enum kh_coltype t)
+{
+    bool pg = d == KH_DIALECT_POSTGRES;
+    switch (t) {
+    case KH_COL_INT: return pg ? "bigint" : "INTEGER";
+    case KH_COL_REAL: return pg ? "double precision" : "REAL";
+    case KH_COL_TEXT: return pg ? "text" : "TEXT";
+    case KH_COL_BOOL: return pg ? "boolean" : "INTEGER";
+    case KH_COL_JSON: return pg ? "jsonb" : "TEXT";
+    }
+    return "TEXT";
+}
+
+static int putf(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int putf(struct kh_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    int rc = kh_buf_reserve(b, (size_t)n + 1);
+    if (rc != 0)
+        return rc;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+int kh_schema_ncommon(int table)
+{
+    return kh_stats_tables[table].scope == KH_SCOPE_CONNECTION ? 6 : 3;
+}
+
+static const char *const conn_common[] = {"time",     "channel_id", "connection_id",
+                                          "stats_type", "stats_id", "stats_timestamp"};
+static const char *const node_common[] = {"time", "label", "node_name"};
+
+static int create_stats_table(enum kh_dialect d, int t, int version, struct kh_buf *b)
+{
+    const struct kh_stats_table *st = &kh_stats_tables[t];
+    const char *ts = d == KH_DIALECT_POSTGRES ? "timestamptz" : "TEXT";
+    int rc;
+    if (st->scope == KH_SCOPE_CONNECTION)
+        rc = putf(b,
+                  "CREATE TABLE IF NOT EXISTS \"%s\" (\n  \"time\" %s NOT NULL,\n"
+                  "  \"channel_id\" %s NOT NULL,\n  \"connection_id\" %s NOT NULL,\n"
+                  "  \"stats_type\" %s NOT NULL,\n  \"stats_id\" %s NOT NULL,\n"
+                  "  \"stats_timestamp\" %s",
+                  st->table, ts, sqltype(d, KH_COL_TEXT), sqltype(d, KH_COL_TEXT),
+                  sqltype(d, KH_COL_TEXT), sqltype(d, KH_COL_TEXT), sqltype(d, KH_COL_REAL));
+    else
+        rc = putf(b,
+                  "CREATE TABLE IF NOT EXISTS \"%s\" (\n  \"time\" %s NOT NULL,\n"
+                  "  \"label\" %s,\n  \"node_name\" %s NOT NULL",
+                  st->table, ts, sqltype(d, KH_COL_TEXT), sqltype(d, KH_COL_TEXT));
+    for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
+        if (since(st->members[m].since) <= version)
+            rc = putf(b, ",\n  \"%s\" %s", derived[t].columns[m],
+                      sqltype(d, st->members[m].type));
+    if (rc == 0)
+        rc = putf(b, ",\n  \"extra\" %s\n);\n", sqltype(d, KH_COL_JSON));
+    if (rc != 0)
+        return rc;
+    if (st->scope == KH_SCOPE_CONNECTION)
+        return putf(b,
+                    "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" "
+                    "(\"connection_id\", \"stats_id\", \"time\");\n"
+                    "CREATE INDEX IF NOT EXISTS \"%s_conn_time\" ON \"%s\" "
+                    "(\"connection_id\", \"time\");\n"
+                    "CREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
+                    st->table, st->table, st->table, st->table, st->table, st->table);
+    return putf(b,
+                "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" (\"node_name\", \"time\");\n"
+                "CREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
+                st->table, st->table, st->table, st->table);
+}
+
+static int create_base_tables(enum kh_dialect d, struct kh_buf *b)
+{
+    const char *ts = d == KH_DIALECT_POSTGRES ? "timestamptz" : "TEXT";
+    const char *bl = sqltype(d, KH_COL_BOOL);
+    return putf(b,
+                "CREATE TABLE IF NOT EXISTS \"sora_connection\" (\n"
+                "  \"connection_id\" text PRIMARY KEY,\n  \"channel_id\" text NOT NULL,\n"
+                "  \"session_id\" text NOT NULL,\n  \"client_id\" text NOT NULL,\n"
+                "  \"bundle_id\" text,\n  \"role\" text NOT NULL,\n"
+                "  \"multistream\" %s,\n  \"simulcast\" %s,\n  \"spotlight\" %s,\n"
+                "  \"label\" text NOT NULL,\n  \"version\" text NOT NULL,\n"
+                "  \"node_name\" text NOT NULL,\n"
+                "  \"first_seen\" %s NOT NULL,\n  \"last_seen\" %s NOT NULL\n);\n"
+                "CREATE INDEX IF NOT EXISTS \"sora_connection_channel\" ON \"sora_connection\" "
+                "(\"channel_id\", \"last_seen\");\n"
+                "CREATE INDEX IF NOT EXISTS \"sora_connection_last_seen\" ON "
+                "\"sora_connection\" (\"last_seen\");\n"
+                "CREATE TABLE IF NOT EXISTS \"sora_node\" (\n"
+                "  \"node_name\" text PRIMARY KEY,\n  \"label\" text NOT NULL,\n"
+                "  \"version\" text NOT NULL,\n"
+                "  \"first_seen\" %s NOT NULL,\n  \"last_seen\" %s NOT NULL\n);\n",
+                bl, bl, bl, ts, ts, ts, ts);
+}
+
+int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
+{
+    int rc = 0;
+    if (version == 1)
+        rc = create_base_tables(d, out);
+    for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
+        const struct kh_stats_table *st = &kh_stats_tables[t];
+        if (since(st->since) == version) {
+            rc = create_stats_table(d, (int)t, version, out);
+            continue;
+        }
+        if (since(st->since) > version)
+            continue;
+        for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
+            if (since(st->members[m].since) == version)
+                rc = putf(out, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", st->table,
+                          derived[t].columns[m], sqltype(d, st->members[m].type));
+    }
+    return rc;
+}
+
+int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out)
+{
+    const struct kh_stats_table *st = &kh_stats_tables[table];
+    bool conn = st->scope == KH_SCOPE_CONNECTION;
+    const char *const *common = conn ? conn_common : node_common;
+    int ncommon = kh_schema_ncommon(table);
+    int rc = putf(out, "INSERT %sINTO \"%s\" (", d == KH_DIALECT_SQLITE ? "OR IGNORE " : "",
+                  st->table);
+    for (int i = 0; rc == 0 && i < ncommon; i++)
+        rc = putf(out, "%s\"%s\"", i ? ", " : "", common[i]);
+    for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
+        rc = putf(out, ", \"%s\"", derived[table].columns[m]);
+    if (rc == 0)
+        rc = putf(out, ", \"extra\") VALUES (");
+    size_t ncols = (size_t)ncommon + st->nmembers + 1;
+    for (size_t i = 0; rc == 0 && i < ncols; i++) {
+        if (d == KH_DIALECT_SQLITE)
+            rc = putf(out, "%s?", i ? "," : "");
+        else
+            rc = putf(out, "%s$%zu", i ? "," : "", i + 1);
+    }
+    if (rc == 0)
+        rc = putf(out, ")%s", d == KH_DIALECT_POSTGRES ? " ON CONFLICT DO NOTHING" : "");
+    return rc;
+}

@@ -1,0 +1,76 @@
+/*
+ * schema: the declarative description of everything kohaku stores. schema_table.c lists each
+ * W3C webrtc-stats dictionary (stats type -> table) with its members and SQL types; from it
+ * this module derives column names (snake_case), member lookup, and the DDL of both SQL
+ * dialects. Adding a member is one line in schema_table.c (with the schema version that
+ * adds it; the migration is derived).
+ */
+#ifndef KH_SCHEMA_H
+#define KH_SCHEMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+enum kh_coltype { KH_COL_INT = 1, KH_COL_REAL, KH_COL_TEXT, KH_COL_BOOL, KH_COL_JSON };
+
+/* Which common columns a table has. */
+enum kh_scope {
+    KH_SCOPE_CONNECTION, /* time, channel_id, connection_id, stats_type, stats_id, stats_timestamp */
+    KH_SCOPE_NODE        /* time, label, node_name */
+};
+
+struct kh_member {
+    const char *name; /* the W3C (or browser) member name, camelCase */
+    enum kh_coltype type;
+    int since; /* schema version that added the column; 0 means 1 */
+};
+
+struct kh_stats_table {
+    const char *table;
+    const char *type;  /* stats "type" value; NULL for the catch-all table */
+    const char *type2; /* a second type stored in the same table, or NULL */
+    const char *kind;  /* required "kind" value (media-source split), or NULL */
+    enum kh_scope scope;
+    const struct kh_member *members;
+    size_t nmembers;
+    int since;
+};
+
+extern const struct kh_stats_table kh_stats_tables[];
+extern const size_t kh_stats_ntables;
+/* Index of rtc_other_stats and erlang_vm_memory_stats in kh_stats_tables. */
+extern const int kh_table_other;
+extern const int kh_table_erlang_vm_memory;
+
+enum kh_dialect { KH_DIALECT_SQLITE, KH_DIALECT_POSTGRES };
+
+/* Builds the derived lookup data. Call once before anything else here; 0 or KH_ENOMEM. */
+int kh_schema_init(void);
+void kh_schema_cleanup(void);
+
+/* Table index for a stats object of this type (and kind, for media-source); kh_table_other
+ * when the type is unknown. Connection-scoped tables only. */
+int kh_schema_table_for(const char *type, size_t type_len, const char *kind, size_t kind_len);
+/* Member index in the table, or -1 when the member has no column. */
+int kh_schema_member(int table, const char *name, size_t len);
+/* snake_case column name of member m of table t. */
+const char *kh_schema_column(int table, int member);
+
+/* The newest schema version the code knows. */
+int kh_schema_latest_version(void);
+/* Appends the SQL statements (each ending in ";\n") that take a database from version-1 to
+ * version. 0, or KH_ENOSPC/KH_ENOMEM from the buffer. */
+int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out);
+/* Appends a parameterised INSERT that ignores conflicts on the natural key, with one
+ * placeholder per column in kh_schema_insert_columns order: common columns, members, extra. */
+int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out);
+/* Number of common columns of the table's scope. */
+int kh_schema_ncommon(int table);
+
+/* camelCase -> snake_case into out (cap bytes). Exposed for tests. */
+void kh_schema_snake_case(const char *in, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,325 @@
+/*
+ * schema_table: the stats dictionaries kohaku stores, one array per table. Members follow the
+ * W3C webrtc-stats Editor's Draft (RTCStats subclasses flattened: RTCRtpStreamStats,
+ * RTCReceivedRtpStreamStats, RTCSentRtpStreamStats ...) plus every member the project's
+ * browser fixtures carry (legacy or vendor ones included, marked "fixtures").
+ * Types: unsigned long / long long / unsigned long long -> INT, double and DOMHighResTimeStamp
+ * -> REAL, DOMString and enums -> TEXT, boolean -> BOOL, records -> JSON.
+ * The common members type, id and timestamp are stored in stats_type, stats_id and
+ * stats_timestamp and are not listed. A member added later carries the schema version that
+ * adds its column as a third field.
+ */
+#include "sora/schema.h"
+
+#define N(a) (sizeof(a) / sizeof(a[0]))
+
+static const struct kh_member codec[] = {
+    {"payloadType", KH_COL_INT},  {"transportId", KH_COL_TEXT}, {"mimeType", KH_COL_TEXT},
+    {"clockRate", KH_COL_INT},    {"channels", KH_COL_INT},     {"sdpFmtpLine", KH_COL_TEXT},
+    {"codecType", KH_COL_TEXT}, /* fixtures (Firefox; removed from the spec) */
+};
+
+/* RTCRtpStreamStats + RTCReceivedRtpStreamStats + RTCInboundRtpStreamStats */
+static const struct kh_member inbound_rtp[] = {
+    {"ssrc", KH_COL_INT},
+    {"kind", KH_COL_TEXT},
+    {"transportId", KH_COL_TEXT},
+    {"codecId", KH_COL_TEXT},
+    {"packetsReceived", KH_COL_INT},
+    {"packetsReceivedWithEct1", KH_COL_INT},
+    {"packetsReceivedWithCe", KH_COL_INT},
+    {"packetsReportedAsLost", KH_COL_INT},
+    {"packetsReportedAsLostButRecovered", KH_COL_INT},
+    {"packetsLost", KH_COL_INT},
+    {"jitter", KH_COL_REAL},
+    {"trackIdentifier", KH_COL_TEXT},
+    {"mid", KH_COL_TEXT},
+    {"remoteId", KH_COL_TEXT},
+    {"framesDecoded", KH_COL_INT},
+    {"keyFramesDecoded", KH_COL_INT},
+    {"framesRendered", KH_COL_INT},
+    {"framesDropped", KH_COL_INT},
+    {"frameWidth", KH_COL_INT},
+    {"frameHeight", KH_COL_INT},
+    {"framesPerSecond", KH_COL_REAL},
+    {"qpSum", KH_COL_INT},
+    {"totalDecodeTime", KH_COL_REAL},
+    {"totalInterFrameDelay", KH_COL_REAL},
+    {"totalSquaredInterFrameDelay", KH_COL_REAL},
+    {"pauseCount", KH_COL_INT},
+    {"totalPausesDuration", KH_COL_REAL},
+    {"freezeCount", KH_COL_INT},
+    {"totalFreezesDuration", KH_COL_REAL},
+    {"lastPacketReceivedTimestamp", KH_COL_REAL},
+    {"headerBytesReceived", KH_COL_INT},
+    {"packetsDiscarded", KH_COL_INT},
+    {"fecBytesReceived", KH_COL_INT},
+    {"fecPacketsReceived", KH_COL_INT},
+    {"fecPacketsDiscarded", KH_COL_INT},
+    {"bytesReceived", KH_COL_INT},
+    {"nackCount", KH_COL_INT},
+    {"firCount", KH_COL_INT},
+    {"pliCount", KH_COL_INT},
+    {"totalProcessingDelay", KH_COL_REAL},
+    {"estimatedPlayoutTimestamp", KH_COL_REAL},
+    {"jitterBufferDelay", KH_COL_REAL},
+    {"jitterBufferTargetDelay", KH_COL_REAL},
+    {"jitterBufferEmittedCount", KH_COL_INT},
+    {"jitterBufferMinimumDelay", KH_COL_REAL},
+    {"totalSamplesReceived", KH_COL_INT},
+    {"concealedSamples", KH_COL_INT},
+    {"silentConcealedSamples", KH_COL_INT},
+    {"concealmentEvents", KH_COL_INT},
+    {"insertedSamplesForDeceleration", KH_COL_INT},
+    {"removedSamplesForAcceleration", KH_COL_INT},
+    {"audioLevel", KH_COL_REAL},
+    {"totalAudioEnergy", KH_COL_REAL},
+    {"totalSamplesDuration", KH_COL_REAL},
+    {"framesReceived", KH_COL_INT},
+    {"decoderImplementation", KH_COL_TEXT},
+    {"playoutId", KH_COL_TEXT},
+    {"powerEfficientDecoder", KH_COL_BOOL},
+    {"framesAssembledFromMultiplePackets", KH_COL_INT},
+    {"totalAssemblyTime", KH_COL_REAL},
+    {"retransmittedPacketsReceived", KH_COL_INT},
+    {"retransmittedBytesReceived", KH_COL_INT},
+    {"rtxSsrc", KH_COL_INT},
+    {"fecSsrc", KH_COL_INT},
+    {"totalCorruptionProbability", KH_COL_REAL},
+    {"totalSquaredCorruptionProbability", KH_COL_REAL},
+    {"corruptionMeasurements", KH_COL_INT},
+    {"mediaType", KH_COL_TEXT},           /* fixtures (legacy alias of kind) */
+    {"discardedPackets", KH_COL_INT},     /* fixtures (Firefox legacy) */
+    {"googTimingFrameInfo", KH_COL_TEXT}, /* fixtures (Chromium, non-standard) */
+};
+
+/* RTCRtpStreamStats + RTCSentRtpStreamStats + RTCOutboundRtpStreamStats */
+static const struct kh_member outbound_rtp[] = {
+    {"ssrc", KH_COL_INT},
+    {"kind", KH_COL_TEXT},
+    {"transportId", KH_COL_TEXT},
+    {"codecId", KH_COL_TEXT},
+    {"packetsSent", KH_COL_INT},
+    {"bytesSent", KH_COL_INT},
+    {"packetsSentWithEct1", KH_COL_INT},
+    {"mid", KH_COL_TEXT},
+    {"mediaSourceId", KH_COL_TEXT},
+    {"remoteId", KH_COL_TEXT},
+    {"rid", KH_COL_TEXT},
+    {"encodingIndex", KH_COL_INT},
+    {"headerBytesSent", KH_COL_INT},
+    {"retransmittedPacketsSent", KH_COL_INT},
+    {"retransmittedBytesSent", KH_COL_INT},
+    {"rtxSsrc", KH_COL_INT},
+    {"targetBitrate", KH_COL_REAL},
+    {"totalEncodedBytesTarget", KH_COL_INT},
+    {"frameWidth", KH_COL_INT},
+    {"frameHeight", KH_COL_INT},
+    {"framesPerSecond", KH_COL_REAL},
+    {"framesSent", KH_COL_INT},
+    {"hugeFramesSent", KH_COL_INT},
+    {"framesEncoded", KH_COL_INT},
+    {"keyFramesEncoded", KH_COL_INT},
+    {"qpSum", KH_COL_INT},
+    {"psnrSum", KH_COL_JSON},
+    {"psnrMeasurements", KH_COL_INT},
+    {"totalEncodeTime", KH_COL_REAL},
+    {"totalPacketSendDelay", KH_COL_REAL},
+    {"qualityLimitationReason", KH_COL_TEXT},
+    {"qualityLimitationDurations", KH_COL_JSON},
+    {"qualityLimitationResolutionChanges", KH_COL_INT},
+    {"nackCount", KH_COL_INT},
+    {"firCount", KH_COL_INT},
+    {"pliCount", KH_COL_INT},
+    {"encoderImplementation", KH_COL_TEXT},
+    {"powerEfficientEncoder", KH_COL_BOOL},
+    {"active", KH_COL_BOOL},
+    {"scalabilityMode", KH_COL_TEXT},
+    {"mediaType", KH_COL_TEXT}, /* fixtures (legacy alias of kind) */
+};
+
+/* RTCRtpStreamStats + RTCReceivedRtpStreamStats + RTCRemoteInboundRtpStreamStats */
+static const struct kh_member remote_inbound_rtp[] = {
+    {"ssrc", KH_COL_INT},
+    {"kind", KH_COL_TEXT},
+    {"transportId", KH_COL_TEXT},
+    {"codecId", KH_COL_TEXT},
+    {"packetsReceived", KH_COL_INT},
+    {"packetsReceivedWithEct1", KH_COL_INT},
+    {"packetsReceivedWithCe", KH_COL_INT},
+    {"packetsReportedAsLost", KH_COL_INT},
+    {"packetsReportedAsLostButRecovered", KH_COL_INT},
+    {"packetsLost", KH_COL_INT},
+    {"jitter", KH_COL_REAL},
+    {"localId", KH_COL_TEXT},
+    {"roundTripTime", KH_COL_REAL},
+    {"totalRoundTripTime", KH_COL_REAL},
+    {"fractionLost", KH_COL_REAL},
+    {"roundTripTimeMeasurements", KH_COL_INT},
+    {"packetsWithBleachedEct1Marking", KH_COL_INT},
+    {"mediaType", KH_COL_TEXT}, /* fixtures (legacy alias of kind) */
+};
+
+/* RTCRtpStreamStats + RTCSentRtpStreamStats + RTCRemoteOutboundRtpStreamStats */
+static const struct kh_member remote_outbound_rtp[] = {
+    {"ssrc", KH_COL_INT},
+    {"kind", KH_COL_TEXT},
+    {"transportId", KH_COL_TEXT},
+    {"codecId", KH_COL_TEXT},
+    {"packetsSent", KH_COL_INT},
+    {"bytesSent", KH_COL_INT},
+    {"localId", KH_COL_TEXT},
+    {"remoteTimestamp", KH_COL_REAL},
+    {"reportsSent", KH_COL_INT},
+    {"roundTripTime", KH_COL_REAL},
+    {"totalRoundTripTime", KH_COL_REAL},
+    {"roundTripTimeMeasurements", KH_COL_INT},
+    {"mediaType", KH_COL_TEXT}, /* fixtures (legacy alias of kind) */
+};
+
+/* RTCMediaSourceStats + RTCAudioSourceStats */
+static const struct kh_member audio_source[] = {
+    {"trackIdentifier", KH_COL_TEXT},        {"kind", KH_COL_TEXT},
+    {"audioLevel", KH_COL_REAL},             {"totalAudioEnergy", KH_COL_REAL},
+    {"totalSamplesDuration", KH_COL_REAL},   {"echoReturnLoss", KH_COL_REAL},
+    {"echoReturnLossEnhancement", KH_COL_REAL},
+};
+
+/* RTCMediaSourceStats + RTCVideoSourceStats */
+static const struct kh_member video_source[] = {
+    {"trackIdentifier", KH_COL_TEXT}, {"kind", KH_COL_TEXT},  {"width", KH_COL_INT},
+    {"height", KH_COL_INT},           {"frames", KH_COL_INT}, {"framesPerSecond", KH_COL_REAL},
+};
+
+static const struct kh_member audio_playout[] = {
+    {"kind", KH_COL_TEXT},
+    {"synthesizedSamplesDuration", KH_COL_REAL},
+    {"synthesizedSamplesEvents", KH_COL_INT},
+    {"totalSamplesDuration", KH_COL_REAL},
+    {"totalPlayoutDelay", KH_COL_REAL},
+    {"totalSamplesCount", KH_COL_INT},
+};
+
+static const struct kh_member peer_connection[] = {
+    {"dataChannelsOpened", KH_COL_INT},
+    {"dataChannelsClosed", KH_COL_INT},
+};
+
+static const struct kh_member data_channel[] = {
+    {"label", KH_COL_TEXT},           {"protocol", KH_COL_TEXT},
+    {"dataChannelIdentifier", KH_COL_INT}, {"state", KH_COL_TEXT},
+    {"messagesSent", KH_COL_INT},     {"bytesSent", KH_COL_INT},
+    {"messagesReceived", KH_COL_INT}, {"bytesReceived", KH_COL_INT},
+};
+
+static const struct kh_member transport[] = {
+    {"packetsSent", KH_COL_INT},
+    {"packetsReceived", KH_COL_INT},
+    {"bytesSent", KH_COL_INT},
+    {"bytesReceived", KH_COL_INT},
+    {"iceRole", KH_COL_TEXT},
+    {"iceLocalUsernameFragment", KH_COL_TEXT},
+    {"dtlsState", KH_COL_TEXT},
+    {"iceState", KH_COL_TEXT},
+    {"selectedCandidatePairId", KH_COL_TEXT},
+    {"localCertificateId", KH_COL_TEXT},
+    {"remoteCertificateId", KH_COL_TEXT},
+    {"tlsVersion", KH_COL_TEXT},
+    {"dtlsCipher", KH_COL_TEXT},
+    {"dtlsRole", KH_COL_TEXT},
+    {"srtpCipher", KH_COL_TEXT},
+    {"selectedCandidatePairChanges", KH_COL_INT},
+    {"ccfbMessagesSent", KH_COL_INT},
+    {"ccfbMessagesReceived", KH_COL_INT},
+};
+
+static const struct kh_member ice_candidate_pair[] = {
+    {"transportId", KH_COL_TEXT},
+    {"localCandidateId", KH_COL_TEXT},
+    {"remoteCandidateId", KH_COL_TEXT},
+    {"state", KH_COL_TEXT},
+    {"nominated", KH_COL_BOOL},
+    {"packetsSent", KH_COL_INT},
+    {"packetsReceived", KH_COL_INT},
+    {"bytesSent", KH_COL_INT},
+    {"bytesReceived", KH_COL_INT},
+    {"lastPacketSentTimestamp", KH_COL_REAL},
+    {"lastPacketReceivedTimestamp", KH_COL_REAL},
+    {"totalRoundTripTime", KH_COL_REAL},
+    {"currentRoundTripTime", KH_COL_REAL},
+    {"availableOutgoingBitrate", KH_COL_REAL},
+    {"availableIncomingBitrate", KH_COL_REAL},
+    {"requestsReceived", KH_COL_INT},
+    {"requestsSent", KH_COL_INT},
+    {"responsesReceived", KH_COL_INT},
+    {"responsesSent", KH_COL_INT},
+    {"consentRequestsSent", KH_COL_INT},
+    {"packetsDiscardedOnSend", KH_COL_INT},
+    {"bytesDiscardedOnSend", KH_COL_INT},
+    {"priority", KH_COL_INT},  /* fixtures (removed from the spec; above 2^53) */
+    {"writable", KH_COL_BOOL}, /* fixtures (Chromium, legacy) */
+    {"readable", KH_COL_BOOL}, /* fixtures (Firefox, non-standard) */
+    {"selected", KH_COL_BOOL}, /* fixtures (Firefox, non-standard) */
+};
+
+/* local-candidate and remote-candidate */
+static const struct kh_member ice_candidate[] = {
+    {"transportId", KH_COL_TEXT},
+    {"address", KH_COL_TEXT},
+    {"port", KH_COL_INT},
+    {"protocol", KH_COL_TEXT},
+    {"candidateType", KH_COL_TEXT},
+    {"priority", KH_COL_INT},
+    {"url", KH_COL_TEXT},
+    {"relayProtocol", KH_COL_TEXT},
+    {"foundation", KH_COL_TEXT},
+    {"relatedAddress", KH_COL_TEXT},
+    {"relatedPort", KH_COL_INT},
+    {"usernameFragment", KH_COL_TEXT},
+    {"tcpType", KH_COL_TEXT},
+    {"ip", KH_COL_TEXT},          /* fixtures (Chromium; deprecated alias of address) */
+    {"isRemote", KH_COL_BOOL},    /* fixtures (Chromium, legacy) */
+    {"networkType", KH_COL_TEXT}, /* fixtures (Chromium, legacy) */
+};
+
+static const struct kh_member certificate[] = {
+    {"fingerprint", KH_COL_TEXT},
+    {"fingerprintAlgorithm", KH_COL_TEXT},
+    {"base64Certificate", KH_COL_TEXT},
+    {"issuerCertificateId", KH_COL_TEXT},
+};
+
+/* Sora's node.erlang-vm report: byte counts of erlang:memory(). */
+static const struct kh_member erlang_vm_memory[] = {
+    {"total", KH_COL_INT},  {"processes", KH_COL_INT}, {"processes_used", KH_COL_INT},
+    {"system", KH_COL_INT}, {"atom", KH_COL_INT},      {"atom_used", KH_COL_INT},
+    {"binary", KH_COL_INT}, {"code", KH_COL_INT},      {"ets", KH_COL_INT},
+};
+
+#define T(tbl, ty, ty2, kd, arr) {tbl, ty, ty2, kd, KH_SCOPE_CONNECTION, arr, N(arr), 1}
+
+const struct kh_stats_table kh_stats_tables[] = {
+    T("rtc_codec_stats", "codec", NULL, NULL, codec),
+    T("rtc_inbound_rtp_stream_stats", "inbound-rtp", NULL, NULL, inbound_rtp),
+    T("rtc_outbound_rtp_stream_stats", "outbound-rtp", NULL, NULL, outbound_rtp),
+    T("rtc_remote_inbound_rtp_stream_stats", "remote-inbound-rtp", NULL, NULL,
+      remote_inbound_rtp),
+    T("rtc_remote_outbound_rtp_stream_stats", "remote-outbound-rtp", NULL, NULL,
+      remote_outbound_rtp),
+    T("rtc_audio_source_stats", "media-source", NULL, "audio", audio_source),
+    T("rtc_video_source_stats", "media-source", NULL, "video", video_source),
+    T("rtc_audio_playout_stats", "media-playout", NULL, NULL, audio_playout),
+    T("rtc_peer_connection_stats", "peer-connection", NULL, NULL, peer_connection),
+    T("rtc_data_channel_stats", "data-channel", NULL, NULL, data_channel),
+    T("rtc_transport_stats", "transport", NULL, NULL, transport),
+    T("rtc_ice_candidate_pair_stats", "candidate-pair", NULL, NULL, ice_candidate_pair),
+    T("rtc_ice_candidate_stats", "local-candidate", "remote-candidate", NULL, ice_candidate),
+    T("rtc_certificate_stats", "certificate", NULL, NULL, certificate),
+    {"rtc_other_stats", NULL, NULL, NULL, KH_SCOPE_CONNECTION, NULL, 0, 1},
+    {"erlang_vm_memory_stats", "erlang-vm-memory", NULL, NULL, KH_SCOPE_NODE, erlang_vm_memory,
+     N(erlang_vm_memory), 1},
+};
+
+const size_t kh_stats_ntables = N(kh_stats_tables);
+const int kh_table_other = 14;
+const int kh_table_erlang_vm_memory = 15;

@@ -1,0 +1,348 @@
+/*
+ * sqlite: the embedded storage backend (default). One connection, used by the writer thread
+ * for writes; WAL mode so readers (Grafana, the sqlite3 shell) never block the writer.
+ * A batch is one IMMEDIATE transaction; any failure rolls the whole batch back and is
+ * reported as KH_ERETRY (values are already typed, so SQLite has no per-row data errors to
+ * refuse). Prepared statements are cached per table. This module is the only user of SQLite.
+ */
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "sora/schema.h"
+#include "store/store.h"
+
+struct sq {
+    sqlite3 *db;
+    sqlite3_stmt **insert; /* per table */
+    sqlite3_stmt *upsert_conn;
+    sqlite3_stmt *upsert_node;
+    sqlite3_stmt *begin, *commit, *rollback;
+    atomic_bool healthy;
+    char err[512];
+};
+
+static const char *set_err(struct sq *q, const char *what)
+{
+    snprintf(q->err, sizeof(q->err), "%s: %s", what, sqlite3_errmsg(q->db));
+    return q->err;
+}
+
+static int exec(struct sq *q, const char *sql, const char **err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(q->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(q->err, sizeof(q->err), "%s", msg ? msg : sqlite3_errmsg(q->db));
+        sqlite3_free(msg);
+        *err = q->err;
+        return KH_EIO;
+    }
+    return 0;
+}
+
+static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char **err)
+{
+    struct sq *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+        *err = "out of memory";
+        return KH_ENOMEM;
+    }
+    s->impl = q;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(cfg->sqlite_path, &q->db, flags, NULL) != SQLITE_OK) {
+        snprintf(q->err, sizeof(q->err), "%s: %s", cfg->sqlite_path,
+                 q->db ? sqlite3_errmsg(q->db) : "cannot open");
+        *err = q->err;
+        return KH_EIO;
+    }
+    sqlite3_busy_timeout(q->db, 5000);
+    char pragmas[128];
+    snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
+             strcmp(cfg->sqlite_synchronous, "normal") == 0 ? "NORMAL" : "FULL");
+    if (exec(q, pragmas, err) != 0)
+        return KH_EIO;
+    atomic_store(&q->healthy, true);
+    return 0;
+}
+
+static int current_version(struct sq *q, int *version, const char **err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, "SELECT coalesce(max(version), 0) FROM kohaku_schema_version",
+                           -1, &st, NULL) != SQLITE_OK) {
+        *err = set_err(q, "schema version");
+        return KH_EIO;
+    }
+    int rc = sqlite3_step(st);
+    *version = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW) {
+        *err = set_err(q, "schema version");
+        return KH_EIO;
+    }
+    return 0;
+}
+
+static int apply_migrations(struct sq *q, int from, int to, const char **err)
+{
+    struct kh_buf sql;
+    kh_buf_init(&sql, 16u << 20);
+    int rc = 0;
+    for (int v = from + 1; rc == 0 && v <= to; v++) {
+        kh_buf_reset(&sql);
+        char mark[160];
+        snprintf(mark, sizeof(mark),
+                 "INSERT INTO kohaku_schema_version (version, applied_at) VALUES "
+                 "(%d, strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now'));\n",
+                 v);
+        if (kh_schema_migration_sql(KH_DIALECT_SQLITE, v, &sql) != 0 ||
+            kh_buf_append(&sql, mark, strlen(mark) + 1) != 0) {
+            *err = "out of memory building the migration";
+            rc = KH_ENOMEM;
+            break;
+        }
+        rc = exec(q, sql.data, err);
+        if (rc == 0) {
+            struct kh_logline l;
+            if (kh_log_begin(&l, KH_LOG_INFO, "schema migrated")) {
+                kh_log_str(&l, "storage", "sqlite");
+                kh_log_int(&l, "version", v);
+                kh_log_end(&l);
+            }
+        }
+    }
+    kh_buf_cleanup(&sql);
+    return rc;
+}
+
+static int prepare(struct sq *q, const char *sql, sqlite3_stmt **st, const char **err)
+{
+    if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
+        *err = set_err(q, "prepare");
+        return KH_EIO;
+    }
+    return 0;
+}
+
+static const char upsert_conn_sql[] =
+    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) "
+    "ON CONFLICT (connection_id) DO UPDATE SET "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen), "
+    "bundle_id = coalesce(excluded.bundle_id, bundle_id)";
+
+static const char upsert_node_sql[] =
+    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (node_name) DO UPDATE SET "
+    "label = excluded.label, version = excluded.version, "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen)";
+
+static int prepare_all(struct sq *q, const char **err)
+{
+    q->insert = calloc(kh_stats_ntables, sizeof(*q->insert));
+    if (q->insert == NULL)
+        return KH_ENOMEM;
+    struct kh_buf sql;
+    kh_buf_init(&sql, 1u << 20);
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
+        kh_buf_reset(&sql);
+        rc = kh_schema_insert_sql(KH_DIALECT_SQLITE, (int)t, &sql);
+        if (rc == 0)
+            rc = kh_buf_append(&sql, "", 1);
+        if (rc == 0)
+            rc = prepare(q, sql.data, &q->insert[t], err);
+    }
+    kh_buf_cleanup(&sql);
+    if (rc == 0)
+        rc = prepare(q, upsert_conn_sql, &q->upsert_conn, err);
+    if (rc == 0)
+        rc = prepare(q, upsert_node_sql, &q->upsert_node, err);
+    if (rc == 0)
+        rc = prepare(q, "BEGIN IMMEDIATE", &q->begin, err);
+    if (rc == 0)
+        rc = prepare(q, "COMMIT", &q->commit, err);
+    if (rc == 0)
+        rc = prepare(q, "ROLLBACK", &q->rollback, err);
+    return rc;
+}
+
+static int sq_migrate(struct kh_store *s, const char **err)
+{
+    struct sq *q = s->impl;
+    if (exec(q,
+             "CREATE TABLE IF NOT EXISTS kohaku_schema_version (version INTEGER PRIMARY KEY, "
+             "applied_at TEXT NOT NULL)",
+             err) != 0)
+        return KH_EIO;
+    if (exec(q, "BEGIN IMMEDIATE", err) != 0)
+        return KH_EIO;
+    int have, latest = kh_schema_latest_version();
+    int rc = current_version(q, &have, err);
+    if (rc == 0 && have > latest) {
+        snprintf(q->err, sizeof(q->err),
+                 "database schema version %d is newer than this kohaku knows (%d)", have, latest);
+        *err = q->err;
+        rc = KH_EIO;
+    }
+    if (rc == 0)
+        rc = apply_migrations(q, have, latest, err);
+    const char *ignored;
+    if (rc != 0) {
+        exec(q, "ROLLBACK", &ignored);
+        return rc;
+    }
+    if (exec(q, "COMMIT", err) != 0)
+        return KH_EIO;
+    return prepare_all(q, err);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const struct kh_str *s)
+{
+    if (s->p)
+        sqlite3_bind_text(st, i, s->p, (int)s->len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void bind_value(sqlite3_stmt *st, int i, const struct kh_value *v)
+{
+    switch (v->type) {
+    case KH_COL_INT: sqlite3_bind_int64(st, i, v->u.i); break;
+    case KH_COL_REAL: sqlite3_bind_double(st, i, v->u.d); break;
+    case KH_COL_BOOL: sqlite3_bind_int(st, i, v->u.b); break;
+    case KH_COL_TEXT:
+    case KH_COL_JSON: sqlite3_bind_text(st, i, v->u.s, (int)v->len, SQLITE_STATIC); break;
+    default: sqlite3_bind_null(st, i);
+    }
+}
+
+static int step(struct sq *q, sqlite3_stmt *st, const char **err, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        *err = set_err(q, what);
+        return KH_ERETRY;
+    }
+    return 0;
+}
+
+static int write_row(struct sq *q, const struct kh_report *r, const struct kh_row *row,
+                     const char **err)
+{
+    sqlite3_stmt *st = q->insert[row->table];
+    int i = 1;
+    sqlite3_bind_text(st, i++, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    if (kh_stats_tables[row->table].scope == KH_SCOPE_CONNECTION) {
+        bind_text(st, i++, &r->channel_id);
+        bind_text(st, i++, &r->connection_id);
+        bind_text(st, i++, &row->stats_type);
+        bind_text(st, i++, &row->stats_id);
+        sqlite3_bind_double(st, i++, row->stats_timestamp);
+    } else {
+        bind_text(st, i++, &r->label);
+        bind_text(st, i++, &r->node_name);
+    }
+    size_t nm = kh_stats_tables[row->table].nmembers;
+    for (size_t m = 0; m < nm; m++)
+        bind_value(st, i++, &row->vals[m]);
+    bind_text(st, i, &row->extra);
+    return step(q, st, err, kh_stats_tables[row->table].table);
+}
+
+static int write_envelope(struct sq *q, const struct kh_report *r, const char **err)
+{
+    sqlite3_stmt *st;
+    if (r->kind == KH_REPORT_NODE) {
+        st = q->upsert_node;
+        bind_text(st, 1, &r->node_name);
+        bind_text(st, 2, &r->label);
+        bind_text(st, 3, &r->version);
+        sqlite3_bind_text(st, 4, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+        return step(q, st, err, "sora_node");
+    }
+    st = q->upsert_conn;
+    bind_text(st, 1, &r->connection_id);
+    bind_text(st, 2, &r->channel_id);
+    bind_text(st, 3, &r->session_id);
+    bind_text(st, 4, &r->client_id);
+    bind_text(st, 5, &r->bundle_id);
+    bind_text(st, 6, &r->role);
+    const int8_t flags[] = {r->multistream, r->simulcast, r->spotlight};
+    for (int k = 0; k < 3; k++) {
+        if (flags[k] < 0)
+            sqlite3_bind_null(st, 7 + k);
+        else
+            sqlite3_bind_int(st, 7 + k, flags[k]);
+    }
+    bind_text(st, 10, &r->label);
+    bind_text(st, 11, &r->version);
+    bind_text(st, 12, &r->node_name);
+    sqlite3_bind_text(st, 13, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    return step(q, st, err, "sora_connection");
+}
+
+static int sq_write(struct kh_store *s, struct kh_batch *b, const char **err)
+{
+    struct sq *q = s->impl;
+    int rc = step(q, q->begin, err, "begin");
+    for (size_t i = 0; rc == 0 && i < b->nreports; i++) {
+        const struct kh_report *r = b->reports[i];
+        rc = write_envelope(q, r, err);
+        for (const struct kh_row *row = r->rows; rc == 0 && row; row = row->next)
+            rc = write_row(q, r, row, err);
+        b->results[i] = 0;
+    }
+    if (rc == 0)
+        rc = step(q, q->commit, err, "commit");
+    if (rc != 0) {
+        const char *ignored;
+        if (!sqlite3_get_autocommit(q->db))
+            step(q, q->rollback, &ignored, "rollback");
+    }
+    atomic_store(&q->healthy, rc == 0);
+    return rc;
+}
+
+static bool sq_healthy(struct kh_store *s)
+{
+    struct sq *q = s->impl;
+    return atomic_load(&q->healthy);
+}
+
+static void sq_close(struct kh_store *s)
+{
+    struct sq *q = s->impl;
+    if (q == NULL)
+        return;
+    if (q->insert)
+        for (size_t t = 0; t < kh_stats_ntables; t++)
+            sqlite3_finalize(q->insert[t]);
+    free(q->insert);
+    sqlite3_finalize(q->upsert_conn);
+    sqlite3_finalize(q->upsert_node);
+    sqlite3_finalize(q->begin);
+    sqlite3_finalize(q->commit);
+    sqlite3_finalize(q->rollback);
+    sqlite3_close(q->db);
+    free(q);
+    s->impl = NULL;
+}
+
+const struct kh_store_ops kh_store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sq_open,
+    .migrate = sq_migrate,
+    .write = sq_write,
+    .healthy = sq_healthy,
+    .close = sq_close,
+};

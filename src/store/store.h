@@ -1,0 +1,53 @@
+/*
+ * store: the storage backend interface (DESIGN 3). A backend is a table of function pointers
+ * (sqlite.c, null.c; postgres later). open/migrate/close run on the main thread before and
+ * after the loop; write runs on the batcher's writer thread only, one batch at a time; health
+ * may be called from any thread and must not block.
+ *
+ * Results of write, by class (the batcher, not the backend, owns retries):
+ *   0            every report of the batch is stored;
+ *   KH_ERETRY    nothing is stored, try later (database busy, unreachable, disk full ...);
+ *   KH_EREJECT   some reports were refused as bad data: their results[] entries are
+ *                KH_EREJECT, the others are stored.
+ */
+#ifndef KH_STORE_H
+#define KH_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/config.h"
+#include "sora/report.h"
+
+struct kh_batch {
+    struct kh_report **reports;
+    int *results; /* per report: 0 or KH_EREJECT, filled by write */
+    size_t nreports;
+    size_t nrows;
+};
+
+struct kh_store;
+
+struct kh_store_ops {
+    const char *name;
+    /* Opens the database. 0 or KH_EIO with *err set. */
+    int (*open)(struct kh_store *s, const struct kh_config *cfg, const char **err);
+    /* Creates or upgrades the schema to the newest version. 0 or KH_EIO with *err. */
+    int (*migrate)(struct kh_store *s, const char **err);
+    int (*write)(struct kh_store *s, struct kh_batch *b, const char **err);
+    bool (*healthy)(struct kh_store *s);
+    void (*close)(struct kh_store *s);
+};
+
+struct kh_store {
+    const struct kh_store_ops *ops;
+    void *impl;
+};
+
+extern const struct kh_store_ops kh_store_sqlite_ops;
+extern const struct kh_store_ops kh_store_null_ops;
+
+/* Finds the backend by name ("sqlite", "null"); NULL when this build has none by that name. */
+const struct kh_store_ops *kh_store_find(const char *name);
+
+#endif
