@@ -5,11 +5,9 @@ PYTEST ?= /usr/bin/python3 -m pytest
 
 .PHONY: all test unit integration clean deps run
 
-all: $(BUILD)/Makefile
+all:
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j$$(nproc)
-
-$(BUILD)/Makefile: CMakeLists.txt
-	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
 deps:
 	@scripts/install-deps

@@ -54,6 +54,7 @@ static void usage(FILE *fp)
             "                    used when ./config.ini does not exist)\n"
             "  -V, --version     print the version and exit\n"
             "  -h, --help        print this help and exit\n"
+            "      --config-example  print a commented config file with every default\n"
             "\n"
             "Settings (key = value lines, see config.example.ini):\n");
     kh_config_print_help(fp);
@@ -218,6 +219,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"config", required_argument, NULL, 'C'},
                                          {"version", no_argument, NULL, 'V'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"config-example", no_argument, NULL, 'E'},
                                          {NULL, 0, NULL, 0}};
     const char *config_path = "./config.ini";
     bool explicit_path = false;
@@ -230,6 +232,7 @@ int main(int argc, char **argv)
             break;
         case 'V': printf("kohaku %s\n", KOHAKU_VERSION); return 0;
         case 'h': usage(stdout); return 0;
+        case 'E': kh_config_print_example(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }

@@ -67,6 +67,8 @@ int kh_config_set(struct kh_config *cfg, const char *key, const char *value, cha
 int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen);
 
 void kh_config_print_help(FILE *fp);
+/* Writes a commented config file that sets every key to its default. */
+void kh_config_print_example(FILE *fp);
 /* Logs every key and its effective value at debug level. */
 void kh_config_log(const struct kh_config *cfg);
 
