@@ -16,6 +16,7 @@
 
 #include "api/app.h"
 #include "core/config.h"
+#include "core/errors.h"
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "net/server.h"
@@ -55,6 +56,8 @@ static void usage(FILE *fp)
             "  -V, --version     print the version and exit\n"
             "  -h, --help        print this help and exit\n"
             "      --config-example  print a commented config file with every default\n"
+            "      --schema-version N  with migrate: stop at schema version N (for upgrade\n"
+            "                    tests); serve refuses a schema older than it knows\n"
             "\n"
             "Settings (key = value lines, see config.example.ini):\n");
     kh_config_print_help(fp);
@@ -92,19 +95,29 @@ static FILE *open_log(const struct kh_config *cfg)
     return fp;
 }
 
-static int open_store(struct kh_store *store, const struct kh_config *cfg)
+static int open_store(struct kh_store *store, const struct kh_config *cfg, int schema_target,
+                      bool serving)
 {
     const char *err = NULL;
     store->ops = kh_store_find(cfg->storage);
     if (store->ops == NULL) {
-        struct kh_logline l;
-        if (kh_log_begin(&l, KH_LOG_ERROR, "storage backend not available in this build")) {
-            kh_log_str(&l, "storage", cfg->storage);
-            kh_log_end(&l);
-        }
+        kh_log(KH_LOG_ERROR, "storage backend not available in this build", cfg->storage);
         return -1;
     }
-    if (store->ops->open(store, cfg, &err) != 0 || store->ops->migrate(store, &err) != 0) {
+    int rc = store->ops->open(store, cfg, &err);
+    if (rc == 0)
+        rc = store->ops->migrate(store, schema_target, &err);
+    if (rc == KH_ERETRY && serving) {
+        /* the database is away: serve anyway (503 until it is back), retrying in the back */
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "storage unreachable at start-up; retrying")) {
+            kh_log_str(&l, "storage", cfg->storage);
+            kh_log_str(&l, "error", err);
+            kh_log_end(&l);
+        }
+        return 0;
+    }
+    if (rc != 0) {
         struct kh_logline l;
         if (kh_log_begin(&l, KH_LOG_ERROR, "storage failed to open")) {
             kh_log_str(&l, "storage", cfg->storage);
@@ -119,7 +132,8 @@ static int open_store(struct kh_store *store, const struct kh_config *cfg)
         kh_log_str(&l, "storage", cfg->storage);
         if (strcmp(cfg->storage, "sqlite") == 0)
             kh_log_str(&l, "path", cfg->sqlite_path);
-        kh_log_int(&l, "schema_version", kh_schema_latest_version());
+        kh_log_int(&l, "schema_version",
+                   schema_target ? schema_target : kh_schema_latest_version());
         kh_log_end(&l);
     }
     return 0;
@@ -173,6 +187,10 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     int rc = 1;
     rt.app.cfg = cfg;
     rt.app.store = store;
+    if (store->ops->start(store) != 0) {
+        kh_log(KH_LOG_ERROR, "storage: cannot start its background work", NULL);
+        return 1;
+    }
     if (evthread_use_pthreads() != 0 || (rt.base = event_base_new()) == NULL) {
         kh_log(KH_LOG_ERROR, "event loop: cannot start", NULL);
         return 1;
@@ -220,9 +238,11 @@ int main(int argc, char **argv)
                                          {"version", no_argument, NULL, 'V'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"config-example", no_argument, NULL, 'E'},
+                                         {"schema-version", required_argument, NULL, 'S'},
                                          {NULL, 0, NULL, 0}};
     const char *config_path = "./config.ini";
     bool explicit_path = false;
+    int schema_target = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "C:Vh", opts, NULL)) != -1) {
         switch (opt) {
@@ -233,12 +253,17 @@ int main(int argc, char **argv)
         case 'V': printf("kohaku %s\n", KOHAKU_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         case 'E': kh_config_print_example(stdout); return 0;
+        case 'S': schema_target = atoi(optarg); break;
         default: usage(stderr); return 2;
         }
     }
     const char *command = optind < argc ? argv[optind] : "serve";
     if (optind + 1 < argc || (strcmp(command, "serve") != 0 && strcmp(command, "migrate") != 0)) {
         fprintf(stderr, "kohaku: unknown command '%s' (expected serve or migrate)\n", command);
+        return 2;
+    }
+    if (schema_target != 0 && strcmp(command, "migrate") != 0) {
+        fprintf(stderr, "kohaku: --schema-version only goes with migrate\n");
         return 2;
     }
 
@@ -257,9 +282,10 @@ int main(int argc, char **argv)
         kh_log(KH_LOG_ERROR, "out of memory", NULL);
         goto out;
     }
-    if (open_store(&store, &cfg) != 0)
+    bool serving = strcmp(command, "serve") == 0;
+    if (open_store(&store, &cfg, schema_target, serving) != 0)
         goto out_schema;
-    rc = strcmp(command, "migrate") == 0 ? 0 : serve(&cfg, &store);
+    rc = serving ? serve(&cfg, &store) : 0;
     store.ops->close(&store);
     kh_log(KH_LOG_INFO, rc == 0 ? "stopped" : "stopped with errors", NULL);
 out_schema:

@@ -82,13 +82,29 @@ static const struct param params[] = {
     {"postgres_uri", P_STR, OFF(postgres_uri), "", 0, 0, NULL,
      "libpq connection URI (storage = postgres)"},
     {"postgres_ca_cert_file", P_STR, OFF(postgres_ca_cert_file), "", 0, 0, NULL,
-     "CA file for the PostgreSQL server certificate (sslrootcert)"},
+     "CA file for the PostgreSQL server certificate (passed as sslrootcert)"},
+    {"postgres_pool_size", P_INT, OFF(postgres_pool_size), "2", 1, 64, NULL,
+     "PostgreSQL connections, each with its own writer thread"},
+    {"postgres_write_method", P_ENUM, OFF(postgres_write_method), "unnest", 0, 0,
+     "unnest|copy",
+     "unnest: one pipelined INSERT ... SELECT FROM unnest(arrays) per table; copy: COPY into "
+     "temporary staging tables, then INSERT ... SELECT"},
+    {"timescaledb_chunk_interval", P_INT, OFF(timescaledb_chunk_interval), "24", 1, 8760, NULL,
+     "TimescaleDB chunk interval of the stats hypertables (hours)"},
+    {"timescaledb_compress_after", P_INT, OFF(timescaledb_compress_after), "7", 1, 3650, NULL,
+     "TimescaleDB compresses chunks older than this (days)"},
+    {"retention_days", P_INT, OFF(retention_days), "60", 0, 36500, NULL,
+     "delete stats older than this many days (0 = keep forever); PostgreSQL only"},
+    {"retention_interval", P_INT, OFF(retention_interval), "600", 1, 86400, NULL,
+     "seconds between retention passes on plain PostgreSQL"},
     {"batch_max_reports", P_INT, OFF(batch_max_reports), "256", 1, 100000, NULL,
      "reports per storage transaction at most"},
     {"batch_max_rows", P_INT, OFF(batch_max_rows), "20000", 1, 10000000, NULL,
      "stats rows per storage transaction at most"},
     {"batch_max_delay_ms", P_INT, OFF(batch_max_delay_ms), "5", 0, 10000, NULL,
      "longest a report waits for its batch to fill before it is written (ms)"},
+    {"storage_retry_ms", P_INT, OFF(storage_retry_ms), "5000", 0, 600000, NULL,
+     "how long a batch is retried after a new storage failure before its reports get 503 (ms)"},
     {"retry_after", P_INT, OFF(retry_after), "5", 1, 3600, NULL,
      "seconds in the retry-after header of a 503"},
     {"shutdown_timeout", P_INT, OFF(shutdown_timeout), "30", 1, 3600, NULL,
@@ -270,6 +286,10 @@ int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
     if (cfg->collector_path[0] != '/') {
         snprintf(err, errlen, "collector_path: must start with '/', got '%s'",
                  cfg->collector_path);
+        return KH_EINVAL;
+    }
+    if (strcmp(cfg->storage, "postgres") == 0 && cfg->postgres_uri[0] == '\0') {
+        snprintf(err, errlen, "postgres_uri: required when storage = postgres");
         return KH_EINVAL;
     }
     if (strcmp(cfg->storage, "sqlite") == 0 && cfg->sqlite_path[0] == '\0') {

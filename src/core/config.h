@@ -45,10 +45,17 @@ struct kh_config {
     char *sqlite_synchronous;
     char *postgres_uri;
     char *postgres_ca_cert_file;
+    int64_t postgres_pool_size;
+    char *postgres_write_method;
+    int64_t timescaledb_chunk_interval;
+    int64_t timescaledb_compress_after;
+    int64_t retention_days;
+    int64_t retention_interval;
     /* write path */
     int64_t batch_max_reports;
     int64_t batch_max_rows;
     int64_t batch_max_delay_ms;
+    int64_t storage_retry_ms;
     int64_t retry_after;
     int64_t shutdown_timeout;
 };

@@ -1,16 +1,23 @@
 /*
  * batcher: group commit over one writer thread. See batcher.h.
  *
- * Threads: the loop thread owns `cur`, the counters and all callbacks. The writer thread
- * only touches the batches handed to it through `todo` and hands them back through `done`
- * (both under `mu`), then wakes the loop with event_active (libevent is set up for pthreads
- * in main). A batch's reports are not touched by the loop while the writer has them.
+ * Threads: the loop thread owns `cur`, the counters and all callbacks. Writer threads (one
+ * per backend slot) only touch the batches handed to them through `todo` and hand them back
+ * through `done` (both under `mu`), then wake the loop with event_active (libevent is set up
+ * for pthreads in main). A batch's reports are not touched by the loop while a writer has it.
+ *
+ * Retries live here, not in the backends: a write that fails with KH_ERETRY is tried again
+ * with backoff for up to storage_retry_ms, when storage was healthy before the batch (a new
+ * failure: a lost connection, a busy database). When storage was already known to be down,
+ * the batch fails at once so its reports get their 503 without waiting.
  */
 #include "pipeline/batcher.h"
 
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +47,8 @@ struct kh_batcher {
     struct kh_store *store;
     size_t max_reports, max_rows, max_inflight;
     long delay_ms;
+    uint64_t retry_usec;
+    int nwriters;
     /* loop side */
     struct batch *cur;
     size_t outstanding; /* batches handed to the writer and not yet back */
@@ -55,7 +64,14 @@ struct kh_batcher {
     struct batch *todo, **todo_tail;
     struct batch *done, **done_tail;
     bool quit;
-    pthread_t writer;
+    struct writer *writers;
+};
+
+struct writer {
+    struct kh_batcher *b;
+    int slot;
+    pthread_t thread;
+    bool started;
 };
 
 static struct batch *batch_new(size_t cap)
@@ -89,9 +105,49 @@ static void batch_free(struct batch *bt)
     free(bt);
 }
 
+static void sleep_usec(uint64_t usec)
+{
+    struct timespec ts = {(time_t)(usec / 1000000), (long)(usec % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* One batch, with retries (see the top of the file). Runs on a writer thread. */
+static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
+{
+    struct kh_store *st = b->store;
+    bool was_healthy = st->ops->healthy(st);
+    uint64_t t0 = kh_mono_usec();
+    uint64_t backoff = 20000;
+    for (int attempt = 1;; attempt++) {
+        const char *err = NULL;
+        bt->rc = st->ops->write(st, slot, &bt->b, &err);
+        if (bt->rc != 0 && err) {
+            /* the backend's message may be overwritten by its next batch: copy it */
+            snprintf(bt->errbuf, sizeof(bt->errbuf), "%s", err);
+            bt->err = bt->errbuf;
+        }
+        uint64_t elapsed = kh_mono_usec() - t0;
+        if (bt->rc != KH_ERETRY || !was_healthy || elapsed + backoff > b->retry_usec)
+            break;
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "batch write failed, retrying")) {
+            kh_log_int(&l, "attempt", attempt);
+            kh_log_int(&l, "reports", (int64_t)bt->b.nreports);
+            kh_log_str(&l, "error", bt->err ? bt->err : "unknown");
+            kh_log_end(&l);
+        }
+        /* jitter: 75%..125% of the step, so writers do not retry in lockstep */
+        sleep_usec(backoff * 3 / 4 + (uint64_t)rand() % (backoff / 2 + 1));
+        if (backoff < 1000000)
+            backoff *= 2;
+    }
+    bt->write_usec = kh_mono_usec() - t0;
+}
+
 static void *writer_main(void *arg)
 {
-    struct kh_batcher *b = arg;
+    struct writer *w = arg;
+    struct kh_batcher *b = w->b;
     pthread_mutex_lock(&b->mu);
     for (;;) {
         while (b->todo == NULL && !b->quit)
@@ -104,15 +160,7 @@ static void *writer_main(void *arg)
             b->todo_tail = &b->todo;
         pthread_mutex_unlock(&b->mu);
 
-        uint64_t t0 = kh_mono_usec();
-        const char *err = NULL;
-        bt->rc = b->store->ops->write(b->store, &bt->b, &err);
-        bt->write_usec = kh_mono_usec() - t0;
-        if (bt->rc != 0 && err) {
-            /* the backend's message may be overwritten by its next batch: copy it */
-            strncpy(bt->errbuf, err, sizeof(bt->errbuf) - 1);
-            bt->err = bt->errbuf;
-        }
+        write_batch(b, w->slot, bt);
 
         pthread_mutex_lock(&b->mu);
         bt->next = NULL;
@@ -194,16 +242,27 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         complete(b, list);
         list = next;
     }
-    /* the writer is idle: what gathered meanwhile goes now */
-    if (b->outstanding == 0)
+    /* a writer is idle: what gathered meanwhile goes now */
+    if (b->outstanding < (size_t)b->nwriters)
         dispatch(b);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct kh_batcher *b = arg;
-    if (b->outstanding == 0)
+    if (b->outstanding < (size_t)b->nwriters)
         dispatch(b);
+}
+
+static void join_writers(struct kh_batcher *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->quit = true;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < b->nwriters; i++)
+        if (b->writers[i].started)
+            pthread_join(b->writers[i].thread, NULL);
 }
 
 struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *store,
@@ -218,6 +277,10 @@ struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *stor
     b->max_rows = (size_t)cfg->batch_max_rows;
     b->max_inflight = (size_t)cfg->max_inflight_bytes;
     b->delay_ms = (long)cfg->batch_max_delay_ms;
+    b->retry_usec = (uint64_t)cfg->storage_retry_ms * 1000;
+    b->nwriters = store->ops->writers(store);
+    if (b->nwriters < 1)
+        b->nwriters = 1;
     b->todo_tail = &b->todo;
     b->done_tail = &b->done;
     b->timer = evtimer_new(base, on_timer, b);
@@ -228,10 +291,20 @@ struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *stor
         goto fail_events;
     if (pthread_cond_init(&b->cv, NULL) != 0)
         goto fail_cond;
-    if (pthread_create(&b->writer, NULL, writer_main, b) != 0)
-        goto fail_thread;
+    b->writers = calloc((size_t)b->nwriters, sizeof(*b->writers));
+    if (b->writers == NULL)
+        goto fail_writers;
+    for (int i = 0; i < b->nwriters; i++) {
+        b->writers[i] = (struct writer){.b = b, .slot = i};
+        if (pthread_create(&b->writers[i].thread, NULL, writer_main, &b->writers[i]) != 0)
+            goto fail_thread;
+        b->writers[i].started = true;
+    }
     return b;
 fail_thread:
+    join_writers(b);
+    free(b->writers);
+fail_writers:
     pthread_cond_destroy(&b->cv);
 fail_cond:
     pthread_mutex_destroy(&b->mu);
@@ -263,7 +336,7 @@ int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb,
     b->inflight += bytes;
     if (bt->b.nreports >= b->max_reports || bt->b.nrows >= b->max_rows)
         dispatch(b);
-    else if (b->outstanding == 0) {
+    else if (b->outstanding < (size_t)b->nwriters) {
         if (b->delay_ms == 0)
             dispatch(b);
         else if (!evtimer_pending(b->timer, NULL)) {
@@ -293,11 +366,8 @@ void kh_batcher_free(struct kh_batcher *b)
     if (b == NULL)
         return;
     kh_batcher_stop(b);
-    pthread_mutex_lock(&b->mu);
-    b->quit = true;
-    pthread_cond_signal(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-    pthread_join(b->writer, NULL);
+    join_writers(b);
+    free(b->writers);
     /* batches written but not yet completed on the loop: complete them now */
     on_done(-1, 0, b);
     batch_free(b->cur);

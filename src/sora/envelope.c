@@ -807,6 +807,7 @@ int kh_envelope_finish(struct kh_envelope *e)
         return e->rc;
     if (!e->seen[K_STATS])
         return fail(e, KH_EINVAL, "stats: required"), e->rc;
+    kh_time_format(kh_time_now_usec(), e->r->received_text);
     return 0;
 }
 

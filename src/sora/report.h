@@ -54,6 +54,7 @@ struct kh_report {
     int8_t multistream, simulcast, spotlight; /* -1 = absent */
     int64_t time_usec;
     char time_text[KH_TIME_TEXT_LEN + 1];
+    char received_text[KH_TIME_TEXT_LEN + 1]; /* when kohaku finished reading it */
     /* rows, in report order */
     struct kh_row *rows;
     struct kh_row **rows_tail;

@@ -133,9 +133,13 @@ const char *kh_schema_column(int table, int member) { return derived[table].colu
 
 static int since(int v) { return v ? v : 1; }
 
+/* Versions of the fixed tables (sora_connection, sora_node, sora_report); the stats tables'
+ * versions come from the declarative table. */
+#define BASE_TABLES_VERSION 2
+
 int kh_schema_latest_version(void)
 {
-    int latest = 1;
+    int latest = BASE_TABLES_VERSION;
     for (size_t t = 0; t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         if (since(st->since) > latest)
@@ -251,11 +255,34 @@ static int create_base_tables(enum kh_dialect d, struct kh_buf *b)
                 bl, bl, bl, ts, ts, ts, ts);
 }
 
+/* Version 2: one row per stored report, for counting reports over time and for checking
+ * that an acknowledged report is stored exactly once. `source` is the connection_id of a
+ * connection report and the node_name of a node report. */
+static int create_report_table(enum kh_dialect d, struct kh_buf *b)
+{
+    const char *ts = d == KH_DIALECT_POSTGRES ? "timestamptz" : "TEXT";
+    return putf(b,
+                "CREATE TABLE IF NOT EXISTS \"sora_report\" (\n"
+                "  \"time\" %s NOT NULL,\n  \"source\" text NOT NULL,\n"
+                "  \"kind\" text NOT NULL,\n  \"report_id\" text,\n"
+                "  \"channel_id\" text,\n  \"connection_id\" text,\n"
+                "  \"node_name\" text NOT NULL,\n  \"stats_count\" %s NOT NULL,\n"
+                "  \"body_bytes\" %s NOT NULL,\n  \"received_at\" %s NOT NULL\n);\n"
+                "CREATE UNIQUE INDEX IF NOT EXISTS \"sora_report_key\" ON \"sora_report\" "
+                "(\"source\", \"time\");\n"
+                "CREATE INDEX IF NOT EXISTS \"sora_report_time\" ON \"sora_report\" (\"time\");\n"
+                "CREATE INDEX IF NOT EXISTS \"sora_report_id\" ON \"sora_report\" "
+                "(\"report_id\");\n",
+                ts, sqltype(d, KH_COL_INT), sqltype(d, KH_COL_INT), ts);
+}
+
 int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
 {
     int rc = 0;
     if (version == 1)
         rc = create_base_tables(d, out);
+    if (version == 2)
+        rc = create_report_table(d, out);
     for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         if (since(st->since) == version) {

@@ -10,9 +10,13 @@ static int null_open(struct kh_store *s, const struct kh_config *cfg, const char
     return 0;
 }
 
-static int null_migrate(struct kh_store *s, const char **err) { return 0; }
+static int null_migrate(struct kh_store *s, int target, const char **err) { return 0; }
 
-static int null_write(struct kh_store *s, struct kh_batch *b, const char **err)
+static int null_start(struct kh_store *s) { return 0; }
+
+static int null_writers(struct kh_store *s) { return 1; }
+
+static int null_write(struct kh_store *s, int slot, struct kh_batch *b, const char **err)
 {
     for (size_t i = 0; i < b->nreports; i++)
         b->results[i] = 0;
@@ -27,6 +31,8 @@ const struct kh_store_ops kh_store_null_ops = {
     .name = "null",
     .open = null_open,
     .migrate = null_migrate,
+    .start = null_start,
+    .writers = null_writers,
     .write = null_write,
     .healthy = null_healthy,
     .close = null_close,

@@ -5,7 +5,8 @@
 
 #include <string.h>
 
-static const struct kh_store_ops *const backends[] = {&kh_store_sqlite_ops, &kh_store_null_ops};
+static const struct kh_store_ops *const backends[] = {&kh_store_sqlite_ops, &kh_store_postgres_ops,
+                                                      &kh_store_null_ops};
 
 const struct kh_store_ops *kh_store_find(const char *name)
 {

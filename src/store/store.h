@@ -1,8 +1,9 @@
 /*
  * store: the storage backend interface (DESIGN 3). A backend is a table of function pointers
- * (sqlite.c, null.c; postgres later). open/migrate/close run on the main thread before and
- * after the loop; write runs on the batcher's writer thread only, one batch at a time; health
- * may be called from any thread and must not block.
+ * (sqlite.c, postgres.c, null.c). open/migrate/close run on the main thread before and after
+ * the loop. write runs on the batcher's writer threads: `writers` of them, each passing its
+ * own slot number (0..writers-1) and writing one batch at a time. healthy may be called from
+ * any thread and must not block.
  *
  * Results of write, by class (the batcher, not the backend, owns retries):
  *   0            every report of the batch is stored;
@@ -32,9 +33,15 @@ struct kh_store_ops {
     const char *name;
     /* Opens the database. 0 or KH_EIO with *err set. */
     int (*open)(struct kh_store *s, const struct kh_config *cfg, const char **err);
-    /* Creates or upgrades the schema to the newest version. 0 or KH_EIO with *err. */
-    int (*migrate)(struct kh_store *s, const char **err);
-    int (*write)(struct kh_store *s, struct kh_batch *b, const char **err);
+    /* Creates or upgrades the schema to `target` (0 = the newest version). 0 or KH_EIO with
+     * *err. Backends that connect later (postgres) migrate on connect and return 0 here. */
+    int (*migrate)(struct kh_store *s, int target, const char **err);
+    /* Starts background work (reconnects, retention); serve only, after migrate. 0 or
+     * KH_ENOMEM. */
+    int (*start)(struct kh_store *s);
+    /* Number of batches the backend can write in parallel (one writer thread each). */
+    int (*writers)(struct kh_store *s);
+    int (*write)(struct kh_store *s, int slot, struct kh_batch *b, const char **err);
     bool (*healthy)(struct kh_store *s);
     void (*close)(struct kh_store *s);
 };
@@ -45,9 +52,10 @@ struct kh_store {
 };
 
 extern const struct kh_store_ops kh_store_sqlite_ops;
+extern const struct kh_store_ops kh_store_postgres_ops;
 extern const struct kh_store_ops kh_store_null_ops;
 
-/* Finds the backend by name ("sqlite", "null"); NULL when this build has none by that name. */
+/* Finds the backend by name ("sqlite", "postgres", "null"); NULL when there is none. */
 const struct kh_store_ops *kh_store_find(const char *name);
 
 #endif

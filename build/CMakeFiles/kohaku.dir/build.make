@@ -99,6 +99,7 @@ kohaku: /usr/lib/x86_64-linux-gnu/libevent.so
 kohaku: /usr/lib/x86_64-linux-gnu/libyajl.so
 kohaku: /usr/lib/x86_64-linux-gnu/libinih.so
 kohaku: /usr/lib/x86_64-linux-gnu/libsqlite3.so
+kohaku: /usr/lib/x86_64-linux-gnu/libpq.so
 kohaku: /usr/lib/x86_64-linux-gnu/libhttp_parser.so
 kohaku: CMakeFiles/kohaku.dir/link.txt
 	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_2) "Linking C executable kohaku"

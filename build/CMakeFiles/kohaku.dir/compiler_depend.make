@@ -148,6 +148,7 @@ CMakeFiles/kohaku.dir/src/main.c.o: /work/main/src/main.c \
   /work/main/src/core/timeutil.h \
   /work/main/src/store/store.h \
   /work/main/src/core/config.h \
+  /work/main/src/core/errors.h \
   /work/main/src/core/log.h \
   /work/main/src/core/timeutil.h \
   /work/main/src/net/server.h \
@@ -158,8 +159,6 @@ CMakeFiles/kohaku.dir/src/main.c.o: /work/main/src/main.c \
   /work/main/src/store/store.h
 
 
-/work/main/src/core/errors.h:
-
 /work/main/src/core/buf.h:
 
 /work/main/src/sora/schema.h:
@@ -167,6 +166,8 @@ CMakeFiles/kohaku.dir/src/main.c.o: /work/main/src/main.c \
 /work/main/src/net/server.h:
 
 /work/main/src/core/log.h:
+
+/work/main/src/core/errors.h:
 
 /work/main/src/core/timeutil.h:
 

@@ -27,6 +27,8 @@ set(CMAKE_DEPENDS_DEPENDENCY_FILES
   "/work/main/src/sora/schema.c" "CMakeFiles/kohaku_core.dir/src/sora/schema.c.o" "gcc" "CMakeFiles/kohaku_core.dir/src/sora/schema.c.o.d"
   "/work/main/src/sora/schema_table.c" "CMakeFiles/kohaku_core.dir/src/sora/schema_table.c.o" "gcc" "CMakeFiles/kohaku_core.dir/src/sora/schema_table.c.o.d"
   "/work/main/src/store/null.c" "CMakeFiles/kohaku_core.dir/src/store/null.c.o" "gcc" "CMakeFiles/kohaku_core.dir/src/store/null.c.o.d"
+  "/work/main/src/store/pg_encode.c" "CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o" "gcc" "CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o.d"
+  "/work/main/src/store/postgres.c" "CMakeFiles/kohaku_core.dir/src/store/postgres.c.o" "gcc" "CMakeFiles/kohaku_core.dir/src/store/postgres.c.o.d"
   "/work/main/src/store/sqlite.c" "CMakeFiles/kohaku_core.dir/src/store/sqlite.c.o" "gcc" "CMakeFiles/kohaku_core.dir/src/store/sqlite.c.o.d"
   "/work/main/src/store/store.c" "CMakeFiles/kohaku_core.dir/src/store/store.c.o" "gcc" "CMakeFiles/kohaku_core.dir/src/store/store.c.o.d"
   )

@@ -251,10 +251,38 @@ CMakeFiles/kohaku_core.dir/src/store/null.c.s: cmake_force
 	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/kohaku_core.dir/src/store/null.c.s"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/store/null.c -o CMakeFiles/kohaku_core.dir/src/store/null.c.s
 
+CMakeFiles/kohaku_core.dir/src/store/postgres.c.o: CMakeFiles/kohaku_core.dir/flags.make
+CMakeFiles/kohaku_core.dir/src/store/postgres.c.o: /work/main/src/store/postgres.c
+CMakeFiles/kohaku_core.dir/src/store/postgres.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_14) "Building C object CMakeFiles/kohaku_core.dir/src/store/postgres.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/store/postgres.c.o -MF CMakeFiles/kohaku_core.dir/src/store/postgres.c.o.d -o CMakeFiles/kohaku_core.dir/src/store/postgres.c.o -c /work/main/src/store/postgres.c
+
+CMakeFiles/kohaku_core.dir/src/store/postgres.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/kohaku_core.dir/src/store/postgres.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/store/postgres.c > CMakeFiles/kohaku_core.dir/src/store/postgres.c.i
+
+CMakeFiles/kohaku_core.dir/src/store/postgres.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/kohaku_core.dir/src/store/postgres.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/store/postgres.c -o CMakeFiles/kohaku_core.dir/src/store/postgres.c.s
+
+CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o: CMakeFiles/kohaku_core.dir/flags.make
+CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o: /work/main/src/store/pg_encode.c
+CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_15) "Building C object CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o -MF CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o.d -o CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o -c /work/main/src/store/pg_encode.c
+
+CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.i: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Preprocessing C source to CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.i"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -E /work/main/src/store/pg_encode.c > CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.i
+
+CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.s: cmake_force
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green "Compiling C source to assembly CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.s"
+	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -S /work/main/src/store/pg_encode.c -o CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.s
+
 CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o: CMakeFiles/kohaku_core.dir/flags.make
 CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o: /work/main/src/pipeline/batcher.c
 CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_14) "Building C object CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_16) "Building C object CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o -MF CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o.d -o CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o -c /work/main/src/pipeline/batcher.c
 
 CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.i: cmake_force
@@ -268,7 +296,7 @@ CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.s: cmake_force
 CMakeFiles/kohaku_core.dir/src/http/request.c.o: CMakeFiles/kohaku_core.dir/flags.make
 CMakeFiles/kohaku_core.dir/src/http/request.c.o: /work/main/src/http/request.c
 CMakeFiles/kohaku_core.dir/src/http/request.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_15) "Building C object CMakeFiles/kohaku_core.dir/src/http/request.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_17) "Building C object CMakeFiles/kohaku_core.dir/src/http/request.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/http/request.c.o -MF CMakeFiles/kohaku_core.dir/src/http/request.c.o.d -o CMakeFiles/kohaku_core.dir/src/http/request.c.o -c /work/main/src/http/request.c
 
 CMakeFiles/kohaku_core.dir/src/http/request.c.i: cmake_force
@@ -282,7 +310,7 @@ CMakeFiles/kohaku_core.dir/src/http/request.c.s: cmake_force
 CMakeFiles/kohaku_core.dir/src/http/router.c.o: CMakeFiles/kohaku_core.dir/flags.make
 CMakeFiles/kohaku_core.dir/src/http/router.c.o: /work/main/src/http/router.c
 CMakeFiles/kohaku_core.dir/src/http/router.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_16) "Building C object CMakeFiles/kohaku_core.dir/src/http/router.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_18) "Building C object CMakeFiles/kohaku_core.dir/src/http/router.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/http/router.c.o -MF CMakeFiles/kohaku_core.dir/src/http/router.c.o.d -o CMakeFiles/kohaku_core.dir/src/http/router.c.o -c /work/main/src/http/router.c
 
 CMakeFiles/kohaku_core.dir/src/http/router.c.i: cmake_force
@@ -296,7 +324,7 @@ CMakeFiles/kohaku_core.dir/src/http/router.c.s: cmake_force
 CMakeFiles/kohaku_core.dir/src/http/h1.c.o: CMakeFiles/kohaku_core.dir/flags.make
 CMakeFiles/kohaku_core.dir/src/http/h1.c.o: /work/main/src/http/h1.c
 CMakeFiles/kohaku_core.dir/src/http/h1.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_17) "Building C object CMakeFiles/kohaku_core.dir/src/http/h1.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_19) "Building C object CMakeFiles/kohaku_core.dir/src/http/h1.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/http/h1.c.o -MF CMakeFiles/kohaku_core.dir/src/http/h1.c.o.d -o CMakeFiles/kohaku_core.dir/src/http/h1.c.o -c /work/main/src/http/h1.c
 
 CMakeFiles/kohaku_core.dir/src/http/h1.c.i: cmake_force
@@ -310,7 +338,7 @@ CMakeFiles/kohaku_core.dir/src/http/h1.c.s: cmake_force
 CMakeFiles/kohaku_core.dir/src/http/h2.c.o: CMakeFiles/kohaku_core.dir/flags.make
 CMakeFiles/kohaku_core.dir/src/http/h2.c.o: /work/main/src/http/h2.c
 CMakeFiles/kohaku_core.dir/src/http/h2.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_18) "Building C object CMakeFiles/kohaku_core.dir/src/http/h2.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_20) "Building C object CMakeFiles/kohaku_core.dir/src/http/h2.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/http/h2.c.o -MF CMakeFiles/kohaku_core.dir/src/http/h2.c.o.d -o CMakeFiles/kohaku_core.dir/src/http/h2.c.o -c /work/main/src/http/h2.c
 
 CMakeFiles/kohaku_core.dir/src/http/h2.c.i: cmake_force
@@ -324,7 +352,7 @@ CMakeFiles/kohaku_core.dir/src/http/h2.c.s: cmake_force
 CMakeFiles/kohaku_core.dir/src/net/server.c.o: CMakeFiles/kohaku_core.dir/flags.make
 CMakeFiles/kohaku_core.dir/src/net/server.c.o: /work/main/src/net/server.c
 CMakeFiles/kohaku_core.dir/src/net/server.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_19) "Building C object CMakeFiles/kohaku_core.dir/src/net/server.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_21) "Building C object CMakeFiles/kohaku_core.dir/src/net/server.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/net/server.c.o -MF CMakeFiles/kohaku_core.dir/src/net/server.c.o.d -o CMakeFiles/kohaku_core.dir/src/net/server.c.o -c /work/main/src/net/server.c
 
 CMakeFiles/kohaku_core.dir/src/net/server.c.i: cmake_force
@@ -338,7 +366,7 @@ CMakeFiles/kohaku_core.dir/src/net/server.c.s: cmake_force
 CMakeFiles/kohaku_core.dir/src/api/collector.c.o: CMakeFiles/kohaku_core.dir/flags.make
 CMakeFiles/kohaku_core.dir/src/api/collector.c.o: /work/main/src/api/collector.c
 CMakeFiles/kohaku_core.dir/src/api/collector.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_20) "Building C object CMakeFiles/kohaku_core.dir/src/api/collector.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_22) "Building C object CMakeFiles/kohaku_core.dir/src/api/collector.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/api/collector.c.o -MF CMakeFiles/kohaku_core.dir/src/api/collector.c.o.d -o CMakeFiles/kohaku_core.dir/src/api/collector.c.o -c /work/main/src/api/collector.c
 
 CMakeFiles/kohaku_core.dir/src/api/collector.c.i: cmake_force
@@ -352,7 +380,7 @@ CMakeFiles/kohaku_core.dir/src/api/collector.c.s: cmake_force
 CMakeFiles/kohaku_core.dir/src/api/health.c.o: CMakeFiles/kohaku_core.dir/flags.make
 CMakeFiles/kohaku_core.dir/src/api/health.c.o: /work/main/src/api/health.c
 CMakeFiles/kohaku_core.dir/src/api/health.c.o: CMakeFiles/kohaku_core.dir/compiler_depend.ts
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_21) "Building C object CMakeFiles/kohaku_core.dir/src/api/health.c.o"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_23) "Building C object CMakeFiles/kohaku_core.dir/src/api/health.c.o"
 	/usr/bin/cc $(C_DEFINES) $(C_INCLUDES) $(C_FLAGS) -MD -MT CMakeFiles/kohaku_core.dir/src/api/health.c.o -MF CMakeFiles/kohaku_core.dir/src/api/health.c.o.d -o CMakeFiles/kohaku_core.dir/src/api/health.c.o -c /work/main/src/api/health.c
 
 CMakeFiles/kohaku_core.dir/src/api/health.c.i: cmake_force
@@ -378,6 +406,8 @@ kohaku_core_OBJECTS = \
 "CMakeFiles/kohaku_core.dir/src/store/store.c.o" \
 "CMakeFiles/kohaku_core.dir/src/store/sqlite.c.o" \
 "CMakeFiles/kohaku_core.dir/src/store/null.c.o" \
+"CMakeFiles/kohaku_core.dir/src/store/postgres.c.o" \
+"CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o" \
 "CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o" \
 "CMakeFiles/kohaku_core.dir/src/http/request.c.o" \
 "CMakeFiles/kohaku_core.dir/src/http/router.c.o" \
@@ -403,6 +433,8 @@ libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/sora/envelope.c.o
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/store/store.c.o
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/store/sqlite.c.o
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/store/null.c.o
+libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/store/postgres.c.o
+libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/store/pg_encode.c.o
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/pipeline/batcher.c.o
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/http/request.c.o
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/http/router.c.o
@@ -413,7 +445,7 @@ libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/api/collector.c.o
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/src/api/health.c.o
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/build.make
 libkohaku_core.a: CMakeFiles/kohaku_core.dir/link.txt
-	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_22) "Linking C static library libkohaku_core.a"
+	@$(CMAKE_COMMAND) -E cmake_echo_color --switch=$(COLOR) --green --bold --progress-dir=/work/main/build/CMakeFiles --progress-num=$(CMAKE_PROGRESS_24) "Linking C static library libkohaku_core.a"
 	$(CMAKE_COMMAND) -P CMakeFiles/kohaku_core.dir/cmake_clean_target.cmake
 	$(CMAKE_COMMAND) -E cmake_link_script CMakeFiles/kohaku_core.dir/link.txt --verbose=$(VERBOSE)
 

@@ -4,7 +4,7 @@
 # compile C with /usr/bin/cc
 C_DEFINES = -DKOHAKU_VERSION=\"0.1.0\" -D_GNU_SOURCE
 
-C_INCLUDES = -I/work/main/src -isystem /usr/include/yajl
+C_INCLUDES = -I/work/main/src -isystem /usr/include/yajl -isystem /usr/include/postgresql
 
 C_FLAGS = -O2 -g -DNDEBUG -Wall -Wextra -Wshadow -Wformat=2 -Wno-unused-parameter -Wno-missing-field-initializers -std=c11
 

@@ -120,7 +120,8 @@ CMakeFiles/kohaku.dir/src/main.c.o: /work/main/src/main.c \
  /work/main/src/pipeline/batcher.h /work/main/src/sora/report.h \
  /work/main/src/core/arena.h /work/main/src/core/timeutil.h \
  /work/main/src/store/store.h /work/main/src/core/config.h \
- /work/main/src/core/log.h /work/main/src/core/timeutil.h \
- /work/main/src/net/server.h /work/main/src/pipeline/batcher.h \
- /work/main/src/sora/schema.h /work/main/src/core/buf.h \
- /work/main/src/core/errors.h /work/main/src/store/store.h
+ /work/main/src/core/errors.h /work/main/src/core/log.h \
+ /work/main/src/core/timeutil.h /work/main/src/net/server.h \
+ /work/main/src/pipeline/batcher.h /work/main/src/sora/schema.h \
+ /work/main/src/core/buf.h /work/main/src/core/errors.h \
+ /work/main/src/store/store.h

@@ -1,0 +1,1108 @@
+/*
+ * postgres: the PostgreSQL / TimescaleDB backend. This module is the only user of libpq.
+ *
+ * Connections: one per writer slot (postgres_pool_size), each used only by its writer thread,
+ * plus one for the maintenance thread, which (re)connects with jittered backoff while the
+ * database is away, applies the schema on first contact (under an advisory lock, so several
+ * kohaku processes can start together), and runs retention on plain PostgreSQL. healthy()
+ * is true once the schema is in place and the last contact worked.
+ *
+ * Writes (postgres_write_method):
+ *   unnest: per table one prepared INSERT ... SELECT * FROM unnest($1::type[], ...)
+ *           ON CONFLICT DO NOTHING, all statements of a batch pipelined and committed
+ *           together at the pipeline's Sync: one round trip per batch.
+ *   copy:   BEGIN; COPY into per-connection temporary staging tables; INSERT ... SELECT
+ *           ON CONFLICT DO NOTHING; COMMIT (a few round trips per batch).
+ * Rows are only ever sent as parameters or COPY data: no SQL is built from payload text.
+ * A data error (a value PostgreSQL refuses) makes the backend write the batch's reports one
+ * by one, so only the offending reports are refused (KH_EREJECT).
+ */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "sora/schema.h"
+#include "store/pg_encode.h"
+#include "store/store.h"
+
+#define ADVISORY_LOCK_KEY 7164746341LL /* "kohaku schema": any constant shared by all */
+#define RETENTION_BATCH 5000
+#define MAX_COLS 128
+
+struct slot {
+    struct pg *pg;
+    int index;
+    PGconn *conn;
+    struct kh_buf cols[MAX_COLS];
+    const char *params[MAX_COLS];
+    size_t *order; /* report indexes, for sorted upserts */
+    size_t order_cap;
+    char err[768];
+};
+
+struct pg {
+    char *uri, *ca;
+    int nslots;
+    bool use_copy;
+    int64_t chunk_hours, compress_days, retention_days, retention_interval;
+    struct slot *slots;
+    atomic_bool healthy;
+    atomic_bool migrated;
+    atomic_int lose_acks; /* fault injection for tests: KOHAKU_FAULT_LOSE_COMMIT_ACKS */
+    bool timescale;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool quit;
+    bool wake;
+    pthread_t maint;
+    bool maint_started;
+    PGconn *mconn;
+    char merr[768];
+};
+
+/* --- connections ------------------------------------------------------------------------ */
+
+static void copy_pq_error(char *dst, size_t len, const char *what, PGconn *c, PGresult *r)
+{
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (msg == NULL)
+        msg = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
+    snprintf(dst, len, "%s: %s", what, msg && *msg ? msg : "unknown error");
+    size_t n = strlen(dst);
+    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
+        dst[--n] = '\0';
+}
+
+static PGconn *connect_db(struct pg *pg, char *err, size_t errlen)
+{
+    const char *keys[6], *vals[6];
+    int n = 0;
+    keys[n] = "application_name", vals[n++] = "kohaku";
+    keys[n] = "connect_timeout", vals[n++] = "5"; /* the URI's own value overrides it */
+    keys[n] = "dbname", vals[n++] = pg->uri;
+    if (pg->ca[0])
+        keys[n] = "sslrootcert", vals[n++] = pg->ca;
+    keys[n] = NULL, vals[n] = NULL;
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL) {
+        snprintf(err, errlen, "connect: out of memory");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        copy_pq_error(err, errlen, "connect", c, NULL);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : KH_EIO;
+    if (rc != 0)
+        copy_pq_error(err, errlen, "query", c, r);
+    PQclear(r);
+    return rc;
+}
+
+static int query_int(PGconn *c, const char *sql, long long *out, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        copy_pq_error(err, errlen, "query", c, r);
+        rc = KH_EIO;
+    } else {
+        *out = atoll(PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* --- schema ----------------------------------------------------------------------------- */
+
+static const char *segment_column(int t)
+{
+    return kh_stats_tables[t].scope == KH_SCOPE_CONNECTION ? "connection_id" : "node_name";
+}
+
+static int put_sql(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int put_sql(struct kh_buf *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(tmp))
+        return KH_ENOSPC;
+    return kh_buf_append(b, tmp, (size_t)n);
+}
+
+/* Idempotent TimescaleDB set-up of one table (identifiers come from the schema table). */
+static int timescale_table(struct pg *pg, struct kh_buf *b, const char *table, const char *seg)
+{
+    int rc = put_sql(b,
+                     "SELECT create_hypertable('\"%s\"', by_range('time', INTERVAL '%lld hours'), "
+                     "create_default_indexes => FALSE, if_not_exists => TRUE, "
+                     "migrate_data => TRUE);\n"
+                     "SELECT set_chunk_time_interval('\"%s\"', INTERVAL '%lld hours');\n",
+                     table, (long long)pg->chunk_hours, table, (long long)pg->chunk_hours);
+    if (rc == 0)
+        rc = put_sql(b,
+                     "DO $kh$ BEGIN IF NOT EXISTS (SELECT 1 FROM "
+                     "timescaledb_information.hypertables WHERE hypertable_name = '%s' AND "
+                     "compression_enabled) THEN ALTER TABLE \"%s\" SET (timescaledb.compress, "
+                     "timescaledb.compress_segmentby = '%s', timescaledb.compress_orderby = "
+                     "'time'); END IF; END $kh$;\n",
+                     table, table, seg);
+    if (rc == 0)
+        rc = put_sql(b,
+                     "SELECT remove_compression_policy('\"%s\"', if_exists => TRUE);\n"
+                     "SELECT add_compression_policy('\"%s\"', compress_after => INTERVAL "
+                     "'%lld days');\n"
+                     "SELECT remove_retention_policy('\"%s\"', if_exists => TRUE);\n",
+                     table, table, (long long)pg->compress_days, table);
+    if (rc == 0 && pg->retention_days > 0)
+        rc = put_sql(b, "SELECT add_retention_policy('\"%s\"', drop_after => INTERVAL '%lld days');\n",
+                     table, (long long)pg->retention_days);
+    return rc;
+}
+
+static int timescale_setup(struct pg *pg, PGconn *c, char *err, size_t errlen)
+{
+    long long available = 0;
+    if (query_int(c, "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'",
+                  &available, err, errlen) != 0)
+        return KH_EIO;
+    pg->timescale = false;
+    if (!available)
+        return 0;
+    if (exec_ok(c, "SAVEPOINT kh_ts; CREATE EXTENSION IF NOT EXISTS timescaledb", err, errlen) !=
+        0) {
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "timescaledb is available but cannot be used")) {
+            kh_log_str(&l, "error", err);
+            kh_log_end(&l);
+        }
+        return exec_ok(c, "ROLLBACK TO SAVEPOINT kh_ts", err, errlen);
+    }
+    struct kh_buf b;
+    kh_buf_init(&b, 1u << 20);
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++)
+        rc = timescale_table(pg, &b, kh_stats_tables[t].table, segment_column((int)t));
+    if (rc == 0)
+        rc = timescale_table(pg, &b, "sora_report", "source");
+    if (rc == 0)
+        rc = kh_buf_append(&b, "", 1);
+    if (rc == 0)
+        rc = exec_ok(c, b.data, err, errlen);
+    kh_buf_cleanup(&b);
+    if (rc == 0)
+        pg->timescale = true;
+    return rc;
+}
+
+/* Applies migrations up to target (0 = newest) in one transaction under the advisory lock. */
+static int migrate_conn(struct pg *pg, PGconn *c, int target, char *err, size_t errlen)
+{
+    int latest = kh_schema_latest_version();
+    int want = target > 0 && target < latest ? target : latest;
+    long long have = 0;
+    char lock[128];
+    snprintf(lock, sizeof(lock), "BEGIN; SELECT pg_advisory_xact_lock(%lld)", ADVISORY_LOCK_KEY);
+    if (exec_ok(c, lock, err, errlen) != 0)
+        return KH_EIO;
+    int rc = exec_ok(c,
+                     "CREATE TABLE IF NOT EXISTS kohaku_schema_version (version integer PRIMARY "
+                     "KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                     err, errlen);
+    if (rc == 0)
+        rc = query_int(c, "SELECT coalesce(max(version), 0) FROM kohaku_schema_version", &have,
+                       err, errlen);
+    if (rc == 0 && have > latest) {
+        snprintf(err, errlen, "database schema version %lld is newer than this kohaku knows (%d)",
+                 have, latest);
+        rc = KH_EIO;
+    }
+    struct kh_buf sql;
+    kh_buf_init(&sql, 16u << 20);
+    for (int v = (int)have + 1; rc == 0 && v <= want; v++) {
+        kh_buf_reset(&sql);
+        rc = kh_schema_migration_sql(KH_DIALECT_POSTGRES, v, &sql);
+        if (rc == 0)
+            rc = put_sql(&sql, "INSERT INTO kohaku_schema_version (version) VALUES (%d);", v);
+        if (rc == 0)
+            rc = kh_buf_append(&sql, "", 1);
+        if (rc == 0)
+            rc = exec_ok(c, sql.data, err, errlen);
+        if (rc == 0) {
+            struct kh_logline l;
+            if (kh_log_begin(&l, KH_LOG_INFO, "schema migrated")) {
+                kh_log_str(&l, "storage", "postgres");
+                kh_log_int(&l, "version", v);
+                kh_log_end(&l);
+            }
+        }
+    }
+    kh_buf_cleanup(&sql);
+    if (rc == 0 && want == latest)
+        rc = timescale_setup(pg, c, err, errlen);
+    if (rc == 0)
+        rc = exec_ok(c, "COMMIT", err, errlen);
+    if (rc != 0) {
+        char ignored[256];
+        exec_ok(c, "ROLLBACK", ignored, sizeof(ignored));
+    }
+    return rc;
+}
+
+/* --- statements ------------------------------------------------------------------------- */
+
+static const char *pgtype(enum kh_coltype t)
+{
+    switch (t) {
+    case KH_COL_INT: return "int8";
+    case KH_COL_REAL: return "float8";
+    case KH_COL_BOOL: return "bool";
+    case KH_COL_JSON: return "jsonb";
+    default: return "text";
+    }
+}
+
+static int ncols(int t) { return kh_schema_ncommon(t) + (int)kh_stats_tables[t].nmembers + 1; }
+
+static const char *col_type(int t, int i)
+{
+    static const char *const conn[] = {"timestamptz", "text", "text", "text", "text", "float8"};
+    static const char *const node[] = {"timestamptz", "text", "text"};
+    int nc = kh_schema_ncommon(t);
+    if (i < nc)
+        return kh_stats_tables[t].scope == KH_SCOPE_CONNECTION ? conn[i] : node[i];
+    if (i - nc < (int)kh_stats_tables[t].nmembers)
+        return pgtype(kh_stats_tables[t].members[i - nc].type);
+    return "jsonb";
+}
+
+/* The column list "time", ..., "extra" of a stats table. */
+static int column_list(int t, struct kh_buf *b)
+{
+    static const char *const conn[] = {"time",     "channel_id", "connection_id",
+                                       "stats_type", "stats_id", "stats_timestamp"};
+    static const char *const node[] = {"time", "label", "node_name"};
+    int nc = kh_schema_ncommon(t), rc = 0;
+    for (int i = 0; rc == 0 && i < ncols(t); i++) {
+        const char *name = i < nc ? (kh_stats_tables[t].scope == KH_SCOPE_CONNECTION ? conn[i]
+                                                                                    : node[i])
+                           : i - nc < (int)kh_stats_tables[t].nmembers
+                               ? kh_schema_column(t, i - nc)
+                               : "extra";
+        rc = put_sql(b, "%s\"%s\"", i ? ", " : "", name);
+    }
+    return rc;
+}
+
+static int unnest_sql(int t, struct kh_buf *b)
+{
+    int rc = put_sql(b, "INSERT INTO \"%s\" (", kh_stats_tables[t].table);
+    if (rc == 0)
+        rc = column_list(t, b);
+    if (rc == 0)
+        rc = put_sql(b, ") SELECT * FROM unnest(");
+    for (int i = 0; rc == 0 && i < ncols(t); i++)
+        rc = put_sql(b, "%s$%d::%s[]", i ? ", " : "", i + 1, col_type(t, i));
+    if (rc == 0)
+        rc = put_sql(b, ") ON CONFLICT DO NOTHING");
+    return rc == 0 ? kh_buf_append(b, "", 1) : rc;
+}
+
+static const char upsert_conn_sql[] =
+    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::text[], $12::text[], "
+    "$13::timestamptz[], $14::timestamptz[]) "
+    "ON CONFLICT (connection_id) DO UPDATE SET "
+    "first_seen = LEAST(sora_connection.first_seen, EXCLUDED.first_seen), "
+    "last_seen = GREATEST(sora_connection.last_seen, EXCLUDED.last_seen), "
+    "bundle_id = COALESCE(EXCLUDED.bundle_id, sora_connection.bundle_id)";
+
+static const char upsert_node_sql[] =
+    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], "
+    "$5::timestamptz[]) ON CONFLICT (node_name) DO UPDATE SET label = EXCLUDED.label, "
+    "version = EXCLUDED.version, first_seen = LEAST(sora_node.first_seen, EXCLUDED.first_seen), "
+    "last_seen = GREATEST(sora_node.last_seen, EXCLUDED.last_seen)";
+
+static const char insert_report_sql[] =
+    "INSERT INTO sora_report (time, source, kind, report_id, channel_id, connection_id, "
+    "node_name, stats_count, body_bytes, received_at) SELECT * FROM unnest($1::timestamptz[], "
+    "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], "
+    "$9::int8[], $10::timestamptz[]) ON CONFLICT DO NOTHING";
+
+static int prepare(struct slot *s, const char *name, const char *sql)
+{
+    PGresult *r = PQprepare(s->conn, name, sql, 0, NULL);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : KH_ERETRY;
+    if (rc != 0)
+        copy_pq_error(s->err, sizeof(s->err), "prepare", s->conn, r);
+    PQclear(r);
+    return rc;
+}
+
+static int prepare_slot(struct slot *s)
+{
+    struct kh_buf b;
+    kh_buf_init(&b, 1u << 20);
+    char name[24];
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
+        kh_buf_reset(&b);
+        snprintf(name, sizeof(name), "i%zu", t);
+        rc = unnest_sql((int)t, &b);
+        if (rc == 0)
+            rc = prepare(s, name, b.data);
+        if (rc == 0 && s->pg->use_copy) {
+            kh_buf_reset(&b);
+            rc = put_sql(&b,
+                         "CREATE TEMP TABLE IF NOT EXISTS \"s_%s\" (LIKE \"%s\") ON COMMIT "
+                         "DELETE ROWS",
+                         kh_stats_tables[t].table, kh_stats_tables[t].table);
+            if (rc == 0 && kh_buf_append(&b, "", 1) == 0)
+                rc = exec_ok(s->conn, b.data, s->err, sizeof(s->err)) ? KH_ERETRY : 0;
+        }
+    }
+    kh_buf_cleanup(&b);
+    if (rc == 0)
+        rc = prepare(s, "uc", upsert_conn_sql);
+    if (rc == 0)
+        rc = prepare(s, "un", upsert_node_sql);
+    if (rc == 0)
+        rc = prepare(s, "ir", insert_report_sql);
+    return rc;
+}
+
+/* --- health and the maintenance thread -------------------------------------------------- */
+
+static void wake_maint(struct pg *pg)
+{
+    pthread_mutex_lock(&pg->mu);
+    pg->wake = true;
+    pthread_cond_signal(&pg->cv);
+    pthread_mutex_unlock(&pg->mu);
+}
+
+static void mark_down(struct pg *pg, const char *why)
+{
+    if (atomic_exchange(&pg->healthy, false)) {
+        kh_log(KH_LOG_ERROR, "postgres unavailable", why);
+        wake_maint(pg);
+    }
+}
+
+static void drop_conn(PGconn **c)
+{
+    if (*c)
+        PQfinish(*c);
+    *c = NULL;
+}
+
+/* One contact attempt: connect (if needed), migrate (once), check the connection. */
+static bool maint_contact(struct pg *pg)
+{
+    if (pg->mconn && PQstatus(pg->mconn) != CONNECTION_OK)
+        drop_conn(&pg->mconn);
+    if (pg->mconn == NULL && (pg->mconn = connect_db(pg, pg->merr, sizeof(pg->merr))) == NULL)
+        return false;
+    if (!atomic_load(&pg->migrated)) {
+        if (migrate_conn(pg, pg->mconn, 0, pg->merr, sizeof(pg->merr)) != 0) {
+            drop_conn(&pg->mconn);
+            return false;
+        }
+        atomic_store(&pg->migrated, true);
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_INFO, "postgres schema ready")) {
+            kh_log_str(&l, "mode", pg->timescale ? "timescaledb" : "postgresql");
+            kh_log_str(&l, "retention", pg->timescale ? "timescaledb policy" : "kohaku");
+            kh_log_int(&l, "retention_days", pg->retention_days);
+            kh_log_int(&l, "schema_version", kh_schema_latest_version());
+            kh_log_str(&l, "write_method", pg->use_copy ? "copy" : "unnest");
+            kh_log_end(&l);
+        }
+    }
+    if (exec_ok(pg->mconn, "SELECT 1", pg->merr, sizeof(pg->merr)) != 0) {
+        drop_conn(&pg->mconn);
+        return false;
+    }
+    return true;
+}
+
+static void retention_pass(struct pg *pg)
+{
+    char interval[32], sql[512];
+    snprintf(interval, sizeof(interval), "%lld days", (long long)pg->retention_days);
+    long long total = 0;
+    for (size_t t = 0; t <= kh_stats_ntables; t++) {
+        const char *table = t < kh_stats_ntables ? kh_stats_tables[t].table : "sora_report";
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM \"%s\" WHERE ctid = ANY(ARRAY(SELECT ctid FROM \"%s\" WHERE "
+                 "\"time\" < now() - $1::interval LIMIT %d))",
+                 table, table, RETENTION_BATCH);
+        for (;;) {
+            const char *params[1] = {interval};
+            PGresult *r = PQexecParams(pg->mconn, sql, 1, NULL, params, NULL, NULL, 0);
+            bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            long long n = ok ? atoll(PQcmdTuples(r)) : 0;
+            if (!ok)
+                copy_pq_error(pg->merr, sizeof(pg->merr), "retention", pg->mconn, r);
+            PQclear(r);
+            if (!ok) {
+                kh_log(KH_LOG_WARN, "retention pass failed", pg->merr);
+                return;
+            }
+            total += n;
+            if (n < RETENTION_BATCH)
+                break;
+            pthread_mutex_lock(&pg->mu);
+            bool quit = pg->quit;
+            pthread_mutex_unlock(&pg->mu);
+            if (quit)
+                return;
+        }
+    }
+    struct kh_logline l;
+    if (kh_log_begin(&l, total ? KH_LOG_INFO : KH_LOG_DEBUG, "retention pass")) {
+        kh_log_int(&l, "deleted_rows", total);
+        kh_log_int(&l, "retention_days", pg->retention_days);
+        kh_log_end(&l);
+    }
+}
+
+static void *maint_main(void *arg)
+{
+    struct pg *pg = arg;
+    uint64_t backoff_ms = 200;
+    uint64_t next_retention = kh_mono_usec();
+    pthread_mutex_lock(&pg->mu);
+    while (!pg->quit) {
+        pg->wake = false;
+        pthread_mutex_unlock(&pg->mu);
+        uint64_t wait_ms;
+        if (maint_contact(pg)) {
+            if (!atomic_exchange(&pg->healthy, true))
+                kh_log(KH_LOG_INFO, "postgres available", NULL);
+            backoff_ms = 200;
+            wait_ms = 2000;
+            if (!pg->timescale && pg->retention_days > 0 && kh_mono_usec() >= next_retention) {
+                retention_pass(pg);
+                next_retention = kh_mono_usec() + (uint64_t)pg->retention_interval * 1000000;
+            }
+        } else {
+            if (atomic_exchange(&pg->healthy, false) || backoff_ms == 200)
+                kh_log(KH_LOG_ERROR, "postgres unavailable, retrying", pg->merr);
+            /* jittered exponential backoff: 75%..125% of the step, at most 30 s */
+            wait_ms = backoff_ms * 3 / 4 + (uint64_t)rand() % (backoff_ms / 2 + 1);
+            if (backoff_ms < 30000)
+                backoff_ms *= 2;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)(wait_ms / 1000);
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&pg->mu);
+        while (!pg->quit && !pg->wake &&
+               pthread_cond_timedwait(&pg->cv, &pg->mu, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&pg->mu);
+    drop_conn(&pg->mconn);
+    return NULL;
+}
+
+/* --- open / migrate / close ------------------------------------------------------------- */
+
+static int pg_open(struct kh_store *s, const struct kh_config *cfg, const char **err)
+{
+    struct pg *pg = calloc(1, sizeof(*pg));
+    if (pg == NULL)
+        goto fail_alloc;
+    s->impl = pg;
+    pg->uri = strdup(cfg->postgres_uri);
+    pg->ca = strdup(cfg->postgres_ca_cert_file);
+    pg->nslots = (int)cfg->postgres_pool_size;
+    pg->use_copy = strcmp(cfg->postgres_write_method, "copy") == 0;
+    pg->chunk_hours = cfg->timescaledb_chunk_interval;
+    pg->compress_days = cfg->timescaledb_compress_after;
+    pg->retention_days = cfg->retention_days;
+    pg->retention_interval = cfg->retention_interval;
+    const char *fault = getenv("KOHAKU_FAULT_LOSE_COMMIT_ACKS");
+    atomic_store(&pg->lose_acks, fault ? atoi(fault) : 0);
+    pg->slots = calloc((size_t)pg->nslots, sizeof(*pg->slots));
+    if (pg->uri == NULL || pg->ca == NULL || pg->slots == NULL)
+        goto fail_alloc;
+    for (int i = 0; i < pg->nslots; i++) {
+        pg->slots[i].pg = pg;
+        pg->slots[i].index = i;
+        for (int c = 0; c < MAX_COLS; c++)
+            kh_buf_init(&pg->slots[i].cols[c], 1u << 30);
+    }
+    pthread_mutex_init(&pg->mu, NULL);
+    pthread_cond_init(&pg->cv, NULL);
+    return 0;
+fail_alloc:
+    *err = "out of memory";
+    return KH_ENOMEM;
+}
+
+static int pg_migrate(struct kh_store *s, int target, const char **err)
+{
+    struct pg *pg = s->impl;
+    PGconn *c = connect_db(pg, pg->merr, sizeof(pg->merr));
+    int rc = c ? migrate_conn(pg, c, target, pg->merr, sizeof(pg->merr)) : KH_ERETRY;
+    if (c && rc != 0 && PQstatus(c) != CONNECTION_OK)
+        rc = KH_ERETRY;
+    drop_conn(&c);
+    if (rc == 0 && (target == 0 || target >= kh_schema_latest_version())) {
+        atomic_store(&pg->migrated, true);
+        atomic_store(&pg->healthy, true);
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_INFO, "postgres schema ready")) {
+            kh_log_str(&l, "mode", pg->timescale ? "timescaledb" : "postgresql");
+            kh_log_str(&l, "retention", pg->timescale ? "timescaledb policy" : "kohaku");
+            kh_log_int(&l, "retention_days", pg->retention_days);
+            kh_log_int(&l, "schema_version", kh_schema_latest_version());
+            kh_log_str(&l, "write_method", pg->use_copy ? "copy" : "unnest");
+            kh_log_end(&l);
+        }
+    }
+    *err = pg->merr;
+    return rc;
+}
+
+static int pg_start(struct pg *pg)
+{
+    if (pg->maint_started)
+        return 0;
+    if (pthread_create(&pg->maint, NULL, maint_main, pg) != 0)
+        return KH_ENOMEM;
+    pg->maint_started = true;
+    return 0;
+}
+
+static void pg_close(struct kh_store *s)
+{
+    struct pg *pg = s->impl;
+    if (pg == NULL)
+        return;
+    if (pg->maint_started) {
+        pthread_mutex_lock(&pg->mu);
+        pg->quit = true;
+        pthread_cond_signal(&pg->cv);
+        pthread_mutex_unlock(&pg->mu);
+        pthread_join(pg->maint, NULL);
+        pthread_cond_destroy(&pg->cv);
+        pthread_mutex_destroy(&pg->mu);
+    }
+    for (int i = 0; pg->slots && i < pg->nslots; i++) {
+        drop_conn(&pg->slots[i].conn);
+        for (int c = 0; c < MAX_COLS; c++)
+            kh_buf_cleanup(&pg->slots[i].cols[c]);
+        free(pg->slots[i].order);
+    }
+    free(pg->slots);
+    free(pg->uri);
+    free(pg->ca);
+    free(pg);
+    s->impl = NULL;
+}
+
+static bool pg_healthy(struct kh_store *s)
+{
+    struct pg *pg = s->impl;
+    return atomic_load(&pg->healthy);
+}
+
+/* --- writing ---------------------------------------------------------------------------- */
+
+struct subset {
+    struct kh_report **reports;
+    size_t n;
+};
+
+/* Values PostgreSQL refuses (class 22 data exception, 23 integrity, 54 program limit):
+ * retrying cannot help; the report that carries them is refused. */
+static bool is_data_error(const char *state)
+{
+    return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+                     strncmp(state, "54", 2) == 0);
+}
+
+static int ensure_conn(struct slot *s)
+{
+    struct pg *pg = s->pg;
+    if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
+        return 0;
+    drop_conn(&s->conn);
+    if (!atomic_load(&pg->healthy)) {
+        snprintf(s->err, sizeof(s->err), "postgres unavailable");
+        return KH_ERETRY;
+    }
+    s->conn = connect_db(pg, s->err, sizeof(s->err));
+    if (s->conn == NULL || prepare_slot(s) != 0) {
+        drop_conn(&s->conn);
+        mark_down(pg, s->err);
+        return KH_ERETRY;
+    }
+    return 0;
+}
+
+static void cols_begin(struct slot *s, int n)
+{
+    for (int i = 0; i < n; i++) {
+        kh_buf_reset(&s->cols[i]);
+        kh_buf_append(&s->cols[i], "{", 1);
+    }
+}
+
+static int cols_end(struct slot *s, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (kh_buf_append(&s->cols[i], "}", 2) != 0) /* with the NUL */
+            return KH_ENOMEM;
+        s->params[i] = s->cols[i].data;
+    }
+    return 0;
+}
+
+static int put_str(struct kh_buf *b, enum kh_pg_format f, bool first, const struct kh_str *v)
+{
+    return kh_pg_put_text(b, f, first, v->p, v->len);
+}
+
+/* Appends one row's fields: one buffer per column (ARRAY) or one line in b[0] (COPY). */
+static int put_row(struct slot *s, enum kh_pg_format f, bool first, const struct kh_report *r,
+                   const struct kh_row *row)
+{
+    bool copy = f == KH_PG_COPY;
+    int c = 0, rc;
+#define COL() (&s->cols[copy ? 0 : c++])
+#define FIRST(k) (copy ? (k) == 0 : first)
+    rc = kh_pg_put_text(COL(), f, FIRST(0), r->time_text, KH_TIME_TEXT_LEN);
+    if (kh_stats_tables[row->table].scope == KH_SCOPE_CONNECTION) {
+        rc |= put_str(COL(), f, FIRST(1), &r->channel_id);
+        rc |= put_str(COL(), f, FIRST(2), &r->connection_id);
+        rc |= put_str(COL(), f, FIRST(3), &row->stats_type);
+        rc |= put_str(COL(), f, FIRST(4), &row->stats_id);
+        rc |= kh_pg_put_real(COL(), f, FIRST(5), row->stats_timestamp);
+    } else {
+        rc |= put_str(COL(), f, FIRST(1), &r->label);
+        rc |= put_str(COL(), f, FIRST(2), &r->node_name);
+    }
+    size_t nm = kh_stats_tables[row->table].nmembers;
+    for (size_t m = 0; m < nm; m++)
+        rc |= kh_pg_put_value(COL(), f, FIRST(7), &row->vals[m]);
+    rc |= put_str(COL(), f, FIRST(7), &row->extra);
+    if (copy)
+        rc |= kh_buf_append(&s->cols[0], "\n", 1);
+#undef COL
+#undef FIRST
+    return rc ? KH_ENOMEM : 0;
+}
+
+static size_t build_table(struct slot *s, enum kh_pg_format f, int t, const struct subset *sub,
+                          int *rc)
+{
+    size_t count = 0;
+    if (f == KH_PG_ARRAY)
+        cols_begin(s, ncols(t));
+    else
+        kh_buf_reset(&s->cols[0]);
+    for (size_t i = 0; *rc == 0 && i < sub->n; i++)
+        for (const struct kh_row *row = sub->reports[i]->rows; *rc == 0 && row; row = row->next)
+            if (row->table == t)
+                *rc = put_row(s, f, count++ == 0, sub->reports[i], row);
+    if (*rc == 0 && f == KH_PG_ARRAY)
+        *rc = cols_end(s, ncols(t));
+    return count;
+}
+
+static int cmp_report(const void *a, const void *b, void *arg)
+{
+    struct kh_report **reports = arg;
+    const struct kh_report *x = reports[*(const size_t *)a], *y = reports[*(const size_t *)b];
+    const struct kh_str *kx = x->kind == KH_REPORT_CONNECTION ? &x->connection_id : &x->node_name;
+    const struct kh_str *ky = y->kind == KH_REPORT_CONNECTION ? &y->connection_id : &y->node_name;
+    int c = strcmp(kx->p, ky->p);
+    return c ? c : strcmp(x->time_text, y->time_text);
+}
+
+static bool same_key(const struct kh_report *a, const struct kh_report *b)
+{
+    const struct kh_str *ka = a->kind == KH_REPORT_CONNECTION ? &a->connection_id : &a->node_name;
+    const struct kh_str *kb = b->kind == KH_REPORT_CONNECTION ? &b->connection_id : &b->node_name;
+    return strcmp(ka->p, kb->p) == 0;
+}
+
+static int put_flag(struct kh_buf *b, bool first, int8_t v)
+{
+    struct kh_value val = {.type = v < 0 ? 0 : KH_COL_BOOL, .u.b = v > 0};
+    return kh_pg_put_value(b, KH_PG_ARRAY, first, &val);
+}
+
+/* One upsert row per connection (or node) of the subset, sorted by key so that concurrent
+ * writers lock rows in the same order; first/last seen merged over its reports. */
+static int build_envelopes(struct slot *s, const struct subset *sub, enum kh_report_kind kind,
+                           size_t *count)
+{
+    size_t n = 0;
+    if (s->order_cap < sub->n) {
+        size_t *o = realloc(s->order, sub->n * sizeof(*o));
+        if (o == NULL)
+            return KH_ENOMEM;
+        s->order = o;
+        s->order_cap = sub->n;
+    }
+    for (size_t i = 0; i < sub->n; i++)
+        if (sub->reports[i]->kind == kind)
+            s->order[n++] = i;
+    qsort_r(s->order, n, sizeof(size_t), cmp_report, sub->reports);
+    int nc = kind == KH_REPORT_CONNECTION ? 14 : 5, rc = 0;
+    cols_begin(s, nc);
+    *count = 0;
+    for (size_t i = 0; rc == 0 && i < n;) {
+        size_t j = i;
+        while (j + 1 < n && same_key(sub->reports[s->order[i]], sub->reports[s->order[j + 1]]))
+            j++;
+        const struct kh_report *first = sub->reports[s->order[i]];
+        const struct kh_report *last = sub->reports[s->order[j]];
+        bool f = (*count)++ == 0;
+        struct kh_buf *c = s->cols;
+        if (kind == KH_REPORT_CONNECTION) {
+            rc |= put_str(&c[0], KH_PG_ARRAY, f, &last->connection_id);
+            rc |= put_str(&c[1], KH_PG_ARRAY, f, &last->channel_id);
+            rc |= put_str(&c[2], KH_PG_ARRAY, f, &last->session_id);
+            rc |= put_str(&c[3], KH_PG_ARRAY, f, &last->client_id);
+            rc |= put_str(&c[4], KH_PG_ARRAY, f, &last->bundle_id);
+            rc |= put_str(&c[5], KH_PG_ARRAY, f, &last->role);
+            rc |= put_flag(&c[6], f, last->multistream);
+            rc |= put_flag(&c[7], f, last->simulcast);
+            rc |= put_flag(&c[8], f, last->spotlight);
+            rc |= put_str(&c[9], KH_PG_ARRAY, f, &last->label);
+            rc |= put_str(&c[10], KH_PG_ARRAY, f, &last->version);
+            rc |= put_str(&c[11], KH_PG_ARRAY, f, &last->node_name);
+            rc |= kh_pg_put_text(&c[12], KH_PG_ARRAY, f, first->time_text, KH_TIME_TEXT_LEN);
+            rc |= kh_pg_put_text(&c[13], KH_PG_ARRAY, f, last->time_text, KH_TIME_TEXT_LEN);
+        } else {
+            rc |= put_str(&c[0], KH_PG_ARRAY, f, &last->node_name);
+            rc |= put_str(&c[1], KH_PG_ARRAY, f, &last->label);
+            rc |= put_str(&c[2], KH_PG_ARRAY, f, &last->version);
+            rc |= kh_pg_put_text(&c[3], KH_PG_ARRAY, f, first->time_text, KH_TIME_TEXT_LEN);
+            rc |= kh_pg_put_text(&c[4], KH_PG_ARRAY, f, last->time_text, KH_TIME_TEXT_LEN);
+        }
+        i = j + 1;
+    }
+    return rc ? KH_ENOMEM : cols_end(s, nc);
+}
+
+static int build_reports(struct slot *s, const struct subset *sub)
+{
+    int rc = 0;
+    cols_begin(s, 10);
+    struct kh_buf *c = s->cols;
+    for (size_t i = 0; i < sub->n; i++) {
+        const struct kh_report *r = sub->reports[i];
+        bool f = i == 0, conn = r->kind == KH_REPORT_CONNECTION;
+        rc |= kh_pg_put_text(&c[0], KH_PG_ARRAY, f, r->time_text, KH_TIME_TEXT_LEN);
+        rc |= put_str(&c[1], KH_PG_ARRAY, f, conn ? &r->connection_id : &r->node_name);
+        rc |= kh_pg_put_text(&c[2], KH_PG_ARRAY, f, conn ? "connection" : "node",
+                             conn ? 10 : 4);
+        rc |= put_str(&c[3], KH_PG_ARRAY, f, &r->id);
+        rc |= put_str(&c[4], KH_PG_ARRAY, f, &r->channel_id);
+        rc |= put_str(&c[5], KH_PG_ARRAY, f, &r->connection_id);
+        rc |= put_str(&c[6], KH_PG_ARRAY, f, &r->node_name);
+        rc |= kh_pg_put_int(&c[7], KH_PG_ARRAY, f, (int64_t)r->nrows);
+        rc |= kh_pg_put_int(&c[8], KH_PG_ARRAY, f, (int64_t)r->body_bytes);
+        rc |= kh_pg_put_text(&c[9], KH_PG_ARRAY, f, r->received_text, KH_TIME_TEXT_LEN);
+    }
+    return rc ? KH_ENOMEM : cols_end(s, 10);
+}
+
+/* Result of a failed exchange: the first error's SQLSTATE and message. */
+struct outcome {
+    bool failed;
+    char state[6];
+};
+
+static void note_result(struct slot *s, struct outcome *o, PGresult *r, const char *what)
+{
+    ExecStatusType st = PQresultStatus(r);
+    if (o->failed || st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ||
+        st == PGRES_PIPELINE_SYNC || st == PGRES_PIPELINE_ABORTED)
+        return;
+    o->failed = true;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(o->state, sizeof(o->state), "%s", state ? state : "");
+    copy_pq_error(s->err, sizeof(s->err), what, s->conn, r);
+}
+
+/* Sends what build_* left in the column buffers as one pipelined statement. */
+static int send_prepared(struct slot *s, struct outcome *o, const char *name, int nparams)
+{
+    if (PQsendQueryPrepared(s->conn, name, nparams, s->params, NULL, NULL, 0) == 1)
+        return 0;
+    o->failed = true;
+    copy_pq_error(s->err, sizeof(s->err), "send", s->conn, NULL);
+    return KH_EIO;
+}
+
+static int send_envelopes(struct slot *s, const struct subset *sub, struct outcome *o)
+{
+    size_t n;
+    int rc = build_envelopes(s, sub, KH_REPORT_CONNECTION, &n);
+    if (rc == 0 && n > 0)
+        rc = send_prepared(s, o, "uc", 14);
+    if (rc == 0)
+        rc = build_envelopes(s, sub, KH_REPORT_NODE, &n);
+    if (rc == 0 && n > 0)
+        rc = send_prepared(s, o, "un", 5);
+    if (rc == 0)
+        rc = build_reports(s, sub);
+    if (rc == 0)
+        rc = send_prepared(s, o, "ir", 10);
+    return rc;
+}
+
+/* Reads results up to the pipeline's Sync. */
+static void drain_pipeline(struct slot *s, struct outcome *o)
+{
+    int idle = 0;
+    for (;;) {
+        PGresult *r = PQgetResult(s->conn);
+        if (r == NULL) {
+            /* NULL ends one statement's results; a broken connection yields only NULLs */
+            if (PQstatus(s->conn) != CONNECTION_OK || ++idle > 1000) {
+                if (!o->failed) {
+                    o->failed = true;
+                    o->state[0] = '\0';
+                    copy_pq_error(s->err, sizeof(s->err), "pipeline", s->conn, NULL);
+                }
+                return;
+            }
+            continue;
+        }
+        idle = 0;
+        bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        note_result(s, o, r, "insert");
+        PQclear(r);
+        if (sync)
+            return;
+    }
+}
+
+/* unnest method: every statement of the subset pipelined, committed at Sync. */
+static void write_unnest(struct slot *s, const struct subset *sub, struct outcome *o)
+{
+    if (PQenterPipelineMode(s->conn) != 1) {
+        o->failed = true;
+        copy_pq_error(s->err, sizeof(s->err), "pipeline", s->conn, NULL);
+        return;
+    }
+    int rc = send_envelopes(s, sub, o);
+    char name[24];
+    for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
+        size_t rows = build_table(s, KH_PG_ARRAY, (int)t, sub, &rc);
+        snprintf(name, sizeof(name), "i%zu", t);
+        if (rc == 0 && rows > 0)
+            rc = send_prepared(s, o, name, ncols((int)t));
+    }
+    if (rc == KH_ENOMEM && !o->failed) {
+        o->failed = true;
+        snprintf(s->err, sizeof(s->err), "out of memory building the batch");
+    }
+    if (PQpipelineSync(s->conn) == 1)
+        drain_pipeline(s, o);
+    else if (!o->failed) {
+        o->failed = true;
+        copy_pq_error(s->err, sizeof(s->err), "sync", s->conn, NULL);
+    }
+    if (PQstatus(s->conn) == CONNECTION_OK)
+        PQexitPipelineMode(s->conn);
+}
+
+static void exec_step(struct slot *s, struct outcome *o, const char *sql, const char *what)
+{
+    if (o->failed)
+        return;
+    PGresult *r = PQexec(s->conn, sql);
+    note_result(s, o, r, what);
+    PQclear(r);
+}
+
+static void copy_table(struct slot *s, struct outcome *o, int t, struct kh_buf *sql)
+{
+    kh_buf_reset(sql);
+    int rc = put_sql(sql, "COPY \"s_%s\" (", kh_stats_tables[t].table);
+    if (rc == 0)
+        rc = column_list(t, sql);
+    if (rc == 0)
+        rc = put_sql(sql, ") FROM STDIN");
+    if (rc == 0)
+        rc = kh_buf_append(sql, "", 1);
+    PGresult *r = PQexec(s->conn, sql->data);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        note_result(s, o, r, "copy");
+        PQclear(r);
+        return;
+    }
+    PQclear(r);
+    struct kh_buf *data = &s->cols[0];
+    if (PQputCopyData(s->conn, data->data, (int)data->len) != 1 ||
+        PQputCopyEnd(s->conn, NULL) != 1) {
+        o->failed = true;
+        copy_pq_error(s->err, sizeof(s->err), "copy", s->conn, NULL);
+    }
+    while ((r = PQgetResult(s->conn)) != NULL) {
+        note_result(s, o, r, "copy");
+        PQclear(r);
+    }
+}
+
+/* copy method: COPY each table's rows into its staging table, then move them over. */
+static void write_copy(struct slot *s, const struct subset *sub, struct outcome *o)
+{
+    struct kh_buf sql, moves;
+    kh_buf_init(&sql, 1u << 20);
+    kh_buf_init(&moves, 1u << 22);
+    exec_step(s, o, "BEGIN", "begin");
+    for (size_t t = 0; !o->failed && t < kh_stats_ntables; t++) {
+        int rc = 0;
+        if (build_table(s, KH_PG_COPY, (int)t, sub, &rc) == 0 || rc != 0)
+            continue;
+        copy_table(s, o, (int)t, &sql);
+        const char *name = kh_stats_tables[t].table;
+        rc = put_sql(&moves, "INSERT INTO \"%s\" (", name);
+        rc |= column_list((int)t, &moves);
+        rc |= put_sql(&moves, ") SELECT ");
+        rc |= column_list((int)t, &moves);
+        rc |= put_sql(&moves, " FROM \"s_%s\" ON CONFLICT DO NOTHING;\n", name);
+    }
+    if (!o->failed && moves.len && kh_buf_append(&moves, "", 1) == 0)
+        exec_step(s, o, moves.data, "insert");
+    if (!o->failed && PQenterPipelineMode(s->conn) == 1) {
+        /* the envelope tables: the same pipelined unnest statements as the other method */
+        send_envelopes(s, sub, o);
+        if (PQpipelineSync(s->conn) == 1)
+            drain_pipeline(s, o);
+        if (PQstatus(s->conn) == CONNECTION_OK)
+            PQexitPipelineMode(s->conn);
+    }
+    exec_step(s, o, "COMMIT", "commit");
+    if (o->failed && PQstatus(s->conn) == CONNECTION_OK) {
+        PGresult *r = PQexec(s->conn, "ROLLBACK");
+        PQclear(r);
+    }
+    kh_buf_cleanup(&sql);
+    kh_buf_cleanup(&moves);
+}
+
+/* Writes a subset in one transaction. 0, KH_EREJECT (a data error) or KH_ERETRY. */
+static int write_subset(struct slot *s, const struct subset *sub)
+{
+    struct outcome o = {0};
+    int rc = ensure_conn(s);
+    if (rc != 0)
+        return rc;
+    if (s->pg->use_copy)
+        write_copy(s, sub, &o);
+    else
+        write_unnest(s, sub, &o);
+    if (!o.failed)
+        return 0;
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        drop_conn(&s->conn);
+        mark_down(s->pg, s->err);
+        return KH_ERETRY;
+    }
+    return is_data_error(o.state) ? KH_EREJECT : KH_ERETRY;
+}
+
+/* A data error somewhere in the batch: write the reports one by one to find the bad ones.
+ * Reports written before are written again harmlessly (idempotent keys). */
+static int isolate(struct slot *s, struct kh_batch *b)
+{
+    bool rejected = false;
+    char first_err[sizeof(s->err)] = "";
+    for (size_t i = 0; i < b->nreports; i++) {
+        struct subset one = {.reports = &b->reports[i], .n = 1};
+        int rc = write_subset(s, &one);
+        if (rc == KH_ERETRY)
+            return rc;
+        b->results[i] = rc;
+        if (rc == KH_EREJECT && !rejected) {
+            rejected = true;
+            snprintf(first_err, sizeof(first_err), "%s", s->err);
+        }
+    }
+    if (rejected)
+        snprintf(s->err, sizeof(s->err), "stats: PostgreSQL refused a value of this report: %s",
+                 first_err);
+    return rejected ? KH_EREJECT : 0;
+}
+
+static int pg_write(struct kh_store *st, int slot, struct kh_batch *b, const char **err)
+{
+    struct pg *pg = st->impl;
+    struct slot *s = &pg->slots[slot];
+    struct subset all = {.reports = b->reports, .n = b->nreports};
+    for (size_t i = 0; i < b->nreports; i++)
+        b->results[i] = 0;
+    *err = s->err;
+    int rc = write_subset(s, &all);
+    if (rc == KH_EREJECT)
+        return isolate(s, b);
+    if (rc == 0 && atomic_load(&pg->lose_acks) > 0 && atomic_fetch_sub(&pg->lose_acks, 1) > 0) {
+        /* test hook: act as if the connection died after COMMIT and before its answer */
+        drop_conn(&s->conn);
+        snprintf(s->err, sizeof(s->err), "fault injection: commit acknowledgement lost");
+        return KH_ERETRY;
+    }
+    return rc;
+}
+
+static int pg_writers(struct kh_store *s)
+{
+    struct pg *pg = s->impl;
+    return pg->nslots;
+}
+
+static int pg_start_op(struct kh_store *s)
+{
+    return pg_start(s->impl);
+}
+
+const struct kh_store_ops kh_store_postgres_ops = {
+    .name = "postgres",
+    .open = pg_open,
+    .migrate = pg_migrate,
+    .start = pg_start_op,
+    .writers = pg_writers,
+    .write = pg_write,
+    .healthy = pg_healthy,
+    .close = pg_close,
+};
