@@ -49,4 +49,5 @@ set(CMAKE_MAKEFILE_PRODUCTS
 set(CMAKE_DEPEND_INFO_FILES
   "CMakeFiles/kohaku_core.dir/DependInfo.cmake"
   "CMakeFiles/kohaku.dir/DependInfo.cmake"
+  "CMakeFiles/kohaku-loadgen.dir/DependInfo.cmake"
   )
