@@ -60,9 +60,13 @@ enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_JSON };
 
 static const char *const jtype_names[] = {"null", "boolean", "number", "string", "object"};
 
+/* Members every stats object has, found when their key arrives. */
+enum special { SP_NONE, SP_TYPE, SP_ID, SP_TIMESTAMP, SP_KIND, SP_COUNT };
+
 struct pmember {
     struct kh_str name;
     enum jtype type;
+    enum special special;
     bool b;
     struct kh_str text; /* number text, string, or JSON */
 };
@@ -86,6 +90,8 @@ struct kh_envelope {
     struct pmember *mem;
     size_t nmem, mem_cap;
     struct kh_str cur_name;
+    enum special cur_special;
+    int sp_index[SP_COUNT]; /* index in mem of the last member of each kind, or -1 */
     bool seen[K_COUNT];
     size_t fed;
     int rc;
@@ -186,21 +192,31 @@ static struct pmember *new_member(struct kh_envelope *e)
         e->mem = m;
         e->mem_cap = ncap;
     }
+    if (e->cur_special != SP_NONE)
+        e->sp_index[e->cur_special] = (int)e->nmem; /* the last one wins, as in JSON.parse */
     struct pmember *m = &e->mem[e->nmem++];
     m->name = e->cur_name;
+    m->special = e->cur_special;
     m->b = false;
     m->text.p = NULL;
     m->text.len = 0;
     return m;
 }
 
-static const struct pmember *find_member(const struct kh_envelope *e, const char *name)
+static enum special classify(const unsigned char *k, size_t n)
 {
-    /* last one wins for duplicate keys, as in JSON.parse */
-    for (size_t i = e->nmem; i-- > 0;)
-        if (strcmp(e->mem[i].name.p, name) == 0)
-            return &e->mem[i];
-    return NULL;
+    switch (n) {
+    case 2: return memcmp(k, "id", 2) == 0 ? SP_ID : SP_NONE;
+    case 4:
+        return memcmp(k, "type", 4) == 0 ? SP_TYPE : memcmp(k, "kind", 4) == 0 ? SP_KIND : SP_NONE;
+    case 9: return memcmp(k, "timestamp", 9) == 0 ? SP_TIMESTAMP : SP_NONE;
+    default: return SP_NONE;
+    }
+}
+
+static const struct pmember *special_member(const struct kh_envelope *e, enum special sp)
+{
+    return e->sp_index[sp] >= 0 ? &e->mem[e->sp_index[sp]] : NULL;
 }
 
 static bool parse_int(const char *s, int64_t *out)
@@ -278,12 +294,14 @@ static int extra_add(struct kh_envelope *e, const struct pmember *m)
     return 0;
 }
 
+/* type, id and timestamp have columns of their own (stats_type ...); a node report keeps
+ * id and timestamp, if any, in extra. */
 static bool is_common(const struct kh_envelope *e, const struct pmember *m)
 {
-    const char *n = m->name.p;
-    if (strcmp(n, "type") == 0)
+    if (m->special == SP_TYPE)
         return true;
-    return e->kind == KH_REPORT_CONNECTION && (strcmp(n, "id") == 0 || strcmp(n, "timestamp") == 0);
+    return e->kind == KH_REPORT_CONNECTION &&
+           (m->special == SP_ID || m->special == SP_TIMESTAMP);
 }
 
 static int map_members(struct kh_envelope *e, struct kh_row *row)
@@ -310,9 +328,10 @@ static int map_members(struct kh_envelope *e, struct kh_row *row)
     return 1;
 }
 
-static const struct pmember *need(struct kh_envelope *e, const char *name, enum jtype t)
+static const struct pmember *need(struct kh_envelope *e, enum special sp, const char *name,
+                                  enum jtype t)
 {
-    const struct pmember *m = find_member(e, name);
+    const struct pmember *m = special_member(e, sp);
     if (m == NULL) {
         fail(e, KH_EINVAL, "stats[%zu].%s: required", e->stats_index, name);
         return NULL;
@@ -327,7 +346,7 @@ static const struct pmember *need(struct kh_envelope *e, const char *name, enum 
 
 static int end_stats_object(struct kh_envelope *e)
 {
-    const struct pmember *type = need(e, "type", J_STR);
+    const struct pmember *type = need(e, SP_TYPE, "type", J_STR);
     if (type == NULL)
         return 0;
     int table;
@@ -336,7 +355,7 @@ static int end_stats_object(struct kh_envelope *e)
             return 1; /* other node stats are not stored */
         table = kh_table_erlang_vm_memory;
     } else {
-        const struct pmember *kind = find_member(e, "kind");
+        const struct pmember *kind = special_member(e, SP_KIND);
         bool kind_str = kind && kind->type == J_STR;
         table = kh_schema_table_for(type->text.p, type->text.len, kind_str ? kind->text.p : NULL,
                                     kind_str ? kind->text.len : 0);
@@ -352,8 +371,8 @@ static int end_stats_object(struct kh_envelope *e)
     row->vals = vals;
     row->stats_type = type->text;
     if (e->kind == KH_REPORT_CONNECTION) {
-        const struct pmember *id = need(e, "id", J_STR);
-        const struct pmember *ts = id ? need(e, "timestamp", J_NUM) : NULL;
+        const struct pmember *id = need(e, SP_ID, "id", J_STR);
+        const struct pmember *ts = id ? need(e, SP_TIMESTAMP, "timestamp", J_NUM) : NULL;
         if (ts == NULL)
             return 0;
         row->stats_id = id->text;
@@ -548,6 +567,7 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t n)
             rc = kh_buf_append(&e->cap, ":", 1);
         return rc == 0 ? 1 : fail(e, rc, "body: nested value too large");
     }
+    e->cur_special = classify(k, n);
     return copy_str(e, &e->cur_name, k, n) ? 1 : oom(e);
 }
 
@@ -590,6 +610,8 @@ static int open_container(struct kh_envelope *e, bool is_map)
         if (e->stats_index >= e->lim.max_stats)
             return fail(e, KH_EINVAL, "stats: more than %zu objects", e->lim.max_stats);
         e->nmem = 0;
+        for (int i = 0; i < SP_COUNT; i++)
+            e->sp_index[i] = -1;
         e->st = S_OBJ;
         return 1;
     case S_OBJ:

@@ -1,6 +1,6 @@
 /*
  * schema: lookups and SQL derived from the declarative table in schema_table.c.
- * Owns the derived column names and the sorted member indexes (built once by kh_schema_init,
+ * Owns the derived column names and the member lookup hash (built once by kh_schema_init,
  * read-only afterwards, so any thread may use them).
  */
 #include "sora/schema.h"
@@ -13,11 +13,51 @@
 #include "core/errors.h"
 
 struct derived {
-    char **columns;   /* snake_case name per member */
-    uint16_t *sorted; /* member indexes sorted by member name */
+    char **columns; /* snake_case name per member */
 };
 
 static struct derived *derived;
+
+/* Member lookup: one open-addressing hash over (table, member name) for all tables. */
+struct slot {
+    const char *name;
+    uint32_t len;
+    int16_t table, member;
+};
+static struct slot *hash_slots;
+static size_t hash_mask;
+
+static uint32_t hash_name(int table, const char *s, size_t n)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)table * 16777619u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static int build_hash(void)
+{
+    size_t total = 0;
+    for (size_t t = 0; t < kh_stats_ntables; t++)
+        total += kh_stats_tables[t].nmembers;
+    size_t cap = 64;
+    while (cap < total * 4)
+        cap *= 2;
+    hash_slots = calloc(cap, sizeof(*hash_slots));
+    if (hash_slots == NULL)
+        return -1;
+    hash_mask = cap - 1;
+    for (size_t t = 0; t < kh_stats_ntables; t++)
+        for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++) {
+            const char *name = kh_stats_tables[t].members[m].name;
+            size_t len = strlen(name);
+            size_t i = hash_name((int)t, name, len) & hash_mask;
+            while (hash_slots[i].name)
+                i = (i + 1) & hash_mask;
+            hash_slots[i] = (struct slot){name, (uint32_t)len, (int16_t)t, (int16_t)m};
+        }
+    return 0;
+}
 
 void kh_schema_snake_case(const char *in, char *out, size_t cap)
 {
@@ -35,13 +75,6 @@ void kh_schema_snake_case(const char *in, char *out, size_t cap)
     out[w] = '\0';
 }
 
-static const struct kh_member *sort_members;
-
-static int cmp_member(const void *a, const void *b)
-{
-    return strcmp(sort_members[*(const uint16_t *)a].name, sort_members[*(const uint16_t *)b].name);
-}
-
 int kh_schema_init(void)
 {
     if (derived)
@@ -53,8 +86,7 @@ int kh_schema_init(void)
         const struct kh_stats_table *st = &kh_stats_tables[t];
         size_t n = st->nmembers;
         derived[t].columns = calloc(n + 1, sizeof(char *));
-        derived[t].sorted = calloc(n + 1, sizeof(uint16_t));
-        if (!derived[t].columns || !derived[t].sorted)
+        if (!derived[t].columns)
             goto fail;
         for (size_t m = 0; m < n; m++) {
             char col[128];
@@ -62,11 +94,10 @@ int kh_schema_init(void)
             derived[t].columns[m] = strdup(col);
             if (derived[t].columns[m] == NULL)
                 goto fail;
-            derived[t].sorted[m] = (uint16_t)m;
         }
-        sort_members = st->members;
-        qsort(derived[t].sorted, n, sizeof(uint16_t), cmp_member);
     }
+    if (build_hash() != 0)
+        goto fail;
     return 0;
 fail:
     kh_schema_cleanup();
@@ -82,10 +113,11 @@ void kh_schema_cleanup(void)
             for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++)
                 free(derived[t].columns[m]);
         free(derived[t].columns);
-        free(derived[t].sorted);
     }
     free(derived);
     derived = NULL;
+    free(hash_slots);
+    hash_slots = NULL;
 }
 
 static bool eq(const char *a, const char *s, size_t n)
@@ -110,21 +142,11 @@ int kh_schema_table_for(const char *type, size_t type_len, const char *kind, siz
 
 int kh_schema_member(int table, const char *name, size_t len)
 {
-    const struct kh_stats_table *st = &kh_stats_tables[table];
-    const uint16_t *idx = derived[table].sorted;
-    size_t lo = 0, hi = st->nmembers;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        const char *mn = st->members[idx[mid]].name;
-        int c = strncmp(mn, name, len);
-        if (c == 0)
-            c = mn[len] == '\0' ? 0 : 1;
-        if (c == 0)
-            return idx[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
+    for (size_t i = hash_name(table, name, len) & hash_mask; hash_slots[i].name;
+         i = (i + 1) & hash_mask) {
+        const struct slot *sl = &hash_slots[i];
+        if (sl->table == table && sl->len == len && memcmp(sl->name, name, len) == 0)
+            return sl->member;
     }
     return -1;
 }
