@@ -50,4 +50,5 @@ set(CMAKE_DEPEND_INFO_FILES
   "CMakeFiles/kohaku_core.dir/DependInfo.cmake"
   "CMakeFiles/kohaku.dir/DependInfo.cmake"
   "CMakeFiles/kohaku-loadgen.dir/DependInfo.cmake"
+  "CMakeFiles/kohaku-benchtool.dir/DependInfo.cmake"
   )

@@ -1,0 +1,211 @@
+/*
+ * kohaku-benchtool: the storage ceilings the benchmark compares kohaku against, made from
+ * the same reports kohaku receives (loadgen templates, parsed by kohaku's own envelope
+ * parser, outside the timed part):
+ *
+ *   sqlite-direct N DB   loads N reports' rows straight into SQLite with kohaku's schema and
+ *                        prepared statements, in one transaction; prints rows/s.
+ *   copy-files N DIR     writes the rows of N reports as one COPY text file per table into
+ *                        DIR (for `psql \copy`), and DIR/tables with "table file" lines.
+ *
+ * Both print one JSON line with what was measured or written.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/timeutil.h"
+#include "loadgen/template.h"
+#include "sora/envelope.h"
+#include "sora/schema.h"
+#include "store/pg_encode.h"
+#include "store/store.h"
+
+#define MAX_TPL 64
+
+static int load_templates(const char *dir, struct lg_template **t)
+{
+    static const char *const kinds[] = {"chromium-av-sender",   "chromium-av-receiver",
+                                        "chromium-audio-sender", "chromium-audio-receiver",
+                                        "firefox-av-sender",     "firefox-av-receiver",
+                                        "firefox-audio-sender",  "firefox-audio-receiver"};
+    int n = 0;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        char early[1024], late[1024], err[512];
+        snprintf(early, sizeof(early), "%s/%s-t3.json", dir, kinds[i]);
+        snprintf(late, sizeof(late), "%s/%s-t10.json", dir, kinds[i]);
+        struct lg_template *x = lg_template_load(early, late, err, sizeof(err));
+        if (x)
+            t[n++] = x;
+    }
+    return n;
+}
+
+/* Builds n parsed reports: `clients` emulated connections taking turns. */
+static struct kh_report **make_reports(const char *dir, long n, int clients)
+{
+    struct lg_template *tpl[MAX_TPL];
+    int ntpl = load_templates(dir, tpl);
+    if (ntpl == 0) {
+        fprintf(stderr, "kohaku-benchtool: no fixtures in %s\n", dir);
+        return NULL;
+    }
+    struct kh_report **out = calloc((size_t)n, sizeof(*out));
+    struct kh_buf body, stats;
+    kh_buf_init(&body, 64u << 20);
+    kh_buf_init(&stats, 64u << 20);
+    int64_t t0 = kh_time_now_usec();
+    for (long i = 0; i < n; i++) {
+        int c = (int)(i % clients);
+        kh_buf_reset(&stats);
+        double elapsed = (double)(i / clients) * 5000.0;
+        lg_template_render(tpl[c % ntpl], elapsed, (double)t0 / 1000 + elapsed, &stats);
+        char ts[KH_TIME_TEXT_LEN + 1], head[768];
+        kh_time_format(t0 + (int64_t)(i / clients) * 5000000, ts);
+        int hl = snprintf(head, sizeof(head),
+                          "{\"type\":\"connection.user-agent\",\"id\":\"R%025ld\","
+                          "\"timestamp\":\"%s\",\"label\":\"WebRTC SFU Sora\","
+                          "\"version\":\"2024.1.0\",\"node_name\":\"sora@127.0.0.1\","
+                          "\"multistream\":true,\"simulcast\":false,\"spotlight\":false,"
+                          "\"role\":\"sendrecv\",\"channel_id\":\"bench-%d\","
+                          "\"session_id\":\"S%025d\",\"client_id\":\"client-%d\","
+                          "\"connection_id\":\"C%025d\",\"stats\":",
+                          i, ts, c / 4, c, c, c);
+        kh_buf_reset(&body);
+        kh_buf_append(&body, head, (size_t)hl);
+        kh_buf_append(&body, stats.data, stats.len);
+        kh_buf_append(&body, "}", 1);
+        struct kh_envelope *e = kh_envelope_new(KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER, NULL);
+        if (kh_envelope_feed(e, body.data, body.len) != 0 || kh_envelope_finish(e) != 0) {
+            fprintf(stderr, "kohaku-benchtool: report %ld invalid: %s\n", i,
+                    kh_envelope_error(e));
+            exit(1);
+        }
+        out[i] = kh_envelope_take_report(e);
+        kh_envelope_free(e);
+    }
+    kh_buf_cleanup(&body);
+    kh_buf_cleanup(&stats);
+    for (int i = 0; i < ntpl; i++)
+        lg_template_free(tpl[i]);
+    return out;
+}
+
+static size_t count_rows(struct kh_report **r, long n)
+{
+    size_t rows = 0;
+    for (long i = 0; i < n; i++)
+        rows += r[i]->nrows;
+    return rows;
+}
+
+static int sqlite_direct(const char *dir, long n, const char *path)
+{
+    struct kh_report **reports = make_reports(dir, n, 200);
+    if (reports == NULL)
+        return 1;
+    struct kh_config cfg;
+    kh_config_init(&cfg);
+    free(cfg.sqlite_path);
+    cfg.sqlite_path = strdup(path);
+    struct kh_store st = {.ops = &kh_store_sqlite_ops};
+    const char *err = NULL;
+    if (st.ops->open(&st, &cfg, &err) != 0 || st.ops->migrate(&st, 0, &err) != 0) {
+        fprintf(stderr, "kohaku-benchtool: %s\n", err);
+        return 1;
+    }
+    int *results = calloc((size_t)n, sizeof(int));
+    struct kh_batch b = {.reports = reports, .results = results, .nreports = (size_t)n,
+                         .nrows = count_rows(reports, n)};
+    uint64_t t0 = kh_mono_usec();
+    int rc = st.ops->write(&st, 0, &b, &err);
+    double secs = (double)(kh_mono_usec() - t0) / 1e6;
+    st.ops->close(&st);
+    if (rc != 0) {
+        fprintf(stderr, "kohaku-benchtool: write failed: %s\n", err ? err : "?");
+        return 1;
+    }
+    printf("{\"reports\":%ld,\"rows\":%zu,\"seconds\":%.3f,\"reports_per_s\":%.1f,"
+           "\"rows_per_s\":%.1f}\n",
+           n, b.nrows, secs, (double)n / secs, (double)b.nrows / secs);
+    for (long i = 0; i < n; i++)
+        kh_report_free(reports[i]);
+    free(reports);
+    free(results);
+    kh_config_cleanup(&cfg);
+    return 0;
+}
+
+static int put_row(struct kh_buf *b, const struct kh_report *r, const struct kh_row *row)
+{
+    int rc = kh_pg_put_text(b, KH_PG_COPY, true, r->time_text, KH_TIME_TEXT_LEN);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, r->channel_id.p, r->channel_id.len);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, r->connection_id.p, r->connection_id.len);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, row->stats_type.p, row->stats_type.len);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, row->stats_id.p, row->stats_id.len);
+    rc |= kh_pg_put_real(b, KH_PG_COPY, false, row->stats_timestamp);
+    for (size_t m = 0; m < kh_stats_tables[row->table].nmembers; m++)
+        rc |= kh_pg_put_value(b, KH_PG_COPY, false, &row->vals[m]);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, row->extra.p, row->extra.len);
+    rc |= kh_buf_append(b, "\n", 1);
+    return rc;
+}
+
+static int copy_files(const char *dir, long n, const char *out)
+{
+    struct kh_report **reports = make_reports(dir, n, 200);
+    if (reports == NULL)
+        return 1;
+    mkdir(out, 0755);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tables", out);
+    FILE *list = fopen(path, "w");
+    struct kh_buf b;
+    kh_buf_init(&b, 1u << 30);
+    size_t total = 0;
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        if (kh_stats_tables[t].scope != KH_SCOPE_CONNECTION)
+            continue;
+        kh_buf_reset(&b);
+        size_t rows = 0;
+        for (long i = 0; i < n; i++)
+            for (const struct kh_row *row = reports[i]->rows; row; row = row->next)
+                if (row->table == (int)t) {
+                    put_row(&b, reports[i], row);
+                    rows++;
+                }
+        if (rows == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s.copy", out, kh_stats_tables[t].table);
+        FILE *fp = fopen(path, "w");
+        fwrite(b.data, 1, b.len, fp);
+        fclose(fp);
+        fprintf(list, "%s %s\n", kh_stats_tables[t].table, path);
+        total += rows;
+    }
+    fclose(list);
+    printf("{\"reports\":%ld,\"rows\":%zu}\n", n, total);
+    kh_buf_cleanup(&b);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: kohaku-benchtool sqlite-direct N DB [FIXTURES]\n"
+                        "       kohaku-benchtool copy-files N DIR [FIXTURES]\n");
+        return 2;
+    }
+    const char *fixtures = argc > 4 ? argv[4] : "../shared/fixtures/browser";
+    long n = atol(argv[2]);
+    kh_schema_init();
+    if (strcmp(argv[1], "sqlite-direct") == 0)
+        return sqlite_direct(fixtures, n, argv[3]);
+    if (strcmp(argv[1], "copy-files") == 0)
+        return copy_files(fixtures, n, argv[3]);
+    fprintf(stderr, "kohaku-benchtool: unknown command %s\n", argv[1]);
+    return 2;
+}
