@@ -4,3 +4,5 @@
 # 
 # This file includes the relevant testing commands required for 
 # testing this directory and lists subdirectories to be tested as well.
+add_test(unit_test_envelope_fixtures "/work/main/build/test_envelope_fixtures")
+set_tests_properties(unit_test_envelope_fixtures PROPERTIES  _BACKTRACE_TRIPLES "/work/main/CMakeLists.txt;79;add_test;/work/main/CMakeLists.txt;0;")

@@ -240,13 +240,14 @@ static int create_stats_table(enum kh_dialect d, int t, int version, struct kh_b
     if (rc != 0)
         return rc;
     if (st->scope == KH_SCOPE_CONNECTION)
+        /* The natural key, ordered (connection_id, time, stats_id) so that it also serves
+         * per-connection time ranges and a connection's new rows land next to its old ones
+         * (the random part is only connection_id). */
         return putf(b,
                     "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" "
-                    "(\"connection_id\", \"stats_id\", \"time\");\n"
-                    "CREATE INDEX IF NOT EXISTS \"%s_conn_time\" ON \"%s\" "
-                    "(\"connection_id\", \"time\");\n"
+                    "(\"connection_id\", \"time\", \"stats_id\");\n"
                     "CREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
-                    st->table, st->table, st->table, st->table, st->table, st->table);
+                    st->table, st->table, st->table, st->table);
     return putf(b,
                 "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" (\"node_name\", \"time\");\n"
                 "CREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
