@@ -6,3 +6,5 @@
 # testing this directory and lists subdirectories to be tested as well.
 add_test(unit_test_envelope_fixtures "/work/main/build/test_envelope_fixtures")
 set_tests_properties(unit_test_envelope_fixtures PROPERTIES  _BACKTRACE_TRIPLES "/work/main/CMakeLists.txt;79;add_test;/work/main/CMakeLists.txt;0;")
+add_test(unit_test_envelope_rules "/work/main/build/test_envelope_rules")
+set_tests_properties(unit_test_envelope_rules PROPERTIES  _BACKTRACE_TRIPLES "/work/main/CMakeLists.txt;79;add_test;/work/main/CMakeLists.txt;0;")

@@ -50,6 +50,7 @@ set(CMAKE_DEPEND_INFO_FILES
   "CMakeFiles/kohaku_core.dir/DependInfo.cmake"
   "CMakeFiles/kohaku.dir/DependInfo.cmake"
   "CMakeFiles/test_envelope_fixtures.dir/DependInfo.cmake"
+  "CMakeFiles/test_envelope_rules.dir/DependInfo.cmake"
   "CMakeFiles/kohaku-loadgen.dir/DependInfo.cmake"
   "CMakeFiles/kohaku-benchtool.dir/DependInfo.cmake"
   )

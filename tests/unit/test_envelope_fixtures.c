@@ -69,8 +69,8 @@ static const char *expected_table(yajl_val obj)
     const char *path_kind[] = {"kind", NULL};
     const char *type = YAJL_GET_STRING(yajl_tree_get(obj, path_type, yajl_t_string));
     yajl_val kind = yajl_tree_get(obj, path_kind, yajl_t_string);
-    int t = kh_schema_table_for(type, strlen(type), kind ? YAJL_GET_STRING(kind) : NULL,
-                                kind ? strlen(YAJL_GET_STRING(kind)) : 0);
+    const char *ks = kind ? YAJL_GET_STRING(kind) : NULL;
+    int t = kh_schema_table_for(type, strlen(type), ks, ks ? strlen(ks) : 0);
     return kh_stats_tables[t].table;
 }
 
