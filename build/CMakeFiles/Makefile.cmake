@@ -49,8 +49,10 @@ set(CMAKE_MAKEFILE_PRODUCTS
 set(CMAKE_DEPEND_INFO_FILES
   "CMakeFiles/kohaku_core.dir/DependInfo.cmake"
   "CMakeFiles/kohaku.dir/DependInfo.cmake"
+  "CMakeFiles/test_core_config_time.dir/DependInfo.cmake"
   "CMakeFiles/test_envelope_fixtures.dir/DependInfo.cmake"
   "CMakeFiles/test_envelope_rules.dir/DependInfo.cmake"
+  "CMakeFiles/test_store_pipeline.dir/DependInfo.cmake"
   "CMakeFiles/kohaku-loadgen.dir/DependInfo.cmake"
   "CMakeFiles/kohaku-benchtool.dir/DependInfo.cmake"
   )
