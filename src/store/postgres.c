@@ -1060,7 +1060,7 @@ static int isolate(struct slot *s, struct kh_batch *b)
         }
     }
     if (rejected)
-        snprintf(s->err, sizeof(s->err), "stats: PostgreSQL refused a value of this report: %s",
+        snprintf(s->err, sizeof(s->err), "stats: PostgreSQL refused a value of this report: %.700s",
                  first_err);
     return rejected ? KH_EREJECT : 0;
 }

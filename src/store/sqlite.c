@@ -231,8 +231,8 @@ static int sq_migrate(struct kh_store *s, int target, const char **err)
     }
     if (exec(q, "COMMIT", err) != 0)
         return KH_EIO;
-    if (latest < kh_schema_latest_version())
-        return 0; /* an older schema on request (tests, inspection): nothing to write with */
+    if (latest < kh_schema_latest_version() || q->insert != NULL)
+        return 0; /* an older schema on request (tests), or statements ready already */
     return prepare_all(q, err);
 }
 

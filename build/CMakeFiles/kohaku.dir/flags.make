@@ -6,5 +6,5 @@ C_DEFINES = -DKOHAKU_VERSION=\"0.1.0\" -D_GNU_SOURCE
 
 C_INCLUDES = -I/work/main/src -isystem /usr/include/yajl -isystem /usr/include/postgresql
 
-C_FLAGS = -O2 -g -DNDEBUG -Wall -Wextra -Wshadow -Wformat=2 -Wno-unused-parameter -Wno-missing-field-initializers -std=c11
+C_FLAGS = -O2 -g -DNDEBUG -Wall -Wextra -Wshadow -Wformat=2 -Wno-unused-parameter -Wno-missing-field-initializers -Werror -std=c11
 
