@@ -30,6 +30,7 @@
 
 struct runtime {
     struct event_base *base;
+    struct event *log_flush;
     struct kh_app app;
     struct kh_server *srv;
     struct kh_batcher *batcher;
@@ -159,6 +160,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void on_log_flush(evutil_socket_t fd, short what, void *arg) { kh_log_flush(); }
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct runtime *rt = arg;
@@ -211,6 +214,11 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     rt.tick = event_new(rt.base, -1, EV_PERSIST, on_tick, &rt);
     event_add(rt.sig_term, NULL);
     event_add(rt.sig_int, NULL);
+    /* access lines are buffered and written at least every 100 ms */
+    rt.log_flush = event_new(rt.base, -1, EV_PERSIST, on_log_flush, NULL);
+    struct timeval flush_every = {0, 100000};
+    event_add(rt.log_flush, &flush_every);
+    kh_log_set_buffered(true);
     struct kh_logline l;
     if (kh_log_begin(&l, KH_LOG_INFO, "listening")) {
         kh_log_str(&l, "addr", cfg->listen_addr);
@@ -219,8 +227,11 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
         kh_log_str(&l, "version", KOHAKU_VERSION);
         kh_log_end(&l);
     }
+    kh_log_flush(); /* start-up lines are out before the first request */
     event_base_dispatch(rt.base);
     rc = 0;
+    kh_log_flush();
+    event_free(rt.log_flush);
     event_free(rt.tick);
     event_free(rt.sig_term);
     event_free(rt.sig_int);

@@ -101,8 +101,9 @@ static const struct param params[] = {
      "reports per storage transaction at most"},
     {"batch_max_rows", P_INT, OFF(batch_max_rows), "20000", 1, 10000000, NULL,
      "stats rows per storage transaction at most"},
-    {"batch_max_delay_ms", P_INT, OFF(batch_max_delay_ms), "5", 0, 10000, NULL,
-     "longest a report waits for its batch to fill before it is written (ms)"},
+    {"batch_max_delay_ms", P_INT, OFF(batch_max_delay_ms), "0", 0, 10000, NULL,
+     "extra wait for more reports before a batch goes to an idle writer (ms); 0: at once "
+     "(batches still grow while the writers are busy)"},
     {"storage_retry_ms", P_INT, OFF(storage_retry_ms), "5000", 0, 600000, NULL,
      "how long a batch is retried after a new storage failure before its reports get 503 (ms)"},
     {"retry_after", P_INT, OFF(retry_after), "5", 1, 3600, NULL,

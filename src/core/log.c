@@ -12,6 +12,7 @@
 
 static enum kh_log_level cur_level = KH_LOG_INFO;
 static FILE *out_stream;
+static bool buffered;
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -63,6 +64,7 @@ bool kh_log_begin(struct kh_logline *l, enum kh_log_level level, const char *msg
     gmtime_r(&ts.tv_sec, &tm);
     l->len = 0;
     l->truncated = false;
+    l->level = level;
     l->len = (size_t)snprintf(l->buf, sizeof(l->buf),
                               "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\","
                               "\"msg\":\"",
@@ -124,8 +126,20 @@ void kh_log_end(struct kh_logline *l)
     l->buf[l->len++] = '\n';
     FILE *fp = out_stream ? out_stream : stdout;
     fwrite(l->buf, 1, l->len, fp);
-    fflush(fp);
+    /* lines at warn and above go out at once; the rest within kh_log_flush's period */
+    if (l->level >= KH_LOG_WARN || !buffered)
+        fflush(fp);
 }
+
+void kh_log_set_buffered(bool on)
+{
+    static char outbuf[64 * 1024];
+    buffered = on;
+    if (on)
+        setvbuf(out_stream ? out_stream : stdout, outbuf, _IOFBF, sizeof(outbuf));
+}
+
+void kh_log_flush(void) { fflush(out_stream ? out_stream : stdout); }
 
 void kh_log(enum kh_log_level level, const char *msg, const char *error)
 {

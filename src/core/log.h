@@ -19,6 +19,7 @@ struct kh_logline {
     char buf[2048];
     size_t len;
     bool truncated;
+    enum kh_log_level level;
 };
 
 void kh_log_set_level(enum kh_log_level level);
@@ -35,6 +36,11 @@ void kh_log_int(struct kh_logline *l, const char *key, int64_t val);
 void kh_log_dbl(struct kh_logline *l, const char *key, double val);
 void kh_log_bool(struct kh_logline *l, const char *key, bool val);
 void kh_log_end(struct kh_logline *l);
+
+/* Buffers lines below warn (up to 64 KiB) instead of writing each at once; the owner of the
+ * event loop calls kh_log_flush periodically and at exit. Set after kh_log_set_stream. */
+void kh_log_set_buffered(bool on);
+void kh_log_flush(void);
 
 /* One-call form for a message with an optional "error" string. */
 void kh_log(enum kh_log_level level, const char *msg, const char *error);

@@ -6,6 +6,9 @@
  * through `done` (both under `mu`), then wake the loop with event_active (libevent is set up
  * for pthreads in main). A batch's reports are not touched by the loop while a writer has it.
  *
+ * A backend with no writers (the null backend) is written inline on the loop thread, from the
+ * same deferred event that completes batches: its cost is then only what it does itself.
+ *
  * Retries live here, not in the backends: a write that fails with KH_ERETRY is tried again
  * with backoff for up to storage_retry_ms, when storage was healthy before the batch (a new
  * failure: a lost connection, a busy database). When storage was already known to be down,
@@ -48,7 +51,8 @@ struct kh_batcher {
     size_t max_reports, max_rows, max_inflight;
     long delay_ms;
     uint64_t retry_usec;
-    int nwriters;
+    int nwriters;     /* writer threads; 0 = write inline on the loop */
+    size_t parallel;  /* batches that may be out at once: max(nwriters, 1) */
     /* loop side */
     struct batch *cur;
     size_t outstanding; /* batches handed to the writer and not yet back */
@@ -186,6 +190,31 @@ static void dispatch(struct kh_batcher *b)
     b->todo_tail = &bt->next;
     pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
+    if (b->nwriters == 0)
+        event_active(b->done_ev, EV_READ, 0);
+}
+
+/* Inline mode: write what is queued, as a writer thread would, and hand it to `done`. */
+static void write_inline(struct kh_batcher *b)
+{
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        struct batch *bt = b->todo;
+        if (bt) {
+            b->todo = bt->next;
+            if (b->todo == NULL)
+                b->todo_tail = &b->todo;
+        }
+        pthread_mutex_unlock(&b->mu);
+        if (bt == NULL)
+            return;
+        write_batch(b, 0, bt);
+        pthread_mutex_lock(&b->mu);
+        bt->next = NULL;
+        *b->done_tail = bt;
+        b->done_tail = &bt->next;
+        pthread_mutex_unlock(&b->mu);
+    }
 }
 
 static void log_failure(const struct batch *bt)
@@ -231,6 +260,8 @@ static void complete(struct kh_batcher *b, struct batch *bt)
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
     struct kh_batcher *b = arg;
+    if (b->nwriters == 0)
+        write_inline(b);
     pthread_mutex_lock(&b->mu);
     struct batch *list = b->done;
     b->done = NULL;
@@ -243,14 +274,14 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         list = next;
     }
     /* a writer is idle: what gathered meanwhile goes now */
-    if (b->outstanding < (size_t)b->nwriters)
+    if (b->outstanding < b->parallel)
         dispatch(b);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct kh_batcher *b = arg;
-    if (b->outstanding < (size_t)b->nwriters)
+    if (b->outstanding < b->parallel)
         dispatch(b);
 }
 
@@ -279,8 +310,9 @@ struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *stor
     b->delay_ms = (long)cfg->batch_max_delay_ms;
     b->retry_usec = (uint64_t)cfg->storage_retry_ms * 1000;
     b->nwriters = store->ops->writers(store);
-    if (b->nwriters < 1)
-        b->nwriters = 1;
+    if (b->nwriters < 0)
+        b->nwriters = 0;
+    b->parallel = b->nwriters ? (size_t)b->nwriters : 1;
     b->todo_tail = &b->todo;
     b->done_tail = &b->done;
     b->timer = evtimer_new(base, on_timer, b);
@@ -291,7 +323,7 @@ struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *stor
         goto fail_events;
     if (pthread_cond_init(&b->cv, NULL) != 0)
         goto fail_cond;
-    b->writers = calloc((size_t)b->nwriters, sizeof(*b->writers));
+    b->writers = calloc((size_t)b->nwriters + 1, sizeof(*b->writers));
     if (b->writers == NULL)
         goto fail_writers;
     for (int i = 0; i < b->nwriters; i++) {
@@ -336,7 +368,7 @@ int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb,
     b->inflight += bytes;
     if (bt->b.nreports >= b->max_reports || bt->b.nrows >= b->max_rows)
         dispatch(b);
-    else if (b->outstanding < (size_t)b->nwriters) {
+    else if (b->outstanding < b->parallel) {
         if (b->delay_ms == 0)
             dispatch(b);
         else if (!evtimer_pending(b->timer, NULL)) {

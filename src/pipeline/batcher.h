@@ -4,9 +4,9 @@
  * exactly once, on the loop thread, through its callback: 0 (stored), KH_ERETRY (storage
  * failed: answer 503) or KH_EREJECT (refused as bad data: answer 400).
  *
- * Batching is group commit: a batch goes to the writer as soon as the writer is idle (after
- * batch_max_delay_ms at most, to gather a few more), or when it reaches batch_max_reports /
- * batch_max_rows; while the writer is busy the next batch keeps growing.
+ * Batching is group commit: a batch goes to a writer as soon as one is idle (after
+ * batch_max_delay_ms, default 0, when set), or when it reaches batch_max_reports /
+ * batch_max_rows; while the writers are busy the next batch keeps growing.
  */
 #ifndef KH_BATCHER_H
 #define KH_BATCHER_H
@@ -23,7 +23,7 @@ struct kh_batcher;
 
 typedef void (*kh_batch_cb)(void *arg, int result, const char *err);
 
-/* NULL on failure (threads or memory). Starts the writer thread. */
+/* NULL on failure (threads or memory). Starts the writer threads. */
 struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *store,
                                   const struct kh_config *cfg);
 /* Takes the report on success (0). KH_ENOSPC when the in-flight byte budget is full,

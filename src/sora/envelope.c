@@ -7,9 +7,12 @@
  *   any unknown envelope value is skipped; a nested member value (object/array) is
  *   re-serialised into `cap` and kept as JSON text.
  *
- * Members are collected before mapping because "type" (and media-source's "kind") may come
- * after other members. All strings are copied into the report's arena; yajl has already
- * checked UTF-8.
+ * Fast path: once an object's "type" has arrived (browsers send it third, after id and
+ * timestamp) its table is known, so each following member is looked up as its key arrives
+ * and its value converted straight into the row. Everything else (members before "type",
+ * media-source objects whose table depends on "kind", names without a column, values whose
+ * JSON type does not fit the column) is collected and mapped when the object ends.
+ * Strings kept are copied into the report's arena; yajl has already checked UTF-8.
  */
 #include "sora/envelope.h"
 
@@ -24,6 +27,7 @@
 #include "core/buf.h"
 #include "core/errors.h"
 #include "core/jsonw.h"
+#include "core/numparse.h"
 #include "sora/schema.h"
 
 const struct kh_envelope_limits kh_envelope_default_limits = {
@@ -92,6 +96,10 @@ struct kh_envelope {
     struct kh_str cur_name;
     enum special cur_special;
     int sp_index[SP_COUNT]; /* index in mem of the last member of each kind, or -1 */
+    struct kh_row *row;     /* the current object's row once its table is known */
+    int cur_col;            /* fast path: member index of the current key, or -1 */
+    char fast_key[128];     /* fast path: the current key, kept in case it must go to extra */
+    uint32_t fast_key_len;
     bool seen[K_COUNT];
     size_t fed;
     int rc;
@@ -219,25 +227,6 @@ static const struct pmember *special_member(const struct kh_envelope *e, enum sp
     return e->sp_index[sp] >= 0 ? &e->mem[e->sp_index[sp]] : NULL;
 }
 
-static bool parse_int(const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno == 0 && *end == '\0') {
-        *out = v;
-        return true;
-    }
-    if (errno == ERANGE)
-        return false;
-    /* 1.5e3, 42.0: accept when the value is a whole number in range */
-    double d = strtod(s, &end);
-    if (*end != '\0' || !isfinite(d) || d != floor(d) || d < -9.2e18 || d > 9.2e18)
-        return false;
-    *out = (int64_t)d;
-    return true;
-}
-
 /* Converts a member to its column's type; false when it does not fit (then it goes to
  * extra, so nothing the client sent is lost). */
 static bool to_value(const struct pmember *m, enum kh_coltype t, struct kh_value *v)
@@ -253,13 +242,11 @@ static bool to_value(const struct pmember *m, enum kh_coltype t, struct kh_value
     case J_NUM:
         if (t == KH_COL_INT) {
             v->type = KH_COL_INT;
-            return parse_int(m->text.p, &v->u.i);
+            return kh_parse_int64(m->text.p, m->text.len, &v->u.i);
         }
         if (t == KH_COL_REAL) {
-            char *end;
             v->type = KH_COL_REAL;
-            v->u.d = strtod(m->text.p, &end);
-            return *end == '\0' && isfinite(v->u.d);
+            return kh_parse_double(m->text.p, m->text.len, &v->u.d);
         }
         return false;
     case J_STR:
@@ -344,6 +331,88 @@ static const struct pmember *need(struct kh_envelope *e, enum special sp, const 
     return m;
 }
 
+static struct kh_row *alloc_row(struct kh_envelope *e, int table)
+{
+    size_t nm = kh_stats_tables[table].nmembers;
+    struct kh_row *row = kh_arena_alloc(&e->r->arena, sizeof(*row));
+    struct kh_value *vals = kh_arena_alloc(&e->r->arena, sizeof(*vals) * (nm ? nm : 1));
+    if (row == NULL || vals == NULL)
+        return NULL;
+    memset(row, 0, sizeof(*row));
+    memset(vals, 0, sizeof(*vals) * nm);
+    row->table = table;
+    row->vals = vals;
+    return row;
+}
+
+/* "type" has arrived: when it alone decides the table, the fast path starts. */
+static int start_row(struct kh_envelope *e, const unsigned char *s, size_t n)
+{
+    int table;
+    if (e->row != NULL)
+        return 1;
+    if (e->kind == KH_REPORT_NODE) {
+        if (n != 16 || memcmp(s, "erlang-vm-memory", 16) != 0)
+            return 1;
+        table = kh_table_erlang_vm_memory;
+    } else {
+        if (kh_schema_kind_dependent((const char *)s, n))
+            return 1;
+        table = kh_schema_table_for((const char *)s, n, NULL, 0);
+    }
+    e->row = alloc_row(e, table);
+    return e->row ? 1 : oom(e);
+}
+
+/* The current key cannot take the fast path after all: keep it for the end of the object. */
+static int demote(struct kh_envelope *e)
+{
+    e->cur_col = -1;
+    return copy_str(e, &e->cur_name, (const unsigned char *)e->fast_key, e->fast_key_len) ? 1
+                                                                                       : oom(e);
+}
+
+/* Fast path: 1 stored in the row, 0 the value does not fit the column, -1 out of memory. */
+static int fast_value(struct kh_envelope *e, enum jtype t, const unsigned char *s, size_t n,
+                      int b)
+{
+    struct kh_value *v = &e->row->vals[e->cur_col];
+    enum kh_coltype ct = kh_stats_tables[e->row->table].members[e->cur_col].type;
+    switch (t) {
+    case J_NULL: v->type = 0; return 1;
+    case J_BOOL:
+        if (ct != KH_COL_BOOL)
+            return 0;
+        v->type = KH_COL_BOOL;
+        v->u.b = b != 0;
+        return 1;
+    case J_NUM:
+        if (ct == KH_COL_INT && kh_parse_int64((const char *)s, n, &v->u.i)) {
+            v->type = KH_COL_INT;
+            return 1;
+        }
+        if (ct == KH_COL_REAL && kh_parse_double((const char *)s, n, &v->u.d)) {
+            v->type = KH_COL_REAL;
+            return 1;
+        }
+        return 0;
+    case J_STR:
+    case J_JSON:
+        if ((t == J_STR && ct != KH_COL_TEXT) || (t == J_JSON && ct != KH_COL_JSON))
+            return 0;
+        {
+            struct kh_str copy;
+            if (!copy_str(e, &copy, s, n))
+                return -1;
+            v->type = (uint8_t)ct;
+            v->u.s = copy.p;
+            v->len = copy.len;
+        }
+        return 1;
+    }
+    return 0;
+}
+
 static int end_stats_object(struct kh_envelope *e)
 {
     const struct pmember *type = need(e, SP_TYPE, "type", J_STR);
@@ -360,15 +429,12 @@ static int end_stats_object(struct kh_envelope *e)
         table = kh_schema_table_for(type->text.p, type->text.len, kind_str ? kind->text.p : NULL,
                                     kind_str ? kind->text.len : 0);
     }
-    size_t nm = kh_stats_tables[table].nmembers;
-    struct kh_row *row = kh_arena_alloc(&e->r->arena, sizeof(*row));
-    struct kh_value *vals = kh_arena_alloc(&e->r->arena, sizeof(*vals) * (nm ? nm : 1));
-    if (row == NULL || vals == NULL)
+    /* a fast row keeps the table of the first "type" (a repeated key is the only way the
+     * two can differ) */
+    struct kh_row *row = e->row ? e->row : alloc_row(e, table);
+    e->row = NULL;
+    if (row == NULL)
         return oom(e);
-    memset(row, 0, sizeof(*row));
-    memset(vals, 0, sizeof(*vals) * nm);
-    row->table = table;
-    row->vals = vals;
     row->stats_type = type->text;
     if (e->kind == KH_REPORT_CONNECTION) {
         const struct pmember *id = need(e, SP_ID, "id", J_STR);
@@ -376,7 +442,9 @@ static int end_stats_object(struct kh_envelope *e)
         if (ts == NULL)
             return 0;
         row->stats_id = id->text;
-        row->stats_timestamp = strtod(ts->text.p, NULL);
+        if (!kh_parse_double(ts->text.p, ts->text.len, &row->stats_timestamp))
+            return fail(e, KH_EINVAL, "stats[%zu].timestamp: must be a finite number",
+                        e->stats_index);
     }
     if (!map_members(e, row))
         return 0;
@@ -468,9 +536,20 @@ static int scalar_in_stats(struct kh_envelope *e, const char *got)
 static int member_scalar(struct kh_envelope *e, enum jtype t, const unsigned char *s, size_t n,
                          int b)
 {
-    if (t == J_STR && has_nul(s, n))
-        return fail(e, KH_EINVAL, "stats[%zu].%s: must not contain \\u0000", e->stats_index,
-                    e->cur_name.p);
+    if (t == J_STR && has_nul(s, n)) {
+        bool fast = e->cur_col >= 0;
+        return fail(e, KH_EINVAL, "stats[%zu].%.*s: must not contain \\u0000", e->stats_index,
+                    (int)(fast ? e->fast_key_len : e->cur_name.len),
+                    fast ? e->fast_key : e->cur_name.p);
+    }
+    if (e->cap_depth == 0 && e->cur_col >= 0) {
+        int rc = fast_value(e, t, s, n, b);
+        if (rc != 0)
+            return rc > 0 ? 1 : oom(e);
+        e->row->vals[e->cur_col].type = 0;
+        if (!demote(e))
+            return 0;
+    }
     if (e->cap_depth > 0) {
         switch (t) {
         case J_NULL: return cap_scalar(e, "null", 4, false);
@@ -486,6 +565,8 @@ static int member_scalar(struct kh_envelope *e, enum jtype t, const unsigned cha
     m->b = b != 0;
     if ((t == J_NUM || t == J_STR) && !copy_str(e, &m->text, s, n))
         return oom(e);
+    if (m->special == SP_TYPE && t == J_STR)
+        return start_row(e, s, n);
     return 1;
 }
 
@@ -568,6 +649,18 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t n)
         return rc == 0 ? 1 : fail(e, rc, "body: nested value too large");
     }
     e->cur_special = classify(k, n);
+    e->cur_col = -1;
+    bool common = e->cur_special == SP_TYPE || e->cur_special == SP_ID ||
+                  e->cur_special == SP_TIMESTAMP;
+    if (e->row && !common && n <= sizeof(e->fast_key)) {
+        int idx = kh_schema_member(e->row->table, (const char *)k, n);
+        if (idx >= 0) {
+            e->cur_col = idx;
+            memcpy(e->fast_key, k, n);
+            e->fast_key_len = (uint32_t)n;
+            return 1;
+        }
+    }
     return copy_str(e, &e->cur_name, k, n) ? 1 : oom(e);
 }
 
@@ -612,6 +705,8 @@ static int open_container(struct kh_envelope *e, bool is_map)
         e->nmem = 0;
         for (int i = 0; i < SP_COUNT; i++)
             e->sp_index[i] = -1;
+        e->row = NULL;
+        e->cur_col = -1;
         e->st = S_OBJ;
         return 1;
     case S_OBJ:
@@ -628,6 +723,14 @@ static int close_capture(struct kh_envelope *e, char c)
         return oom(e);
     if (--e->cap_depth > 0)
         return 1;
+    if (e->cur_col >= 0) {
+        int rc = fast_value(e, J_JSON, (const unsigned char *)e->cap.data, e->cap.len, 0);
+        if (rc != 0)
+            return rc > 0 ? 1 : oom(e);
+        e->row->vals[e->cur_col].type = 0;
+        if (!demote(e))
+            return 0;
+    }
     struct pmember *m = new_member(e);
     if (m == NULL)
         return 0;

@@ -13,6 +13,7 @@
 #include "core/errors.h"
 
 struct derived {
+    size_t type_len, type2_len, kind_len;
     char **columns; /* snake_case name per member */
 };
 
@@ -27,12 +28,17 @@ struct slot {
 static struct slot *hash_slots;
 static size_t hash_mask;
 
+/* Names differ early or late, so the first and last 8 bytes and the length are enough to
+ * spread them; equal hashes are told apart by memcmp. */
 static uint32_t hash_name(int table, const char *s, size_t n)
 {
-    uint32_t h = 2166136261u ^ (uint32_t)table * 16777619u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
+    uint64_t a = 0, b = 0;
+    memcpy(&a, s, n < 8 ? n : 8);
+    if (n > 8)
+        memcpy(&b, s + n - 8, 8);
+    uint64_t h = (a ^ (b * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)n << 56) ^ (uint64_t)table) *
+                 0xff51afd7ed558ccdULL;
+    return (uint32_t)(h >> 32);
 }
 
 static int build_hash(void)
@@ -85,6 +91,9 @@ int kh_schema_init(void)
     for (size_t t = 0; t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         size_t n = st->nmembers;
+        derived[t].type_len = st->type ? strlen(st->type) : 0;
+        derived[t].type2_len = st->type2 ? strlen(st->type2) : 0;
+        derived[t].kind_len = st->kind ? strlen(st->kind) : 0;
         derived[t].columns = calloc(n + 1, sizeof(char *));
         if (!derived[t].columns)
             goto fail;
@@ -120,24 +129,37 @@ void kh_schema_cleanup(void)
     hash_slots = NULL;
 }
 
-static bool eq(const char *a, const char *s, size_t n)
+static bool same(const char *a, size_t alen, const char *s, size_t n)
 {
-    return a && strncmp(a, s, n) == 0 && a[n] == '\0';
+    return a && alen == n && memcmp(a, s, n) == 0;
 }
 
 int kh_schema_table_for(const char *type, size_t type_len, const char *kind, size_t kind_len)
 {
     for (size_t t = 0; t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
+        const struct derived *d = &derived[t];
         if (st->scope != KH_SCOPE_CONNECTION || st->type == NULL)
             continue;
-        if (!eq(st->type, type, type_len) && !eq(st->type2, type, type_len))
+        if (!same(st->type, d->type_len, type, type_len) &&
+            !same(st->type2, d->type2_len, type, type_len))
             continue;
-        if (st->kind && (kind == NULL || !eq(st->kind, kind, kind_len)))
+        if (st->kind && (kind == NULL || !same(st->kind, d->kind_len, kind, kind_len)))
             continue;
         return (int)t;
     }
     return kh_table_other;
+}
+
+bool kh_schema_kind_dependent(const char *type, size_t type_len)
+{
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        const struct kh_stats_table *st = &kh_stats_tables[t];
+        if (st->kind && (same(st->type, derived[t].type_len, type, type_len) ||
+                         same(st->type2, derived[t].type2_len, type, type_len)))
+            return true;
+    }
+    return false;
 }
 
 int kh_schema_member(int table, const char *name, size_t len)

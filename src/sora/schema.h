@@ -54,6 +54,8 @@ void kh_schema_cleanup(void);
 /* Table index for a stats object of this type (and kind, for media-source); kh_table_other
  * when the type is unknown. Connection-scoped tables only. */
 int kh_schema_table_for(const char *type, size_t type_len, const char *kind, size_t kind_len);
+/* True when the table of this type depends on the object's "kind" (media-source). */
+bool kh_schema_kind_dependent(const char *type, size_t type_len);
 /* Member index in the table, or -1 when the member has no column. */
 int kh_schema_member(int table, const char *name, size_t len);
 /* snake_case column name of member m of table t. */

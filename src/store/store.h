@@ -39,7 +39,8 @@ struct kh_store_ops {
     /* Starts background work (reconnects, retention); serve only, after migrate. 0 or
      * KH_ENOMEM. */
     int (*start)(struct kh_store *s);
-    /* Number of batches the backend can write in parallel (one writer thread each). */
+    /* Number of batches the backend can write in parallel (one writer thread each); 0: write
+     * is cheap and is called on the loop thread. */
     int (*writers)(struct kh_store *s);
     int (*write)(struct kh_store *s, int slot, struct kh_batch *b, const char **err);
     bool (*healthy)(struct kh_store *s);

@@ -138,6 +138,15 @@ class Kohaku:
             time.sleep(0.05)
         raise AssertionError(f"/.ok never answered {status}:\n{self.log_text()[-3000:]}")
 
+    def wait_log(self, text, timeout=5):
+        """Info lines are buffered for up to 100 ms: poll for one."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if text in self.log_text():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} never logged:\n{self.log_text()[-3000:]}")
+
     def log_text(self):
         with open(self.log_path) as f:
             return f.read()

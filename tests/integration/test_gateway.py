@@ -262,6 +262,7 @@ def test_health_and_routes(daemon, tmp_path):
         data += chunk
     codes = re.findall(rb"HTTP/1.1 (\d+)", data)
     assert codes == [b"204", b"204", b"404"]
+    k.wait_log('"path":"/nope"')
     access = [l for l in k.log_lines() if l.get("msg") == "access"]
     assert {"h1", "h2"} <= {l["proto"] for l in access}
     assert all({"method", "path", "status", "peer", "usec"} <= set(l) for l in access)

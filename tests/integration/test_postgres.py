@@ -248,7 +248,7 @@ def test_retention_deletes_only_old_rows(pg_store, daemon):
     for table in ("rtc_codec_stats", "rtc_transport_stats"):
         assert pg_store.count(table, "\"time\" < now() - interval '30 days'") == 0
         assert pg_store.count(table) > 0
-    assert '"deleted_rows"' in k.log_text()
+    k.wait_log('"deleted_rows"')
 
 
 def test_timescaledb_hypertables_compression_and_policies(pg_store, daemon):
