@@ -19,6 +19,7 @@ struct kh_app {
 };
 
 extern const struct kh_handler kh_collector_handler;
+extern const struct kh_handler kh_webhook_handler;
 extern const struct kh_handler kh_health_handler;
 
 #endif

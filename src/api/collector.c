@@ -1,7 +1,11 @@
 /*
- * collector: POST /collector, Sora's stats exporter (DESIGN 1.1). HTTP/2 only. The body
- * streams into the envelope parser; a valid report goes to the batcher and is answered 204
- * only after its batch has committed.
+ * collector: the two ways Sora delivers a report, sharing one body path:
+ *   POST collector_path (DESIGN 1.1), the stats exporter: HTTP/2 only, header
+ *     x-sora-stats-exporter-type connection.user-agent or node.erlang-vm;
+ *   POST stats_webhook_path (DESIGN 1.2), the stats webhook: HTTP/1.1 or HTTP/2, header
+ *     sora-stats-webhook-type connection.rtc, multistream optional.
+ * The body streams into the envelope parser; a valid report goes to the batcher and is
+ * answered 204 only after its batch has committed.
  */
 #include <stdio.h>
 #include <string.h>
@@ -11,24 +15,37 @@
 #include "core/errors.h"
 #include "sora/envelope.h"
 
-static void on_headers(struct kh_request *req)
+static void start(struct kh_request *req, enum kh_report_kind kind,
+                  enum kh_envelope_flavor flavor)
+{
+    const struct kh_config *cfg = req->app->cfg;
+    struct kh_envelope_limits lim = kh_envelope_default_limits;
+    lim.arena_max = (size_t)cfg->max_body_bytes * 4 + (1u << 20);
+    lim.max_depth = (size_t)cfg->max_json_depth;
+    lim.max_stats = (size_t)cfg->max_stats_per_report;
+    req->hstate = kh_envelope_new(kind, flavor, &lim);
+    if (req->hstate == NULL) {
+        req->retry_after = (int)cfg->retry_after;
+        kh_request_respond_error(req, 503, "server: out of memory");
+    }
+}
+
+static void exporter_headers(struct kh_request *req)
 {
     if (req->proto != KH_PROTO_H2) {
-        req->close_connection = false;
         kh_request_respond_error(req, 400,
                                  "protocol: the stats exporter endpoint needs HTTP/2 (h2c with "
                                  "prior knowledge, or h2 over TLS)");
         return;
     }
-    enum kh_report_kind kind;
     if (req->exporter_type[0] == '\0') {
         kh_request_respond_error(req, 400, "x-sora-stats-exporter-type: required header");
         return;
     }
     if (strcmp(req->exporter_type, "connection.user-agent") == 0)
-        kind = KH_REPORT_CONNECTION;
+        start(req, KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER);
     else if (strcmp(req->exporter_type, "node.erlang-vm") == 0)
-        kind = KH_REPORT_NODE;
+        start(req, KH_REPORT_NODE, KH_FLAVOR_EXPORTER);
     else {
         char msg[256];
         snprintf(msg, sizeof(msg),
@@ -36,15 +53,23 @@ static void on_headers(struct kh_request *req)
                  "got '%s'",
                  req->exporter_type);
         kh_request_respond_error(req, 400, msg);
+    }
+}
+
+static void webhook_headers(struct kh_request *req)
+{
+    if (req->webhook_type[0] == '\0') {
+        kh_request_respond_error(req, 400, "sora-stats-webhook-type: required header");
         return;
     }
-    struct kh_envelope_limits lim = kh_envelope_default_limits;
-    lim.arena_max = (size_t)req->app->cfg->max_body_bytes * 4 + (1u << 20);
-    req->hstate = kh_envelope_new(kind, KH_FLAVOR_EXPORTER, &lim);
-    if (req->hstate == NULL) {
-        req->retry_after = (int)req->app->cfg->retry_after;
-        kh_request_respond_error(req, 503, "server: out of memory");
+    if (strcmp(req->webhook_type, "connection.rtc") != 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "sora-stats-webhook-type: must be connection.rtc, got '%s'",
+                 req->webhook_type);
+        kh_request_respond_error(req, 400, msg);
+        return;
     }
+    start(req, KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK);
 }
 
 static void refuse(struct kh_request *req, int rc, const char *why)
@@ -110,7 +135,15 @@ static void on_free(struct kh_request *req)
 
 const struct kh_handler kh_collector_handler = {
     .name = "collector",
-    .on_headers = on_headers,
+    .on_headers = exporter_headers,
+    .on_body = on_body,
+    .on_end = on_end,
+    .on_free = on_free,
+};
+
+const struct kh_handler kh_webhook_handler = {
+    .name = "webhook",
+    .on_headers = webhook_headers,
     .on_body = on_body,
     .on_end = on_end,
     .on_free = on_free,

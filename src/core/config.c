@@ -51,6 +51,8 @@ static const struct param params[] = {
      "port of the stats listener"},
     {"collector_path", P_STR, OFF(collector_path), "/collector", 0, 0, NULL,
      "path of the stats exporter endpoint"},
+    {"stats_webhook_path", P_STR, OFF(stats_webhook_path), "/webhook/stats", 0, 0, NULL,
+     "path of the stats webhook endpoint (HTTP/1.1 and HTTP/2)"},
     {"tls_fullchain_file", P_STR, OFF(tls_fullchain_file), "", 0, 0, NULL,
      "PEM certificate chain (https = true)"},
     {"tls_privkey_file", P_STR, OFF(tls_privkey_file), "", 0, 0, NULL,
@@ -65,6 +67,10 @@ static const struct param params[] = {
      "seconds without traffic before an idle connection is closed (HTTP/2 and HTTP/1.1)"},
     {"max_body_bytes", P_INT, OFF(max_body_bytes), "4194304", 1024, 1073741824, NULL,
      "largest accepted request body; larger ones get 413 while streaming"},
+    {"max_json_depth", P_INT, OFF(max_json_depth), "32", 4, 64, NULL,
+     "deepest JSON nesting accepted in a report body (400 beyond)"},
+    {"max_stats_per_report", P_INT, OFF(max_stats_per_report), "10000", 1, 1000000, NULL,
+     "most stats objects accepted in one report (400 beyond)"},
     {"max_inflight_bytes", P_INT, OFF(max_inflight_bytes), "268435456", 65536, I64MAX, NULL,
      "bytes of parsed reports waiting for storage; past it new reports get 503"},
     {"exporter_https", P_BOOL, OFF(exporter_https), "false", 0, 0, NULL,
@@ -282,6 +288,13 @@ int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
     if (cfg->https) {
         snprintf(err, errlen, "https: TLS is not available in this version of kohaku; "
                               "set https = false");
+        return KH_EINVAL;
+    }
+    if (cfg->stats_webhook_path[0] != '/' ||
+        strcmp(cfg->stats_webhook_path, cfg->collector_path) == 0) {
+        snprintf(err, errlen, "stats_webhook_path: must start with '/' and differ from "
+                              "collector_path, got '%s'",
+                 cfg->stats_webhook_path);
         return KH_EINVAL;
     }
     if (cfg->collector_path[0] != '/') {

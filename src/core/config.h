@@ -27,6 +27,7 @@ struct kh_config {
     char *listen_addr;
     int64_t listen_port;
     char *collector_path;
+    char *stats_webhook_path;
     char *tls_fullchain_file;
     char *tls_privkey_file;
     char *tls_verify_cacert_path;
@@ -35,6 +36,8 @@ struct kh_config {
     int64_t http2_idle_timeout;
     int64_t max_body_bytes;
     int64_t max_inflight_bytes;
+    int64_t max_json_depth;
+    int64_t max_stats_per_report;
     /* metrics listener (Kohaku 2023.1 keys) */
     bool exporter_https;
     char *exporter_listen_addr;

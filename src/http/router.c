@@ -7,17 +7,21 @@
 
 #include "api/app.h"
 
+enum { PATH_FIXED, PATH_COLLECTOR, PATH_WEBHOOK };
+
 struct route {
-    const char *path; /* NULL = the configured collector path */
+    int which;
+    const char *path; /* PATH_FIXED */
     enum kh_method method;
     const struct kh_handler *handler;
 };
 
 static const struct route routes[] = {
-    {NULL, KH_METHOD_POST, &kh_collector_handler},
-    {"/.ok", KH_METHOD_GET, &kh_health_handler},
-    {"/.ok", KH_METHOD_HEAD, &kh_health_handler},
-    {"/health", KH_METHOD_POST, &kh_health_handler},
+    {PATH_COLLECTOR, NULL, KH_METHOD_POST, &kh_collector_handler},
+    {PATH_WEBHOOK, NULL, KH_METHOD_POST, &kh_webhook_handler},
+    {PATH_FIXED, "/.ok", KH_METHOD_GET, &kh_health_handler},
+    {PATH_FIXED, "/.ok", KH_METHOD_HEAD, &kh_health_handler},
+    {PATH_FIXED, "/health", KH_METHOD_POST, &kh_health_handler},
 };
 
 void kh_router_dispatch(struct kh_request *req)
@@ -33,7 +37,9 @@ void kh_router_dispatch(struct kh_request *req)
     size_t plen = strcspn(req->path, "?");
     bool path_found = false;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        const char *p = routes[i].path ? routes[i].path : req->app->cfg->collector_path;
+        const char *p = routes[i].which == PATH_COLLECTOR ? req->app->cfg->collector_path
+                        : routes[i].which == PATH_WEBHOOK ? req->app->cfg->stats_webhook_path
+                                                          : routes[i].path;
         if (strlen(p) != plen || strncmp(p, req->path, plen) != 0)
             continue;
         path_found = true;
