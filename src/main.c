@@ -34,7 +34,7 @@ struct runtime {
     struct kh_app app;
     struct kh_server *srv;
     struct kh_batcher *batcher;
-    struct event *sig_term, *sig_int, *tick;
+    struct event *sig_term, *sig_int, *sig_hup, *tick;
     int signals;
     uint64_t deadline_usec;
 };
@@ -162,6 +162,18 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static void on_log_flush(evutil_socket_t fd, short what, void *arg) { kh_log_flush(); }
 
+/* SIGHUP: reload what can change at run time (the TLS certificates and key). */
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    struct runtime *rt = arg;
+    char err[512];
+    if (kh_server_reload_tls(rt->srv, err, sizeof(err)) != 0)
+        kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", err);
+    else
+        kh_log(KH_LOG_INFO, rt->app.cfg->https ? "reloaded: tls certificates" : "reloaded",
+               NULL);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct runtime *rt = arg;
@@ -211,9 +223,11 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     }
     rt.sig_term = evsignal_new(rt.base, SIGTERM, on_signal, &rt);
     rt.sig_int = evsignal_new(rt.base, SIGINT, on_signal, &rt);
+    rt.sig_hup = evsignal_new(rt.base, SIGHUP, on_hup, &rt);
     rt.tick = event_new(rt.base, -1, EV_PERSIST, on_tick, &rt);
     event_add(rt.sig_term, NULL);
     event_add(rt.sig_int, NULL);
+    event_add(rt.sig_hup, NULL);
     /* access lines are buffered and written at least every 100 ms */
     rt.log_flush = event_new(rt.base, -1, EV_PERSIST, on_log_flush, NULL);
     struct timeval flush_every = {0, 100000};
@@ -223,7 +237,9 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     if (kh_log_begin(&l, KH_LOG_INFO, "listening")) {
         kh_log_str(&l, "addr", cfg->listen_addr);
         kh_log_int(&l, "port", cfg->listen_port);
-        kh_log_str(&l, "protocols", "h2c,http/1.1");
+        kh_log_str(&l, "protocols", cfg->https ? "h2,http/1.1 over tls" : "h2c,http/1.1");
+        if (cfg->https)
+            kh_log_bool(&l, "client_certificates", cfg->tls_verify_cacert_path[0] != '\0');
         kh_log_str(&l, "version", KOHAKU_VERSION);
         kh_log_end(&l);
     }
@@ -235,6 +251,7 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     event_free(rt.tick);
     event_free(rt.sig_term);
     event_free(rt.sig_int);
+    event_free(rt.sig_hup);
     kh_server_free(rt.srv);
 fail_server:
     kh_batcher_free(rt.batcher);

@@ -44,7 +44,7 @@ static const struct param params[] = {
     {"log_rotate_compress", P_BOOL, OFF(log_rotate_compress), "false", 0, 0, NULL,
      "accepted for Kohaku 2023.1 compatibility"},
     {"https", P_BOOL, OFF(https), "false", 0, 0, NULL,
-     "serve TLS on listen_port (not available in this version: must be false)"},
+     "serve TLS (h2 and http/1.1 by ALPN) on listen_port instead of plaintext"},
     {"listen_addr", P_STR, OFF(listen_addr), "0.0.0.0", 0, 0, NULL,
      "address of the stats listener (HTTP/2 h2c and HTTP/1.1)"},
     {"listen_port", P_INT, OFF(listen_port), "5890", 1, 65535, NULL,
@@ -54,11 +54,11 @@ static const struct param params[] = {
     {"stats_webhook_path", P_STR, OFF(stats_webhook_path), "/webhook/stats", 0, 0, NULL,
      "path of the stats webhook endpoint (HTTP/1.1 and HTTP/2)"},
     {"tls_fullchain_file", P_STR, OFF(tls_fullchain_file), "", 0, 0, NULL,
-     "PEM certificate chain (https = true)"},
+     "PEM certificate chain, server certificate first (https = true; reloaded on SIGHUP)"},
     {"tls_privkey_file", P_STR, OFF(tls_privkey_file), "", 0, 0, NULL,
-     "PEM private key (https = true)"},
+     "PEM private key (https = true; reloaded on SIGHUP)"},
     {"tls_verify_cacert_path", P_STR, OFF(tls_verify_cacert_path), "", 0, 0, NULL,
-     "CA file or directory; set = require client certificates (https = true)"},
+     "CA file or directory of PEM files; set = require and verify client certificates"},
     {"http2_max_concurrent_streams", P_INT, OFF(http2_max_concurrent_streams), "250", 1, 65535,
      NULL, "SETTINGS_MAX_CONCURRENT_STREAMS announced to clients"},
     {"http2_max_read_frame_size", P_INT, OFF(http2_max_read_frame_size), "16384", 16384,
@@ -285,9 +285,12 @@ int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
         if (cfg->storage == NULL)
             return KH_ENOMEM;
     }
-    if (cfg->https) {
-        snprintf(err, errlen, "https: TLS is not available in this version of kohaku; "
-                              "set https = false");
+    if (cfg->https && (cfg->tls_fullchain_file[0] == '\0' || cfg->tls_privkey_file[0] == '\0')) {
+        snprintf(err, errlen, "https: needs tls_fullchain_file and tls_privkey_file");
+        return KH_EINVAL;
+    }
+    if (!cfg->https && cfg->tls_verify_cacert_path[0]) {
+        snprintf(err, errlen, "tls_verify_cacert_path: client certificates need https = true");
         return KH_EINVAL;
     }
     if (cfg->stats_webhook_path[0] != '/' ||

@@ -17,7 +17,8 @@
 
 struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
                                   const struct kh_transport_ops *tp, void *conn,
-                                  uint64_t conn_id, const char *peer)
+                                  uint64_t conn_id, const char *peer, bool tls,
+                                  const char *client)
 {
     struct kh_request *req = calloc(1, sizeof(*req));
     if (req == NULL)
@@ -28,6 +29,9 @@ struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
     req->conn = conn;
     req->conn_id = conn_id;
     snprintf(req->peer, sizeof(req->peer), "%s", peer);
+    req->tls = tls;
+    if (client && client[0])
+        snprintf(req->client, sizeof(req->client), "%s", client);
     req->content_length = -1;
     req->refs = 1;
     req->start_usec = kh_mono_usec();
@@ -161,6 +165,10 @@ static void log_access(const struct kh_request *req)
     kh_log_int(&l, "bytes_out", (int64_t)req->resp_len);
     kh_log_int(&l, "usec", (int64_t)(kh_mono_usec() - req->start_usec));
     kh_log_str(&l, "peer", req->peer);
+    if (req->tls)
+        kh_log_bool(&l, "tls", true);
+    if (req->client[0])
+        kh_log_str(&l, "client", req->client);
     kh_log_int(&l, "conn", (int64_t)req->conn_id);
     if (req->proto == KH_PROTO_H2)
         kh_log_int(&l, "stream", req->stream_id);

@@ -50,6 +50,8 @@ struct kh_request {
     int32_t stream_id;
     uint64_t conn_id;
     char peer[64];
+    bool tls;
+    char client[256]; /* client certificate subject with mTLS */
     /* request line and the headers kohaku reads */
     enum kh_method method;
     char method_text[16];
@@ -83,7 +85,8 @@ struct kh_request {
 /* NULL on allocation failure. The new request holds the codec's reference. */
 struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
                                   const struct kh_transport_ops *tp, void *conn,
-                                  uint64_t conn_id, const char *peer);
+                                  uint64_t conn_id, const char *peer, bool tls,
+                                  const char *client);
 void kh_request_retain(struct kh_request *req);
 void kh_request_release(struct kh_request *req);
 /* The connection is gone: later answers are only logged. */

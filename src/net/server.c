@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
@@ -20,6 +21,7 @@
 #include "api/app.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "net/tls.h"
 
 #define READ_HIGH_WATERMARK (256 * 1024)
 
@@ -35,6 +37,7 @@ struct kh_server {
     struct event *reap_ev;
     uint64_t next_id;
     bool stopping;
+    struct kh_tls *tls; /* NULL without https */
 };
 
 static void unlink_conn(struct kh_server *srv, struct kh_conn *c)
@@ -161,11 +164,51 @@ static void on_write(struct bufferevent *bev, void *arg)
         c->codec->on_drained(c);
 }
 
+static void tls_connected(struct kh_conn *c)
+{
+    struct ssl_st *ssl = bufferevent_openssl_get_ssl(c->bev);
+    kh_tls_peer_subject(ssl, c->subject, sizeof(c->subject));
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_DEBUG, "tls handshake done")) {
+        const char *version, *alpn;
+        size_t alpn_len;
+        kh_tls_session_info(ssl, &version, &alpn, &alpn_len);
+        kh_log_int(&l, "conn", (int64_t)c->id);
+        kh_log_str(&l, "peer", c->peer);
+        kh_log_str(&l, "version", version);
+        kh_log_strn(&l, "alpn", alpn ? alpn : "", alpn_len);
+        kh_log_str(&l, "client", c->subject);
+        kh_log_end(&l);
+    }
+}
+
+static void tls_failed(struct kh_conn *c)
+{
+    struct kh_logline l;
+    char why[256];
+    kh_tls_error_string(bufferevent_get_openssl_error(c->bev), why, sizeof(why));
+    while (bufferevent_get_openssl_error(c->bev) != 0)
+        ; /* the first error says it; drop the rest */
+    if (kh_log_begin(&l, KH_LOG_INFO, "tls handshake failed")) {
+        kh_log_int(&l, "conn", (int64_t)c->id);
+        kh_log_str(&l, "peer", c->peer);
+        kh_log_str(&l, "error", why);
+        kh_log_end(&l);
+    }
+}
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct kh_conn *c = arg;
     if (c->dead)
         return;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->handshake_done = true;
+        tls_connected(c);
+        return;
+    }
+    if (c->tls && !c->handshake_done && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)))
+        tls_failed(c);
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
         if (c->codec && !c->codec->idle(c)) {
             /* requests are waiting for storage: not idle, keep reading */
@@ -203,7 +246,19 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         kh_log(KH_LOG_ERROR, "accept: out of memory", NULL);
         return;
     }
-    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (srv->tls) {
+        struct ssl_st *ssl = kh_tls_new_ssl(srv->tls);
+        /* with BEV_OPT_CLOSE_ON_FREE the bufferevent owns the SSL object and the socket */
+        c->bev = ssl ? bufferevent_openssl_socket_new(srv->base, fd, ssl,
+                                                      BUFFEREVENT_SSL_ACCEPTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+        if (c->bev == NULL && ssl)
+            kh_tls_free_ssl(ssl);
+        c->tls = true;
+    } else {
+        c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (c->bev == NULL) {
         evutil_closesocket(fd);
         free(c);
@@ -248,6 +303,8 @@ struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, cha
     srv->base = base;
     srv->app = app;
     srv->reap_ev = event_new(base, -1, 0, on_reap, srv);
+    if (app->cfg->https && kh_tls_new(app->cfg, &srv->tls, err, errlen) != 0)
+        goto fail;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
@@ -273,6 +330,7 @@ struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, cha
 fail:
     if (srv->reap_ev)
         event_free(srv->reap_ev);
+    kh_tls_free(srv->tls);
     free(srv);
     return NULL;
 }
@@ -307,5 +365,13 @@ void kh_server_free(struct kh_server *srv)
     if (srv->listener)
         evconnlistener_free(srv->listener);
     event_free(srv->reap_ev);
+    kh_tls_free(srv->tls);
     free(srv);
+}
+
+int kh_server_reload_tls(struct kh_server *srv, char *err, size_t errlen)
+{
+    if (srv->tls == NULL)
+        return 0;
+    return kh_tls_reload(srv->tls, srv->app->cfg, err, errlen);
 }

@@ -42,6 +42,9 @@ struct kh_conn {
     struct kh_app *app;
     uint64_t id;
     char peer[64];
+    bool tls;
+    bool handshake_done;
+    char subject[256]; /* client certificate subject (mTLS), "" otherwise */
     bool dead;
     bool close_after_write;
     struct kh_conn *prev, *next;
@@ -54,6 +57,8 @@ void kh_server_free(struct kh_server *srv);
 /* Stop accepting and ask every connection to wind down. */
 void kh_server_stop(struct kh_server *srv);
 size_t kh_server_nconns(const struct kh_server *srv);
+/* Rebuilds the TLS context from the configured files (SIGHUP); the old one stays on error. */
+int kh_server_reload_tls(struct kh_server *srv, char *err, size_t errlen);
 
 /* For codecs. */
 int kh_conn_write(struct kh_conn *c, const void *data, size_t len);

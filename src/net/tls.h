@@ -1,0 +1,37 @@
+/*
+ * tls: the server's TLS context (OpenSSL): certificate chain and key, TLS 1.2 and 1.3, ALPN
+ * h2 and http/1.1, and client certificates (mTLS) when tls_verify_cacert_path is set. The
+ * context can be rebuilt from the same files at run time (SIGHUP); connections already open
+ * keep the context they started with. This module is the only user of OpenSSL.
+ */
+#ifndef KH_TLS_H
+#define KH_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/config.h"
+
+struct kh_tls;
+struct ssl_st;
+
+/* KH_EINVAL with the reason (naming the file) in err. */
+int kh_tls_new(const struct kh_config *cfg, struct kh_tls **out, char *err, size_t errlen);
+/* Loads the files again; on failure the old context stays in use. */
+int kh_tls_reload(struct kh_tls *t, const struct kh_config *cfg, char *err, size_t errlen);
+void kh_tls_free(struct kh_tls *t);
+/* A new server-side SSL object from the current context, or NULL. */
+struct ssl_st *kh_tls_new_ssl(struct kh_tls *t);
+void kh_tls_free_ssl(struct ssl_st *ssl);
+bool kh_tls_verifies_clients(const struct kh_tls *t);
+/* After the handshake: the client certificate's subject ("" without one). */
+void kh_tls_peer_subject(struct ssl_st *ssl, char *out, size_t len);
+/* The most recent OpenSSL error of this thread as text (for logs). */
+void kh_tls_last_error(char *out, size_t len);
+/* An OpenSSL error code (as libevent keeps them per connection) as text. */
+void kh_tls_error_string(unsigned long code, char *out, size_t len);
+/* The negotiated protocol version and ALPN of a connection. */
+void kh_tls_session_info(struct ssl_st *ssl, const char **version, const char **alpn,
+                         size_t *alpn_len);
+
+#endif
