@@ -36,6 +36,11 @@ struct kh_config {
     int64_t http2_idle_timeout;
     int64_t max_body_bytes;
     int64_t max_inflight_bytes;
+    int64_t max_header_bytes;
+    int64_t max_headers;
+    int64_t max_connections;
+    int64_t request_header_timeout;
+    int64_t request_body_timeout;
     int64_t max_json_depth;
     int64_t max_stats_per_report;
     /* metrics listener (Kohaku 2023.1 keys) */

@@ -264,6 +264,13 @@ static int h1_on_read(struct kh_conn *c, struct evbuffer *in)
 
 static void h1_on_drained(struct kh_conn *c) {}
 
+static void h1_sweep(struct kh_conn *c, uint64_t now)
+{
+    struct h1 *h = c->codec_data;
+    if (h->req && !h->msg_complete && kh_request_check_timeouts(h->req, now))
+        kh_conn_close_after_write(c);
+}
+
 static void h1_shutdown(struct kh_conn *c)
 {
     struct h1 *h = c->codec_data;
@@ -298,5 +305,6 @@ const struct kh_codec_ops kh_h1_codec = {
     .on_drained = h1_on_drained,
     .shutdown = h1_shutdown,
     .idle = h1_idle,
+    .sweep = h1_sweep,
     .free = h1_free,
 };

@@ -15,10 +15,15 @@
 #include "api/app.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/timeutil.h"
 #include "http/request.h"
 #include "net/server.h"
 
 #define CONN_WINDOW (16 * 1024 * 1024)
+/* PING and SETTINGS frames a client may send: a burst of CONTROL_BURST, then CONTROL_RATE a
+ * second. Beyond that the connection is closed with ENHANCE_YOUR_CALM. */
+#define CONTROL_BURST 100
+#define CONTROL_RATE 20
 
 struct h2 {
     struct kh_conn *conn;
@@ -27,7 +32,35 @@ struct h2 {
     size_t nreqs;
     bool in_recv;
     bool goaway_sent;
+    double control_tokens;
+    uint64_t control_refill_usec;
 };
+
+/* Closes a misbehaving connection: GOAWAY with `code`, then close once it is written. */
+static void abuse(struct h2 *h, uint32_t code, const char *what)
+{
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_WARN, "http/2 peer misbehaved: closing the connection")) {
+        kh_log_int(&l, "conn", (int64_t)h->conn->id);
+        kh_log_str(&l, "peer", h->conn->peer);
+        kh_log_str(&l, "reason", what);
+        kh_log_end(&l);
+    }
+    nghttp2_session_terminate_session(h->session, code);
+}
+
+static bool control_frame_allowed(struct h2 *h)
+{
+    uint64_t now = kh_mono_usec();
+    h->control_tokens += (double)(now - h->control_refill_usec) / 1e6 * CONTROL_RATE;
+    if (h->control_tokens > CONTROL_BURST)
+        h->control_tokens = CONTROL_BURST;
+    h->control_refill_usec = now;
+    if (h->control_tokens < 1)
+        return false;
+    h->control_tokens -= 1;
+    return true;
+}
 
 static void h2_respond(struct kh_request *req);
 static const struct kh_transport_ops h2_transport = {.respond = h2_respond};
@@ -114,6 +147,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
+    struct h2 *h = user;
+    if ((frame->hd.type == NGHTTP2_PING || frame->hd.type == NGHTTP2_SETTINGS) &&
+        !(frame->hd.flags & NGHTTP2_FLAG_ACK) && !control_frame_allowed(h)) {
+        abuse(h, NGHTTP2_ENHANCE_YOUR_CALM,
+              frame->hd.type == NGHTTP2_PING ? "PING flood" : "SETTINGS flood");
+        return 0;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
         return 0;
     struct kh_request *req = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
@@ -137,6 +177,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
+    /* nghttp2 resets a malformed request (DATA past content-length, bad pseudo-headers ...)
+     * with PROTOCOL_ERROR: such a peer is not a Sora node; close the whole connection */
+    if (frame->hd.type == NGHTTP2_RST_STREAM &&
+        frame->rst_stream.error_code == NGHTTP2_PROTOCOL_ERROR) {
+        abuse(user, NGHTTP2_PROTOCOL_ERROR, "malformed request");
+        return 0;
+    }
     /* An answer sent before the request body ended (413, 400): ask the client to stop
      * sending (RFC 9113 8.1, RST_STREAM NO_ERROR). */
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
@@ -239,6 +286,8 @@ static int h2_init(struct kh_conn *c)
     if (nghttp2_submit_settings(h->session, NGHTTP2_FLAG_NONE, iv, 2) != 0 ||
         nghttp2_session_set_local_window_size(h->session, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0)
         goto fail_settings;
+    h->control_tokens = CONTROL_BURST;
+    h->control_refill_usec = kh_mono_usec();
     c->codec_data = h;
     return 0;
 fail_settings:
@@ -292,6 +341,16 @@ static void h2_shutdown(struct kh_conn *c)
     flush(h);
 }
 
+static void h2_sweep(struct kh_conn *c, uint64_t now)
+{
+    struct h2 *h = c->codec_data;
+    bool any = false;
+    for (struct kh_request *req = h->reqs; req; req = req->next)
+        any |= kh_request_check_timeouts(req, now);
+    if (any)
+        flush(h); /* the 408s, then RST_STREAM for bodies still coming */
+}
+
 static bool h2_idle(struct kh_conn *c)
 {
     struct h2 *h = c->codec_data;
@@ -322,5 +381,6 @@ const struct kh_codec_ops kh_h2_codec = {
     .on_drained = h2_on_drained,
     .shutdown = h2_shutdown,
     .idle = h2_idle,
+    .sweep = h2_sweep,
     .free = h2_free,
 };

@@ -92,6 +92,8 @@ static bool name_is(const char *name, size_t nlen, const char *want)
 void kh_request_header(struct kh_request *req, const char *name, size_t nlen, const char *value,
                        size_t vlen)
 {
+    req->header_bytes += nlen + vlen;
+    req->header_count++;
     if (name_is(name, nlen, "content-type"))
         copy_value(req->content_type, value, vlen);
     else if (name_is(name, nlen, "x-sora-stats-exporter-type"))
@@ -114,9 +116,17 @@ void kh_request_header(struct kh_request *req, const char *name, size_t nlen, co
 
 void kh_request_headers_done(struct kh_request *req)
 {
+    req->headers_done = true;
     if (req->responded)
         return;
-    int64_t max = req->app->cfg->max_body_bytes;
+    const struct kh_config *cfg = req->app->cfg;
+    if (req->header_bytes + req->path_len > (size_t)cfg->max_header_bytes ||
+        req->header_count > (size_t)cfg->max_headers || req->path_too_long) {
+        req->close_connection = true;
+        kh_request_respond_error(req, 431, "headers: too large (max_header_bytes, max_headers)");
+        return;
+    }
+    int64_t max = cfg->max_body_bytes;
     if (req->content_length > max) {
         req->close_connection = true;
         kh_request_respond_error(req, 413, "body: larger than max_body_bytes");
@@ -150,6 +160,24 @@ void kh_request_end(struct kh_request *req)
         req->handler->on_end(req);
     else
         kh_request_respond(req, 204, NULL, 0);
+}
+
+bool kh_request_check_timeouts(struct kh_request *req, uint64_t now_usec)
+{
+    if (req->responded || req->body_complete)
+        return false;
+    const struct kh_config *cfg = req->app->cfg;
+    uint64_t age = now_usec - req->start_usec;
+    const char *why = NULL;
+    if (!req->headers_done && age > (uint64_t)cfg->request_header_timeout * 1000000)
+        why = "headers: not complete within request_header_timeout";
+    else if (age > (uint64_t)cfg->request_body_timeout * 1000000)
+        why = "body: not complete within request_body_timeout";
+    if (why == NULL)
+        return false;
+    req->close_connection = true;
+    kh_request_respond_error(req, 408, why);
+    return true;
 }
 
 static void log_access(const struct kh_request *req)

@@ -63,6 +63,9 @@ struct kh_request {
     char webhook_type[KH_MAX_HDR_VALUE];
     int64_t content_length; /* -1 when absent */
     bool upgrade_h2c;
+    size_t header_bytes;
+    size_t header_count;
+    bool headers_done;
     /* body */
     size_t body_len;
     bool body_complete;
@@ -102,6 +105,11 @@ void kh_request_header(struct kh_request *req, const char *name, size_t nlen, co
 void kh_request_headers_done(struct kh_request *req);
 void kh_request_body(struct kh_request *req, const uint8_t *data, size_t len);
 void kh_request_end(struct kh_request *req);
+
+/* Called about once a second by the codecs: answers 408 to a request that has taken longer
+ * than request_header_timeout for its headers or request_body_timeout for its body. Returns
+ * true when it did. */
+bool kh_request_check_timeouts(struct kh_request *req, uint64_t now_usec);
 
 /* Answers the request once (later calls are ignored). body may be NULL. */
 void kh_request_respond(struct kh_request *req, int status, const char *body, size_t len);

@@ -21,6 +21,7 @@
 #include "api/app.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/timeutil.h"
 #include "net/tls.h"
 
 #define READ_HIGH_WATERMARK (256 * 1024)
@@ -38,6 +39,9 @@ struct kh_server {
     uint64_t next_id;
     bool stopping;
     struct kh_tls *tls; /* NULL without https */
+    struct event *sweep_ev;
+    uint64_t refused_logged_usec;
+    uint64_t refused;
 };
 
 static void unlink_conn(struct kh_server *srv, struct kh_conn *c)
@@ -234,10 +238,53 @@ static void peer_name(const struct sockaddr *sa, char *out, size_t len)
     snprintf(out, len, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 }
 
+/* Once a second: connections that have not started (TLS handshake, protocol preface) within
+ * request_header_timeout are closed, and the codecs time out slow requests. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct kh_server *srv = arg;
+    uint64_t now = kh_mono_usec();
+    uint64_t limit = (uint64_t)srv->app->cfg->request_header_timeout * 1000000;
+    struct kh_conn *c = srv->conns;
+    while (c) {
+        struct kh_conn *next = c->next;
+        bool started = c->codec && (!c->tls || c->handshake_done);
+        if (!started && now - c->accepted_usec > limit) {
+            log_conn(c, "connection did not start in time");
+            kh_conn_close(c);
+        } else if (c->codec && c->codec->sweep) {
+            c->codec->sweep(c, now);
+        }
+        c = next;
+    }
+}
+
+static bool over_limit(struct kh_server *srv)
+{
+    if (srv->nconns < (size_t)srv->app->cfg->max_connections)
+        return false;
+    srv->refused++;
+    uint64_t now = kh_mono_usec();
+    if (now - srv->refused_logged_usec > 1000000) { /* one line a second at most */
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "max_connections reached: closing new connections")) {
+            kh_log_int(&l, "connections", (int64_t)srv->nconns);
+            kh_log_int(&l, "refused", (int64_t)srv->refused);
+            kh_log_end(&l);
+        }
+        srv->refused_logged_usec = now;
+    }
+    return true;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     struct kh_server *srv = arg;
+    if (over_limit(srv)) {
+        evutil_closesocket(fd);
+        return;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct kh_conn *c = calloc(1, sizeof(*c));
@@ -267,6 +314,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->srv = srv;
     c->app = srv->app;
     c->id = ++srv->next_id;
+    c->accepted_usec = kh_mono_usec();
     peer_name(sa, c->peer, sizeof(c->peer));
     c->next = srv->conns;
     if (srv->conns)
@@ -326,6 +374,9 @@ struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, cha
         goto fail;
     }
     evconnlistener_set_error_cb(srv->listener, on_accept_error);
+    srv->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, srv);
+    struct timeval second = {1, 0};
+    event_add(srv->sweep_ev, &second);
     return srv;
 fail:
     if (srv->reap_ev)
@@ -365,6 +416,8 @@ void kh_server_free(struct kh_server *srv)
     if (srv->listener)
         evconnlistener_free(srv->listener);
     event_free(srv->reap_ev);
+    if (srv->sweep_ev)
+        event_free(srv->sweep_ev);
     kh_tls_free(srv->tls);
     free(srv);
 }

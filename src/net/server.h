@@ -30,6 +30,8 @@ struct kh_codec_ops {
     void (*shutdown)(struct kh_conn *c);
     /* True when no request is in progress (an idle timeout may close it). */
     bool (*idle)(struct kh_conn *c);
+    /* About once a second: enforce the request header/body timeouts. */
+    void (*sweep)(struct kh_conn *c, uint64_t now_usec);
     /* Detaches the requests and frees codec state; the connection is going away. */
     void (*free)(struct kh_conn *c);
 };
@@ -41,6 +43,7 @@ struct kh_conn {
     void *codec_data;
     struct kh_app *app;
     uint64_t id;
+    uint64_t accepted_usec;
     char peer[64];
     bool tls;
     bool handshake_done;
