@@ -345,8 +345,11 @@ static void h2_sweep(struct kh_conn *c, uint64_t now)
 {
     struct h2 *h = c->codec_data;
     bool any = false;
+    /* no flush while walking the list: sending a 408 can close its stream and free it */
+    h->in_recv = true;
     for (struct kh_request *req = h->reqs; req; req = req->next)
         any |= kh_request_check_timeouts(req, now);
+    h->in_recv = false;
     if (any)
         flush(h); /* the 408s, then RST_STREAM for bodies still coming */
 }

@@ -148,6 +148,8 @@ class Kohaku:
         raise AssertionError(f"{text!r} never logged:\n{self.log_text()[-3000:]}")
 
     def log_text(self):
+        if not os.path.exists(self.log_path):
+            return getattr(self, "final_log", "")
         with open(self.log_path) as f:
             return f.read()
 
@@ -173,6 +175,7 @@ class Kohaku:
 
     def close(self):
         rc = self.stop()
+        self.final_log = self.log_text()
         shutil.rmtree(self.dir, ignore_errors=True)
         return rc
 
