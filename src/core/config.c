@@ -261,31 +261,51 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
     return 1;
 }
 
-int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen)
+static void ini_setup(void)
 {
-    struct load_ctx ctx = {.cfg = cfg};
     /* Debian's libinih exposes its limits at run time: allow long values (URIs). */
     ini_use_stack = false;
     ini_allow_realloc = true;
     ini_max_line = 65536;
     ini_stop_on_first_error = true;
-    int line = ini_parse(path, on_ini_entry, &ctx);
+}
+
+static int load_result(struct load_ctx *ctx, const char *name, int line, char *err,
+                       size_t errlen)
+{
     if (line == -1) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s: cannot open: %s", name, strerror(errno));
         return KH_EIO;
     }
     if (line == -2) {
-        snprintf(err, errlen, "%s: out of memory while reading", path);
+        snprintf(err, errlen, "%s: out of memory while reading", name);
         return KH_ENOMEM;
     }
     if (line > 0) {
-        if (ctx.failed)
-            snprintf(err, errlen, "%s:%d: %s", path, line, ctx.err);
+        if (ctx->failed)
+            snprintf(err, errlen, "%s:%d: %s", name, line, ctx->err);
         else
-            snprintf(err, errlen, "%s:%d: syntax error (expected key = value)", path, line);
+            snprintf(err, errlen, "%s:%d: syntax error (expected key = value)", name, line);
         return KH_EINVAL;
     }
     return 0;
+}
+
+int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen)
+{
+    struct load_ctx ctx = {.cfg = cfg};
+    ini_setup();
+    int line = ini_parse(path, on_ini_entry, &ctx);
+    return load_result(&ctx, path, line, err, errlen);
+}
+
+int kh_config_load_string(struct kh_config *cfg, const char *name, const char *text, char *err,
+                          size_t errlen)
+{
+    struct load_ctx ctx = {.cfg = cfg};
+    ini_setup();
+    int line = ini_parse_string(text, on_ini_entry, &ctx);
+    return load_result(&ctx, name, line, err, errlen);
 }
 
 int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)

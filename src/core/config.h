@@ -75,6 +75,9 @@ void kh_config_cleanup(struct kh_config *cfg);
 /* Loads path over the current values. On error returns KH_EINVAL (or KH_EIO when the file
  * cannot be read) and writes "FILE:LINE: key: reason" into err. */
 int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen);
+/* The same for config text in memory; `name` stands for the file in messages. */
+int kh_config_load_string(struct kh_config *cfg, const char *name, const char *text, char *err,
+                          size_t errlen);
 /* Sets one key from its text form, as a config line would. */
 int kh_config_set(struct kh_config *cfg, const char *key, const char *value, char *err,
                   size_t errlen);

@@ -26,6 +26,7 @@ struct h1 {
     http_parser parser;
     struct kh_request *req; /* the request being read or answered */
     bool msg_complete;      /* req's message has been read completely */
+    bool in_execute;        /* inside http_parser_execute: its callbacks finish requests */
     bool paused;
     bool keep_alive;
     size_t header_bytes;
@@ -192,7 +193,7 @@ static void h1_respond(struct kh_request *req)
         kh_conn_close_after_write(c);
         return;
     }
-    if (h->msg_complete && h->req == req) {
+    if (h->msg_complete && h->req == req && !h->in_execute) {
         /* a late answer: the next pipelined request may proceed */
         finish_request(h);
         h->paused = false;
@@ -243,7 +244,9 @@ static int h1_on_read(struct kh_conn *c, struct evbuffer *in)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
+        h->in_execute = true;
         size_t done = http_parser_execute(&h->parser, &settings, v.iov_base, v.iov_len);
+        h->in_execute = false;
         evbuffer_drain(in, done);
         enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
         if (e == HPE_PAUSED)

@@ -277,6 +277,39 @@ static bool over_limit(struct kh_server *srv)
     return true;
 }
 
+/* Links a new connection in and starts reading: shared by accept and adopt. */
+static void attach(struct kh_server *srv, struct kh_conn *c)
+{
+    c->srv = srv;
+    c->app = srv->app;
+    c->id = ++srv->next_id;
+    c->accepted_usec = kh_mono_usec();
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    long idle = (long)srv->app->cfg->http2_idle_timeout;
+    struct timeval tv = {idle, 0};
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATERMARK);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    log_conn(c, "connection accepted");
+}
+
+void kh_server_adopt(struct kh_server *srv, struct bufferevent *bev, const char *peer)
+{
+    struct kh_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        bufferevent_free(bev);
+        return;
+    }
+    c->bev = bev;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    attach(srv, c);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -312,22 +345,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     c->srv = srv;
-    c->app = srv->app;
-    c->id = ++srv->next_id;
-    c->accepted_usec = kh_mono_usec();
     peer_name(sa, c->peer, sizeof(c->peer));
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->nconns++;
-    long idle = (long)srv->app->cfg->http2_idle_timeout;
-    struct timeval tv = {idle, 0};
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATERMARK);
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    log_conn(c, "connection accepted");
+    attach(srv, c);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)

@@ -57,6 +57,9 @@ struct kh_conn {
 struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, char *err,
                                 size_t errlen);
 void kh_server_free(struct kh_server *srv);
+/* Takes a connection that did not come through the listener (an in-process bufferevent, for
+ * fuzzing and tests) as if it had just been accepted. */
+void kh_server_adopt(struct kh_server *srv, struct bufferevent *bev, const char *peer);
 /* Stop accepting and ask every connection to wind down. */
 void kh_server_stop(struct kh_server *srv);
 size_t kh_server_nconns(const struct kh_server *srv);

@@ -1,0 +1,75 @@
+/*
+ * The HTTP fuzz targets' harness: a real server (router, handlers, batcher with the null
+ * backend written inline) whose connections are fed through an in-process bufferevent pair
+ * instead of a socket. Each input is one connection: written, run until quiet, then closed.
+ */
+#ifndef KH_FUZZ_HTTP_HARNESS_H
+#define KH_FUZZ_HTTP_HARNESS_H
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "api/app.h"
+#include "core/log.h"
+#include "net/server.h"
+#include "sora/schema.h"
+
+static struct event_base *fz_base;
+static struct kh_server *fz_srv;
+
+static void fz_drain(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void fz_init(void)
+{
+    static struct kh_config cfg;
+    static struct kh_store store = {.ops = &kh_store_null_ops};
+    static struct kh_app app;
+    char err[256];
+    kh_log_set_level(KH_LOG_ERROR);
+    kh_schema_init();
+    kh_config_init(&cfg);
+    kh_config_set(&cfg, "listen_addr", "127.0.0.1", err, sizeof(err));
+    kh_config_set(&cfg, "max_body_bytes", "65536", err, sizeof(err));
+    kh_config_finish(&cfg, err, sizeof(err));
+    cfg.listen_port = 0; /* any free port: the fuzzer never connects to it */
+    fz_base = event_base_new();
+    const char *e = NULL;
+    store.ops->open(&store, &cfg, &e);
+    app.cfg = &cfg;
+    app.store = &store;
+    app.batcher = kh_batcher_new(fz_base, &store, &cfg);
+    fz_srv = kh_server_new(fz_base, &app, err, sizeof(err));
+    if (fz_srv == NULL || app.batcher == NULL)
+        abort();
+}
+
+static void fz_run(const uint8_t *prefix, size_t plen, const uint8_t *data, size_t size)
+{
+    if (fz_base == NULL)
+        fz_init();
+    struct bufferevent *pair[2];
+    if (bufferevent_pair_new(fz_base, BEV_OPT_CLOSE_ON_FREE, pair) != 0)
+        return;
+    kh_server_adopt(fz_srv, pair[0], "fuzz");
+    bufferevent_setcb(pair[1], fz_drain, NULL, NULL, NULL);
+    bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+    if (plen)
+        bufferevent_write(pair[1], prefix, plen);
+    bufferevent_write(pair[1], data, size);
+    for (int i = 0; i < 64; i++)
+        event_base_loop(fz_base, EVLOOP_NONBLOCK);
+    bufferevent_free(pair[1]); /* the server side sees EOF and closes */
+    for (int i = 0; i < 64 && kh_server_nconns(fz_srv) > 0; i++)
+        event_base_loop(fz_base, EVLOOP_NONBLOCK);
+    for (int i = 0; i < 4; i++)
+        event_base_loop(fz_base, EVLOOP_NONBLOCK);
+}
+
+#endif
