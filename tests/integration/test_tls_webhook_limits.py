@@ -424,3 +424,28 @@ def test_json_limits(started, tmp_path):
     status, text, _ = post_h2(k.port, env)
     assert status == 400 and "nested deeper than 8" in text
     assert st.count("sora_report") == 0
+
+
+def test_concurrent_streams_and_idle_timeout(started, tmp_path):
+    st = SqliteStore(str(tmp_path))
+    k = started(dict(st.settings(), http2_max_concurrent_streams=4, http2_idle_timeout=2))
+    s = h2_conn(k.port)
+    frames, _ = read_frames(s, 0.5)
+    settings = [f for f in frames if isinstance(f, SettingsFrame) and "ACK" not in f.flags]
+    assert settings and settings[0].settings.get(SettingsFrame.MAX_CONCURRENT_STREAMS) == 4
+    s.sendall(SettingsFrame(0, flags=["ACK"]).serialize())
+    enc = hpack.Encoder()
+    # six streams opened and left without their bodies: past the fourth, refused
+    s.sendall(b"".join(HeadersFrame(i, enc.encode(HEADERS), flags=["END_HEADERS"]).serialize()
+                       for i in range(1, 13, 2)))
+    frames, _ = read_frames(s, 1)
+    refused = [f for f in frames if isinstance(f, (RstStreamFrame, GoAwayFrame))]
+    assert refused, frames
+    s.close()
+    # an idle connection is closed after http2_idle_timeout
+    idle = h2_conn(k.port)
+    t0 = time.time()
+    frames, closed = read_frames(idle, 6)
+    assert closed and 1.5 < time.time() - t0 < 6
+    assert any(isinstance(f, GoAwayFrame) for f in frames)
+    assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
