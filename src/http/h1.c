@@ -56,7 +56,7 @@ static int on_message_begin(http_parser *p)
     struct h1 *h = of(p);
     struct kh_conn *c = h->conn;
     h->req = kh_request_new(c->app, KH_PROTO_H1, &h1_transport, c, c->id, c->peer, c->tls,
-                                            c->subject);
+                            c->subject);
     if (h->req == NULL)
         return -1;
     h->header_bytes = 0;

@@ -117,8 +117,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     struct kh_conn *c = h->conn;
-    struct kh_request *req = kh_request_new(c->app, KH_PROTO_H2, &h2_transport, c, c->id, c->peer, c->tls,
-                                            c->subject);
+    struct kh_request *req = kh_request_new(c->app, KH_PROTO_H2, &h2_transport, c, c->id,
+                                            c->peer, c->tls, c->subject);
     if (req == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
     req->stream_id = frame->hd.stream_id;
