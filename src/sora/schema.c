@@ -179,7 +179,7 @@ static int since(int v) { return v ? v : 1; }
 
 /* Versions of the fixed tables (sora_connection, sora_node, sora_report); the stats tables'
  * versions come from the declarative table. */
-#define BASE_TABLES_VERSION 2
+#define BASE_TABLES_VERSION 3
 
 int kh_schema_latest_version(void)
 {
@@ -321,6 +321,89 @@ static int create_report_table(enum kh_dialect d, struct kh_buf *b)
                 ts, sqltype(d, KH_COL_INT), sqltype(d, KH_COL_INT), ts);
 }
 
+/* Version 3: rates between consecutive samples of one stats object, as views, so dashboards
+ * and any SQL user read bitrate, loss, frame rate ... with a plain SELECT. The elapsed time
+ * is the client's own (stats_timestamp, ms); a counter that went down (a reset) gives NULL,
+ * never a negative spike; the first sample of an object has no rate. The same text runs in
+ * SQLite and PostgreSQL (window functions; 1.0 * keeps divisions fractional). */
+static const char inbound_rates_view[] =
+    "VIEW \"rtc_inbound_rtp_rates\" AS SELECT \"time\", channel_id, connection_id, "
+    "stats_id, kind, ssrc, mid, track_identifier, codec_id, dt AS seconds,\n"
+    "  CASE WHEN dt > 0 AND d_bytes >= 0 THEN 8.0 * d_bytes / dt END AS bitrate,\n"
+    "  CASE WHEN dt > 0 AND d_packets >= 0 THEN 1.0 * d_packets / dt END AS packets_per_second,\n"
+    "  CASE WHEN d_packets >= 0 AND d_lost >= 0 AND d_packets + d_lost > 0 "
+    "THEN 100.0 * d_lost / (d_packets + d_lost) END AS loss_percent,\n"
+    "  1000.0 * jitter AS jitter_ms,\n"
+    "  CASE WHEN d_emitted > 0 AND d_jb >= 0 THEN 1000.0 * d_jb / d_emitted END "
+    "AS jitter_buffer_delay_ms,\n"
+    "  CASE WHEN d_samples > 0 AND d_concealed >= 0 THEN 100.0 * d_concealed / d_samples END "
+    "AS concealment_percent,\n"
+    "  CASE WHEN dt > 0 AND d_frames >= 0 THEN 1.0 * d_frames / dt END AS frames_per_second,\n"
+    "  frame_width, frame_height, decoder_implementation,\n"
+    "  CASE WHEN d_freezes >= 0 THEN d_freezes END AS freezes,\n"
+    "  CASE WHEN d_frames > 0 AND d_decode >= 0 THEN 1000.0 * d_decode / d_frames END "
+    "AS decode_ms_per_frame\n"
+    "FROM (SELECT *, (stats_timestamp - lag(stats_timestamp) OVER w) / 1000.0 AS dt,\n"
+    "  bytes_received - lag(bytes_received) OVER w AS d_bytes,\n"
+    "  packets_received - lag(packets_received) OVER w AS d_packets,\n"
+    "  packets_lost - lag(packets_lost) OVER w AS d_lost,\n"
+    "  jitter_buffer_delay - lag(jitter_buffer_delay) OVER w AS d_jb,\n"
+    "  jitter_buffer_emitted_count - lag(jitter_buffer_emitted_count) OVER w AS d_emitted,\n"
+    "  concealed_samples - lag(concealed_samples) OVER w AS d_concealed,\n"
+    "  total_samples_received - lag(total_samples_received) OVER w AS d_samples,\n"
+    "  frames_decoded - lag(frames_decoded) OVER w AS d_frames,\n"
+    "  freeze_count - lag(freeze_count) OVER w AS d_freezes,\n"
+    "  total_decode_time - lag(total_decode_time) OVER w AS d_decode\n"
+    "  FROM \"rtc_inbound_rtp_stream_stats\"\n"
+    "  WINDOW w AS (PARTITION BY connection_id, stats_id ORDER BY \"time\")) s;\n";
+
+static const char outbound_rates_view[] =
+    "VIEW \"rtc_outbound_rtp_rates\" AS SELECT \"time\", channel_id, connection_id, "
+    "stats_id, kind, ssrc, mid, rid, codec_id, dt AS seconds,\n"
+    "  CASE WHEN dt > 0 AND d_bytes >= 0 THEN 8.0 * d_bytes / dt END AS bitrate,\n"
+    "  CASE WHEN dt > 0 AND d_rtx >= 0 THEN 8.0 * d_rtx / dt END AS retransmitted_bitrate,\n"
+    "  target_bitrate,\n"
+    "  CASE WHEN dt > 0 AND d_packets >= 0 THEN 1.0 * d_packets / dt END AS packets_per_second,\n"
+    "  CASE WHEN dt > 0 AND d_frames >= 0 THEN 1.0 * d_frames / dt END AS frames_per_second,\n"
+    "  frame_width, frame_height, encoder_implementation, scalability_mode,\n"
+    "  quality_limitation_reason, quality_limitation_durations,\n"
+    "  CASE WHEN d_frames > 0 AND d_encode >= 0 THEN 1000.0 * d_encode / d_frames END "
+    "AS encode_ms_per_frame\n"
+    "FROM (SELECT *, (stats_timestamp - lag(stats_timestamp) OVER w) / 1000.0 AS dt,\n"
+    "  bytes_sent - lag(bytes_sent) OVER w AS d_bytes,\n"
+    "  retransmitted_bytes_sent - lag(retransmitted_bytes_sent) OVER w AS d_rtx,\n"
+    "  packets_sent - lag(packets_sent) OVER w AS d_packets,\n"
+    "  frames_encoded - lag(frames_encoded) OVER w AS d_frames,\n"
+    "  total_encode_time - lag(total_encode_time) OVER w AS d_encode\n"
+    "  FROM \"rtc_outbound_rtp_stream_stats\"\n"
+    "  WINDOW w AS (PARTITION BY connection_id, stats_id ORDER BY \"time\")) s;\n";
+
+static const char pair_rates_view[] =
+    "VIEW \"rtc_ice_candidate_pair_rates\" AS SELECT \"time\", channel_id, connection_id, "
+    "stats_id, state, nominated, local_candidate_id, remote_candidate_id, dt AS seconds,\n"
+    "  1000.0 * current_round_trip_time AS current_rtt_ms, available_outgoing_bitrate,\n"
+    "  CASE WHEN dt > 0 AND d_sent >= 0 THEN 8.0 * d_sent / dt END AS sent_bitrate,\n"
+    "  CASE WHEN dt > 0 AND d_received >= 0 THEN 8.0 * d_received / dt END "
+    "AS received_bitrate\n"
+    "FROM (SELECT *, (stats_timestamp - lag(stats_timestamp) OVER w) / 1000.0 AS dt,\n"
+    "  bytes_sent - lag(bytes_sent) OVER w AS d_sent,\n"
+    "  bytes_received - lag(bytes_received) OVER w AS d_received\n"
+    "  FROM \"rtc_ice_candidate_pair_stats\"\n"
+    "  WINDOW w AS (PARTITION BY connection_id, stats_id ORDER BY \"time\")) s;\n";
+
+static int create_rate_views(enum kh_dialect d, struct kh_buf *b)
+{
+    const char *create = d == KH_DIALECT_POSTGRES ? "CREATE OR REPLACE " : "CREATE ";
+    const char *const views[] = {inbound_rates_view, outbound_rates_view, pair_rates_view};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof(views) / sizeof(views[0]); i++) {
+        rc = kh_buf_append(b, create, strlen(create));
+        if (rc == 0)
+            rc = kh_buf_append(b, views[i], strlen(views[i]));
+    }
+    return rc;
+}
+
 int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
 {
     int rc = 0;
@@ -328,6 +411,8 @@ int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
         rc = create_base_tables(d, out);
     if (version == 2)
         rc = create_report_table(d, out);
+    if (version == 3)
+        rc = create_rate_views(d, out);
     for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         if (since(st->since) == version) {

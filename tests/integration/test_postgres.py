@@ -203,7 +203,7 @@ def test_older_schema_upgrades_in_place(store, tmp_path):
     out = run_migrate(str(cfg))
     assert out.returncode == 0, out.stdout + out.stderr
     versions = [v for (v,) in store.query("SELECT version FROM kohaku_schema_version ORDER BY 1")]
-    assert versions == [1, 2]
+    assert versions == list(range(1, max(versions) + 1)) and max(versions) >= 3
     assert store.count("sora_connection", "connection_id = ?", (conn,)) == 1
     assert store.query("SELECT bytes_sent FROM rtc_transport_stats WHERE connection_id = ?",
                        (conn,))[0][0] == 42
@@ -219,8 +219,8 @@ def test_two_instances_migrate_an_empty_database_together(pg_store, daemon):
     b.wait_ready()
     a.wait_health(204)
     b.wait_health(204)
-    versions = [v for (v,) in pg_store.query("SELECT version FROM kohaku_schema_version")]
-    assert sorted(versions) == [1, 2]
+    versions = sorted(v for (v,) in pg_store.query("SELECT version FROM kohaku_schema_version"))
+    assert versions == list(range(1, max(versions) + 1)) and max(versions) >= 3
     for k in (a, b):
         assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
     assert pg_store.count("sora_report") == 2
