@@ -1,0 +1,265 @@
+#!/usr/bin/python3
+"""Writes grafana/dashboards/*.json: the Overview, Connection and Channel dashboards.
+The dashboards are generated so that every panel has the same shape (datasource through the
+${datasource} variable, SQL against kohaku's tables and rate views); edit this file and run
+it, then commit both. The test suite checks that the JSON is this script's output."""
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DS = {"type": "grafana-postgresql-datasource", "uid": "${datasource}"}
+
+
+def ds_var():
+    return {"name": "datasource", "label": "Database", "type": "datasource",
+            "query": "grafana-postgresql-datasource", "current": {}, "hide": 0}
+
+
+def query_var(name, label, sql, multi=True):
+    v = {"name": name, "label": label, "type": "query", "datasource": DS,
+         "definition": sql, "query": sql, "refresh": 2, "sort": 1, "hide": 0,
+         "multi": multi, "includeAll": multi, "current": {}, "options": []}
+    return v
+
+
+_ids = [0]
+
+
+def panel(title, sql, kind="timeseries", fmt="time_series", w=12, h=8, unit=None,
+          overrides=None, description=None):
+    _ids[0] += 1
+    p = {"id": _ids[0], "type": kind, "title": title, "datasource": DS,
+         "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
+         "targets": [{"refId": "A", "datasource": DS, "editorMode": "code", "format": fmt,
+                      "rawQuery": True, "rawSql": sql}],
+         "fieldConfig": {"defaults": {}, "overrides": overrides or []},
+         "options": {}}
+    if unit:
+        p["fieldConfig"]["defaults"]["unit"] = unit
+    if description:
+        p["description"] = description
+    return p
+
+
+def layout(panels):
+    x = y = row_h = 0
+    for p in panels:
+        g = p["gridPos"]
+        if x + g["w"] > 24:
+            x, y, row_h = 0, y + row_h, 0
+        g["x"], g["y"] = x, y
+        x += g["w"]
+        row_h = max(row_h, g["h"])
+    return panels
+
+
+def dashboard(uid, title, variables, panels, links=()):
+    return {"uid": uid, "title": title, "tags": ["kohaku", "webrtc"], "timezone": "utc",
+            "schemaVersion": 39, "version": 1, "editable": True, "refresh": "30s",
+            "time": {"from": "now-6h", "to": "now"},
+            "templating": {"list": variables}, "panels": layout(panels),
+            "links": list(links)}
+
+
+CONN_FILTER = ("channel_id IN ($channel) AND label IN ($label) AND node_name IN ($node) "
+               "AND client_id IN ($client)")
+
+# --- Overview -------------------------------------------------------------------------------
+
+CONNECTION_LINK = {
+    "title": "Open this connection",
+    "url": "/d/kohaku-connection/kohaku-connection?var-connection_id=${__value.raw}"
+           "&from=${__data.fields.from_ms}&to=${__data.fields.to_ms}&${datasource:queryparam}"}
+
+
+def hidden(name):
+    return {"matcher": {"id": "byName", "options": name},
+            "properties": [{"id": "custom.hidden", "value": True}]}
+
+
+overview = dashboard(
+    "kohaku-overview", "Kohaku: overview",
+    [ds_var(),
+     query_var("channel", "Channel", "SELECT DISTINCT channel_id FROM sora_connection "
+               "WHERE $__timeFilter(last_seen) ORDER BY 1"),
+     query_var("label", "Label", "SELECT DISTINCT label FROM sora_connection "
+               "WHERE $__timeFilter(last_seen) ORDER BY 1"),
+     query_var("node", "Node", "SELECT DISTINCT node_name FROM sora_connection "
+               "WHERE $__timeFilter(last_seen) ORDER BY 1"),
+     query_var("client", "Client", "SELECT DISTINCT client_id FROM sora_connection "
+               "WHERE $__timeFilter(last_seen) AND channel_id IN ($channel) ORDER BY 1")],
+    [panel("Reports", "SELECT $__timeGroupAlias(r.\"time\", $__interval), count(*) AS reports "
+           "FROM sora_report r JOIN sora_connection c ON c.connection_id = r.connection_id "
+           "WHERE $__timeFilter(r.\"time\") AND r.kind = 'connection' AND c." +
+           CONN_FILTER.replace(" AND ", " AND c.") + " GROUP BY 1 ORDER BY 1", unit="short"),
+     panel("Connections reporting", "SELECT $__timeGroupAlias(r.\"time\", $__interval), "
+           "count(DISTINCT r.connection_id) AS connections FROM sora_report r JOIN "
+           "sora_connection c ON c.connection_id = r.connection_id WHERE "
+           "$__timeFilter(r.\"time\") AND r.kind = 'connection' AND c." +
+           CONN_FILTER.replace(" AND ", " AND c.") + " GROUP BY 1 ORDER BY 1", unit="short"),
+     panel("Latest connections",
+           "SELECT c.channel_id, c.connection_id, c.client_id, c.role, c.label, c.node_name, "
+           "c.first_seen, c.last_seen,\n"
+           "  CASE WHEN EXISTS (SELECT 1 FROM rtc_ice_candidate_pair_stats p WHERE "
+           "p.connection_id = c.connection_id AND p.selected IS NOT NULL) THEN 'Firefox'\n"
+           "       WHEN EXISTS (SELECT 1 FROM rtc_certificate_stats p WHERE "
+           "p.connection_id = c.connection_id) THEN 'Chromium' END AS browser,\n"
+           "  (extract(epoch FROM c.first_seen) * 1000 - 60000)::bigint AS from_ms,\n"
+           "  (extract(epoch FROM c.last_seen) * 1000 + 60000)::bigint AS to_ms\n"
+           "FROM sora_connection c WHERE $__timeFilter(c.last_seen) AND c." +
+           CONN_FILTER.replace(" AND ", " AND c.") + " ORDER BY c.last_seen DESC LIMIT 500",
+           kind="table", fmt="table", w=24, h=12,
+           overrides=[{"matcher": {"id": "byName", "options": "connection_id"},
+                       "properties": [{"id": "links", "value": [CONNECTION_LINK]}]},
+                      hidden("from_ms"), hidden("to_ms")],
+           description="Click a connection id to open its dashboard over its lifetime.")])
+
+# --- Connection -----------------------------------------------------------------------------
+
+WHERE_CONN = "connection_id = '$connection_id' AND $__timeFilter(\"time\")"
+
+
+def rate_panel(title, view, column, unit, kind=None, w=8):
+    k = f" AND kind = '{kind}'" if kind else ""
+    return panel(title, f"SELECT \"time\", stats_id || ' ' || coalesce(kind, '') AS metric, "
+                 f"{column} AS value FROM {view} WHERE {WHERE_CONN}{k} ORDER BY 1",
+                 unit=unit, w=w)
+
+
+connection = dashboard(
+    "kohaku-connection", "Kohaku: connection",
+    [ds_var(),
+     query_var("connection_id", "Connection", "SELECT connection_id FROM sora_connection "
+               "WHERE $__timeFilter(last_seen) ORDER BY last_seen DESC LIMIT 1000",
+               multi=False)],
+    [panel("Envelope", "SELECT channel_id, connection_id, session_id, client_id, bundle_id, "
+           "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, "
+           "last_seen FROM sora_connection WHERE connection_id = '$connection_id'",
+           kind="table", fmt="table", w=24, h=5),
+     rate_panel("Inbound audio bitrate", "rtc_inbound_rtp_rates", "bitrate", "bps", "audio"),
+     rate_panel("Inbound audio packets/s", "rtc_inbound_rtp_rates", "packets_per_second",
+                "pps", "audio"),
+     rate_panel("Inbound audio loss", "rtc_inbound_rtp_rates", "loss_percent", "percent",
+                "audio"),
+     rate_panel("Inbound audio jitter", "rtc_inbound_rtp_rates", "jitter_ms", "ms", "audio"),
+     rate_panel("Inbound audio jitter-buffer delay per sample", "rtc_inbound_rtp_rates",
+                "jitter_buffer_delay_ms", "ms", "audio"),
+     rate_panel("Inbound audio concealment", "rtc_inbound_rtp_rates", "concealment_percent",
+                "percent", "audio"),
+     rate_panel("Inbound video bitrate", "rtc_inbound_rtp_rates", "bitrate", "bps", "video"),
+     rate_panel("Inbound video packets/s", "rtc_inbound_rtp_rates", "packets_per_second",
+                "pps", "video"),
+     rate_panel("Inbound video loss", "rtc_inbound_rtp_rates", "loss_percent", "percent",
+                "video"),
+     rate_panel("Inbound video jitter", "rtc_inbound_rtp_rates", "jitter_ms", "ms", "video"),
+     rate_panel("Inbound video jitter-buffer delay per frame", "rtc_inbound_rtp_rates",
+                "jitter_buffer_delay_ms", "ms", "video"),
+     rate_panel("Inbound video frames/s", "rtc_inbound_rtp_rates", "frames_per_second",
+                "fps", "video"),
+     rate_panel("Inbound video freezes", "rtc_inbound_rtp_rates", "freezes", "short",
+                "video"),
+     rate_panel("Inbound video decode time per frame", "rtc_inbound_rtp_rates",
+                "decode_ms_per_frame", "ms", "video"),
+     panel("Inbound video resolution", "SELECT \"time\", stats_id || ' width' AS metric, "
+           "frame_width AS value FROM rtc_inbound_rtp_rates WHERE " + WHERE_CONN +
+           " AND kind = 'video' UNION ALL SELECT \"time\", stats_id || ' height', frame_height "
+           "FROM rtc_inbound_rtp_rates WHERE " + WHERE_CONN + " AND kind = 'video' ORDER BY 1",
+           unit="short", w=8),
+     rate_panel("Outbound bitrate", "rtc_outbound_rtp_rates", "bitrate", "bps"),
+     rate_panel("Outbound target bitrate", "rtc_outbound_rtp_rates", "target_bitrate", "bps"),
+     rate_panel("Outbound video frames/s", "rtc_outbound_rtp_rates", "frames_per_second",
+                "fps", "video"),
+     panel("Outbound video resolution and encoder", "SELECT \"time\", stats_id, frame_width, "
+           "frame_height, encoder_implementation, scalability_mode FROM rtc_outbound_rtp_rates "
+           "WHERE " + WHERE_CONN + " AND kind = 'video' ORDER BY 1 DESC", kind="table",
+           fmt="table", w=12),
+     panel("Outbound quality limitation", "SELECT \"time\", stats_id, "
+           "quality_limitation_reason, quality_limitation_durations::text AS durations "
+           "FROM rtc_outbound_rtp_rates WHERE " + WHERE_CONN +
+           " AND quality_limitation_reason IS NOT NULL ORDER BY 1 DESC", kind="table",
+           fmt="table", w=12),
+     panel("Round-trip time (remote-inbound-rtp)", "SELECT \"time\", stats_id || ' ' || "
+           "coalesce(kind, '') AS metric, 1000.0 * round_trip_time AS value FROM "
+           "rtc_remote_inbound_rtp_stream_stats WHERE " + WHERE_CONN +
+           " AND round_trip_time IS NOT NULL ORDER BY 1", unit="ms", w=8),
+     panel("Fraction lost (remote-inbound-rtp)", "SELECT \"time\", stats_id || ' ' || "
+           "coalesce(kind, '') AS metric, 100.0 * fraction_lost AS value FROM "
+           "rtc_remote_inbound_rtp_stream_stats WHERE " + WHERE_CONN + " ORDER BY 1",
+           unit="percent", w=8),
+     panel("Candidate pair: current RTT", "SELECT \"time\", stats_id AS metric, "
+           "current_rtt_ms AS value FROM rtc_ice_candidate_pair_rates WHERE " + WHERE_CONN +
+           " AND current_rtt_ms IS NOT NULL ORDER BY 1", unit="ms", w=8),
+     panel("Candidate pair: available outgoing bitrate", "SELECT \"time\", stats_id AS metric, "
+           "available_outgoing_bitrate AS value FROM rtc_ice_candidate_pair_rates WHERE " +
+           WHERE_CONN + " AND available_outgoing_bitrate IS NOT NULL ORDER BY 1", unit="bps",
+           w=8),
+     panel("Candidate pairs", "SELECT DISTINCT ON (p.stats_id) p.\"time\", p.stats_id, "
+           "p.state, p.nominated, l.candidate_type AS local_type, l.protocol AS local_protocol, "
+           "r.candidate_type AS remote_type, r.protocol AS remote_protocol, "
+           "1000.0 * p.current_round_trip_time AS rtt_ms FROM rtc_ice_candidate_pair_stats p "
+           "LEFT JOIN rtc_ice_candidate_stats l ON l.connection_id = p.connection_id AND "
+           "l.stats_id = p.local_candidate_id AND l.\"time\" = p.\"time\" "
+           "LEFT JOIN rtc_ice_candidate_stats r ON r.connection_id = p.connection_id AND "
+           "r.stats_id = p.remote_candidate_id AND r.\"time\" = p.\"time\" "
+           "WHERE p.connection_id = '$connection_id' AND $__timeFilter(p.\"time\") "
+           "ORDER BY p.stats_id, p.\"time\" DESC", kind="table", fmt="table", w=16),
+     panel("Transport", "SELECT DISTINCT ON (stats_id) \"time\", stats_id, dtls_state, "
+           "ice_state, ice_role, dtls_cipher, srtp_cipher, tls_version, bytes_sent, "
+           "bytes_received, selected_candidate_pair_changes FROM rtc_transport_stats WHERE " +
+           WHERE_CONN + " ORDER BY stats_id, \"time\" DESC", kind="table", fmt="table", w=24),
+     panel("Data channels", "SELECT DISTINCT ON (stats_id) \"time\", stats_id, label, "
+           "protocol, state, messages_sent, messages_received, bytes_sent, bytes_received FROM "
+           "rtc_data_channel_stats WHERE " + WHERE_CONN + " ORDER BY stats_id, \"time\" DESC",
+           kind="table", fmt="table", w=24)],
+    links=[{"title": "Overview", "type": "link", "url": "/d/kohaku-overview/kohaku-overview",
+            "keepTime": True}])
+
+# --- Channel ----------------------------------------------------------------------------------
+
+WHERE_CHAN = "channel_id = '$channel' AND $__timeFilter(\"time\")"
+
+
+def chan_panel(title, view, column, unit, extra=""):
+    return panel(title, f"SELECT $__timeGroupAlias(\"time\", $__interval), connection_id AS "
+                 f"metric, avg({column}) AS value FROM {view} WHERE {WHERE_CHAN}{extra} "
+                 f"GROUP BY 1, 2 ORDER BY 1", unit=unit)
+
+
+channel = dashboard(
+    "kohaku-channel", "Kohaku: channel",
+    [ds_var(),
+     query_var("channel", "Channel", "SELECT DISTINCT channel_id FROM sora_connection "
+               "WHERE $__timeFilter(last_seen) ORDER BY 1", multi=False)],
+    [chan_panel("Inbound bitrate per connection", "rtc_inbound_rtp_rates", "bitrate", "bps"),
+     chan_panel("Outbound bitrate per connection", "rtc_outbound_rtp_rates", "bitrate", "bps"),
+     chan_panel("Inbound loss per connection", "rtc_inbound_rtp_rates", "loss_percent",
+                "percent"),
+     chan_panel("Inbound jitter per connection", "rtc_inbound_rtp_rates", "jitter_ms", "ms"),
+     chan_panel("Round-trip time per connection", "rtc_ice_candidate_pair_rates",
+                "current_rtt_ms", "ms", " AND current_rtt_ms IS NOT NULL"),
+     chan_panel("Inbound video frames/s per connection", "rtc_inbound_rtp_rates",
+                "frames_per_second", "fps", " AND kind = 'video'"),
+     panel("Connections in this channel", "SELECT connection_id, client_id, role, node_name, "
+           "first_seen, last_seen, "
+           "(extract(epoch FROM first_seen) * 1000 - 60000)::bigint AS from_ms, "
+           "(extract(epoch FROM last_seen) * 1000 + 60000)::bigint AS to_ms "
+           "FROM sora_connection WHERE channel_id = '$channel' AND $__timeFilter(last_seen) "
+           "ORDER BY first_seen", kind="table", fmt="table", w=24,
+           overrides=[{"matcher": {"id": "byName", "options": "connection_id"},
+                       "properties": [{"id": "links", "value": [CONNECTION_LINK]}]},
+                      hidden("from_ms"), hidden("to_ms")])],
+    links=[{"title": "Overview", "type": "link", "url": "/d/kohaku-overview/kohaku-overview",
+            "keepTime": True}])
+
+
+def render(d):
+    return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+
+DASHBOARDS = {"overview.json": overview, "connection.json": connection,
+              "channel.json": channel}
+
+if __name__ == "__main__":
+    for name, d in DASHBOARDS.items():
+        with open(os.path.join(HERE, "dashboards", name), "w") as f:
+            f.write(render(d))

@@ -1,0 +1,224 @@
+"""Grafana dashboards and rate views (issue: Grafana dashboards that answer "why was this
+call bad"). Fixture reports go through kohaku into a real PostgreSQL; then every panel query
+and template-variable query of the dashboards is taken out of the JSON, Grafana's macros are
+expanded the way its PostgreSQL datasource does, and each query is run and checked."""
+import glob
+import json
+import os
+import re
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from harness import FIXTURES, ROOT, Kohaku, envelope, load_stats, post_h2, sora_id
+from stores import pg_cluster, pg_store  # noqa: F401  (pytest fixtures)
+
+GRAFANA = os.path.join(ROOT, "grafana")
+BOARDS = {n: json.load(open(os.path.join(GRAFANA, "dashboards", n)))
+          for n in ("overview.json", "connection.json", "channel.json")}
+
+
+def test_dashboards_are_current_valid_and_linked():
+    out = subprocess.run(["/usr/bin/python3", os.path.join(GRAFANA, "build_dashboards.py")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for name in BOARDS:  # the committed JSON is what the generator writes
+        with open(os.path.join(GRAFANA, "dashboards", name)) as f:
+            assert json.load(f) == BOARDS[name]
+    uids = [b["uid"] for b in BOARDS.values()]
+    assert len(set(uids)) == len(uids)
+    for b in BOARDS.values():
+        names = [v["name"] for v in b["templating"]["list"]]
+        assert names[0] == "datasource" and b["templating"]["list"][0]["type"] == "datasource"
+        ids = [p["id"] for p in b["panels"]]
+        assert len(set(ids)) == len(ids)
+        for p in b["panels"]:
+            assert p["datasource"]["uid"] == "${datasource}"
+            assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
+    links = [l for b in BOARDS.values() for p in b["panels"]
+             for o in p["fieldConfig"]["overrides"] for prop in o["properties"]
+             if prop["id"] == "links" for l in prop["value"]]
+    assert links
+    for l in links:
+        assert l["url"].startswith("/d/kohaku-connection/")
+        assert "var-connection_id=${__value.raw}" in l["url"]
+        assert "from=${__data.fields.from_ms}" in l["url"] and "to=${__data.fields.to_ms}" in l["url"]
+    for f in ("provisioning/datasources/kohaku.yaml", "provisioning/dashboards/kohaku.yaml"):
+        assert os.path.exists(os.path.join(GRAFANA, f))
+
+
+# --- Grafana's PostgreSQL macros -----------------------------------------------------------------
+
+def grafana_time(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def expand(sql, frm, to, interval_s, variables, timescale):
+    def group(m, alias):
+        col, iv = m.group(1).strip(), m.group(2).strip()
+        secs = interval_s if iv == "$__interval" else int(iv.rstrip("s"))
+        expr = (f"time_bucket('{secs}s', {col})" if timescale
+                else f"floor(extract(epoch from {col})/{secs})*{secs}")
+        return expr + (' AS "time"' if alias else "")
+    sql = re.sub(r"\$__timeGroupAlias\(([^,]+),([^)]+)\)", lambda m: group(m, True), sql)
+    sql = re.sub(r"\$__timeGroup\(([^,]+),([^)]+)\)", lambda m: group(m, False), sql)
+    sql = re.sub(r"\$__timeFilter\(([^)]+)\)",
+                 lambda m: f"{m.group(1)} BETWEEN '{grafana_time(frm)}' AND '{grafana_time(to)}'",
+                 sql)
+    sql = sql.replace("$__timeFrom()", f"'{grafana_time(frm)}'")
+    sql = sql.replace("$__timeTo()", f"'{grafana_time(to)}'")
+    sql = sql.replace("$__interval", f"{interval_s}s")
+    for name in sorted(variables, key=len, reverse=True):
+        value = variables[name]
+        if isinstance(value, list):  # multi-value: quoted and comma separated
+            value = ",".join("'" + v.replace("'", "''") + "'" for v in value)
+        sql = sql.replace("${" + name + "}", value).replace("$" + name, value)
+    assert "$" not in sql.replace("$kh$", ""), sql
+    return sql
+
+
+@pytest.fixture(scope="module")
+def loaded(pg_cluster, tmp_path_factory):
+    """Every browser call in the fixtures as one connection with its t=3 and t=10 snapshots,
+    7 s apart in Sora's time as in the browser's, in two channels."""
+    from harness import PgStore
+    from pgcluster import unique_db_name
+    store = PgStore(pg_cluster, unique_db_name("grafana"))
+    k = Kohaku(store.settings()).wait_ready()
+    conns = {}
+    base = datetime.now(timezone.utc) - timedelta(minutes=5)
+    for early in sorted(glob.glob(os.path.join(FIXTURES, "*-t3.json"))):
+        name = os.path.basename(early)[:-8]
+        late = early.replace("-t3.json", "-t10.json")
+        cid = sora_id()
+        conns[name] = cid
+        channel = "room-" + name.split("-")[1]
+        s3, s10 = load_stats(early), load_stats(late)
+        dt = (s10[0]["timestamp"] - s3[0]["timestamp"]) / 1000.0
+        for stats, at in ((s3, base), (s10, base + timedelta(seconds=dt))):
+            env = envelope(stats, connection_id=cid, channel_id=channel,
+                           client_id=name, role="sendonly" if "sender" in name else "recvonly",
+                           timestamp=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            status, text, _ = post_h2(k.port, env)
+            assert status == 204, text
+    yield store, conns
+    assert k.close() == 0
+
+
+def run_dashboard(store, board, variables):
+    frm = datetime.now(timezone.utc) - timedelta(hours=1)
+    to = datetime.now(timezone.utc) + timedelta(minutes=1)
+    timescale = bool(store.query("SELECT count(*) FROM pg_extension WHERE extname = "
+                                 "'timescaledb'")[0][0])
+    results = {}
+    for v in board["templating"]["list"]:
+        if v["type"] == "query":
+            rows = store.query(expand(v["query"], frm, to, 10, variables, timescale))
+            assert rows, f"variable {v['name']}: no values"
+    for p in board["panels"]:
+        for t in p["targets"]:
+            sql = expand(t["rawSql"], frm, to, 10, variables, timescale)
+            import psycopg2
+            con = psycopg2.connect(store.uri)
+            try:
+                with con.cursor() as cur:
+                    cur.execute(sql)
+                    cols = [d[0] for d in cur.description]
+                    rows = cur.fetchall()
+            finally:
+                con.close()
+            results[p["title"]] = (cols, rows)
+            if t["format"] == "time_series":
+                assert cols[0] == "time", (p["title"], cols)
+    return results
+
+
+def test_overview_and_channel_queries(loaded):
+    store, conns = loaded
+    channels = sorted({r[0] for r in store.query("SELECT channel_id FROM sora_connection")})
+    res = run_dashboard(store, BOARDS["overview.json"], {
+        "channel": channels, "label": ["WebRTC SFU Sora"], "node": ["sora@127.0.0.1"],
+        "client": sorted(conns)})
+    for title, (cols, rows) in res.items():
+        assert rows, f"overview: {title} is empty"
+    cols, rows = res["Latest connections"]
+    assert {"channel_id", "connection_id", "client_id", "role", "label", "node_name",
+            "first_seen", "last_seen", "browser", "from_ms", "to_ms"} <= set(cols)
+    browsers = {r[cols.index("client_id")]: r[cols.index("browser")] for r in rows}
+    assert browsers["firefox-av-sender"] == "Firefox"
+    assert browsers["chromium-av-sender"] == "Chromium"
+    assert sum(r[1] for r in res["Reports"][1]) == 2 * len(conns)
+    for channel in channels:
+        res = run_dashboard(store, BOARDS["channel.json"], {"channel": channel})
+        for title, (cols, rows) in res.items():
+            if "video" in title and channel == "room-audio":
+                assert not rows  # an audio-only call has no video
+                continue
+            assert rows, f"channel {channel}: {title} is empty"
+
+
+def test_connection_queries(loaded):
+    store, conns = loaded
+    seen = {}
+    for name, cid in conns.items():
+        for title, (cols, rows) in run_dashboard(store, BOARDS["connection.json"],
+                                                 {"connection_id": cid}).items():
+            seen[title] = seen.get(title, False) or bool(rows)
+    empty = [t for t, ok in seen.items() if not ok]
+    assert not empty, f"panels empty for every fixture connection: {empty}"
+
+
+def test_rate_views_match_the_fixture_numbers(loaded):
+    store, conns = loaded
+    cid = conns["chromium-av-receiver"]
+    early = load_stats(os.path.join(FIXTURES, "chromium-av-receiver-t3.json"))
+    late = load_stats(os.path.join(FIXTURES, "chromium-av-receiver-t10.json"))
+    for kind in ("audio", "video"):
+        a = next(o for o in early if o["type"] == "inbound-rtp" and o["kind"] == kind)
+        b = next(o for o in late if o["id"] == a["id"])
+        dt = (b["timestamp"] - a["timestamp"]) / 1000.0
+        rows = store.query("SELECT bitrate, packets_per_second, jitter_ms FROM "
+                           "rtc_inbound_rtp_rates WHERE connection_id = ? AND stats_id = ? "
+                           "ORDER BY \"time\"", (cid, a["id"]))
+        assert rows[0][0] is None  # the first sample has no rate
+        bitrate, pps, jitter = (float(x) for x in rows[1])
+        assert bitrate == pytest.approx(8 * (b["bytesReceived"] - a["bytesReceived"]) / dt)
+        assert pps == pytest.approx((b["packetsReceived"] - a["packetsReceived"]) / dt)
+        assert jitter == pytest.approx(b["jitter"] * 1000)
+    sender = conns["chromium-av-sender"]
+    a = next(o for o in load_stats(os.path.join(FIXTURES, "chromium-av-sender-t3.json"))
+             if o["type"] == "outbound-rtp" and o["kind"] == "video")
+    b = next(o for o in load_stats(os.path.join(FIXTURES, "chromium-av-sender-t10.json"))
+             if o["id"] == a["id"])
+    rows = store.query("SELECT bitrate, frames_per_second FROM rtc_outbound_rtp_rates WHERE "
+                       "connection_id = ? AND stats_id = ? ORDER BY \"time\"", (sender, a["id"]))
+    dt = (b["timestamp"] - a["timestamp"]) / 1000.0
+    assert float(rows[1][0]) == pytest.approx(8 * (b["bytesSent"] - a["bytesSent"]) / dt)
+    assert float(rows[1][1]) == pytest.approx((b["framesEncoded"] - a["framesEncoded"]) / dt)
+
+
+def test_rate_view_counter_reset_gives_null(pg_store):
+    from harness import BIN
+    import tempfile
+    d = tempfile.mkdtemp()
+    with open(os.path.join(d, "c.ini"), "w") as f:
+        f.write(f"storage = postgres\npostgres_uri = {pg_store.uri}\n")
+    out = subprocess.run([BIN, "-C", os.path.join(d, "c.ini"), "migrate"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    t0 = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
+    # 1 s apart: 1000 -> 2000 -> 500 (the client restarted its counters) -> 1500
+    for i, (nbytes, packets, lost) in enumerate(((1000, 10, 0), (2000, 20, 1), (500, 5, 0),
+                                                 (1500, 15, 2))):
+        pg_store.query("INSERT INTO rtc_inbound_rtp_stream_stats (\"time\", channel_id, "
+                       "connection_id, stats_type, stats_id, stats_timestamp, kind, "
+                       "bytes_received, packets_received, packets_lost) VALUES "
+                       "(?, 'c', 'RESET', 'inbound-rtp', 'IT1', ?, 'audio', ?, ?, ?)",
+                       (t0 + timedelta(seconds=i), 1000.0 * i, nbytes, packets, lost))
+    rows = pg_store.query("SELECT bitrate, packets_per_second, loss_percent FROM "
+                          "rtc_inbound_rtp_rates WHERE connection_id = 'RESET' ORDER BY \"time\"")
+    assert rows[0] == (None, None, None)
+    assert [float(x) for x in rows[1]] == [8000.0, 10.0, pytest.approx(100 / 11)]
+    assert rows[2] == (None, None, None)  # the reset: no negative spike
+    assert [float(x) for x in rows[3]] == [8000.0, 10.0, pytest.approx(200 / 12)]
