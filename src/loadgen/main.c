@@ -1,9 +1,10 @@
 /*
- * kohaku-loadgen: behaves like a Sora cluster's stats exporter. It emulates N Sora
- * connections (each with its own 26-character ids and a browser template from the fixtures,
- * its counters growing from report to report) and sends their reports over K HTTP/2
- * connections with up to M concurrent streams each, at a fixed rate or as fast as answers
- * come, for a duration or a count. It prints reports/s, bytes/s, ack latency percentiles and
+ * kohaku-loadgen: behaves like a Sora cluster's stats exporter (or its stats webhook). It
+ * emulates N Sora connections (each with its own 26-character ids and a browser template from
+ * the fixtures, its counters growing from report to report) and sends their reports over K
+ * connections, HTTP/2 with up to M concurrent streams each or HTTP/1.1 with up to M pipelined
+ * requests each, in cleartext or TLS (optionally with a client certificate), at a fixed rate
+ * or as fast as answers come, for a duration or a count. It prints reports/s, bytes/s, ack latency percentiles and
  * statuses, can write the ids of acknowledged reports to a file, and exits non-zero when a
  * status outside --allow came back or a stream failed.
  */
@@ -12,11 +13,16 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/bufferevent_ssl.h>
 #include <getopt.h>
+#include <http_parser.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +45,7 @@ struct client {
 
 struct stream {
     struct conn *conn;
+    struct stream *next; /* HTTP/1.1: requests in flight, oldest first */
     struct kh_buf body;
     size_t off;
     char report_id[27];
@@ -50,8 +57,11 @@ struct stream {
 struct conn {
     struct lg *lg;
     struct bufferevent *bev;
-    nghttp2_session *session;
+    nghttp2_session *session; /* HTTP/2 */
+    http_parser parser;       /* HTTP/1.1 */
+    struct stream *head, *tail;
     int inflight;
+    bool connected;
     bool dead;
 };
 
@@ -67,6 +77,10 @@ struct lg {
     bool json;
     int allow[16], nallow;
     const char *exporter_type;
+    bool webhook; /* the stats webhook instead of the exporter */
+    bool http1;   /* HTTP/1.1 keep-alive with pipelining instead of HTTP/2 */
+    bool tls;
+    SSL_CTX *ssl_ctx;
     /* state */
     struct lg_template *tpls[MAX_TEMPLATES];
     int ntpls;
@@ -152,13 +166,14 @@ static int build_report(struct lg *lg, struct client *c, struct stream *st)
     kh_buf_reset(b);
     char head[1024];
     int n = snprintf(head, sizeof(head),
-                     "{\"type\":\"connection.user-agent\",\"id\":\"%s\",\"timestamp\":\"%s\","
+                     "{\"type\":\"%s\",\"id\":\"%s\",\"timestamp\":\"%s\","
                      "\"label\":\"WebRTC SFU Sora\",\"version\":\"2024.1.0\","
                      "\"node_name\":\"sora@127.0.0.1\",\"multistream\":true,"
                      "\"simulcast\":false,\"spotlight\":false,\"role\":\"%s\","
                      "\"channel_id\":\"%s\",\"session_id\":\"%s\",\"client_id\":\"%s\","
                      "\"connection_id\":\"%s\",\"stats\":",
-                     st->report_id, ts, lg_template_role(c->tpl), c->channel_id, c->session_id,
+                     lg->webhook ? "connection.rtc" : "connection.user-agent", st->report_id, ts,
+                     lg_template_role(c->tpl), c->channel_id, c->session_id,
                      c->client_id, c->connection_id);
     int rc = kh_buf_append(b, head, (size_t)n);
     if (rc == 0)
@@ -226,7 +241,7 @@ static void pump(struct lg *lg);
 
 static void flush(struct conn *c)
 {
-    if (c->dead)
+    if (c->dead || c->session == NULL)
         return;
     const uint8_t *data;
     ssize_t n;
@@ -272,6 +287,50 @@ static int on_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *u
     return 0;
 }
 
+/* --- HTTP/1.1 (stats webhook) ------------------------------------------------------------ */
+
+static int h1_on_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    struct stream *st = c->head;
+    if (st == NULL)
+        return -1; /* an answer nobody asked for */
+    c->head = st->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    st->status = (int)p->status_code;
+    record(c->lg, st, NGHTTP2_NO_ERROR);
+    c->inflight--;
+    kh_buf_cleanup(&st->body);
+    free(st);
+    return 0;
+}
+
+static const http_parser_settings h1_settings = {.on_message_complete = h1_on_complete};
+
+static bool submit_h1(struct lg *lg, struct conn *c, struct stream *st)
+{
+    char head[512];
+    int n = snprintf(head, sizeof(head),
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                     "%s\r\nContent-Length: %zu\r\n\r\n",
+                     lg->path, lg->authority,
+                     lg->webhook ? "sora-stats-webhook-type: connection.rtc"
+                                 : "x-sora-stats-exporter-type: connection.user-agent",
+                     st->body.len);
+    bufferevent_write(c->bev, head, (size_t)n);
+    bufferevent_write(c->bev, st->body.data, st->body.len);
+    lg->bytes += st->body.len;
+    lg->started++;
+    c->inflight++;
+    if (c->tail)
+        c->tail->next = st;
+    else
+        c->head = st;
+    c->tail = st;
+    return true;
+}
+
 static bool submit(struct lg *lg, struct conn *c)
 {
     struct stream *st = calloc(1, sizeof(*st));
@@ -285,20 +344,24 @@ static bool submit(struct lg *lg, struct conn *c)
         free(st);
         return false;
     }
+    st->start = kh_mono_usec();
+    if (lg->http1)
+        return submit_h1(lg, c, st);
     char clen[24];
     int cl_len = snprintf(clen, sizeof(clen), "%zu", st->body.len);
 #define NV(n, v, l) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (l), NGHTTP2_NV_FLAG_NONE}
     nghttp2_nv nva[] = {
         NV(":method", "POST", 4),
-        NV(":scheme", "http", 4),
+        NV(":scheme", lg->tls ? "https" : "http", lg->tls ? 5 : 4),
         NV(":authority", lg->authority, strlen(lg->authority)),
         NV(":path", lg->path, strlen(lg->path)),
         NV("content-type", "application/json", 16),
-        NV("x-sora-stats-exporter-type", lg->exporter_type, strlen(lg->exporter_type)),
+        lg->webhook ? (nghttp2_nv)NV("sora-stats-webhook-type", "connection.rtc", 14)
+                    : (nghttp2_nv)NV("x-sora-stats-exporter-type", lg->exporter_type,
+                                     strlen(lg->exporter_type)),
         NV("content-length", clen, (size_t)cl_len),
     };
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
-    st->start = kh_mono_usec();
     int32_t id = nghttp2_submit_request(c->session, NULL, nva, sizeof(nva) / sizeof(nva[0]),
                                         &prd, st);
     if (id < 0) {
@@ -330,7 +393,7 @@ static void pump(struct lg *lg)
             progress = false;
             for (int i = 0; i < lg->nconns && want_more(lg); i++) {
                 struct conn *c = &lg->conns[i];
-                if (c->dead || c->inflight >= lg->streams)
+                if (c->dead || !c->connected || c->inflight >= lg->streams)
                     continue;
                 if (lg->rate > 0 && lg->owed < 1)
                     break;
@@ -354,6 +417,17 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = evbuffer_get_length(in);
     unsigned char *data = evbuffer_pullup(in, (ev_ssize_t)len);
+    if (c->lg->http1) {
+        size_t done = http_parser_execute(&c->parser, &h1_settings, (const char *)data, len);
+        evbuffer_drain(in, done);
+        if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
+            fprintf(stderr, "kohaku-loadgen: HTTP/1.1 error: %s\n",
+                    http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+            c->dead = true;
+        }
+        pump(c->lg);
+        return;
+    }
     ssize_t n = nghttp2_session_mem_recv(c->session, data, len);
     if (n < 0) {
         fprintf(stderr, "kohaku-loadgen: HTTP/2 error: %s\n", nghttp2_strerror((int)n));
@@ -370,8 +444,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        c->connected = true;
+        flush(c);
         pump(c->lg);
         return;
+    }
+    if (c->lg->tls && !c->connected) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        char why[256] = "connection closed";
+        if (e)
+            ERR_error_string_n(e, why, sizeof(why));
+        fprintf(stderr, "kohaku-loadgen: TLS handshake failed: %s\n", why);
     }
     if (!c->dead) {
         fprintf(stderr, "kohaku-loadgen: connection closed (%s)\n",
@@ -386,21 +469,66 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
+static SSL_CTX *client_ctx(const struct lg *lg, const char *ca, const char *cert,
+                           const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    static const unsigned char h2[] = "\x02h2", h1[] = "\x08http/1.1";
+    if (lg->http1)
+        SSL_CTX_set_alpn_protos(ctx, h1, sizeof(h1) - 1);
+    else
+        SSL_CTX_set_alpn_protos(ctx, h2, sizeof(h2) - 1);
+    if (ca && SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+        fprintf(stderr, "kohaku-loadgen: %s: cannot load the CA certificates\n", ca);
+        goto fail;
+    }
+    SSL_CTX_set_verify(ctx, ca ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (cert && (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+                 SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1)) {
+        fprintf(stderr, "kohaku-loadgen: %s: cannot load the client certificate or key\n",
+                cert);
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
 static int conn_open(struct lg *lg, struct conn *c)
 {
     c->lg = lg;
-    nghttp2_session_callbacks *cbs;
-    nghttp2_session_callbacks_new(&cbs);
-    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
-    int rv = nghttp2_session_client_new(&c->session, cbs, c);
-    nghttp2_session_callbacks_del(cbs);
-    if (rv != 0)
+    if (lg->http1) {
+        http_parser_init(&c->parser, HTTP_RESPONSE);
+        c->parser.data = c;
+    } else {
+        nghttp2_session_callbacks *cbs;
+        nghttp2_session_callbacks_new(&cbs);
+        nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
+        int rv = nghttp2_session_client_new(&c->session, cbs, c);
+        nghttp2_session_callbacks_del(cbs);
+        if (rv != 0)
+            return -1;
+        nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+                                       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+        nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2);
+    }
+    if (lg->tls) {
+        SSL *ssl = SSL_new(lg->ssl_ctx);
+        if (ssl == NULL)
+            return -1;
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), lg->host);
+        c->bev = bufferevent_openssl_socket_new(lg->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+    } else {
+        c->bev = bufferevent_socket_new(lg->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (c->bev == NULL)
         return -1;
-    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
-                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
-    nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2);
-    c->bev = bufferevent_socket_new(lg->base, -1, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)lg->port)};
@@ -410,7 +538,6 @@ static int conn_open(struct lg *lg, struct conn *c)
     }
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&sin, sizeof(sin)) != 0)
         return -1;
-    flush(c);
     return 0;
 }
 
@@ -442,7 +569,13 @@ static void usage(FILE *fp)
     fprintf(fp,
             "Usage: kohaku-loadgen [OPTIONS] [-F DIR | FILE...]\n"
             "Sends Sora stats exporter reports built from browser getStats() fixtures.\n\n"
-            "  -u, --url URL          target (default http://127.0.0.1:5890/collector; h2c)\n"
+            "  -u, --url URL          target (default http://127.0.0.1:5890/collector);\n"
+            "                         https:// for TLS (ALPN h2, or http/1.1 with --http1)\n"
+            "  -W, --webhook          send Sora's stats webhook (connection.rtc) instead of the\n"
+            "                         exporter (default path /webhook/stats)\n"
+            "  -1, --http1            HTTP/1.1 keep-alive, -m pipelined requests a connection\n"
+            "      --cacert FILE      verify the server's certificate with these CAs\n"
+            "      --cert FILE        client certificate (mTLS); --key FILE its key\n"
             "  -c, --connections K    HTTP/2 connections (default 5)\n"
             "  -m, --streams M        concurrent streams per connection (default 10)\n"
             "  -n, --clients N        emulated Sora connections (default 100)\n"
@@ -463,17 +596,20 @@ static void usage(FILE *fp)
 
 static int parse_url(struct lg *lg, const char *url)
 {
-    if (strncmp(url, "http://", 7) != 0) {
-        fprintf(stderr, "kohaku-loadgen: only http:// (h2c) URLs are supported\n");
+    if (strncmp(url, "https://", 8) == 0)
+        lg->tls = true;
+    else if (strncmp(url, "http://", 7) != 0) {
+        fprintf(stderr, "kohaku-loadgen: the URL must start with http:// or https://\n");
         return -1;
     }
-    const char *hp = url + 7;
+    const char *hp = url + (lg->tls ? 8 : 7);
     const char *slash = strchr(hp, '/');
     size_t hplen = slash ? (size_t)(slash - hp) : strlen(hp);
     snprintf(lg->authority, sizeof(lg->authority), "%.*s", (int)hplen, hp);
-    snprintf(lg->path, sizeof(lg->path), "%s", slash ? slash : "/collector");
+    snprintf(lg->path, sizeof(lg->path), "%s",
+             slash ? slash : lg->webhook ? "/webhook/stats" : "/collector");
     const char *colon = memchr(hp, ':', hplen);
-    lg->port = colon ? atoi(colon + 1) : 80;
+    lg->port = colon ? atoi(colon + 1) : lg->tls ? 443 : 80;
     snprintf(lg->host, sizeof(lg->host), "%.*s", (int)(colon ? (size_t)(colon - hp) : hplen),
              hp);
     return 0;
@@ -535,7 +671,7 @@ int main(int argc, char **argv)
     lg.interval_ms = 5000;
     lg.exporter_type = "connection.user-agent";
     parse_allow(&lg, "204");
-    const char *url = "http://127.0.0.1:5890/collector";
+    const char *url = NULL;
     const char *fixtures = "../shared/fixtures/browser";
     unsigned seed = (unsigned)kh_time_now_usec();
     static const struct option opts[] = {
@@ -546,9 +682,13 @@ int main(int argc, char **argv)
         {"fixtures", required_argument, NULL, 'F'}, {"acked", required_argument, NULL, 'a'},
         {"allow", required_argument, NULL, 'A'},    {"seed", required_argument, NULL, 's'},
         {"json", no_argument, NULL, 'J'},           {"help", no_argument, NULL, 'h'},
+        {"webhook", no_argument, NULL, 'W'},        {"http1", no_argument, NULL, '1'},
+        {"cacert", required_argument, NULL, 'K'},  {"cert", required_argument, NULL, 'E'},
+        {"key", required_argument, NULL, 'Y'},
         {NULL, 0, NULL, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "u:c:m:n:r:d:N:i:F:a:A:s:h", opts, NULL)) != -1) {
+    const char *cacert = NULL, *cert = NULL, *key = NULL;
+    while ((opt = getopt_long(argc, argv, "u:c:m:n:r:d:N:i:F:a:A:s:hW1", opts, NULL)) != -1) {
         switch (opt) {
         case 'u': url = optarg; break;
         case 'c': lg.nconns = atoi(optarg); break;
@@ -563,6 +703,11 @@ int main(int argc, char **argv)
         case 'A': parse_allow(&lg, optarg); break;
         case 's': seed = (unsigned)atol(optarg); break;
         case 'J': lg.json = true; break;
+        case 'W': lg.webhook = true; break;
+        case '1': lg.http1 = true; break;
+        case 'K': cacert = optarg; break;
+        case 'E': cert = optarg; break;
+        case 'Y': key = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -574,7 +719,12 @@ int main(int argc, char **argv)
     if (lg.count == 0 && lg.duration <= 0)
         lg.count = 1000;
     srand(seed);
+    if (url == NULL)
+        url = lg.webhook ? "http://127.0.0.1:5890/webhook/stats"
+                         : "http://127.0.0.1:5890/collector";
     if (parse_url(&lg, url) != 0)
+        return 2;
+    if (lg.tls && (lg.ssl_ctx = client_ctx(&lg, cacert, cert, key)) == NULL)
         return 2;
     if (optind < argc) {
         for (int i = optind; i < argc && lg.ntpls < MAX_TEMPLATES; i++) {
