@@ -166,6 +166,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small counts, for the test suite")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every number is present and sane (the test suite)")
     args = ap.parse_args()
     n = 3000 if args.quick else args.reports
     tmp = tempfile.mkdtemp(prefix="kohaku-bench-")
@@ -249,6 +251,37 @@ open({body!r},"w").write(json.dumps(env))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
+    if args.check:
+        problems = sanity(res)
+        for p in problems:
+            print("not sane:", p)
+        print(f"bench: {'1 passed, 0 failed' if not problems else '0 passed, 1 failed'}")
+        sys.exit(1 if problems else 0)
+
+
+def sanity(r):
+    """Numbers a working run must have: no speed target, just signs of life and order."""
+    bad = []
+    for key in ("nghttpd", "null_h2load", "null", "sqlite", "sqlite_direct", "pg_unnest",
+                "pg_copy", "psql_copy"):
+        if key not in r or not r[key].get("reports_per_s", 0) > 0:
+            bad.append(f"{key}: no reports/s")
+    for key in ("null", "sqlite", "pg_unnest", "pg_copy"):
+        x = r.get(key, {})
+        if not (0 < x.get("p50_ms", 0) <= x.get("p99_ms", 0) < 10000):
+            bad.append(f"{key}: latency percentiles out of order")
+        if not (0 < x.get("cpu_us_per_report", 0) < 100000):
+            bad.append(f"{key}: CPU per report")
+        if not (1 < x.get("peak_rss_mib", 0) < 4096):
+            bad.append(f"{key}: peak RSS")
+        if x.get("inflight_1000_ok", 0) <= 0:
+            bad.append(f"{key}: the 1,000-in-flight run stored nothing")
+    if r.get("nghttpd", {}).get("reports_per_s", 0) < r.get("null_h2load", {}).get(
+            "reports_per_s", 1e12):
+        bad.append("kohaku faster than the bare HTTP/2 ceiling")
+    if not (r.get("callgrind_instructions_per_report") or 0) > 10000:
+        bad.append("callgrind: no instruction count")
+    return bad
 
 
 def print_table(r):

@@ -183,7 +183,8 @@ class Kohaku:
 def loadgen(port, *args, timeout=120):
     """Runs kohaku-loadgen against port; returns (exit code, summary dict, output)."""
     assert os.path.exists(LOADGEN), f"{LOADGEN} is not built"
-    cmd = [LOADGEN, "-u", f"http://127.0.0.1:{port}/collector", "-F", FIXTURES, "--json",
+    path = "/webhook/stats" if "-W" in args else "/collector"
+    cmd = [LOADGEN, "-u", f"http://127.0.0.1:{port}{path}", "-F", FIXTURES, "--json",
            *map(str, args)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     summary = None
