@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "net/server.h"
 #include "pipeline/batcher.h"
@@ -30,6 +31,7 @@
 
 struct runtime {
     struct event_base *base;
+    struct kh_server *metrics_srv;
     struct event *log_flush;
     struct kh_app app;
     struct kh_server *srv;
@@ -143,7 +145,7 @@ static int open_store(struct kh_store *store, const struct kh_config *cfg, int s
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct runtime *rt = arg;
-    size_t conns = kh_server_nconns(rt->srv);
+    size_t conns = kh_server_nconns(rt->srv) + kh_server_nconns(rt->metrics_srv);
     size_t pending = kh_batcher_pending(rt->batcher);
     if (conns == 0 && pending == 0) {
         event_base_loopbreak(rt->base);
@@ -161,6 +163,30 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 static void on_log_flush(evutil_socket_t fd, short what, void *arg) { kh_log_flush(); }
+
+/* Gauges for /metrics, read on the loop thread at scrape time. */
+static int m_storage_up(void *arg)
+{
+    struct runtime *rt = arg;
+    return rt->app.store->ops->healthy(rt->app.store);
+}
+static uint64_t m_reconnects(void *arg)
+{
+    struct runtime *rt = arg;
+    return rt->app.store->ops->reconnects(rt->app.store);
+}
+static uint64_t m_inflight(void *arg)
+{
+    struct kh_batcher_stats st;
+    kh_batcher_get_stats(((struct runtime *)arg)->batcher, &st);
+    return st.inflight_bytes;
+}
+static uint64_t m_pending(void *arg) { return kh_batcher_pending(((struct runtime *)arg)->batcher); }
+static uint64_t m_connections(void *arg, int proto)
+{
+    return kh_server_count(((struct runtime *)arg)->srv, proto);
+}
+static uint64_t m_streams(void *arg) { return kh_server_streams(((struct runtime *)arg)->srv); }
 
 /* SIGHUP: reload what can change at run time (the TLS certificates and key). */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
@@ -191,6 +217,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     rt->deadline_usec = kh_mono_usec() + (uint64_t)rt->app.cfg->shutdown_timeout * 1000000;
     kh_server_stop(rt->srv);
+    kh_server_stop(rt->metrics_srv);
     struct timeval tv = {0, 20000};
     event_add(rt->tick, &tv);
 }
@@ -216,11 +243,26 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
         goto fail_batcher;
     }
     rt.app.batcher = rt.batcher;
-    rt.srv = kh_server_new(rt.base, &rt.app, err, sizeof(err));
+    struct kh_listen spec = {.addr = cfg->listen_addr, .port = (int)cfg->listen_port,
+                             .https = cfg->https};
+    rt.srv = kh_server_new(rt.base, &rt.app, &spec, err, sizeof(err));
     if (rt.srv == NULL) {
         kh_log(KH_LOG_ERROR, "listener failed", err);
         goto fail_server;
     }
+    struct kh_listen mspec = {.addr = cfg->exporter_listen_addr,
+                              .port = (int)cfg->exporter_listen_port,
+                              .https = cfg->exporter_https, .metrics = true};
+    rt.metrics_srv = kh_server_new(rt.base, &rt.app, &mspec, err, sizeof(err));
+    if (rt.metrics_srv == NULL) {
+        kh_log(KH_LOG_ERROR, "metrics listener failed", err);
+        kh_server_free(rt.srv);
+        goto fail_server;
+    }
+    kh_metrics.src = (struct kh_metrics_sources){
+        .arg = &rt, .storage_up = m_storage_up, .storage_reconnects = m_reconnects,
+        .inflight_bytes = m_inflight, .pending_reports = m_pending,
+        .connections = m_connections, .streams = m_streams};
     rt.sig_term = evsignal_new(rt.base, SIGTERM, on_signal, &rt);
     rt.sig_int = evsignal_new(rt.base, SIGINT, on_signal, &rt);
     rt.sig_hup = evsignal_new(rt.base, SIGHUP, on_hup, &rt);
@@ -240,6 +282,8 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
         kh_log_str(&l, "protocols", cfg->https ? "h2,http/1.1 over tls" : "h2c,http/1.1");
         if (cfg->https)
             kh_log_bool(&l, "client_certificates", cfg->tls_verify_cacert_path[0] != '\0');
+        kh_log_str(&l, "metrics_addr", cfg->exporter_listen_addr);
+        kh_log_int(&l, "metrics_port", cfg->exporter_listen_port);
         kh_log_str(&l, "version", KOHAKU_VERSION);
         kh_log_end(&l);
     }
@@ -252,6 +296,8 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     event_free(rt.sig_term);
     event_free(rt.sig_int);
     event_free(rt.sig_hup);
+    kh_metrics.src = (struct kh_metrics_sources){0};
+    kh_server_free(rt.metrics_srv);
     kh_server_free(rt.srv);
 fail_server:
     kh_batcher_free(rt.batcher);

@@ -21,5 +21,6 @@ struct kh_app {
 extern const struct kh_handler kh_collector_handler;
 extern const struct kh_handler kh_webhook_handler;
 extern const struct kh_handler kh_health_handler;
+extern const struct kh_handler kh_metrics_handler;
 
 #endif

@@ -95,8 +95,10 @@ static void on_stored(void *arg, int result, const char *err)
     struct kh_request *req = arg;
     if (result == 0)
         kh_request_respond(req, 204, NULL, 0);
-    else if (result == KH_EREJECT)
+    else if (result == KH_EREJECT) {
+        req->storage_refused = true;
         kh_request_respond_error(req, 400, err ? err : "storage: refused this report");
+    }
     else {
         req->retry_after = (int)req->app->cfg->retry_after;
         kh_request_respond_error(req, 503, "storage: write failed; retry later");

@@ -1,7 +1,9 @@
 /*
- * health: GET /.ok and POST /health. 204 while storage is reachable, 503 otherwise.
+ * health: GET /.ok and POST /health (204 while storage is reachable, 503 otherwise), and
+ * GET /metrics on the metrics listener (Prometheus text format).
  */
 #include "api/app.h"
+#include "core/metrics.h"
 
 static void on_headers(struct kh_request *req)
 {
@@ -17,4 +19,22 @@ static void on_headers(struct kh_request *req)
 const struct kh_handler kh_health_handler = {
     .name = "health",
     .on_headers = on_headers,
+};
+
+static void metrics_headers(struct kh_request *req)
+{
+    struct kh_buf b;
+    kh_buf_init(&b, 1u << 20);
+    if (kh_metrics_render(&b) == 0) {
+        req->resp_type = "text/plain; version=0.0.4";
+        kh_request_respond(req, 200, b.data, b.len);
+    }
+    else
+        kh_request_respond_error(req, 500, "metrics: too large to render");
+    kh_buf_cleanup(&b);
+}
+
+const struct kh_handler kh_metrics_handler = {
+    .name = "metrics",
+    .on_headers = metrics_headers,
 };

@@ -266,6 +266,7 @@ static void ini_setup(void)
     /* Debian's libinih exposes its limits at run time: allow long values (URIs). */
     ini_use_stack = false;
     ini_allow_realloc = true;
+    ini_allow_multiline = false; /* an indented line is an error, not a continued value */
     ini_max_line = 65536;
     ini_stop_on_first_error = true;
 }

@@ -56,7 +56,7 @@ static int on_message_begin(http_parser *p)
     struct h1 *h = of(p);
     struct kh_conn *c = h->conn;
     h->req = kh_request_new(c->app, KH_PROTO_H1, &h1_transport, c, c->id, c->peer, c->tls,
-                            c->subject);
+                            c->subject, c->metrics);
     if (h->req == NULL)
         return -1;
     h->header_bytes = 0;
@@ -179,7 +179,8 @@ static void h1_respond(struct kh_request *req)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n",
                       req->resp_len);
     if (req->resp_len)
-        n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Type: application/json\r\n");
+        n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Type: %s\r\n",
+                      req->resp_type ? req->resp_type : "application/json");
     if (req->retry_after > 0)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Retry-After: %d\r\n", req->retry_after);
     if (close)
@@ -267,6 +268,12 @@ static int h1_on_read(struct kh_conn *c, struct evbuffer *in)
 
 static void h1_on_drained(struct kh_conn *c) {}
 
+static size_t h1_active(struct kh_conn *c)
+{
+    struct h1 *h = c->codec_data;
+    return h->req != NULL;
+}
+
 static void h1_sweep(struct kh_conn *c, uint64_t now)
 {
     struct h1 *h = c->codec_data;
@@ -308,6 +315,7 @@ const struct kh_codec_ops kh_h1_codec = {
     .on_drained = h1_on_drained,
     .shutdown = h1_shutdown,
     .idle = h1_idle,
+    .active = h1_active,
     .sweep = h1_sweep,
     .free = h1_free,
 };

@@ -118,7 +118,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
         return 0;
     struct kh_conn *c = h->conn;
     struct kh_request *req = kh_request_new(c->app, KH_PROTO_H2, &h2_transport, c, c->id,
-                                            c->peer, c->tls, c->subject);
+                                            c->peer, c->tls, c->subject, c->metrics);
     if (req == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
     req->stream_id = frame->hd.stream_id;
@@ -184,12 +184,15 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
         abuse(user, NGHTTP2_PROTOCOL_ERROR, "malformed request");
         return 0;
     }
-    /* An answer sent before the request body ended (413, 400): ask the client to stop
-     * sending (RFC 9113 8.1, RST_STREAM NO_ERROR). */
+    /* An answer sent before the request body ended: ask the client to stop sending
+     * (RFC 9113 8.1, RST_STREAM NO_ERROR). */
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         struct kh_request *req = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-        if (req && !req->body_complete)
+        /* only when the rest of the body is unwanted (too large, too slow): for other early
+         * answers (400, 404, 431) the client finishes sending and the body is discarded, as
+         * clients such as curl report a reset stream as a failure */
+        if (req && !req->body_complete && (req->status == 413 || req->status == 408))
             nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
                                       NGHTTP2_NO_ERROR);
     }
@@ -240,7 +243,8 @@ static void h2_respond(struct kh_request *req)
     nghttp2_data_provider prd = {.source.ptr = req, .read_callback = read_body};
     if (req->resp_len) {
         int cl = snprintf(clen, sizeof(clen), "%zu", req->resp_len);
-        nva[n++] = (nghttp2_nv)NV("content-type", "application/json", 16);
+        const char *type = req->resp_type ? req->resp_type : "application/json";
+        nva[n++] = (nghttp2_nv)NV("content-type", type, strlen(type));
         nva[n++] = (nghttp2_nv)NV("content-length", clen, (size_t)cl);
     }
     int rv = nghttp2_submit_response(h->session, req->stream_id, nva, n,
@@ -341,6 +345,12 @@ static void h2_shutdown(struct kh_conn *c)
     flush(h);
 }
 
+static size_t h2_active(struct kh_conn *c)
+{
+    struct h2 *h = c->codec_data;
+    return h->nreqs;
+}
+
 static void h2_sweep(struct kh_conn *c, uint64_t now)
 {
     struct h2 *h = c->codec_data;
@@ -384,6 +394,7 @@ const struct kh_codec_ops kh_h2_codec = {
     .on_drained = h2_on_drained,
     .shutdown = h2_shutdown,
     .idle = h2_idle,
+    .active = h2_active,
     .sweep = h2_sweep,
     .free = h2_free,
 };

@@ -12,13 +12,14 @@
 #include "core/buf.h"
 #include "core/jsonw.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "http/router.h"
 
 struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
                                   const struct kh_transport_ops *tp, void *conn,
                                   uint64_t conn_id, const char *peer, bool tls,
-                                  const char *client)
+                                  const char *client, bool metrics_listener)
 {
     struct kh_request *req = calloc(1, sizeof(*req));
     if (req == NULL)
@@ -30,6 +31,8 @@ struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
     req->conn_id = conn_id;
     snprintf(req->peer, sizeof(req->peer), "%s", peer);
     req->tls = tls;
+    req->metrics_listener = metrics_listener;
+    req->route = KH_ROUTE_OTHER;
     if (client && client[0])
         snprintf(req->client, sizeof(req->client), "%s", client);
     req->content_length = -1;
@@ -120,20 +123,22 @@ void kh_request_headers_done(struct kh_request *req)
     if (req->responded)
         return;
     const struct kh_config *cfg = req->app->cfg;
+    if (!req->path_too_long)
+        kh_router_dispatch(req); /* first, so that refusals count against their route */
+    if (req->responded)
+        return;
     if (req->header_bytes + req->path_len > (size_t)cfg->max_header_bytes ||
         req->header_count > (size_t)cfg->max_headers || req->path_too_long) {
         req->close_connection = true;
         kh_request_respond_error(req, 431, "headers: too large (max_header_bytes, max_headers)");
         return;
     }
-    int64_t max = cfg->max_body_bytes;
-    if (req->content_length > max) {
+    if (req->content_length > cfg->max_body_bytes) {
         req->close_connection = true;
         kh_request_respond_error(req, 413, "body: larger than max_body_bytes");
         return;
     }
-    kh_router_dispatch(req);
-    if (!req->responded && req->handler && req->handler->on_headers)
+    if (req->handler && req->handler->on_headers)
         req->handler->on_headers(req);
 }
 
@@ -180,6 +185,25 @@ bool kh_request_check_timeouts(struct kh_request *req, uint64_t now_usec)
     return true;
 }
 
+static void count(const struct kh_request *req)
+{
+    kh_metrics_request((enum kh_route)req->route, req->proto == KH_PROTO_H2 ? 2 : 1,
+                       req->status);
+    if (req->route != KH_ROUTE_COLLECTOR && req->route != KH_ROUTE_WEBHOOK)
+        return;
+    int reason = -1;
+    switch (req->status) {
+    case 400: reason = req->storage_refused ? KH_REJECT_STORAGE : KH_REJECT_INVALID; break;
+    case 408: reason = KH_REJECT_TIMEOUT; break;
+    case 413: reason = KH_REJECT_TOO_LARGE; break;
+    case 431: reason = KH_REJECT_HEADERS; break;
+    case 503: reason = KH_REJECT_UNAVAILABLE; break;
+    default: break;
+    }
+    if (reason >= 0)
+        kh_metrics.rejected[reason]++;
+}
+
 static void log_access(const struct kh_request *req)
 {
     struct kh_logline l;
@@ -219,6 +243,7 @@ void kh_request_respond(struct kh_request *req, int status, const char *body, si
         }
     }
     log_access(req);
+    count(req);
     if (req->conn)
         req->tp->respond(req);
 }

@@ -51,7 +51,10 @@ struct kh_request {
     uint64_t conn_id;
     char peer[64];
     bool tls;
-    char client[256]; /* client certificate subject with mTLS */
+    bool metrics_listener; /* arrived on the metrics listener */
+    int route;             /* enum kh_route, set by the router */
+    bool storage_refused;  /* the 400 comes from the database, not the envelope */
+    char client[256];      /* client certificate subject with mTLS */
     /* request line and the headers kohaku reads */
     enum kh_method method;
     char method_text[16];
@@ -79,6 +82,7 @@ struct kh_request {
     size_t resp_len;
     size_t resp_sent;
     int retry_after; /* seconds, 0 = no header */
+    const char *resp_type; /* content-type of resp_body; NULL = application/json */
     bool close_connection;
     uint64_t start_usec;
     int refs;
@@ -89,7 +93,7 @@ struct kh_request {
 struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
                                   const struct kh_transport_ops *tp, void *conn,
                                   uint64_t conn_id, const char *peer, bool tls,
-                                  const char *client);
+                                  const char *client, bool metrics_listener);
 void kh_request_retain(struct kh_request *req);
 void kh_request_release(struct kh_request *req);
 /* The connection is gone: later answers are only logged. */

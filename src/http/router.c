@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api/app.h"
+#include "core/metrics.h"
 
 enum { PATH_FIXED, PATH_COLLECTOR, PATH_WEBHOOK };
 
@@ -14,14 +15,21 @@ struct route {
     const char *path; /* PATH_FIXED */
     enum kh_method method;
     const struct kh_handler *handler;
+    enum kh_route metric;
 };
 
 static const struct route routes[] = {
-    {PATH_COLLECTOR, NULL, KH_METHOD_POST, &kh_collector_handler},
-    {PATH_WEBHOOK, NULL, KH_METHOD_POST, &kh_webhook_handler},
-    {PATH_FIXED, "/.ok", KH_METHOD_GET, &kh_health_handler},
-    {PATH_FIXED, "/.ok", KH_METHOD_HEAD, &kh_health_handler},
-    {PATH_FIXED, "/health", KH_METHOD_POST, &kh_health_handler},
+    {PATH_COLLECTOR, NULL, KH_METHOD_POST, &kh_collector_handler, KH_ROUTE_COLLECTOR},
+    {PATH_WEBHOOK, NULL, KH_METHOD_POST, &kh_webhook_handler, KH_ROUTE_WEBHOOK},
+    {PATH_FIXED, "/.ok", KH_METHOD_GET, &kh_health_handler, KH_ROUTE_HEALTH},
+    {PATH_FIXED, "/.ok", KH_METHOD_HEAD, &kh_health_handler, KH_ROUTE_HEALTH},
+    {PATH_FIXED, "/health", KH_METHOD_POST, &kh_health_handler, KH_ROUTE_HEALTH},
+};
+
+/* The metrics listener serves these only. */
+static const struct route metrics_routes[] = {
+    {PATH_FIXED, "/metrics", KH_METHOD_GET, &kh_metrics_handler, KH_ROUTE_METRICS},
+    {PATH_FIXED, "/.ok", KH_METHOD_GET, &kh_health_handler, KH_ROUTE_HEALTH},
 };
 
 void kh_router_dispatch(struct kh_request *req)
@@ -36,15 +44,20 @@ void kh_router_dispatch(struct kh_request *req)
     /* the query string takes no part in routing */
     size_t plen = strcspn(req->path, "?");
     bool path_found = false;
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        const char *p = routes[i].which == PATH_COLLECTOR ? req->app->cfg->collector_path
-                        : routes[i].which == PATH_WEBHOOK ? req->app->cfg->stats_webhook_path
-                                                          : routes[i].path;
+    const struct route *table = req->metrics_listener ? metrics_routes : routes;
+    size_t n = req->metrics_listener ? sizeof(metrics_routes) / sizeof(metrics_routes[0])
+                                     : sizeof(routes) / sizeof(routes[0]);
+    for (size_t i = 0; i < n; i++) {
+        const struct route *r = &table[i];
+        const char *p = r->which == PATH_COLLECTOR ? req->app->cfg->collector_path
+                        : r->which == PATH_WEBHOOK ? req->app->cfg->stats_webhook_path
+                                                   : r->path;
         if (strlen(p) != plen || strncmp(p, req->path, plen) != 0)
             continue;
         path_found = true;
-        if (routes[i].method == req->method) {
-            req->handler = routes[i].handler;
+        req->route = (int)r->metric;
+        if (r->method == req->method) {
+            req->handler = r->handler;
             return;
         }
     }

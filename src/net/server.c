@@ -39,6 +39,7 @@ struct kh_server {
     uint64_t next_id;
     bool stopping;
     struct kh_tls *tls; /* NULL without https */
+    bool metrics;
     struct event *sweep_ev;
     uint64_t refused_logged_usec;
     uint64_t refused;
@@ -282,6 +283,7 @@ static void attach(struct kh_server *srv, struct kh_conn *c)
 {
     c->srv = srv;
     c->app = srv->app;
+    c->metrics = srv->metrics;
     c->id = ++srv->next_id;
     c->accepted_usec = kh_mono_usec();
     c->next = srv->conns;
@@ -359,8 +361,8 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     }
 }
 
-struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, char *err,
-                                size_t errlen)
+struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app,
+                                const struct kh_listen *spec, char *err, size_t errlen)
 {
     struct kh_server *srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
@@ -370,17 +372,19 @@ struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, cha
     srv->base = base;
     srv->app = app;
     srv->reap_ev = event_new(base, -1, 0, on_reap, srv);
-    if (app->cfg->https && kh_tls_new(app->cfg, &srv->tls, err, errlen) != 0)
+    srv->metrics = spec->metrics;
+    if (spec->https && kh_tls_new(app->cfg, &srv->tls, err, errlen) != 0)
         goto fail;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[8];
-    snprintf(port, sizeof(port), "%d", (int)app->cfg->listen_port);
-    int gai = getaddrinfo(app->cfg->listen_addr, port, &hints, &ai);
+    snprintf(port, sizeof(port), "%d", spec->port);
+    int gai = getaddrinfo(spec->addr, port, &hints, &ai);
     if (gai != 0) {
-        snprintf(err, errlen, "listen_addr: '%s' is not a numeric address: %s",
-                 app->cfg->listen_addr, gai_strerror(gai));
+        snprintf(err, errlen, "%s: '%s' is not a numeric address: %s",
+                 spec->metrics ? "exporter_listen_addr" : "listen_addr", spec->addr,
+                 gai_strerror(gai));
         goto fail;
     }
     srv->listener = evconnlistener_new_bind(
@@ -388,8 +392,8 @@ struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, cha
         1024, ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (srv->listener == NULL) {
-        snprintf(err, errlen, "cannot listen on %s:%s: %s",
-                 app->cfg->listen_addr, port, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s:%s: %s", spec->addr, port,
+                 strerror(errno));
         goto fail;
     }
     evconnlistener_set_error_cb(srv->listener, on_accept_error);
@@ -424,6 +428,24 @@ void kh_server_stop(struct kh_server *srv)
 }
 
 size_t kh_server_nconns(const struct kh_server *srv) { return srv->nconns; }
+
+size_t kh_server_count(const struct kh_server *srv, int proto)
+{
+    const struct kh_codec_ops *want = proto == 2 ? &kh_h2_codec : &kh_h1_codec;
+    size_t n = 0;
+    for (const struct kh_conn *c = srv->conns; c; c = c->next)
+        n += c->codec == want;
+    return n;
+}
+
+size_t kh_server_streams(const struct kh_server *srv)
+{
+    size_t n = 0;
+    for (struct kh_conn *c = srv->conns; c; c = c->next)
+        if (c->codec == &kh_h2_codec)
+            n += c->codec->active(c);
+    return n;
+}
 
 void kh_server_free(struct kh_server *srv)
 {

@@ -30,6 +30,8 @@ struct kh_codec_ops {
     void (*shutdown)(struct kh_conn *c);
     /* True when no request is in progress (an idle timeout may close it). */
     bool (*idle)(struct kh_conn *c);
+    /* Requests in progress on the connection. */
+    size_t (*active)(struct kh_conn *c);
     /* About once a second: enforce the request header/body timeouts. */
     void (*sweep)(struct kh_conn *c, uint64_t now_usec);
     /* Detaches the requests and frees codec state; the connection is going away. */
@@ -46,6 +48,7 @@ struct kh_conn {
     uint64_t accepted_usec;
     char peer[64];
     bool tls;
+    bool metrics; /* accepted on the metrics listener */
     bool handshake_done;
     char subject[256]; /* client certificate subject (mTLS), "" otherwise */
     bool dead;
@@ -53,9 +56,20 @@ struct kh_conn {
     struct kh_conn *prev, *next;
 };
 
+/* Where and what a server listens for. */
+struct kh_listen {
+    const char *addr;
+    int port;      /* 0: any free port */
+    bool https;    /* TLS with the tls_* keys */
+    bool metrics;  /* the metrics listener: only /metrics is routed */
+};
+
 /* NULL with the reason in err on failure (bind, listen, memory). */
-struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app, char *err,
-                                size_t errlen);
+struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app,
+                                const struct kh_listen *spec, char *err, size_t errlen);
+/* Open connections by protocol (1 = HTTP/1.1, 2 = HTTP/2) and open HTTP/2 streams. */
+size_t kh_server_count(const struct kh_server *srv, int proto);
+size_t kh_server_streams(const struct kh_server *srv);
 void kh_server_free(struct kh_server *srv);
 /* Takes a connection that did not come through the listener (an in-process bufferevent, for
  * fuzzing and tests) as if it had just been accepted. */

@@ -26,6 +26,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 
 struct entry {
@@ -232,6 +233,8 @@ static void log_failure(const struct batch *bt)
 static void complete(struct kh_batcher *b, struct batch *bt)
 {
     b->stats.batches++;
+    kh_metrics_batch(bt->b.nreports, (double)bt->write_usec / 1e6,
+                     bt->rc == 0 || bt->rc == KH_EREJECT);
     if (bt->rc != 0 && bt->rc != KH_EREJECT) {
         b->stats.failed_batches++;
         log_failure(bt);
@@ -239,8 +242,13 @@ static void complete(struct kh_batcher *b, struct batch *bt)
     for (size_t i = 0; i < bt->b.nreports; i++) {
         int res = bt->rc == 0 ? 0 : bt->rc == KH_EREJECT ? bt->b.results[i] : KH_ERETRY;
         if (res == 0) {
+            const struct kh_report *r = bt->b.reports[i];
             b->stats.reports++;
-            b->stats.rows += bt->b.reports[i]->nrows;
+            b->stats.rows += r->nrows;
+            kh_metrics.reports_stored[r->kind == KH_REPORT_NODE]++;
+            for (const struct kh_row *row = r->rows; row; row = row->next)
+                if (row->table < KH_METRICS_TABLES)
+                    kh_metrics.rows_stored[row->table]++;
         }
         b->pending--;
         b->inflight -= bt->entries[i].bytes;

@@ -138,7 +138,42 @@ static bool node_key(enum ekey k)
            k == K_NODE_NAME || k == K_STATS;
 }
 
-static bool has_nul(const unsigned char *s, size_t n) { return memchr(s, 0, n) != NULL; }
+/* Strings kohaku keeps must be text PostgreSQL accepts: no U+0000, and strictly valid UTF-8
+ * (yajl's own check lets overlong forms, surrogates and code points past U+10FFFF through,
+ * and decodes a lone "\udc00" escape into a surrogate). NULL when fine, else the rule. */
+static const char *string_problem(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        if (c >= 0x01 && c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c == 0)
+            return "must not contain \\u0000";
+        size_t len;
+        uint32_t cp, min;
+        if ((c & 0xE0) == 0xC0)
+            len = 2, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0)
+            len = 3, cp = c & 0x0F, min = 0x800;
+        else if ((c & 0xF8) == 0xF0)
+            len = 4, cp = c & 0x07, min = 0x10000;
+        else
+            return "must be valid UTF-8";
+        if (i + len > n)
+            return "must be valid UTF-8";
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return "must be valid UTF-8";
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return "must be valid UTF-8";
+        i += len;
+    }
+    return NULL;
+}
 
 static bool copy_str(struct kh_envelope *e, struct kh_str *dst, const unsigned char *s, size_t n)
 {
@@ -324,8 +359,11 @@ static const struct pmember *need(struct kh_envelope *e, enum special sp, const 
         return NULL;
     }
     if (m->type != t) {
+        const char *got = m->type == J_JSON && m->text.p && m->text.p[0] == '['
+                              ? "array"
+                              : jtype_names[m->type];
         fail(e, KH_EINVAL, "stats[%zu].%s: must be a %s, got %s", e->stats_index, name,
-             jtype_names[t], jtype_names[m->type]);
+             jtype_names[t], got);
         return NULL;
     }
     return m;
@@ -489,8 +527,9 @@ static int envelope_string(struct kh_envelope *e, const unsigned char *s, size_t
     case K_STATS: return wrong_type(e, "an array", "string");
     default: return 1;
     }
-    if (has_nul(s, n))
-        return fail(e, KH_EINVAL, "%s: must not contain \\u0000", key_names[e->key]);
+    const char *bad = string_problem(s, n);
+    if (bad)
+        return fail(e, KH_EINVAL, "%s: %s", key_names[e->key], bad);
     return copy_str(e, dst, s, n) ? 1 : oom(e);
 }
 
@@ -536,11 +575,12 @@ static int scalar_in_stats(struct kh_envelope *e, const char *got)
 static int member_scalar(struct kh_envelope *e, enum jtype t, const unsigned char *s, size_t n,
                          int b)
 {
-    if (t == J_STR && has_nul(s, n)) {
+    const char *bad = t == J_STR ? string_problem(s, n) : NULL;
+    if (bad) {
         bool fast = e->cur_col >= 0;
-        return fail(e, KH_EINVAL, "stats[%zu].%.*s: must not contain \\u0000", e->stats_index,
+        return fail(e, KH_EINVAL, "stats[%zu].%.*s: %s", e->stats_index,
                     (int)(fast ? e->fast_key_len : e->cur_name.len),
-                    fast ? e->fast_key : e->cur_name.p);
+                    fast ? e->fast_key : e->cur_name.p, bad);
     }
     if (e->cap_depth == 0 && e->cur_col >= 0) {
         int rc = fast_value(e, t, s, n, b);
@@ -635,9 +675,9 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t n)
         return 1;
     }
     /* S_OBJ */
-    if (has_nul(k, n))
-        return fail(e, KH_EINVAL, "stats[%zu]: member names must not contain \\u0000",
-                    e->stats_index);
+    const char *bad = string_problem(k, n);
+    if (bad)
+        return fail(e, KH_EINVAL, "stats[%zu]: member names %s", e->stats_index, bad);
     if (e->cap_depth > 0) {
         bool *first = &e->cap_first[e->cap_depth - 1];
         int rc = *first ? 0 : kh_buf_append(&e->cap, ",", 1);

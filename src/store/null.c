@@ -14,6 +14,8 @@ static int null_migrate(struct kh_store *s, int target, const char **err) { retu
 
 static int null_start(struct kh_store *s) { return 0; }
 
+static uint64_t null_reconnects(struct kh_store *s) { return 0; }
+
 /* no writer thread: the batcher calls write inline on the loop */
 static int null_writers(struct kh_store *s) { return 0; }
 
@@ -36,5 +38,6 @@ const struct kh_store_ops kh_store_null_ops = {
     .writers = null_writers,
     .write = null_write,
     .healthy = null_healthy,
+    .reconnects = null_reconnects,
     .close = null_close,
 };

@@ -57,6 +57,7 @@ struct pg {
     atomic_bool healthy;
     atomic_bool migrated;
     atomic_int lose_acks; /* fault injection for tests: KOHAKU_FAULT_LOSE_COMMIT_ACKS */
+    atomic_uint_fast64_t reconnects;
     bool timescale;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -501,8 +502,10 @@ static void *maint_main(void *arg)
         pthread_mutex_unlock(&pg->mu);
         uint64_t wait_ms;
         if (maint_contact(pg)) {
-            if (!atomic_exchange(&pg->healthy, true))
+            if (!atomic_exchange(&pg->healthy, true)) {
                 kh_log(KH_LOG_INFO, "postgres available", NULL);
+                atomic_fetch_add(&pg->reconnects, 1);
+            }
             backoff_ms = 200;
             wait_ms = 2000;
             if (!pg->timescale && pg->retention_days > 0 && kh_mono_usec() >= next_retention) {
@@ -1085,6 +1088,12 @@ static int pg_write(struct kh_store *st, int slot, struct kh_batch *b, const cha
     return rc;
 }
 
+static uint64_t pg_reconnects(struct kh_store *s)
+{
+    struct pg *pg = s->impl;
+    return atomic_load(&pg->reconnects);
+}
+
 static int pg_writers(struct kh_store *s)
 {
     struct pg *pg = s->impl;
@@ -1104,5 +1113,6 @@ const struct kh_store_ops kh_store_postgres_ops = {
     .writers = pg_writers,
     .write = pg_write,
     .healthy = pg_healthy,
+    .reconnects = pg_reconnects,
     .close = pg_close,
 };

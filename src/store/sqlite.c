@@ -330,6 +330,8 @@ static int write_envelope(struct sq *q, const struct kh_report *r, const char **
 
 static int sq_start(struct kh_store *s) { return 0; }
 
+static uint64_t sq_reconnects(struct kh_store *s) { return 0; }
+
 static int sq_writers(struct kh_store *s) { return 1; }
 
 static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char **err)
@@ -388,5 +390,6 @@ const struct kh_store_ops kh_store_sqlite_ops = {
     .writers = sq_writers,
     .write = sq_write,
     .healthy = sq_healthy,
+    .reconnects = sq_reconnects,
     .close = sq_close,
 };

@@ -44,6 +44,8 @@ struct kh_store_ops {
     int (*writers)(struct kh_store *s);
     int (*write)(struct kh_store *s, int slot, struct kh_batch *b, const char **err);
     bool (*healthy)(struct kh_store *s);
+    /* Connections (re)established after a failure, for the metrics. Any thread. */
+    uint64_t (*reconnects)(struct kh_store *s);
     void (*close)(struct kh_store *s);
 };
 

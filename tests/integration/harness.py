@@ -97,7 +97,9 @@ class Kohaku:
     def __init__(self, settings, env=None):
         self.dir = tempfile.mkdtemp(prefix="kohaku-test-")
         self.port = settings.get("listen_port") or free_port()
-        cfg = {"listen_addr": "127.0.0.1", "listen_port": self.port, "debug": "true"}
+        self.metrics_port = settings.get("exporter_listen_port") or free_port()
+        cfg = {"listen_addr": "127.0.0.1", "listen_port": self.port, "debug": "true",
+               "exporter_listen_addr": "127.0.0.1", "exporter_listen_port": self.metrics_port}
         cfg.update(settings)
         self.config = os.path.join(self.dir, "config.ini")
         with open(self.config, "w") as f:
@@ -123,6 +125,22 @@ class Kohaku:
                     pass
             time.sleep(0.02)
         raise AssertionError(f"kohaku not ready in {timeout}s:\n{self.log_text()}")
+
+    def metrics(self):
+        """Scrapes /metrics; returns {(name, frozenset(labels)): value}."""
+        import re
+        import urllib.request
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                      timeout=10).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = re.fullmatch(r'([a-z0-9_]+)(?:\{(.*)\})? (\S+)', line)
+            assert m, line
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+        return out
 
     def health(self):
         out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",

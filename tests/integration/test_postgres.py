@@ -62,7 +62,7 @@ def test_kohaku_2023_config_selects_postgres(pg_store, daemon):
     """A Kohaku 2023.1 config.ini (postgres_uri, no storage key) needs no edits."""
     k = daemon({"postgres_uri": pg_store.uri, "http2_max_concurrent_streams": 250,
                 "http2_max_read_frame_size": 1048576, "http2_idle_timeout": 1800,
-                "log_stdout": "true", "exporter_listen_port": 5891, "postgres_ca_cert_file": "",
+                "log_stdout": "true", "exporter_https": "false", "postgres_ca_cert_file": "",
                 "tls_fullchain_file": "", "tls_privkey_file": "", "tls_verify_cacert_path": ""})
     assert '"storage":"postgres"' in k.log_text()
     env = envelope(load_stats(fixture_files()[0]))

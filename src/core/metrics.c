@@ -1,0 +1,211 @@
+/*
+ * metrics: Prometheus text exposition. See metrics.h.
+ */
+#include "core/metrics.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sora/schema.h"
+
+struct kh_metrics kh_metrics;
+
+static const int statuses[KH_METRICS_STATUSES] = {200, 204, 400, 404, 405, 408,
+                                                  413, 431, 500, 503, 0,   0};
+static const char *const route_names[KH_ROUTE_COUNT] = {"collector", "webhook", "health",
+                                                        "metrics", "other"};
+static const char *const reject_names[KH_REJECT_COUNT] = {
+    "invalid", "too_large", "headers_too_large", "timeout", "storage_refused", "unavailable"};
+static const double batch_bounds[KH_METRICS_BUCKETS] = {1,  2,   4,   8,    16,   32,
+                                                        64, 128, 256, 512, 1024, 4096};
+static const double commit_bounds[KH_METRICS_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005,
+                                                         0.01,   0.025, 0.05,   0.1,
+                                                         0.25,   0.5,   1,      5};
+
+static int status_index(int status)
+{
+    for (int i = 0; i < KH_METRICS_STATUSES - 2; i++)
+        if (statuses[i] == status)
+            return i;
+    return KH_METRICS_STATUSES - 1; /* other */
+}
+
+void kh_metrics_request(enum kh_route route, int proto, int status)
+{
+    kh_metrics.requests[route][proto == 2][status_index(status)]++;
+}
+
+static void observe(struct kh_histogram *h, const double *bounds, double v)
+{
+    int i = 0;
+    while (i < KH_METRICS_BUCKETS && v > bounds[i])
+        i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->n++;
+}
+
+void kh_metrics_batch(size_t reports, double seconds, int ok)
+{
+    observe(&kh_metrics.batch_reports, batch_bounds, (double)reports);
+    observe(&kh_metrics.commit_seconds, commit_bounds, seconds);
+    if (!ok)
+        kh_metrics.batches_failed++;
+}
+
+static int put(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int put(struct kh_buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    return n < 0 ? 0 : kh_buf_append(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+}
+
+static int head(struct kh_buf *b, const char *name, const char *type, const char *help)
+{
+    return put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static int histogram(struct kh_buf *b, const char *name, const char *help,
+                     const struct kh_histogram *h, const double *bounds)
+{
+    int rc = head(b, name, "histogram", help);
+    uint64_t cum = 0;
+    for (int i = 0; rc == 0 && i < KH_METRICS_BUCKETS; i++) {
+        cum += h->counts[i];
+        rc = put(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+    }
+    cum += h->counts[KH_METRICS_BUCKETS];
+    if (rc == 0)
+        rc = put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %g\n%s_count %llu\n", name,
+                 (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->n);
+    return rc;
+}
+
+static long rss_bytes(void)
+{
+    long pages = 0, resident = 0;
+    FILE *fp = fopen("/proc/self/statm", "r");
+    if (fp) {
+        if (fscanf(fp, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(fp);
+    }
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+static long open_fds(void)
+{
+    long n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own descriptor */
+}
+
+int kh_metrics_render(struct kh_buf *b)
+{
+    const struct kh_metrics *m = &kh_metrics;
+    const struct kh_metrics_sources *s = &m->src;
+    int rc = head(b, "kohaku_http_requests_total", "counter",
+                  "Requests answered, by route, protocol and status.");
+    for (int r = 0; rc == 0 && r < KH_ROUTE_COUNT; r++)
+        for (int p = 0; rc == 0 && p < 2; p++)
+            for (int i = 0; rc == 0 && i < KH_METRICS_STATUSES - 1; i++) {
+                uint64_t v = m->requests[r][p][i == KH_METRICS_STATUSES - 2 ? KH_METRICS_STATUSES - 1 : i];
+                if (v == 0)
+                    continue;
+                if (i == KH_METRICS_STATUSES - 2)
+                    rc = put(b, "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
+                                "status=\"other\"} %llu\n",
+                             route_names[r], p ? "h2" : "h1", (unsigned long long)v);
+                else
+                    rc = put(b, "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
+                                "status=\"%d\"} %llu\n",
+                             route_names[r], p ? "h2" : "h1", statuses[i],
+                             (unsigned long long)v);
+            }
+    if (rc == 0)
+        rc = head(b, "kohaku_reports_stored_total", "counter", "Reports committed, by kind.");
+    if (rc == 0)
+        rc = put(b, "kohaku_reports_stored_total{kind=\"connection\"} %llu\n"
+                    "kohaku_reports_stored_total{kind=\"node\"} %llu\n",
+                 (unsigned long long)m->reports_stored[0],
+                 (unsigned long long)m->reports_stored[1]);
+    if (rc == 0)
+        rc = head(b, "kohaku_rows_stored_total", "counter",
+                  "Stats rows committed, by table (stats type).");
+    for (size_t t = 0; rc == 0 && t < kh_stats_ntables && t < KH_METRICS_TABLES; t++)
+        rc = put(b, "kohaku_rows_stored_total{table=\"%s\"} %llu\n", kh_stats_tables[t].table,
+                 (unsigned long long)m->rows_stored[t]);
+    if (rc == 0)
+        rc = head(b, "kohaku_reports_rejected_total", "counter",
+                  "Reports refused (not stored), by reason.");
+    for (int i = 0; rc == 0 && i < KH_REJECT_COUNT; i++)
+        rc = put(b, "kohaku_reports_rejected_total{reason=\"%s\"} %llu\n", reject_names[i],
+                 (unsigned long long)m->rejected[i]);
+    if (rc == 0)
+        rc = histogram(b, "kohaku_batch_reports", "Reports per storage transaction.",
+                       &m->batch_reports, batch_bounds);
+    if (rc == 0)
+        rc = histogram(b, "kohaku_batch_commit_seconds",
+                       "Time to write and commit one batch, retries included.",
+                       &m->commit_seconds, commit_bounds);
+    if (rc == 0)
+        rc = head(b, "kohaku_batches_failed_total", "counter", "Batches that were not stored.");
+    if (rc == 0)
+        rc = put(b, "kohaku_batches_failed_total %llu\n",
+                 (unsigned long long)m->batches_failed);
+    if (rc == 0 && s->storage_up) {
+        rc = head(b, "kohaku_storage_up", "gauge", "1 while the database takes writes.");
+        if (rc == 0)
+            rc = put(b, "kohaku_storage_up %d\n", s->storage_up(s->arg));
+        if (rc == 0)
+            rc = head(b, "kohaku_storage_reconnects_total", "counter",
+                      "Times a database connection was (re)established after a failure.");
+        if (rc == 0)
+            rc = put(b, "kohaku_storage_reconnects_total %llu\n",
+                     (unsigned long long)s->storage_reconnects(s->arg));
+        if (rc == 0)
+            rc = head(b, "kohaku_inflight_bytes", "gauge",
+                      "Memory held by reports waiting for storage.");
+        if (rc == 0)
+            rc = put(b, "kohaku_inflight_bytes %llu\n",
+                     (unsigned long long)s->inflight_bytes(s->arg));
+        if (rc == 0)
+            rc = head(b, "kohaku_pending_reports", "gauge", "Reports waiting for storage.");
+        if (rc == 0)
+            rc = put(b, "kohaku_pending_reports %llu\n",
+                     (unsigned long long)s->pending_reports(s->arg));
+        if (rc == 0)
+            rc = head(b, "kohaku_connections", "gauge", "Open client connections by protocol.");
+        if (rc == 0)
+            rc = put(b, "kohaku_connections{protocol=\"h1\"} %llu\n"
+                        "kohaku_connections{protocol=\"h2\"} %llu\n",
+                     (unsigned long long)s->connections(s->arg, 1),
+                     (unsigned long long)s->connections(s->arg, 2));
+        if (rc == 0)
+            rc = head(b, "kohaku_http2_streams", "gauge", "Open HTTP/2 streams.");
+        if (rc == 0)
+            rc = put(b, "kohaku_http2_streams %llu\n", (unsigned long long)s->streams(s->arg));
+    }
+    if (rc == 0)
+        rc = head(b, "kohaku_process_resident_memory_bytes", "gauge", "Resident set size.");
+    if (rc == 0)
+        rc = put(b, "kohaku_process_resident_memory_bytes %ld\n", rss_bytes());
+    if (rc == 0)
+        rc = head(b, "kohaku_process_open_fds", "gauge", "Open file descriptors.");
+    if (rc == 0)
+        rc = put(b, "kohaku_process_open_fds %ld\n", open_fds());
+    return rc;
+}

@@ -1,0 +1,67 @@
+/*
+ * metrics: the counters, gauges and histograms kohaku exposes in Prometheus text format at
+ * /metrics on exporter_listen_addr:exporter_listen_port. Counters are updated on the loop
+ * thread only (requests, batches, rows); the few values other threads own are read through
+ * callbacks at scrape time. No label ever carries a connection or channel id.
+ */
+#ifndef KH_METRICS_H
+#define KH_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+enum kh_route { KH_ROUTE_COLLECTOR, KH_ROUTE_WEBHOOK, KH_ROUTE_HEALTH, KH_ROUTE_METRICS,
+                KH_ROUTE_OTHER, KH_ROUTE_COUNT };
+
+enum kh_reject {
+    KH_REJECT_INVALID,     /* 400: envelope, JSON, headers of the protocol */
+    KH_REJECT_TOO_LARGE,   /* 413 */
+    KH_REJECT_HEADERS,     /* 431 */
+    KH_REJECT_TIMEOUT,     /* 408 */
+    KH_REJECT_STORAGE,     /* 400: storage refused a value */
+    KH_REJECT_UNAVAILABLE, /* 503 */
+    KH_REJECT_COUNT
+};
+
+#define KH_METRICS_STATUSES 12
+#define KH_METRICS_TABLES 32
+#define KH_METRICS_BUCKETS 12
+
+struct kh_histogram {
+    uint64_t counts[KH_METRICS_BUCKETS + 1]; /* the last one is +Inf */
+    double sum;
+    uint64_t n;
+};
+
+/* Gauges owned elsewhere, read at scrape time. */
+struct kh_metrics_sources {
+    void *arg;
+    int (*storage_up)(void *arg);
+    uint64_t (*storage_reconnects)(void *arg);
+    uint64_t (*inflight_bytes)(void *arg);
+    uint64_t (*pending_reports)(void *arg);
+    uint64_t (*connections)(void *arg, int proto); /* 1 = HTTP/1.1, 2 = HTTP/2 */
+    uint64_t (*streams)(void *arg);
+};
+
+struct kh_metrics {
+    uint64_t requests[KH_ROUTE_COUNT][2][KH_METRICS_STATUSES];
+    uint64_t reports_stored[2]; /* connection, node */
+    uint64_t rows_stored[KH_METRICS_TABLES];
+    uint64_t rejected[KH_REJECT_COUNT];
+    uint64_t batches_failed;
+    struct kh_histogram batch_reports;
+    struct kh_histogram commit_seconds;
+    struct kh_metrics_sources src;
+};
+
+extern struct kh_metrics kh_metrics;
+
+void kh_metrics_request(enum kh_route route, int proto, int status);
+void kh_metrics_batch(size_t reports, double seconds, int ok);
+/* Appends the exposition text. 0 or KH_ENOSPC/KH_ENOMEM. */
+int kh_metrics_render(struct kh_buf *out);
+
+#endif
