@@ -1,0 +1,707 @@
+"""Helpers for the end-to-end suite (conftest.py and test_e2e_*.py).
+
+Everything a test needs to drive the real daemon lives here, so later tests can reuse it:
+
+- where things are: the repo root (from this file), the binary (KOHAKU_BIN), the browser
+  fixtures (KOHAKU_FIXTURES);
+- report builders: Sora-like envelopes around the real getStats() fixtures, erlang-vm reports;
+- the stats type -> table mapping and the expected row counts of a report;
+- `Kohaku`: the daemon as a child process with its own config file and log file;
+- real clients: curl (HTTP/1.1 and h2c prior knowledge) and an h2c client on python3-h2 for
+  many concurrent streams;
+- database access behind a small interface (`count`, `rows`, `count_all`, `columns`), so the
+  same tests can later run on PostgreSQL.
+"""
+import glob
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KOHAKU_BIN = os.environ.get("KOHAKU_BIN") or os.path.join(REPO_ROOT, "build", "kohaku")
+FIXTURES_DIR = os.environ.get("KOHAKU_FIXTURES") or os.path.normpath(
+    os.path.join(REPO_ROOT, "..", "shared", "fixtures", "browser"))
+
+EXPORTER_HEADER = "x-sora-stats-exporter-type"
+USER_AGENT = "connection.user-agent"
+ERLANG_VM = "node.erlang-vm"
+
+# Sora's ids are 26 characters of Crockford base32 (upper-case letters and digits).
+B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+# Members injected into some fixture objects: no schema has them, so they must land in `extra`.
+UNKNOWN_MEMBERS = {"fooFutureMetric": 12.5, "barVendorNote": "x"}
+
+
+# --- tools and ports ------------------------------------------------------------------------
+
+def need_tool(name):
+    """A test that needs a tool FAILS (never skips) when it is missing."""
+    path = shutil.which(name)
+    assert path, f"required tool {name!r} is not installed (not on PATH)"
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, interval=0.02, message="condition"):
+    """Polls `predicate` until it returns a true value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+def sora_id():
+    return "".join(random.choice(B32) for _ in range(26))
+
+
+def rfc3339_now(digits=6):
+    t = time.time()
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+    frac = ("%.9f" % (t % 1))[2:2 + digits]
+    return f"{base}.{frac}Z"
+
+
+def normalised_time(ts):
+    """The `time` column for an envelope timestamp: the fraction padded/cut to 6 digits."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d+)Z", ts)
+    assert m, f"test bug: not a UTC RFC 3339 timestamp with fraction: {ts}"
+    return f"{m.group(1)}.{(m.group(2) + '000000')[:6]}Z"
+
+
+def fixture_files():
+    """Every browser fixture (`*-t*.json`); the list is never hard-coded."""
+    files = sorted(glob.glob(os.path.join(FIXTURES_DIR, "*-t*.json")))
+    assert files, f"no browser fixtures (*-t*.json) in {FIXTURES_DIR}"
+    return files
+
+
+def load_fixture(path):
+    with open(path, encoding="utf-8") as f:
+        stats = json.load(f)
+    assert isinstance(stats, list) and stats, f"{path}: not a non-empty JSON array"
+    return stats
+
+
+def inject_unknown(stats, every=3):
+    """A copy of `stats` where every `every`-th object also carries UNKNOWN_MEMBERS."""
+    out = []
+    for i, obj in enumerate(stats):
+        obj = dict(obj)
+        if i % every == 0:
+            obj.update(UNKNOWN_MEMBERS)
+        out.append(obj)
+    return out
+
+
+def make_envelope(stats, **overrides):
+    """A `connection.user-agent` report as Sora sends it, with fresh ids."""
+    env = {
+        "type": "connection.user-agent",
+        "id": sora_id(),
+        "timestamp": rfc3339_now(),
+        "label": "WebRTC SFU Sora",
+        "version": "2025.1.0",
+        "node_name": "sora@127.0.0.1",
+        "multistream": True,
+        "simulcast": False,
+        "spotlight": False,
+        "role": "sendrecv",
+        "channel_id": "room-" + sora_id()[:8].lower(),
+        "session_id": sora_id(),
+        "client_id": "client-" + sora_id()[:6].lower(),
+        "connection_id": sora_id(),
+        "stats": stats,
+    }
+    env.update(overrides)
+    return env
+
+
+def fixture_envelope(path, inject=True, **overrides):
+    stats = load_fixture(path)
+    if inject:
+        stats = inject_unknown(stats)
+    return make_envelope(stats, **overrides)
+
+
+def erlang_vm_memory(**over):
+    item = {"type": "erlang-vm-memory", "total": 73400320, "processes": 20971520,
+            "processes_used": 20905984, "system": 52428800, "atom": 1056905,
+            "atom_used": 1040384, "binary": 1310720, "code": 26214400, "ets": 3145728}
+    item.update(over)
+    return item
+
+
+def make_erlang_vm_envelope(stats=None, **overrides):
+    env = {
+        "type": "node.erlang-vm",
+        "id": sora_id(),
+        "timestamp": rfc3339_now(),
+        "label": "WebRTC SFU Sora",
+        "version": "2025.1.0",
+        "node_name": "sora-" + sora_id()[:6].lower() + "@10.0.0.5",
+        "stats": [erlang_vm_memory()] if stats is None else stats,
+    }
+    env.update(overrides)
+    return env
+
+
+def body_bytes(body):
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return json.dumps(body).encode("utf-8")
+
+
+# --- stats type -> table ----------------------------------------------------------------------
+
+TYPE_TABLE = {
+    "codec": "rtc_codec_stats",
+    "inbound-rtp": "rtc_inbound_rtp_stream_stats",
+    "outbound-rtp": "rtc_outbound_rtp_stream_stats",
+    "remote-inbound-rtp": "rtc_remote_inbound_rtp_stream_stats",
+    "remote-outbound-rtp": "rtc_remote_outbound_rtp_stream_stats",
+    "media-playout": "rtc_audio_playout_stats",
+    "data-channel": "rtc_data_channel_stats",
+    "transport": "rtc_transport_stats",
+    "candidate-pair": "rtc_ice_candidate_pair_stats",
+    "local-candidate": "rtc_ice_candidate_stats",
+    "remote-candidate": "rtc_ice_candidate_stats",
+    "certificate": "rtc_certificate_stats",
+    "peer-connection": "rtc_peer_connection_stats",
+}
+MEDIA_SOURCE_TABLE = {"audio": "rtc_audio_source_stats", "video": "rtc_video_source_stats"}
+OTHER_TABLE = "rtc_other_stats"
+STATS_TABLES = sorted(set(TYPE_TABLE.values()) | set(MEDIA_SOURCE_TABLE.values())
+                      | {OTHER_TABLE})
+# Tables whose rows may be skipped when the object did not change since the last report of the
+# same connection (DESIGN 2: codec, certificate, candidates).
+UNCHANGING_TABLES = {"rtc_codec_stats", "rtc_certificate_stats", "rtc_ice_candidate_stats"}
+COMMON_COLUMNS = ("time", "channel_id", "connection_id", "stats_type", "stats_id",
+                  "stats_timestamp", "extra")
+BASE_MEMBERS = ("type", "id", "timestamp")
+
+
+def table_for(obj):
+    if obj["type"] == "media-source" and obj.get("kind") in MEDIA_SOURCE_TABLE:
+        return MEDIA_SOURCE_TABLE[obj["kind"]]
+    return TYPE_TABLE.get(obj["type"], OTHER_TABLE)
+
+
+def expected_counts(stats):
+    """Rows per table that one report's stats array must produce."""
+    return Counter(table_for(o) for o in stats)
+
+
+def snake_case(name):
+    """bytesReceived -> bytes_received, qualityLimitationDurations -> ..._durations."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+# --- value comparison (backend-neutral) ---------------------------------------------------------
+
+def as_json(value):
+    """A JSON column as Python: SQLite gives text, PostgreSQL jsonb gives the object."""
+    if value is None or isinstance(value, (dict, list)):
+        return value
+    return json.loads(value)
+
+
+def stored_matches(json_value, stored):
+    """Whether a stored column value is the member's JSON value (typed: ints stay ints,
+    floats are REAL, booleans 0/1, nested objects JSON)."""
+    if isinstance(json_value, bool):
+        return stored in (0, 1) and not isinstance(stored, float) and bool(stored) == json_value
+    if isinstance(json_value, int):
+        # JSON has no float type: a whole number may sit in a REAL column.
+        return isinstance(stored, (int, float)) and not isinstance(stored, bool) \
+            and stored == json_value
+    if isinstance(json_value, float):
+        return isinstance(stored, float) and stored == json_value
+    if isinstance(json_value, str):
+        return isinstance(stored, str) and stored == json_value
+    if isinstance(json_value, (dict, list)):
+        return stored is not None and as_json(stored) == json_value
+    return stored is None and json_value is None
+
+
+# --- database access ----------------------------------------------------------------------------
+
+class SqliteDb:
+    """Read access to the daemon's SQLite file (WAL mode: readers never block the writer)."""
+
+    kind = "sqlite"
+
+    def __init__(self, directory):
+        self.path = os.path.join(str(directory), "kohaku.db")
+
+    def settings(self):
+        return {"storage": "sqlite", "sqlite_path": self.path}
+
+    def _connect(self):
+        assert os.path.exists(self.path), f"database file {self.path} does not exist"
+        con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        con.row_factory = sqlite3.Row
+        return con
+
+    def query(self, sql, params=()):
+        con = self._connect()
+        try:
+            return [dict(r) for r in con.execute(sql, params).fetchall()]
+        finally:
+            con.close()
+
+    def tables(self):
+        return [r["name"] for r in self.query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name")]
+
+    def columns(self, table):
+        return [r["name"] for r in self.query(f'PRAGMA table_info("{table}")')]
+
+    def count(self, table, where=None, params=()):
+        sql = f'SELECT count(*) AS n FROM "{table}"' + (f" WHERE {where}" if where else "")
+        return self.query(sql, params)[0]["n"]
+
+    def rows(self, table, where=None, params=(), order_by=None):
+        sql = f'SELECT * FROM "{table}"' + (f" WHERE {where}" if where else "")
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        return self.query(sql, params)
+
+    def count_all(self):
+        """Rows in every table of the database (for 'nothing was stored' checks)."""
+        return {t: self.count(t) for t in self.tables()}
+
+    def counts_by_connection(self, table):
+        return {r["connection_id"]: r["n"] for r in self.query(
+            f'SELECT connection_id, count(*) AS n FROM "{table}" GROUP BY connection_id')}
+
+
+STORAGE_KINDS = [k.strip() for k in os.environ.get("KOHAKU_TEST_STORAGE", "sqlite").split(",")
+                 if k.strip()]
+
+
+def make_db(kind, directory):
+    if kind == "sqlite":
+        return SqliteDb(directory)
+    raise AssertionError(f"storage backend {kind!r} has no test adapter yet (helpers.make_db)")
+
+
+# --- the daemon ---------------------------------------------------------------------------------
+
+def write_config(path, settings):
+    with open(path, "w") as f:
+        for key, value in settings.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            f.write(f"{key} = {value}\n")
+
+
+class Kohaku:
+    """The daemon as a child process: config in `directory`, stdout and stderr to a log file."""
+
+    def __init__(self, directory, settings=None, config_text=None):
+        """settings: keys over the test defaults (127.0.0.1, free ports, debug, a short
+        shutdown_timeout). config_text: a hand-written config file used as it is instead
+        (then set listen_port to self.port)."""
+        self.dir = str(directory)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        # the metrics listener (exporter_*) defaults to 0.0.0.0:5891: keep it local and free
+        self.settings = {"listen_addr": "127.0.0.1", "listen_port": self.port,
+                         "exporter_listen_addr": "127.0.0.1",
+                         "exporter_listen_port": free_port(),
+                         "debug": "true", "shutdown_timeout": 10}
+        self.settings.update(settings or {})
+        self.port = int(self.settings["listen_port"])
+        self.config_text = config_text
+        self.config_path = os.path.join(self.dir, "kohaku.ini")
+        self.log_path = os.path.join(self.dir, "kohaku.log")
+        self.err_path = os.path.join(self.dir, "kohaku.stderr")
+        self.proc = None
+        self.returncode = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=20):
+        assert os.path.exists(KOHAKU_BIN), (
+            f"{KOHAKU_BIN} does not exist: run `make` in {REPO_ROOT} (or set KOHAKU_BIN)")
+        if self.config_text is None:
+            write_config(self.config_path, self.settings)
+        else:
+            with open(self.config_path, "w") as f:
+                f.write(self.config_text)
+        with open(self.log_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen([KOHAKU_BIN, "-C", self.config_path],
+                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout):
+        """Polls (never a fixed sleep): 'listening' logged, then GET /.ok answers 204."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            assert rc is None, f"kohaku exited with {rc} during start-up\n{self.describe()}"
+            if any(l.get("msg") == "listening" for l in self.log_lines()) and \
+                    self._ok_status() == 204:
+                return
+            assert time.monotonic() < deadline, \
+                f"kohaku not ready within {timeout}s\n{self.describe()}"
+            time.sleep(0.02)
+
+    def _ok_status(self):
+        import http.client
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            c.request("GET", "/.ok")
+            status = c.getresponse().status
+            c.close()
+            return status
+        except OSError:
+            return None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout):
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"kohaku did not exit within {timeout}s (killed)\n"
+                                 f"{self.describe()}")
+        return self.returncode
+
+    def stop(self, timeout=20):
+        """SIGTERM, then the exit code (kills and fails after `timeout`)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stderr_text(self):
+        try:
+            with open(self.err_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self):
+        """Parsed log lines; a line that is not a JSON object becomes {"_raw": text}."""
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+            out.append(obj if isinstance(obj, dict) else {"_raw": line})
+        return out
+
+    def access_lines(self):
+        return [l for l in self.log_lines() if l.get("msg") == "access"]
+
+    def wait_access(self, until, timeout=5):
+        """Access lines may be buffered briefly: polls until `until(lines)` is true (or, for
+        an int, until that many access lines exist); returns the access lines."""
+        def check():
+            lines = self.access_lines()
+            done = len(lines) >= until if isinstance(until, int) else until(lines)
+            return lines if done else None
+        return wait_until(check, timeout, message=f"access log lines ({until})\n"
+                                                  f"{self.describe()}")
+
+    def describe(self, tail=6000):
+        return (f"--- config {self.config_path}\n{open(self.config_path).read()}"
+                f"--- log (last {tail} chars)\n{self.log_text()[-tail:]}"
+                f"--- stderr\n{self.stderr_text()[-2000:]}")
+
+
+# --- clients ------------------------------------------------------------------------------------
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def message(self):
+        """The `message` of a JSON error body."""
+        obj = self.json()
+        assert isinstance(obj, dict) and isinstance(obj.get("message"), str), self.text
+        return obj["message"]
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.body[:300]!r}>"
+
+
+def curl(url, *args, data=None, timeout=60):
+    """Runs curl; returns Response (status, last response's headers, body)."""
+    need_tool("curl")
+    cmd = ["curl", "-sS", "-D", "-", "-o", "-", *args]
+    if data is not None:
+        cmd += ["--data-binary", "@-"]
+    cmd.append(url)
+    out = subprocess.run(cmd, input=body_bytes(data) if data is not None else None,
+                         capture_output=True, timeout=timeout)
+    assert out.returncode == 0, f"curl failed ({out.returncode}): {out.stderr.decode()}"
+    raw = out.stdout
+    # with -D - the headers come first; skip 1xx interim responses
+    while True:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        assert sep, f"no HTTP response from curl: {raw[:500]!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        if 100 <= status < 200:
+            raw = rest
+            continue
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        return Response(status, headers, rest)
+
+
+def post_h2(port, body, exporter_type=USER_AGENT, path="/collector",
+            content_type="application/json", headers=()):
+    """POST over h2c with prior knowledge, as Sora does."""
+    args = ["--http2-prior-knowledge", "-X", "POST"]
+    if exporter_type is not None:
+        args += ["-H", f"{EXPORTER_HEADER}: {exporter_type}"]
+    if content_type is not None:
+        args += ["-H", f"content-type: {content_type}"]
+    for h in headers:
+        args += ["-H", h]
+    return curl(f"http://127.0.0.1:{port}{path}", *args, data=body_bytes(body))
+
+
+GOAWAY_FRAME = 0x7
+
+
+def split_goaway(buf):
+    """Splits received bytes into whole frames for python3-h2 and the GOAWAY frames, which
+    are taken out: h2 closes its state machine on a GOAWAY and then refuses the responses to
+    the streams the server still finishes (RFC 9113 6.8 graceful shutdown).
+    Returns (bytes for h2, the incomplete rest, [(last_stream_id, error_code)])."""
+    out = bytearray()
+    goaways = []
+    pos = 0
+    while len(buf) - pos >= 9:
+        length = int.from_bytes(buf[pos:pos + 3], "big")
+        if len(buf) - pos < 9 + length:
+            break
+        ftype = buf[pos + 3]
+        frame = buf[pos:pos + 9 + length]
+        if ftype == GOAWAY_FRAME:
+            payload = frame[9:]
+            goaways.append((int.from_bytes(payload[0:4], "big") & 0x7FFFFFFF,
+                            int.from_bytes(payload[4:8], "big")))
+        else:
+            out += frame
+        pos += 9 + length
+    return bytes(out), buf[pos:], goaways
+
+
+class H2Client:
+    """An h2c (prior knowledge) client on python3-h2 over a raw socket that keeps up to
+    `concurrency` streams open at once and honours flow control.
+
+    post_all() sends every body and returns one result per body, in order: {"status": int or
+    None, "body": bytes, "headers": dict, "stream_id": int or None, "outcome": str,
+    "body_sent": bool, "goaway": {"last_stream_id", "error_code"} or None}. outcome is
+    "response" (a complete response), "reset" (RST_STREAM before the response ended),
+    "refused" (above the last stream id of the server's GOAWAY: not processed), "closed" (the
+    connection ended without an answer), or "unsent" (never sent: stop or GOAWAY came first)."""
+
+    def __init__(self, port, timeout=60):
+        self.port = port
+        self.timeout = timeout
+
+    def post_all(self, bodies, headers, concurrency=16, on_result=None, stop=None,
+                 path="/collector"):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        sock.settimeout(0.2)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.increment_flow_control_window(1 << 24)
+        sock.sendall(conn.data_to_send())
+        req_headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
+                       (":authority", f"127.0.0.1:{self.port}"), *headers]
+        results = [None] * len(bodies)
+        pending = list(range(len(bodies)))
+        pending.reverse()
+        active = {}
+        closed = False
+        goaway = False
+        goaway_info = {}
+        rxbuf = b""
+        deadline = time.monotonic() + self.timeout
+
+        def finish(sid, outcome):
+            st = active.pop(sid)
+            res = {"status": st["status"], "body": bytes(st["resp"]), "outcome": outcome,
+                   "reset": outcome != "response", "headers": st.get("headers", {}),
+                   "stream_id": sid, "body_sent": st["sent"],
+                   "goaway": goaway_info.copy() if goaway_info else None}
+            results[st["idx"]] = res
+            if on_result:
+                on_result(st["idx"], res)
+
+        try:
+            while (pending or active) and not closed:
+                assert time.monotonic() < deadline, "H2Client: deadline passed"
+                limit = min(concurrency, conn.remote_settings.max_concurrent_streams)
+                while pending and len(active) < limit and not goaway and \
+                        not (stop is not None and stop.is_set()):
+                    idx = pending.pop()
+                    sid = conn.get_next_available_stream_id()
+                    data = body_bytes(bodies[idx])
+                    conn.send_headers(sid, req_headers + [("content-length", str(len(data)))],
+                                      end_stream=not data)
+                    active[sid] = {"idx": idx, "data": data, "off": 0, "sent": not data,
+                                   "status": None, "resp": bytearray()}
+                if (stop is not None and stop.is_set()) or goaway:
+                    pending.clear()
+                for sid, st in list(active.items()):
+                    while not st["sent"]:
+                        try:
+                            window = conn.local_flow_control_window(sid)
+                        except h2.exceptions.StreamClosedError:
+                            st["sent"] = True
+                            break
+                        n = min(window, conn.max_outbound_frame_size,
+                                len(st["data"]) - st["off"])
+                        if n <= 0:
+                            break
+                        end = st["off"] + n == len(st["data"])
+                        conn.send_data(sid, st["data"][st["off"]:st["off"] + n], end_stream=end)
+                        st["off"] += n
+                        st["sent"] = end
+                out = conn.data_to_send()
+                if out:
+                    sock.sendall(out)
+                if not pending and not active:
+                    break
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except (ConnectionResetError, BrokenPipeError):
+                    data = b""
+                if not data:
+                    closed = True
+                    break
+                rxbuf += data
+                frames, rxbuf, goaways = split_goaway(rxbuf)
+                events = conn.receive_data(frames) if frames else []
+                for last_stream_id, error_code in goaways:
+                    events.append(("GOAWAY", last_stream_id, error_code))
+                for ev in events:
+                    if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id in active:
+                        hdrs = dict(ev.headers)
+                        active[ev.stream_id]["status"] = int(hdrs[":status"])
+                        active[ev.stream_id]["headers"] = hdrs
+                    elif isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        if ev.stream_id in active:
+                            active[ev.stream_id]["resp"] += ev.data
+                    elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id in active:
+                        if not active[ev.stream_id]["sent"]:
+                            try:
+                                conn.reset_stream(ev.stream_id)
+                            except h2.exceptions.H2Error:
+                                pass
+                        finish(ev.stream_id, "response")
+                    elif isinstance(ev, h2.events.StreamReset) and ev.stream_id in active:
+                        finish(ev.stream_id, "reset")
+                    elif isinstance(ev, tuple) and ev[0] == "GOAWAY":
+                        goaway = True
+                        goaway_info.update(last_stream_id=ev[1], error_code=ev[2])
+                        goaway_info.setdefault("all", []).append((ev[1], ev[2]))
+                        for sid in [s for s in active if s > ev[1]]:
+                            finish(sid, "refused")
+                out = conn.data_to_send()
+                if out:
+                    try:
+                        sock.sendall(out)
+                    except OSError:
+                        closed = True
+        except (BrokenPipeError, ConnectionResetError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            for sid in list(active):
+                finish(sid, "closed")
+            for i, r in enumerate(results):
+                if r is None:
+                    results[i] = {"status": None, "body": b"", "outcome": "unsent",
+                                  "reset": False, "headers": {}, "stream_id": None,
+                                  "body_sent": False, "goaway": goaway_info or None}
+            try:
+                sock.close()
+            except OSError:
+                pass
+        return results
+
+
+EXPORTER_HEADERS_UA = [(EXPORTER_HEADER, USER_AGENT), ("content-type", "application/json")]
+
+
+def post_h2_frames(port, body, exporter_type=USER_AGENT, path="/collector"):
+    """One h2c POST through python3-h2 instead of curl.
+
+    For requests kohaku may answer before it has read the body (bad exporter type, a
+    content-length over the limit): RFC 9113 8.1 lets a server send the whole response and
+    then RST_STREAM(NO_ERROR). curl 7.88 reports that as error 92 and drops the response when
+    the reset overtakes its upload, so those cases are checked at the frame level."""
+    headers = [("content-type", "application/json")]
+    if exporter_type is not None:
+        headers.append((EXPORTER_HEADER, exporter_type))
+    res = H2Client(port, timeout=30).post_all([body_bytes(body)], headers, path=path)[0]
+    assert res["status"] is not None, f"no response to POST {path}: {res}"
+    return Response(res["status"], res["headers"], res["body"])

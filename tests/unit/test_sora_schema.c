@@ -1,0 +1,328 @@
+/*
+ * Unit tests of src/sora/schema.c and schema_table.c: snake_case column names, the tables of
+ * DESIGN 2, type -> table and member lookups, and the derived SQL (migration DDL in both
+ * dialects, executed in SQLite; INSERT placeholders).
+ */
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "kh_test.h"
+
+static int setup(void **state)
+{
+    (void)state;
+    return kh_schema_init();
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    kh_schema_cleanup();
+    return 0;
+}
+
+static const char *const design_tables[] = {
+    "rtc_codec_stats",
+    "rtc_inbound_rtp_stream_stats",
+    "rtc_outbound_rtp_stream_stats",
+    "rtc_remote_inbound_rtp_stream_stats",
+    "rtc_remote_outbound_rtp_stream_stats",
+    "rtc_audio_source_stats",
+    "rtc_video_source_stats",
+    "rtc_audio_playout_stats",
+    "rtc_data_channel_stats",
+    "rtc_transport_stats",
+    "rtc_ice_candidate_pair_stats",
+    "rtc_ice_candidate_stats",
+    "rtc_certificate_stats",
+    "rtc_peer_connection_stats",
+    "rtc_other_stats",
+    "erlang_vm_memory_stats",
+};
+#define NDESIGN (sizeof(design_tables) / sizeof(design_tables[0]))
+
+static void test_snake_case(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"bytesReceived", "bytes_received"},
+        {"qpSum", "qp_sum"},
+        {"base64Certificate", "base64_certificate"},
+        {"packetsReceivedWithEct1", "packets_received_with_ect1"},
+        {"ssrc", "ssrc"},
+        {"processes_used", "processes_used"},
+        {"totalSquaredInterFrameDelay", "total_squared_inter_frame_delay"},
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kh_schema_snake_case(cases[i][0], out, sizeof(out));
+        assert_string_equal(out, cases[i][1]);
+    }
+    /* a short buffer truncates and stays terminated */
+    kh_schema_snake_case("bytesReceived", out, 6);
+    assert_true(strlen(out) < 6);
+    assert_int_equal(strncmp(out, "bytes", strlen(out)), 0);
+    /* the derived column names use it */
+    int t = kht_table("rtc_inbound_rtp_stream_stats");
+    assert_string_equal(kh_schema_column(t, kh_schema_member(t, "qpSum", 5)), "qp_sum");
+}
+
+static void test_design_tables_exist(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < NDESIGN; i++)
+        assert_true(kht_table(design_tables[i]) >= 0);
+    assert_string_equal(kh_stats_tables[kh_table_other].table, "rtc_other_stats");
+    assert_null(kh_stats_tables[kh_table_other].type);
+    assert_string_equal(kh_stats_tables[kh_table_erlang_vm_memory].table,
+                        "erlang_vm_memory_stats");
+    assert_int_equal(kh_stats_tables[kh_table_erlang_vm_memory].scope, KH_SCOPE_NODE);
+    /* table names are unique */
+    for (size_t a = 0; a < kh_stats_ntables; a++)
+        for (size_t b = a + 1; b < kh_stats_ntables; b++)
+            assert_string_not_equal(kh_stats_tables[a].table, kh_stats_tables[b].table);
+}
+
+static int table_for(const char *type, const char *kind)
+{
+    return kh_schema_table_for(type, strlen(type), kind, kind ? strlen(kind) : 0);
+}
+
+static void test_table_for(void **state)
+{
+    (void)state;
+    static const char *const cases[][3] = {
+        {"codec", NULL, "rtc_codec_stats"},
+        {"inbound-rtp", NULL, "rtc_inbound_rtp_stream_stats"},
+        {"outbound-rtp", NULL, "rtc_outbound_rtp_stream_stats"},
+        {"remote-inbound-rtp", NULL, "rtc_remote_inbound_rtp_stream_stats"},
+        {"remote-outbound-rtp", NULL, "rtc_remote_outbound_rtp_stream_stats"},
+        {"media-source", "audio", "rtc_audio_source_stats"},
+        {"media-source", "video", "rtc_video_source_stats"},
+        {"media-source", NULL, "rtc_other_stats"},
+        {"media-source", "data", "rtc_other_stats"},
+        {"media-playout", NULL, "rtc_audio_playout_stats"},
+        {"data-channel", NULL, "rtc_data_channel_stats"},
+        {"transport", NULL, "rtc_transport_stats"},
+        {"candidate-pair", NULL, "rtc_ice_candidate_pair_stats"},
+        {"local-candidate", NULL, "rtc_ice_candidate_stats"},
+        {"remote-candidate", NULL, "rtc_ice_candidate_stats"},
+        {"certificate", NULL, "rtc_certificate_stats"},
+        {"peer-connection", NULL, "rtc_peer_connection_stats"},
+        {"track", NULL, "rtc_other_stats"},
+        {"csrc", NULL, "rtc_other_stats"},
+        {"", NULL, "rtc_other_stats"},
+        {"codecs", NULL, "rtc_other_stats"},
+        {"code", NULL, "rtc_other_stats"},
+        /* node tables are not for connection stats */
+        {"erlang-vm-memory", NULL, "rtc_other_stats"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int t = table_for(cases[i][0], cases[i][1]);
+        if (strcmp(kh_stats_tables[t].table, cases[i][2]) != 0)
+            fail_msg("%s/%s -> %s, expected %s", cases[i][0], cases[i][1] ? cases[i][1] : "-",
+                     kh_stats_tables[t].table, cases[i][2]);
+    }
+    /* lengths are honoured: "codec" inside a longer buffer */
+    assert_int_equal(kh_schema_table_for("codecXYZ", 5, NULL, 0), kht_table("rtc_codec_stats"));
+    assert_true(kh_schema_kind_dependent("media-source", 12));
+    assert_false(kh_schema_kind_dependent("codec", 5));
+    assert_false(kh_schema_kind_dependent("media-playout", 13));
+}
+
+static void test_member_lookup(void **state)
+{
+    (void)state;
+    int in = kht_table("rtc_inbound_rtp_stream_stats");
+    int idx = kh_schema_member(in, "bytesReceived", 13);
+    assert_true(idx >= 0);
+    assert_string_equal(kh_stats_tables[in].members[idx].name, "bytesReceived");
+    assert_int_equal(kh_stats_tables[in].members[idx].type, KH_COL_INT);
+    assert_string_equal(kh_schema_column(in, idx), "bytes_received");
+    idx = kh_schema_member(in, "jitter", 6);
+    assert_int_equal(kh_stats_tables[in].members[idx].type, KH_COL_REAL);
+    /* not found: unknown, wrong case, snake_case, a prefix, a longer name, another table's */
+    assert_int_equal(kh_schema_member(in, "bytesReceivedX", 14), -1);
+    assert_int_equal(kh_schema_member(in, "bytesreceived", 13), -1);
+    assert_int_equal(kh_schema_member(in, "bytes_received", 14), -1);
+    assert_int_equal(kh_schema_member(in, "bytesRec", 8), -1);
+    assert_int_equal(kh_schema_member(in, "bytesReceived", 5), -1);
+    assert_int_equal(kh_schema_member(in, "", 0), -1);
+    assert_int_equal(kh_schema_member(in, "base64Certificate", 17), -1);
+    assert_int_equal(kh_schema_member(kh_table_other, "bytesReceived", 13), -1);
+    int cert = kht_table("rtc_certificate_stats");
+    assert_true(kh_schema_member(cert, "base64Certificate", 17) >= 0);
+    /* every member of every table is found at its own index */
+    for (size_t t = 0; t < kh_stats_ntables; t++)
+        for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++) {
+            const char *name = kh_stats_tables[t].members[m].name;
+            assert_int_equal(kh_schema_member((int)t, name, strlen(name)), (int)m);
+        }
+    /* the common members have no column of their own */
+    assert_int_equal(kh_schema_member(in, "type", 4), -1);
+    assert_int_equal(kh_schema_member(in, "timestamp", 9), -1);
+}
+
+static char *migration(enum kh_dialect d, int version)
+{
+    struct kh_buf b;
+    kh_buf_init(&b, 4u << 20);
+    assert_int_equal(kh_schema_migration_sql(d, version, &b), 0);
+    assert_int_equal(kh_buf_append(&b, "", 1), 0);
+    return b.data;
+}
+
+static void test_migration_v1_both_dialects(void **state)
+{
+    (void)state;
+    for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) {
+        char *sql = migration((enum kh_dialect)d, 1);
+        char needle[256];
+        const char *base[] = {"sora_connection", "sora_node"};
+        for (size_t i = 0; i < 2; i++) {
+            snprintf(needle, sizeof(needle), "CREATE TABLE IF NOT EXISTS \"%s\"", base[i]);
+            assert_non_null(strstr(sql, needle));
+        }
+        for (size_t i = 0; i < NDESIGN; i++) {
+            snprintf(needle, sizeof(needle), "CREATE TABLE IF NOT EXISTS \"%s\"",
+                     design_tables[i]);
+            if (strstr(sql, needle) == NULL)
+                fail_msg("dialect %d: no %s", d, needle);
+            snprintf(needle, sizeof(needle), "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\"",
+                     design_tables[i]);
+            assert_non_null(strstr(sql, needle));
+        }
+        snprintf(needle, sizeof(needle),
+                 "ON \"rtc_transport_stats\" (\"connection_id\", \"time\", \"stats_id\")");
+        assert_non_null(strstr(sql, needle));
+        assert_non_null(strstr(sql, "\"connection_id\" text PRIMARY KEY"));
+        assert_non_null(strstr(sql, "\"bytes_received\""));
+        assert_non_null(strstr(sql, "\"extra\""));
+        if (d == KH_DIALECT_POSTGRES) {
+            assert_non_null(strstr(sql, "\"quality_limitation_durations\" jsonb"));
+            assert_non_null(strstr(sql, "\"time\" timestamptz NOT NULL"));
+            assert_non_null(strstr(sql, "\"priority\" bigint"));
+        } else {
+            assert_non_null(strstr(sql, "\"quality_limitation_durations\" TEXT"));
+            assert_null(strstr(sql, "jsonb"));
+        }
+        free(sql);
+    }
+    /* a later version does not recreate version 1's tables */
+    char *v2 = migration(KH_DIALECT_SQLITE, 2);
+    assert_null(strstr(v2, "\"sora_connection\" ("));
+    free(v2);
+}
+
+static void test_migrations_run_in_sqlite(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    int latest = kh_schema_latest_version();
+    assert_true(latest >= 1);
+    for (int v = 1; v <= latest; v++) {
+        char *sql = migration(KH_DIALECT_SQLITE, v);
+        char *msg = NULL;
+        if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+            fail_msg("version %d: %s", v, msg);
+        free(sql);
+    }
+    for (size_t i = 0; i < NDESIGN; i++) {
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_prepare_v2(db,
+                                            "SELECT count(*) FROM sqlite_master WHERE "
+                                            "type = 'table' AND name = ?",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, design_tables[i], -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        if (sqlite3_column_int(st, 0) != 1)
+            fail_msg("table %s missing after the migrations", design_tables[i]);
+        sqlite3_finalize(st);
+    }
+    /* the insert statement of every table prepares against the schema */
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        struct kh_buf b;
+        kh_buf_init(&b, 1u << 20);
+        assert_int_equal(kh_schema_insert_sql(KH_DIALECT_SQLITE, (int)t, &b), 0);
+        assert_int_equal(kh_buf_append(&b, "", 1), 0);
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, b.data, -1, &st, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", b.data, sqlite3_errmsg(db));
+        assert_int_equal(sqlite3_bind_parameter_count(st),
+                         kh_schema_ncommon((int)t) + (int)kh_stats_tables[t].nmembers + 1);
+        sqlite3_finalize(st);
+        kh_buf_cleanup(&b);
+    }
+    sqlite3_close(db);
+}
+
+static size_t count(const char *s, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+static void test_insert_placeholders(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        size_t ncols = (size_t)kh_schema_ncommon((int)t) + kh_stats_tables[t].nmembers + 1;
+        for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) {
+            struct kh_buf b;
+            kh_buf_init(&b, 1u << 20);
+            assert_int_equal(kh_schema_insert_sql((enum kh_dialect)d, (int)t, &b), 0);
+            assert_int_equal(kh_buf_append(&b, "", 1), 0);
+            const char *values = strstr(b.data, "VALUES (");
+            assert_non_null(values);
+            /* column list: one quoted name per column */
+            assert_int_equal(count(b.data, "\"") - 2 /* table name */, 2 * ncols);
+            if (d == KH_DIALECT_SQLITE) {
+                assert_int_equal(count(values, "?"), ncols);
+                assert_non_null(strstr(b.data, "INSERT OR IGNORE INTO"));
+            } else {
+                char last[32];
+                snprintf(last, sizeof(last), "$%zu)", ncols);
+                assert_int_equal(count(values, "$"), ncols);
+                assert_non_null(strstr(values, last));
+                assert_non_null(strstr(b.data, "ON CONFLICT DO NOTHING"));
+            }
+            kh_buf_cleanup(&b);
+        }
+    }
+    assert_int_equal(kh_schema_ncommon(kht_table("rtc_codec_stats")), 6);
+    assert_int_equal(kh_schema_ncommon(kh_table_erlang_vm_memory), 3);
+}
+
+static void test_migration_buffer_bound(void **state)
+{
+    (void)state;
+    struct kh_buf b;
+    kh_buf_init(&b, 64);
+    assert_int_equal(kh_schema_migration_sql(KH_DIALECT_SQLITE, 1, &b), KH_ENOSPC);
+    assert_true(b.len <= 64);
+    kh_buf_cleanup(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_snake_case),
+        cmocka_unit_test(test_design_tables_exist),
+        cmocka_unit_test(test_table_for),
+        cmocka_unit_test(test_member_lookup),
+        cmocka_unit_test(test_migration_v1_both_dialects),
+        cmocka_unit_test(test_migrations_run_in_sqlite),
+        cmocka_unit_test(test_insert_placeholders),
+        cmocka_unit_test(test_migration_buffer_bound),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
