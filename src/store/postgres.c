@@ -420,6 +420,20 @@ static void drop_conn(PGconn **c)
     *c = NULL;
 }
 
+/* The start-up line that says which mode is in use. */
+static void log_schema_ready(const struct pg *pg)
+{
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_INFO, "postgres schema ready")) {
+        kh_log_str(&l, "mode", pg->timescale ? "timescaledb" : "postgresql");
+        kh_log_str(&l, "retention", pg->timescale ? "timescaledb policy" : "kohaku");
+        kh_log_int(&l, "retention_days", pg->retention_days);
+        kh_log_int(&l, "schema_version", kh_schema_latest_version());
+        kh_log_str(&l, "write_method", pg->use_copy ? "copy" : "unnest");
+        kh_log_end(&l);
+    }
+}
+
 /* One contact attempt: connect (if needed), migrate (once), check the connection. */
 static bool maint_contact(struct pg *pg)
 {
@@ -433,15 +447,7 @@ static bool maint_contact(struct pg *pg)
             return false;
         }
         atomic_store(&pg->migrated, true);
-        struct kh_logline l;
-        if (kh_log_begin(&l, KH_LOG_INFO, "postgres schema ready")) {
-            kh_log_str(&l, "mode", pg->timescale ? "timescaledb" : "postgresql");
-            kh_log_str(&l, "retention", pg->timescale ? "timescaledb policy" : "kohaku");
-            kh_log_int(&l, "retention_days", pg->retention_days);
-            kh_log_int(&l, "schema_version", kh_schema_latest_version());
-            kh_log_str(&l, "write_method", pg->use_copy ? "copy" : "unnest");
-            kh_log_end(&l);
-        }
+        log_schema_ready(pg);
     }
     if (exec_ok(pg->mconn, "SELECT 1", pg->merr, sizeof(pg->merr)) != 0) {
         drop_conn(&pg->mconn);
@@ -584,15 +590,7 @@ static int pg_migrate(struct kh_store *s, int target, const char **err)
     if (rc == 0 && (target == 0 || target >= kh_schema_latest_version())) {
         atomic_store(&pg->migrated, true);
         atomic_store(&pg->healthy, true);
-        struct kh_logline l;
-        if (kh_log_begin(&l, KH_LOG_INFO, "postgres schema ready")) {
-            kh_log_str(&l, "mode", pg->timescale ? "timescaledb" : "postgresql");
-            kh_log_str(&l, "retention", pg->timescale ? "timescaledb policy" : "kohaku");
-            kh_log_int(&l, "retention_days", pg->retention_days);
-            kh_log_int(&l, "schema_version", kh_schema_latest_version());
-            kh_log_str(&l, "write_method", pg->use_copy ? "copy" : "unnest");
-            kh_log_end(&l);
-        }
+        log_schema_ready(pg);
     }
     *err = pg->merr;
     return rc;
