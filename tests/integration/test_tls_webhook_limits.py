@@ -195,6 +195,11 @@ def test_sighup_reloads_certificates(pki, started, tmp_path):
     tls.sendall(b"GET /.ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert tls.recv(4096).startswith(b"HTTP/1.1 204")
     tls.close()
+    # broken files on the next reload: the certificates in use stay
+    (d / "fullchain.pem").write_text("not a certificate\n")
+    k.proc.send_signal(signal.SIGHUP)
+    k.wait_log("reload failed; keeping the previous certificates")
+    assert "localhost" in served_subject()
 
 
 # --- the stats webhook -------------------------------------------------------------------------
