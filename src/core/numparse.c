@@ -14,13 +14,21 @@ static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
-static bool slow_double(const char *s, size_t n, double *out)
+/* The C library wants a terminated string: copy s into buf (false when it does not fit). */
+static bool terminate(const char *s, size_t n, char *buf, size_t cap)
 {
-    char buf[512];
-    if (n >= sizeof(buf))
+    if (n >= cap)
         return false;
     memcpy(buf, s, n);
     buf[n] = '\0';
+    return true;
+}
+
+static bool slow_double(const char *s, size_t n, double *out)
+{
+    char buf[512];
+    if (!terminate(s, n, buf, sizeof(buf)))
+        return false;
     char *end;
     errno = 0;
     double d = strtod(buf, &end);
@@ -61,10 +69,8 @@ bool kh_parse_int64(const char *s, size_t n, int64_t *out)
     if (i == n || n - i > 18) {
         /* long or odd: let the C library decide, then the double path */
         char buf[64];
-        if (n >= sizeof(buf))
+        if (!terminate(s, n, buf, sizeof(buf)))
             return false;
-        memcpy(buf, s, n);
-        buf[n] = '\0';
         char *end;
         errno = 0;
         long long v = strtoll(buf, &end, 10);
