@@ -454,3 +454,20 @@ def test_concurrent_streams_and_idle_timeout(started, tmp_path):
     assert closed and 1.5 < time.time() - t0 < 6
     assert any(isinstance(f, GoAwayFrame) for f in frames)
     assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
+
+
+def test_metrics_over_tls(pki, started, tmp_path):
+    """exporter_https serves /metrics over TLS with the same certificate."""
+    st = SqliteStore(str(tmp_path))
+    k = started(dict(tls_settings(pki, st), exporter_https="true"))
+    assert curl_tls(k, pki, "--http2", *EXPORTER, "--data-binary", "@-",
+                    data=report_body())[0] == 204
+    need_tool("curl")
+    out = subprocess.run(["curl", "-s", "--cacert", os.path.join(pki, "ca.crt"),
+                          f"https://127.0.0.1:{k.metrics_port}/metrics"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert 'kohaku_reports_stored_total{kind="connection"} 1' in out.stdout
+    plain = subprocess.run(["curl", "-s", f"http://127.0.0.1:{k.metrics_port}/metrics"],
+                           capture_output=True, text=True, timeout=30)
+    assert "kohaku_reports_stored_total" not in plain.stdout
