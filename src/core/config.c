@@ -127,6 +127,21 @@ static const struct param params[] = {
      "seconds in the retry-after header of a 503"},
     {"shutdown_timeout", P_INT, OFF(shutdown_timeout), "30", 1, 3600, NULL,
      "seconds SIGTERM waits for in-flight reports before exiting anyway"},
+    {"spool_dir", P_STR, OFF(spool_dir), "", 0, 0, NULL,
+     "directory of the durable spool: reports are written there (and acknowledged) while "
+     "storage is away or behind, and drained into it later; empty = no spool (503 instead)"},
+    {"spool_max_bytes", P_INT, OFF(spool_max_bytes), "1073741824", 1048576, I64MAX, NULL,
+     "disk space the spool may use; when it is full reports get 503 with retry-after"},
+    {"spool_segment_bytes", P_INT, OFF(spool_segment_bytes), "16777216", 65536, 1073741824,
+     NULL, "size at which the spool starts a new segment file"},
+    {"spool_fsync", P_ENUM, OFF(spool_fsync), "batch", 0, 0, "batch|interval",
+     "batch: fsync each group of spooled reports as soon as it is written; interval: at most "
+     "every spool_fsync_interval_ms (fewer syncs, longer waits); either way a spooled report "
+     "is answered 204 only after its fsync"},
+    {"spool_fsync_interval_ms", P_INT, OFF(spool_fsync_interval_ms), "50", 1, 10000, NULL,
+     "with spool_fsync = interval: time between fsyncs of the spool (ms)"},
+    {"spool_backlog_reports", P_INT, OFF(spool_backlog_reports), "2048", 1, 10000000, NULL,
+     "with a spool: reports waiting for storage beyond which new reports go to the spool"},
 };
 
 #define NPARAMS (sizeof(params) / sizeof(params[0]))

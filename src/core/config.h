@@ -66,6 +66,13 @@ struct kh_config {
     int64_t storage_retry_ms;
     int64_t retry_after;
     int64_t shutdown_timeout;
+    /* spool */
+    char *spool_dir;
+    int64_t spool_max_bytes;
+    int64_t spool_segment_bytes;
+    char *spool_fsync;
+    int64_t spool_fsync_interval_ms;
+    int64_t spool_backlog_reports;
 };
 
 /* Fills cfg with the defaults. Returns 0 or KH_ENOMEM. */
