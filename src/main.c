@@ -23,6 +23,7 @@
 #include "net/server.h"
 #include "pipeline/batcher.h"
 #include "sora/schema.h"
+#include "spool/spool.h"
 #include "store/store.h"
 
 #ifndef KOHAKU_VERSION
@@ -146,7 +147,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct runtime *rt = arg;
     size_t conns = kh_server_nconns(rt->srv) + kh_server_nconns(rt->metrics_srv);
-    size_t pending = kh_batcher_pending(rt->batcher);
+    size_t pending = kh_batcher_pending(rt->batcher) +
+                     (rt->app.spool ? kh_spool_pending(rt->app.spool) : 0);
     if (conns == 0 && pending == 0) {
         event_base_loopbreak(rt->base);
         return;
@@ -187,6 +189,10 @@ static uint64_t m_connections(void *arg, int proto)
     return kh_server_count(((struct runtime *)arg)->srv, proto);
 }
 static uint64_t m_streams(void *arg) { return kh_server_streams(((struct runtime *)arg)->srv); }
+static void m_spool(void *arg, uint64_t *segments, uint64_t *waiting)
+{
+    kh_spool_gauges(((struct runtime *)arg)->app.spool, segments, waiting);
+}
 
 /* SIGHUP: reload what can change at run time (the TLS certificates and key). */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
@@ -218,6 +224,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     rt->deadline_usec = kh_mono_usec() + (uint64_t)rt->app.cfg->shutdown_timeout * 1000000;
     kh_server_stop(rt->srv);
     kh_server_stop(rt->metrics_srv);
+    if (rt->app.spool)
+        kh_spool_stop_drain(rt->app.spool); /* what is spooled waits for the next start */
     struct timeval tv = {0, 20000};
     event_add(rt->tick, &tv);
 }
@@ -243,6 +251,17 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
         goto fail_batcher;
     }
     rt.app.batcher = rt.batcher;
+    if (cfg->spool_dir[0]) {
+        rt.app.spool = kh_spool_open(cfg, err, sizeof(err));
+        if (rt.app.spool == NULL) {
+            kh_log(KH_LOG_ERROR, "spool failed to open", err);
+            goto fail_spool;
+        }
+        if (kh_spool_start(rt.app.spool, rt.base, kh_collector_replay, &rt.app) != 0) {
+            kh_log(KH_LOG_ERROR, "spool: cannot start its thread", NULL);
+            goto fail_server;
+        }
+    }
     struct kh_listen spec = {.addr = cfg->listen_addr, .port = (int)cfg->listen_port,
                              .https = cfg->https};
     rt.srv = kh_server_new(rt.base, &rt.app, &spec, err, sizeof(err));
@@ -262,7 +281,8 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     kh_metrics.src = (struct kh_metrics_sources){
         .arg = &rt, .storage_up = m_storage_up, .storage_reconnects = m_reconnects,
         .inflight_bytes = m_inflight, .pending_reports = m_pending,
-        .connections = m_connections, .streams = m_streams};
+        .connections = m_connections, .streams = m_streams,
+        .spool = rt.app.spool ? m_spool : NULL};
     rt.sig_term = evsignal_new(rt.base, SIGTERM, on_signal, &rt);
     rt.sig_int = evsignal_new(rt.base, SIGINT, on_signal, &rt);
     rt.sig_hup = evsignal_new(rt.base, SIGHUP, on_hup, &rt);
@@ -300,6 +320,11 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     kh_server_free(rt.metrics_srv);
     kh_server_free(rt.srv);
 fail_server:
+    /* the batcher first: a batch that fails now still hands its reports to the spool */
+    kh_batcher_free(rt.batcher);
+    kh_spool_free(rt.app.spool);
+    goto fail_batcher;
+fail_spool:
     kh_batcher_free(rt.batcher);
 fail_batcher:
     event_base_free(rt.base);

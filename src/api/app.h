@@ -10,17 +10,23 @@
 #include "core/config.h"
 #include "http/request.h"
 #include "pipeline/batcher.h"
+#include "spool/spool.h"
 #include "store/store.h"
 
 struct kh_app {
     const struct kh_config *cfg;
     struct kh_store *store;
     struct kh_batcher *batcher;
+    struct kh_spool *spool; /* NULL without spool_dir */
 };
 
 extern const struct kh_handler kh_collector_handler;
 extern const struct kh_handler kh_webhook_handler;
 extern const struct kh_handler kh_health_handler;
 extern const struct kh_handler kh_metrics_handler;
+
+/* The spool's replay function (kh_spool_replay_fn); arg is the app. */
+int kh_collector_replay(void *arg, const struct kh_spool_meta *m, const uint8_t *body,
+                        size_t len, kh_spool_done_cb done, void *ctx, const char **why);
 
 #endif

@@ -6,14 +6,31 @@
  *     sora-stats-webhook-type connection.rtc, multistream optional.
  * The body streams into the envelope parser; a valid report goes to the batcher and is
  * answered 204 only after its batch has committed.
+ *
+ * With a spool (spool_dir), the body is also kept as it arrived. A report goes to the spool
+ * instead of the batcher when storage is down or already has spool_backlog_reports waiting,
+ * and a report whose batch fails goes there afterwards; either way it is answered 204 once
+ * its spool record is synced. The spool replays records through kh_collector_replay.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "api/app.h"
+#include "core/buf.h"
 #include "core/errors.h"
+#include "core/timeutil.h"
 #include "sora/envelope.h"
+#include "spool/spool.h"
+
+/* Per-request state: the parser and, with a spool, the body as it arrived. */
+struct collect {
+    struct kh_envelope *e;
+    struct kh_spool_meta meta;
+    struct kh_buf body;
+    bool keep_body;
+};
 
 static void start(struct kh_request *req, enum kh_report_kind kind,
                   enum kh_envelope_flavor flavor)
@@ -23,11 +40,21 @@ static void start(struct kh_request *req, enum kh_report_kind kind,
     lim.arena_max = (size_t)cfg->max_body_bytes * 4 + (1u << 20);
     lim.max_depth = (size_t)cfg->max_json_depth;
     lim.max_stats = (size_t)cfg->max_stats_per_report;
-    req->hstate = kh_envelope_new(kind, flavor, &lim);
-    if (req->hstate == NULL) {
+    struct collect *c = calloc(1, sizeof(*c));
+    if (c)
+        c->e = kh_envelope_new(kind, flavor, &lim);
+    if (c == NULL || c->e == NULL) {
+        free(c);
         req->retry_after = (int)cfg->retry_after;
         kh_request_respond_error(req, 503, "server: out of memory");
+        return;
     }
+    c->meta.kind = (uint8_t)kind;
+    c->meta.flavor = (uint8_t)flavor;
+    c->keep_body = req->app->spool != NULL;
+    if (c->keep_body)
+        kh_buf_init(&c->body, (size_t)cfg->max_body_bytes);
+    req->hstate = c;
 }
 
 static void exporter_headers(struct kh_request *req)
@@ -84,10 +111,45 @@ static void refuse(struct kh_request *req, int rc, const char *why)
 
 static void on_body(struct kh_request *req, const uint8_t *data, size_t len)
 {
-    struct kh_envelope *e = req->hstate;
-    int rc = kh_envelope_feed(e, data, len);
-    if (rc != 0)
-        refuse(req, rc, kh_envelope_error(e));
+    struct collect *c = req->hstate;
+    int rc = kh_envelope_feed(c->e, data, len);
+    if (rc != 0) {
+        refuse(req, rc, kh_envelope_error(c->e));
+        return;
+    }
+    /* the request layer has already held the body to max_body_bytes */
+    if (c->keep_body && kh_buf_append(&c->body, data, len) != 0)
+        refuse(req, KH_ENOMEM, NULL);
+}
+
+static void unavailable(struct kh_request *req, const char *message)
+{
+    req->retry_after = (int)req->app->cfg->retry_after;
+    kh_request_respond_error(req, 503, message);
+}
+
+static void on_spooled(void *arg, int result)
+{
+    struct kh_request *req = arg;
+    if (result == 0)
+        kh_request_respond(req, 204, NULL, 0);
+    else
+        unavailable(req, "spool: write failed; retry later");
+    kh_request_release(req);
+}
+
+/* Hands the kept body to the spool; the answer follows its sync. */
+static void spool_it(struct kh_request *req)
+{
+    struct collect *c = req->hstate;
+    kh_request_retain(req);
+    int rc = kh_spool_append(req->app->spool, &c->meta, c->body.data, c->body.len, on_spooled,
+                             req);
+    if (rc == 0)
+        return;
+    kh_request_release(req);
+    unavailable(req, rc == KH_ENOSPC ? "spool: full (spool_max_bytes); retry later"
+                                     : "server: out of memory for this report");
 }
 
 static void on_stored(void *arg, int result, const char *err)
@@ -98,41 +160,103 @@ static void on_stored(void *arg, int result, const char *err)
     else if (result == KH_EREJECT) {
         req->storage_refused = true;
         kh_request_respond_error(req, 400, err ? err : "storage: refused this report");
-    }
-    else {
-        req->retry_after = (int)req->app->cfg->retry_after;
-        kh_request_respond_error(req, 503, "storage: write failed; retry later");
-    }
+    } else if (req->app->spool && !req->responded)
+        spool_it(req); /* storage failed: the spool keeps it */
+    else
+        unavailable(req, "storage: write failed; retry later");
     kh_request_release(req);
 }
 
 static void on_end(struct kh_request *req)
 {
-    struct kh_envelope *e = req->hstate;
-    int rc = kh_envelope_finish(e);
+    struct collect *c = req->hstate;
+    int rc = kh_envelope_finish(c->e);
     if (rc != 0) {
-        refuse(req, rc, kh_envelope_error(e));
+        refuse(req, rc, kh_envelope_error(c->e));
         return;
     }
-    struct kh_report *r = kh_envelope_take_report(e);
-    kh_envelope_free(e); /* the parser is done: give its memory back before the batch */
-    req->hstate = NULL;
+    struct kh_report *r = kh_envelope_take_report(c->e);
+    kh_envelope_free(c->e); /* the parser is done: give its memory back before the batch */
+    c->e = NULL;
+    struct kh_app *app = req->app;
+    if (app->spool) {
+        /* the spooled copy must store the same received_at as a direct write would */
+        c->meta.received_usec = kh_time_now_usec();
+        kh_time_format(c->meta.received_usec, r->received_text);
+        if (!app->store->ops->healthy(app->store) ||
+            kh_batcher_pending(app->batcher) >= (size_t)app->cfg->spool_backlog_reports) {
+            kh_report_free(r);
+            spool_it(req);
+            return;
+        }
+    }
     kh_request_retain(req);
-    rc = kh_batcher_submit(req->app->batcher, r, on_stored, req);
+    rc = kh_batcher_submit(app->batcher, r, on_stored, req);
     if (rc == 0)
         return;
     kh_request_release(req);
     kh_report_free(r);
-    req->retry_after = (int)req->app->cfg->retry_after;
-    kh_request_respond_error(req, 503,
-                             rc == KH_ESHUTDOWN ? "server: shutting down"
-                                                : "server: too many reports waiting for storage");
+    if (app->spool && rc == KH_ENOSPC) {
+        spool_it(req);
+        return;
+    }
+    unavailable(req, rc == KH_ESHUTDOWN ? "server: shutting down"
+                                        : "server: too many reports waiting for storage");
 }
 
 static void on_free(struct kh_request *req)
 {
-    kh_envelope_free(req->hstate);
+    struct collect *c = req->hstate;
+    if (c == NULL)
+        return;
+    kh_envelope_free(c->e);
+    if (c->keep_body)
+        kh_buf_cleanup(&c->body);
+    free(c);
     req->hstate = NULL;
+}
+
+int kh_collector_replay(void *arg, const struct kh_spool_meta *m, const uint8_t *body,
+                        size_t len, kh_spool_done_cb done, void *ctx, const char **why)
+{
+    static char errbuf[512]; /* loop thread only */
+    struct kh_app *app = arg;
+    if (!app->store->ops->healthy(app->store))
+        return KH_ERETRY;
+    if (m->kind > KH_REPORT_NODE || m->flavor > KH_FLAVOR_WEBHOOK) {
+        *why = "spool: unknown report kind in the record";
+        return KH_EINVAL;
+    }
+    /* it passed the limits in force when it was received: do not refuse it now because
+     * they have been lowered since */
+    struct kh_envelope_limits lim = kh_envelope_default_limits;
+    lim.arena_max = len * 4 + (1u << 20);
+    lim.max_depth = 64;
+    lim.max_stats = 1000000;
+    struct kh_envelope *e = kh_envelope_new((enum kh_report_kind)m->kind,
+                                            (enum kh_envelope_flavor)m->flavor, &lim);
+    if (e == NULL)
+        return KH_ERETRY;
+    int rc = kh_envelope_feed(e, body, len);
+    if (rc == 0)
+        rc = kh_envelope_finish(e);
+    if (rc != 0) {
+        snprintf(errbuf, sizeof(errbuf), "%s", kh_envelope_error(e));
+        kh_envelope_free(e);
+        if (rc == KH_ENOMEM)
+            return KH_ERETRY;
+        *why = errbuf;
+        return KH_EINVAL;
+    }
+    struct kh_report *r = kh_envelope_take_report(e);
+    kh_envelope_free(e);
+    kh_time_format(m->received_usec, r->received_text);
+    rc = kh_batcher_submit(app->batcher, r, done, ctx);
+    if (rc != 0) {
+        kh_report_free(r);
+        return KH_ERETRY;
+    }
+    return 0;
 }
 
 const struct kh_handler kh_collector_handler = {

@@ -113,6 +113,54 @@ static long open_fds(void)
     return n - 3; /* ".", ".." and the directory's own descriptor */
 }
 
+/* One counter or gauge without labels. */
+static int scalar(struct kh_buf *b, const char *name, const char *type, const char *help,
+                  uint64_t v)
+{
+    int rc = head(b, name, type, help);
+    return rc ? rc : put(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static int render_spool(struct kh_buf *b, const struct kh_metrics *m)
+{
+    uint64_t segments = 0, waiting = 0;
+    if (m->src.spool)
+        m->src.spool(m->src.arg, &segments, &waiting);
+    int rc = scalar(b, "kohaku_spool_bytes", "gauge", "Bytes the spool holds (on disk and queued).",
+                    m->spool_bytes);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_segments", "gauge", "Spool segment files.", segments);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_waiting_reports", "gauge",
+                    "Spooled reports not yet replayed into storage.", waiting);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_appended_total", "counter",
+                    "Reports made durable in the spool (then answered 204).", m->spool_appended);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_append_failed_total", "counter",
+                    "Reports whose spool write or sync failed (answered 503).",
+                    m->spool_append_failed);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_full_total", "counter",
+                    "Reports refused because the spool reached spool_max_bytes.", m->spool_full);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_fsyncs_total", "counter", "Groups of spooled reports synced.",
+                    m->spool_fsyncs);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_drained_total", "counter",
+                    "Spooled reports replayed and committed (rate() gives the drain rate).",
+                    m->spool_drained);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_dropped_total", "counter",
+                    "Spooled reports storage refused as bad data, or unreadable on disk.",
+                    m->spool_dropped);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_spool_tails_cut_total", "counter",
+                    "Segments whose torn or corrupt tail was cut off at start-up.",
+                    m->spool_tails_cut);
+    return rc;
+}
+
 int kh_metrics_render(struct kh_buf *b)
 {
     const struct kh_metrics *m = &kh_metrics;
@@ -199,6 +247,8 @@ int kh_metrics_render(struct kh_buf *b)
         if (rc == 0)
             rc = put(b, "kohaku_http2_streams %llu\n", (unsigned long long)s->streams(s->arg));
     }
+    if (rc == 0 && m->spool_enabled)
+        rc = render_spool(b, m);
     if (rc == 0)
         rc = head(b, "kohaku_process_resident_memory_bytes", "gauge", "Resident set size.");
     if (rc == 0)

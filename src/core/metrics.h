@@ -44,6 +44,8 @@ struct kh_metrics_sources {
     uint64_t (*pending_reports)(void *arg);
     uint64_t (*connections)(void *arg, int proto); /* 1 = HTTP/1.1, 2 = HTTP/2 */
     uint64_t (*streams)(void *arg);
+    /* with a spool: segment files and records waiting to be replayed */
+    void (*spool)(void *arg, uint64_t *segments, uint64_t *waiting);
 };
 
 struct kh_metrics {
@@ -54,6 +56,16 @@ struct kh_metrics {
     uint64_t batches_failed;
     struct kh_histogram batch_reports;
     struct kh_histogram commit_seconds;
+    /* spool (loop thread) */
+    int spool_enabled;
+    uint64_t spool_bytes;         /* gauge: on disk and queued */
+    uint64_t spool_appended;      /* reports made durable in the spool */
+    uint64_t spool_append_failed; /* reports whose spool write failed (503) */
+    uint64_t spool_full;          /* appends refused: spool_max_bytes reached */
+    uint64_t spool_fsyncs;        /* groups written and synced */
+    uint64_t spool_drained;       /* spooled reports replayed and committed */
+    uint64_t spool_dropped;       /* spooled reports storage refused or could not be read */
+    uint64_t spool_tails_cut;   /* segments whose torn/corrupt tail was cut at start-up */
     struct kh_metrics_sources src;
 };
 
