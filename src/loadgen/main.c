@@ -409,6 +409,12 @@ static void pump(struct lg *lg)
         flush(&lg->conns[i]);
     if (!want_more(lg) && lg->done >= lg->started)
         event_base_loopbreak(lg->base);
+    /* every connection is gone (the server died): nothing more can be sent */
+    bool alive = false;
+    for (int i = 0; i < lg->nconns && !alive; i++)
+        alive = !lg->conns[i].dead;
+    if (!alive)
+        event_base_loopbreak(lg->base);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
