@@ -148,7 +148,8 @@ static int render_spool(struct kh_buf *b, const struct kh_metrics *m)
                     m->spool_fsyncs);
     if (rc == 0)
         rc = scalar(b, "kohaku_spool_drained_total", "counter",
-                    "Spooled reports replayed and committed (rate() gives the drain rate).",
+                    "Spooled reports replayed and committed (rate() gives the drain rate); a "
+                    "report replayed again after a failed replay counts again.",
                     m->spool_drained);
     if (rc == 0)
         rc = scalar(b, "kohaku_spool_dropped_total", "counter",

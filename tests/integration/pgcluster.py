@@ -27,7 +27,11 @@ def _as_postgres(args, **kw):
 
 
 class PgCluster:
-    def __init__(self):
+    def __init__(self, crash_safe=False):
+        """crash_safe: keep synchronous_commit on, so a commit PostgreSQL has answered
+        survives its own crash (stop("immediate")); off by default for speed. fsync stays off
+        either way: the machine itself does not crash in these tests."""
+        self.crash_safe = crash_safe
         if not os.path.exists(os.path.join(PG_BIN, "initdb")):
             raise RuntimeError(f"PostgreSQL server binaries not found in {PG_BIN} "
                                "(Debian package postgresql-15)")
@@ -42,7 +46,9 @@ class PgCluster:
 
     def start(self):
         opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                "-c full_page_writes=off -c max_connections=200")
+        if not self.crash_safe:
+            opts += " -c synchronous_commit=off"
         _as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-o", opts,
                       "-l", os.path.join(self.dir, "log"), "-w", "-t", "30", "start"])
 
