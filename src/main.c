@@ -194,25 +194,122 @@ static void m_spool(void *arg, uint64_t *segments, uint64_t *waiting)
     kh_spool_gauges(((struct runtime *)arg)->app.spool, segments, waiting);
 }
 
-/* SIGHUP: reload what can change at run time (the TLS certificates and key). */
+/* What SIGHUP works on besides the runtime: main's config (the one rt->app.cfg points to), the
+ * file it was read from and the log file main opened. Set by main; the loop thread only. */
+static struct {
+    struct kh_config *cfg;
+    const char *path;
+    bool explicit_path;
+    FILE *logfp; /* NULL: logging to stdout */
+} hup;
+
+static bool config_file_used(void)
+{
+    return hup.explicit_path || access(hup.path, F_OK) == 0;
+}
+
+/* Reads the config file again into fresh, as load_config did at start. On error fresh is
+ * cleaned up and err says why ("FILE:LINE: key: reason"). */
+static int reread_config(struct kh_config *fresh, char *err, size_t errlen)
+{
+    char why[512];
+    if (kh_config_init(fresh) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return KH_ENOMEM;
+    }
+    int rc = config_file_used() ? kh_config_load(fresh, hup.path, err, errlen) : 0;
+    if (rc == 0 && (rc = kh_config_finish(fresh, why, sizeof(why))) != 0)
+        snprintf(err, errlen, "%s: %s", hup.path, why);
+    if (rc != 0)
+        kh_config_cleanup(fresh);
+    return rc;
+}
+
+/* Points the log at cfg's destination again: after logrotate moved the file away, a new file
+ * at the same path. The new file is opened first; the old one is closed once no line can go
+ * to it any more. When the new one cannot be opened the old one stays. path gets the new
+ * file's name ("" when nothing was reopened). */
+static void reopen_log(const struct kh_config *cfg, char *path, size_t pathlen)
+{
+    FILE *fp = NULL;
+    path[0] = '\0';
+    if (cfg->log_stdout) {
+        if (hup.logfp == NULL)
+            return; /* stdout already */
+    } else {
+        char name[4096];
+        snprintf(name, sizeof(name), "%s/%s", cfg->log_dir[0] ? cfg->log_dir : ".",
+                 cfg->log_name);
+        fp = fopen(name, "a");
+        if (fp == NULL) {
+            int e = errno;
+            struct kh_logline l;
+            if (kh_log_begin(&l, KH_LOG_ERROR,
+                             "log file reopen failed; keeping the current one")) {
+                kh_log_str(&l, "path", name);
+                kh_log_str(&l, "error", strerror(e));
+                kh_log_end(&l);
+            }
+            return;
+        }
+        snprintf(path, pathlen, "%s", name);
+    }
+    FILE *old = hup.logfp;
+    kh_log_set_stream(fp); /* flushes old; nothing is written to it after this */
+    hup.logfp = fp;
+    if (old)
+        fclose(old);
+}
+
+/* SIGHUP: reload what can change at run time: the log file (reopened, for logrotate), the
+ * config keys marked "reloaded on SIGHUP" (others that changed are logged as needing a
+ * restart), and the TLS certificates and key. A config file that does not load changes no
+ * value. */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     struct runtime *rt = arg;
-    char err[512];
+    char err[1024], changed[1024], logpath[4096];
+    struct kh_config fresh;
+    int loaded = reread_config(&fresh, err, sizeof(err));
+    /* the log first, so that what follows already goes to the new file */
+    reopen_log(loaded == 0 ? &fresh : hup.cfg, logpath, sizeof(logpath));
+    if (loaded == 0) {
+        int n = kh_config_reload(hup.cfg, &fresh, changed, sizeof(changed));
+        kh_config_cleanup(&fresh);
+        if (n < 0) {
+            loaded = n;
+            snprintf(err, sizeof(err), "out of memory");
+        }
+    }
+    if (loaded != 0) {
+        kh_log(KH_LOG_ERROR, "config reload failed; keeping the current values", err);
+    } else {
+        kh_log_set_level(hup.cfg->debug ? KH_LOG_DEBUG : KH_LOG_INFO);
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_INFO, "reloaded: config")) {
+            kh_log_str(&l, "changed", changed);
+            kh_log_str(&l, "file", config_file_used() ? hup.path : "(defaults)");
+            if (logpath[0])
+                kh_log_str(&l, "log_file", logpath);
+            kh_log_end(&l);
+        }
+        kh_config_log(hup.cfg);
+    }
     if (kh_server_reload_tls(rt->srv, err, sizeof(err)) != 0)
         kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", err);
-    else
-        kh_log(KH_LOG_INFO, rt->app.cfg->https ? "reloaded: tls certificates" : "reloaded",
-               NULL);
+    else if (rt->app.cfg->https)
+        kh_log(KH_LOG_INFO, "reloaded: tls certificates", NULL);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct runtime *rt = arg;
     if (++rt->signals > 1) {
+        /* at once: everything acknowledged is already committed or synced to the spool;
+         * what is still in flight was never answered 204 */
         kh_log(KH_LOG_WARN, "second signal: exiting now", NULL);
-        event_base_loopbreak(rt->base);
-        return;
+        kh_log_flush();
+        _exit(1);
     }
     struct kh_logline l;
     if (kh_log_begin(&l, KH_LOG_INFO, "shutting down")) {
@@ -370,8 +467,11 @@ int main(int argc, char **argv)
     if (load_config(&cfg, config_path, explicit_path) != 0)
         return 2;
     kh_log_set_level(cfg.debug ? KH_LOG_DEBUG : KH_LOG_INFO);
-    FILE *logfp = open_log(&cfg);
-    kh_log_set_stream(logfp);
+    hup.cfg = &cfg;
+    hup.path = config_path;
+    hup.explicit_path = explicit_path;
+    hup.logfp = open_log(&cfg);
+    kh_log_set_stream(hup.logfp);
     signal(SIGPIPE, SIG_IGN);
     kh_config_log(&cfg);
 
@@ -390,8 +490,10 @@ int main(int argc, char **argv)
 out_schema:
     kh_schema_cleanup();
 out:
-    if (logfp)
-        fclose(logfp);
+    if (hup.logfp) { /* SIGHUP may have replaced the file main opened */
+        kh_log_set_stream(NULL);
+        fclose(hup.logfp);
+    }
     kh_config_cleanup(&cfg);
     return rc;
 }

@@ -23,18 +23,24 @@ struct param {
     int64_t min, max;   /* P_INT bounds */
     const char *choices; /* P_ENUM: '|'-separated */
     const char *help;
+    /* RELOAD: SIGHUP applies a new value to the running daemon (kh_config_reload). Only for
+     * keys that the running code reads from the live struct kh_config each time it uses
+     * them; values copied at start (batcher, store, spool, listeners) need a restart. */
+    bool reload;
 };
 
 #define OFF(f) offsetof(struct kh_config, f)
 #define I64MAX INT64_MAX
+#define RELOAD true
 
 static const struct param params[] = {
-    {"debug", P_BOOL, OFF(debug), "false", 0, 0, NULL, "log at debug level"},
+    {"debug", P_BOOL, OFF(debug), "false", 0, 0, NULL, "log at debug level", RELOAD},
     {"log_dir", P_STR, OFF(log_dir), "", 0, 0, NULL,
-     "directory of the log file when log_stdout = false"},
-    {"log_name", P_STR, OFF(log_name), "kohaku.jsonl", 0, 0, NULL, "log file name in log_dir"},
+     "directory of the log file when log_stdout = false", RELOAD},
+    {"log_name", P_STR, OFF(log_name), "kohaku.jsonl", 0, 0, NULL, "log file name in log_dir",
+     RELOAD},
     {"log_stdout", P_BOOL, OFF(log_stdout), "true", 0, 0, NULL,
-     "log to stdout (true) or to log_dir/log_name (false)"},
+     "log to stdout (true) or to log_dir/log_name (false)", RELOAD},
     {"log_rotate_max_size", P_INT, OFF(log_rotate_max_size), "200", 0, I64MAX, NULL,
      "accepted for Kohaku 2023.1 compatibility; rotate with logrotate (copytruncate)"},
     {"log_rotate_max_backups", P_INT, OFF(log_rotate_max_backups), "7", 0, I64MAX, NULL,
@@ -50,38 +56,39 @@ static const struct param params[] = {
     {"listen_port", P_INT, OFF(listen_port), "5890", 1, 65535, NULL,
      "port of the stats listener"},
     {"collector_path", P_STR, OFF(collector_path), "/collector", 0, 0, NULL,
-     "path of the stats exporter endpoint"},
+     "path of the stats exporter endpoint", RELOAD},
     {"stats_webhook_path", P_STR, OFF(stats_webhook_path), "/webhook/stats", 0, 0, NULL,
-     "path of the stats webhook endpoint (HTTP/1.1 and HTTP/2)"},
+     "path of the stats webhook endpoint (HTTP/1.1 and HTTP/2)", RELOAD},
     {"tls_fullchain_file", P_STR, OFF(tls_fullchain_file), "", 0, 0, NULL,
-     "PEM certificate chain, server certificate first (https = true; reloaded on SIGHUP)"},
+     "PEM certificate chain, server certificate first (https = true)", RELOAD},
     {"tls_privkey_file", P_STR, OFF(tls_privkey_file), "", 0, 0, NULL,
-     "PEM private key (https = true; reloaded on SIGHUP)"},
+     "PEM private key (https = true)", RELOAD},
     {"tls_verify_cacert_path", P_STR, OFF(tls_verify_cacert_path), "", 0, 0, NULL,
-     "CA file or directory of PEM files; set = require and verify client certificates"},
+     "CA file or directory of PEM files; set = require and verify client certificates", RELOAD},
     {"http2_max_concurrent_streams", P_INT, OFF(http2_max_concurrent_streams), "250", 1, 65535,
-     NULL, "SETTINGS_MAX_CONCURRENT_STREAMS announced to clients"},
+     NULL, "SETTINGS_MAX_CONCURRENT_STREAMS announced to clients", RELOAD},
     {"http2_max_read_frame_size", P_INT, OFF(http2_max_read_frame_size), "16384", 16384,
-     16777215, NULL, "SETTINGS_MAX_FRAME_SIZE announced to clients (bytes)"},
+     16777215, NULL, "SETTINGS_MAX_FRAME_SIZE announced to clients (bytes)", RELOAD},
     {"http2_idle_timeout", P_INT, OFF(http2_idle_timeout), "300", 1, 86400, NULL,
-     "seconds without traffic before an idle connection is closed (HTTP/2 and HTTP/1.1)"},
+     "seconds without traffic before an idle connection is closed (HTTP/2 and HTTP/1.1)",
+     RELOAD},
     {"max_body_bytes", P_INT, OFF(max_body_bytes), "4194304", 1024, 1073741824, NULL,
-     "largest accepted request body; larger ones get 413 while streaming"},
+     "largest accepted request body; larger ones get 413 while streaming", RELOAD},
     {"max_header_bytes", P_INT, OFF(max_header_bytes), "16384", 1024, 1048576, NULL,
-     "request line/pseudo-headers and headers of one request, in bytes (431 beyond)"},
+     "request line/pseudo-headers and headers of one request, in bytes (431 beyond)", RELOAD},
     {"max_headers", P_INT, OFF(max_headers), "64", 8, 10000, NULL,
-     "headers in one request (431 beyond)"},
+     "headers in one request (431 beyond)", RELOAD},
     {"max_connections", P_INT, OFF(max_connections), "4096", 1, 1000000, NULL,
-     "open client connections at most; more are closed as they are accepted"},
+     "open client connections at most; more are closed as they are accepted", RELOAD},
     {"request_header_timeout", P_INT, OFF(request_header_timeout), "10", 1, 3600, NULL,
      "seconds a connection may take to start (TLS handshake, HTTP/2 preface) and a request "
-     "to deliver its headers (408 / closed beyond)"},
+     "to deliver its headers (408 / closed beyond)", RELOAD},
     {"request_body_timeout", P_INT, OFF(request_body_timeout), "60", 1, 3600, NULL,
-     "seconds a request may take to deliver its whole body (408 beyond)"},
+     "seconds a request may take to deliver its whole body (408 beyond)", RELOAD},
     {"max_json_depth", P_INT, OFF(max_json_depth), "32", 4, 64, NULL,
-     "deepest JSON nesting accepted in a report body (400 beyond)"},
+     "deepest JSON nesting accepted in a report body (400 beyond)", RELOAD},
     {"max_stats_per_report", P_INT, OFF(max_stats_per_report), "10000", 1, 1000000, NULL,
-     "most stats objects accepted in one report (400 beyond)"},
+     "most stats objects accepted in one report (400 beyond)", RELOAD},
     {"max_inflight_bytes", P_INT, OFF(max_inflight_bytes), "268435456", 65536, I64MAX, NULL,
      "bytes of parsed reports waiting for storage; past it new reports get 503"},
     {"exporter_https", P_BOOL, OFF(exporter_https), "false", 0, 0, NULL,
@@ -124,9 +131,9 @@ static const struct param params[] = {
     {"storage_retry_ms", P_INT, OFF(storage_retry_ms), "5000", 0, 600000, NULL,
      "how long a batch is retried after a new storage failure before its reports get 503 (ms)"},
     {"retry_after", P_INT, OFF(retry_after), "5", 1, 3600, NULL,
-     "seconds in the retry-after header of a 503"},
+     "seconds in the retry-after header of a 503", RELOAD},
     {"shutdown_timeout", P_INT, OFF(shutdown_timeout), "30", 1, 3600, NULL,
-     "seconds SIGTERM waits for in-flight reports before exiting anyway"},
+     "seconds SIGTERM waits for in-flight reports before exiting anyway", RELOAD},
     {"spool_dir", P_STR, OFF(spool_dir), "", 0, 0, NULL,
      "directory of the durable spool: reports are written there (and acknowledged) while "
      "storage is away or behind, and drained into it later; empty = no spool (503 instead)"},
@@ -363,6 +370,73 @@ int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+static bool same_value(const struct param *p, const struct kh_config *a,
+                       const struct kh_config *b)
+{
+    const void *fa = (const char *)a + p->offset, *fb = (const char *)b + p->offset;
+    switch (p->type) {
+    case P_BOOL: return *(const bool *)fa == *(const bool *)fb;
+    case P_INT: return *(const int64_t *)fa == *(const int64_t *)fb;
+    default: return strcmp(*(char *const *)fa, *(char *const *)fb) == 0;
+    }
+}
+
+static void append_key(char *list, size_t len, const char *key)
+{
+    if (list == NULL || len == 0)
+        return;
+    size_t used = strlen(list);
+    if (used + (used ? 1 : 0) + strlen(key) + 1 > len)
+        return; /* the list is a summary for the log: keys that do not fit are left off */
+    snprintf(list + used, len - used, "%s%s", used ? "," : "", key);
+}
+
+int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char *changed,
+                     size_t changedlen)
+{
+    /* copies of the new strings first, so that running out of memory changes nothing */
+    char *copies[NPARAMS] = {NULL};
+    for (size_t i = 0; i < NPARAMS; i++) {
+        const struct param *p = &params[i];
+        if (!p->reload || p->type == P_BOOL || p->type == P_INT || same_value(p, live, fresh))
+            continue;
+        copies[i] = strdup(*(char *const *)((const char *)fresh + p->offset));
+        if (copies[i] == NULL) {
+            for (size_t j = 0; j < i; j++)
+                free(copies[j]);
+            return KH_ENOMEM;
+        }
+    }
+    if (changed && changedlen)
+        changed[0] = '\0';
+    int n = 0;
+    for (size_t i = 0; i < NPARAMS; i++) {
+        const struct param *p = &params[i];
+        if (same_value(p, live, fresh))
+            continue;
+        if (!p->reload) {
+            struct kh_logline l;
+            if (kh_log_begin(&l, KH_LOG_WARN, "config changed; needs a restart")) {
+                kh_log_str(&l, "key", p->name);
+                kh_log_end(&l);
+            }
+            continue;
+        }
+        void *field = (char *)live + p->offset;
+        const void *from = (const char *)fresh + p->offset;
+        switch (p->type) {
+        case P_BOOL: *(bool *)field = *(const bool *)from; break;
+        case P_INT: *(int64_t *)field = *(const int64_t *)from; break;
+        default:
+            free(*(char **)field);
+            *(char **)field = copies[i];
+        }
+        append_key(changed, changedlen, p->name);
+        n++;
+    }
+    return n;
+}
+
 void kh_config_print_help(FILE *fp)
 {
     for (size_t i = 0; i < NPARAMS; i++) {
@@ -372,7 +446,7 @@ void kh_config_print_help(FILE *fp)
             fprintf(fp, " (%s)", p->choices);
         else if (p->type == P_INT)
             fprintf(fp, " [%lld..%lld]", (long long)p->min, (long long)p->max);
-        fprintf(fp, "; default '%s'\n", p->def);
+        fprintf(fp, "; default '%s'%s\n", p->def, p->reload ? "; reloaded on SIGHUP" : "");
     }
 }
 
@@ -390,6 +464,8 @@ void kh_config_print_example(FILE *fp)
             fprintf(fp, "\n; range: %lld..%lld", (long long)p->min, (long long)p->max);
         else if (p->type == P_BOOL)
             fprintf(fp, "\n; true or false");
+        if (p->reload)
+            fprintf(fp, "\n; reloaded on SIGHUP");
         fprintf(fp, "\n%s = %s\n", p->name, p->def);
     }
 }

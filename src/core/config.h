@@ -91,6 +91,15 @@ int kh_config_set(struct kh_config *cfg, const char *key, const char *value, cha
 /* Cross-key checks and derived values (storage auto-selection). */
 int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen);
 
+/* SIGHUP: applies to live the values of fresh (a config loaded and finished from the same
+ * file) that can change at run time, those marked "reloaded on SIGHUP" in --help; strings are
+ * copied. A key that differs but needs a restart keeps its live value and is logged as a
+ * warning "config changed; needs a restart" naming it. The applied keys go into changed,
+ * comma-separated (may be NULL). Returns how many were applied, or KH_ENOMEM (nothing
+ * applied). Call on the thread that reads the config (the loop). */
+int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char *changed,
+                     size_t changedlen);
+
 void kh_config_print_help(FILE *fp);
 /* Writes a commented config file that sets every key to its default. */
 void kh_config_print_example(FILE *fp);

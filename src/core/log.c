@@ -4,22 +4,68 @@
  */
 #include "core/log.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/jsonw.h"
 
-static enum kh_log_level cur_level = KH_LOG_INFO;
-static FILE *out_stream;
+/* The level is read by every thread that logs and changed by SIGHUP on the loop thread. */
+static atomic_int cur_level = KH_LOG_INFO;
+
+/* The stream, and what is written to it, are guarded by out_mu: the loop thread and the
+ * writer threads log, and SIGHUP switches the stream (log file reopen) while they do. */
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static FILE *out_stream; /* NULL = stdout */
 static bool buffered;
+/* Buffers of kh_log_set_buffered: stdout keeps its own; log files alternate between two, so
+ * the stream just switched away from keeps its (flushed) buffer until its owner closes it. */
+static char stdout_buf[64 * 1024];
+static bool stdout_buf_set;
+static char file_bufs[2][64 * 1024];
+static int file_buf_cur;
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
-void kh_log_set_level(enum kh_log_level level) { cur_level = level; }
-enum kh_log_level kh_log_get_level(void) { return cur_level; }
-bool kh_log_enabled(enum kh_log_level level) { return level >= cur_level; }
-void kh_log_set_stream(void *fp) { out_stream = fp; }
+void kh_log_set_level(enum kh_log_level level)
+{
+    atomic_store_explicit(&cur_level, (int)level, memory_order_relaxed);
+}
+enum kh_log_level kh_log_get_level(void)
+{
+    return (enum kh_log_level)atomic_load_explicit(&cur_level, memory_order_relaxed);
+}
+bool kh_log_enabled(enum kh_log_level level) { return (int)level >= (int)kh_log_get_level(); }
+
+static FILE *stream(void) { return out_stream ? out_stream : stdout; }
+
+/* Gives fp its 64 KiB buffer; out_mu held. fp has had no output yet, except stdout. */
+static void make_buffered(FILE *fp)
+{
+    if (fp == stdout) {
+        if (!stdout_buf_set)
+            setvbuf(stdout, stdout_buf, _IOFBF, sizeof(stdout_buf));
+        stdout_buf_set = true;
+        return;
+    }
+    file_buf_cur ^= 1;
+    setvbuf(fp, file_bufs[file_buf_cur], _IOFBF, sizeof(file_bufs[0]));
+}
+
+void kh_log_set_stream(void *fp)
+{
+    pthread_mutex_lock(&out_mu);
+    FILE *old = stream();
+    if (fp != old && !(fp == NULL && old == stdout)) {
+        fflush(old); /* every line written so far is out before the owner closes it */
+        out_stream = fp;
+        if (buffered)
+            make_buffered(stream());
+    }
+    pthread_mutex_unlock(&out_mu);
+}
 
 static void put(struct kh_logline *l, const char *s, size_t n)
 {
@@ -56,7 +102,7 @@ static void put_key(struct kh_logline *l, const char *key)
 
 bool kh_log_begin(struct kh_logline *l, enum kh_log_level level, const char *msg)
 {
-    if (level < cur_level)
+    if (!kh_log_enabled(level))
         return false;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -124,22 +170,30 @@ void kh_log_end(struct kh_logline *l)
     }
     l->buf[l->len++] = '}';
     l->buf[l->len++] = '\n';
-    FILE *fp = out_stream ? out_stream : stdout;
+    pthread_mutex_lock(&out_mu);
+    FILE *fp = stream();
     fwrite(l->buf, 1, l->len, fp);
     /* lines at warn and above go out at once; the rest within kh_log_flush's period */
     if (l->level >= KH_LOG_WARN || !buffered)
         fflush(fp);
+    pthread_mutex_unlock(&out_mu);
 }
 
 void kh_log_set_buffered(bool on)
 {
-    static char outbuf[64 * 1024];
+    pthread_mutex_lock(&out_mu);
     buffered = on;
     if (on)
-        setvbuf(out_stream ? out_stream : stdout, outbuf, _IOFBF, sizeof(outbuf));
+        make_buffered(stream());
+    pthread_mutex_unlock(&out_mu);
 }
 
-void kh_log_flush(void) { fflush(out_stream ? out_stream : stdout); }
+void kh_log_flush(void)
+{
+    pthread_mutex_lock(&out_mu);
+    fflush(stream());
+    pthread_mutex_unlock(&out_mu);
+}
 
 void kh_log(enum kh_log_level level, const char *msg, const char *error)
 {

@@ -3,7 +3,9 @@
  * Owns the output stream and the current level. The level is checked before anything is
  * formatted. Callers build a line with kh_log_begin/kh_log_*()/kh_log_end; every string is
  * JSON-escaped here, so client-supplied text (paths, peers) cannot break the line.
- * Thread-safe: a line is formatted in a caller-owned buffer and written with one fwrite.
+ * Thread-safe: a line is formatted in a caller-owned buffer and written with one fwrite
+ * under a lock that kh_log_set_stream takes too, so the stream can be switched (SIGHUP's log
+ * file reopen) while other threads log.
  */
 #ifndef KH_LOG_H
 #define KH_LOG_H
@@ -25,7 +27,10 @@ struct kh_logline {
 void kh_log_set_level(enum kh_log_level level);
 enum kh_log_level kh_log_get_level(void);
 bool kh_log_enabled(enum kh_log_level level);
-/* Redirects output to an already opened file (NULL = stdout). Does not take ownership. */
+/* Redirects output to an already opened file (NULL = stdout). Does not take ownership. The
+ * previous stream is flushed, and no line is written to it once this returns: its owner may
+ * close it then, and must, before the next switch, when it is a file (kh_log_set_buffered
+ * lends it a buffer). */
 void kh_log_set_stream(void *fp);
 
 /* Returns false (and does nothing) when the level is disabled. */

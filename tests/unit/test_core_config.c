@@ -1,6 +1,7 @@
 /*
  * Unit tests of src/core/config.c: defaults, storage auto-selection, the INI loader on real
- * temporary files (errors carry FILE:LINE and name the key), and Kohaku 2023.1 configs.
+ * temporary files (errors carry FILE:LINE and name the key), Kohaku 2023.1 configs, and
+ * SIGHUP's kh_config_reload (which keys change at run time, which need a restart).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 
 #include "core/config.h"
 #include "core/errors.h"
+#include "core/log.h"
 
 /* Writes text to a new temporary file; returns its path (caller frees and unlinks). */
 static char *temp_config(const char *text)
@@ -275,6 +277,173 @@ static void test_load_string_and_finish_checks(void **state)
     kh_config_cleanup(&cfg);
 }
 
+/* A finished config from text (the defaults when text is empty). */
+static void finished(struct kh_config *cfg, const char *text)
+{
+    char err[512];
+    assert_int_equal(kh_config_init(cfg), 0);
+    assert_int_equal(kh_config_load_string(cfg, "inline", text, err, sizeof(err)), 0);
+    assert_int_equal(kh_config_finish(cfg, err, sizeof(err)), 0);
+}
+
+/* Runs kh_config_reload with the log going to a temporary file; returns what was logged. */
+static char *reload_logged(struct kh_config *live, const struct kh_config *fresh, int want,
+                           char *changed, size_t changedlen)
+{
+    FILE *fp = tmpfile();
+    assert_non_null(fp);
+    kh_log_set_stream(fp);
+    assert_int_equal(kh_config_reload(live, fresh, changed, changedlen), want);
+    kh_log_set_stream(NULL);
+    long n = ftell(fp);
+    assert_true(n >= 0);
+    char *text = calloc(1, (size_t)n + 1);
+    assert_non_null(text);
+    rewind(fp);
+    assert_int_equal(fread(text, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    return text;
+}
+
+static void test_reload_applies_runtime_keys(void **state)
+{
+    (void)state;
+    struct kh_config live, fresh;
+    char changed[256];
+    finished(&live, "");
+    finished(&fresh, "debug = true\nretry_after = 9\ncollector_path = /c2\n"
+                     "max_body_bytes = 2048\nrequest_body_timeout = 7\nmax_json_depth = 8\n"
+                     "log_name = other.jsonl\n");
+    char *logged = reload_logged(&live, &fresh, 7, changed, sizeof(changed));
+    assert_string_equal(logged, ""); /* nothing needs a restart */
+    free(logged);
+    /* in the order of --help */
+    assert_string_equal(changed, "debug,log_name,collector_path,max_body_bytes,"
+                                 "request_body_timeout,max_json_depth,retry_after");
+    kh_config_cleanup(&fresh); /* strings were copied, not shared */
+    assert_true(live.debug);
+    assert_int_equal(live.retry_after, 9);
+    assert_int_equal(live.max_body_bytes, 2048);
+    assert_int_equal(live.request_body_timeout, 7);
+    assert_int_equal(live.max_json_depth, 8);
+    assert_string_equal(live.collector_path, "/c2");
+    assert_string_equal(live.log_name, "other.jsonl");
+    assert_string_equal(live.stats_webhook_path, "/webhook/stats");
+    /* the same values again: nothing changes */
+    finished(&fresh, "debug = true\nretry_after = 9\ncollector_path = /c2\n"
+                     "max_body_bytes = 2048\nrequest_body_timeout = 7\nmax_json_depth = 8\n"
+                     "log_name = other.jsonl\n");
+    logged = reload_logged(&live, &fresh, 0, changed, sizeof(changed));
+    assert_string_equal(logged, "");
+    assert_string_equal(changed, "");
+    free(logged);
+    kh_config_cleanup(&fresh);
+    /* back to the defaults */
+    finished(&fresh, "");
+    logged = reload_logged(&live, &fresh, 7, NULL, 0);
+    free(logged);
+    assert_false(live.debug);
+    assert_int_equal(live.retry_after, 5);
+    assert_string_equal(live.collector_path, "/collector");
+    kh_config_cleanup(&fresh);
+    kh_config_cleanup(&live);
+}
+
+static void test_reload_keeps_restart_keys(void **state)
+{
+    (void)state;
+    struct kh_config live, fresh;
+    char changed[256];
+    finished(&live, "postgres_uri = postgresql://u:secret@db/kohaku\n");
+    finished(&fresh, "listen_port = 6000\nstorage = sqlite\n"
+                     "postgres_uri = postgresql://u:other@db/x\nbatch_max_reports = 10\n"
+                     "max_inflight_bytes = 65536\nretry_after = 3\n");
+    char *logged = reload_logged(&live, &fresh, 1, changed, sizeof(changed));
+    assert_string_equal(changed, "retry_after");
+    assert_int_equal(live.retry_after, 3);
+    /* every key that needs a restart keeps its value and is named in a warning */
+    assert_int_equal(live.listen_port, 5890);
+    assert_string_equal(live.storage, "postgres");
+    assert_string_equal(live.postgres_uri, "postgresql://u:secret@db/kohaku");
+    assert_int_equal(live.batch_max_reports, 256);
+    assert_int_equal(live.max_inflight_bytes, 268435456);
+    const char *keys[] = {"listen_port", "storage", "postgres_uri", "max_inflight_bytes",
+                          "batch_max_reports"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char want[128];
+        snprintf(want, sizeof(want),
+                 "\"level\":\"warn\",\"msg\":\"config changed; needs a restart\",\"key\":\"%s\"}",
+                 keys[i]);
+        assert_non_null(strstr(logged, want));
+    }
+    int lines = 0;
+    for (const char *p = logged; *p; p++)
+        lines += *p == '\n';
+    assert_int_equal(lines, 5);
+    assert_null(strstr(logged, "secret")); /* values are never logged */
+    assert_null(strstr(logged, "other@"));
+    free(logged);
+    kh_config_cleanup(&fresh);
+    kh_config_cleanup(&live);
+}
+
+static void test_reload_changed_list_is_bounded(void **state)
+{
+    (void)state;
+    struct kh_config live, fresh;
+    char changed[12];
+    finished(&live, "");
+    finished(&fresh, "debug = true\nretry_after = 9\nmax_headers = 9\n");
+    char *logged = reload_logged(&live, &fresh, 3, changed, sizeof(changed));
+    free(logged);
+    assert_string_equal(changed, "debug"); /* a key that does not fit is left off whole */
+    assert_int_equal(live.retry_after, 9);
+    assert_int_equal(live.max_headers, 9);
+    kh_config_cleanup(&fresh);
+    kh_config_cleanup(&live);
+}
+
+/* --help and the example file say which keys SIGHUP reloads. */
+static void test_help_marks_reloadable_keys(void **state)
+{
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+    assert_non_null(fp);
+    kh_config_print_help(fp);
+    fclose(fp);
+    const char *reload[] = {"debug", "retry_after", "max_body_bytes", "request_header_timeout",
+                            "max_stats_per_report", "http2_idle_timeout"};
+    const char *restart[] = {"listen_port", "storage", "batch_max_reports",
+                             "max_inflight_bytes", "spool_backlog_reports", "postgres_uri"};
+    for (size_t i = 0; i < 6; i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "  %-30s ", reload[i]);
+        const char *line = strstr(text, key);
+        assert_non_null(line);
+        const char *end = strchr(line, '\n');
+        const char *mark = strstr(line, "; reloaded on SIGHUP\n");
+        assert_true(mark != NULL && mark < end);
+        snprintf(key, sizeof(key), "  %-30s ", restart[i]);
+        line = strstr(text, key);
+        assert_non_null(line);
+        end = strchr(line, '\n');
+        mark = strstr(line, "; reloaded on SIGHUP\n");
+        assert_true(mark == NULL || mark > end);
+    }
+    free(text);
+    fp = open_memstream(&text, &len);
+    assert_non_null(fp);
+    kh_config_print_example(fp);
+    fclose(fp);
+    assert_non_null(strstr(text, "; seconds in the retry-after header of a 503\n; range: 1..3600\n"
+                                 "; reloaded on SIGHUP\nretry_after = 5\n"));
+    assert_non_null(strstr(text, "; port of the stats listener\n; range: 1..65535\n"
+                                 "listen_port = 5890\n"));
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -288,6 +457,10 @@ int main(void)
         cmocka_unit_test(test_long_value),
         cmocka_unit_test(test_kohaku_2023_config),
         cmocka_unit_test(test_load_string_and_finish_checks),
+        cmocka_unit_test(test_reload_applies_runtime_keys),
+        cmocka_unit_test(test_reload_keeps_restart_keys),
+        cmocka_unit_test(test_reload_changed_list_is_bounded),
+        cmocka_unit_test(test_help_marks_reloadable_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
