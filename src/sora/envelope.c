@@ -144,6 +144,16 @@ static bool node_key(enum ekey k)
 static const char *string_problem(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
+        /* eight bytes at a time while they are all ASCII and none is zero */
+        if (i + 8 <= n) {
+            uint64_t v;
+            memcpy(&v, s + i, 8);
+            const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+            if (((v | ((v - ones) & ~v)) & highs) == 0) {
+                i += 8;
+                continue;
+            }
+        }
         unsigned char c = s[i];
         if (c >= 0x01 && c < 0x80) {
             i++;

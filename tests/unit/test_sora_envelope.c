@@ -457,6 +457,39 @@ static bool utf8_valid(const unsigned char *s, size_t n)
     return true;
 }
 
+/* The same checks at every position of a longer string: the checker skips runs of plain
+ * ASCII eight bytes at a time, so a bad byte must be caught wherever it falls in a run. */
+static void test_invalid_utf8_at_every_offset(void **state)
+{
+    (void)state;
+    /* the sequences yajl itself lets through (it refuses stray bytes like \xff on its own) */
+    static const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "\xe0\x80\xaf",
+                                "\xf4\x90\x80\x80", "\\u0000"};
+    for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++)
+        for (int off = 0; off < 20; off++) {
+            char label[96];
+            snprintf(label, sizeof(label), "\"%.*s%sbbbbbbbbb\"", off,
+                     "aaaaaaaaaaaaaaaaaaaaaaaa", bad[b]);
+            char *body = kht_envelope(NULL, "label", label);
+            struct kh_report *r = NULL;
+            char err[256] = "";
+            int rc = kht_parse(body, &r, err, sizeof(err));
+            if (rc == 0)
+                fail_msg("bad byte %zu at offset %d accepted", b, off);
+            if (strstr(err, "label: must") == NULL)
+                fail_msg("bad byte %zu at offset %d: %s", b, off, err);
+            free(body);
+        }
+    /* and a long clean string, multi-byte characters included, passes */
+    char *body = kht_envelope(NULL, "label", "\"WebRTC SFU Sora \xc3\xa9\xe2\x82\xac "
+                                             "0123456789abcdef\xf0\x90\x8d\x88xyz\"");
+    struct kh_report *r = NULL;
+    assert_int_equal(kht_parse(body, &r, NULL, 0), 0);
+    assert_int_equal(r->label.len, 45);
+    kh_report_free(r);
+    free(body);
+}
+
 /* Byte sequences yajl lets through although they are not UTF-8 (overlong forms, UTF-16
  * surrogates, code points above U+10FFFF, a lone surrogate escape). DESIGN 4: PostgreSQL
  * rejects them, so kohaku must refuse them (or store valid text), never pass them on. */
@@ -609,6 +642,7 @@ int main(void)
         cmocka_unit_test(test_body_errors),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_invalid_utf8_strict),
+        cmocka_unit_test(test_invalid_utf8_at_every_offset),
         cmocka_unit_test(test_nul_refused),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_max_stats),
