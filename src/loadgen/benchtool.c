@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <yajl/yajl_parse.h>
 
 #include "core/buf.h"
 #include "core/config.h"
@@ -192,11 +193,56 @@ static int copy_files(const char *dir, long n, const char *out)
     return 0;
 }
 
+/* The parse alone, without HTTP: yajl checking the syntax of the body with no callbacks (the
+ * floor of any parser built on yajl), then kohaku's envelope parser (validation and rows). */
+static int parse_only(const char *path, long n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        fprintf(stderr, "kohaku-benchtool: %s: cannot read\n", path);
+        return 1;
+    }
+    struct kh_buf body;
+    kh_buf_init(&body, 64u << 20);
+    char chunk[65536];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+        kh_buf_append(&body, chunk, got);
+    fclose(fp);
+    uint64_t t0 = kh_mono_usec();
+    for (long i = 0; i < n; i++) {
+        yajl_handle h = yajl_alloc(NULL, NULL, NULL);
+        if (yajl_parse(h, (const unsigned char *)body.data, body.len) != yajl_status_ok ||
+            yajl_complete_parse(h) != yajl_status_ok) {
+            fprintf(stderr, "kohaku-benchtool: %s is not JSON\n", path);
+            return 1;
+        }
+        yajl_free(h);
+    }
+    double yajl_us = (double)(kh_mono_usec() - t0) / (double)n;
+    t0 = kh_mono_usec();
+    for (long i = 0; i < n; i++) {
+        struct kh_envelope *e = kh_envelope_new(KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER, NULL);
+        if (kh_envelope_feed(e, body.data, body.len) != 0 || kh_envelope_finish(e) != 0) {
+            fprintf(stderr, "kohaku-benchtool: %s: %s\n", path, kh_envelope_error(e));
+            return 1;
+        }
+        kh_report_free(kh_envelope_take_report(e));
+        kh_envelope_free(e);
+    }
+    double env_us = (double)(kh_mono_usec() - t0) / (double)n;
+    printf("{\"bytes\":%zu,\"yajl_us\":%.2f,\"envelope_us\":%.2f}\n", body.len, yajl_us,
+           env_us);
+    kh_buf_cleanup(&body);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
         fprintf(stderr, "usage: kohaku-benchtool sqlite-direct N DB [FIXTURES]\n"
-                        "       kohaku-benchtool copy-files N DIR [FIXTURES]\n");
+                        "       kohaku-benchtool copy-files N DIR [FIXTURES]\n"
+                        "       kohaku-benchtool parse N BODY.json\n");
         return 2;
     }
     const char *fixtures = argc > 4 ? argv[4] : "../shared/fixtures/browser";
@@ -206,6 +252,8 @@ int main(int argc, char **argv)
         return sqlite_direct(fixtures, n, argv[3]);
     if (strcmp(argv[1], "copy-files") == 0)
         return copy_files(fixtures, n, argv[3]);
+    if (strcmp(argv[1], "parse") == 0)
+        return parse_only(argv[3], n);
     fprintf(stderr, "kohaku-benchtool: unknown command %s\n", argv[1]);
     return 2;
 }
