@@ -245,8 +245,12 @@ open({body!r},"w").write(json.dumps(env))
         finally:
             cluster.close()
 
-    # 5. instructions per report (null path)
+    # 5. instructions per report (null path), and the parse alone: yajl's bare syntax check
+    # (the floor of any parser built on it) against kohaku's whole envelope parse, same body
     res["callgrind_instructions_per_report"] = callgrind_per_report(tmp, body)
+    out = subprocess.run([BENCHTOOL, "parse", "3000" if args.quick else "20000", body],
+                         capture_output=True, text=True, check=True).stdout
+    res["parse"] = json.loads(out.strip().splitlines()[-1])
     shutil.rmtree(tmp, ignore_errors=True)
     print_table(res)
     if args.json:
@@ -282,6 +286,9 @@ def sanity(r):
         bad.append("kohaku faster than the bare HTTP/2 ceiling")
     if not (r.get("callgrind_instructions_per_report") or 0) > 10000:
         bad.append("callgrind: no instruction count")
+    p = r.get("parse", {})
+    if not (0 < p.get("yajl_us", 0) < p.get("envelope_us", 0) < 100000):
+        bad.append("parse: yajl alone must be cheaper than the whole envelope parse")
     return bad
 
 
@@ -320,6 +327,10 @@ def print_table(r):
     if r.get("callgrind_instructions_per_report"):
         print(f"instructions per report (null path, callgrind): "
               f"{r['callgrind_instructions_per_report']:,.0f}")
+    if r.get("parse"):
+        p = r["parse"]
+        print(f"parse alone, one core, {p['bytes']} bytes: yajl syntax only {p['yajl_us']:.1f} us, "
+              f"kohaku envelope {p['envelope_us']:.1f} us")
 
 
 if __name__ == "__main__":

@@ -347,7 +347,8 @@ static int recover(struct kh_spool *sp, char *err, size_t errlen)
     }
     closedir(d);
     if (rc == 0) {
-        qsort(seqs, n, sizeof(*seqs), cmp_u64);
+        if (n > 0)
+            qsort(seqs, n, sizeof(*seqs), cmp_u64);
         for (size_t i = 0; i < n && rc == 0; i++)
             rc = recover_segment(sp, seqs[i], i + 1 == n, err, errlen);
         sp->next_seq = n ? seqs[n - 1] + 1 : 1;
