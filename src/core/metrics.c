@@ -126,39 +126,35 @@ static int render_spool(struct kh_buf *b, const struct kh_metrics *m)
     uint64_t segments = 0, waiting = 0;
     if (m->src.spool)
         m->src.spool(m->src.arg, &segments, &waiting);
-    int rc = scalar(b, "kohaku_spool_bytes", "gauge", "Bytes the spool holds (on disk and queued).",
-                    m->spool_bytes);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_segments", "gauge", "Spool segment files.", segments);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_waiting_reports", "gauge",
-                    "Spooled reports not yet replayed into storage.", waiting);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_appended_total", "counter",
-                    "Reports made durable in the spool (then answered 204).", m->spool_appended);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_append_failed_total", "counter",
-                    "Reports whose spool write or sync failed (answered 503).",
-                    m->spool_append_failed);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_full_total", "counter",
-                    "Reports refused because the spool reached spool_max_bytes.", m->spool_full);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_fsyncs_total", "counter", "Groups of spooled reports synced.",
-                    m->spool_fsyncs);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_drained_total", "counter",
-                    "Spooled reports replayed and committed (rate() gives the drain rate); a "
-                    "report replayed again after a failed replay counts again.",
-                    m->spool_drained);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_dropped_total", "counter",
-                    "Spooled reports storage refused as bad data, or unreadable on disk.",
-                    m->spool_dropped);
-    if (rc == 0)
-        rc = scalar(b, "kohaku_spool_tails_cut_total", "counter",
-                    "Segments whose torn or corrupt tail was cut off at start-up.",
-                    m->spool_tails_cut);
+    const struct {
+        const char *name, *type, *help;
+        uint64_t value;
+    } rows[] = {
+        {"kohaku_spool_bytes", "gauge", "Bytes the spool holds (on disk and queued).",
+         m->spool_bytes},
+        {"kohaku_spool_segments", "gauge", "Spool segment files.", segments},
+        {"kohaku_spool_waiting_reports", "gauge", "Spooled reports not yet replayed into storage.",
+         waiting},
+        {"kohaku_spool_appended_total", "counter",
+         "Reports made durable in the spool (then answered 204).", m->spool_appended},
+        {"kohaku_spool_append_failed_total", "counter",
+         "Reports whose spool write or sync failed (answered 503).", m->spool_append_failed},
+        {"kohaku_spool_full_total", "counter",
+         "Reports refused because the spool reached spool_max_bytes.", m->spool_full},
+        {"kohaku_spool_fsyncs_total", "counter", "Groups of spooled reports synced.",
+         m->spool_fsyncs},
+        {"kohaku_spool_drained_total", "counter",
+         "Spooled reports replayed and committed (rate() gives the drain rate); a report "
+         "replayed again after a failed replay counts again.",
+         m->spool_drained},
+        {"kohaku_spool_dropped_total", "counter",
+         "Spooled reports storage refused as bad data, or unreadable on disk.", m->spool_dropped},
+        {"kohaku_spool_tails_cut_total", "counter",
+         "Segments whose torn or corrupt tail was cut off at start-up.", m->spool_tails_cut},
+    };
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof(rows) / sizeof(rows[0]); i++)
+        rc = scalar(b, rows[i].name, rows[i].type, rows[i].help, rows[i].value);
     return rc;
 }
 
