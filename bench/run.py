@@ -220,7 +220,7 @@ open({body!r},"w").write(json.dumps(env))
     if not args.no_postgres:
         cluster = PgCluster()
         try:
-            for method in ("unnest", "copy"):
+            for method in ("direct_copy", "unnest", "copy"):
                 uri = cluster.create_db(f"bench_{method}")
                 res[f"pg_{method}"] = measure_kohaku(
                     tmp, {"storage": "postgres", "postgres_uri": uri,
@@ -267,11 +267,11 @@ open({body!r},"w").write(json.dumps(env))
 def sanity(r):
     """Numbers a working run must have: no speed target, just signs of life and order."""
     bad = []
-    for key in ("nghttpd", "null_h2load", "null", "sqlite", "sqlite_direct", "pg_unnest",
-                "pg_copy", "psql_copy"):
+    for key in ("nghttpd", "null_h2load", "null", "sqlite", "sqlite_direct", "pg_direct_copy",
+                "pg_unnest", "pg_copy", "psql_copy"):
         if key not in r or not r[key].get("reports_per_s", 0) > 0:
             bad.append(f"{key}: no reports/s")
-    for key in ("null", "sqlite", "pg_unnest", "pg_copy"):
+    for key in ("null", "sqlite", "pg_direct_copy", "pg_unnest", "pg_copy"):
         x = r.get(key, {})
         if not (0 < x.get("p50_ms", 0) <= x.get("p99_ms", 0) < 10000):
             bad.append(f"{key}: latency percentiles out of order")
@@ -300,7 +300,7 @@ def print_table(r):
     ng = r["nghttpd"]["reports_per_s"]
     print(f"{'nghttpd + h2load (HTTP/2 ceiling)':34} {ng:>10.0f}")
     print(f"{'kohaku null + h2load':34} {r['null_h2load']['reports_per_s']:>10.0f}")
-    for key in ("null", "sqlite", "pg_unnest", "pg_copy"):
+    for key in ("null", "sqlite", "pg_direct_copy", "pg_unnest", "pg_copy"):
         if key not in r:
             continue
         x = r[key]
@@ -321,7 +321,7 @@ def print_table(r):
     print(f"sqlite / direct load:            "
           f"{r['sqlite']['reports_per_s'] / r['sqlite_direct']['reports_per_s']:6.1%}")
     if "psql_copy" in r:
-        for key in ("pg_unnest", "pg_copy"):
+        for key in ("pg_direct_copy", "pg_unnest", "pg_copy"):
             print(f"{key:32} {r[key]['reports_per_s'] / r['psql_copy']['reports_per_s']:6.1%} "
                   "of psql \\copy")
     if r.get("callgrind_instructions_per_report"):

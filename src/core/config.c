@@ -109,10 +109,11 @@ static const struct param params[] = {
      "CA file for the PostgreSQL server certificate (passed as sslrootcert)"},
     {"postgres_pool_size", P_INT, OFF(postgres_pool_size), "2", 1, 64, NULL,
      "PostgreSQL connections, each with its own writer thread"},
-    {"postgres_write_method", P_ENUM, OFF(postgres_write_method), "unnest", 0, 0,
-     "unnest|copy",
+    {"postgres_write_method", P_ENUM, OFF(postgres_write_method), "direct_copy", 0, 0,
+     "unnest|copy|direct_copy",
      "unnest: one pipelined INSERT ... SELECT FROM unnest(arrays) per table; copy: COPY into "
-     "temporary staging tables, then INSERT ... SELECT"},
+     "temporary staging tables, then INSERT ... SELECT; direct_copy: COPY straight into the "
+     "tables, and a batch that meets rows already stored is written again with unnest"},
     {"timescaledb_chunk_interval", P_INT, OFF(timescaledb_chunk_interval), "24", 1, 8760, NULL,
      "TimescaleDB chunk interval of the stats hypertables (hours)"},
     {"timescaledb_compress_after", P_INT, OFF(timescaledb_compress_after), "7", 1, 3650, NULL,

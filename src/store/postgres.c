@@ -13,6 +13,10 @@
  *           together at the pipeline's Sync: one round trip per batch.
  *   copy:   BEGIN; COPY into per-connection temporary staging tables; INSERT ... SELECT
  *           ON CONFLICT DO NOTHING; COMMIT (a few round trips per batch).
+ *   direct_copy: BEGIN; the envelope statements; COPY straight into each stats table;
+ *           COMMIT. COPY has no ON CONFLICT: a row already stored (a replay, a redelivery)
+ *           fails the batch with unique_violation, which is rolled back and written again
+ *           with the unnest statements. Fast when replays are rare, as they are.
  * Rows are only ever sent as parameters or COPY data: no SQL is built from payload text.
  * A data error (a value PostgreSQL refuses) makes the backend write the batch's reports one
  * by one, so only the offending reports are refused (KH_EREJECT).
@@ -52,6 +56,7 @@ struct pg {
     char *uri, *ca;
     int nslots;
     bool use_copy;
+    bool use_direct_copy;
     int64_t chunk_hours, compress_days, retention_days, retention_interval;
     struct slot *slots;
     atomic_bool healthy;
@@ -429,7 +434,9 @@ static void log_schema_ready(const struct pg *pg)
         kh_log_str(&l, "retention", pg->timescale ? "timescaledb policy" : "kohaku");
         kh_log_int(&l, "retention_days", pg->retention_days);
         kh_log_int(&l, "schema_version", kh_schema_latest_version());
-        kh_log_str(&l, "write_method", pg->use_copy ? "copy" : "unnest");
+        kh_log_str(&l, "write_method", pg->use_direct_copy ? "direct_copy"
+                                       : pg->use_copy           ? "copy"
+                                                                : "unnest");
         kh_log_end(&l);
     }
 }
@@ -556,6 +563,7 @@ static int pg_open(struct kh_store *s, const struct kh_config *cfg, const char *
     pg->ca = strdup(cfg->postgres_ca_cert_file);
     pg->nslots = (int)cfg->postgres_pool_size;
     pg->use_copy = strcmp(cfg->postgres_write_method, "copy") == 0;
+    pg->use_direct_copy = strcmp(cfg->postgres_write_method, "direct_copy") == 0;
     pg->chunk_hours = cfg->timescaledb_chunk_interval;
     pg->compress_days = cfg->timescaledb_compress_after;
     pg->retention_days = cfg->retention_days;
@@ -955,10 +963,12 @@ static void exec_step(struct slot *s, struct outcome *o, const char *sql, const 
     PQclear(r);
 }
 
-static void copy_table(struct slot *s, struct outcome *o, int t, struct kh_buf *sql)
+/* COPY of the rows build_table left in cols[0] into table t, or its staging table. */
+static void copy_table(struct slot *s, struct outcome *o, int t, bool staging,
+                       struct kh_buf *sql)
 {
     kh_buf_reset(sql);
-    int rc = put_sql(sql, "COPY \"s_%s\" (", kh_stats_tables[t].table);
+    int rc = put_sql(sql, "COPY \"%s%s\" (", staging ? "s_" : "", kh_stats_tables[t].table);
     if (rc == 0)
         rc = column_list(t, sql);
     if (rc == 0)
@@ -995,7 +1005,7 @@ static void write_copy(struct slot *s, const struct subset *sub, struct outcome 
         int rc = 0;
         if (build_table(s, KH_PG_COPY, (int)t, sub, &rc) == 0 || rc != 0)
             continue;
-        copy_table(s, o, (int)t, &sql);
+        copy_table(s, o, (int)t, true, &sql);
         const char *name = kh_stats_tables[t].table;
         rc = put_sql(&moves, "INSERT INTO \"%s\" (", name);
         rc |= column_list((int)t, &moves);
@@ -1022,6 +1032,36 @@ static void write_copy(struct slot *s, const struct subset *sub, struct outcome 
     kh_buf_cleanup(&moves);
 }
 
+/* direct_copy method: see the top of the file. */
+static void write_direct_copy(struct slot *s, const struct subset *sub, struct outcome *o)
+{
+    struct kh_buf sql;
+    kh_buf_init(&sql, 1u << 20);
+    exec_step(s, o, "BEGIN", "begin");
+    if (!o->failed && PQenterPipelineMode(s->conn) == 1) {
+        send_envelopes(s, sub, o);
+        if (PQpipelineSync(s->conn) == 1)
+            drain_pipeline(s, o);
+        if (PQstatus(s->conn) == CONNECTION_OK)
+            PQexitPipelineMode(s->conn);
+    }
+    for (size_t t = 0; !o->failed && t < kh_stats_ntables; t++) {
+        int rc = 0;
+        if (build_table(s, KH_PG_COPY, (int)t, sub, &rc) > 0 && rc == 0)
+            copy_table(s, o, (int)t, false, &sql);
+        else if (rc != 0) {
+            o->failed = true;
+            snprintf(s->err, sizeof(s->err), "out of memory building the batch");
+        }
+    }
+    exec_step(s, o, "COMMIT", "commit");
+    if (o->failed && PQstatus(s->conn) == CONNECTION_OK) {
+        PGresult *r = PQexec(s->conn, "ROLLBACK");
+        PQclear(r);
+    }
+    kh_buf_cleanup(&sql);
+}
+
 /* Writes a subset in one transaction. 0, KH_EREJECT (a data error) or KH_ERETRY. */
 static int write_subset(struct slot *s, const struct subset *sub)
 {
@@ -1029,7 +1069,16 @@ static int write_subset(struct slot *s, const struct subset *sub)
     int rc = ensure_conn(s);
     if (rc != 0)
         return rc;
-    if (s->pg->use_copy)
+    if (s->pg->use_direct_copy) {
+        write_direct_copy(s, sub, &o);
+        if (o.failed && strcmp(o.state, "23505") == 0 && PQstatus(s->conn) == CONNECTION_OK) {
+            /* some of it is stored already: write it again, skipping what is there */
+            kh_log(KH_LOG_DEBUG, "direct_copy: rows already stored; batch written with unnest",
+                   NULL);
+            o = (struct outcome){0};
+            write_unnest(s, sub, &o);
+        }
+    } else if (s->pg->use_copy)
         write_copy(s, sub, &o);
     else
         write_unnest(s, sub, &o);

@@ -79,10 +79,46 @@ def test_startup_log_names_the_mode(pg_store, daemon):
     assert ready[0]["mode"] == ("timescaledb" if available else "postgresql")
 
 
-def test_replay_after_lost_commit_ack_stores_once(pg_store, daemon):
+METHODS = ["unnest", "copy", "direct_copy"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_redelivery_stores_nothing_new(pg_store, daemon, method):
+    """Every write method is idempotent: the same reports again (alone, and mixed with new
+    ones in one batch) are answered 204 and add no row."""
+    k = daemon(dict(pg_store.settings(), postgres_write_method=method, batch_max_delay_ms=100))
+    assert f'"write_method":"{method}"' in k.log_text()
+    envs = [envelope(load_stats(p)) for p in fixture_files()]
+    for env in envs:
+        assert post_h2(k.port, env)[0] == 204
+    counts = all_counts(pg_store)
+    assert counts["sora_report"] == len(envs)
+    for env in envs[:3]:
+        assert post_h2(k.port, env)[0] == 204
+    assert all_counts(pg_store) == counts
+    if method == "direct_copy":  # COPY met the stored rows and the batch went the other way
+        k.wait_log("direct_copy: rows already stored")
+    # old and new together, sent at once so that they share batches
+    fresh = [envelope(load_stats(p)) for p in fixture_files()[:4]]
+    results = []
+    threads = [threading.Thread(target=lambda e=e: results.append(post_h2(k.port, e)[0]))
+               for e in envs[:4] + fresh]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [204] * 8
+    after = all_counts(pg_store)
+    assert after["sora_report"] == len(envs) + len(fresh)
+    nobj = sum(len(e["stats"]) for e in envs + fresh)
+    assert sum(after[t] for t in after if t not in ("sora_report", "sora_connection")) == nobj
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_replay_after_lost_commit_ack_stores_once(pg_store, daemon, method):
     """The backend acts as if the connection died after COMMIT (before its answer) for the
     first 3 batches; the batcher retries them on a new connection; rows are stored once."""
-    k = daemon(dict(pg_store.settings(), batch_max_reports=4),
+    k = daemon(dict(pg_store.settings(), batch_max_reports=4, postgres_write_method=method),
                env={"KOHAKU_FAULT_LOSE_COMMIT_ACKS": "3"})
     envs = [envelope(load_stats(p)) for p in fixture_files()]
     for env in envs:
@@ -99,10 +135,11 @@ def test_replay_after_lost_commit_ack_stores_once(pg_store, daemon):
     assert dup == 0
 
 
-def test_bad_value_rejects_only_that_report(pg_store, daemon):
+@pytest.mark.parametrize("method", METHODS)
+def test_bad_value_rejects_only_that_report(pg_store, daemon, method):
     """A value PostgreSQL refuses (a number beyond numeric's range inside extra; year 0)
     costs only its own report a 400; the reports batched with it are stored."""
-    k = daemon(dict(pg_store.settings(), batch_max_delay_ms=200))
+    k = daemon(dict(pg_store.settings(), batch_max_delay_ms=200, postgres_write_method=method))
     stats = load_stats(fixture_files()[0])
     good = [envelope(stats) for _ in range(6)]
     huge = json.dumps(envelope([dict(stats[0], futureMetric=0)])).replace(
