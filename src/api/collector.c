@@ -219,10 +219,18 @@ static void on_free(struct kh_request *req)
 int kh_collector_replay(void *arg, const struct kh_spool_meta *m, const uint8_t *body,
                         size_t len, kh_spool_done_cb done, void *ctx, const char **why)
 {
-    static char errbuf[512]; /* loop thread only */
+    static char errbuf[512];       /* loop thread only */
+    static uint64_t last_probe_usec; /* loop thread only */
     struct kh_app *app = arg;
-    if (!app->store->ops->healthy(app->store))
-        return KH_ERETRY;
+    if (!app->store->ops->healthy(app->store)) {
+        /* Storage that only finds out it is back by writing (SQLite: a lock released, a disk
+         * with room again) would never get a write while every report goes to the spool:
+         * let one record through now and then as a probe. */
+        uint64_t now = kh_mono_usec();
+        if (now - last_probe_usec < 1000000)
+            return KH_ERETRY;
+        last_probe_usec = now;
+    }
     if (m->kind > KH_REPORT_NODE || m->flavor > KH_FLAVOR_WEBHOOK) {
         *why = "spool: unknown report kind in the record";
         return KH_EINVAL;

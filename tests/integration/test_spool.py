@@ -361,3 +361,39 @@ def test_second_sigterm_exits_at_once(tmp_path):
     finally:
         slow.close()
         k.close()
+
+
+def test_sqlite_locked_then_released_drains_the_spool(tmp_path):
+    """SQLite learns it is back only by writing: while another process holds the database
+    locked, reports go to the spool; once the lock goes, the drainer's probe write succeeds
+    and the spool drains (it must not wait for a write that only the spool could send)."""
+    import sqlite3
+    st = SqliteStore(str(tmp_path))
+    spool = tmp_path / "spool"
+    settings = dict(st.settings(), spool_dir=str(spool), storage_retry_ms=300, debug="false")
+    k = Kohaku(settings).wait_ready()
+    try:
+        a1, a2 = str(tmp_path / "a1"), str(tmp_path / "a2")
+        rc, s, out = loadgen(k.port, "-N", 100, "-n", 20, "-c", 1, "-m", 4, "-a", a1)
+        assert rc == 0 and s["status"] == {"204": 100}, out
+        locker = sqlite3.connect(st.path, timeout=10, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            # the first batch waits out SQLite's busy timeout and fails; its reports and
+            # everything after it go to the spool and are acknowledged from there
+            rc, s, out = loadgen(k.port, "-N", 200, "-n", 20, "-c", 1, "-m", 4, "-a", a2,
+                                 timeout=120)
+            assert rc == 0 and s["status"] == {"204": 200}, out
+            m = k.metrics()
+            assert val(m, "kohaku_storage_up") == 0
+            assert val(m, "kohaku_spool_appended_total") > 0
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        m = wait_drained(k, timeout=60)
+        assert val(m, "kohaku_storage_up") == 1
+        ids = acked_ids(a1, a2)
+        assert len(ids) == 300
+        assert_stored_once(st, ids)
+    finally:
+        assert k.close() == 0
