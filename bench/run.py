@@ -27,7 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-from pgcluster import PgCluster  # noqa: E402
+from pgcluster import PgCluster, free_port  # noqa: E402
 
 BUILD = os.path.join(ROOT, "build")
 KOHAKU = os.path.join(BUILD, "kohaku")
@@ -36,12 +36,6 @@ BENCHTOOL = os.path.join(BUILD, "kohaku-benchtool")
 FIXTURES = os.environ.get("KOHAKU_FIXTURES",
                           os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "browser"))
 CLK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, timeout=20):

@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 import time
 
+from pgcluster import free_port  # one source of ports for every harness
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("KOHAKU_BIN", os.path.join(ROOT, "build", "kohaku"))
 BUILD = os.path.dirname(BIN)
@@ -29,10 +31,6 @@ def need_tool(name):
     return path
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sora_id():

@@ -29,6 +29,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+from pgcluster import free_port  # one source of ports for every harness
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KOHAKU_BIN = os.environ.get("KOHAKU_BIN") or os.path.join(REPO_ROOT, "build", "kohaku")
@@ -55,10 +56,6 @@ def need_tool(name):
     return path
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout, interval=0.02, message="condition"):

@@ -14,10 +14,20 @@ import time
 PG_BIN = os.environ.get("KOHAKU_PG_BIN", "/usr/lib/postgresql/15/bin")
 
 
+_issued = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of 127.0.0.1 that is free now and that this process has not handed out
+    before: the kernel may give the same ephemeral port to two binds in a row once the first
+    socket is closed, and a daemon's two listeners must not both get it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _issued:
+            _issued.add(port)
+            return port
 
 
 def _as_postgres(args, **kw):
