@@ -360,6 +360,12 @@ int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
                  cfg->collector_path);
         return KH_EINVAL;
     }
+    if (cfg->exporter_listen_port == cfg->listen_port) {
+        snprintf(err, errlen, "exporter_listen_port: the metrics listener needs a port of its "
+                              "own, got %lld like listen_port",
+                 (long long)cfg->listen_port);
+        return KH_EINVAL;
+    }
     if (strcmp(cfg->storage, "postgres") == 0 && cfg->postgres_uri[0] == '\0') {
         snprintf(err, errlen, "postgres_uri: required when storage = postgres");
         return KH_EINVAL;

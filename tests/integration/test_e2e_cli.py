@@ -68,6 +68,16 @@ def test_bad_config_exits_with_file_line_and_key(line, key, tmp_path):
     assert '"msg":"listening"' not in out.stdout
 
 
+def test_one_port_for_both_listeners_is_refused(tmp_path):
+    cfg = tmp_path / "kohaku.ini"
+    cfg.write_text("listen_addr = 127.0.0.1\nlisten_port = 5990\n"
+                   "exporter_listen_addr = 127.0.0.1\nexporter_listen_port = 5990\n")
+    out = run("-C", str(cfg))
+    assert out.returncode == 2, out
+    assert "exporter_listen_port: the metrics listener needs a port of its own" in out.stderr
+    assert '"msg":"listening"' not in out.stdout
+
+
 def test_line_without_equals_is_reported_with_file_line(tmp_path):
     cfg = tmp_path / "kohaku.ini"
     lines = config_lines("just some words")
