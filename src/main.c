@@ -77,11 +77,13 @@ static int load_config(struct kh_config *cfg, const char *path, bool explicit_pa
     if (explicit_path || access(path, F_OK) == 0) {
         if (kh_config_load(cfg, path, err, sizeof(err)) != 0) {
             fprintf(stderr, "kohaku: %s\n", err);
+            kh_config_cleanup(cfg);
             return -1;
         }
     }
     if (kh_config_finish(cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "kohaku: %s: %s\n", path, err);
+        kh_config_cleanup(cfg);
         return -1;
     }
     return 0;
