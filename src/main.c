@@ -150,6 +150,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct runtime *rt = arg;
     size_t conns = kh_server_nconns(rt->srv) + kh_server_nconns(rt->metrics_srv);
     size_t pending = kh_batcher_pending(rt->batcher) +
+                     kh_parsepool_pending(rt->app.parsepool) +
                      (rt->app.spool ? kh_spool_pending(rt->app.spool) : 0);
     if (conns == 0 && pending == 0) {
         event_base_loopbreak(rt->base);
@@ -361,6 +362,11 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
             goto fail_server;
         }
     }
+    if (cfg->parse_threads > 0 &&
+        (rt.app.parsepool = kh_parsepool_new(rt.base, (int)cfg->parse_threads)) == NULL) {
+        kh_log(KH_LOG_ERROR, "parse pool: cannot start its threads", NULL);
+        goto fail_server;
+    }
     struct kh_listen spec = {.addr = cfg->listen_addr, .port = (int)cfg->listen_port,
                              .https = cfg->https};
     rt.srv = kh_server_new(rt.base, &rt.app, &spec, err, sizeof(err));
@@ -419,7 +425,9 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     kh_server_free(rt.metrics_srv);
     kh_server_free(rt.srv);
 fail_server:
-    /* the batcher first: a batch that fails now still hands its reports to the spool */
+    /* bodies still being parsed go on to the batcher, which stops taking them, then the
+     * batcher: a batch that fails now still hands its reports to the spool */
+    kh_parsepool_free(rt.app.parsepool);
     kh_batcher_free(rt.batcher);
     kh_spool_free(rt.app.spool);
     goto fail_batcher;

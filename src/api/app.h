@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "http/request.h"
 #include "pipeline/batcher.h"
+#include "pipeline/parsepool.h"
 #include "spool/spool.h"
 #include "store/store.h"
 
@@ -18,6 +19,7 @@ struct kh_app {
     struct kh_store *store;
     struct kh_batcher *batcher;
     struct kh_spool *spool; /* NULL without spool_dir */
+    struct kh_parsepool *parsepool; /* NULL with parse_threads = 0: parse on the loop */
 };
 
 extern const struct kh_handler kh_collector_handler;

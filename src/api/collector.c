@@ -7,6 +7,10 @@
  * The body streams into the envelope parser; a valid report goes to the batcher and is
  * answered 204 only after its batch has committed.
  *
+ * With a parse pool (parse_threads > 0), the body is kept whole as it arrives and parsed on
+ * a pool thread once complete, so the loop thread only does HTTP; without one, it streams
+ * into the parser on the loop as it arrives.
+ *
  * With a spool (spool_dir), the body is also kept as it arrived. A report goes to the spool
  * instead of the batcher when storage is down or already has spool_backlog_reports waiting,
  * and a report whose batch fails goes there afterwards; either way it is answered 204 once
@@ -21,15 +25,17 @@
 #include "core/buf.h"
 #include "core/errors.h"
 #include "core/timeutil.h"
+#include "pipeline/parsepool.h"
 #include "sora/envelope.h"
 #include "spool/spool.h"
 
-/* Per-request state: the parser and, with a spool, the body as it arrived. */
+/* Per-request state: the parser and, with a spool or a parse pool, the body as it arrived. */
 struct collect {
     struct kh_envelope *e;
     struct kh_spool_meta meta;
     struct kh_buf body;
-    bool keep_body;
+    bool keep_body; /* the body is kept in `body` */
+    bool pooled;    /* and parsed on the parse pool once complete */
 };
 
 static void start(struct kh_request *req, enum kh_report_kind kind,
@@ -51,7 +57,8 @@ static void start(struct kh_request *req, enum kh_report_kind kind,
     }
     c->meta.kind = (uint8_t)kind;
     c->meta.flavor = (uint8_t)flavor;
-    c->keep_body = req->app->spool != NULL;
+    c->pooled = req->app->parsepool != NULL;
+    c->keep_body = req->app->spool != NULL || c->pooled;
     if (c->keep_body)
         kh_buf_init(&c->body, (size_t)cfg->max_body_bytes);
     req->hstate = c;
@@ -112,7 +119,7 @@ static void refuse(struct kh_request *req, int rc, const char *why)
 static void on_body(struct kh_request *req, const uint8_t *data, size_t len)
 {
     struct collect *c = req->hstate;
-    int rc = kh_envelope_feed(c->e, data, len);
+    int rc = c->pooled ? 0 : kh_envelope_feed(c->e, data, len);
     if (rc != 0) {
         refuse(req, rc, kh_envelope_error(c->e));
         return;
@@ -167,14 +174,11 @@ static void on_stored(void *arg, int result, const char *err)
     kh_request_release(req);
 }
 
-static void on_end(struct kh_request *req)
+/* The body has been parsed into a report: store it (or spool it). */
+static void parsed(struct kh_request *req)
 {
     struct collect *c = req->hstate;
-    int rc = kh_envelope_finish(c->e);
-    if (rc != 0) {
-        refuse(req, rc, kh_envelope_error(c->e));
-        return;
-    }
+    int rc;
     struct kh_report *r = kh_envelope_take_report(c->e);
     kh_envelope_free(c->e); /* the parser is done: give its memory back before the batch */
     c->e = NULL;
@@ -202,6 +206,37 @@ static void on_end(struct kh_request *req)
     }
     unavailable(req, rc == KH_ESHUTDOWN ? "server: shutting down"
                                         : "server: too many reports waiting for storage");
+}
+
+static void on_pool_parsed(void *arg, int rc)
+{
+    struct kh_request *req = arg;
+    struct collect *c = req->hstate;
+    if (rc != 0)
+        refuse(req, rc, kh_envelope_error(c->e));
+    else
+        parsed(req);
+    kh_request_release(req);
+}
+
+static void on_end(struct kh_request *req)
+{
+    struct collect *c = req->hstate;
+    if (c->pooled) {
+        kh_request_retain(req); /* the pool has c->e and c->body until on_pool_parsed */
+        if (kh_parsepool_submit(req->app->parsepool, c->e, (const uint8_t *)c->body.data,
+                                c->body.len, on_pool_parsed, req) != 0) {
+            kh_request_release(req);
+            refuse(req, KH_ENOMEM, NULL);
+        }
+        return;
+    }
+    int rc = kh_envelope_finish(c->e);
+    if (rc != 0) {
+        refuse(req, rc, kh_envelope_error(c->e));
+        return;
+    }
+    parsed(req);
 }
 
 static void on_free(struct kh_request *req)

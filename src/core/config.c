@@ -129,6 +129,9 @@ static const struct param params[] = {
     {"batch_max_delay_ms", P_INT, OFF(batch_max_delay_ms), "0", 0, 10000, NULL,
      "extra wait for more reports before a batch goes to an idle writer (ms); 0: at once "
      "(batches still grow while the writers are busy)"},
+    {"parse_threads", P_INT, OFF(parse_threads), "1", 0, 64, NULL,
+     "threads that parse and validate report bodies once received, beside the event loop; "
+     "0: parse on the event loop as the body streams in"},
     {"storage_retry_ms", P_INT, OFF(storage_retry_ms), "5000", 0, 600000, NULL,
      "how long a batch is retried after a new storage failure before its reports get 503 (ms)"},
     {"retry_after", P_INT, OFF(retry_after), "5", 1, 3600, NULL,

@@ -36,6 +36,7 @@ struct kh_config {
     int64_t http2_idle_timeout;
     int64_t max_body_bytes;
     int64_t max_inflight_bytes;
+    int64_t parse_threads;
     int64_t max_header_bytes;
     int64_t max_headers;
     int64_t max_connections;

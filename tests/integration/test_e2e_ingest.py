@@ -5,7 +5,7 @@ import os
 import pytest
 
 from helpers import (ERLANG_VM, STATS_TABLES, UNCHANGING_TABLES, UNKNOWN_MEMBERS, as_json,
-                     erlang_vm_memory, expected_counts, fixture_envelope, fixture_files,
+                     body_bytes, curl, erlang_vm_memory, expected_counts, fixture_envelope, fixture_files,
                      load_fixture, make_envelope, make_erlang_vm_envelope, normalised_time,
                      post_h2, snake_case, stored_matches, table_for)
 
@@ -276,3 +276,40 @@ def test_null_storage_accepts_reports(kohaku_factory, db):
     r = post_h2(k.port, dict(env, connection_id="short"))
     assert r.status == 400 and r.message.startswith("connection_id"), r
     assert not os.path.exists(db.path)
+
+
+def test_parse_on_loop_and_in_pool_agree(kohaku_factory, db):
+    """parse_threads = 0 (streaming parse on the event loop) and parse_threads = 2 (whole bodies
+    parsed on pool threads) store the same rows and refuse the same bodies with the same
+    message; the webhook path goes through the same pool."""
+    files = fixture_files()
+    bad = [b'{"type": connection.user-agent}', b'{"type": "connection.us', b"[]",
+           b'{"type": "\xff\xfe", "label": "x"}']
+    answers = {}
+    for threads in (0, 2):
+        k = kohaku_factory(parse_threads=threads)
+        got = []
+        for i, path in enumerate(files):
+            env = fixture_envelope(path)
+            env["connection_id"] = f"P{threads}{i:024d}"
+            post_ok(k.port, env)
+            got.append(sum(db.count(t, "connection_id = ?", (env["connection_id"],))
+                           for t in STATS_TABLES))
+            assert got[-1] == sum(expected_counts(env["stats"]).values())
+        for body in bad:
+            r = post_h2(k.port, body)
+            assert r.status == 400, r
+            got.append(r.message)
+        env = fixture_envelope(files[0], type="connection.rtc",
+                               connection_id=f"W{threads}{0:024d}")
+        del env["multistream"]
+        for http in ("--http1.1", "--http2-prior-knowledge"):  # the webhook, both protocols
+            r = curl(f"http://127.0.0.1:{k.port}/webhook/stats", http, "-X", "POST",
+                     "-H", "sora-stats-webhook-type: connection.rtc",
+                     "-H", "content-type: application/json", data=body_bytes(env))
+            got.append(r.status)
+        got.append(db.count("sora_report", "connection_id = ?", (env["connection_id"],)))
+        answers[threads] = got
+        k.stop()
+    assert answers[0] == answers[2]
+    assert answers[0][-3:] == [204, 204, 1]  # one report: the second delivery stored nothing

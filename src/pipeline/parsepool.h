@@ -1,0 +1,35 @@
+/*
+ * parsepool: report bodies parsed on worker threads, off the event loop.
+ *
+ * The loop thread owns HTTP (nghttp2, libhttp-parser, sockets); on a machine with a second
+ * core, the JSON parse and validation of a whole body (the largest single cost per report)
+ * runs there in parallel. A job is a body already received in full and an envelope parser
+ * made for it; its callback runs on the loop thread with the parser's result. Every submitted
+ * job completes exactly once, including at kh_parsepool_free.
+ */
+#ifndef KH_PARSEPOOL_H
+#define KH_PARSEPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sora/envelope.h"
+
+struct event_base;
+struct kh_parsepool;
+
+/* rc: 0 (the report is ready in the envelope), else kh_envelope_feed/finish's error code. */
+typedef void (*kh_parse_cb)(void *arg, int rc);
+
+/* NULL on failure (memory, threads). nthreads >= 1. */
+struct kh_parsepool *kh_parsepool_new(struct event_base *base, int nthreads);
+/* Parses body[0, len) into e (feed, then finish) on a pool thread, then calls cb(arg, rc) on
+ * the loop. e and body must stay valid and untouched until then. 0, or KH_ENOMEM. */
+int kh_parsepool_submit(struct kh_parsepool *p, struct kh_envelope *e, const uint8_t *body,
+                        size_t len, kh_parse_cb cb, void *arg);
+/* Jobs submitted and not yet completed. */
+size_t kh_parsepool_pending(const struct kh_parsepool *p);
+/* Finishes the queued jobs, joins the threads and runs the remaining callbacks. */
+void kh_parsepool_free(struct kh_parsepool *p);
+
+#endif
