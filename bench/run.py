@@ -36,6 +36,8 @@ BENCHTOOL = os.path.join(BUILD, "kohaku-benchtool")
 FIXTURES = os.environ.get("KOHAKU_FIXTURES",
                           os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "browser"))
 CLK = os.sysconf("SC_CLK_TCK")
+# emulated Sora connections in the peak runs, and in the rows the ceilings load
+SORA_CONNS = 1000
 
 
 def wait_port(port, timeout=20):
@@ -110,11 +112,11 @@ def measure_kohaku(tmp, settings, n, rows_per_report, label):
     try:
         run_loadgen(d.port, "-N", 2000, "-c", 4, "-m", 32)  # warm-up (schema, caches)
         t0 = cpu_ticks(d.proc.pid)
-        peak = run_loadgen(d.port, "-N", n, "-c", 4, "-m", 32, "-n", 1000)
+        peak = run_loadgen(d.port, "-N", n, "-c", 4, "-m", 32, "-n", SORA_CONNS)
         t1 = cpu_ticks(d.proc.pid)
         half_rate = peak["reports_per_s"] / 2
         half = run_loadgen(d.port, "-r", f"{half_rate:.0f}", "-d", 5, "-c", 5, "-m", 64,
-                           "-n", 1000)
+                           "-n", SORA_CONNS)
         inflight = run_loadgen(d.port, "-N", max(n // 2, 3000), "-c", 10, "-m", 100, "-n", 2000)
         rss = peak_rss_kib(d.proc.pid)
     finally:
@@ -132,8 +134,8 @@ def measure_kohaku(tmp, settings, n, rows_per_report, label):
 
 
 def rows_per_report(tmp):
-    out = subprocess.run([BENCHTOOL, "copy-files", "2000", os.path.join(tmp, "rpr"), FIXTURES],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([BENCHTOOL, "copy-files", "2000", os.path.join(tmp, "rpr"), FIXTURES,
+                          str(SORA_CONNS)], capture_output=True, text=True, check=True).stdout
     info = json.loads(out.strip().splitlines()[-1])
     return info["rows"] / info["reports"]
 
@@ -200,6 +202,13 @@ open({body!r},"w").write(json.dumps(env))
         res["null_h2load"] = h2load(f"http://127.0.0.1:{d.port}/collector", body, max(n, 20000))
     finally:
         d.stop()
+    # the same with the parse on the event loop thread (parse_threads = 0), for comparison
+    d = Daemon(tmp, {"storage": "null", "parse_threads": 0})
+    try:
+        res["null_h2load_loop"] = h2load(f"http://127.0.0.1:{d.port}/collector", body,
+                                         max(n, 20000))
+    finally:
+        d.stop()
     res["null"] = measure_kohaku(tmp, {"storage": "null"}, n, rpr, "kohaku null")
 
     # 3. SQLite
@@ -207,7 +216,8 @@ open({body!r},"w").write(json.dumps(env))
                                          "sqlite_path": os.path.join(tmp, "k.db")},
                                    n, rpr, "kohaku sqlite")
     out = subprocess.run([BENCHTOOL, "sqlite-direct", str(n), os.path.join(tmp, "direct.db"),
-                          FIXTURES], capture_output=True, text=True, check=True).stdout
+                          FIXTURES, str(SORA_CONNS)], capture_output=True, text=True,
+                         check=True).stdout
     res["sqlite_direct"] = json.loads(out.strip().splitlines()[-1])
 
     # 4. PostgreSQL
@@ -226,7 +236,8 @@ open({body!r},"w").write(json.dumps(env))
             subprocess.run([KOHAKU, "-C", cfg, "migrate"], check=True, capture_output=True)
             files = os.path.join(tmp, "copy")
             info = json.loads(subprocess.run(
-                [BENCHTOOL, "copy-files", str(n), files, FIXTURES], capture_output=True,
+                [BENCHTOOL, "copy-files", str(n), files, FIXTURES, str(SORA_CONNS)],
+                capture_output=True,
                 text=True, check=True).stdout.strip().splitlines()[-1])
             script = "".join(f"\\copy \"{t}\" FROM '{p}'\n" for t, p in
                              (l.split() for l in open(os.path.join(files, "tables"))))
@@ -261,7 +272,8 @@ open({body!r},"w").write(json.dumps(env))
 def sanity(r):
     """Numbers a working run must have: no speed target, just signs of life and order."""
     bad = []
-    for key in ("nghttpd", "null_h2load", "null", "sqlite", "sqlite_direct", "pg_direct_copy",
+    for key in ("nghttpd", "null_h2load", "null_h2load_loop", "null", "sqlite", "sqlite_direct",
+                "pg_direct_copy",
                 "pg_unnest", "pg_copy", "psql_copy"):
         if key not in r or not r[key].get("reports_per_s", 0) > 0:
             bad.append(f"{key}: no reports/s")
@@ -294,6 +306,8 @@ def print_table(r):
     ng = r["nghttpd"]["reports_per_s"]
     print(f"{'nghttpd + h2load (HTTP/2 ceiling)':34} {ng:>10.0f}")
     print(f"{'kohaku null + h2load':34} {r['null_h2load']['reports_per_s']:>10.0f}")
+    if "null_h2load_loop" in r:
+        print(f"{'  same, parse_threads = 0':34} {r['null_h2load_loop']['reports_per_s']:>10.0f}")
     for key in ("null", "sqlite", "pg_direct_copy", "pg_unnest", "pg_copy"):
         if key not in r:
             continue

@@ -59,8 +59,13 @@ static void start(struct kh_request *req, enum kh_report_kind kind,
     c->meta.flavor = (uint8_t)flavor;
     c->pooled = req->app->parsepool != NULL;
     c->keep_body = req->app->spool != NULL || c->pooled;
-    if (c->keep_body)
+    if (c->keep_body) {
         kh_buf_init(&c->body, (size_t)cfg->max_body_bytes);
+        /* one allocation when the length is announced (the request layer has already
+         * answered 413 to one over max_body_bytes); a failure here shows up at append */
+        if (req->content_length > 0 && req->content_length <= cfg->max_body_bytes)
+            (void)kh_buf_reserve(&c->body, (size_t)req->content_length);
+    }
     req->hstate = c;
 }
 
@@ -183,6 +188,10 @@ static void parsed(struct kh_request *req)
     kh_envelope_free(c->e); /* the parser is done: give its memory back before the batch */
     c->e = NULL;
     struct kh_app *app = req->app;
+    if (c->keep_body && app->spool == NULL) {
+        kh_buf_cleanup(&c->body); /* kept for the parse pool only */
+        c->keep_body = false;
+    }
     if (app->spool) {
         /* the spooled copy must store the same received_at as a direct write would */
         c->meta.received_usec = kh_time_now_usec();

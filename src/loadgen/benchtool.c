@@ -103,9 +103,9 @@ static size_t count_rows(struct kh_report **r, long n)
     return rows;
 }
 
-static int sqlite_direct(const char *dir, long n, const char *path)
+static int sqlite_direct(const char *dir, long n, int clients, const char *path)
 {
-    struct kh_report **reports = make_reports(dir, n, 200);
+    struct kh_report **reports = make_reports(dir, n, clients);
     if (reports == NULL)
         return 1;
     struct kh_config cfg;
@@ -155,9 +155,70 @@ static int put_row(struct kh_buf *b, const struct kh_report *r, const struct kh_
     return rc;
 }
 
-static int copy_files(const char *dir, long n, const char *out)
+static int put_str(struct kh_buf *b, bool first, const struct kh_str *s)
 {
-    struct kh_report **reports = make_reports(dir, n, 200);
+    return s->p ? kh_pg_put_text(b, KH_PG_COPY, first, s->p, s->len)
+                : kh_pg_put_null(b, KH_PG_COPY, first);
+}
+
+/* The sora_report row kohaku writes for a connection report, in COPY text format. */
+static int put_report_row(struct kh_buf *b, const struct kh_report *r)
+{
+    int rc = kh_pg_put_text(b, KH_PG_COPY, true, r->time_text, KH_TIME_TEXT_LEN);
+    rc |= put_str(b, false, &r->connection_id);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, "connection", 10);
+    rc |= put_str(b, false, &r->id);
+    rc |= put_str(b, false, &r->channel_id);
+    rc |= put_str(b, false, &r->connection_id);
+    rc |= put_str(b, false, &r->node_name);
+    rc |= kh_pg_put_int(b, KH_PG_COPY, false, (int64_t)r->nrows);
+    rc |= kh_pg_put_int(b, KH_PG_COPY, false, (int64_t)r->body_bytes);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, r->received_text, KH_TIME_TEXT_LEN);
+    return rc | kh_buf_append(b, "\n", 1);
+}
+
+static int put_flag(struct kh_buf *b, int8_t v)
+{
+    return v < 0 ? kh_pg_put_null(b, KH_PG_COPY, false)
+                 : kh_pg_put_text(b, KH_PG_COPY, false, v ? "t" : "f", 1);
+}
+
+/* The sora_connection row of a connection: its last report, seen first at `first`'s time. */
+static int put_connection_row(struct kh_buf *b, const struct kh_report *first,
+                              const struct kh_report *r)
+{
+    int rc = put_str(b, true, &r->connection_id);
+    rc |= put_str(b, false, &r->channel_id);
+    rc |= put_str(b, false, &r->session_id);
+    rc |= put_str(b, false, &r->client_id);
+    rc |= put_str(b, false, &r->bundle_id);
+    rc |= put_str(b, false, &r->role);
+    rc |= put_flag(b, r->multistream);
+    rc |= put_flag(b, r->simulcast);
+    rc |= put_flag(b, r->spotlight);
+    rc |= put_str(b, false, &r->label);
+    rc |= put_str(b, false, &r->version);
+    rc |= put_str(b, false, &r->node_name);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, first->time_text, KH_TIME_TEXT_LEN);
+    rc |= kh_pg_put_text(b, KH_PG_COPY, false, r->time_text, KH_TIME_TEXT_LEN);
+    return rc | kh_buf_append(b, "\n", 1);
+}
+
+static void write_table(const char *out, const char *table, const struct kh_buf *b, FILE *list)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s.copy", out, table);
+    FILE *fp = fopen(path, "w");
+    if (fp == NULL || fwrite(b->data, 1, b->len, fp) != b->len || fclose(fp) != 0) {
+        fprintf(stderr, "kohaku-benchtool: cannot write %s\n", path);
+        exit(1);
+    }
+    fprintf(list, "%s %s\n", table, path);
+}
+
+static int copy_files(const char *dir, long n, int clients, const char *out)
+{
+    struct kh_report **reports = make_reports(dir, n, clients);
     if (reports == NULL)
         return 1;
     mkdir(out, 0755);
@@ -180,13 +241,19 @@ static int copy_files(const char *dir, long n, const char *out)
                 }
         if (rows == 0)
             continue;
-        snprintf(path, sizeof(path), "%s/%s.copy", out, kh_stats_tables[t].table);
-        FILE *fp = fopen(path, "w");
-        fwrite(b.data, 1, b.len, fp);
-        fclose(fp);
-        fprintf(list, "%s %s\n", kh_stats_tables[t].table, path);
+        write_table(out, kh_stats_tables[t].table, &b, list);
         total += rows;
     }
+    /* the envelope rows kohaku stores beside the stats: one sora_report row per report, and
+     * each connection once (kohaku upserts it per batch; a bulk load writes it once) */
+    kh_buf_reset(&b);
+    for (long i = 0; i < n; i++)
+        put_report_row(&b, reports[i]);
+    write_table(out, "sora_report", &b, list);
+    kh_buf_reset(&b);
+    for (long i = n > clients ? n - clients : 0; i < n; i++)
+        put_connection_row(&b, reports[i % clients], reports[i]);
+    write_table(out, "sora_connection", &b, list);
     fclose(list);
     printf("{\"reports\":%ld,\"rows\":%zu}\n", n, total);
     kh_buf_cleanup(&b);
@@ -240,18 +307,24 @@ static int parse_only(const char *path, long n)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: kohaku-benchtool sqlite-direct N DB [FIXTURES]\n"
-                        "       kohaku-benchtool copy-files N DIR [FIXTURES]\n"
+        fprintf(stderr, "usage: kohaku-benchtool sqlite-direct N DB [FIXTURES [CLIENTS]]\n"
+                        "       kohaku-benchtool copy-files N DIR [FIXTURES [CLIENTS]]\n"
                         "       kohaku-benchtool parse N BODY.json\n");
         return 2;
     }
     const char *fixtures = argc > 4 ? argv[4] : "../shared/fixtures/browser";
     long n = atol(argv[2]);
+    /* emulated Sora connections taking turns, as kohaku-loadgen's -n */
+    int clients = argc > 5 ? atoi(argv[5]) : 200;
+    if (n <= 0 || clients <= 0) {
+        fprintf(stderr, "kohaku-benchtool: N and CLIENTS must be positive\n");
+        return 2;
+    }
     kh_schema_init();
     if (strcmp(argv[1], "sqlite-direct") == 0)
-        return sqlite_direct(fixtures, n, argv[3]);
+        return sqlite_direct(fixtures, n, clients, argv[3]);
     if (strcmp(argv[1], "copy-files") == 0)
-        return copy_files(fixtures, n, argv[3]);
+        return copy_files(fixtures, n, clients, argv[3]);
     if (strcmp(argv[1], "parse") == 0)
         return parse_only(argv[3], n);
     fprintf(stderr, "kohaku-benchtool: unknown command %s\n", argv[1]);
