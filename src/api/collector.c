@@ -179,14 +179,11 @@ static void on_stored(void *arg, int result, const char *err)
     kh_request_release(req);
 }
 
-/* The body has been parsed into a report: store it (or spool it). */
-static void parsed(struct kh_request *req)
+/* The body has been parsed into r: store it (or spool it). */
+static void parsed(struct kh_request *req, struct kh_report *r)
 {
     struct collect *c = req->hstate;
     int rc;
-    struct kh_report *r = kh_envelope_take_report(c->e);
-    kh_envelope_free(c->e); /* the parser is done: give its memory back before the batch */
-    c->e = NULL;
     struct kh_app *app = req->app;
     if (c->keep_body && app->spool == NULL) {
         kh_buf_cleanup(&c->body); /* kept for the parse pool only */
@@ -217,14 +214,13 @@ static void parsed(struct kh_request *req)
                                         : "server: too many reports waiting for storage");
 }
 
-static void on_pool_parsed(void *arg, int rc)
+static void on_pool_parsed(void *arg, int rc, struct kh_report *r, const char *err)
 {
     struct kh_request *req = arg;
-    struct collect *c = req->hstate;
     if (rc != 0)
-        refuse(req, rc, kh_envelope_error(c->e));
+        refuse(req, rc, err);
     else
-        parsed(req);
+        parsed(req, r);
     kh_request_release(req);
 }
 
@@ -232,12 +228,14 @@ static void on_end(struct kh_request *req)
 {
     struct collect *c = req->hstate;
     if (c->pooled) {
-        kh_request_retain(req); /* the pool has c->e and c->body until on_pool_parsed */
+        kh_request_retain(req); /* the pool has c->body until on_pool_parsed */
         if (kh_parsepool_submit(req->app->parsepool, c->e, (const uint8_t *)c->body.data,
                                 c->body.len, on_pool_parsed, req) != 0) {
             kh_request_release(req);
             refuse(req, KH_ENOMEM, NULL);
+            return;
         }
+        c->e = NULL; /* the pool's now */
         return;
     }
     int rc = kh_envelope_finish(c->e);
@@ -245,7 +243,10 @@ static void on_end(struct kh_request *req)
         refuse(req, rc, kh_envelope_error(c->e));
         return;
     }
-    parsed(req);
+    struct kh_report *r = kh_envelope_take_report(c->e);
+    kh_envelope_free(c->e); /* the parser is done: give its memory back before the batch */
+    c->e = NULL;
+    parsed(req, r);
 }
 
 static void on_free(struct kh_request *req)

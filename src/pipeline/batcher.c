@@ -246,9 +246,8 @@ static void complete(struct kh_batcher *b, struct batch *bt)
             b->stats.reports++;
             b->stats.rows += r->nrows;
             kh_metrics.reports_stored[r->kind == KH_REPORT_NODE]++;
-            for (const struct kh_row *row = r->rows; row; row = row->next)
-                if (row->table < KH_METRICS_TABLES)
-                    kh_metrics.rows_stored[row->table]++;
+            for (int t = 0; t < KH_METRICS_TABLES && t < KH_REPORT_MAX_TABLES; t++)
+                kh_metrics.rows_stored[t] += r->table_rows[t];
         }
         b->pending--;
         b->inflight -= bt->entries[i].bytes;

@@ -30,6 +30,7 @@ struct job {
     kh_parse_cb cb;
     void *arg;
     int rc;
+    struct kh_report *r;
 };
 
 struct kh_parsepool {
@@ -64,6 +65,11 @@ static void *worker_main(void *arg)
         j->rc = kh_envelope_feed(j->e, j->body, j->len);
         if (j->rc == 0)
             j->rc = kh_envelope_finish(j->e);
+        if (j->rc == 0) {
+            j->r = kh_envelope_take_report(j->e);
+            kh_envelope_free(j->e);
+            j->e = NULL;
+        }
 
         pthread_mutex_lock(&p->mu);
         j->next = NULL;
@@ -97,7 +103,8 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     while (j) {
         struct job *next = j->next;
         p->pending--;
-        j->cb(j->arg, j->rc);
+        j->cb(j->arg, j->rc, j->r, j->e ? kh_envelope_error(j->e) : NULL);
+        kh_envelope_free(j->e);
         free(j);
         j = next;
     }

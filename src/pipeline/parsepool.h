@@ -18,13 +18,16 @@
 struct event_base;
 struct kh_parsepool;
 
-/* rc: 0 (the report is ready in the envelope), else kh_envelope_feed/finish's error code. */
-typedef void (*kh_parse_cb)(void *arg, int rc);
+/* rc 0: r is the report, now the callback's. Otherwise kh_envelope_feed/finish's error code
+ * and err its message (valid during the call), r NULL. */
+typedef void (*kh_parse_cb)(void *arg, int rc, struct kh_report *r, const char *err);
 
 /* NULL on failure (memory, threads). nthreads >= 1. */
 struct kh_parsepool *kh_parsepool_new(struct event_base *base, int nthreads);
-/* Parses body[0, len) into e (feed, then finish) on a pool thread, then calls cb(arg, rc) on
- * the loop. e and body must stay valid and untouched until then. 0, or KH_ENOMEM. */
+/* Parses body[0, len) with e (feed, then finish) on a pool thread, then calls cb on the loop.
+ * The pool owns e from the call (and frees it: on the pool thread when the report is taken
+ * out, so the parser's memory goes back to the allocator of the thread that took it); body
+ * must stay valid and untouched until cb. 0, or KH_ENOMEM (e is then still the caller's). */
 int kh_parsepool_submit(struct kh_parsepool *p, struct kh_envelope *e, const uint8_t *body,
                         size_t len, kh_parse_cb cb, void *arg);
 /* Jobs submitted and not yet completed. */

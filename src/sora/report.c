@@ -32,4 +32,6 @@ void kh_report_add_row(struct kh_report *r, struct kh_row *row)
     *r->rows_tail = row;
     r->rows_tail = &row->next;
     r->nrows++;
+    if (row->table >= 0 && row->table < KH_REPORT_MAX_TABLES)
+        r->table_rows[row->table]++;
 }

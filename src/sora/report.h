@@ -1,7 +1,8 @@
 /*
  * report: one validated Sora report turned into rows, ready for storage. Everything it points
  * to lives in its arena; kh_report_free releases it all at once. A report is built on the
- * loop thread, read by a writer thread while its batch is stored, then freed on the loop.
+ * loop thread or a parse pool thread, read by a writer thread while its batch is stored, then
+ * freed on the loop.
  */
 #ifndef KH_REPORT_H
 #define KH_REPORT_H
@@ -45,6 +46,9 @@ struct kh_row {
     struct kh_str extra;      /* JSON object text, or p == NULL when nothing is left over */
 };
 
+/* Tables counted per report (kh_stats_ntables is below this). */
+#define KH_REPORT_MAX_TABLES 32
+
 struct kh_report {
     enum kh_report_kind kind;
     struct kh_arena arena;
@@ -59,6 +63,9 @@ struct kh_report {
     struct kh_row *rows;
     struct kh_row **rows_tail;
     size_t nrows;
+    /* rows per table, counted as they are added: whoever tallies them later (metrics) need
+     * not walk rows that may be cold in another core's cache */
+    uint32_t table_rows[KH_REPORT_MAX_TABLES];
     size_t body_bytes;
 };
 
