@@ -114,6 +114,9 @@ static const struct param params[] = {
      "unnest: one pipelined INSERT ... SELECT FROM unnest(arrays) per table; copy: COPY into "
      "temporary staging tables, then INSERT ... SELECT; direct_copy: COPY straight into the "
      "tables, and a batch that meets rows already stored is written again with unnest"},
+    {"postgres_copy_format", P_ENUM, OFF(postgres_copy_format), "binary", 0, 0, "binary|text",
+     "COPY format of the copy and direct_copy write methods: binary sends numbers and times "
+     "as PostgreSQL's binary forms (nothing to format or parse); text is COPY's text format"},
     {"timescaledb_chunk_interval", P_INT, OFF(timescaledb_chunk_interval), "24", 1, 8760, NULL,
      "TimescaleDB chunk interval of the stats hypertables (hours)"},
     {"timescaledb_compress_after", P_INT, OFF(timescaledb_compress_after), "7", 1, 3650, NULL,

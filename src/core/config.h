@@ -56,6 +56,7 @@ struct kh_config {
     char *postgres_ca_cert_file;
     int64_t postgres_pool_size;
     char *postgres_write_method;
+    char *postgres_copy_format;
     int64_t timescaledb_chunk_interval;
     int64_t timescaledb_compress_after;
     int64_t retention_days;

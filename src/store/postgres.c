@@ -57,6 +57,7 @@ struct pg {
     int nslots;
     bool use_copy;
     bool use_direct_copy;
+    enum kh_pg_format copy_format; /* KH_PG_BINARY or KH_PG_COPY (text) */
     int64_t chunk_hours, compress_days, retention_days, retention_interval;
     struct slot *slots;
     atomic_bool healthy;
@@ -437,6 +438,8 @@ static void log_schema_ready(const struct pg *pg)
         kh_log_str(&l, "write_method", pg->use_direct_copy ? "direct_copy"
                                        : pg->use_copy           ? "copy"
                                                                 : "unnest");
+        if (pg->use_copy || pg->use_direct_copy)
+            kh_log_str(&l, "copy_format", pg->copy_format == KH_PG_BINARY ? "binary" : "text");
         kh_log_end(&l);
     }
 }
@@ -564,6 +567,7 @@ static int pg_open(struct kh_store *s, const struct kh_config *cfg, const char *
     pg->nslots = (int)cfg->postgres_pool_size;
     pg->use_copy = strcmp(cfg->postgres_write_method, "copy") == 0;
     pg->use_direct_copy = strcmp(cfg->postgres_write_method, "direct_copy") == 0;
+    pg->copy_format = strcmp(cfg->postgres_copy_format, "text") == 0 ? KH_PG_COPY : KH_PG_BINARY;
     pg->chunk_hours = cfg->timescaledb_chunk_interval;
     pg->compress_days = cfg->timescaledb_compress_after;
     pg->retention_days = cfg->retention_days;
@@ -704,15 +708,18 @@ static int put_str(struct kh_buf *b, enum kh_pg_format f, bool first, const stru
     return kh_pg_put_text(b, f, first, v->p, v->len);
 }
 
-/* Appends one row's fields: one buffer per column (ARRAY) or one line in b[0] (COPY). */
+/* Appends one row's fields: one buffer per column (ARRAY) or one row in b[0] (COPY, text or
+ * binary). */
 static int put_row(struct slot *s, enum kh_pg_format f, bool first, const struct kh_report *r,
                    const struct kh_row *row)
 {
-    bool copy = f == KH_PG_COPY;
-    int c = 0, rc;
+    bool copy = f != KH_PG_ARRAY;
+    int c = 0, rc = 0;
 #define COL() (&s->cols[copy ? 0 : c++])
 #define FIRST(k) (copy ? (k) == 0 : first)
-    rc = kh_pg_put_text(COL(), f, FIRST(0), r->time_text, KH_TIME_TEXT_LEN);
+    if (f == KH_PG_BINARY)
+        rc = kh_pg_binary_row(&s->cols[0], ncols(row->table));
+    rc |= kh_pg_put_time(COL(), f, FIRST(0), r->time_usec, r->time_text);
     if (kh_stats_tables[row->table].scope == KH_SCOPE_CONNECTION) {
         rc |= put_str(COL(), f, FIRST(1), &r->channel_id);
         rc |= put_str(COL(), f, FIRST(2), &r->connection_id);
@@ -726,8 +733,8 @@ static int put_row(struct slot *s, enum kh_pg_format f, bool first, const struct
     size_t nm = kh_stats_tables[row->table].nmembers;
     for (size_t m = 0; m < nm; m++)
         rc |= kh_pg_put_value(COL(), f, FIRST(7), &row->vals[m]);
-    rc |= put_str(COL(), f, FIRST(7), &row->extra);
-    if (copy)
+    rc |= kh_pg_put_jsonb(COL(), f, FIRST(7), row->extra.p, row->extra.len);
+    if (f == KH_PG_COPY)
         rc |= kh_buf_append(&s->cols[0], "\n", 1);
 #undef COL
 #undef FIRST
@@ -742,12 +749,18 @@ static size_t build_table(struct slot *s, enum kh_pg_format f, int t, const stru
         cols_begin(s, ncols(t));
     else
         kh_buf_reset(&s->cols[0]);
+    if (f == KH_PG_BINARY)
+        *rc = kh_pg_binary_header(&s->cols[0]);
     for (size_t i = 0; *rc == 0 && i < sub->n; i++)
-        for (const struct kh_row *row = sub->reports[i]->rows; *rc == 0 && row; row = row->next)
-            if (row->table == t)
-                *rc = put_row(s, f, count++ == 0, sub->reports[i], row);
+        if (sub->reports[i]->table_rows[t] > 0)
+            for (const struct kh_row *row = sub->reports[i]->rows; *rc == 0 && row;
+                 row = row->next)
+                if (row->table == t)
+                    *rc = put_row(s, f, count++ == 0, sub->reports[i], row);
     if (*rc == 0 && f == KH_PG_ARRAY)
         *rc = cols_end(s, ncols(t));
+    if (*rc == 0 && f == KH_PG_BINARY)
+        *rc = kh_pg_binary_trailer(&s->cols[0]);
     return count;
 }
 
@@ -972,7 +985,8 @@ static void copy_table(struct slot *s, struct outcome *o, int t, bool staging,
     if (rc == 0)
         rc = column_list(t, sql);
     if (rc == 0)
-        rc = put_sql(sql, ") FROM STDIN");
+        rc = put_sql(sql, ") FROM STDIN%s",
+                     s->pg->copy_format == KH_PG_BINARY ? " (FORMAT binary)" : "");
     if (rc == 0)
         rc = kh_buf_append(sql, "", 1);
     PGresult *r = PQexec(s->conn, sql->data);
@@ -1003,7 +1017,7 @@ static void write_copy(struct slot *s, const struct subset *sub, struct outcome 
     exec_step(s, o, "BEGIN", "begin");
     for (size_t t = 0; !o->failed && t < kh_stats_ntables; t++) {
         int rc = 0;
-        if (build_table(s, KH_PG_COPY, (int)t, sub, &rc) == 0 || rc != 0)
+        if (build_table(s, s->pg->copy_format, (int)t, sub, &rc) == 0 || rc != 0)
             continue;
         copy_table(s, o, (int)t, true, &sql);
         const char *name = kh_stats_tables[t].table;
@@ -1047,7 +1061,7 @@ static void write_direct_copy(struct slot *s, const struct subset *sub, struct o
     }
     for (size_t t = 0; !o->failed && t < kh_stats_ntables; t++) {
         int rc = 0;
-        if (build_table(s, KH_PG_COPY, (int)t, sub, &rc) > 0 && rc == 0)
+        if (build_table(s, s->pg->copy_format, (int)t, sub, &rc) > 0 && rc == 0)
             copy_table(s, o, (int)t, false, &sql);
         else if (rc != 0) {
             o->failed = true;
