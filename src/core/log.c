@@ -11,6 +11,8 @@
 #include <time.h>
 
 #include "core/jsonw.h"
+#include "core/numparse.h"
+#include "core/timeutil.h"
 
 /* The level is read by every thread that logs and changed by SIGHUP on the loop thread. */
 static atomic_int cur_level = KH_LOG_INFO;
@@ -104,18 +106,16 @@ bool kh_log_begin(struct kh_logline *l, enum kh_log_level level, const char *msg
 {
     if (!kh_log_enabled(level))
         return false;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
     l->len = 0;
     l->truncated = false;
     l->level = level;
-    l->len = (size_t)snprintf(l->buf, sizeof(l->buf),
-                              "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\","
-                              "\"msg\":\"",
-                              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                              tm.tm_sec, ts.tv_nsec / 1000, level_names[level]);
+    char when[KH_TIME_TEXT_LEN + 1];
+    kh_time_format(kh_time_now_usec(), when);
+    put(l, "{\"time\":\"", 9);
+    put(l, when, KH_TIME_TEXT_LEN);
+    put(l, "\",\"level\":\"", 11);
+    put(l, level_names[level], strlen(level_names[level]));
+    put(l, "\",\"msg\":\"", 9);
     put_escaped(l, msg, strlen(msg));
     put(l, "\"", 1);
     return true;
@@ -141,10 +141,10 @@ void kh_log_str(struct kh_logline *l, const char *key, const char *val)
 
 void kh_log_int(struct kh_logline *l, const char *key, int64_t val)
 {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)val);
+    char tmp[24];
+    size_t n = kh_format_int64(tmp, val);
     put_key(l, key);
-    put(l, tmp, (size_t)n);
+    put(l, tmp, n);
 }
 
 void kh_log_dbl(struct kh_logline *l, const char *key, double val)

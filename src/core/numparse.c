@@ -97,3 +97,29 @@ bool kh_parse_int64(const char *s, size_t n, int64_t *out)
     *out = (int64_t)d;
     return true;
 }
+
+size_t kh_format_int64(char *out, int64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    /* the magnitude as unsigned, so INT64_MIN needs no special case */
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = tmp[--n];
+    return len;
+}
+
+void kh_format_digits(char *out, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}

@@ -3,6 +3,8 @@
  */
 #include "core/timeutil.h"
 
+#include "core/numparse.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -52,6 +54,11 @@ int kh_time_parse_rfc3339(const char *s, size_t n, int64_t *usec, const char **w
         return KH_EINVAL;
     if (M < 1 || M > 12 || D < 1 || D > days_in_month(Y, M) || h > 23 || mi > 59 || sec > 60)
         return KH_EINVAL;
+    if (Y < 1) {
+        /* RFC 3339 has a year 0000; SQL timestamps (and PostgreSQL's text input) do not */
+        *why = "must be in the years 0001 to 9999";
+        return KH_EINVAL;
+    }
     size_t i = 19;
     if (s[i] != '.')
         return KH_EINVAL;
@@ -84,15 +91,26 @@ int kh_time_parse_rfc3339(const char *s, size_t n, int64_t *usec, const char **w
 
 void kh_time_format(int64_t usec, char *out)
 {
+    /* Most calls (log lines, received_at) fall in the same second as the one before on the
+     * same thread: the date and time of day are formatted once per second and thread. */
+    static _Thread_local int64_t cached_secs = INT64_MIN;
+    static _Thread_local char cached[20]; /* "YYYY-MM-DDTHH:MM:SS" */
     int64_t secs = usec >= 0 ? usec / 1000000 : -((-usec + 999999) / 1000000);
     int64_t frac = usec - secs * 1000000;
-    time_t t = (time_t)secs;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    char tmp[64];
-    snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long long)frac);
-    memcpy(out, tmp, KH_TIME_TEXT_LEN);
+    if (secs != cached_secs) {
+        time_t t = (time_t)secs;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char tmp[64];
+        snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        memcpy(cached, tmp, 19);
+        cached_secs = secs;
+    }
+    memcpy(out, cached, 19);
+    out[19] = '.';
+    kh_format_digits(out + 20, (uint64_t)frac, 6);
+    out[26] = 'Z';
     out[KH_TIME_TEXT_LEN] = '\0';
 }
 

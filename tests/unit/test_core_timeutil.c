@@ -6,11 +6,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "core/errors.h"
+#include "core/numparse.h"
 #include "core/timeutil.h"
 
 static int parse(const char *s, int64_t *usec, const char **why)
@@ -106,6 +108,10 @@ static void test_missing_fraction_and_bad_dates(void **state)
     expect_refused("2026-11-24T24:00:00.0Z");
     expect_refused("2026-11-24T06:60:00.0Z");
     expect_refused("2026-11-24T06:15:61.0Z");
+    /* year 0000 is RFC 3339, but no SQL timestamp; 0001 is the first year kept */
+    assert_int_equal(parse("0000-01-01T00:00:00.000001Z", &usec, &why), KH_EINVAL);
+    assert_string_equal(why, "must be in the years 0001 to 9999");
+    expect_usec("0001-01-01T00:00:00.0Z", -62135596800000000LL);
     /* a leap second is accepted and kept inside its minute */
     expect_usec("2016-12-31T23:59:60.5Z", 1483228799500000LL);
 }
@@ -169,6 +175,30 @@ static void test_format_and_round_trip(void **state)
     assert_int_equal(parse("2026-11-24T06:15:42.1+00:00", &usec, &why), 0);
     kh_time_format(usec, out);
     assert_string_equal(out, "2026-11-24T06:15:42.100000Z");
+    /* the same second again (the date part is reused), then the one before it */
+    kh_time_format(1795500942000001LL, out);
+    assert_string_equal(out, "2026-11-24T06:15:42.000001Z");
+    kh_time_format(1795500941999999LL, out);
+    assert_string_equal(out, "2026-11-24T06:15:41.999999Z");
+    kh_time_format(1795500942999999LL, out);
+    assert_string_equal(out, "2026-11-24T06:15:42.999999Z");
+}
+
+static void test_format_int64(void **state)
+{
+    (void)state;
+    static const int64_t v[] = {0, 1, -1, 9, 10, -10, 1234567890123LL, INT64_MAX, INT64_MIN,
+                                INT64_MIN + 1, 1000000000000000000LL};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        char want[32], got[32];
+        snprintf(want, sizeof(want), "%lld", (long long)v[i]);
+        size_t n = kh_format_int64(got, v[i]);
+        got[n] = '\0';
+        assert_string_equal(got, want);
+    }
+    char d[7] = {0};
+    kh_format_digits(d, 42, 6);
+    assert_string_equal(d, "000042");
 }
 
 static void test_clocks(void **state)
@@ -189,6 +219,7 @@ int main(void)
         cmocka_unit_test(test_missing_fraction_and_bad_dates),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_format_and_round_trip),
+        cmocka_unit_test(test_format_int64),
         cmocka_unit_test(test_clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
