@@ -91,23 +91,28 @@ int kh_time_parse_rfc3339(const char *s, size_t n, int64_t *usec, const char **w
 
 void kh_time_format(int64_t usec, char *out)
 {
-    /* Most calls (log lines, received_at) fall in the same second as the one before on the
-     * same thread: the date and time of day are formatted once per second and thread. */
-    static _Thread_local int64_t cached_secs = INT64_MIN;
-    static _Thread_local char cached[20]; /* "YYYY-MM-DDTHH:MM:SS" */
+    /* Most calls fall in a second formatted just before on the same thread (a report's own
+     * time and its received_at; log lines): the date and time of day of the last two seconds
+     * seen are kept per thread. */
+    static _Thread_local int64_t cached_secs[2] = {INT64_MIN, INT64_MIN};
+    static _Thread_local char cached[2][20]; /* "YYYY-MM-DDTHH:MM:SS" */
+    static _Thread_local int older;
     int64_t secs = usec >= 0 ? usec / 1000000 : -((-usec + 999999) / 1000000);
     int64_t frac = usec - secs * 1000000;
-    if (secs != cached_secs) {
+    int slot = secs == cached_secs[0] ? 0 : secs == cached_secs[1] ? 1 : -1;
+    if (slot < 0) {
+        slot = older;
+        older ^= 1;
         time_t t = (time_t)secs;
         struct tm tm;
         gmtime_r(&t, &tm);
         char tmp[64];
         snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        memcpy(cached, tmp, 19);
-        cached_secs = secs;
+        memcpy(cached[slot], tmp, 19);
+        cached_secs[slot] = secs;
     }
-    memcpy(out, cached, 19);
+    memcpy(out, cached[slot], 19);
     out[19] = '.';
     kh_format_digits(out + 20, (uint64_t)frac, 6);
     out[26] = 'Z';

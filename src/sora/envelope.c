@@ -684,11 +684,12 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t n)
         e->seen[e->key] = true;
         return 1;
     }
-    /* S_OBJ */
-    const char *bad = string_problem(k, n);
-    if (bad)
-        return fail(e, KH_EINVAL, "stats[%zu]: member names %s", e->stats_index, bad);
+    /* S_OBJ. A name equal to a known one (a special or a column) is ASCII by construction;
+     * any other name is checked for UTF-8 before it is kept. */
+    const char *bad;
     if (e->cap_depth > 0) {
+        if ((bad = string_problem(k, n)) != NULL)
+            return fail(e, KH_EINVAL, "stats[%zu]: member names %s", e->stats_index, bad);
         bool *first = &e->cap_first[e->cap_depth - 1];
         int rc = *first ? 0 : kh_buf_append(&e->cap, ",", 1);
         *first = false;
@@ -711,6 +712,8 @@ static int on_map_key(void *ctx, const unsigned char *k, size_t n)
             return 1;
         }
     }
+    if (e->cur_special == SP_NONE && (bad = string_problem(k, n)) != NULL)
+        return fail(e, KH_EINVAL, "stats[%zu]: member names %s", e->stats_index, bad);
     return copy_str(e, &e->cur_name, k, n) ? 1 : oom(e);
 }
 

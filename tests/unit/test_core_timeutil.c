@@ -182,6 +182,19 @@ static void test_format_and_round_trip(void **state)
     assert_string_equal(out, "2026-11-24T06:15:41.999999Z");
     kh_time_format(1795500942999999LL, out);
     assert_string_equal(out, "2026-11-24T06:15:42.999999Z");
+    /* a third second, then each of the earlier ones: every answer is its own second's */
+    static const struct { int64_t usec; const char *text; } seq[] = {
+        {1795500940000000LL, "2026-11-24T06:15:40.000000Z"},
+        {1795500941000002LL, "2026-11-24T06:15:41.000002Z"},
+        {1795500942000003LL, "2026-11-24T06:15:42.000003Z"},
+        {1795500940500000LL, "2026-11-24T06:15:40.500000Z"},
+        {-1LL, "1969-12-31T23:59:59.999999Z"},
+        {1795500942000004LL, "2026-11-24T06:15:42.000004Z"},
+    };
+    for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++) {
+        kh_time_format(seq[i].usec, out);
+        assert_string_equal(out, seq[i].text);
+    }
 }
 
 static void test_format_int64(void **state)
