@@ -298,9 +298,12 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
         }
         kh_config_log(hup.cfg);
     }
-    if (kh_server_reload_tls(rt->srv, err, sizeof(err)) != 0)
+    /* the stats listener and, with exporter_https, the metrics listener: each has its own
+     * TLS context, loaded from the same files; each keeps its certificates on failure */
+    if (kh_server_reload_tls(rt->srv, err, sizeof(err)) != 0 ||
+        kh_server_reload_tls(rt->metrics_srv, err, sizeof(err)) != 0)
         kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", err);
-    else if (rt->app.cfg->https)
+    else if (rt->app.cfg->https || rt->app.cfg->exporter_https)
         kh_log(KH_LOG_INFO, "reloaded: tls certificates", NULL);
 }
 

@@ -168,15 +168,16 @@ def test_sighup_reloads_certificates(pki, started, tmp_path):
         shutil.copy(os.path.join(pki, f), d / f)
     st = SqliteStore(str(tmp_path))
     settings = dict(tls_settings(pki, st), tls_fullchain_file=str(d / "fullchain.pem"),
-                    tls_privkey_file=str(d / "server.key"))
+                    tls_privkey_file=str(d / "server.key"), exporter_https="true")
     k = started(settings)
 
-    def served_subject():
-        out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{k.port}"],
+    def served_subject(port=None):
+        out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port or k.port}"],
                              input=b"", capture_output=True, timeout=30).stdout.decode()
         return re.search(r"subject=(.*)", out).group(1)
 
     assert "127.0.0.1" in served_subject()
+    assert "127.0.0.1" in served_subject(k.metrics_port)  # the metrics listener's own TLS
     # an open HTTP/1.1 connection survives the reload
     s = socket.create_connection(("127.0.0.1", k.port))
     import ssl
@@ -192,6 +193,7 @@ def test_sighup_reloads_certificates(pki, started, tmp_path):
     k.proc.send_signal(signal.SIGHUP)
     k.wait_log("reloaded: tls certificates")
     assert "localhost" in served_subject()
+    assert "localhost" in served_subject(k.metrics_port)
     tls.sendall(b"GET /.ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert tls.recv(4096).startswith(b"HTTP/1.1 204")
     tls.close()
@@ -200,6 +202,7 @@ def test_sighup_reloads_certificates(pki, started, tmp_path):
     k.proc.send_signal(signal.SIGHUP)
     k.wait_log("reload failed; keeping the previous certificates")
     assert "localhost" in served_subject()
+    assert "localhost" in served_subject(k.metrics_port)
 
 
 # --- the stats webhook -------------------------------------------------------------------------
