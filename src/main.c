@@ -89,16 +89,34 @@ static int load_config(struct kh_config *cfg, const char *path, bool explicit_pa
     return 0;
 }
 
-static FILE *open_log(const struct kh_config *cfg)
+static void log_path(const struct kh_config *cfg, char *path, size_t len)
+{
+    snprintf(path, len, "%s/%s", cfg->log_dir[0] ? cfg->log_dir : ".", cfg->log_name);
+}
+
+/* log_rotate_* as Kohaku 2023.1 has them: size in MB, backups kept, age in days. */
+static struct kh_log_rotation log_rotation(const struct kh_config *cfg)
+{
+    return (struct kh_log_rotation){
+        .max_bytes = cfg->log_rotate_max_size > INT64_MAX / 1048576
+                         ? INT64_MAX
+                         : cfg->log_rotate_max_size * 1048576,
+        .max_backups = cfg->log_rotate_max_backups,
+        .max_age_days = cfg->log_rotate_max_age};
+}
+
+/* true when logging goes to the file */
+static bool open_log(const struct kh_config *cfg)
 {
     if (cfg->log_stdout)
-        return NULL;
+        return false;
     char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", cfg->log_dir[0] ? cfg->log_dir : ".", cfg->log_name);
-    FILE *fp = fopen(path, "a");
-    if (fp == NULL)
-        fprintf(stderr, "kohaku: log file %s: %s; logging to stdout\n", path, strerror(errno));
-    return fp;
+    log_path(cfg, path, sizeof(path));
+    struct kh_log_rotation rot = log_rotation(cfg);
+    if (kh_log_to_file(path, &rot) == 0)
+        return true;
+    fprintf(stderr, "kohaku: log file %s: %s; logging to stdout\n", path, strerror(errno));
+    return false;
 }
 
 static int open_store(struct kh_store *store, const struct kh_config *cfg, int schema_target,
@@ -203,7 +221,7 @@ static struct {
     struct kh_config *cfg;
     const char *path;
     bool explicit_path;
-    FILE *logfp; /* NULL: logging to stdout */
+    bool logfile; /* logging to a file, not stdout */
 } hup;
 
 static bool config_file_used(void)
@@ -234,34 +252,28 @@ static int reread_config(struct kh_config *fresh, char *err, size_t errlen)
  * file's name ("" when nothing was reopened). */
 static void reopen_log(const struct kh_config *cfg, char *path, size_t pathlen)
 {
-    FILE *fp = NULL;
     path[0] = '\0';
     if (cfg->log_stdout) {
-        if (hup.logfp == NULL)
-            return; /* stdout already */
-    } else {
-        char name[4096];
-        snprintf(name, sizeof(name), "%s/%s", cfg->log_dir[0] ? cfg->log_dir : ".",
-                 cfg->log_name);
-        fp = fopen(name, "a");
-        if (fp == NULL) {
-            int e = errno;
-            struct kh_logline l;
-            if (kh_log_begin(&l, KH_LOG_ERROR,
-                             "log file reopen failed; keeping the current one")) {
-                kh_log_str(&l, "path", name);
-                kh_log_str(&l, "error", strerror(e));
-                kh_log_end(&l);
-            }
-            return;
-        }
-        snprintf(path, pathlen, "%s", name);
+        if (hup.logfile)
+            kh_log_to_stdout();
+        hup.logfile = false;
+        return;
     }
-    FILE *old = hup.logfp;
-    kh_log_set_stream(fp); /* flushes old; nothing is written to it after this */
-    hup.logfp = fp;
-    if (old)
-        fclose(old);
+    char name[4096];
+    log_path(cfg, name, sizeof(name));
+    struct kh_log_rotation rot = log_rotation(cfg);
+    if (kh_log_to_file(name, &rot) != 0) {
+        int e = errno;
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_ERROR, "log file reopen failed; keeping the current one")) {
+            kh_log_str(&l, "path", name);
+            kh_log_str(&l, "error", strerror(e));
+            kh_log_end(&l);
+        }
+        return;
+    }
+    hup.logfile = true;
+    snprintf(path, pathlen, "%s", name);
 }
 
 /* SIGHUP: reload what can change at run time: the log file (reopened, for logrotate), the
@@ -483,8 +495,7 @@ int main(int argc, char **argv)
     hup.cfg = &cfg;
     hup.path = config_path;
     hup.explicit_path = explicit_path;
-    hup.logfp = open_log(&cfg);
-    kh_log_set_stream(hup.logfp);
+    hup.logfile = open_log(&cfg);
     signal(SIGPIPE, SIG_IGN);
     kh_config_log(&cfg);
 
@@ -503,10 +514,7 @@ int main(int argc, char **argv)
 out_schema:
     kh_schema_cleanup();
 out:
-    if (hup.logfp) { /* SIGHUP may have replaced the file main opened */
-        kh_log_set_stream(NULL);
-        fclose(hup.logfp);
-    }
+    kh_log_to_stdout(); /* closes the log file, if any */
     kh_config_cleanup(&cfg);
     return rc;
 }

@@ -4,11 +4,16 @@
  */
 #include "core/log.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/jsonw.h"
 #include "core/numparse.h"
@@ -28,6 +33,12 @@ static char stdout_buf[64 * 1024];
 static bool stdout_buf_set;
 static char file_bufs[2][64 * 1024];
 static int file_buf_cur;
+/* The file the logger owns (kh_log_to_file), its path, size and rotation; out_mu held. */
+static FILE *own_file;
+static char own_path[4096];
+static int64_t own_bytes;
+static struct kh_log_rotation rotation;
+static atomic_uint_least64_t rotations;
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -67,6 +78,145 @@ void kh_log_set_stream(void *fp)
             make_buffered(stream());
     }
     pthread_mutex_unlock(&out_mu);
+}
+
+/* Switches to fp, owned from now on, and closes the file owned before; out_mu held. */
+static void own_switch(FILE *fp)
+{
+    FILE *old = own_file;
+    fflush(stream()); /* every line so far is out before the switch */
+    out_stream = fp;
+    own_file = fp;
+    if (buffered)
+        make_buffered(stream());
+    if (old && old != fp)
+        fclose(old);
+}
+
+static FILE *open_append(const char *path, int64_t *size)
+{
+    FILE *fp = fopen(path, "a");
+    struct stat st;
+    if (fp)
+        *size = fstat(fileno(fp), &st) == 0 ? (int64_t)st.st_size : 0;
+    return fp;
+}
+
+int kh_log_to_file(const char *path, const struct kh_log_rotation *rot)
+{
+    int64_t size = 0;
+    FILE *fp = open_append(path, &size);
+    if (fp == NULL)
+        return -1;
+    pthread_mutex_lock(&out_mu);
+    own_switch(fp);
+    snprintf(own_path, sizeof(own_path), "%s", path);
+    own_bytes = size;
+    rotation = rot ? *rot : (struct kh_log_rotation){0};
+    pthread_mutex_unlock(&out_mu);
+    return 0;
+}
+
+void kh_log_to_stdout(void)
+{
+    pthread_mutex_lock(&out_mu);
+    own_switch(NULL);
+    own_path[0] = '\0';
+    pthread_mutex_unlock(&out_mu);
+}
+
+uint64_t kh_log_rotations(void) { return atomic_load(&rotations); }
+
+/* own_path split into directory, stem and extension ("/var/log", "kohaku", ".jsonl"). */
+static void split_path(char *dir, size_t dlen, char *stem, size_t slen, char *ext, size_t elen)
+{
+    const char *slash = strrchr(own_path, '/');
+    const char *base = slash ? slash + 1 : own_path;
+    snprintf(dir, dlen, "%.*s", slash ? (int)(slash - own_path) : 1, slash ? own_path : ".");
+    const char *dot = strrchr(base, '.');
+    if (dot == NULL || dot == base)
+        dot = base + strlen(base);
+    snprintf(stem, slen, "%.*s", (int)(dot - base), base);
+    snprintf(ext, elen, "%s", dot);
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Deletes the backups beyond the newest max_backups and those older than max_age_days. The
+ * timestamp in the names sorts them oldest first. */
+static void prune_backups(const char *dir, const char *stem, const char *ext)
+{
+    if (rotation.max_backups <= 0 && rotation.max_age_days <= 0)
+        return;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    char **names = NULL;
+    size_t n = 0, cap = 0, sl = strlen(stem), el = strlen(ext);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        /* STEM-YYYY-MM-DDTHH-MM-SS.mmmEXT */
+        if (len != sl + 24 + el || strncmp(de->d_name, stem, sl) != 0 || de->d_name[sl] != '-' ||
+            strcmp(de->d_name + len - el, ext) != 0)
+            continue;
+        if (n == cap) {
+            char **more = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*names));
+            if (more == NULL)
+                break;
+            names = more;
+        }
+        if ((names[n] = strdup(de->d_name)) != NULL)
+            n++;
+    }
+    closedir(d);
+    if (n > 0)
+        qsort(names, n, sizeof(*names), cmp_names);
+    time_t now = time(NULL);
+    for (size_t i = 0; i < n; i++) {
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        bool extra = rotation.max_backups > 0 && (int64_t)(n - i) > rotation.max_backups;
+        struct stat st;
+        bool old = rotation.max_age_days > 0 && stat(path, &st) == 0 &&
+                   now - st.st_mtime > (time_t)rotation.max_age_days * 86400;
+        if (extra || old)
+            unlink(path);
+        free(names[i]);
+    }
+    free(names);
+}
+
+/* out_mu held: the file has reached max_bytes. Rename it aside, start a new one, prune. On
+ * failure the current file goes on (and grows) until the next try, max_bytes later. */
+static void rotate(void)
+{
+    static int64_t last_ms; /* names stay unique even for two rotations in one millisecond */
+    own_bytes = 0;
+    char dir[4096], stem[512], ext[64], when[KH_TIME_TEXT_LEN + 1], backup[4800];
+    split_path(dir, sizeof(dir), stem, sizeof(stem), ext, sizeof(ext));
+    int64_t ms = kh_time_now_usec() / 1000;
+    if (ms <= last_ms)
+        ms = last_ms + 1;
+    last_ms = ms;
+    kh_time_format(ms * 1000, when); /* 2026-11-30T10:23:12.345000Z */
+    when[23] = '\0';
+    when[13] = when[16] = '-';
+    snprintf(backup, sizeof(backup), "%s/%s-%s%s", dir, stem, when, ext);
+    fflush(own_file);
+    if (rename(own_path, backup) != 0)
+        return;
+    int64_t size = 0;
+    FILE *fp = open_append(own_path, &size);
+    if (fp == NULL)
+        return; /* the renamed file stays in use */
+    own_switch(fp);
+    own_bytes = size;
+    atomic_fetch_add(&rotations, 1);
+    prune_backups(dir, stem, ext);
 }
 
 static void put(struct kh_logline *l, const char *s, size_t n)
@@ -176,6 +326,11 @@ void kh_log_end(struct kh_logline *l)
     /* lines at warn and above go out at once; the rest within kh_log_flush's period */
     if (l->level >= KH_LOG_WARN || !buffered)
         fflush(fp);
+    if (own_file && fp == own_file) {
+        own_bytes += (int64_t)l->len;
+        if (rotation.max_bytes > 0 && own_bytes >= rotation.max_bytes)
+            rotate();
+    }
     pthread_mutex_unlock(&out_mu);
 }
 

@@ -33,6 +33,25 @@ bool kh_log_enabled(enum kh_log_level level);
  * lends it a buffer). */
 void kh_log_set_stream(void *fp);
 
+/* Size-based rotation of a log file, as Kohaku 2023.1's log_rotate_* keys: when the file
+ * reaches max_bytes it is renamed to NAME-YYYY-MM-DDTHH-MM-SS.mmm.EXT (UTC) beside it and a
+ * new file is started; then backups beyond the newest max_backups, and those older than
+ * max_age_days, are deleted. 0 turns each off. */
+struct kh_log_rotation {
+    int64_t max_bytes;
+    int64_t max_backups;
+    int64_t max_age_days;
+};
+
+/* Logs to the file at path (appending), which the logger owns from then on; rot may be NULL.
+ * The new file is opened before the current one is left, so on failure (-1, errno set) the
+ * current destination stays. Calling it again with the same path reopens it (logrotate). */
+int kh_log_to_file(const char *path, const struct kh_log_rotation *rot);
+/* Back to stdout; closes the file the logger owned. */
+void kh_log_to_stdout(void);
+/* Files rotated so far (for tests and the log line). */
+uint64_t kh_log_rotations(void);
+
 /* Returns false (and does nothing) when the level is disabled. */
 bool kh_log_begin(struct kh_logline *l, enum kh_log_level level, const char *msg);
 void kh_log_str(struct kh_logline *l, const char *key, const char *val);

@@ -345,3 +345,31 @@ def test_reopen_under_load_loses_no_line(tmp_path):
         total += len(access_lines(text, "/collector"))
     assert total == 3000
     assert sum(count_msg(t_, "reloaded: config") for t_ in texts) == rotations
+
+
+def test_log_file_rotates_by_size(tmp_path):
+    """log_rotate_max_size (MB) and log_rotate_max_backups, as Kohaku 2023.1 has them: under
+    load kohaku renames a full log file to kohaku-TIME.jsonl and starts a new one, keeps the
+    newest backups only, and every line lands whole in one file."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    k, path = start_logging_to_file({"storage": "null", "debug": "true",
+                                     "log_rotate_max_size": 1, "log_rotate_max_backups": 2},
+                                    log_dir)
+    try:
+        # debug logs a few lines per report: 12,000 reports write several MB
+        rc, summary, out = loadgen(k.port, "-c", 4, "-m", 16, "-n", 200, "-N", 12000)
+        assert rc == 0 and summary["status"] == {"204": 12000}, out
+    finally:
+        assert k.close() == 0
+    backups = sorted(f for f in os.listdir(log_dir) if f.startswith("kohaku-"))
+    assert len(backups) == 2, os.listdir(log_dir)
+    for name in backups:
+        assert len(name) == len("kohaku-2026-11-30T10-23-12.345.jsonl"), name
+        size = os.path.getsize(log_dir / name)
+        assert 1048576 <= size < 1048576 + 4096, (name, size)  # cut at the line that crossed
+        for l in lines_of(read(str(log_dir / name))):
+            assert "raw" not in l, l
+    # the newest lines are in the live file, which ends with the shutdown
+    assert os.path.getsize(path) < 1048576 + 4096
+    assert count_msg(read(path), "stopped") == 1
