@@ -105,18 +105,15 @@ static struct kh_log_rotation log_rotation(const struct kh_config *cfg)
         .max_age_days = cfg->log_rotate_max_age};
 }
 
-/* true when logging goes to the file */
-static bool open_log(const struct kh_config *cfg)
+static void open_log(const struct kh_config *cfg)
 {
     if (cfg->log_stdout)
-        return false;
+        return;
     char path[4096];
     log_path(cfg, path, sizeof(path));
     struct kh_log_rotation rot = log_rotation(cfg);
-    if (kh_log_to_file(path, &rot) == 0)
-        return true;
-    fprintf(stderr, "kohaku: log file %s: %s; logging to stdout\n", path, strerror(errno));
-    return false;
+    if (kh_log_to_file(path, &rot) != 0)
+        fprintf(stderr, "kohaku: log file %s: %s; logging to stdout\n", path, strerror(errno));
 }
 
 static int open_store(struct kh_store *store, const struct kh_config *cfg, int schema_target,
@@ -221,7 +218,6 @@ static struct {
     struct kh_config *cfg;
     const char *path;
     bool explicit_path;
-    bool logfile; /* logging to a file, not stdout */
 } hup;
 
 static bool config_file_used(void)
@@ -254,9 +250,7 @@ static void reopen_log(const struct kh_config *cfg, char *path, size_t pathlen)
 {
     path[0] = '\0';
     if (cfg->log_stdout) {
-        if (hup.logfile)
-            kh_log_to_stdout();
-        hup.logfile = false;
+        kh_log_to_stdout(); /* closes the log file, if there is one */
         return;
     }
     char name[4096];
@@ -272,7 +266,6 @@ static void reopen_log(const struct kh_config *cfg, char *path, size_t pathlen)
         }
         return;
     }
-    hup.logfile = true;
     snprintf(path, pathlen, "%s", name);
 }
 
@@ -495,7 +488,7 @@ int main(int argc, char **argv)
     hup.cfg = &cfg;
     hup.path = config_path;
     hup.explicit_path = explicit_path;
-    hup.logfile = open_log(&cfg);
+    open_log(&cfg);
     signal(SIGPIPE, SIG_IGN);
     kh_config_log(&cfg);
 

@@ -5,7 +5,6 @@
 #include "core/log.h"
 
 #include <dirent.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>

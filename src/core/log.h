@@ -49,7 +49,7 @@ struct kh_log_rotation {
 int kh_log_to_file(const char *path, const struct kh_log_rotation *rot);
 /* Back to stdout; closes the file the logger owned. */
 void kh_log_to_stdout(void);
-/* Files rotated so far (for tests and the log line). */
+/* Files rotated so far (the unit tests read it). */
 uint64_t kh_log_rotations(void);
 
 /* Returns false (and does nothing) when the level is disabled. */

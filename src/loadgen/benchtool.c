@@ -157,8 +157,7 @@ static int put_row(struct kh_buf *b, const struct kh_report *r, const struct kh_
 
 static int put_str(struct kh_buf *b, bool first, const struct kh_str *s)
 {
-    return s->p ? kh_pg_put_text(b, KH_PG_COPY, first, s->p, s->len)
-                : kh_pg_put_null(b, KH_PG_COPY, first);
+    return kh_pg_put_text(b, KH_PG_COPY, first, s->p, s->len); /* NULL pointer: \N */
 }
 
 /* The sora_report row kohaku writes for a connection report, in COPY text format. */

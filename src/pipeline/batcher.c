@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
+#include "sora/schema.h"
 
 struct entry {
     kh_batch_cb cb;
@@ -246,7 +247,7 @@ static void complete(struct kh_batcher *b, struct batch *bt)
             b->stats.reports++;
             b->stats.rows += r->nrows;
             kh_metrics.reports_stored[r->kind == KH_REPORT_NODE]++;
-            for (int t = 0; t < KH_METRICS_TABLES && t < KH_REPORT_MAX_TABLES; t++)
+            for (size_t t = 0; t < kh_stats_ntables && t < KH_METRICS_TABLES; t++)
                 kh_metrics.rows_stored[t] += r->table_rows[t];
         }
         b->pending--;

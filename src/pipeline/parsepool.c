@@ -34,7 +34,6 @@ struct job {
 };
 
 struct kh_parsepool {
-    struct event_base *base;
     struct event *done_ev;
     int efd;
     pthread_mutex_t mu;
@@ -117,7 +116,6 @@ struct kh_parsepool *kh_parsepool_new(struct event_base *base, int nthreads)
     struct kh_parsepool *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
-    p->base = base;
     p->todo_tail = &p->todo;
     p->done_tail = &p->done;
     p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -35,6 +35,13 @@ static int put_field(struct kh_buf *b, const void *pre, size_t prefix, const voi
     return rc == 0 && n ? kh_buf_append(b, p, n) : rc;
 }
 
+/* An 8-byte binary field (int8, float8, timestamptz): length 8, then the value. */
+static int put_field8(struct kh_buf *b, uint64_t v)
+{
+    int rc = put_be(b, 8, 4);
+    return rc ? rc : put_be(b, v, 8);
+}
+
 int kh_pg_binary_header(struct kh_buf *b)
 {
     /* signature, flags (no OIDs), header extension length */
@@ -98,10 +105,8 @@ int kh_pg_put_text(struct kh_buf *b, enum kh_pg_format f, bool first, const char
 
 int kh_pg_put_int(struct kh_buf *b, enum kh_pg_format f, bool first, int64_t i)
 {
-    if (f == KH_PG_BINARY) {
-        int rc = put_be(b, 8, 4);
-        return rc ? rc : put_be(b, (uint64_t)i, 8);
-    }
+    if (f == KH_PG_BINARY)
+        return put_field8(b, (uint64_t)i);
     char tmp[24];
     size_t n = kh_format_int64(tmp, i);
     int rc = sep(b, f, first);
@@ -113,8 +118,7 @@ int kh_pg_put_real(struct kh_buf *b, enum kh_pg_format f, bool first, double d)
     if (f == KH_PG_BINARY) {
         uint64_t bits;
         memcpy(&bits, &d, sizeof(bits)); /* float8send: the IEEE 754 bits, big-endian */
-        int rc = put_be(b, 8, 4);
-        return rc ? rc : put_be(b, bits, 8);
+        return put_field8(b, bits);
     }
     char tmp[32];
     int n = snprintf(tmp, sizeof(tmp), "%.17g", d);
@@ -145,8 +149,7 @@ int kh_pg_put_time(struct kh_buf *b, enum kh_pg_format f, bool first, int64_t un
     if (f != KH_PG_BINARY)
         return kh_pg_put_text(b, f, first, text, KH_TIME_TEXT_LEN);
     /* timestamptz_send: int64 microseconds since PostgreSQL's epoch */
-    int rc = put_be(b, 8, 4);
-    return rc ? rc : put_be(b, (uint64_t)(unix_usec - PG_EPOCH_UNIX_USEC), 8);
+    return put_field8(b, (uint64_t)(unix_usec - PG_EPOCH_UNIX_USEC));
 }
 
 int kh_pg_put_jsonb(struct kh_buf *b, enum kh_pg_format f, bool first, const char *s, size_t n)
