@@ -34,7 +34,7 @@ KOHAKU = os.path.join(BUILD, "kohaku")
 LOADGEN = os.path.join(BUILD, "kohaku-loadgen")
 BENCHTOOL = os.path.join(BUILD, "kohaku-benchtool")
 FIXTURES = os.environ.get("KOHAKU_FIXTURES",
-                          os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "browser"))
+                          os.path.join(ROOT, "tests", "fixtures", "browser"))
 CLK = os.sysconf("SC_CLK_TCK")
 # emulated Sora connections in the peak runs, and in the rows the ceilings load
 SORA_CONNS = 1000

@@ -311,7 +311,7 @@ int main(int argc, char **argv)
                         "       kohaku-benchtool parse N BODY.json\n");
         return 2;
     }
-    const char *fixtures = argc > 4 ? argv[4] : "../shared/fixtures/browser";
+    const char *fixtures = argc > 4 ? argv[4] : lg_default_fixtures();
     long n = atol(argv[2]);
     /* emulated Sora connections taking turns, as kohaku-loadgen's -n */
     int clients = argc > 5 ? atoi(argv[5]) : 200;

@@ -591,7 +591,8 @@ static void usage(FILE *fp)
             "  -N, --count C          send C reports (default 1000 without --duration)\n"
             "  -i, --interval S       client time between two reports of a client (default 5)\n"
             "  -F, --fixtures DIR     *-t3.json (+ matching *-t10.json) templates\n"
-            "                         (default ../shared/fixtures/browser)\n"
+            "                         (default: the source tree's tests/fixtures/browser,\n"
+            "                         else the installed copy)\n"
             "  -a, --acked FILE       write 'report_id connection_id' of every 204\n"
             "  -A, --allow LIST       statuses that are not failures (default 204)\n"
             "  -s, --seed N           random seed for ids (default: time)\n"
@@ -678,7 +679,7 @@ int main(int argc, char **argv)
     lg.exporter_type = "connection.user-agent";
     parse_allow(&lg, "204");
     const char *url = NULL;
-    const char *fixtures = "../shared/fixtures/browser";
+    const char *fixtures = lg_default_fixtures();
     unsigned seed = (unsigned)kh_time_now_usec();
     static const struct option opts[] = {
         {"url", required_argument, NULL, 'u'},      {"connections", required_argument, NULL, 'c'},

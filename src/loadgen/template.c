@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yajl/yajl_tree.h>
 
 #include "core/jsonw.h"
@@ -321,4 +322,11 @@ int lg_template_render(const struct lg_template *t, double elapsed_ms, double no
         }
     }
     return rc;
+}
+
+const char *lg_default_fixtures(void)
+{
+    if (access(KH_SOURCE_FIXTURES, R_OK | X_OK) == 0)
+        return KH_SOURCE_FIXTURES;
+    return KH_INSTALLED_FIXTURES;
 }

@@ -33,4 +33,9 @@ size_t lg_template_objects(const struct lg_template *t);
 int lg_template_render(const struct lg_template *t, double elapsed_ms, double now_ms,
                        struct kh_buf *out);
 
+/* The browser fixtures read when no directory is given: the source tree's
+ * tests/fixtures/browser when this binary was built from a tree that is still there, the
+ * installed copy (DATADIR/kohaku/fixtures/browser) otherwise. */
+const char *lg_default_fixtures(void);
+
 #endif

@@ -12,7 +12,7 @@ import h2.connection
 out = sys.argv[1]
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 fixtures = sys.argv[2] if len(sys.argv) > 2 else os.path.join(
-    os.path.dirname(root), "shared", "fixtures", "browser")
+    root, "tests", "fixtures", "browser")
 
 
 def envelope(stats, **over):

@@ -20,7 +20,7 @@ BIN = os.environ.get("KOHAKU_BIN", os.path.join(ROOT, "build", "kohaku"))
 BUILD = os.path.dirname(BIN)
 LOADGEN = os.path.join(BUILD, "kohaku-loadgen")
 FIXTURES = os.environ.get("KOHAKU_FIXTURES",
-                          os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "browser"))
+                          os.path.join(ROOT, "tests", "fixtures", "browser"))
 B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 

@@ -34,7 +34,7 @@ from pgcluster import free_port  # one source of ports for every harness
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KOHAKU_BIN = os.environ.get("KOHAKU_BIN") or os.path.join(REPO_ROOT, "build", "kohaku")
 FIXTURES_DIR = os.environ.get("KOHAKU_FIXTURES") or os.path.normpath(
-    os.path.join(REPO_ROOT, "..", "shared", "fixtures", "browser"))
+    os.path.join(REPO_ROOT, "tests", "fixtures", "browser"))
 
 EXPORTER_HEADER = "x-sora-stats-exporter-type"
 USER_AGENT = "connection.user-agent"
