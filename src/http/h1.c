@@ -2,8 +2,9 @@
  * h1: the HTTP/1.1 codec on libhttp-parser. One request at a time per connection: when a
  * request's answer is not ready at the end of its message (it waits for storage), parsing
  * pauses and the rest of the input stays buffered until the answer has been written, so
- * pipelined responses keep their order. Header bytes are bounded; the body streams into the
- * request. This module is the only user of http_parser.
+ * pipelined responses keep their order. Header bytes are bounded by max_header_bytes, as on
+ * HTTP/2 (the request layer answers 431); the body streams into the request. This module is
+ * the only user of http_parser.
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -12,14 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/app.h"
+#include "core/buf.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "http/request.h"
 #include "net/server.h"
 
-#define MAX_HEADER_BYTES (64 * 1024)
-#define MAX_NAME 256
-#define MAX_VALUE 8192
+/* http_parser's own bound on the request line and headers, beyond max_header_bytes: what
+ * lies between gets a 431 from the request layer, what lies beyond a 431 from here. */
+#define PARSER_SLACK (16 * 1024)
 
 struct h1 {
     struct kh_conn *conn;
@@ -29,11 +32,7 @@ struct h1 {
     bool in_execute;        /* inside http_parser_execute: its callbacks finish requests */
     bool paused;
     bool keep_alive;
-    size_t header_bytes;
-    char name[MAX_NAME];
-    size_t name_len;
-    char value[MAX_VALUE];
-    size_t value_len;
+    struct kh_buf name, value; /* the header being read; each at most max_header_bytes */
     bool in_value;
     bool header_overflow;
 };
@@ -42,6 +41,8 @@ static void h1_respond(struct kh_request *req);
 static const struct kh_transport_ops h1_transport = {.respond = h1_respond};
 
 static struct h1 *of(http_parser *p) { return p->data; }
+
+static int64_t c_max_header_bytes(const struct kh_conn *c) { return c->app->cfg->max_header_bytes; }
 
 static void finish_request(struct h1 *h)
 {
@@ -59,8 +60,8 @@ static int on_message_begin(http_parser *p)
                             c->subject, c->metrics);
     if (h->req == NULL)
         return -1;
-    h->header_bytes = 0;
-    h->name_len = h->value_len = 0;
+    kh_buf_reset(&h->name);
+    kh_buf_reset(&h->value);
     h->in_value = false;
     h->header_overflow = false;
     return 0;
@@ -68,26 +69,18 @@ static int on_message_begin(http_parser *p)
 
 static int on_url(http_parser *p, const char *at, size_t n)
 {
-    struct h1 *h = of(p);
-    h->header_bytes += n;
-    kh_request_append_path(h->req, at, n);
+    kh_request_append_path(of(p)->req, at, n);
     return 0;
 }
 
+/* A header is complete: the request layer counts it against max_header_bytes and
+ * max_headers and keeps the ones it reads. */
 static void flush_header(struct h1 *h)
 {
-    if (h->name_len)
-        kh_request_header(h->req, h->name, h->name_len, h->value, h->value_len);
-    h->name_len = h->value_len = 0;
-}
-
-static int append(char *dst, size_t *len, size_t cap, const char *at, size_t n)
-{
-    if (*len + n > cap)
-        return -1;
-    memcpy(dst + *len, at, n);
-    *len += n;
-    return 0;
+    if (h->name.len)
+        kh_request_header(h->req, h->name.data, h->name.len, h->value.data, h->value.len);
+    kh_buf_reset(&h->name);
+    kh_buf_reset(&h->value);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
@@ -97,8 +90,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         flush_header(h);
         h->in_value = false;
     }
-    h->header_bytes += n;
-    if (h->header_bytes > MAX_HEADER_BYTES || append(h->name, &h->name_len, MAX_NAME, at, n))
+    if (kh_buf_append(&h->name, at, n) != 0)
         h->header_overflow = true;
     return 0;
 }
@@ -107,8 +99,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct h1 *h = of(p);
     h->in_value = true;
-    h->header_bytes += n;
-    if (h->header_bytes > MAX_HEADER_BYTES || append(h->value, &h->value_len, MAX_VALUE, at, n))
+    if (kh_buf_append(&h->value, at, n) != 0)
         h->header_overflow = true;
     return 0;
 }
@@ -123,8 +114,11 @@ static int on_headers_complete(http_parser *p)
     kh_request_set_method(req, m, strlen(m));
     h->keep_alive = http_should_keep_alive(p) != 0;
     if (h->header_overflow) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "headers: one is over max_header_bytes (%lld)",
+                 (long long)c_max_header_bytes(h->conn));
         req->close_connection = true;
-        kh_request_respond_error(req, 431, "headers: too large");
+        kh_request_respond_error(req, 431, msg);
         return 0;
     }
     kh_request_headers_done(req);
@@ -185,8 +179,15 @@ static void h1_respond(struct kh_request *req)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Retry-After: %d\r\n", req->retry_after);
     if (close)
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Connection: close\r\n");
-    n += snprintf(head + n, sizeof(head) - (size_t)n, "\r\n");
     kh_conn_write(c, head, (size_t)n);
+    const char *name, *value;
+    for (size_t pos = 0; kh_request_next_header(req, &pos, &name, &value);) {
+        kh_conn_write(c, name, strlen(name));
+        kh_conn_write(c, ": ", 2);
+        kh_conn_write(c, value, strlen(value));
+        kh_conn_write(c, "\r\n", 2);
+    }
+    kh_conn_write(c, "\r\n", 2);
     if (req->resp_len && req->method != KH_METHOD_HEAD)
         kh_conn_write(c, req->resp_body, req->resp_len);
     if (close) {
@@ -209,6 +210,13 @@ static int h1_init(struct kh_conn *c)
     if (h == NULL)
         return KH_ENOMEM;
     h->conn = c;
+    int64_t max = c_max_header_bytes(c);
+    kh_buf_init(&h->name, (size_t)max);
+    kh_buf_init(&h->value, (size_t)max);
+    /* the parser's bound is process-wide; the current config sets it for new connections */
+    http_parser_set_max_header_size((uint32_t)(max + PARSER_SLACK < UINT32_MAX
+                                                   ? max + PARSER_SLACK
+                                                   : UINT32_MAX));
     http_parser_init(&h->parser, HTTP_REQUEST);
     h->parser.data = h;
     c->codec_data = h;
@@ -226,10 +234,17 @@ static void parse_error(struct h1 *h)
         kh_log_end(&l);
     }
     char msg[160];
-    snprintf(msg, sizeof(msg), "request: malformed HTTP/1.1: %s", http_errno_description(e));
+    int status = 400;
+    if (e == HPE_HEADER_OVERFLOW) {
+        status = 431;
+        snprintf(msg, sizeof(msg), "headers: over max_header_bytes (%lld)",
+                 (long long)c_max_header_bytes(c));
+    } else {
+        snprintf(msg, sizeof(msg), "request: malformed HTTP/1.1: %s", http_errno_description(e));
+    }
     if (h->req && !h->req->responded) {
         h->req->close_connection = true;
-        kh_request_respond_error(h->req, 400, msg);
+        kh_request_respond_error(h->req, status, msg);
     } else if (h->req == NULL) {
         static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
                                    "Connection: close\r\n\r\n";
@@ -304,6 +319,8 @@ static void h1_free(struct kh_conn *c)
         kh_request_detach(h->req);
         kh_request_release(h->req);
     }
+    kh_buf_cleanup(&h->name);
+    kh_buf_cleanup(&h->value);
     free(h);
     c->codec_data = NULL;
 }

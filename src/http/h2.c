@@ -24,6 +24,13 @@
  * second. Beyond that the connection is closed with ENHANCE_YOUR_CALM. */
 #define CONTROL_BURST 100
 #define CONTROL_RATE 20
+/* Response headers a handler may add (kh_request_add_header) beyond the codec's own. */
+#define MAX_EXTRA_HEADERS 16
+/* An early answer (a complete response while the request body is still coming, RFC 9113
+ * 8.1) gives the client this long to end its stream itself, as curl does at once, before the
+ * stream is reset with NO_ERROR. Resetting at once would be as correct, but curl (7.88, the
+ * one Debian 12 ships) then reports the upload as failed and never shows the answer. */
+#define EARLY_ANSWER_GRACE_USEC 1000000
 
 struct h2 {
     struct kh_conn *conn;
@@ -177,25 +184,24 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
+    struct kh_request *req = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     /* nghttp2 resets a malformed request (DATA past content-length, bad pseudo-headers ...)
-     * with PROTOCOL_ERROR: such a peer is not a Sora node; close the whole connection */
+     * with PROTOCOL_ERROR: such a peer is not a Sora node; close the whole connection. Not
+     * so for a stream already answered in full: its client may end the body we no longer
+     * want short of its content-length (curl sends an empty DATA with END_STREAM), which
+     * nghttp2 takes for a malformed request; the stream is over, nothing else is. */
     if (frame->hd.type == NGHTTP2_RST_STREAM &&
         frame->rst_stream.error_code == NGHTTP2_PROTOCOL_ERROR) {
-        abuse(user, NGHTTP2_PROTOCOL_ERROR, "malformed request");
+        if (req == NULL || req->early_answer_usec == 0)
+            abuse(user, NGHTTP2_PROTOCOL_ERROR, "malformed request");
         return 0;
     }
-    /* An answer sent before the request body ended: ask the client to stop sending
-     * (RFC 9113 8.1, RST_STREAM NO_ERROR). */
+    /* The complete answer went out before the request body ended: from now on the body is
+     * discarded as it comes (the request layer ignores it), and h2_sweep resets the stream
+     * with NO_ERROR if the client has not ended it within EARLY_ANSWER_GRACE_USEC. */
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
-        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        struct kh_request *req = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
-        /* only when the rest of the body is unwanted (too large, too slow): for other early
-         * answers (400, 404, 431) the client finishes sending and the body is discarded, as
-         * clients such as curl report a reset stream as a failure */
-        if (req && !req->body_complete && (req->status == 413 || req->status == 408))
-            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
-                                      NGHTTP2_NO_ERROR);
-    }
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && req && !req->body_complete)
+        req->early_answer_usec = kh_mono_usec();
     return 0;
 }
 
@@ -234,7 +240,8 @@ static void h2_respond(struct kh_request *req)
     struct h2 *h = c->codec_data;
     char status[8], retry[16], clen[24];
     int sl = snprintf(status, sizeof(status), "%d", req->status);
-    nghttp2_nv nva[5] = {NV(":status", status, (size_t)sl), NV("server", "kohaku", 6)};
+    nghttp2_nv nva[5 + MAX_EXTRA_HEADERS] = {NV(":status", status, (size_t)sl),
+                                             NV("server", "kohaku", 6)};
     size_t n = 2;
     if (req->retry_after > 0) {
         int rl = snprintf(retry, sizeof(retry), "%d", req->retry_after);
@@ -247,6 +254,12 @@ static void h2_respond(struct kh_request *req)
         nva[n++] = (nghttp2_nv)NV("content-type", type, strlen(type));
         nva[n++] = (nghttp2_nv)NV("content-length", clen, (size_t)cl);
     }
+    const char *name, *value;
+    for (size_t pos = 0, k = 0; k < MAX_EXTRA_HEADERS &&
+                                kh_request_next_header(req, &pos, &name, &value);
+         k++)
+        nva[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value),
+                                NGHTTP2_NV_FLAG_NONE};
     int rv = nghttp2_submit_response(h->session, req->stream_id, nva, n,
                                      req->resp_len && req->method != KH_METHOD_HEAD ? &prd : NULL);
     if (rv != 0) {
@@ -351,17 +364,32 @@ static size_t h2_active(struct kh_conn *c)
     return h->nreqs;
 }
 
+/* An early-answered stream whose client has not ended it within the grace: RST_STREAM
+ * NO_ERROR (RFC 9113 8.1), so the rest of its body stops coming. */
+static bool reset_if_overdue(struct h2 *h, struct kh_request *req, uint64_t now)
+{
+    if (req->early_answer_usec == 0 || req->reset_sent ||
+        now - req->early_answer_usec < EARLY_ANSWER_GRACE_USEC)
+        return false;
+    req->reset_sent = true;
+    nghttp2_submit_rst_stream(h->session, NGHTTP2_FLAG_NONE, req->stream_id, NGHTTP2_NO_ERROR);
+    return true;
+}
+
 static void h2_sweep(struct kh_conn *c, uint64_t now)
 {
     struct h2 *h = c->codec_data;
     bool any = false;
-    /* no flush while walking the list: sending a 408 can close its stream and free it */
+    /* no flush while walking the list: sending a 408 or a reset can close a stream and free
+     * its request */
     h->in_recv = true;
-    for (struct kh_request *req = h->reqs; req; req = req->next)
+    for (struct kh_request *req = h->reqs; req; req = req->next) {
         any |= kh_request_check_timeouts(req, now);
+        any |= reset_if_overdue(h, req, now);
+    }
     h->in_recv = false;
     if (any)
-        flush(h); /* the 408s, then RST_STREAM for bodies still coming */
+        flush(h);
 }
 
 static bool h2_idle(struct kh_conn *c)

@@ -36,6 +36,8 @@ struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
     if (client && client[0])
         snprintf(req->client, sizeof(req->client), "%s", client);
     req->content_length = -1;
+    kh_buf_init(&req->resp_headers, 4096);
+    kh_buf_init(&req->log_fields, 3072);
     req->refs = 1;
     req->start_usec = kh_mono_usec();
     return req;
@@ -50,7 +52,47 @@ void kh_request_release(struct kh_request *req)
     if (req->handler && req->handler->on_free)
         req->handler->on_free(req);
     free(req->resp_body);
+    kh_buf_cleanup(&req->resp_headers);
+    kh_buf_cleanup(&req->log_fields);
     free(req);
+}
+
+/* Appends "a\0b\0" to b, or nothing when it does not fit. */
+static void put_pair(struct kh_buf *b, const char *a, const char *v, size_t vlen)
+{
+    size_t alen = strlen(a) + 1;
+    if (kh_buf_reserve(b, alen + vlen + 1) != 0)
+        return;
+    kh_buf_append(b, a, alen);
+    kh_buf_append(b, v, vlen);
+    kh_buf_append(b, "", 1);
+}
+
+static bool next_pair(const struct kh_buf *b, size_t *pos, const char **a, const char **v)
+{
+    if (*pos >= b->len)
+        return false;
+    *a = b->data + *pos;
+    *v = *a + strlen(*a) + 1;
+    *pos = (size_t)(*v - b->data) + strlen(*v) + 1;
+    return true;
+}
+
+void kh_request_add_header(struct kh_request *req, const char *name, const char *value)
+{
+    put_pair(&req->resp_headers, name, value, strlen(value));
+}
+
+bool kh_request_next_header(const struct kh_request *req, size_t *pos, const char **name,
+                            const char **value)
+{
+    return next_pair(&req->resp_headers, pos, name, value);
+}
+
+void kh_request_log_field(struct kh_request *req, const char *key, const char *value,
+                          size_t len)
+{
+    put_pair(&req->log_fields, key, value, strnlen(value, len < 512 ? len : 512));
 }
 
 void kh_request_detach(struct kh_request *req) { req->conn = NULL; }
@@ -117,6 +159,37 @@ void kh_request_header(struct kh_request *req, const char *name, size_t nlen, co
     }
 }
 
+/* 413, naming the limit and the size seen (announced, or received so far). */
+static void too_large(struct kh_request *req, int64_t seen, const char *so_far)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "body: %lld bytes%s is over max_body_bytes (%lld)",
+             (long long)seen, so_far, (long long)req->app->cfg->max_body_bytes);
+    req->close_connection = true;
+    kh_request_respond_error(req, 413, msg);
+}
+
+/* 431 for headers over max_header_bytes (the path counts) or max_headers. */
+static bool headers_too_large(struct kh_request *req)
+{
+    const struct kh_config *cfg = req->app->cfg;
+    size_t bytes = req->header_bytes + req->path_len;
+    char msg[160];
+    if (req->path_too_long)
+        snprintf(msg, sizeof(msg), "path: longer than %d bytes", KH_MAX_PATH);
+    else if (bytes > (size_t)cfg->max_header_bytes)
+        snprintf(msg, sizeof(msg), "headers: %zu bytes is over max_header_bytes (%lld)", bytes,
+                 (long long)cfg->max_header_bytes);
+    else if (req->header_count > (size_t)cfg->max_headers)
+        snprintf(msg, sizeof(msg), "headers: %zu is over max_headers (%lld)", req->header_count,
+                 (long long)cfg->max_headers);
+    else
+        return false;
+    req->close_connection = true;
+    kh_request_respond_error(req, 431, msg);
+    return true;
+}
+
 void kh_request_headers_done(struct kh_request *req)
 {
     req->headers_done = true;
@@ -127,15 +200,10 @@ void kh_request_headers_done(struct kh_request *req)
         kh_router_dispatch(req); /* first, so that refusals count against their route */
     if (req->responded)
         return;
-    if (req->header_bytes + req->path_len > (size_t)cfg->max_header_bytes ||
-        req->header_count > (size_t)cfg->max_headers || req->path_too_long) {
-        req->close_connection = true;
-        kh_request_respond_error(req, 431, "headers: too large (max_header_bytes, max_headers)");
+    if (headers_too_large(req))
         return;
-    }
     if (req->content_length > cfg->max_body_bytes) {
-        req->close_connection = true;
-        kh_request_respond_error(req, 413, "body: larger than max_body_bytes");
+        too_large(req, req->content_length, "");
         return;
     }
     if (req->handler && req->handler->on_headers)
@@ -148,8 +216,7 @@ void kh_request_body(struct kh_request *req, const uint8_t *data, size_t len)
     if (req->responded)
         return;
     if (req->body_len > (size_t)req->app->cfg->max_body_bytes) {
-        req->close_connection = true;
-        kh_request_respond_error(req, 413, "body: larger than max_body_bytes");
+        too_large(req, (int64_t)req->body_len, " received so far");
         return;
     }
     if (req->handler && req->handler->on_body)
@@ -226,6 +293,9 @@ static void log_access(const struct kh_request *req)
         kh_log_int(&l, "stream", req->stream_id);
     if (req->conn == NULL)
         kh_log_bool(&l, "client_gone", true);
+    const char *key, *value;
+    for (size_t pos = 0; next_pair(&req->log_fields, &pos, &key, &value);)
+        kh_log_str(&l, key, value);
     kh_log_end(&l);
 }
 
@@ -251,6 +321,9 @@ void kh_request_respond(struct kh_request *req, int status, const char *body, si
 void kh_request_respond_error(struct kh_request *req, int status, const char *message)
 {
     struct kh_buf b;
+    if (req->responded)
+        return;
+    kh_request_log_field(req, "reason", message, strlen(message));
     kh_buf_init(&b, 4096);
     if (kh_buf_append(&b, "{\"message\":", 11) == 0 &&
         kh_buf_put_json_str(&b, message, strnlen(message, 1024)) == 0 &&
@@ -259,14 +332,6 @@ void kh_request_respond_error(struct kh_request *req, int status, const char *me
     else
         kh_request_respond(req, status, NULL, 0);
     kh_buf_cleanup(&b);
-    if (kh_log_enabled(KH_LOG_DEBUG)) {
-        struct kh_logline l;
-        kh_log_begin(&l, KH_LOG_DEBUG, "request refused");
-        kh_log_int(&l, "status", status);
-        kh_log_str(&l, "reason", message);
-        kh_log_int(&l, "conn", (int64_t)req->conn_id);
-        kh_log_end(&l);
-    }
 }
 
 const char *kh_status_text(int status)

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
+
 enum kh_proto { KH_PROTO_H1 = 1, KH_PROTO_H2 };
 enum kh_method { KH_METHOD_OTHER, KH_METHOD_GET, KH_METHOD_HEAD, KH_METHOD_POST };
 
@@ -83,7 +85,13 @@ struct kh_request {
     size_t resp_sent;
     int retry_after; /* seconds, 0 = no header */
     const char *resp_type; /* content-type of resp_body; NULL = application/json */
+    struct kh_buf resp_headers; /* more response headers: "name\0value\0" pairs */
+    struct kh_buf log_fields;   /* more access-log fields: "key\0value\0" pairs */
     bool close_connection;
+    /* HTTP/2: when the complete answer went out while the request body was still coming
+     * (an early answer; 0 otherwise), and whether the stream has been reset since */
+    uint64_t early_answer_usec;
+    bool reset_sent;
     uint64_t start_usec;
     int refs;
     struct kh_request *prev, *next; /* the connection's list, owned by the codec */
@@ -115,9 +123,20 @@ void kh_request_end(struct kh_request *req);
  * true when it did. */
 bool kh_request_check_timeouts(struct kh_request *req, uint64_t now_usec);
 
+/* Adds a response header (before the answer). Copied; at most 4 KiB of them per request,
+ * more are dropped. */
+void kh_request_add_header(struct kh_request *req, const char *name, const char *value);
+/* Walks the added response headers: *pos starts at 0; false at the end. */
+bool kh_request_next_header(const struct kh_request *req, size_t *pos, const char **name,
+                            const char **value);
+/* Adds a string field to the request's access-log line (a report's channel_id ...): copied,
+ * the value cut at 512 bytes, at most 3 KiB of them; the logger escapes it. */
+void kh_request_log_field(struct kh_request *req, const char *key, const char *value,
+                          size_t len);
+
 /* Answers the request once (later calls are ignored). body may be NULL. */
 void kh_request_respond(struct kh_request *req, int status, const char *body, size_t len);
-/* 4xx/5xx with {"message": message}. */
+/* 4xx/5xx with {"message": message}; the message also goes to the access line (reason). */
 void kh_request_respond_error(struct kh_request *req, int status, const char *message);
 
 const char *kh_status_text(int status);

@@ -3,6 +3,7 @@
  */
 #include "http/router.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "api/app.h"
@@ -32,6 +33,23 @@ static const struct route metrics_routes[] = {
     {PATH_FIXED, "/.ok", KH_METHOD_GET, &kh_health_handler, KH_ROUTE_HEALTH},
 };
 
+static const char *method_name(enum kh_method m)
+{
+    switch (m) {
+    case KH_METHOD_GET: return "GET";
+    case KH_METHOD_HEAD: return "HEAD";
+    case KH_METHOD_POST: return "POST";
+    default: return "";
+    }
+}
+
+/* Appends a method to the Allow list. */
+static void add_method(char *allow, size_t cap, enum kh_method m)
+{
+    size_t n = strlen(allow);
+    snprintf(allow + n, cap - n, "%s%s", n ? ", " : "", method_name(m));
+}
+
 void kh_router_dispatch(struct kh_request *req)
 {
     if (req->upgrade_h2c) {
@@ -41,9 +59,12 @@ void kh_router_dispatch(struct kh_request *req)
                                  "knowledge");
         return;
     }
-    /* the query string takes no part in routing */
+    /* the query string takes no part in routing, and a trailing slash is dropped as Kohaku
+     * 2023.1 did (/collector/ is /collector) */
     size_t plen = strcspn(req->path, "?");
-    bool path_found = false;
+    while (plen > 1 && req->path[plen - 1] == '/')
+        plen--;
+    char allow[64] = "";
     const struct route *table = req->metrics_listener ? metrics_routes : routes;
     size_t n = req->metrics_listener ? sizeof(metrics_routes) / sizeof(metrics_routes[0])
                                      : sizeof(routes) / sizeof(routes[0]);
@@ -54,15 +75,19 @@ void kh_router_dispatch(struct kh_request *req)
                                                    : r->path;
         if (strlen(p) != plen || strncmp(p, req->path, plen) != 0)
             continue;
-        path_found = true;
         req->route = (int)r->metric;
         if (r->method == req->method) {
             req->handler = r->handler;
             return;
         }
+        add_method(allow, sizeof(allow), r->method);
     }
-    if (path_found)
-        kh_request_respond_error(req, 405, "method: not allowed on this path");
-    else
+    if (allow[0]) {
+        kh_request_add_header(req, "allow", allow);
+        char msg[128];
+        snprintf(msg, sizeof(msg), "method: %s is not allowed on this path (allowed: %s)",
+                 req->method_text, allow);
+        kh_request_respond_error(req, 405, msg);
+    } else
         kh_request_respond_error(req, 404, "path: not found");
 }
