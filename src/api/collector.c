@@ -111,6 +111,25 @@ static void webhook_headers(struct kh_request *req)
     start(req, KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK);
 }
 
+/* The ids of the report, as far as the envelope was read, go on the access line. */
+static void log_ids(struct kh_request *req, const struct kh_str *channel_id,
+                    const struct kh_str *connection_id, const struct kh_str *node_name)
+{
+    if (channel_id->p)
+        kh_request_log_field(req, "channel_id", channel_id->p, channel_id->len);
+    if (connection_id->p)
+        kh_request_log_field(req, "connection_id", connection_id->p, connection_id->len);
+    if (node_name->p && !connection_id->p)
+        kh_request_log_field(req, "node_name", node_name->p, node_name->len);
+}
+
+static void log_envelope_ids(struct kh_request *req, const struct kh_envelope *e)
+{
+    struct kh_str channel_id, connection_id, node_name;
+    kh_envelope_ids(e, &channel_id, &connection_id, &node_name);
+    log_ids(req, &channel_id, &connection_id, &node_name);
+}
+
 static void refuse(struct kh_request *req, int rc, const char *why)
 {
     if (rc == KH_ENOMEM) {
@@ -126,6 +145,7 @@ static void on_body(struct kh_request *req, const uint8_t *data, size_t len)
     struct collect *c = req->hstate;
     int rc = c->pooled ? 0 : kh_envelope_feed(c->e, data, len);
     if (rc != 0) {
+        log_envelope_ids(req, c->e);
         refuse(req, rc, kh_envelope_error(c->e));
         return;
     }
@@ -185,6 +205,7 @@ static void parsed(struct kh_request *req, struct kh_report *r)
     struct collect *c = req->hstate;
     int rc;
     struct kh_app *app = req->app;
+    log_ids(req, &r->channel_id, &r->connection_id, &r->node_name);
     if (c->keep_body && app->spool == NULL) {
         kh_buf_cleanup(&c->body); /* kept for the parse pool only */
         c->keep_body = false;
@@ -214,12 +235,13 @@ static void parsed(struct kh_request *req, struct kh_report *r)
                                         : "server: too many reports waiting for storage");
 }
 
-static void on_pool_parsed(void *arg, int rc, struct kh_report *r, const char *err)
+static void on_pool_parsed(void *arg, int rc, struct kh_report *r, const struct kh_envelope *e)
 {
     struct kh_request *req = arg;
-    if (rc != 0)
-        refuse(req, rc, err);
-    else
+    if (rc != 0) {
+        log_envelope_ids(req, e);
+        refuse(req, rc, kh_envelope_error(e));
+    } else
         parsed(req, r);
     kh_request_release(req);
 }
@@ -240,6 +262,7 @@ static void on_end(struct kh_request *req)
     }
     int rc = kh_envelope_finish(c->e);
     if (rc != 0) {
+        log_envelope_ids(req, c->e);
         refuse(req, rc, kh_envelope_error(c->e));
         return;
     }

@@ -162,7 +162,11 @@ int kh_metrics_render(struct kh_buf *b)
 {
     const struct kh_metrics *m = &kh_metrics;
     const struct kh_metrics_sources *s = &m->src;
-    int rc = head(b, "kohaku_http_requests_total", "counter",
+    int rc = head(b, "kohaku_build_info", "gauge", "Always 1; the version is in the label.");
+    if (rc == 0)
+        rc = put(b, "kohaku_build_info{version=\"%s\"} 1\n", KOHAKU_VERSION);
+    if (rc == 0)
+        rc = head(b, "kohaku_http_requests_total", "counter",
                   "Requests answered, by route, protocol and status.");
     for (int r = 0; rc == 0 && r < KH_ROUTE_COUNT; r++)
         for (int p = 0; rc == 0 && p < 2; p++)
@@ -181,15 +185,21 @@ int kh_metrics_render(struct kh_buf *b)
                              (unsigned long long)v);
             }
     if (rc == 0)
-        rc = head(b, "kohaku_reports_stored_total", "counter", "Reports committed, by kind.");
+        rc = head(b, "kohaku_reports_stored_total", "counter",
+                  "Reports stored (committed, not there before), by kind.");
     if (rc == 0)
         rc = put(b, "kohaku_reports_stored_total{kind=\"connection\"} %llu\n"
                     "kohaku_reports_stored_total{kind=\"node\"} %llu\n",
                  (unsigned long long)m->reports_stored[0],
                  (unsigned long long)m->reports_stored[1]);
     if (rc == 0)
+        rc = scalar(b, "kohaku_reports_duplicate_total", "counter",
+                    "Reports accepted that were stored already (a redelivery or a replay): "
+                    "nothing was written for them.",
+                    m->reports_duplicate);
+    if (rc == 0)
         rc = head(b, "kohaku_rows_stored_total", "counter",
-                  "Stats rows committed, by table (stats type).");
+                  "Stats rows inserted, by table (rows already stored are not counted).");
     for (size_t t = 0; rc == 0 && t < kh_stats_ntables && t < KH_METRICS_TABLES; t++)
         rc = put(b, "kohaku_rows_stored_total{table=\"%s\"} %llu\n", kh_stats_tables[t].table,
                  (unsigned long long)m->rows_stored[t]);

@@ -50,8 +50,9 @@ struct kh_metrics_sources {
 
 struct kh_metrics {
     uint64_t requests[KH_ROUTE_COUNT][2][KH_METRICS_STATUSES];
-    uint64_t reports_stored[2]; /* connection, node */
-    uint64_t rows_stored[KH_METRICS_TABLES];
+    uint64_t reports_stored[2]; /* connection, node: newly stored */
+    uint64_t reports_duplicate; /* accepted, and found stored already (redelivered) */
+    uint64_t rows_stored[KH_METRICS_TABLES]; /* rows inserted, by table */
     uint64_t rejected[KH_REJECT_COUNT];
     uint64_t batches_failed;
     struct kh_histogram batch_reports;

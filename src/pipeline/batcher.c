@@ -28,7 +28,6 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
-#include "sora/schema.h"
 
 struct entry {
     kh_batch_cb cb;
@@ -231,6 +230,17 @@ static void log_failure(const struct batch *bt)
     }
 }
 
+/* The metrics count what the backend says it stored, not what the batch held: a
+ * redelivered report adds no rows. */
+static void count_stored(const struct kh_batch *kb)
+{
+    kh_metrics.reports_stored[0] += kb->reports_stored[0];
+    kh_metrics.reports_stored[1] += kb->reports_stored[1];
+    kh_metrics.reports_duplicate += kb->reports_duplicate;
+    for (size_t t = 0; t < KH_REPORT_MAX_TABLES && t < KH_METRICS_TABLES; t++)
+        kh_metrics.rows_stored[t] += kb->rows_stored[t];
+}
+
 static void complete(struct kh_batcher *b, struct batch *bt)
 {
     b->stats.batches++;
@@ -240,15 +250,13 @@ static void complete(struct kh_batcher *b, struct batch *bt)
         b->stats.failed_batches++;
         log_failure(bt);
     }
+    if (bt->rc == 0 || bt->rc == KH_EREJECT)
+        count_stored(&bt->b);
     for (size_t i = 0; i < bt->b.nreports; i++) {
         int res = bt->rc == 0 ? 0 : bt->rc == KH_EREJECT ? bt->b.results[i] : KH_ERETRY;
         if (res == 0) {
-            const struct kh_report *r = bt->b.reports[i];
             b->stats.reports++;
-            b->stats.rows += r->nrows;
-            kh_metrics.reports_stored[r->kind == KH_REPORT_NODE]++;
-            for (size_t t = 0; t < kh_stats_ntables && t < KH_METRICS_TABLES; t++)
-                kh_metrics.rows_stored[t] += r->table_rows[t];
+            b->stats.rows += bt->b.reports[i]->nrows;
         }
         b->pending--;
         b->inflight -= bt->entries[i].bytes;

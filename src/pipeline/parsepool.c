@@ -102,7 +102,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     while (j) {
         struct job *next = j->next;
         p->pending--;
-        j->cb(j->arg, j->rc, j->r, j->e ? kh_envelope_error(j->e) : NULL);
+        j->cb(j->arg, j->rc, j->r, j->e);
         kh_envelope_free(j->e);
         free(j);
         j = next;

@@ -18,9 +18,11 @@
 struct event_base;
 struct kh_parsepool;
 
-/* rc 0: r is the report, now the callback's. Otherwise kh_envelope_feed/finish's error code
- * and err its message (valid during the call), r NULL. */
-typedef void (*kh_parse_cb)(void *arg, int rc, struct kh_report *r, const char *err);
+/* rc 0: r is the report, now the callback's, and e NULL. Otherwise kh_envelope_feed/finish's
+ * error code, r NULL and e the parser that failed (valid during the call: its message is
+ * kh_envelope_error(e), what it had read is kh_envelope_ids(e)). */
+typedef void (*kh_parse_cb)(void *arg, int rc, struct kh_report *r,
+                            const struct kh_envelope *e);
 
 /* NULL on failure (memory, threads). nthreads >= 1. */
 struct kh_parsepool *kh_parsepool_new(struct event_base *base, int nthreads);

@@ -468,9 +468,9 @@ static int end_stats_object(struct kh_envelope *e)
         return 0;
     int table;
     if (e->kind == KH_REPORT_NODE) {
-        if (strcmp(type->text.p, "erlang-vm-memory") != 0)
-            return 1; /* other node stats are not stored */
-        table = kh_table_erlang_vm_memory;
+        /* other node stats types are kept whole, one row per object */
+        table = strcmp(type->text.p, "erlang-vm-memory") == 0 ? kh_table_erlang_vm_memory
+                                                               : kh_table_node_other;
     } else {
         const struct pmember *kind = special_member(e, SP_KIND);
         bool kind_str = kind && kind->type == J_STR;
@@ -484,6 +484,7 @@ static int end_stats_object(struct kh_envelope *e)
     if (row == NULL)
         return oom(e);
     row->stats_type = type->text;
+    row->stats_index = (uint32_t)e->stats_index;
     if (e->kind == KH_REPORT_CONNECTION) {
         const struct pmember *id = need(e, SP_ID, "id", J_STR);
         const struct pmember *ts = id ? need(e, SP_TIMESTAMP, "timestamp", J_NUM) : NULL;
@@ -501,6 +502,22 @@ static int end_stats_object(struct kh_envelope *e)
 }
 
 /* --- envelope values ------------------------------------------------------------------ */
+
+/* The body's "type" must be the one its header announced: a node report sent as a client's
+ * (or the reverse) is refused, not stored in the wrong tables. */
+static int check_type(struct kh_envelope *e, const struct kh_str *type)
+{
+    const char *want = e->flavor == KH_FLAVOR_WEBHOOK ? "connection.rtc"
+                       : e->kind == KH_REPORT_NODE    ? "node.erlang-vm"
+                                                      : "connection.user-agent";
+    const char *header = e->flavor == KH_FLAVOR_WEBHOOK ? "sora-stats-webhook-type"
+                                                        : "x-sora-stats-exporter-type";
+    if (strcmp(type->p, want) == 0)
+        return 1;
+    return fail(e, KH_EINVAL, "type: '%.*s' does not match the %s header '%s'",
+                (int)(type->len > 64 ? 64 : type->len), type->p, header, want);
+}
+
 
 static int wrong_type(struct kh_envelope *e, const char *want, const char *got)
 {
@@ -540,7 +557,11 @@ static int envelope_string(struct kh_envelope *e, const unsigned char *s, size_t
     const char *bad = string_problem(s, n);
     if (bad)
         return fail(e, KH_EINVAL, "%s: %s", key_names[e->key], bad);
-    return copy_str(e, dst, s, n) ? 1 : oom(e);
+    if (!copy_str(e, dst, s, n))
+        return oom(e);
+    /* a type that contradicts the header is refused as soon as it is read (Sora sends it
+     * first), before stats objects are held to the wrong kind's rules */
+    return e->key == K_TYPE ? check_type(e, dst) : 1;
 }
 
 static int envelope_bool(struct kh_envelope *e, int b)
@@ -942,6 +963,8 @@ static int check_common(struct kh_envelope *e)
     struct kh_report *r = e->r;
     if (r->type.p == NULL)
         return fail(e, KH_EINVAL, "type: required");
+    if (!check_type(e, &r->type))
+        return 0;
     if (!e->seen[K_TIMESTAMP] || r->time_text[0] == '\0')
         return fail(e, KH_EINVAL, "timestamp: required");
     return check_len(e, K_LABEL, &r->label, 1, SIZE_MAX) &&
@@ -999,3 +1022,12 @@ struct kh_report *kh_envelope_take_report(struct kh_envelope *e)
 }
 
 const char *kh_envelope_error(const struct kh_envelope *e) { return e->rc ? e->err : NULL; }
+
+void kh_envelope_ids(const struct kh_envelope *e, struct kh_str *channel_id,
+                     struct kh_str *connection_id, struct kh_str *node_name)
+{
+    static const struct kh_str none = {NULL, 0};
+    *channel_id = e->r ? e->r->channel_id : none;
+    *connection_id = e->r ? e->r->connection_id : none;
+    *node_name = e->r ? e->r->node_name : none;
+}

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sora/schema.h"
+
 struct kh_report *kh_report_new(enum kh_report_kind kind, size_t arena_max)
 {
     struct kh_report *r = calloc(1, sizeof(*r));
@@ -34,4 +36,38 @@ void kh_report_add_row(struct kh_report *r, struct kh_row *row)
     r->nrows++;
     if (row->table >= 0 && row->table < KH_REPORT_MAX_TABLES)
         r->table_rows[row->table]++;
+}
+
+static struct kh_value text_value(const struct kh_str *s)
+{
+    struct kh_value v = {.type = s->p ? KH_COL_TEXT : 0, .len = s->len};
+    v.u.s = s->p;
+    return v;
+}
+
+struct kh_value kh_report_common_value(const struct kh_report *r, const struct kh_row *row,
+                                       int src)
+{
+    struct kh_value v = {0};
+    switch ((enum kh_common_src)src) {
+    case KH_SRC_TIME:
+        v = (struct kh_value){.type = KH_COL_TIME, .len = KH_TIME_TEXT_LEN};
+        v.u.s = r->time_text;
+        return v;
+    case KH_SRC_CHANNEL_ID: return text_value(&r->channel_id);
+    case KH_SRC_CONNECTION_ID: return text_value(&r->connection_id);
+    case KH_SRC_LABEL: return text_value(&r->label);
+    case KH_SRC_NODE_NAME: return text_value(&r->node_name);
+    case KH_SRC_STATS_TYPE: return text_value(&row->stats_type);
+    case KH_SRC_STATS_ID: return text_value(&row->stats_id);
+    case KH_SRC_STATS_TIMESTAMP:
+        v.type = KH_COL_REAL;
+        v.u.d = row->stats_timestamp;
+        return v;
+    case KH_SRC_STATS_INDEX:
+        v.type = KH_COL_INT;
+        v.u.i = row->stats_index;
+        return v;
+    }
+    return v;
 }

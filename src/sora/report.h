@@ -42,6 +42,7 @@ struct kh_row {
     struct kh_str stats_type; /* connection scope */
     struct kh_str stats_id;   /* connection scope */
     double stats_timestamp;   /* connection scope */
+    uint32_t stats_index;     /* node item scope: the object's position in "stats" */
     struct kh_value *vals;    /* one per member of the table */
     struct kh_str extra;      /* JSON object text, or p == NULL when nothing is left over */
 };
@@ -73,5 +74,11 @@ struct kh_report {
 struct kh_report *kh_report_new(enum kh_report_kind kind, size_t arena_max);
 void kh_report_free(struct kh_report *r);
 void kh_report_add_row(struct kh_report *r, struct kh_row *row);
+
+/* The value of a common column (enum kh_common_src in sora/schema.h) of one row: from the
+ * envelope or from the row. Strings point into the report. KH_SRC_TIME gives the envelope
+ * time as KH_COL_TIME with its text (r->time_usec is the same instant). */
+struct kh_value kh_report_common_value(const struct kh_report *r, const struct kh_row *row,
+                                       int src);
 
 #endif

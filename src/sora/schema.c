@@ -204,6 +204,7 @@ static const char *sqltype(enum kh_dialect d, enum kh_coltype t)
     case KH_COL_TEXT: return pg ? "text" : "TEXT";
     case KH_COL_BOOL: return pg ? "boolean" : "INTEGER";
     case KH_COL_JSON: return pg ? "jsonb" : "TEXT";
+    case KH_COL_TIME: return pg ? "timestamptz" : "TEXT";
     }
     return "TEXT";
 }
@@ -226,54 +227,82 @@ static int putf(struct kh_buf *b, const char *fmt, ...)
     return 0;
 }
 
-int kh_schema_ncommon(int table)
+/* The common columns of each scope (enum kh_scope order). Every stats table starts with its
+ * scope's columns; the natural key makes redelivery idempotent. The connection key is
+ * ordered (connection_id, time, stats_id) so that it also serves per-connection time ranges
+ * and a connection's new rows land next to its old ones (the random part is only
+ * connection_id). */
+static const struct kh_common_column conn_cols[] = {
+    {"time", KH_COL_TIME, KH_SRC_TIME, true},
+    {"channel_id", KH_COL_TEXT, KH_SRC_CHANNEL_ID, true},
+    {"connection_id", KH_COL_TEXT, KH_SRC_CONNECTION_ID, true},
+    {"stats_type", KH_COL_TEXT, KH_SRC_STATS_TYPE, true},
+    {"stats_id", KH_COL_TEXT, KH_SRC_STATS_ID, true},
+    {"stats_timestamp", KH_COL_REAL, KH_SRC_STATS_TIMESTAMP, false},
+};
+static const struct kh_common_column node_cols[] = {
+    {"time", KH_COL_TIME, KH_SRC_TIME, true},
+    {"label", KH_COL_TEXT, KH_SRC_LABEL, false},
+    {"node_name", KH_COL_TEXT, KH_SRC_NODE_NAME, true},
+};
+static const struct kh_common_column node_item_cols[] = {
+    {"time", KH_COL_TIME, KH_SRC_TIME, true},
+    {"label", KH_COL_TEXT, KH_SRC_LABEL, false},
+    {"node_name", KH_COL_TEXT, KH_SRC_NODE_NAME, true},
+    {"stats_type", KH_COL_TEXT, KH_SRC_STATS_TYPE, true},
+    {"stats_index", KH_COL_INT, KH_SRC_STATS_INDEX, true},
+};
+static const char *const conn_key[] = {"connection_id", "time", "stats_id"};
+static const char *const node_key[] = {"node_name", "time"};
+static const char *const node_item_key[] = {"node_name", "time", "stats_index"};
+
+#define NELEM(a) (sizeof(a) / sizeof(a[0]))
+static const struct kh_scope_desc scopes[] = {
+    [KH_SCOPE_CONNECTION] = {conn_cols, NELEM(conn_cols), conn_key, NELEM(conn_key),
+                             "connection_id"},
+    [KH_SCOPE_NODE] = {node_cols, NELEM(node_cols), node_key, NELEM(node_key), "node_name"},
+    [KH_SCOPE_NODE_ITEM] = {node_item_cols, NELEM(node_item_cols), node_item_key,
+                            NELEM(node_item_key), "node_name"},
+};
+
+const struct kh_scope_desc *kh_schema_scope(int table)
 {
-    return kh_stats_tables[table].scope == KH_SCOPE_CONNECTION ? 6 : 3;
+    return &scopes[kh_stats_tables[table].scope];
 }
 
-static const char *const conn_common[] = {"time",     "channel_id", "connection_id",
-                                          "stats_type", "stats_id", "stats_timestamp"};
-static const char *const node_common[] = {"time", "label", "node_name"};
+int kh_schema_ncommon(int table) { return (int)kh_schema_scope(table)->ncols; }
+
+static int put_names(struct kh_buf *b, const char *const *names, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = putf(b, "%s\"%s\"", i ? ", " : "", names[i]);
+    return rc;
+}
 
 static int create_stats_table(enum kh_dialect d, int t, int version, struct kh_buf *b)
 {
     const struct kh_stats_table *st = &kh_stats_tables[t];
-    const char *ts = d == KH_DIALECT_POSTGRES ? "timestamptz" : "TEXT";
-    int rc;
-    if (st->scope == KH_SCOPE_CONNECTION)
-        rc = putf(b,
-                  "CREATE TABLE IF NOT EXISTS \"%s\" (\n  \"time\" %s NOT NULL,\n"
-                  "  \"channel_id\" %s NOT NULL,\n  \"connection_id\" %s NOT NULL,\n"
-                  "  \"stats_type\" %s NOT NULL,\n  \"stats_id\" %s NOT NULL,\n"
-                  "  \"stats_timestamp\" %s",
-                  st->table, ts, sqltype(d, KH_COL_TEXT), sqltype(d, KH_COL_TEXT),
-                  sqltype(d, KH_COL_TEXT), sqltype(d, KH_COL_TEXT), sqltype(d, KH_COL_REAL));
-    else
-        rc = putf(b,
-                  "CREATE TABLE IF NOT EXISTS \"%s\" (\n  \"time\" %s NOT NULL,\n"
-                  "  \"label\" %s,\n  \"node_name\" %s NOT NULL",
-                  st->table, ts, sqltype(d, KH_COL_TEXT), sqltype(d, KH_COL_TEXT));
+    const struct kh_scope_desc *sc = kh_schema_scope(t);
+    int rc = putf(b, "CREATE TABLE IF NOT EXISTS \"%s\" (", st->table);
+    for (size_t c = 0; rc == 0 && c < sc->ncols; c++)
+        rc = putf(b, "%s\n  \"%s\" %s%s", c ? "," : "", sc->cols[c].name,
+                  sqltype(d, sc->cols[c].type), sc->cols[c].not_null ? " NOT NULL" : "");
     for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
         if (since(st->members[m].since) <= version)
             rc = putf(b, ",\n  \"%s\" %s", derived[t].columns[m],
                       sqltype(d, st->members[m].type));
     if (rc == 0)
         rc = putf(b, ",\n  \"extra\" %s\n);\n", sqltype(d, KH_COL_JSON));
-    if (rc != 0)
-        return rc;
-    if (st->scope == KH_SCOPE_CONNECTION)
-        /* The natural key, ordered (connection_id, time, stats_id) so that it also serves
-         * per-connection time ranges and a connection's new rows land next to its old ones
-         * (the random part is only connection_id). */
-        return putf(b,
-                    "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" "
-                    "(\"connection_id\", \"time\", \"stats_id\");\n"
-                    "CREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
-                    st->table, st->table, st->table, st->table);
-    return putf(b,
-                "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" (\"node_name\", \"time\");\n"
-                "CREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
-                st->table, st->table, st->table, st->table);
+    if (rc == 0)
+        rc = putf(b, "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" (", st->table,
+                  st->table);
+    if (rc == 0)
+        rc = put_names(b, sc->key, sc->nkey);
+    if (rc == 0)
+        rc = putf(b, ");\nCREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
+                  st->table, st->table);
+    return rc;
 }
 
 static int create_base_tables(enum kh_dialect d, struct kh_buf *b)
@@ -432,13 +461,12 @@ int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
 int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out)
 {
     const struct kh_stats_table *st = &kh_stats_tables[table];
-    bool conn = st->scope == KH_SCOPE_CONNECTION;
-    const char *const *common = conn ? conn_common : node_common;
-    int ncommon = kh_schema_ncommon(table);
+    const struct kh_scope_desc *sc = kh_schema_scope(table);
+    int ncommon = (int)sc->ncols;
     int rc = putf(out, "INSERT %sINTO \"%s\" (", d == KH_DIALECT_SQLITE ? "OR IGNORE " : "",
                   st->table);
     for (int i = 0; rc == 0 && i < ncommon; i++)
-        rc = putf(out, "%s\"%s\"", i ? ", " : "", common[i]);
+        rc = putf(out, "%s\"%s\"", i ? ", " : "", sc->cols[i].name);
     for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
         rc = putf(out, ", \"%s\"", derived[table].columns[m]);
     if (rc == 0)

@@ -14,12 +14,43 @@
 
 #include "core/buf.h"
 
-enum kh_coltype { KH_COL_INT = 1, KH_COL_REAL, KH_COL_TEXT, KH_COL_BOOL, KH_COL_JSON };
+enum kh_coltype { KH_COL_INT = 1, KH_COL_REAL, KH_COL_TEXT, KH_COL_BOOL, KH_COL_JSON, KH_COL_TIME };
 
-/* Which common columns a table has. */
+/* Which common columns a table has (kh_schema_scope describes them). */
 enum kh_scope {
     KH_SCOPE_CONNECTION, /* time, channel_id, connection_id, stats_type, stats_id, stats_timestamp */
-    KH_SCOPE_NODE        /* time, label, node_name */
+    KH_SCOPE_NODE,       /* time, label, node_name */
+    KH_SCOPE_NODE_ITEM   /* time, label, node_name, stats_type, stats_index */
+};
+
+/* Where a common column's value comes from: the report's envelope or the row. */
+enum kh_common_src {
+    KH_SRC_TIME,            /* the envelope timestamp (KH_COL_TIME) */
+    KH_SRC_CHANNEL_ID,
+    KH_SRC_CONNECTION_ID,
+    KH_SRC_LABEL,
+    KH_SRC_NODE_NAME,
+    KH_SRC_STATS_TYPE,
+    KH_SRC_STATS_ID,
+    KH_SRC_STATS_TIMESTAMP,
+    KH_SRC_STATS_INDEX      /* the object's position in the report's "stats" array */
+};
+
+struct kh_common_column {
+    const char *name;
+    enum kh_coltype type;
+    enum kh_common_src src;
+    bool not_null;
+};
+
+/* The common columns of a scope, in column order (they come before the members), the
+ * natural key's columns and the column that groups a source's rows (TimescaleDB segmentby). */
+struct kh_scope_desc {
+    const struct kh_common_column *cols;
+    size_t ncols;
+    const char *const *key;
+    size_t nkey;
+    const char *segment_by;
 };
 
 struct kh_member {
@@ -41,9 +72,10 @@ struct kh_stats_table {
 
 extern const struct kh_stats_table kh_stats_tables[];
 extern const size_t kh_stats_ntables;
-/* Index of rtc_other_stats and erlang_vm_memory_stats in kh_stats_tables. */
+/* Index of rtc_other_stats, erlang_vm_memory_stats and node_other_stats in kh_stats_tables. */
 extern const int kh_table_other;
 extern const int kh_table_erlang_vm_memory;
+extern const int kh_table_node_other;
 
 enum kh_dialect { KH_DIALECT_SQLITE, KH_DIALECT_POSTGRES };
 
@@ -71,6 +103,8 @@ int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out);
 int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out);
 /* Number of common columns of the table's scope. */
 int kh_schema_ncommon(int table);
+/* The common columns of the table's scope. */
+const struct kh_scope_desc *kh_schema_scope(int table);
 
 /* camelCase -> snake_case into out (cap bytes). Exposed for tests. */
 void kh_schema_snake_case(const char *in, char *out, size_t cap);

@@ -318,8 +318,11 @@ const struct kh_stats_table kh_stats_tables[] = {
     {"rtc_other_stats", NULL, NULL, NULL, KH_SCOPE_CONNECTION, NULL, 0, 1},
     {"erlang_vm_memory_stats", "erlang-vm-memory", NULL, NULL, KH_SCOPE_NODE, erlang_vm_memory,
      N(erlang_vm_memory), 1},
+    /* node.erlang-vm items of any other type, all members in extra (schema version 4) */
+    {"node_other_stats", NULL, NULL, NULL, KH_SCOPE_NODE_ITEM, NULL, 0, 4},
 };
 
 const size_t kh_stats_ntables = N(kh_stats_tables);
 const int kh_table_other = 14;
 const int kh_table_erlang_vm_memory = 15;
+const int kh_table_node_other = 16;

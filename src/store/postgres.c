@@ -138,10 +138,7 @@ static int query_int(PGconn *c, const char *sql, long long *out, char *err, size
 
 /* --- schema ----------------------------------------------------------------------------- */
 
-static const char *segment_column(int t)
-{
-    return kh_stats_tables[t].scope == KH_SCOPE_CONNECTION ? "connection_id" : "node_name";
-}
+static const char *segment_column(int t) { return kh_schema_scope(t)->segment_by; }
 
 static int put_sql(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -285,6 +282,7 @@ static const char *pgtype(enum kh_coltype t)
     case KH_COL_REAL: return "float8";
     case KH_COL_BOOL: return "bool";
     case KH_COL_JSON: return "jsonb";
+    case KH_COL_TIME: return "timestamptz";
     default: return "text";
     }
 }
@@ -293,11 +291,9 @@ static int ncols(int t) { return kh_schema_ncommon(t) + (int)kh_stats_tables[t].
 
 static const char *col_type(int t, int i)
 {
-    static const char *const conn[] = {"timestamptz", "text", "text", "text", "text", "float8"};
-    static const char *const node[] = {"timestamptz", "text", "text"};
     int nc = kh_schema_ncommon(t);
     if (i < nc)
-        return kh_stats_tables[t].scope == KH_SCOPE_CONNECTION ? conn[i] : node[i];
+        return pgtype(kh_schema_scope(t)->cols[i].type);
     if (i - nc < (int)kh_stats_tables[t].nmembers)
         return pgtype(kh_stats_tables[t].members[i - nc].type);
     return "jsonb";
@@ -306,13 +302,9 @@ static const char *col_type(int t, int i)
 /* The column list "time", ..., "extra" of a stats table. */
 static int column_list(int t, struct kh_buf *b)
 {
-    static const char *const conn[] = {"time",     "channel_id", "connection_id",
-                                       "stats_type", "stats_id", "stats_timestamp"};
-    static const char *const node[] = {"time", "label", "node_name"};
     int nc = kh_schema_ncommon(t), rc = 0;
     for (int i = 0; rc == 0 && i < ncols(t); i++) {
-        const char *name = i < nc ? (kh_stats_tables[t].scope == KH_SCOPE_CONNECTION ? conn[i]
-                                                                                    : node[i])
+        const char *name = i < nc ? kh_schema_scope(t)->cols[i].name
                            : i - nc < (int)kh_stats_tables[t].nmembers
                                ? kh_schema_column(t, i - nc)
                                : "extra";
@@ -357,7 +349,7 @@ static const char insert_report_sql[] =
     "INSERT INTO sora_report (time, source, kind, report_id, channel_id, connection_id, "
     "node_name, stats_count, body_bytes, received_at) SELECT * FROM unnest($1::timestamptz[], "
     "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], "
-    "$9::int8[], $10::timestamptz[]) ON CONFLICT DO NOTHING";
+    "$9::int8[], $10::timestamptz[]) ON CONFLICT DO NOTHING RETURNING kind";
 
 static int prepare(struct slot *s, const char *name, const char *sql)
 {
@@ -719,16 +711,14 @@ static int put_row(struct slot *s, enum kh_pg_format f, bool first, const struct
 #define FIRST(k) (copy ? (k) == 0 : first)
     if (f == KH_PG_BINARY)
         rc = kh_pg_binary_row(&s->cols[0], ncols(row->table));
-    rc |= kh_pg_put_time(COL(), f, FIRST(0), r->time_usec, r->time_text);
-    if (kh_stats_tables[row->table].scope == KH_SCOPE_CONNECTION) {
-        rc |= put_str(COL(), f, FIRST(1), &r->channel_id);
-        rc |= put_str(COL(), f, FIRST(2), &r->connection_id);
-        rc |= put_str(COL(), f, FIRST(3), &row->stats_type);
-        rc |= put_str(COL(), f, FIRST(4), &row->stats_id);
-        rc |= kh_pg_put_real(COL(), f, FIRST(5), row->stats_timestamp);
-    } else {
-        rc |= put_str(COL(), f, FIRST(1), &r->label);
-        rc |= put_str(COL(), f, FIRST(2), &r->node_name);
+    const struct kh_scope_desc *sc = kh_schema_scope(row->table);
+    for (size_t k = 0; k < sc->ncols; k++) {
+        if (sc->cols[k].src == KH_SRC_TIME) {
+            rc |= kh_pg_put_time(COL(), f, FIRST(k), r->time_usec, r->time_text);
+            continue;
+        }
+        struct kh_value v = kh_report_common_value(r, row, (int)sc->cols[k].src);
+        rc |= kh_pg_put_value(COL(), f, FIRST(k), &v);
     }
     size_t nm = kh_stats_tables[row->table].nmembers;
     for (size_t m = 0; m < nm; m++)
@@ -865,11 +855,31 @@ static int build_reports(struct slot *s, const struct subset *sub)
     return rc ? KH_ENOMEM : cols_end(s, 10);
 }
 
-/* Result of a failed exchange: the first error's SQLSTATE and message. */
+/* What a pipelined statement's result counts towards. */
+enum { LBL_NONE = -1, LBL_REPORTS = -2 }; /* >= 0: rows of that stats table */
+#define MAX_PIPELINE 64
+
+/* Result of an exchange: the first error's SQLSTATE and message, and what it stored: rows
+ * per table from each statement's command tag, reports from sora_report's RETURNING. */
 struct outcome {
     bool failed;
     char state[6];
+    int labels[MAX_PIPELINE]; /* of the pipelined statements, in the order sent */
+    size_t nlabels, next_label;
+    uint64_t rows[KH_REPORT_MAX_TABLES];
+    uint64_t reports[2];
 };
+
+static void tally(struct outcome *o, int label, PGresult *r)
+{
+    if (label >= 0 && label < KH_REPORT_MAX_TABLES) {
+        o->rows[label] += strtoull(PQcmdTuples(r), NULL, 10);
+    } else if (label == LBL_REPORTS) {
+        /* RETURNING kind: one row per report inserted */
+        for (int i = 0, n = PQntuples(r); i < n; i++)
+            o->reports[PQgetvalue(r, i, 0)[0] == 'n']++;
+    }
+}
 
 static void note_result(struct slot *s, struct outcome *o, PGresult *r, const char *what)
 {
@@ -883,11 +893,20 @@ static void note_result(struct slot *s, struct outcome *o, PGresult *r, const ch
     copy_pq_error(s->err, sizeof(s->err), what, s->conn, r);
 }
 
-/* Sends what build_* left in the column buffers as one pipelined statement. */
-static int send_prepared(struct slot *s, struct outcome *o, const char *name, int nparams)
+/* Sends what build_* left in the column buffers as one pipelined statement whose result
+ * counts towards `label`. */
+static int send_prepared(struct slot *s, struct outcome *o, const char *name, int nparams,
+                         int label)
 {
-    if (PQsendQueryPrepared(s->conn, name, nparams, s->params, NULL, NULL, 0) == 1)
+    if (o->nlabels == MAX_PIPELINE) {
+        o->failed = true;
+        snprintf(s->err, sizeof(s->err), "too many statements in one pipeline");
+        return KH_EIO;
+    }
+    if (PQsendQueryPrepared(s->conn, name, nparams, s->params, NULL, NULL, 0) == 1) {
+        o->labels[o->nlabels++] = label;
         return 0;
+    }
     o->failed = true;
     copy_pq_error(s->err, sizeof(s->err), "send", s->conn, NULL);
     return KH_EIO;
@@ -898,15 +917,15 @@ static int send_envelopes(struct slot *s, const struct subset *sub, struct outco
     size_t n;
     int rc = build_envelopes(s, sub, KH_REPORT_CONNECTION, &n);
     if (rc == 0 && n > 0)
-        rc = send_prepared(s, o, "uc", 14);
+        rc = send_prepared(s, o, "uc", 14, LBL_NONE);
     if (rc == 0)
         rc = build_envelopes(s, sub, KH_REPORT_NODE, &n);
     if (rc == 0 && n > 0)
-        rc = send_prepared(s, o, "un", 5);
+        rc = send_prepared(s, o, "un", 5, LBL_NONE);
     if (rc == 0)
         rc = build_reports(s, sub);
     if (rc == 0)
-        rc = send_prepared(s, o, "ir", 10);
+        rc = send_prepared(s, o, "ir", 10, LBL_REPORTS);
     return rc;
 }
 
@@ -931,6 +950,9 @@ static void drain_pipeline(struct slot *s, struct outcome *o)
         idle = 0;
         bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
         note_result(s, o, r, "insert");
+        ExecStatusType st = PQresultStatus(r);
+        if ((st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) && o->next_label < o->nlabels)
+            tally(o, o->labels[o->next_label++], r);
         PQclear(r);
         if (sync)
             return;
@@ -951,7 +973,7 @@ static void write_unnest(struct slot *s, const struct subset *sub, struct outcom
         size_t rows = build_table(s, KH_PG_ARRAY, (int)t, sub, &rc);
         snprintf(name, sizeof(name), "i%zu", t);
         if (rc == 0 && rows > 0)
-            rc = send_prepared(s, o, name, ncols((int)t));
+            rc = send_prepared(s, o, name, ncols((int)t), (int)t);
     }
     if (rc == KH_ENOMEM && !o->failed) {
         o->failed = true;
@@ -967,13 +989,22 @@ static void write_unnest(struct slot *s, const struct subset *sub, struct outcom
         PQexitPipelineMode(s->conn);
 }
 
-static void exec_step(struct slot *s, struct outcome *o, const char *sql, const char *what)
+/* One statement outside a pipeline; its result counts towards `label`. */
+static void exec_counted(struct slot *s, struct outcome *o, const char *sql, const char *what,
+                         int label)
 {
     if (o->failed)
         return;
     PGresult *r = PQexec(s->conn, sql);
     note_result(s, o, r, what);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        tally(o, label, r);
     PQclear(r);
+}
+
+static void exec_step(struct slot *s, struct outcome *o, const char *sql, const char *what)
+{
+    exec_counted(s, o, sql, what, LBL_NONE);
 }
 
 /* COPY of the rows build_table left in cols[0] into table t, or its staging table. */
@@ -1004,6 +1035,8 @@ static void copy_table(struct slot *s, struct outcome *o, int t, bool staging,
     }
     while ((r = PQgetResult(s->conn)) != NULL) {
         note_result(s, o, r, "copy");
+        if (!staging && PQresultStatus(r) == PGRES_COMMAND_OK)
+            tally(o, t, r);
         PQclear(r);
     }
 }
@@ -1011,9 +1044,9 @@ static void copy_table(struct slot *s, struct outcome *o, int t, bool staging,
 /* copy method: COPY each table's rows into its staging table, then move them over. */
 static void write_copy(struct slot *s, const struct subset *sub, struct outcome *o)
 {
-    struct kh_buf sql, moves;
+    struct kh_buf sql, move;
     kh_buf_init(&sql, 1u << 20);
-    kh_buf_init(&moves, 1u << 22);
+    kh_buf_init(&move, 1u << 20);
     exec_step(s, o, "BEGIN", "begin");
     for (size_t t = 0; !o->failed && t < kh_stats_ntables; t++) {
         int rc = 0;
@@ -1021,14 +1054,15 @@ static void write_copy(struct slot *s, const struct subset *sub, struct outcome 
             continue;
         copy_table(s, o, (int)t, true, &sql);
         const char *name = kh_stats_tables[t].table;
-        rc = put_sql(&moves, "INSERT INTO \"%s\" (", name);
-        rc |= column_list((int)t, &moves);
-        rc |= put_sql(&moves, ") SELECT ");
-        rc |= column_list((int)t, &moves);
-        rc |= put_sql(&moves, " FROM \"s_%s\" ON CONFLICT DO NOTHING;\n", name);
+        kh_buf_reset(&move);
+        rc = put_sql(&move, "INSERT INTO \"%s\" (", name);
+        rc |= column_list((int)t, &move);
+        rc |= put_sql(&move, ") SELECT ");
+        rc |= column_list((int)t, &move);
+        rc |= put_sql(&move, " FROM \"s_%s\" ON CONFLICT DO NOTHING", name);
+        if (rc == 0 && kh_buf_append(&move, "", 1) == 0)
+            exec_counted(s, o, move.data, "insert", (int)t); /* counts what it inserted */
     }
-    if (!o->failed && moves.len && kh_buf_append(&moves, "", 1) == 0)
-        exec_step(s, o, moves.data, "insert");
     if (!o->failed && PQenterPipelineMode(s->conn) == 1) {
         /* the envelope tables: the same pipelined unnest statements as the other method */
         send_envelopes(s, sub, o);
@@ -1043,7 +1077,7 @@ static void write_copy(struct slot *s, const struct subset *sub, struct outcome 
         PQclear(r);
     }
     kh_buf_cleanup(&sql);
-    kh_buf_cleanup(&moves);
+    kh_buf_cleanup(&move);
 }
 
 /* direct_copy method: see the top of the file. */
@@ -1076,8 +1110,19 @@ static void write_direct_copy(struct slot *s, const struct subset *sub, struct o
     kh_buf_cleanup(&sql);
 }
 
-/* Writes a subset in one transaction. 0, KH_EREJECT (a data error) or KH_ERETRY. */
-static int write_subset(struct slot *s, const struct subset *sub)
+/* What a committed subset stored goes into the batch's counts. */
+static void count_stored(struct kh_batch *b, const struct subset *sub, const struct outcome *o)
+{
+    for (size_t t = 0; t < KH_REPORT_MAX_TABLES; t++)
+        b->rows_stored[t] += o->rows[t];
+    b->reports_stored[0] += o->reports[0];
+    b->reports_stored[1] += o->reports[1];
+    b->reports_duplicate += sub->n - o->reports[0] - o->reports[1];
+}
+
+/* Writes a subset in one transaction, adding what it stored to b's counts. 0, KH_EREJECT (a
+ * data error) or KH_ERETRY. */
+static int write_subset(struct slot *s, const struct subset *sub, struct kh_batch *b)
 {
     struct outcome o = {0};
     int rc = ensure_conn(s);
@@ -1096,8 +1141,10 @@ static int write_subset(struct slot *s, const struct subset *sub)
         write_copy(s, sub, &o);
     else
         write_unnest(s, sub, &o);
-    if (!o.failed)
+    if (!o.failed) {
+        count_stored(b, sub, &o);
         return 0;
+    }
     if (PQstatus(s->conn) != CONNECTION_OK) {
         drop_conn(&s->conn);
         mark_down(s->pg, s->err);
@@ -1114,7 +1161,7 @@ static int isolate(struct slot *s, struct kh_batch *b)
     char first_err[sizeof(s->err)] = "";
     for (size_t i = 0; i < b->nreports; i++) {
         struct subset one = {.reports = &b->reports[i], .n = 1};
-        int rc = write_subset(s, &one);
+        int rc = write_subset(s, &one, b);
         if (rc == KH_ERETRY)
             return rc;
         b->results[i] = rc;
@@ -1137,13 +1184,15 @@ static int pg_write(struct kh_store *st, int slot, struct kh_batch *b, const cha
     for (size_t i = 0; i < b->nreports; i++)
         b->results[i] = 0;
     *err = s->err;
-    int rc = write_subset(s, &all);
+    kh_batch_reset_counts(b);
+    int rc = write_subset(s, &all, b);
     if (rc == KH_EREJECT)
         return isolate(s, b);
     if (rc == 0 && atomic_load(&pg->lose_acks) > 0 && atomic_fetch_sub(&pg->lose_acks, 1) > 0) {
         /* test hook: act as if the connection died after COMMIT and before its answer */
         drop_conn(&s->conn);
         snprintf(s->err, sizeof(s->err), "fault injection: commit acknowledgement lost");
+        kh_batch_reset_counts(b);
         return KH_ERETRY;
     }
     return rc;

@@ -237,7 +237,8 @@ static void bind_value(sqlite3_stmt *st, int i, const struct kh_value *v)
     case KH_COL_REAL: sqlite3_bind_double(st, i, v->u.d); break;
     case KH_COL_BOOL: sqlite3_bind_int(st, i, v->u.b); break;
     case KH_COL_TEXT:
-    case KH_COL_JSON: sqlite3_bind_text(st, i, v->u.s, (int)v->len, SQLITE_STATIC); break;
+    case KH_COL_JSON:
+    case KH_COL_TIME: sqlite3_bind_text(st, i, v->u.s, (int)v->len, SQLITE_STATIC); break;
     default: sqlite3_bind_null(st, i);
     }
 }
@@ -253,30 +254,35 @@ static int step(struct sq *q, sqlite3_stmt *st, const char **err, const char *wh
     return 0;
 }
 
-static int write_row(struct sq *q, const struct kh_report *r, const struct kh_row *row,
-                     const char **err)
+/* A step of an INSERT OR IGNORE: adds 1 to *stored when it inserted its row. */
+static int insert(struct sq *q, sqlite3_stmt *st, const char **err, const char *what,
+                  uint64_t *stored)
+{
+    int rc = step(q, st, err, what);
+    if (rc == 0)
+        *stored += (uint64_t)sqlite3_changes(q->db);
+    return rc;
+}
+
+static int write_row(struct sq *q, struct kh_batch *b, const struct kh_report *r,
+                     const struct kh_row *row, const char **err)
 {
     sqlite3_stmt *st = q->insert[row->table];
+    const struct kh_scope_desc *sc = kh_schema_scope(row->table);
     int i = 1;
-    sqlite3_bind_text(st, i++, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
-    if (kh_stats_tables[row->table].scope == KH_SCOPE_CONNECTION) {
-        bind_text(st, i++, &r->channel_id);
-        bind_text(st, i++, &r->connection_id);
-        bind_text(st, i++, &row->stats_type);
-        bind_text(st, i++, &row->stats_id);
-        sqlite3_bind_double(st, i++, row->stats_timestamp);
-    } else {
-        bind_text(st, i++, &r->label);
-        bind_text(st, i++, &r->node_name);
+    for (size_t c = 0; c < sc->ncols; c++) {
+        struct kh_value v = kh_report_common_value(r, row, (int)sc->cols[c].src);
+        bind_value(st, i++, &v);
     }
     size_t nm = kh_stats_tables[row->table].nmembers;
     for (size_t m = 0; m < nm; m++)
         bind_value(st, i++, &row->vals[m]);
     bind_text(st, i, &row->extra);
-    return step(q, st, err, kh_stats_tables[row->table].table);
+    return insert(q, st, err, kh_stats_tables[row->table].table, &b->rows_stored[row->table]);
 }
 
-static int write_report(struct sq *q, const struct kh_report *r, const char **err)
+/* The sora_report row; *fresh says whether it was new (false: a redelivered report). */
+static int write_report(struct sq *q, const struct kh_report *r, bool *fresh, const char **err)
 {
     sqlite3_stmt *st = q->insert_report;
     bool conn = r->kind == KH_REPORT_CONNECTION;
@@ -290,15 +296,24 @@ static int write_report(struct sq *q, const struct kh_report *r, const char **er
     sqlite3_bind_int64(st, 8, (sqlite3_int64)r->nrows);
     sqlite3_bind_int64(st, 9, (sqlite3_int64)r->body_bytes);
     sqlite3_bind_text(st, 10, r->received_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
-    return step(q, st, err, "sora_report");
+    uint64_t n = 0;
+    int rc = insert(q, st, err, "sora_report", &n);
+    *fresh = n > 0;
+    return rc;
 }
 
-static int write_envelope(struct sq *q, const struct kh_report *r, const char **err)
+static int write_envelope(struct sq *q, struct kh_batch *b, const struct kh_report *r,
+                          const char **err)
 {
     sqlite3_stmt *st;
-    int rc = write_report(q, r, err);
+    bool fresh = false;
+    int rc = write_report(q, r, &fresh, err);
     if (rc != 0)
         return rc;
+    if (fresh)
+        b->reports_stored[r->kind == KH_REPORT_NODE]++;
+    else
+        b->reports_duplicate++;
     if (r->kind == KH_REPORT_NODE) {
         st = q->upsert_node;
         bind_text(st, 1, &r->node_name);
@@ -337,12 +352,13 @@ static int sq_writers(struct kh_store *s) { return 1; }
 static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char **err)
 {
     struct sq *q = s->impl;
+    kh_batch_reset_counts(b);
     int rc = step(q, q->begin, err, "begin");
     for (size_t i = 0; rc == 0 && i < b->nreports; i++) {
         const struct kh_report *r = b->reports[i];
-        rc = write_envelope(q, r, err);
+        rc = write_envelope(q, b, r, err);
         for (const struct kh_row *row = r->rows; rc == 0 && row; row = row->next)
-            rc = write_row(q, r, row, err);
+            rc = write_row(q, b, r, row, err);
         b->results[i] = 0;
     }
     if (rc == 0)
@@ -351,6 +367,7 @@ static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char
         const char *ignored;
         if (!sqlite3_get_autocommit(q->db))
             step(q, q->rollback, &ignored, "rollback");
+        kh_batch_reset_counts(b); /* rolled back: nothing stored */
     }
     atomic_store(&q->healthy, rc == 0);
     return rc;

@@ -15,3 +15,10 @@ const struct kh_store_ops *kh_store_find(const char *name)
             return backends[i];
     return NULL;
 }
+
+void kh_batch_reset_counts(struct kh_batch *b)
+{
+    memset(b->rows_stored, 0, sizeof(b->rows_stored));
+    memset(b->reports_stored, 0, sizeof(b->reports_stored));
+    b->reports_duplicate = 0;
+}

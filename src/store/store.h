@@ -25,7 +25,17 @@ struct kh_batch {
     int *results; /* per report: 0 or KH_EREJECT, filled by write */
     size_t nreports;
     size_t nrows;
+    /* What the write stored, filled by write when it returns 0 or KH_EREJECT (write zeroes
+     * them first): rows inserted per table, not counting rows that were there already (a
+     * redelivered report's); reports stored per kind (connection, node); reports that were
+     * stored already (sora_report had them: a redelivery or a replay). */
+    uint64_t rows_stored[KH_REPORT_MAX_TABLES];
+    uint64_t reports_stored[2];
+    uint64_t reports_duplicate;
 };
+
+/* Zeroes what a write stored (the start of every write). */
+void kh_batch_reset_counts(struct kh_batch *b);
 
 struct kh_store;
 

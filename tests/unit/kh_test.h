@@ -49,6 +49,26 @@ static const struct kht_kv kht_conn_base[] = {
     {NULL, NULL},
 };
 
+/* The stats webhook's envelope: the same keys, type connection.rtc. */
+static const struct kht_kv kht_webhook_base[] = {
+    {"type", "\"connection.rtc\""},
+    {"id", "\"Q4M2G8T1ZK7B3X9H5N6R0PWC2D\""},
+    {"timestamp", "\"2026-11-24T06:15:42.1Z\""},
+    {"label", "\"WebRTC SFU Sora\""},
+    {"version", "\"2023.2.0\""},
+    {"node_name", "\"sora@10.0.0.5\""},
+    {"multistream", "true"},
+    {"simulcast", "false"},
+    {"spotlight", "false"},
+    {"role", "\"sendrecv\""},
+    {"channel_id", "\"meeting-room-42\""},
+    {"session_id", "\"" KHT_SESSION_ID "\""},
+    {"client_id", "\"alice\""},
+    {"connection_id", "\"" KHT_CONN_ID "\""},
+    {"stats", NULL},
+    {NULL, NULL},
+};
+
 static const struct kht_kv kht_node_base[] = {
     {"type", "\"node.erlang-vm\""},
     {"timestamp", "\"2026-11-24T06:15:42.5Z\""},

@@ -107,6 +107,7 @@ static void check_value(int table, yajl_val obj, const char *key, yajl_val v,
         yajl_tree_free(got);
         break;
     }
+    case KH_COL_TIME: fail_msg("%s.%s: no member is a time", kh_stats_tables[table].table, key);
     }
     (void)obj;
 }

@@ -41,6 +41,27 @@ static const struct kv conn_base[] = {
     {NULL, NULL},
 };
 
+/* The stats webhook's envelope: type connection.rtc and a bundle_id. */
+static const struct kv webhook_base[] = {
+    {"type", "\"connection.rtc\""},
+    {"id", "\"Q4M2G8T1ZK7B3X9H5N6R0PWC2D\""},
+    {"timestamp", "\"2026-11-24T06:15:42.123456Z\""},
+    {"label", "\"WebRTC SFU Sora\""},
+    {"version", "\"2024.1.0\""},
+    {"node_name", "\"sora@10.0.0.5\""},
+    {"multistream", "true"},
+    {"simulcast", "false"},
+    {"spotlight", "false"},
+    {"role", "\"sendrecv\""},
+    {"channel_id", "\"room\""},
+    {"session_id", "\"7H3KQ2M9ZV1B8C4X6N0R5T2W9E\""},
+    {"client_id", "\"alice\""},
+    {"bundle_id", "\"alice-bundle\""},
+    {"connection_id", "\"F2ZK8Q1M7C3V9B5X0N6T4R2W8H\""},
+    {"stats", "[]"},
+    {NULL, NULL},
+};
+
 static const struct kv node_base[] = {
     {"type", "\"node.erlang-vm\""},
     {"timestamp", "\"2026-11-24T06:15:42.5Z\""},
@@ -224,13 +245,36 @@ static void webhook_flavor_makes_multistream_optional(void **state)
 {
     char msg[256];
     const char *body = build(conn_base, "multistream", NULL);
-    assert_int_equal(run(KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK, body, msg, sizeof(msg), NULL),
-                     0);
     assert_int_equal(run(KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER, body, msg, sizeof(msg), NULL),
                      KH_EINVAL);
-    body = build(conn_base, "simulcast", NULL);
+    body = build(webhook_base, "multistream", NULL);
+    assert_int_equal(run(KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK, body, msg, sizeof(msg), NULL),
+                     0);
+    body = build(webhook_base, "simulcast", NULL);
     assert_int_equal(run(KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK, body, msg, sizeof(msg), NULL),
                      KH_EINVAL);
+}
+
+/* The body's type must be the one its header announced, naming both when it is not. */
+static void type_matches_header(void **state)
+{
+    expect_refused(conn_base, KH_REPORT_CONNECTION, "type", "\"node.erlang-vm\"",
+                   "type: 'node.erlang-vm' does not match the x-sora-stats-exporter-type "
+                   "header 'connection.user-agent'");
+    expect_refused(conn_base, KH_REPORT_CONNECTION, "type", "\"connection.rtc\"",
+                   "type: 'connection.rtc' does not match the x-sora-stats-exporter-type");
+    expect_refused(node_base, KH_REPORT_NODE, "type", "\"connection.user-agent\"",
+                   "type: 'connection.user-agent' does not match the x-sora-stats-exporter-type "
+                   "header 'node.erlang-vm'");
+    char msg[256];
+    assert_int_equal(run(KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK, build(conn_base, NULL, NULL),
+                         msg, sizeof(msg), NULL),
+                     KH_EINVAL);
+    assert_string_equal(msg, "type: 'connection.user-agent' does not match the "
+                             "sora-stats-webhook-type header 'connection.rtc'");
+    assert_int_equal(run(KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK,
+                         build(webhook_base, NULL, NULL), msg, sizeof(msg), NULL),
+                     0);
 }
 
 static void node_rules(void **state)
@@ -249,8 +293,14 @@ static void node_rules(void **state)
     assert_int_equal(run(KH_REPORT_NODE, KH_FLAVOR_EXPORTER, build(node_base, NULL, NULL), msg,
                          sizeof(msg), &r),
                      0);
-    assert_int_equal(r->nrows, 1); /* the unknown node stats type is not stored */
+    /* the unknown node stats type is kept in node_other_stats, members in extra */
+    assert_int_equal(r->nrows, 2);
     assert_int_equal(r->rows->table, kh_table_erlang_vm_memory);
+    const struct kh_row *other = r->rows->next;
+    assert_int_equal(other->table, kh_table_node_other);
+    assert_string_equal(other->stats_type.p, "erlang-vm-other");
+    assert_int_equal(other->stats_index, 1);
+    assert_string_equal(other->extra.p, "{\"x\":1}");
     static const char *names[] = {"total",     "processes", "processes_used",
                                   "system",    "atom",      "atom_used",
                                   "binary",    "code",      "ets"};
@@ -274,7 +324,7 @@ static void body_errors(void **state)
         {"{\"type\":", "body: truncated JSON"},
         {"{\"type\": x}", "body: malformed JSON at byte"},
         {"{\"type\":\"\xff\"}", "body: malformed JSON"},
-        {"{\"type\":\"a\"} {}", "body: malformed JSON"},
+        {"{\"type\":\"connection.user-agent\"} {}", "body: malformed JSON"},
     };
     char msg[512];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -316,6 +366,7 @@ int main(void)
         cmocka_unit_test(connection_edges_accepted),
         cmocka_unit_test(connection_fields_reported),
         cmocka_unit_test(webhook_flavor_makes_multistream_optional),
+        cmocka_unit_test(type_matches_header),
         cmocka_unit_test(node_rules),
         cmocka_unit_test(body_errors),
         cmocka_unit_test(limits),

@@ -34,8 +34,9 @@ struct job {
 static pthread_t loop_thread;
 static int completed;
 
-static void on_parsed(void *arg, int rc, struct kh_report *r, const char *err)
+static void on_parsed(void *arg, int rc, struct kh_report *r, const struct kh_envelope *e)
 {
+    const char *err = e ? kh_envelope_error(e) : NULL;
     struct job *j = arg;
     j->calls++;
     j->rc = rc;

@@ -467,7 +467,7 @@ static void test_node_report(void **state)
     assert_int_equal(r->kind, KH_REPORT_NODE);
     assert_string_equal(r->node_name.p, "sora@10.0.0.5");
     assert_string_equal(r->time_text, "2026-11-24T06:15:42.500000Z");
-    assert_int_equal(r->nrows, 1); /* the statistics object is not stored */
+    assert_int_equal(r->nrows, 2); /* the statistics object goes to node_other_stats */
     const struct kh_row *row = r->rows;
     assert_int_equal(row->table, kh_table_erlang_vm_memory);
     assert_string_equal(kh_stats_tables[row->table].table, "erlang_vm_memory_stats");
@@ -477,6 +477,11 @@ static void test_node_report(void **state)
         assert_true(v->u.i == want[i]);
     }
     assert_null(row->extra.p);
+    row = row->next;
+    assert_string_equal(kh_stats_tables[row->table].table, "node_other_stats");
+    assert_string_equal(row->stats_type.p, "erlang-vm-statistics");
+    assert_int_equal(row->stats_index, 1);
+    assert_string_equal(row->extra.p, "{\"run_queue\":1,\"nested\":{\"a\":[1]}}");
     kh_report_free(r);
     free(body);
     /* connection keys mean nothing here */
