@@ -346,7 +346,7 @@ class Kohaku:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout=20):
         assert os.path.exists(KOHAKU_BIN), (
@@ -375,10 +375,19 @@ class Kohaku:
                 f"kohaku not ready within {timeout}s\n{self.describe()}"
             time.sleep(0.02)
 
+    @property
+    def https(self):
+        return str(self.settings.get("https", "false")).lower() == "true"
+
     def _ok_status(self):
         import http.client
+        import ssl
         try:
-            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            if self.https:  # readiness only: the certificate is checked by the tests
+                c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2,
+                                                context=ssl._create_unverified_context())
+            else:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             c.request("GET", "/.ok")
             status = c.getresponse().status
             c.close()
@@ -449,6 +458,58 @@ class Kohaku:
         return (f"--- config {self.config_path}\n{open(self.config_path).read()}"
                 f"--- log (last {tail} chars)\n{self.log_text()[-tail:]}"
                 f"--- stderr\n{self.stderr_text()[-2000:]}")
+
+
+# --- certificates (made at test time with the openssl CLI) ---------------------------------------
+
+def openssl(*args, cwd):
+    need_tool("openssl")
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+            "-out", f"{name}.crt", "-subj", f"/CN={name}", "-days", "2", cwd=d)
+
+
+def make_cert(d, name, ca, cn, server=False):
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", cn, cwd=d)
+    ext = []
+    if server:
+        with open(os.path.join(d, "san.ext"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        ext = ["-extfile", "san.ext"]
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *ext, cwd=d)
+
+
+def make_pki(d):
+    """In directory d: a CA (ca.crt), another CA (otherca), a server certificate for
+    127.0.0.1/localhost (server.key, fullchain.pem), a client certificate of the CA (client)
+    and one of the other CA (stranger). Returns d."""
+    make_ca(d, "ca")
+    make_ca(d, "otherca")
+    make_cert(d, "server", "ca", "/CN=127.0.0.1", server=True)
+    make_cert(d, "client", "ca", "/CN=sora-node-1/O=Sora")
+    make_cert(d, "stranger", "otherca", "/CN=stranger")
+    with open(os.path.join(d, "fullchain.pem"), "w") as out:
+        for part in ("server.crt", "ca.crt"):
+            out.write(open(os.path.join(d, part)).read())
+    return d
+
+
+def tls_server_settings(pki):
+    """The keys that make kohaku serve TLS with make_pki's server certificate."""
+    return {"https": "true", "tls_fullchain_file": os.path.join(pki, "fullchain.pem"),
+            "tls_privkey_file": os.path.join(pki, "server.key")}
+
+
+def tls_client_context(pki, alpn=("h2",)):
+    import ssl
+    ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.crt"))
+    ctx.set_alpn_protocols(list(alpn))
+    return ctx
 
 
 # --- clients ------------------------------------------------------------------------------------
@@ -544,32 +605,94 @@ def split_goaway(buf):
     return bytes(out), buf[pos:], goaways
 
 
+class H2Request:
+    """One request for H2Client.post_all, when its requests differ from one another.
+
+    content_length: announced length (None: the body's, False: no content-length header).
+    on_early_answer: what the client does when the answer is complete before its body is
+    all sent: "reset" (RST_STREAM CANCEL), "end" (an empty DATA with END_STREAM, as curl
+    does) or "continue" (keeps sending the body until it is sent or the stream is reset).
+    reset_after: sends this many bytes of the body, then resets the stream itself."""
+
+    def __init__(self, body, path="/collector", headers=(), content_length=None,
+                 on_early_answer="reset", reset_after=None, method="POST"):
+        self.body = body_bytes(body)
+        self.path = path
+        self.headers = list(headers)
+        self.content_length = content_length
+        self.on_early_answer = on_early_answer
+        self.reset_after = reset_after
+        self.method = method
+
+
 class H2Client:
-    """An h2c (prior knowledge) client on python3-h2 over a raw socket that keeps up to
-    `concurrency` streams open at once and honours flow control.
+    """An HTTP/2 client on python3-h2 over a raw socket (h2c with prior knowledge, or TLS
+    with ALPN h2 when `tls` is an ssl.SSLContext) that keeps up to `concurrency` streams open
+    at once and honours flow control.
 
     post_all() sends every body and returns one result per body, in order: {"status": int or
     None, "body": bytes, "headers": dict, "stream_id": int or None, "outcome": str,
     "body_sent": bool, "goaway": {"last_stream_id", "error_code"} or None}. outcome is
     "response" (a complete response), "reset" (RST_STREAM before the response ended),
     "refused" (above the last stream id of the server's GOAWAY: not processed), "closed" (the
-    connection ended without an answer), or "unsent" (never sent: stop or GOAWAY came first)."""
+    connection ended without an answer), "client_reset" (the client reset it: H2Request's
+    reset_after) or "unsent" (never sent: stop or GOAWAY came first). A body may be an
+    H2Request. After the call, `goaways` lists the GOAWAY frames received and `closed` says
+    whether the server closed the connection."""
 
-    def __init__(self, port, timeout=60):
+    def __init__(self, port, timeout=60, tls=None):
         self.port = port
         self.timeout = timeout
+        self.tls = tls
+        self.goaways = []
+        self.closed = False
+
+    def _connect(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_hostname="localhost")
+            assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
+        sock.settimeout(0.2)
+        return sock
+
+    def _ping(self, sock, conn, rxbuf):
+        """A PING on the connection after the requests: True when its ACK comes back (the
+        connection is alive and well) before anything closes it."""
+        conn.ping(b"kohaku!!")
+        sock.sendall(conn.data_to_send())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                self.closed = True
+                return False
+            rxbuf += data
+            frames, rxbuf, goaways = split_goaway(rxbuf)
+            self.goaways += goaways
+            for ev in conn.receive_data(frames) if frames else []:
+                if isinstance(ev, h2.events.PingAckReceived):
+                    return True
+            out = conn.data_to_send()
+            if out:
+                sock.sendall(out)
+        return False
 
     def post_all(self, bodies, headers, concurrency=16, on_result=None, stop=None,
-                 path="/collector"):
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        sock.settimeout(0.2)
+                 path="/collector", ping_at_end=False):
+        """ping_at_end: once everything is answered, checks that the connection still works
+        (self.alive_at_end)."""
+        self.alive_at_end = None
+        sock = self._connect()
         conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
         conn.increment_flow_control_window(1 << 24)
         sock.sendall(conn.data_to_send())
-        req_headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
-                       (":authority", f"127.0.0.1:{self.port}"), *headers]
+        reqs = [b if isinstance(b, H2Request) else H2Request(b, path=path, headers=headers)
+                for b in bodies]
         results = [None] * len(bodies)
         pending = list(range(len(bodies)))
         pending.reverse()
@@ -579,6 +702,56 @@ class H2Client:
         goaway_info = {}
         rxbuf = b""
         deadline = time.monotonic() + self.timeout
+
+        def request_headers(req, data):
+            hdrs = [(":method", req.method), (":scheme", "https" if self.tls else "http"),
+                    (":path", req.path), (":authority", f"127.0.0.1:{self.port}"),
+                    *req.headers]
+            length = len(data) if req.content_length is None else req.content_length
+            if length is not False:
+                hdrs.append(("content-length", str(length)))
+            return hdrs
+
+        def send_body(sid, st):
+            req = st["req"]
+            while not st["sent"]:
+                try:
+                    window = conn.local_flow_control_window(sid)
+                except h2.exceptions.StreamClosedError:
+                    st["sent"] = True
+                    break
+                left = len(st["data"]) - st["off"]
+                if req.reset_after is not None:
+                    left = min(left, req.reset_after - st["off"])
+                n = min(window, conn.max_outbound_frame_size, left)
+                if req.reset_after is not None and left <= 0:
+                    conn.reset_stream(sid, error_code=8)  # CANCEL
+                    st["sent"] = True
+                    finish(sid, "client_reset")
+                    break
+                if n <= 0:
+                    break
+                end = st["off"] + n == len(st["data"])
+                try:
+                    conn.send_data(sid, st["data"][st["off"]:st["off"] + n], end_stream=end)
+                except h2.exceptions.StreamClosedError:
+                    st["sent"] = True  # the server reset it meanwhile
+                    break
+                st["off"] += n
+                st["sent"] = end
+
+        def early_answer(sid, st):
+            """The answer is complete and the body is not all sent."""
+            how = st["req"].on_early_answer
+            try:
+                if how == "reset":
+                    conn.reset_stream(sid)
+                    st["sent"] = True
+                elif how == "end":
+                    conn.end_stream(sid)
+                    st["sent"] = True
+            except h2.exceptions.H2Error:
+                st["sent"] = True
 
         def finish(sid, outcome):
             st = active.pop(sid)
@@ -598,28 +771,19 @@ class H2Client:
                         not (stop is not None and stop.is_set()):
                     idx = pending.pop()
                     sid = conn.get_next_available_stream_id()
-                    data = body_bytes(bodies[idx])
-                    conn.send_headers(sid, req_headers + [("content-length", str(len(data)))],
-                                      end_stream=not data)
-                    active[sid] = {"idx": idx, "data": data, "off": 0, "sent": not data,
-                                   "status": None, "resp": bytearray()}
+                    req = reqs[idx]
+                    data = req.body
+                    conn.send_headers(sid, request_headers(req, data), end_stream=not data)
+                    active[sid] = {"idx": idx, "req": req, "data": data, "off": 0,
+                                   "sent": not data, "status": None, "resp": bytearray(),
+                                   "answered": False}
                 if (stop is not None and stop.is_set()) or goaway:
                     pending.clear()
                 for sid, st in list(active.items()):
-                    while not st["sent"]:
-                        try:
-                            window = conn.local_flow_control_window(sid)
-                        except h2.exceptions.StreamClosedError:
-                            st["sent"] = True
-                            break
-                        n = min(window, conn.max_outbound_frame_size,
-                                len(st["data"]) - st["off"])
-                        if n <= 0:
-                            break
-                        end = st["off"] + n == len(st["data"])
-                        conn.send_data(sid, st["data"][st["off"]:st["off"] + n], end_stream=end)
-                        st["off"] += n
-                        st["sent"] = end
+                    send_body(sid, st)
+                    if st["answered"] and (st["sent"] or sid not in active):
+                        if sid in active:
+                            finish(sid, "response")
                 out = conn.data_to_send()
                 if out:
                     sock.sendall(out)
@@ -633,6 +797,7 @@ class H2Client:
                     data = b""
                 if not data:
                     closed = True
+                    self.closed = True
                     break
                 rxbuf += data
                 frames, rxbuf, goaways = split_goaway(rxbuf)
@@ -649,16 +814,20 @@ class H2Client:
                         if ev.stream_id in active:
                             active[ev.stream_id]["resp"] += ev.data
                     elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id in active:
-                        if not active[ev.stream_id]["sent"]:
-                            try:
-                                conn.reset_stream(ev.stream_id)
-                            except h2.exceptions.H2Error:
-                                pass
-                        finish(ev.stream_id, "response")
+                        st = active[ev.stream_id]
+                        st["answered"] = True
+                        if not st["sent"]:
+                            early_answer(ev.stream_id, st)
+                        if st["sent"]:
+                            finish(ev.stream_id, "response")
+                        # "continue": finished once the rest is sent or the server resets it
                     elif isinstance(ev, h2.events.StreamReset) and ev.stream_id in active:
-                        finish(ev.stream_id, "reset")
+                        st = active[ev.stream_id]
+                        st["sent"] = True
+                        finish(ev.stream_id, "response" if st["answered"] else "reset")
                     elif isinstance(ev, tuple) and ev[0] == "GOAWAY":
                         goaway = True
+                        self.goaways.append((ev[1], ev[2]))
                         goaway_info.update(last_stream_id=ev[1], error_code=ev[2])
                         goaway_info.setdefault("all", []).append((ev[1], ev[2]))
                         for sid in [s for s in active if s > ev[1]]:
@@ -669,6 +838,8 @@ class H2Client:
                         sock.sendall(out)
                     except OSError:
                         closed = True
+            if ping_at_end and not closed:
+                self.alive_at_end = self._ping(sock, conn, rxbuf)
         except (BrokenPipeError, ConnectionResetError, h2.exceptions.ProtocolError):
             pass
         finally:

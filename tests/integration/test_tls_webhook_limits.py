@@ -17,46 +17,16 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, 
 
 from harness import (BIN, Kohaku, SqliteStore, all_counts, envelope, fixture_files, load_stats,
                      need_tool, post_h2, sora_id)
+from helpers import make_cert, make_pki
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 # --- certificates -------------------------------------------------------------------------------
 
-def openssl(*args, cwd):
-    need_tool("openssl")
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-            "-out", f"{name}.crt", "-subj", f"/CN={name}", "-days", "2", cwd=d)
-
-
-def make_cert(d, name, ca, cn, server=False):
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", cn, cwd=d)
-    ext = []
-    if server:
-        with open(os.path.join(d, "san.ext"), "w") as f:
-            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        ext = ["-extfile", "san.ext"]
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *ext, cwd=d)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("pki"))
-    make_ca(d, "ca")
-    make_ca(d, "otherca")
-    make_cert(d, "server", "ca", "/CN=127.0.0.1", server=True)
-    make_cert(d, "client", "ca", "/CN=sora-node-1/O=Sora")
-    make_cert(d, "stranger", "otherca", "/CN=stranger")
-    with open(os.path.join(d, "fullchain.pem"), "w") as out:
-        for part in ("server.crt", "ca.crt"):
-            out.write(open(os.path.join(d, part)).read())
-    return d
+    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 @pytest.fixture
