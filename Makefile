@@ -7,7 +7,7 @@ PYTEST ?= /usr/bin/python3 -m pytest
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all test unit integration clean deps run install
+.PHONY: all test unit integration clean deps run install package
 
 all:
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
@@ -28,6 +28,9 @@ install:
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
 	@cmake --build $(BUILD) -j$$(nproc)
 	@DESTDIR="$(DESTDIR)" cmake --install $(BUILD)
+
+package:
+	@scripts/package
 
 run: all
 	@./$(BUILD)/kohaku $(if $(CONFIG),-C $(CONFIG))
