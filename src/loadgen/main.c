@@ -467,8 +467,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
                 (what & BEV_EVENT_ERROR) ? evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR())
                                          : "eof");
         c->dead = true;
-        /* streams still open on it failed */
-        c->lg->errors += c->inflight;
+        /* streams still open on it failed; a connection that never opened is a failure too
+         * (the exit status must not say all was well when nothing could be sent) */
+        c->lg->errors += c->inflight + !c->connected;
         c->lg->done += c->inflight;
         c->inflight = 0;
         pump(c->lg);

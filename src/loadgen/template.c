@@ -326,7 +326,7 @@ int lg_template_render(const struct lg_template *t, double elapsed_ms, double no
 
 const char *lg_default_fixtures(void)
 {
-    if (access(KH_SOURCE_FIXTURES, R_OK | X_OK) == 0)
+    if (KH_SOURCE_FIXTURES[0] && access(KH_SOURCE_FIXTURES, R_OK | X_OK) == 0)
         return KH_SOURCE_FIXTURES;
     return KH_INSTALLED_FIXTURES;
 }
