@@ -41,6 +41,8 @@ int kh_buf_reserve(struct kh_buf *b, size_t n)
 
 int kh_buf_append(struct kh_buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return 0; /* b->data may still be NULL */
     int rc = kh_buf_reserve(b, n);
     if (rc != 0)
         return rc;

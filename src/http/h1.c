@@ -78,7 +78,8 @@ static int on_url(http_parser *p, const char *at, size_t n)
 static void flush_header(struct h1 *h)
 {
     if (h->name.len)
-        kh_request_header(h->req, h->name.data, h->name.len, h->value.data, h->value.len);
+        kh_request_header(h->req, h->name.data, h->name.len,
+                          h->value.len ? h->value.data : "", h->value.len);
     kh_buf_reset(&h->name);
     kh_buf_reset(&h->value);
 }

@@ -121,6 +121,8 @@ bool kh_conn_stopping(const struct kh_conn *c) { return c->srv->stopping; }
 static int sniff(struct kh_conn *c, struct evbuffer *in)
 {
     size_t have = evbuffer_get_length(in);
+    if (have == 0)
+        return 0; /* a read event with nothing in it (a pair's EOF flush) */
     size_t n = have < sizeof(h2_preface) - 1 ? have : sizeof(h2_preface) - 1;
     unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
     bool h2 = memcmp(p, h2_preface, n) == 0;
