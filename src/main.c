@@ -82,7 +82,7 @@ static int load_config(struct kh_config *cfg, const char *path, bool explicit_pa
         }
     }
     if (kh_config_finish(cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "kohaku: %s: %s\n", path, err);
+        fprintf(stderr, "kohaku: %s\n", err);
         kh_config_cleanup(cfg);
         return -1;
     }
@@ -229,14 +229,13 @@ static bool config_file_used(void)
  * cleaned up and err says why ("FILE:LINE: key: reason"). */
 static int reread_config(struct kh_config *fresh, char *err, size_t errlen)
 {
-    char why[512];
     if (kh_config_init(fresh) != 0) {
         snprintf(err, errlen, "out of memory");
         return KH_ENOMEM;
     }
     int rc = config_file_used() ? kh_config_load(fresh, hup.path, err, errlen) : 0;
-    if (rc == 0 && (rc = kh_config_finish(fresh, why, sizeof(why))) != 0)
-        snprintf(err, errlen, "%s: %s", hup.path, why);
+    if (rc == 0)
+        rc = kh_config_finish(fresh, err, errlen);
     if (rc != 0)
         kh_config_cleanup(fresh);
     return rc;
@@ -491,6 +490,7 @@ int main(int argc, char **argv)
     open_log(&cfg);
     signal(SIGPIPE, SIG_IGN);
     kh_config_log(&cfg);
+    kh_config_log_ignored(&cfg);
 
     int rc = 1;
     struct kh_store store = {0};
