@@ -89,6 +89,13 @@ static int load_config(struct kh_config *cfg, const char *path, bool explicit_pa
     return 0;
 }
 
+/* A failure that stops start-up: logged, and on stderr too when the log goes elsewhere. */
+static void fatal(const char *msg, const char *error)
+{
+    kh_log(KH_LOG_ERROR, msg, error);
+    kh_log_stderr(msg, error);
+}
+
 static void log_path(const struct kh_config *cfg, char *path, size_t len)
 {
     snprintf(path, len, "%s/%s", cfg->log_dir[0] ? cfg->log_dir : ".", cfg->log_name);
@@ -122,7 +129,7 @@ static int open_store(struct kh_store *store, const struct kh_config *cfg, int s
     const char *err = NULL;
     store->ops = kh_store_find(cfg->storage);
     if (store->ops == NULL) {
-        kh_log(KH_LOG_ERROR, "storage backend not available in this build", cfg->storage);
+        fatal("storage backend not available in this build", cfg->storage);
         return -1;
     }
     int rc = store->ops->open(store, cfg, &err);
@@ -145,6 +152,7 @@ static int open_store(struct kh_store *store, const struct kh_config *cfg, int s
             kh_log_str(&l, "error", err);
             kh_log_end(&l);
         }
+        kh_log_stderr("storage failed to open", err);
         store->ops->close(store);
         return -1;
     }
@@ -345,40 +353,40 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     rt.app.cfg = cfg;
     rt.app.store = store;
     if (store->ops->start(store) != 0) {
-        kh_log(KH_LOG_ERROR, "storage: cannot start its background work", NULL);
+        fatal("storage: cannot start its background work", NULL);
         return 1;
     }
     if (evthread_use_pthreads() != 0 || (rt.base = event_base_new()) == NULL) {
-        kh_log(KH_LOG_ERROR, "event loop: cannot start", NULL);
+        fatal("event loop: cannot start", NULL);
         return 1;
     }
     rt.batcher = kh_batcher_new(rt.base, store, cfg);
     if (rt.batcher == NULL) {
-        kh_log(KH_LOG_ERROR, "batcher: cannot start the writer thread", NULL);
+        fatal("batcher: cannot start the writer thread", NULL);
         goto fail_batcher;
     }
     rt.app.batcher = rt.batcher;
     if (cfg->spool_dir[0]) {
         rt.app.spool = kh_spool_open(cfg, err, sizeof(err));
         if (rt.app.spool == NULL) {
-            kh_log(KH_LOG_ERROR, "spool failed to open", err);
+            fatal("spool failed to open", err);
             goto fail_spool;
         }
         if (kh_spool_start(rt.app.spool, rt.base, kh_collector_replay, &rt.app) != 0) {
-            kh_log(KH_LOG_ERROR, "spool: cannot start its thread", NULL);
+            fatal("spool: cannot start its thread", NULL);
             goto fail_server;
         }
     }
     if (cfg->parse_threads > 0 &&
         (rt.app.parsepool = kh_parsepool_new(rt.base, (int)cfg->parse_threads)) == NULL) {
-        kh_log(KH_LOG_ERROR, "parse pool: cannot start its threads", NULL);
+        fatal("parse pool: cannot start its threads", NULL);
         goto fail_server;
     }
     struct kh_listen spec = {.addr = cfg->listen_addr, .port = (int)cfg->listen_port,
                              .https = cfg->https};
     rt.srv = kh_server_new(rt.base, &rt.app, &spec, err, sizeof(err));
     if (rt.srv == NULL) {
-        kh_log(KH_LOG_ERROR, "listener failed", err);
+        fatal("listener failed", err);
         goto fail_server;
     }
     struct kh_listen mspec = {.addr = cfg->exporter_listen_addr,
@@ -386,7 +394,7 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
                               .https = cfg->exporter_https, .metrics = true};
     rt.metrics_srv = kh_server_new(rt.base, &rt.app, &mspec, err, sizeof(err));
     if (rt.metrics_srv == NULL) {
-        kh_log(KH_LOG_ERROR, "metrics listener failed", err);
+        fatal("metrics listener failed", err);
         kh_server_free(rt.srv);
         goto fail_server;
     }
@@ -495,7 +503,7 @@ int main(int argc, char **argv)
     int rc = 1;
     struct kh_store store = {0};
     if (kh_schema_init() != 0) {
-        kh_log(KH_LOG_ERROR, "out of memory", NULL);
+        fatal("out of memory", NULL);
         goto out;
     }
     bool serving = strcmp(command, "serve") == 0;
