@@ -9,6 +9,13 @@
 #include <event2/thread.h>
 #include <getopt.h>
 #include <signal.h>
+/* only for --version: each library's own run-time version call */
+#include <http_parser.h>
+#include <libpq-fe.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+#include <yajl/yajl_version.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +64,7 @@ static void usage(FILE *fp)
             "Options:\n"
             "  -C, --config FILE read settings from FILE (default ./config.ini; defaults are\n"
             "                    used when ./config.ini does not exist)\n"
-            "  -V, --version     print the version and exit\n"
+            "  -V, --version     print the version and the libraries' versions, and exit\n"
             "  -h, --help        print this help and exit\n"
             "      --config-example  print a commented config file with every default\n"
             "      --schema-version N  with migrate: stop at schema version N (for upgrade\n"
@@ -65,6 +72,23 @@ static void usage(FILE *fp)
             "\n"
             "Settings (key = value lines, see config.example.ini):\n");
     kh_config_print_help(fp);
+}
+
+/* kohaku's version, then the run-time version of each library it is linked with (what the
+ * loader found, which may be newer than what it was built against). libinih has no version
+ * call. */
+static void print_version(void)
+{
+    int pq = PQlibVersion(), yajl = yajl_version();
+    unsigned long hp = http_parser_version();
+    printf("kohaku %s\n", KOHAKU_VERSION);
+    printf("nghttp2 %s\n", nghttp2_version(0)->version_str);
+    printf("libevent %s\n", event_get_version());
+    printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("SQLite %s\n", sqlite3_libversion());
+    printf("libpq %d.%d\n", pq / 10000, pq % 10000);
+    printf("yajl %d.%d.%d\n", yajl / 10000, yajl / 100 % 100, yajl % 100);
+    printf("http-parser %lu.%lu.%lu\n", hp >> 16 & 255, hp >> 8 & 255, hp & 255);
 }
 
 static int load_config(struct kh_config *cfg, const char *path, bool explicit_path)
@@ -453,7 +477,35 @@ fail_batcher:
     return rc;
 }
 
-int main(int argc, char **argv)
+struct args {
+    const char *config_path;
+    bool explicit_path;
+    int schema_target;
+    const char *command;
+};
+
+/* A bad option gets one line naming it; the whole usage is kohaku --help. optopt is the short
+ * option at fault, or 0 for an unknown long one; argv[optind - 1] is the argument it came in. */
+static int bad_option(int opt, char **argv)
+{
+    const char *arg = argv[optind - 1];
+    int len = (int)strcspn(arg, "=");
+    bool is_long = strncmp(arg, "--", 2) == 0;
+    if (opt == ':' && is_long)
+        fprintf(stderr, "kohaku: option '%.*s' needs a value; see kohaku --help\n", len, arg);
+    else if (opt == ':')
+        fprintf(stderr, "kohaku: option '-%c' needs a value; see kohaku --help\n", optopt);
+    else if (is_long && optopt != 0)
+        fprintf(stderr, "kohaku: option '%.*s' takes no value; see kohaku --help\n", len, arg);
+    else if (is_long)
+        fprintf(stderr, "kohaku: unknown option '%.*s'; see kohaku --help\n", len, arg);
+    else
+        fprintf(stderr, "kohaku: unknown option '-%c'; see kohaku --help\n", optopt);
+    return 2;
+}
+
+/* The options; returns -1 to go on, or the exit status (printing done). */
+static int parse_options(int argc, char **argv, struct args *a)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'C'},
                                          {"version", no_argument, NULL, 'V'},
@@ -461,40 +513,62 @@ int main(int argc, char **argv)
                                          {"config-example", no_argument, NULL, 'E'},
                                          {"schema-version", required_argument, NULL, 'S'},
                                          {NULL, 0, NULL, 0}};
-    const char *config_path = "./config.ini";
-    bool explicit_path = false;
-    int schema_target = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "C:Vh", opts, NULL)) != -1) {
+    opterr = 0; /* bad_option says it, once */
+    while ((opt = getopt_long(argc, argv, ":C:Vh", opts, NULL)) != -1) {
         switch (opt) {
         case 'C':
-            config_path = optarg;
-            explicit_path = true;
+            a->config_path = optarg;
+            a->explicit_path = true;
             break;
-        case 'V': printf("kohaku %s\n", KOHAKU_VERSION); return 0;
+        case 'V': print_version(); return 0;
         case 'h': usage(stdout); return 0;
         case 'E': kh_config_print_example(stdout); return 0;
-        case 'S': schema_target = atoi(optarg); break;
-        default: usage(stderr); return 2;
+        case 'S': a->schema_target = atoi(optarg); break;
+        default: return bad_option(opt, argv);
         }
     }
-    const char *command = optind < argc ? argv[optind] : "serve";
-    if (optind + 1 < argc || (strcmp(command, "serve") != 0 && strcmp(command, "migrate") != 0)) {
-        fprintf(stderr, "kohaku: unknown command '%s' (expected serve or migrate)\n", command);
+    return -1;
+}
+
+/* Options, then the command; returns -1 to go on, or the exit status. */
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    int rc = parse_options(argc, argv, a);
+    if (rc >= 0)
+        return rc;
+    a->command = optind < argc ? argv[optind] : "serve";
+    if (optind + 1 < argc) {
+        fprintf(stderr, "kohaku: unexpected argument '%s'; see kohaku --help\n",
+                argv[optind + 1]);
         return 2;
     }
-    if (schema_target != 0 && strcmp(command, "migrate") != 0) {
+    if (strcmp(a->command, "serve") != 0 && strcmp(a->command, "migrate") != 0) {
+        fprintf(stderr, "kohaku: unknown command '%s' (expected serve or migrate)\n",
+                a->command);
+        return 2;
+    }
+    if (a->schema_target != 0 && strcmp(a->command, "migrate") != 0) {
         fprintf(stderr, "kohaku: --schema-version only goes with migrate\n");
         return 2;
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct args args = {.config_path = "./config.ini"};
+    int parsed = parse_args(argc, argv, &args);
+    if (parsed >= 0)
+        return parsed;
 
     struct kh_config cfg;
-    if (load_config(&cfg, config_path, explicit_path) != 0)
+    if (load_config(&cfg, args.config_path, args.explicit_path) != 0)
         return 2;
     kh_log_set_level(cfg.debug ? KH_LOG_DEBUG : KH_LOG_INFO);
     hup.cfg = &cfg;
-    hup.path = config_path;
-    hup.explicit_path = explicit_path;
+    hup.path = args.config_path;
+    hup.explicit_path = args.explicit_path;
     open_log(&cfg);
     signal(SIGPIPE, SIG_IGN);
     kh_config_log(&cfg);
@@ -506,8 +580,8 @@ int main(int argc, char **argv)
         fatal("out of memory", NULL);
         goto out;
     }
-    bool serving = strcmp(command, "serve") == 0;
-    if (open_store(&store, &cfg, schema_target, serving) != 0)
+    bool serving = strcmp(args.command, "serve") == 0;
+    if (open_store(&store, &cfg, args.schema_target, serving) != 0)
         goto out_schema;
     rc = serving ? serve(&cfg, &store) : 0;
     store.ops->close(&store);

@@ -1,6 +1,7 @@
-"""The command line: --version, --help, config errors reported as FILE:LINE with the key,
-and a config file with comments and blank lines."""
+"""The command line: --version (with the libraries' versions), --help, bad options, config
+errors reported as FILE:LINE with the key, and a config file with comments and blank lines."""
 import re
+import sqlite3
 import subprocess
 
 import pytest
@@ -17,11 +18,43 @@ def run(*args, timeout=10):
                           stdin=subprocess.DEVNULL)
 
 
+LIBRARIES = ["nghttp2", "libevent", "OpenSSL", "SQLite", "libpq", "yajl", "http-parser"]
+
+
 @pytest.mark.parametrize("flag", ["-V", "--version"])
 def test_version(flag):
+    """kohaku's version, then each library's run-time version, one per line."""
     out = run(flag)
     assert out.returncode == 0, out
-    assert re.fullmatch(r"kohaku \d+\.\d+\.\d+\n?", out.stdout), out.stdout
+    lines = out.stdout.splitlines()
+    assert re.fullmatch(r"kohaku \d+\.\d+\.\d+", lines[0]), out.stdout
+    versions = {}
+    for line in lines[1:]:
+        m = re.fullmatch(r"(\S+) (\d+\.\d+(?:\.\d+)?)\S*(?: .*)?", line)
+        assert m, f"not 'library version': {line!r}"
+        versions[m.group(1)] = m.group(2)
+    assert list(versions) == LIBRARIES, out.stdout
+    # the library actually loaded: Debian's python3 uses the same libsqlite3
+    assert versions["SQLite"] == sqlite3.sqlite_version, (versions, sqlite3.sqlite_version)
+    assert out.stderr == ""
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--x"], "kohaku: unknown option '--x'; see kohaku --help\n"),
+    (["--no-such=1"], "kohaku: unknown option '--no-such'; see kohaku --help\n"),
+    (["-x"], "kohaku: unknown option '-x'; see kohaku --help\n"),
+    (["-C"], "kohaku: option '-C' needs a value; see kohaku --help\n"),
+    (["--config"], "kohaku: option '--config' needs a value; see kohaku --help\n"),
+    (["--version=2"], "kohaku: option '--version' takes no value; see kohaku --help\n"),
+    (["serve", "now"], "kohaku: unexpected argument 'now'; see kohaku --help\n"),
+], ids=["long", "long-with-value", "short", "short-needs-value", "long-needs-value",
+        "flag-with-value", "extra-argument"])
+def test_bad_option_prints_one_line(args, message):
+    """Not the whole help: one line naming the option, exit status 2, nothing started."""
+    out = run(*args)
+    assert out.returncode == 2, out
+    assert out.stderr == message
+    assert out.stdout == ""
 
 
 def test_help_lists_config_keys():
