@@ -120,6 +120,15 @@ static void fatal(const char *msg, const char *error)
     kh_log_stderr(msg, error);
 }
 
+/* The same for an error in a config value that a module found ("tls_fullchain_file: ..."):
+ * with the file and line that set it. */
+static void fatal_cited(const struct kh_config *cfg, const char *msg, const char *error)
+{
+    char cited[1500];
+    kh_config_cite(cfg, error, cited, sizeof(cited));
+    fatal(msg, cited);
+}
+
 static void log_path(const struct kh_config *cfg, char *path, size_t len)
 {
     snprintf(path, len, "%s/%s", cfg->log_dir[0] ? cfg->log_dir : ".", cfg->log_name);
@@ -337,8 +346,11 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     /* the stats listener and, with exporter_https, the metrics listener: each has its own
      * TLS context, loaded from the same files; each keeps its certificates on failure */
     if (kh_server_reload_tls(rt->srv, err, sizeof(err)) != 0 ||
-        kh_server_reload_tls(rt->metrics_srv, err, sizeof(err)) != 0)
-        kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", err);
+        kh_server_reload_tls(rt->metrics_srv, err, sizeof(err)) != 0) {
+        char cited[1500];
+        kh_config_cite(hup.cfg, err, cited, sizeof(cited));
+        kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", cited);
+    }
     else if (rt->app.cfg->https || rt->app.cfg->exporter_https)
         kh_log(KH_LOG_INFO, "reloaded: tls certificates", NULL);
 }
@@ -393,7 +405,7 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     if (cfg->spool_dir[0]) {
         rt.app.spool = kh_spool_open(cfg, err, sizeof(err));
         if (rt.app.spool == NULL) {
-            fatal("spool failed to open", err);
+            fatal_cited(cfg, "spool failed to open", err);
             goto fail_spool;
         }
         if (kh_spool_start(rt.app.spool, rt.base, kh_collector_replay, &rt.app) != 0) {
@@ -410,7 +422,7 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
                              .https = cfg->https};
     rt.srv = kh_server_new(rt.base, &rt.app, &spec, err, sizeof(err));
     if (rt.srv == NULL) {
-        fatal("listener failed", err);
+        fatal_cited(cfg, "listener failed", err);
         goto fail_server;
     }
     struct kh_listen mspec = {.addr = cfg->exporter_listen_addr,
@@ -418,7 +430,7 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
                               .https = cfg->exporter_https, .metrics = true};
     rt.metrics_srv = kh_server_new(rt.base, &rt.app, &mspec, err, sizeof(err));
     if (rt.metrics_srv == NULL) {
-        fatal("metrics listener failed", err);
+        fatal_cited(cfg, "metrics listener failed", err);
         kh_server_free(rt.srv);
         goto fail_server;
     }

@@ -623,6 +623,22 @@ refuse(const struct kh_config *cfg, const char *key, const char *alt, char *err,
     return KH_EINVAL;
 }
 
+void kh_config_cite(const struct kh_config *cfg, const char *msg, char *out, size_t outlen)
+{
+    char key[64], at[4200] = "";
+    size_t n = strcspn(msg, ":");
+    if (msg[n] == ':' && msg[n + 1] == ' ' && n < sizeof(key)) {
+        memcpy(key, msg, n);
+        key[n] = '\0';
+        if (find_param(key))
+            where(cfg, key, NULL, at, sizeof(at));
+    }
+    if (at[0])
+        snprintf(out, outlen, "%s: %s", at, msg);
+    else
+        snprintf(out, outlen, "%s", msg);
+}
+
 static int check_tls(const struct kh_config *cfg, char *err, size_t errlen)
 {
     bool files = cfg->tls_fullchain_file[0] && cfg->tls_privkey_file[0];
@@ -707,6 +723,23 @@ static void append_key(char *list, size_t len, const char *key)
     snprintf(list + used, len - used, "%s%s", used ? "," : "", key);
 }
 
+/* live takes the lines of fresh: where each key is in the file as it is now (errors found
+ * later, in certificate files reloaded from those keys, cite them). */
+static void take_origin(struct kh_config *live, const struct kh_config *fresh)
+{
+    const char *name = fresh->origin.file;
+    if (name == NULL || live->origin.file == NULL || strcmp(name, live->origin.file) != 0) {
+        char *copy = name ? strdup(name) : NULL;
+        free(live->origin.file);
+        live->origin.file = copy;
+        if (name && copy == NULL) {
+            memset(live->origin.line, 0, sizeof(live->origin.line));
+            return;
+        }
+    }
+    memcpy(live->origin.line, fresh->origin.line, sizeof(live->origin.line));
+}
+
 int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char *changed,
                      size_t changedlen)
 {
@@ -750,6 +783,7 @@ int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char
         append_key(changed, changedlen, p->name);
         n++;
     }
+    take_origin(live, fresh);
     return n;
 }
 

@@ -111,13 +111,19 @@ int kh_config_set(struct kh_config *cfg, const char *key, const char *value, cha
 int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen);
 /* The line of the last loaded file that set key (any case), 0 when it did not. */
 int kh_config_line(const struct kh_config *cfg, const char *key);
+/* For what other modules find wrong with a config value (a certificate file that does not
+ * load, a listen address): when msg starts with "key: " for a key of the table, writes
+ * "FILE:LINE: msg" into out, citing the line that set it as kh_config_finish does; otherwise
+ * msg as it is. */
+void kh_config_cite(const struct kh_config *cfg, const char *msg, char *out, size_t outlen);
 
 /* SIGHUP: applies to live the values of fresh (a config loaded and finished from the same
  * file) that can change at run time, those marked "reloaded on SIGHUP" in --help; strings are
  * copied. A key that differs but needs a restart keeps its live value and is logged as a
  * warning "config changed; needs a restart" naming it. The applied keys go into changed,
- * comma-separated (may be NULL). Returns how many were applied, or KH_ENOMEM (nothing
- * applied). Call on the thread that reads the config (the loop). */
+ * comma-separated (may be NULL). live takes the lines fresh was read from. Returns how many
+ * were applied, or KH_ENOMEM (nothing applied). Call on the thread that reads the config (the
+ * loop). */
 int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char *changed,
                      size_t changedlen);
 

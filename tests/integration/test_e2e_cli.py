@@ -382,3 +382,20 @@ def test_port_in_use_is_said_once_when_logging_to_stdout(tmp_path, busy_port):
     assert rc == 1
     assert both.count("listener failed") == 1, both
     assert '"msg":"listener failed"' in both
+
+
+@pytest.mark.parametrize("extra,bad,key", [
+    ([], "listen_addr = localhost", "listen_addr"),
+    (["https = true", 'tls_privkey_file = "/etc/hostname"'],
+     'tls_fullchain_file = "/nonexistent/server.crt"', "tls_fullchain_file"),
+], ids=["listen-address", "certificate-file"])
+def test_value_refused_at_start_up_names_file_and_line(tmp_path, extra, bad, key):
+    """A value the listener refuses (not a numeric address, a certificate that does not load)
+    is named with the line that set it, on stderr and in the log."""
+    lines = stats_listener(free_port()) + ["storage = null"] + extra + [bad]
+    rc, out, err = start_and_fail(tmp_path, lines)
+    assert rc == 1
+    cfg = tmp_path / "kohaku.ini"
+    assert err.startswith(f"kohaku: listener failed: {cfg}:{len(lines)}: {key}: "), err
+    failed = [l for l in out.splitlines() if '"msg":"listener failed"' in l]
+    assert failed and f"{cfg}:{len(lines)}: {key}: " in failed[0], out

@@ -469,6 +469,55 @@ static void test_cross_key_errors_cite_lines(void **state)
     kh_config_cleanup(&cfg);
 }
 
+/* What other modules find wrong in a value ("tls_fullchain_file: ...") gets the key's line. */
+static void test_cite_module_errors(void **state)
+{
+    (void)state;
+    struct kh_config cfg;
+    char err[512], out[1024], want[1024], *path;
+    assert_int_equal(load(&cfg, "debug = false\ntls_fullchain_file = /x.pem\n", err,
+                          sizeof(err), &path),
+                     0);
+    kh_config_cite(&cfg, "tls_fullchain_file: /x.pem: no such file", out, sizeof(out));
+    snprintf(want, sizeof(want), "%s:2: tls_fullchain_file: /x.pem: no such file", path);
+    assert_string_equal(out, want);
+    kh_config_cite(&cfg, "listen_addr: 'x' is not a numeric address", out, sizeof(out));
+    snprintf(want, sizeof(want), "%s: listen_addr: 'x' is not a numeric address", path);
+    assert_string_equal(out, want); /* not set by the file: the file alone */
+    kh_config_cite(&cfg, "cannot listen on 127.0.0.1:1: denied", out, sizeof(out));
+    assert_string_equal(out, "cannot listen on 127.0.0.1:1: denied");
+    kh_config_cite(&cfg, "spool: out of memory", out, sizeof(out));
+    assert_string_equal(out, "spool: out of memory");
+    free(path);
+    kh_config_cleanup(&cfg);
+    assert_int_equal(kh_config_init(&cfg), 0); /* no file: as it is */
+    kh_config_cite(&cfg, "tls_fullchain_file: /x.pem: bad", out, sizeof(out));
+    assert_string_equal(out, "tls_fullchain_file: /x.pem: bad");
+    kh_config_cleanup(&cfg);
+}
+
+/* After SIGHUP the lines are those of the file as it is now. */
+static void test_reload_takes_the_new_lines(void **state)
+{
+    (void)state;
+    struct kh_config live, fresh;
+    char err[256];
+    assert_int_equal(kh_config_init(&live), 0);
+    assert_int_equal(kh_config_load_string(&live, "k.ini", "retry_after = 3\n", err, 256), 0);
+    assert_int_equal(kh_config_init(&fresh), 0);
+    assert_int_equal(
+        kh_config_load_string(&fresh, "k.ini", "# moved\n\nretry_after = 4\n", err, 256), 0);
+    FILE *fp = tmpfile();
+    kh_log_set_stream(fp);
+    assert_int_equal(kh_config_reload(&live, &fresh, NULL, 0), 1);
+    kh_log_set_stream(NULL);
+    fclose(fp);
+    kh_config_cleanup(&fresh);
+    assert_int_equal(kh_config_line(&live, "retry_after"), 3);
+    assert_string_equal(live.origin.file, "k.ini");
+    kh_config_cleanup(&live);
+}
+
 static void test_yaml_hints(void **state)
 {
     (void)state;
@@ -794,6 +843,8 @@ int main(void)
         cmocka_unit_test(test_quote_errors),
         cmocka_unit_test(test_lines_through_long_lines),
         cmocka_unit_test(test_cross_key_errors_cite_lines),
+        cmocka_unit_test(test_cite_module_errors),
+        cmocka_unit_test(test_reload_takes_the_new_lines),
         cmocka_unit_test(test_yaml_hints),
         cmocka_unit_test(test_names_from_before_2023),
         cmocka_unit_test(test_kohaku_2023_1_example_style),
