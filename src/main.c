@@ -9,6 +9,13 @@
 #include <event2/thread.h>
 #include <getopt.h>
 #include <signal.h>
+/* only for --version: each library's own run-time version call */
+#include <http_parser.h>
+#include <libpq-fe.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+#include <yajl/yajl_version.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +64,7 @@ static void usage(FILE *fp)
             "Options:\n"
             "  -C, --config FILE read settings from FILE (default ./config.ini; defaults are\n"
             "                    used when ./config.ini does not exist)\n"
-            "  -V, --version     print the version and exit\n"
+            "  -V, --version     print the version and the libraries' versions, and exit\n"
             "  -h, --help        print this help and exit\n"
             "      --config-example  print a commented config file with every default\n"
             "      --schema-version N  with migrate: stop at schema version N (for upgrade\n"
@@ -65,6 +72,23 @@ static void usage(FILE *fp)
             "\n"
             "Settings (key = value lines, see config.example.ini):\n");
     kh_config_print_help(fp);
+}
+
+/* kohaku's version, then the run-time version of each library it is linked with (what the
+ * loader found, which may be newer than what it was built against). libinih has no version
+ * call. */
+static void print_version(void)
+{
+    int pq = PQlibVersion(), yajl = yajl_version();
+    unsigned long hp = http_parser_version();
+    printf("kohaku %s\n", KOHAKU_VERSION);
+    printf("nghttp2 %s\n", nghttp2_version(0)->version_str);
+    printf("libevent %s\n", event_get_version());
+    printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("SQLite %s\n", sqlite3_libversion());
+    printf("libpq %d.%d\n", pq / 10000, pq % 10000);
+    printf("yajl %d.%d.%d\n", yajl / 10000, yajl / 100 % 100, yajl % 100);
+    printf("http-parser %lu.%lu.%lu\n", hp >> 16 & 255, hp >> 8 & 255, hp & 255);
 }
 
 static int load_config(struct kh_config *cfg, const char *path, bool explicit_path)
@@ -82,11 +106,27 @@ static int load_config(struct kh_config *cfg, const char *path, bool explicit_pa
         }
     }
     if (kh_config_finish(cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "kohaku: %s: %s\n", path, err);
+        fprintf(stderr, "kohaku: %s\n", err);
         kh_config_cleanup(cfg);
         return -1;
     }
     return 0;
+}
+
+/* A failure that stops start-up: logged, and on stderr too when the log goes elsewhere. */
+static void fatal(const char *msg, const char *error)
+{
+    kh_log(KH_LOG_ERROR, msg, error);
+    kh_log_stderr(msg, error);
+}
+
+/* The same for an error in a config value that a module found ("tls_fullchain_file: ..."):
+ * with the file and line that set it. */
+static void fatal_cited(const struct kh_config *cfg, const char *msg, const char *error)
+{
+    char cited[1500];
+    kh_config_cite(cfg, error, cited, sizeof(cited));
+    fatal(msg, cited);
 }
 
 static void log_path(const struct kh_config *cfg, char *path, size_t len)
@@ -122,7 +162,7 @@ static int open_store(struct kh_store *store, const struct kh_config *cfg, int s
     const char *err = NULL;
     store->ops = kh_store_find(cfg->storage);
     if (store->ops == NULL) {
-        kh_log(KH_LOG_ERROR, "storage backend not available in this build", cfg->storage);
+        fatal("storage backend not available in this build", cfg->storage);
         return -1;
     }
     int rc = store->ops->open(store, cfg, &err);
@@ -145,6 +185,7 @@ static int open_store(struct kh_store *store, const struct kh_config *cfg, int s
             kh_log_str(&l, "error", err);
             kh_log_end(&l);
         }
+        kh_log_stderr("storage failed to open", err);
         store->ops->close(store);
         return -1;
     }
@@ -229,14 +270,13 @@ static bool config_file_used(void)
  * cleaned up and err says why ("FILE:LINE: key: reason"). */
 static int reread_config(struct kh_config *fresh, char *err, size_t errlen)
 {
-    char why[512];
     if (kh_config_init(fresh) != 0) {
         snprintf(err, errlen, "out of memory");
         return KH_ENOMEM;
     }
     int rc = config_file_used() ? kh_config_load(fresh, hup.path, err, errlen) : 0;
-    if (rc == 0 && (rc = kh_config_finish(fresh, why, sizeof(why))) != 0)
-        snprintf(err, errlen, "%s: %s", hup.path, why);
+    if (rc == 0)
+        rc = kh_config_finish(fresh, err, errlen);
     if (rc != 0)
         kh_config_cleanup(fresh);
     return rc;
@@ -306,8 +346,11 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     /* the stats listener and, with exporter_https, the metrics listener: each has its own
      * TLS context, loaded from the same files; each keeps its certificates on failure */
     if (kh_server_reload_tls(rt->srv, err, sizeof(err)) != 0 ||
-        kh_server_reload_tls(rt->metrics_srv, err, sizeof(err)) != 0)
-        kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", err);
+        kh_server_reload_tls(rt->metrics_srv, err, sizeof(err)) != 0) {
+        char cited[1500];
+        kh_config_cite(hup.cfg, err, cited, sizeof(cited));
+        kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", cited);
+    }
     else if (rt->app.cfg->https || rt->app.cfg->exporter_https)
         kh_log(KH_LOG_INFO, "reloaded: tls certificates", NULL);
 }
@@ -346,40 +389,40 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     rt.app.cfg = cfg;
     rt.app.store = store;
     if (store->ops->start(store) != 0) {
-        kh_log(KH_LOG_ERROR, "storage: cannot start its background work", NULL);
+        fatal("storage: cannot start its background work", NULL);
         return 1;
     }
     if (evthread_use_pthreads() != 0 || (rt.base = event_base_new()) == NULL) {
-        kh_log(KH_LOG_ERROR, "event loop: cannot start", NULL);
+        fatal("event loop: cannot start", NULL);
         return 1;
     }
     rt.batcher = kh_batcher_new(rt.base, store, cfg);
     if (rt.batcher == NULL) {
-        kh_log(KH_LOG_ERROR, "batcher: cannot start the writer thread", NULL);
+        fatal("batcher: cannot start the writer thread", NULL);
         goto fail_batcher;
     }
     rt.app.batcher = rt.batcher;
     if (cfg->spool_dir[0]) {
         rt.app.spool = kh_spool_open(cfg, err, sizeof(err));
         if (rt.app.spool == NULL) {
-            kh_log(KH_LOG_ERROR, "spool failed to open", err);
+            fatal_cited(cfg, "spool failed to open", err);
             goto fail_spool;
         }
         if (kh_spool_start(rt.app.spool, rt.base, kh_collector_replay, &rt.app) != 0) {
-            kh_log(KH_LOG_ERROR, "spool: cannot start its thread", NULL);
+            fatal("spool: cannot start its thread", NULL);
             goto fail_server;
         }
     }
     if (cfg->parse_threads > 0 &&
         (rt.app.parsepool = kh_parsepool_new(rt.base, (int)cfg->parse_threads)) == NULL) {
-        kh_log(KH_LOG_ERROR, "parse pool: cannot start its threads", NULL);
+        fatal("parse pool: cannot start its threads", NULL);
         goto fail_server;
     }
     struct kh_listen spec = {.addr = cfg->listen_addr, .port = (int)cfg->listen_port,
                              .https = cfg->https};
     rt.srv = kh_server_new(rt.base, &rt.app, &spec, err, sizeof(err));
     if (rt.srv == NULL) {
-        kh_log(KH_LOG_ERROR, "listener failed", err);
+        fatal_cited(cfg, "listener failed", err);
         goto fail_server;
     }
     struct kh_listen mspec = {.addr = cfg->exporter_listen_addr,
@@ -387,7 +430,7 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
                               .https = cfg->exporter_https, .metrics = true};
     rt.metrics_srv = kh_server_new(rt.base, &rt.app, &mspec, err, sizeof(err));
     if (rt.metrics_srv == NULL) {
-        kh_log(KH_LOG_ERROR, "metrics listener failed", err);
+        fatal_cited(cfg, "metrics listener failed", err);
         kh_server_free(rt.srv);
         goto fail_server;
     }
@@ -446,7 +489,35 @@ fail_batcher:
     return rc;
 }
 
-int main(int argc, char **argv)
+struct args {
+    const char *config_path;
+    bool explicit_path;
+    int schema_target;
+    const char *command;
+};
+
+/* A bad option gets one line naming it; the whole usage is kohaku --help. optopt is the short
+ * option at fault, or 0 for an unknown long one; argv[optind - 1] is the argument it came in. */
+static int bad_option(int opt, char **argv)
+{
+    const char *arg = argv[optind - 1];
+    int len = (int)strcspn(arg, "=");
+    bool is_long = strncmp(arg, "--", 2) == 0;
+    if (opt == ':' && is_long)
+        fprintf(stderr, "kohaku: option '%.*s' needs a value; see kohaku --help\n", len, arg);
+    else if (opt == ':')
+        fprintf(stderr, "kohaku: option '-%c' needs a value; see kohaku --help\n", optopt);
+    else if (is_long && optopt != 0)
+        fprintf(stderr, "kohaku: option '%.*s' takes no value; see kohaku --help\n", len, arg);
+    else if (is_long)
+        fprintf(stderr, "kohaku: unknown option '%.*s'; see kohaku --help\n", len, arg);
+    else
+        fprintf(stderr, "kohaku: unknown option '-%c'; see kohaku --help\n", optopt);
+    return 2;
+}
+
+/* The options; returns -1 to go on, or the exit status (printing done). */
+static int parse_options(int argc, char **argv, struct args *a)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'C'},
                                          {"version", no_argument, NULL, 'V'},
@@ -454,52 +525,75 @@ int main(int argc, char **argv)
                                          {"config-example", no_argument, NULL, 'E'},
                                          {"schema-version", required_argument, NULL, 'S'},
                                          {NULL, 0, NULL, 0}};
-    const char *config_path = "./config.ini";
-    bool explicit_path = false;
-    int schema_target = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "C:Vh", opts, NULL)) != -1) {
+    opterr = 0; /* bad_option says it, once */
+    while ((opt = getopt_long(argc, argv, ":C:Vh", opts, NULL)) != -1) {
         switch (opt) {
         case 'C':
-            config_path = optarg;
-            explicit_path = true;
+            a->config_path = optarg;
+            a->explicit_path = true;
             break;
-        case 'V': printf("kohaku %s\n", KOHAKU_VERSION); return 0;
+        case 'V': print_version(); return 0;
         case 'h': usage(stdout); return 0;
         case 'E': kh_config_print_example(stdout); return 0;
-        case 'S': schema_target = atoi(optarg); break;
-        default: usage(stderr); return 2;
+        case 'S': a->schema_target = atoi(optarg); break;
+        default: return bad_option(opt, argv);
         }
     }
-    const char *command = optind < argc ? argv[optind] : "serve";
-    if (optind + 1 < argc || (strcmp(command, "serve") != 0 && strcmp(command, "migrate") != 0)) {
-        fprintf(stderr, "kohaku: unknown command '%s' (expected serve or migrate)\n", command);
+    return -1;
+}
+
+/* Options, then the command; returns -1 to go on, or the exit status. */
+static int parse_args(int argc, char **argv, struct args *a)
+{
+    int rc = parse_options(argc, argv, a);
+    if (rc >= 0)
+        return rc;
+    a->command = optind < argc ? argv[optind] : "serve";
+    if (optind + 1 < argc) {
+        fprintf(stderr, "kohaku: unexpected argument '%s'; see kohaku --help\n",
+                argv[optind + 1]);
         return 2;
     }
-    if (schema_target != 0 && strcmp(command, "migrate") != 0) {
+    if (strcmp(a->command, "serve") != 0 && strcmp(a->command, "migrate") != 0) {
+        fprintf(stderr, "kohaku: unknown command '%s' (expected serve or migrate)\n",
+                a->command);
+        return 2;
+    }
+    if (a->schema_target != 0 && strcmp(a->command, "migrate") != 0) {
         fprintf(stderr, "kohaku: --schema-version only goes with migrate\n");
         return 2;
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct args args = {.config_path = "./config.ini"};
+    int parsed = parse_args(argc, argv, &args);
+    if (parsed >= 0)
+        return parsed;
 
     struct kh_config cfg;
-    if (load_config(&cfg, config_path, explicit_path) != 0)
+    if (load_config(&cfg, args.config_path, args.explicit_path) != 0)
         return 2;
     kh_log_set_level(cfg.debug ? KH_LOG_DEBUG : KH_LOG_INFO);
     hup.cfg = &cfg;
-    hup.path = config_path;
-    hup.explicit_path = explicit_path;
+    hup.path = args.config_path;
+    hup.explicit_path = args.explicit_path;
     open_log(&cfg);
     signal(SIGPIPE, SIG_IGN);
     kh_config_log(&cfg);
+    kh_config_log_ignored(&cfg);
 
     int rc = 1;
     struct kh_store store = {0};
     if (kh_schema_init() != 0) {
-        kh_log(KH_LOG_ERROR, "out of memory", NULL);
+        fatal("out of memory", NULL);
         goto out;
     }
-    bool serving = strcmp(command, "serve") == 0;
-    if (open_store(&store, &cfg, schema_target, serving) != 0)
+    bool serving = strcmp(args.command, "serve") == 0;
+    if (open_store(&store, &cfg, args.schema_target, serving) != 0)
         goto out_schema;
     rc = serving ? serve(&cfg, &store) : 0;
     store.ops->close(&store);

@@ -1,11 +1,15 @@
 /*
  * config: the declarative settings table and its INI loader. See config.h.
  * Adding a key is one line in `params` plus a field in struct kh_config.
+ * libinih splits the file into lines, keys and values; this file reads each value the way
+ * Kohaku 2023.1's ini library (gopkg.in/ini.v1, ini.InsensitiveLoad) did (quotes, case) and
+ * counts lines itself, through inih's reader, so that every key keeps the line that set it.
  */
 #include "core/config.h"
 
 #include <errno.h>
 #include <ini.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,11 +31,15 @@ struct param {
      * keys that the running code reads from the live struct kh_config each time it uses
      * them; values copied at start (batcher, store, spool, listeners) need a restart. */
     bool reload;
+    /* IGNORED: accepted for Kohaku 2023.1 configs and not acted on; a value other than the
+     * default is logged as a warning at start-up (kh_config_log_ignored). */
+    bool ignored;
 };
 
 #define OFF(f) offsetof(struct kh_config, f)
 #define I64MAX INT64_MAX
 #define RELOAD true
+#define IGNORED true
 
 static const struct param params[] = {
     {"debug", P_BOOL, OFF(debug), "false", 0, 0, NULL, "log at debug level", RELOAD},
@@ -49,7 +57,9 @@ static const struct param params[] = {
     {"log_rotate_max_age", P_INT, OFF(log_rotate_max_age), "30", 0, I64MAX, NULL,
      "days a rotated log file is kept (0 = no limit)", RELOAD},
     {"log_rotate_compress", P_BOOL, OFF(log_rotate_compress), "false", 0, 0, NULL,
-     "accepted for Kohaku 2023.1 compatibility; rotated files are not compressed"},
+     "accepted for Kohaku 2023.1 compatibility; rotated files are not compressed (true is "
+     "logged as a warning at start-up)", false,
+     IGNORED},
     {"https", P_BOOL, OFF(https), "false", 0, 0, NULL,
      "serve TLS (h2 and http/1.1 by ALPN) on listen_port instead of plaintext"},
     {"listen_addr", P_STR, OFF(listen_addr), "0.0.0.0", 0, 0, NULL,
@@ -160,13 +170,21 @@ static const struct param params[] = {
 };
 
 #define NPARAMS (sizeof(params) / sizeof(params[0]))
+_Static_assert(NPARAMS <= KH_CONFIG_MAX_KEYS, "raise KH_CONFIG_MAX_KEYS in config.h");
 
+/* Key names match in any case, as in Kohaku 2023.1 (LISTEN_ADDR is listen_addr). */
 static const struct param *find_param(const char *name)
 {
     for (size_t i = 0; i < NPARAMS; i++)
-        if (strcmp(params[i].name, name) == 0)
+        if (strcasecmp(params[i].name, name) == 0)
             return &params[i];
     return NULL;
+}
+
+int kh_config_line(const struct kh_config *cfg, const char *key)
+{
+    const struct param *p = find_param(key);
+    return p ? cfg->origin.line[p - params] : 0;
 }
 
 static bool choice_ok(const char *choices, const char *v)
@@ -242,7 +260,10 @@ int kh_config_set(struct kh_config *cfg, const char *key, const char *value, cha
         snprintf(err, errlen, "unknown key '%s'", key);
         return KH_EINVAL;
     }
-    return set_param(cfg, p, value, err, errlen);
+    int rc = set_param(cfg, p, value, err, errlen);
+    if (rc == 0)
+        cfg->origin.line[p - params] = 0; /* no longer the file's value */
+    return rc;
 }
 
 int kh_config_init(struct kh_config *cfg)
@@ -265,30 +286,227 @@ void kh_config_cleanup(struct kh_config *cfg)
             free(*f);
             *f = NULL;
         }
+    free(cfg->origin.file);
+    cfg->origin.file = NULL;
 }
+
+/* ---- values as written: quotes and comments ---- */
+
+/* The quotes a value may be written in, as gopkg.in/ini.v1 reads them (Kohaku 2023.1). A
+ * backquote or triple-quoted value ends at the last such quote on its line; a "..." or '...'
+ * value at the next one. Nothing is escaped inside: a value that holds a quote character is
+ * written in another kind of quote. */
+struct quote {
+    const char *mark;
+    bool to_last;
+    const char *unterminated, *trailing;
+};
+
+static const struct quote quotes[] = {
+    {"\"\"\"", true, "no closing \"\"\" on its line (a value is one line)",
+     "text after the closing \"\"\""},
+    {"`", true, "no closing ` on its line (a value is one line)", "text after the closing `"},
+    {"\"", false, "unterminated quote: no closing \" on its line",
+     "text after the closing \" (no escapes inside quotes: a value holding \" goes in ' or `)"},
+    {"'", false, "unterminated quote: no closing ' on its line",
+     "text after the closing ' (no escapes inside quotes: a value holding ' goes in \" or `)"},
+};
+
+/* The quote v starts with: """ only when something follows it, as in ini.v1. */
+static const struct quote *quote_of(const char *v)
+{
+    for (size_t i = 0; i < sizeof(quotes) / sizeof(quotes[0]); i++) {
+        size_t n = strlen(quotes[i].mark);
+        if (strncmp(v, quotes[i].mark, n) == 0 && (n == 1 || v[n] != '\0'))
+            return &quotes[i];
+    }
+    return NULL;
+}
+
+static bool blank(char c) { return c == ' ' || c == '\t'; }
+
+/* After a closing quote: blanks, then nothing or a comment. */
+static bool only_comment(const char *s)
+{
+    while (blank(*s))
+        s++;
+    return *s == '\0' || *s == '#' || *s == ';';
+}
+
+/* Unquoted: '#' or ';' at the start or after a blank begins a comment (one glued to a word,
+ * as in a URI fragment or a password, is part of the value). */
+static void cut_comment(char *v)
+{
+    size_t n = 0;
+    while (v[n] && !((v[n] == '#' || v[n] == ';') && (n == 0 || blank(v[n - 1]))))
+        n++;
+    while (n > 0 && blank(v[n - 1]))
+        n--;
+    v[n] = '\0';
+}
+
+/* Reads v (a value as inih hands it, blanks around it stripped) in place: *out is the value,
+ * *quoted whether it was in quotes. On error *why says what is wrong. */
+static int read_value(char *v, char **out, bool *quoted, const char **why)
+{
+    const struct quote *q = quote_of(v);
+    *out = v;
+    *quoted = q != NULL;
+    if (q == NULL) {
+        cut_comment(v);
+        return 0;
+    }
+    size_t n = strlen(q->mark);
+    char *close = q->to_last ? strstr(v + n, q->mark) : strchr(v + n, q->mark[0]);
+    for (char *next; q->to_last && close && (next = strstr(close + 1, q->mark)) != NULL;)
+        close = next;
+    if (close == NULL) {
+        *why = q->unterminated;
+        return KH_EINVAL;
+    }
+    if (!only_comment(close + n)) {
+        *why = q->trailing;
+        return KH_EINVAL;
+    }
+    *close = '\0';
+    *out = v + n;
+    return 0;
+}
+
+/* ---- the loader ---- */
 
 struct load_ctx {
     struct kh_config *cfg;
+    FILE *fp;          /* the file, or */
+    const char *text;  /* what is left of the text in memory */
+    int line;          /* the line last handed to inih */
+    bool mid_line;     /* the last piece handed over did not end its line */
+    char head[256];    /* the start of that line */
     char err[512];
     bool failed;
 };
 
+/* fgets over text in memory. */
+static char *text_gets(char *buf, int num, const char **text)
+{
+    const char *s = *text;
+    int n = 0;
+    if (*s == '\0' || num < 2)
+        return NULL;
+    while (n < num - 1 && s[n] != '\0') {
+        buf[n] = s[n];
+        if (s[n++] == '\n')
+            break;
+    }
+    buf[n] = '\0';
+    *text = s + n;
+    return buf;
+}
+
+/* inih's reader: a line, or the next piece of a long one, per call. inih calls the handler for
+ * a line before reading the next, so ctx->line is the line of the key being handled. */
+static char *read_piece(char *buf, int num, void *stream)
+{
+    struct load_ctx *ctx = stream;
+    char *got = ctx->fp ? fgets(buf, num, ctx->fp) : text_gets(buf, num, &ctx->text);
+    if (got == NULL)
+        return NULL;
+    if (!ctx->mid_line) {
+        ctx->line++;
+        snprintf(ctx->head, sizeof(ctx->head), "%s", buf);
+    }
+    size_t n = strlen(buf);
+    ctx->mid_line = n > 0 && buf[n - 1] != '\n';
+    return got;
+}
+
+/* inih also splits "key: value" (as Python's configparser does). kohaku's INI is key = value:
+ * such a line comes from a YAML config (Kohaku 2022.1's config.yaml). */
+static bool yaml_key_line(const char *head) { return head[strcspn(head, "=:")] == ':'; }
+
+/* Lines of a YAML file that are no INI at all: a document marker or a list item. */
+static bool yaml_syntax_line(const char *head)
+{
+    head += strspn(head, " \t");
+    return strncmp(head, "---", 3) == 0 || (head[0] == '-' && (blank(head[1]) || !head[1]));
+}
+
+static bool yaml_name(const char *path)
+{
+    size_t n = strlen(path);
+    return (n >= 5 && strcasecmp(path + n - 5, ".yaml") == 0) ||
+           (n >= 4 && strcasecmp(path + n - 4, ".yml") == 0);
+}
+
+#define INI_HINT "kohaku reads INI; see config.example.ini"
+
+/* Names from before Kohaku 2023.1 (its YAML config and early INI): still unknown keys, with a
+ * hint. Kohaku 2023.1 itself did not read them either. */
+static const struct {
+    const char *name, *hint;
+} renamed[] = {
+    {"http2_fullchain_file", "renamed tls_fullchain_file in Kohaku 2023.1"},
+    {"http2_privkey_file", "renamed tls_privkey_file in Kohaku 2023.1"},
+    {"http2_verify_cacert_path", "renamed tls_verify_cacert_path in Kohaku 2023.1"},
+    {"http2_h2c", "Kohaku 2023.1 replaced it with https: h2c is https = false"},
+    {"log_debug", "not read by Kohaku 2023.1; debug sets the log level"},
+    {"timescale_url", "renamed postgres_uri in Kohaku 2023.1"},
+    {"timescale_rootcert_file", "renamed postgres_ca_cert_file in Kohaku 2023.1"},
+    {"timescale_sslmode", "dropped in Kohaku 2023.1: put sslmode=... in postgres_uri"},
+    {"collector_port", "Kohaku 2022.1's name: listen_port"},
+};
+
+static void unknown_key(struct load_ctx *ctx, const char *name)
+{
+    for (size_t i = 0; i < sizeof(renamed) / sizeof(renamed[0]); i++)
+        if (strcasecmp(name, renamed[i].name) == 0) {
+            snprintf(ctx->err, sizeof(ctx->err), "unknown key '%s' (%s)", name,
+                     renamed[i].hint);
+            return;
+        }
+    snprintf(ctx->err, sizeof(ctx->err), "unknown key '%s'", name);
+}
+
+/* Sets p from the value as written. "" (in any quotes) leaves a key at its default, and so does
+ * an empty text value; an empty number or boolean is an error. */
+static int apply_value(struct load_ctx *ctx, const struct param *p, const char *written)
+{
+    char *copy = strdup(written), *v;
+    bool quoted;
+    const char *why;
+    if (copy == NULL) {
+        snprintf(ctx->err, sizeof(ctx->err), "%s: out of memory", p->name);
+        return KH_ENOMEM;
+    }
+    int rc = read_value(copy, &v, &quoted, &why);
+    if (rc != 0) {
+        snprintf(ctx->err, sizeof(ctx->err), "%s: %s", p->name, why);
+    } else {
+        bool unset = v[0] == '\0' && (quoted || p->type == P_STR || p->type == P_ENUM);
+        rc = set_param(ctx->cfg, p, unset ? p->def : v, ctx->err, sizeof(ctx->err));
+    }
+    free(copy);
+    return rc;
+}
+
 static int on_ini_entry(void *user, const char *section, const char *name, const char *value)
 {
     struct load_ctx *ctx = user;
-    if (ctx->failed)
-        return 0;
-    if (section[0] != '\0') {
+    const struct param *p = NULL;
+    if (section[0] != '\0')
         snprintf(ctx->err, sizeof(ctx->err),
                  "section [%s]: kohaku's keys are flat; remove the section header", section);
-        ctx->failed = true;
-        return 0;
+    else if (yaml_key_line(ctx->head))
+        snprintf(ctx->err, sizeof(ctx->err),
+                 "%s: a YAML line (key: value), not key = value; " INI_HINT, name);
+    else if ((p = find_param(name)) == NULL)
+        unknown_key(ctx, name);
+    else if (apply_value(ctx, p, value) == 0) {
+        ctx->cfg->origin.line[p - params] = ctx->line;
+        return 1;
     }
-    if (kh_config_set(ctx->cfg, name, value, ctx->err, sizeof(ctx->err)) != 0) {
-        ctx->failed = true;
-        return 0;
-    }
-    return 1;
+    ctx->failed = true;
+    return 0;
 }
 
 static void ini_setup(void)
@@ -296,47 +514,174 @@ static void ini_setup(void)
     /* Debian's libinih exposes its limits at run time: allow long values (URIs). */
     ini_use_stack = false;
     ini_allow_realloc = true;
-    ini_allow_multiline = false; /* an indented line is an error, not a continued value */
+    ini_allow_multiline = false; /* an indented line is a line of its own */
     ini_max_line = 65536;
     ini_stop_on_first_error = true;
+    /* inline comments are read in read_value: a quoted value may hold ';' */
+    ini_allow_inline_comments = false;
 }
 
 static int load_result(struct load_ctx *ctx, const char *name, int line, char *err,
                        size_t errlen)
 {
-    if (line == -1) {
-        snprintf(err, errlen, "%s: cannot open: %s", name, strerror(errno));
-        return KH_EIO;
-    }
     if (line == -2) {
         snprintf(err, errlen, "%s: out of memory while reading", name);
         return KH_ENOMEM;
     }
-    if (line > 0) {
-        if (ctx->failed)
-            snprintf(err, errlen, "%s:%d: %s", name, line, ctx->err);
-        else
-            snprintf(err, errlen, "%s:%d: syntax error (expected key = value)", name, line);
-        return KH_EINVAL;
-    }
+    if (line == 0)
+        return 0;
+    if (ctx->failed)
+        snprintf(err, errlen, "%s:%d: %s", name, ctx->line, ctx->err);
+    else
+        snprintf(err, errlen, "%s:%d: syntax error (expected key = value)%s", name, ctx->line,
+                 yaml_syntax_line(ctx->head) ? "; a YAML line? " INI_HINT : "");
+    return KH_EINVAL;
+}
+
+/* The values about to be loaded come from name: lines recorded for another file are dropped. */
+static int set_origin(struct kh_config *cfg, const char *name)
+{
+    if (cfg->origin.file && strcmp(cfg->origin.file, name) == 0)
+        return 0;
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return KH_ENOMEM;
+    free(cfg->origin.file);
+    cfg->origin.file = copy;
+    memset(cfg->origin.line, 0, sizeof(cfg->origin.line));
     return 0;
+}
+
+static int load(struct load_ctx *ctx, const char *name, char *err, size_t errlen)
+{
+    if (set_origin(ctx->cfg, name) != 0) {
+        snprintf(err, errlen, "%s: out of memory", name);
+        return KH_ENOMEM;
+    }
+    ini_setup();
+    int line = ini_parse_stream(read_piece, ctx, on_ini_entry, ctx);
+    return load_result(ctx, name, line, err, errlen);
 }
 
 int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen)
 {
-    struct load_ctx ctx = {.cfg = cfg};
-    ini_setup();
-    int line = ini_parse(path, on_ini_entry, &ctx);
-    return load_result(&ctx, path, line, err, errlen);
+    if (yaml_name(path)) {
+        snprintf(err, errlen, "%s: a YAML file (Kohaku 2022.1's config.yaml?); " INI_HINT,
+                 path);
+        return KH_EINVAL;
+    }
+    struct load_ctx ctx = {.cfg = cfg, .fp = fopen(path, "r")};
+    if (ctx.fp == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return KH_EIO;
+    }
+    int rc = load(&ctx, path, err, errlen);
+    fclose(ctx.fp);
+    return rc;
 }
 
 int kh_config_load_string(struct kh_config *cfg, const char *name, const char *text, char *err,
                           size_t errlen)
 {
-    struct load_ctx ctx = {.cfg = cfg};
-    ini_setup();
-    int line = ini_parse_string(text, on_ini_entry, &ctx);
-    return load_result(&ctx, name, line, err, errlen);
+    struct load_ctx ctx = {.cfg = cfg, .text = text};
+    return load(&ctx, name, err, errlen);
+}
+
+/* ---- checks across keys, after loading ---- */
+
+/* "FILE:LINE" of the line that set key (or, when the file did not set it, alt), "FILE" when
+ * the file set neither, "" without a file. */
+static void where(const struct kh_config *cfg, const char *key, const char *alt, char *buf,
+                  size_t len)
+{
+    int line = kh_config_line(cfg, key);
+    if (line == 0 && alt)
+        line = kh_config_line(cfg, alt);
+    if (cfg->origin.file == NULL)
+        snprintf(buf, len, "%s", "");
+    else if (line > 0)
+        snprintf(buf, len, "%s:%d", cfg->origin.file, line);
+    else
+        snprintf(buf, len, "%s", cfg->origin.file);
+}
+
+/* err = "WHERE: " and the reason; returns KH_EINVAL. */
+__attribute__((format(printf, 6, 7))) static int
+refuse(const struct kh_config *cfg, const char *key, const char *alt, char *err, size_t errlen,
+       const char *fmt, ...)
+{
+    char at[4200];
+    if (errlen == 0)
+        return KH_EINVAL;
+    where(cfg, key, alt, at, sizeof(at));
+    int n = at[0] ? snprintf(err, errlen, "%s: ", at) : 0;
+    size_t used = n < 0 ? 0 : (size_t)n < errlen ? (size_t)n : errlen - 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + used, errlen - used, fmt, ap);
+    va_end(ap);
+    return KH_EINVAL;
+}
+
+void kh_config_cite(const struct kh_config *cfg, const char *msg, char *out, size_t outlen)
+{
+    char key[64], at[4200] = "";
+    size_t n = strcspn(msg, ":");
+    if (msg[n] == ':' && msg[n + 1] == ' ' && n < sizeof(key)) {
+        memcpy(key, msg, n);
+        key[n] = '\0';
+        if (find_param(key))
+            where(cfg, key, NULL, at, sizeof(at));
+    }
+    if (at[0])
+        snprintf(out, outlen, "%s: %s", at, msg);
+    else
+        snprintf(out, outlen, "%s", msg);
+}
+
+static int check_tls(const struct kh_config *cfg, char *err, size_t errlen)
+{
+    bool files = cfg->tls_fullchain_file[0] && cfg->tls_privkey_file[0];
+    if (cfg->https && !files)
+        return refuse(cfg, "https", NULL, err, errlen,
+                      "https: needs tls_fullchain_file and tls_privkey_file");
+    if (cfg->exporter_https && !files)
+        return refuse(cfg, "exporter_https", NULL, err, errlen,
+                      "exporter_https: needs tls_fullchain_file and tls_privkey_file");
+    if (!cfg->https && cfg->tls_verify_cacert_path[0])
+        return refuse(cfg, "tls_verify_cacert_path", NULL, err, errlen,
+                      "tls_verify_cacert_path: client certificates need https = true");
+    return 0;
+}
+
+static int check_paths_and_ports(const struct kh_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->stats_webhook_path[0] != '/' ||
+        strcmp(cfg->stats_webhook_path, cfg->collector_path) == 0)
+        return refuse(cfg, "stats_webhook_path", "collector_path", err, errlen,
+                      "stats_webhook_path: must start with '/' and differ from collector_path, "
+                      "got '%s'",
+                      cfg->stats_webhook_path);
+    if (cfg->collector_path[0] != '/')
+        return refuse(cfg, "collector_path", NULL, err, errlen,
+                      "collector_path: must start with '/', got '%s'", cfg->collector_path);
+    if (cfg->exporter_listen_port == cfg->listen_port)
+        return refuse(cfg, "exporter_listen_port", "listen_port", err, errlen,
+                      "exporter_listen_port: the metrics listener needs a port of its own, got "
+                      "%lld like listen_port",
+                      (long long)cfg->listen_port);
+    return 0;
+}
+
+static int check_storage(const struct kh_config *cfg, char *err, size_t errlen)
+{
+    if (strcmp(cfg->storage, "postgres") == 0 && cfg->postgres_uri[0] == '\0')
+        return refuse(cfg, "storage", "postgres_uri", err, errlen,
+                      "postgres_uri: required when storage = postgres");
+    if (strcmp(cfg->storage, "sqlite") == 0 && cfg->sqlite_path[0] == '\0')
+        return refuse(cfg, "sqlite_path", "storage", err, errlen,
+                      "sqlite_path: required when storage = sqlite");
+    return 0;
 }
 
 int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
@@ -344,44 +689,17 @@ int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
     if (cfg->storage[0] == '\0') {
         free(cfg->storage);
         cfg->storage = strdup(cfg->postgres_uri[0] ? "postgres" : "sqlite");
-        if (cfg->storage == NULL)
+        if (cfg->storage == NULL) {
+            snprintf(err, errlen, "out of memory");
             return KH_ENOMEM;
+        }
     }
-    if (cfg->https && (cfg->tls_fullchain_file[0] == '\0' || cfg->tls_privkey_file[0] == '\0')) {
-        snprintf(err, errlen, "https: needs tls_fullchain_file and tls_privkey_file");
-        return KH_EINVAL;
-    }
-    if (!cfg->https && cfg->tls_verify_cacert_path[0]) {
-        snprintf(err, errlen, "tls_verify_cacert_path: client certificates need https = true");
-        return KH_EINVAL;
-    }
-    if (cfg->stats_webhook_path[0] != '/' ||
-        strcmp(cfg->stats_webhook_path, cfg->collector_path) == 0) {
-        snprintf(err, errlen, "stats_webhook_path: must start with '/' and differ from "
-                              "collector_path, got '%s'",
-                 cfg->stats_webhook_path);
-        return KH_EINVAL;
-    }
-    if (cfg->collector_path[0] != '/') {
-        snprintf(err, errlen, "collector_path: must start with '/', got '%s'",
-                 cfg->collector_path);
-        return KH_EINVAL;
-    }
-    if (cfg->exporter_listen_port == cfg->listen_port) {
-        snprintf(err, errlen, "exporter_listen_port: the metrics listener needs a port of its "
-                              "own, got %lld like listen_port",
-                 (long long)cfg->listen_port);
-        return KH_EINVAL;
-    }
-    if (strcmp(cfg->storage, "postgres") == 0 && cfg->postgres_uri[0] == '\0') {
-        snprintf(err, errlen, "postgres_uri: required when storage = postgres");
-        return KH_EINVAL;
-    }
-    if (strcmp(cfg->storage, "sqlite") == 0 && cfg->sqlite_path[0] == '\0') {
-        snprintf(err, errlen, "sqlite_path: required when storage = sqlite");
-        return KH_EINVAL;
-    }
-    return 0;
+    int rc = check_tls(cfg, err, errlen);
+    if (rc == 0)
+        rc = check_paths_and_ports(cfg, err, errlen);
+    if (rc == 0)
+        rc = check_storage(cfg, err, errlen);
+    return rc;
 }
 
 static bool same_value(const struct param *p, const struct kh_config *a,
@@ -403,6 +721,23 @@ static void append_key(char *list, size_t len, const char *key)
     if (used + (used ? 1 : 0) + strlen(key) + 1 > len)
         return; /* the list is a summary for the log: keys that do not fit are left off */
     snprintf(list + used, len - used, "%s%s", used ? "," : "", key);
+}
+
+/* live takes the lines of fresh: where each key is in the file as it is now (errors found
+ * later, in certificate files reloaded from those keys, cite them). */
+static void take_origin(struct kh_config *live, const struct kh_config *fresh)
+{
+    const char *name = fresh->origin.file;
+    if (name == NULL || live->origin.file == NULL || strcmp(name, live->origin.file) != 0) {
+        char *copy = name ? strdup(name) : NULL;
+        free(live->origin.file);
+        live->origin.file = copy;
+        if (name && copy == NULL) {
+            memset(live->origin.line, 0, sizeof(live->origin.line));
+            return;
+        }
+    }
+    memcpy(live->origin.line, fresh->origin.line, sizeof(live->origin.line));
 }
 
 int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char *changed,
@@ -448,6 +783,7 @@ int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char
         append_key(changed, changedlen, p->name);
         n++;
     }
+    take_origin(live, fresh);
     return n;
 }
 
@@ -468,7 +804,9 @@ void kh_config_print_example(FILE *fp)
 {
     fprintf(fp, "; kohaku configuration: every key with its default value.\n"
                 "; Generated by `kohaku --config-example`; keys are flat (no sections).\n"
-                "; Kohaku 2023.1's config.ini keys are accepted as they are.\n");
+                "; Kohaku 2023.1's config.ini is read as it is: key names in any case, values\n"
+                "; bare or in quotes (\"...\", '...', `...`; \"\" = not set, the default), a\n"
+                "; comment after ; or # at the start of a line or after a blank.\n");
     for (size_t i = 0; i < NPARAMS; i++) {
         const struct param *p = &params[i];
         fprintf(fp, "\n; %s", p->help);
@@ -505,5 +843,37 @@ void kh_config_log(const struct kh_config *cfg)
                                         : *(char *const *)field);
         }
         kh_log_end(&l);
+    }
+}
+
+/* The value of p in its text form, as in the table's defaults. */
+static void value_text(const struct param *p, const struct kh_config *cfg, char *buf,
+                       size_t len)
+{
+    const void *field = (const char *)cfg + p->offset;
+    switch (p->type) {
+    case P_BOOL: snprintf(buf, len, "%s", *(const bool *)field ? "true" : "false"); break;
+    case P_INT: snprintf(buf, len, "%lld", (long long)*(const int64_t *)field); break;
+    default: snprintf(buf, len, "%s", *(char *const *)field);
+    }
+}
+
+void kh_config_log_ignored(const struct kh_config *cfg)
+{
+    for (size_t i = 0; i < NPARAMS; i++) {
+        const struct param *p = &params[i];
+        char value[64], at[4200];
+        value_text(p, cfg, value, sizeof(value));
+        if (!p->ignored || strcmp(value, p->def) == 0)
+            continue;
+        where(cfg, p->name, NULL, at, sizeof(at));
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "config key accepted and ignored")) {
+            kh_log_str(&l, "key", p->name);
+            kh_log_str(&l, "value", value);
+            kh_log_str(&l, "at", at);
+            kh_log_str(&l, "why", p->help);
+            kh_log_end(&l);
+        }
     }
 }

@@ -2,7 +2,9 @@
  * config: kohaku's settings. One declarative table (config.c) gives every key its type,
  * default, bounds, help text and place in struct kh_config; the same table drives the INI
  * loader (libinih), --help and the effective-config dump. Keys are flat (no sections), as
- * in Kohaku 2023.1's config.ini.
+ * in Kohaku 2023.1's config.ini, and read as its ini library read them: key names in any case,
+ * values optionally quoted (README, "Configuration"). Every value remembers the line that set
+ * it, so that checks made after parsing name the file and line too.
  */
 #ifndef KH_CONFIG_H
 #define KH_CONFIG_H
@@ -11,6 +13,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+/* Room for the table's keys (config.c checks that they fit). */
+#define KH_CONFIG_MAX_KEYS 96
+
+/* Where the values came from: the file (or name) of the last kh_config_load, and for each key,
+ * in table order, the line of that file that set it last (0: not set there). */
+struct kh_config_origin {
+    char *file;
+    int line[KH_CONFIG_MAX_KEYS];
+};
 
 struct kh_config {
     /* logging (Kohaku 2023.1) */
@@ -75,30 +87,43 @@ struct kh_config {
     char *spool_fsync;
     int64_t spool_fsync_interval_ms;
     int64_t spool_backlog_reports;
+    struct kh_config_origin origin;
 };
 
 /* Fills cfg with the defaults. Returns 0 or KH_ENOMEM. */
 int kh_config_init(struct kh_config *cfg);
 void kh_config_cleanup(struct kh_config *cfg);
 
-/* Loads path over the current values. On error returns KH_EINVAL (or KH_EIO when the file
- * cannot be read) and writes "FILE:LINE: key: reason" into err. */
+/* Loads path over the current values. On error returns KH_EINVAL (KH_EIO when the file cannot
+ * be read, KH_ENOMEM) and writes "FILE:LINE: key: reason" into err. A YAML file (by its name,
+ * or a "key: value" line) is refused with a hint that kohaku reads INI. */
 int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen);
 /* The same for config text in memory; `name` stands for the file in messages. */
 int kh_config_load_string(struct kh_config *cfg, const char *name, const char *text, char *err,
                           size_t errlen);
-/* Sets one key from its text form, as a config line would. */
+/* Sets one key (any case) from its text form, taken as it is: quotes and comments are the
+ * file's syntax. Records no line. */
 int kh_config_set(struct kh_config *cfg, const char *key, const char *value, char *err,
                   size_t errlen);
-/* Cross-key checks and derived values (storage auto-selection). */
+/* Cross-key checks and derived values (storage auto-selection). On error returns KH_EINVAL (or
+ * KH_ENOMEM) and writes "FILE:LINE: key: reason" into err, LINE being the line that set the key
+ * at fault ("FILE: key: reason" when the file did not set it, "key: reason" without a file). */
 int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen);
+/* The line of the last loaded file that set key (any case), 0 when it did not. */
+int kh_config_line(const struct kh_config *cfg, const char *key);
+/* For what other modules find wrong with a config value (a certificate file that does not
+ * load, a listen address): when msg starts with "key: " for a key of the table, writes
+ * "FILE:LINE: msg" into out, citing the line that set it as kh_config_finish does; otherwise
+ * msg as it is. */
+void kh_config_cite(const struct kh_config *cfg, const char *msg, char *out, size_t outlen);
 
 /* SIGHUP: applies to live the values of fresh (a config loaded and finished from the same
  * file) that can change at run time, those marked "reloaded on SIGHUP" in --help; strings are
  * copied. A key that differs but needs a restart keeps its live value and is logged as a
  * warning "config changed; needs a restart" naming it. The applied keys go into changed,
- * comma-separated (may be NULL). Returns how many were applied, or KH_ENOMEM (nothing
- * applied). Call on the thread that reads the config (the loop). */
+ * comma-separated (may be NULL). live takes the lines fresh was read from. Returns how many
+ * were applied, or KH_ENOMEM (nothing applied). Call on the thread that reads the config (the
+ * loop). */
 int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char *changed,
                      size_t changedlen);
 
@@ -107,5 +132,8 @@ void kh_config_print_help(FILE *fp);
 void kh_config_print_example(FILE *fp);
 /* Logs every key and its effective value at debug level. */
 void kh_config_log(const struct kh_config *cfg);
+/* Logs a warning, with FILE:LINE, for each key that is accepted for Kohaku 2023.1 and not acted
+ * on when the file set it to something other than its default. */
+void kh_config_log_ignored(const struct kh_config *cfg);
 
 #endif

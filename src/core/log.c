@@ -358,3 +358,19 @@ void kh_log(enum kh_log_level level, const char *msg, const char *error)
         kh_log_str(&l, "error", error);
     kh_log_end(&l);
 }
+
+static bool same_file(int a, int b)
+{
+    struct stat sa, sb;
+    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+void kh_log_stderr(const char *msg, const char *error)
+{
+    pthread_mutex_lock(&out_mu);
+    bool there = same_file(fileno(stream()), STDERR_FILENO);
+    pthread_mutex_unlock(&out_mu);
+    if (!there)
+        fprintf(stderr, "kohaku: %s%s%s\n", msg, error ? ": " : "", error ? error : "");
+}

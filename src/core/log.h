@@ -69,4 +69,10 @@ void kh_log_flush(void);
 /* One-call form for a message with an optional "error" string. */
 void kh_log(enum kh_log_level level, const char *msg, const char *error);
 
+/* For a failure that stops kohaku at start-up, after it is logged: writes "kohaku: MSG: ERROR"
+ * (error may be NULL) to stderr, so that it reaches the terminal or the service manager also
+ * when the log goes to a file. Writes nothing when the log goes to the very file stderr is (the
+ * same terminal, pipe or journal stream), where the line already is. */
+void kh_log_stderr(const char *msg, const char *error);
+
 #endif

@@ -1,7 +1,9 @@
 /*
  * Unit tests of src/core/config.c: defaults, storage auto-selection, the INI loader on real
- * temporary files (errors carry FILE:LINE and name the key), Kohaku 2023.1 configs, and
- * SIGHUP's kh_config_reload (which keys change at run time, which need a restart).
+ * temporary files (errors carry FILE:LINE and name the key, also those of the checks made after
+ * loading), quoted values and key case as Kohaku 2023.1 read them, a config in the style of
+ * Kohaku 2023.1's example, YAML hints, and SIGHUP's kh_config_reload (which keys change at run
+ * time, which need a restart).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -273,7 +275,386 @@ static void test_load_string_and_finish_checks(void **state)
     assert_string_equal(err, "inline:1: unknown key 'a'");
     assert_int_equal(kh_config_load_string(&cfg, "inline", "https = true\n", err, 256), 0);
     assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), KH_EINVAL);
-    assert_string_equal(err, "https: needs tls_fullchain_file and tls_privkey_file");
+    assert_string_equal(err, "inline:1: https: needs tls_fullchain_file and tls_privkey_file");
+    kh_config_cleanup(&cfg);
+}
+
+/* Key names in any case, as Kohaku 2023.1 (ini.InsensitiveLoad) read them. */
+static void test_keys_any_case(void **state)
+{
+    (void)state;
+    struct kh_config cfg;
+    char err[512];
+    assert_int_equal(load(&cfg, "LISTEN_ADDR = 127.0.0.2\nListen_Port = 6001\nDEBUG = TRUE\n",
+                          err, sizeof(err), NULL),
+                     0);
+    assert_string_equal(cfg.listen_addr, "127.0.0.2");
+    assert_int_equal(cfg.listen_port, 6001);
+    assert_true(cfg.debug);
+    assert_int_equal(kh_config_line(&cfg, "listen_port"), 2);
+    assert_int_equal(kh_config_line(&cfg, "DEBUG"), 3);
+    assert_int_equal(kh_config_line(&cfg, "max_body_bytes"), 0);
+    kh_config_cleanup(&cfg);
+    expect_error("debug = true\nNO_SUCH_KEY = 1\n", 2, "unknown key 'NO_SUCH_KEY'");
+    /* the messages name the key as the table spells it */
+    expect_error("LISTEN_PORT = 0\n", 1, "listen_port: must be between 1 and 65535, got 0");
+}
+
+struct value_case {
+    const char *line, *key, *want;
+};
+
+/* One line loaded over the defaults; the string value of key must be want. */
+static void expect_string_value(const struct value_case *c)
+{
+    struct kh_config cfg;
+    char err[512];
+    if (load(&cfg, c->line, err, sizeof(err), NULL) != 0)
+        fail_msg("%s: %s", c->line, err);
+    char *const *field = NULL;
+    if (strcmp(c->key, "listen_addr") == 0)
+        field = &cfg.listen_addr;
+    else if (strcmp(c->key, "log_name") == 0)
+        field = &cfg.log_name;
+    else if (strcmp(c->key, "log_dir") == 0)
+        field = &cfg.log_dir;
+    else
+        field = &cfg.postgres_uri;
+    if (strcmp(*field, c->want) != 0)
+        fail_msg("%s: got '%s', want '%s'", c->line, *field, c->want);
+    kh_config_cleanup(&cfg);
+}
+
+static void test_quoted_values(void **state)
+{
+    (void)state;
+    static const struct value_case cases[] = {
+        {"listen_addr = \"0.0.0.0\"\n", "listen_addr", "0.0.0.0"},
+        {"listen_addr = '127.0.0.1'\n", "listen_addr", "127.0.0.1"},
+        {"listen_addr = \"::1\"   ; IPv6\n", "listen_addr", "::1"},
+        {"log_name = `a\"b'c.jsonl`\n", "log_name", "a\"b'c.jsonl"},
+        {"log_name = \"\"\"k \"x\".jsonl\"\"\"\n", "log_name", "k \"x\".jsonl"},
+        {"log_name = `a ; b # c`  # comment\n", "log_name", "a ; b # c"},
+        {"log_name = 'it\"s'\n", "log_name", "it\"s"},
+        {"postgres_uri = \"postgres://u:p;w#x@db:5432/k?sslmode=require\" ; c\n",
+         "postgres_uri", "postgres://u:p;w#x@db:5432/k?sslmode=require"},
+        {"log_dir = \"/var/log/my dir\"   # where\n", "log_dir", "/var/log/my dir"},
+        {"log_dir = \" padded \"\n", "log_dir", " padded "},
+        /* unquoted: a comment starts at '#' or ';' after a blank, not inside a word */
+        {"log_dir = /var/log # where\n", "log_dir", "/var/log"},
+        {"log_dir = /var/log\t; where\n", "log_dir", "/var/log"},
+        {"postgres_uri = postgresql://u:p#w@db/k;x\n", "postgres_uri",
+         "postgresql://u:p#w@db/k;x"},
+        {"log_name = abc\"\n", "log_name", "abc\""}, /* a quote that opens nothing */
+        {"log_name = a \"b\" c\n", "log_name", "a \"b\" c"},
+        /* empty: the key's default */
+        {"listen_addr = \"\"\n", "listen_addr", "0.0.0.0"},
+        {"listen_addr = 10.0.0.1\nlisten_addr = ''\n", "listen_addr", "0.0.0.0"},
+        {"log_name =\n", "log_name", "kohaku.jsonl"},
+        {"log_name = ``\n", "log_name", "kohaku.jsonl"},
+        {"log_name = # nothing\n", "log_name", "kohaku.jsonl"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_string_value(&cases[i]);
+
+    struct kh_config cfg;
+    char err[512];
+    assert_int_equal(load(&cfg,
+                          "listen_port = \"6000\"\ndebug = 'true'\nmax_headers = \"\"\n"
+                          "https = \"\"\ntls_verify_cacert_path = \"\"\n",
+                          err, sizeof(err), NULL),
+                     0);
+    assert_int_equal(cfg.listen_port, 6000);
+    assert_true(cfg.debug);
+    assert_int_equal(cfg.max_headers, 64); /* "" = not set */
+    assert_false(cfg.https);
+    assert_string_equal(cfg.tls_verify_cacert_path, "");
+    assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), 0);
+    kh_config_cleanup(&cfg);
+    /* a number or boolean with nothing after '=' stays an error */
+    expect_error("max_headers =\n", 1, "max_headers: must be an integer, got ''");
+    expect_error("listen_port = \"80x\"\n", 1, "listen_port: must be an integer, got '80x'");
+}
+
+static void test_quote_errors(void **state)
+{
+    (void)state;
+    expect_error("; c\n\nlisten_addr = \"0.0.0.0\n", 3,
+                 "listen_addr: unterminated quote: no closing \" on its line");
+    expect_error("log_name = 'x.jsonl\n", 1,
+                 "log_name: unterminated quote: no closing ' on its line");
+    expect_error("debug = true\nlog_name = `x.jsonl\n", 2,
+                 "log_name: no closing ` on its line (a value is one line)");
+    expect_error("log_name = \"\"\"x.jsonl\n", 1,
+                 "log_name: no closing \"\"\" on its line (a value is one line)");
+    expect_error("log_name = \"a\\\"b\"\n", 1,
+                 "log_name: text after the closing \" (no escapes inside quotes: a value "
+                 "holding \" goes in ' or `)");
+    expect_error("listen_addr = \"0.0.0.0\" 5890\n", 1,
+                 "listen_addr: text after the closing \" (no escapes inside quotes: a value "
+                 "holding \" goes in ' or `)");
+    expect_error("log_name = 'it's'\n", 1,
+                 "log_name: text after the closing ' (no escapes inside quotes: a value "
+                 "holding ' goes in \" or `)");
+    expect_error("log_name = `x` y\n", 1, "log_name: text after the closing `");
+}
+
+/* Lines are counted through long lines, which inih reads in several pieces. */
+static void test_lines_through_long_lines(void **state)
+{
+    (void)state;
+    char text[2000], uri[1200];
+    memset(uri, 'a', sizeof(uri) - 1);
+    uri[sizeof(uri) - 1] = '\0';
+    snprintf(text, sizeof(text), "debug = true\npostgres_uri = \"postgresql://%s\"\n\n"
+                                 "listen_port = 6002\nbogus = 1\n", uri);
+    expect_error(text, 5, "unknown key 'bogus'");
+    struct kh_config cfg;
+    char err[512];
+    text[strlen(text) - strlen("bogus = 1\n")] = '\0';
+    assert_int_equal(kh_config_init(&cfg), 0);
+    assert_int_equal(kh_config_load_string(&cfg, "mem", text, err, sizeof(err)), 0);
+    assert_int_equal(kh_config_line(&cfg, "postgres_uri"), 2);
+    assert_int_equal(kh_config_line(&cfg, "listen_port"), 4);
+    assert_int_equal(strlen(cfg.postgres_uri), 13 + sizeof(uri) - 1);
+    kh_config_cleanup(&cfg);
+}
+
+/* Loads text and runs kh_config_finish; its message must be "PATH:" + rest. */
+static void expect_finish_error(const char *text, const char *rest)
+{
+    struct kh_config cfg;
+    char err[1024], want[1024], *path;
+    assert_int_equal(load(&cfg, text, err, sizeof(err), &path), 0);
+    assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), KH_EINVAL);
+    snprintf(want, sizeof(want), "%s:%s", path, rest);
+    assert_string_equal(err, want);
+    free(path);
+    kh_config_cleanup(&cfg);
+}
+
+/* The checks made after loading name the file and the line of the key at fault. */
+static void test_cross_key_errors_cite_lines(void **state)
+{
+    (void)state;
+    expect_finish_error("https = false\n# the CA\ntls_verify_cacert_path = /etc/kohaku/ca.pem\n",
+                        "3: tls_verify_cacert_path: client certificates need https = true");
+    expect_finish_error("debug = false\nhttps = true\n",
+                        "2: https: needs tls_fullchain_file and tls_privkey_file");
+    expect_finish_error("tls_fullchain_file = /a.pem\nexporter_https = true\n",
+                        "2: exporter_https: needs tls_fullchain_file and tls_privkey_file");
+    /* exporter_listen_port left at 5891: the line that made them equal is listen_port's */
+    expect_finish_error("debug = false\nlisten_port = 5891\n",
+                        "2: exporter_listen_port: the metrics listener needs a port of its own, "
+                        "got 5891 like listen_port");
+    expect_finish_error("listen_port = 6000\nexporter_listen_port = 6000\n",
+                        "2: exporter_listen_port: the metrics listener needs a port of its own, "
+                        "got 6000 like listen_port");
+    expect_finish_error("\nstorage = postgres\n",
+                        "2: postgres_uri: required when storage = postgres");
+    expect_finish_error("collector_path = in\n", "1: collector_path: must start with '/', got 'in'");
+    expect_finish_error("collector_path = /in\nstats_webhook_path = /in\n",
+                        "2: stats_webhook_path: must start with '/' and differ from "
+                        "collector_path, got '/in'");
+    /* a key the file did not set: the file without a line */
+    struct kh_config cfg;
+    char err[512], want[512], *path;
+    assert_int_equal(load(&cfg, "debug = true\n", err, sizeof(err), &path), 0);
+    assert_int_equal(kh_config_set(&cfg, "HTTPS", "true", err, sizeof(err)), 0);
+    assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), KH_EINVAL);
+    snprintf(want, sizeof(want), "%s: https: needs tls_fullchain_file and tls_privkey_file",
+             path);
+    assert_string_equal(err, want);
+    free(path);
+    kh_config_cleanup(&cfg);
+}
+
+/* What other modules find wrong in a value ("tls_fullchain_file: ...") gets the key's line. */
+static void test_cite_module_errors(void **state)
+{
+    (void)state;
+    struct kh_config cfg;
+    char err[512], out[1024], want[1024], *path;
+    assert_int_equal(load(&cfg, "debug = false\ntls_fullchain_file = /x.pem\n", err,
+                          sizeof(err), &path),
+                     0);
+    kh_config_cite(&cfg, "tls_fullchain_file: /x.pem: no such file", out, sizeof(out));
+    snprintf(want, sizeof(want), "%s:2: tls_fullchain_file: /x.pem: no such file", path);
+    assert_string_equal(out, want);
+    kh_config_cite(&cfg, "listen_addr: 'x' is not a numeric address", out, sizeof(out));
+    snprintf(want, sizeof(want), "%s: listen_addr: 'x' is not a numeric address", path);
+    assert_string_equal(out, want); /* not set by the file: the file alone */
+    kh_config_cite(&cfg, "cannot listen on 127.0.0.1:1: denied", out, sizeof(out));
+    assert_string_equal(out, "cannot listen on 127.0.0.1:1: denied");
+    kh_config_cite(&cfg, "spool: out of memory", out, sizeof(out));
+    assert_string_equal(out, "spool: out of memory");
+    free(path);
+    kh_config_cleanup(&cfg);
+    assert_int_equal(kh_config_init(&cfg), 0); /* no file: as it is */
+    kh_config_cite(&cfg, "tls_fullchain_file: /x.pem: bad", out, sizeof(out));
+    assert_string_equal(out, "tls_fullchain_file: /x.pem: bad");
+    kh_config_cleanup(&cfg);
+}
+
+/* After SIGHUP the lines are those of the file as it is now. */
+static void test_reload_takes_the_new_lines(void **state)
+{
+    (void)state;
+    struct kh_config live, fresh;
+    char err[256];
+    assert_int_equal(kh_config_init(&live), 0);
+    assert_int_equal(kh_config_load_string(&live, "k.ini", "retry_after = 3\n", err, 256), 0);
+    assert_int_equal(kh_config_init(&fresh), 0);
+    assert_int_equal(
+        kh_config_load_string(&fresh, "k.ini", "# moved\n\nretry_after = 4\n", err, 256), 0);
+    FILE *fp = tmpfile();
+    kh_log_set_stream(fp);
+    assert_int_equal(kh_config_reload(&live, &fresh, NULL, 0), 1);
+    kh_log_set_stream(NULL);
+    fclose(fp);
+    kh_config_cleanup(&fresh);
+    assert_int_equal(kh_config_line(&live, "retry_after"), 3);
+    assert_string_equal(live.origin.file, "k.ini");
+    kh_config_cleanup(&live);
+}
+
+static void test_yaml_hints(void **state)
+{
+    (void)state;
+    /* Kohaku 2022.1's config.yaml: flat "key: value" lines */
+    expect_error("collector_port: 5890\n", 1,
+                 "collector_port: a YAML line (key: value), not key = value; kohaku reads INI; "
+                 "see config.example.ini");
+    expect_error("debug = false\nlisten_port: 5890\n", 2,
+                 "listen_port: a YAML line (key: value), not key = value; kohaku reads INI; "
+                 "see config.example.ini");
+    expect_error("timescale:\n  url: postgres://db/k\n", 1,
+                 "timescale: a YAML line (key: value), not key = value; kohaku reads INI; "
+                 "see config.example.ini");
+    expect_error("---\nlisten_port: 5890\n", 1,
+                 "syntax error (expected key = value); a YAML line? kohaku reads INI; see "
+                 "config.example.ini");
+    expect_error("listen_port = 5890\n- item\n", 2,
+                 "syntax error (expected key = value); a YAML line? kohaku reads INI; see "
+                 "config.example.ini");
+    /* colons after the '=' are values */
+    struct value_case uri = {"postgres_uri = postgresql://u:p@db:5432/k\n", "postgres_uri",
+                             "postgresql://u:p@db:5432/k"};
+    expect_string_value(&uri);
+    /* by its name, before it is read */
+    struct kh_config cfg;
+    char err[512];
+    assert_int_equal(kh_config_init(&cfg), 0);
+    assert_int_equal(kh_config_load(&cfg, "/nonexistent/config.yaml", err, sizeof(err)),
+                     KH_EINVAL);
+    assert_string_equal(err, "/nonexistent/config.yaml: a YAML file (Kohaku 2022.1's "
+                             "config.yaml?); kohaku reads INI; see config.example.ini");
+    assert_int_equal(kh_config_load(&cfg, "kohaku.YML", err, sizeof(err)), KH_EINVAL);
+    assert_non_null(strstr(err, "kohaku reads INI; see config.example.ini"));
+    kh_config_cleanup(&cfg);
+}
+
+static void test_names_from_before_2023(void **state)
+{
+    (void)state;
+    expect_error("http2_fullchain_file = \"\"\n", 1,
+                 "unknown key 'http2_fullchain_file' (renamed tls_fullchain_file in Kohaku "
+                 "2023.1)");
+    expect_error("debug = true\nhttp2_h2c = true\n", 2,
+                 "unknown key 'http2_h2c' (Kohaku 2023.1 replaced it with https: h2c is "
+                 "https = false)");
+    expect_error("TIMESCALE_URL = postgres://db/k\n", 1,
+                 "unknown key 'TIMESCALE_URL' (renamed postgres_uri in Kohaku 2023.1)");
+}
+
+/* A config written the way Kohaku 2023.1's example config is: every string in double quotes,
+ * "" for the unset ones, comments (in Japanese) between the keys, its key names and order. */
+static const char kohaku_2023_1_example[] =
+    "debug = false\n"
+    "\n"
+    "# Kohaku の HTTP リクエストで HTTPS を利用するかどうか\n"
+    "https = false\n"
+    "# Kohaku の HTTP リクエストの待ち受けアドレスとポートです\n"
+    "listen_addr = \"0.0.0.0\"\n"
+    "listen_port = 5890\n"
+    "\n"
+    "exporter_https = false\n"
+    "# Kohaku の Prometheus の待ち受けアドレスとポートです\n"
+    "exporter_listen_addr = \"0.0.0.0\"\n"
+    "exporter_listen_port = 5891\n"
+    "\n"
+    "# [log]\n"
+    "log_dir = \".\"\n"
+    "log_name = \"kohaku.jsonl\"\n"
+    "log_stdout = true\n"
+    "\n"
+    "# log_rotate_max_size = 200\n"
+    "# log_rotate_max_backups = 7\n"
+    "# log_rotate_max_age = 30\n"
+    "\n"
+    "postgres_uri = \"postgres://postgres:password@192.0.2.10:5432/kohaku?sslmode=disable\"\n"
+    "# postgres_ca_cert_file = \"\"\n"
+    "\n"
+    "# pem なのは前提とする\n"
+    "tls_fullchain_file = \"\"\n"
+    "tls_privkey_file = \"\"\n"
+    "tls_verify_cacert_path = \"\"\n"
+    "\n"
+    "http2_max_concurrent_streams = 250\n"
+    "http2_max_read_frame_size = 1048576\n"
+    "http2_idle_timeout = 60\n";
+
+static void test_kohaku_2023_1_example_style(void **state)
+{
+    (void)state;
+    struct kh_config cfg;
+    char err[512];
+    assert_int_equal(load(&cfg, kohaku_2023_1_example, err, sizeof(err), NULL), 0);
+    assert_string_equal(cfg.listen_addr, "0.0.0.0");
+    assert_string_equal(cfg.exporter_listen_addr, "0.0.0.0");
+    assert_string_equal(cfg.log_dir, ".");
+    assert_string_equal(cfg.log_name, "kohaku.jsonl");
+    /* the host of the URI, not the quotes around it (libpq read those as a Unix socket) */
+    assert_string_equal(cfg.postgres_uri,
+                        "postgres://postgres:password@192.0.2.10:5432/kohaku?sslmode=disable");
+    assert_string_equal(cfg.tls_fullchain_file, "");
+    assert_string_equal(cfg.tls_verify_cacert_path, "");
+    assert_int_equal(cfg.http2_max_read_frame_size, 1048576);
+    assert_int_equal(cfg.http2_idle_timeout, 60);
+    assert_int_equal(cfg.log_rotate_max_size, 200);
+    assert_int_equal(kh_config_line(&cfg, "tls_verify_cacert_path"), 29);
+    assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg.storage, "postgres");
+    kh_config_cleanup(&cfg);
+}
+
+/* Keys accepted for Kohaku 2023.1 and not acted on: a warning naming the line. */
+static void test_ignored_key_warns(void **state)
+{
+    (void)state;
+    struct kh_config cfg;
+    char err[512], *path, want[1024];
+    assert_int_equal(load(&cfg, "debug = false\nlog_rotate_compress = true\n", err,
+                          sizeof(err), &path),
+                     0);
+    FILE *fp = tmpfile();
+    assert_non_null(fp);
+    kh_log_set_stream(fp);
+    kh_config_log_ignored(&cfg);
+    cfg.log_rotate_compress = false; /* the default: nothing to say */
+    kh_config_log_ignored(&cfg);
+    kh_log_set_stream(NULL);
+    char text[2048] = {0};
+    rewind(fp);
+    assert_true(fread(text, 1, sizeof(text) - 1, fp) > 0);
+    fclose(fp);
+    snprintf(want, sizeof(want),
+             "\"msg\":\"config key accepted and ignored\",\"key\":\"log_rotate_compress\","
+             "\"value\":\"true\",\"at\":\"%s:2\"",
+             path);
+    assert_non_null(strstr(text, want));
+    assert_ptr_equal(strchr(text, '\n'), text + strlen(text) - 1); /* one line */
+    free(path);
     kh_config_cleanup(&cfg);
 }
 
@@ -457,6 +838,17 @@ int main(void)
         cmocka_unit_test(test_long_value),
         cmocka_unit_test(test_kohaku_2023_config),
         cmocka_unit_test(test_load_string_and_finish_checks),
+        cmocka_unit_test(test_keys_any_case),
+        cmocka_unit_test(test_quoted_values),
+        cmocka_unit_test(test_quote_errors),
+        cmocka_unit_test(test_lines_through_long_lines),
+        cmocka_unit_test(test_cross_key_errors_cite_lines),
+        cmocka_unit_test(test_cite_module_errors),
+        cmocka_unit_test(test_reload_takes_the_new_lines),
+        cmocka_unit_test(test_yaml_hints),
+        cmocka_unit_test(test_names_from_before_2023),
+        cmocka_unit_test(test_kohaku_2023_1_example_style),
+        cmocka_unit_test(test_ignored_key_warns),
         cmocka_unit_test(test_reload_applies_runtime_keys),
         cmocka_unit_test(test_reload_keeps_restart_keys),
         cmocka_unit_test(test_reload_changed_list_is_bounded),
