@@ -254,8 +254,10 @@ static int timescale_create(struct pg *pg, PGconn *c, char *err, size_t errlen)
     return exec_ok(c, "ROLLBACK TO SAVEPOINT kh_ts", err, errlen);
 }
 
-/* Decides the mode (see pg_timescale.h) and sets the hypertables up for it. */
-static int timescale_setup(struct pg *pg, PGconn *c, char *err, size_t errlen)
+/* Decides the mode (see pg_timescale.h), creating the extension when that is the plan.
+ * Runs first in the migration: in a database where the extension exists but is not
+ * preloaded, any DDL fires TimescaleDB's event triggers, whose library ends the session. */
+static int timescale_prepare(struct pg *pg, PGconn *c, char *err, size_t errlen)
 {
     PGresult *r = NULL;
     struct kh_pg_ts_facts f;
@@ -283,7 +285,7 @@ static int timescale_setup(struct pg *pg, PGconn *c, char *err, size_t errlen)
     if (rc == 0)
         pg->ts_mode = p.mode;
     PQclear(r);
-    return rc == 0 && p.mode != KH_PG_TS_OFF ? timescale_tables(pg, c, err, errlen) : rc;
+    return rc;
 }
 
 /* Applies migrations up to target (0 = newest) in one transaction under the advisory lock. */
@@ -296,7 +298,9 @@ static int migrate_conn(struct pg *pg, PGconn *c, int target, char *err, size_t 
     snprintf(lock, sizeof(lock), "BEGIN; SELECT pg_advisory_xact_lock(%lld)", ADVISORY_LOCK_KEY);
     if (exec_ok(c, lock, err, errlen) != 0)
         return KH_EIO;
-    int rc = exec_ok(c,
+    int rc = timescale_prepare(pg, c, err, errlen);
+    if (rc == 0)
+        rc = exec_ok(c,
                      "CREATE TABLE IF NOT EXISTS kohaku_schema_version (version integer PRIMARY "
                      "KEY, applied_at timestamptz NOT NULL DEFAULT now())",
                      err, errlen);
@@ -329,8 +333,8 @@ static int migrate_conn(struct pg *pg, PGconn *c, int target, char *err, size_t 
         }
     }
     kh_buf_cleanup(&sql);
-    if (rc == 0 && want == latest)
-        rc = timescale_setup(pg, c, err, errlen);
+    if (rc == 0 && want == latest && pg->ts_mode != KH_PG_TS_OFF)
+        rc = timescale_tables(pg, c, err, errlen);
     if (rc == 0)
         rc = exec_ok(c, "COMMIT", err, errlen);
     if (rc != 0) {
@@ -385,17 +389,53 @@ static int column_list(int t, struct kh_buf *b)
     return rc;
 }
 
-static int unnest_sql(int t, struct kh_buf *b)
+/* TimescaleDB 2.17 (timescale/timescaledb#7672): an INSERT ... ON CONFLICT DO NOTHING that
+ * meets a row already stored in a compressed chunk ends there, and the rows after it are
+ * silently not inserted. So with compression, rows already stored are left out first, each
+ * by its own probe of its key (LATERAL ... LIMIT 1: a nested loop with runtime chunk
+ * exclusion and the compressed chunks' segmentby index, never a scan of the table); ON
+ * CONFLICT still covers a concurrent writer. `key` is NULL-terminated. */
+static int skip_stored(struct kh_buf *b, const char *table, const char *const *key)
+{
+    int rc = put_sql(b, " LEFT JOIN LATERAL (SELECT 1 AS hit FROM \"%s\" x WHERE ", table);
+    for (int i = 0; rc == 0 && key[i]; i++)
+        rc = put_sql(b, "%sx.\"%s\" = u.\"%s\"", i ? " AND " : "", key[i], key[i]);
+    return rc ? rc : put_sql(b, " LIMIT 1) e ON TRUE WHERE e.hit IS NULL");
+}
+
+static const char *const *stats_key(int t)
+{
+    static const char *const conn[] = {"connection_id", "time", "stats_id", NULL};
+    static const char *const node[] = {"node_name", "time", NULL};
+    return kh_stats_tables[t].scope == KH_SCOPE_CONNECTION ? conn : node;
+}
+
+/* The rest of an insert after its row source "u": the stored-row filter with compression,
+ * then ON CONFLICT DO NOTHING. */
+static int insert_tail(const struct pg *pg, struct kh_buf *b, const char *table,
+                       const char *const *key)
+{
+    int rc = pg->ts_mode == KH_PG_TS_FULL ? skip_stored(b, table, key) : 0;
+    return rc ? rc : put_sql(b, " ON CONFLICT DO NOTHING");
+}
+
+static int unnest_sql(const struct pg *pg, int t, struct kh_buf *b)
 {
     int rc = put_sql(b, "INSERT INTO \"%s\" (", kh_stats_tables[t].table);
     if (rc == 0)
         rc = column_list(t, b);
     if (rc == 0)
-        rc = put_sql(b, ") SELECT * FROM unnest(");
+        rc = put_sql(b, ") SELECT u.* FROM unnest(");
     for (int i = 0; rc == 0 && i < ncols(t); i++)
         rc = put_sql(b, "%s$%d::%s[]", i ? ", " : "", i + 1, col_type(t, i));
     if (rc == 0)
-        rc = put_sql(b, ") ON CONFLICT DO NOTHING");
+        rc = put_sql(b, ") AS u(");
+    if (rc == 0)
+        rc = column_list(t, b);
+    if (rc == 0)
+        rc = put_sql(b, ")");
+    if (rc == 0)
+        rc = insert_tail(pg, b, kh_stats_tables[t].table, stats_key(t));
     return rc == 0 ? kh_buf_append(b, "", 1) : rc;
 }
 
@@ -419,9 +459,19 @@ static const char upsert_node_sql[] =
 
 static const char insert_report_sql[] =
     "INSERT INTO sora_report (time, source, kind, report_id, channel_id, connection_id, "
-    "node_name, stats_count, body_bytes, received_at) SELECT * FROM unnest($1::timestamptz[], "
+    "node_name, stats_count, body_bytes, received_at) SELECT u.* FROM unnest($1::timestamptz[], "
     "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], "
-    "$9::int8[], $10::timestamptz[]) ON CONFLICT DO NOTHING";
+    "$9::int8[], $10::timestamptz[]) AS u(time, source, kind, report_id, channel_id, "
+    "connection_id, node_name, stats_count, body_bytes, received_at)";
+
+static int insert_report(const struct pg *pg, struct kh_buf *b)
+{
+    static const char *const key[] = {"source", "time", NULL};
+    int rc = kh_buf_append(b, insert_report_sql, sizeof(insert_report_sql) - 1);
+    if (rc == 0)
+        rc = insert_tail(pg, b, "sora_report", key);
+    return rc == 0 ? kh_buf_append(b, "", 1) : rc;
+}
 
 static int prepare(struct slot *s, const char *name, const char *sql)
 {
@@ -442,7 +492,7 @@ static int prepare_slot(struct slot *s)
     for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
         kh_buf_reset(&b);
         snprintf(name, sizeof(name), "i%zu", t);
-        rc = unnest_sql((int)t, &b);
+        rc = unnest_sql(s->pg, (int)t, &b);
         if (rc == 0)
             rc = prepare(s, name, b.data);
         if (rc == 0 && s->pg->use_copy) {
@@ -455,13 +505,14 @@ static int prepare_slot(struct slot *s)
                 rc = exec_ok(s->conn, b.data, s->err, sizeof(s->err)) ? KH_ERETRY : 0;
         }
     }
-    kh_buf_cleanup(&b);
     if (rc == 0)
         rc = prepare(s, "uc", upsert_conn_sql);
     if (rc == 0)
         rc = prepare(s, "un", upsert_node_sql);
+    kh_buf_reset(&b);
     if (rc == 0)
-        rc = prepare(s, "ir", insert_report_sql);
+        rc = insert_report(s->pg, &b) ? KH_ENOMEM : prepare(s, "ir", b.data);
+    kh_buf_cleanup(&b);
     return rc;
 }
 
@@ -1118,7 +1169,9 @@ static void write_copy(struct slot *s, const struct subset *sub, struct outcome 
         rc |= column_list((int)t, &moves);
         rc |= put_sql(&moves, ") SELECT ");
         rc |= column_list((int)t, &moves);
-        rc |= put_sql(&moves, " FROM \"s_%s\" ON CONFLICT DO NOTHING;\n", name);
+        rc |= put_sql(&moves, " FROM \"s_%s\" u", name);
+        rc |= insert_tail(s->pg, &moves, name, stats_key((int)t));
+        rc |= put_sql(&moves, ";\n");
     }
     if (!o->failed && moves.len && kh_buf_append(&moves, "", 1) == 0)
         exec_step(s, o, moves.data, "insert");
