@@ -73,12 +73,26 @@ def test_kohaku_2023_config_selects_postgres(pg_store, daemon):
 
 
 def test_startup_log_names_the_mode(pg_store, daemon):
+    """The plain cluster never preloads TimescaleDB, installed or not: postgresql mode, in
+    the start-up line and in the mode gauge (the TimescaleDB modes: test_timescaledb.py)."""
     k = daemon(pg_store.settings())
+    k.wait_log('"msg":"postgres schema ready"')
     ready = [l for l in k.log_lines() if l.get("msg") == "postgres schema ready"]
-    assert ready and ready[0]["mode"] in ("postgresql", "timescaledb")
-    available = pg_store.query(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")[0][0]
-    assert ready[0]["mode"] == ("timescaledb" if available else "postgresql")
+    assert len(ready) == 1
+    assert (ready[0]["mode"], ready[0]["compression"], ready[0]["retention"]) == (
+        "postgresql", False, "kohaku")
+    assert k.metrics()[("kohaku_storage_mode", frozenset({("mode", "postgresql")}))] == 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "null"])
+def test_storage_mode_gauge_of_the_other_backends(kind, daemon, tmp_path):
+    settings = {"storage": kind}
+    if kind == "sqlite":
+        settings["sqlite_path"] = str(tmp_path / "kohaku.db")
+    k = daemon(settings)
+    modes = {dict(labels)["mode"]: v for (name, labels), v in k.metrics().items()
+             if name == "kohaku_storage_mode"}
+    assert modes == {kind: 1}
 
 
 METHODS = ["unnest", "copy", "direct_copy"]
@@ -314,11 +328,8 @@ def test_two_instances_migrate_an_empty_database_together(pg_store, daemon):
 
 
 def test_retention_deletes_only_old_rows(pg_store, daemon):
-    """Plain PostgreSQL: kohaku deletes rows older than retention_days, and only those."""
-    available = pg_store.query(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")[0][0]
-    if available:
-        pytest.skip("TimescaleDB present: retention is its policy, checked in the TimescaleDB test")
+    """Plain PostgreSQL (the test cluster does not preload TimescaleDB, even where it is
+    installed): kohaku deletes rows older than retention_days, and only those."""
     k = daemon(dict(pg_store.settings(), retention_days=30, retention_interval=1))
     stats = load_stats(fixture_files()[0])
     old = [envelope(stats, timestamp=now_rfc3339(-86400 * d)) for d in (31, 45, 400)]
@@ -336,27 +347,3 @@ def test_retention_deletes_only_old_rows(pg_store, daemon):
         assert pg_store.count(table, "\"time\" < now() - interval '30 days'") == 0
         assert pg_store.count(table) > 0
     k.wait_log('"deleted_rows"')
-
-
-def test_timescaledb_hypertables_compression_and_policies(pg_store, daemon):
-    """With TimescaleDB: every stats table is a hypertable on time, compressed by
-    connection_id ordered by time, with compression and retention policies."""
-    available = pg_store.query(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")[0][0]
-    if not available:
-        pytest.skip("TimescaleDB is not installed on this PostgreSQL (not in Debian's archive): "
-                    "hypertable, compression and policy checks not run")
-    k = daemon(dict(pg_store.settings(), retention_days=60, timescaledb_compress_after=7))
-    assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
-    hypertables = {t for (t,) in pg_store.query(
-        "SELECT hypertable_name FROM timescaledb_information.hypertables")}
-    assert set(h for h in hypertables if h.startswith("rtc_")) >= {"rtc_transport_stats",
-                                                                   "rtc_codec_stats"}
-    seg = pg_store.query("SELECT attname FROM timescaledb_information.compression_settings "
-                         "WHERE hypertable_name = 'rtc_transport_stats' AND segmentby_column_index "
-                         "IS NOT NULL")
-    assert seg == [("connection_id",)]
-    jobs = {p for (p,) in pg_store.query(
-        "SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name = "
-        "'rtc_transport_stats'")}
-    assert {"policy_compression", "policy_retention"} <= jobs
