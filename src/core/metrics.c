@@ -56,6 +56,11 @@ void kh_metrics_batch(size_t reports, double seconds, int ok)
         kh_metrics.batches_failed++;
 }
 
+void kh_metrics_storage_mode(const char *mode)
+{
+    atomic_store(&kh_metrics.storage_mode, mode);
+}
+
 static int put(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int put(struct kh_buf *b, const char *fmt, ...)
@@ -254,6 +259,13 @@ int kh_metrics_render(struct kh_buf *b)
         if (rc == 0)
             rc = put(b, "kohaku_http2_streams %llu\n", (unsigned long long)s->streams(s->arg));
     }
+    const char *mode = atomic_load(&kh_metrics.storage_mode);
+    if (rc == 0)
+        rc = head(b, "kohaku_storage_mode", "gauge",
+                  "1 for the storage mode in use (sqlite, null, postgresql, timescaledb, "
+                  "timescaledb-apache).");
+    if (rc == 0 && mode)
+        rc = put(b, "kohaku_storage_mode{mode=\"%s\"} 1\n", mode);
     if (rc == 0 && m->spool_enabled)
         rc = render_spool(b, m);
     if (rc == 0)

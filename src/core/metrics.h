@@ -7,6 +7,7 @@
 #ifndef KH_METRICS_H
 #define KH_METRICS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,12 +69,18 @@ struct kh_metrics {
     uint64_t spool_dropped;       /* spooled reports storage refused or could not be read */
     uint64_t spool_tails_cut;   /* segments whose torn/corrupt tail was cut at start-up */
     struct kh_metrics_sources src;
+    /* the storage backend's mode (a string literal), set by the backend from any thread */
+    _Atomic(const char *) storage_mode;
 };
 
 extern struct kh_metrics kh_metrics;
 
 void kh_metrics_request(enum kh_route route, int proto, int status);
 void kh_metrics_batch(size_t reports, double seconds, int ok);
+/* Sets the mode kohaku_storage_mode{mode} reports ("sqlite", "null", "postgresql",
+ * "timescaledb", "timescaledb-apache"); `mode` must outlive the process (a literal). Until it
+ * is set (PostgreSQL not reached yet) the gauge has no sample. Any thread. */
+void kh_metrics_storage_mode(const char *mode);
 /* Appends the exposition text. 0 or KH_ENOSPC/KH_ENOMEM. */
 int kh_metrics_render(struct kh_buf *out);
 

@@ -252,17 +252,18 @@ static const struct kh_common_column node_item_cols[] = {
     {"stats_type", KH_COL_TEXT, KH_SRC_STATS_TYPE, true},
     {"stats_index", KH_COL_INT, KH_SRC_STATS_INDEX, true},
 };
-static const char *const conn_key[] = {"connection_id", "time", "stats_id"};
-static const char *const node_key[] = {"node_name", "time"};
-static const char *const node_item_key[] = {"node_name", "time", "stats_index"};
+static const char *const conn_key[] = {"connection_id", "time", "stats_id", NULL};
+static const char *const node_key[] = {"node_name", "time", NULL};
+static const char *const node_item_key[] = {"node_name", "time", "stats_index", NULL};
 
 #define NELEM(a) (sizeof(a) / sizeof(a[0]))
 static const struct kh_scope_desc scopes[] = {
-    [KH_SCOPE_CONNECTION] = {conn_cols, NELEM(conn_cols), conn_key, NELEM(conn_key),
-                             "connection_id"},
-    [KH_SCOPE_NODE] = {node_cols, NELEM(node_cols), node_key, NELEM(node_key), "node_name"},
+    [KH_SCOPE_CONNECTION] = {conn_cols, NELEM(conn_cols), conn_key, NELEM(conn_key) - 1,
+                             "connection_id", "time, stats_id"},
+    [KH_SCOPE_NODE] = {node_cols, NELEM(node_cols), node_key, NELEM(node_key) - 1, "node_name",
+                       "time"},
     [KH_SCOPE_NODE_ITEM] = {node_item_cols, NELEM(node_item_cols), node_item_key,
-                            NELEM(node_item_key), "node_name"},
+                            NELEM(node_item_key) - 1, "node_name", "time, stats_index"},
 };
 
 const struct kh_scope_desc *kh_schema_scope(int table)

@@ -44,13 +44,15 @@ struct kh_common_column {
 };
 
 /* The common columns of a scope, in column order (they come before the members), the
- * natural key's columns and the column that groups a source's rows (TimescaleDB segmentby). */
+ * natural key's columns (NULL-terminated), the column that groups a source's rows
+ * (TimescaleDB segmentby: the key's first) and the rest of the key (orderby). */
 struct kh_scope_desc {
     const struct kh_common_column *cols;
     size_t ncols;
     const char *const *key;
     size_t nkey;
     const char *segment_by;
+    const char *compress_orderby;
 };
 
 struct kh_member {

@@ -2,11 +2,13 @@
  * null: a backend that stores nothing. Used by benchmarks to measure receive, parse,
  * validate and row building without a database.
  */
+#include "core/metrics.h"
 #include "store/store.h"
 
 static int null_open(struct kh_store *s, const struct kh_config *cfg, const char **err)
 {
     s->impl = NULL;
+    kh_metrics_storage_mode("null");
     return 0;
 }
 

@@ -32,9 +32,11 @@
 #include "core/buf.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "sora/schema.h"
 #include "store/pg_encode.h"
+#include "store/pg_timescale.h"
 #include "store/store.h"
 
 #define ADVISORY_LOCK_KEY 7164746341LL /* "kohaku schema": any constant shared by all */
@@ -64,7 +66,9 @@ struct pg {
     atomic_bool migrated;
     atomic_int lose_acks; /* fault injection for tests: KOHAKU_FAULT_LOSE_COMMIT_ACKS */
     atomic_uint_fast64_t reconnects;
-    bool timescale;
+    enum kh_pg_ts_mode ts_mode; /* decided by the migration (main, then maintenance thread) */
+    bool ts_create_failed;      /* CREATE EXTENSION failed: never run again in this process */
+    bool ts_warned;             /* TimescaleDB warnings are logged once per process */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool quit;
@@ -88,6 +92,16 @@ static void copy_pq_error(char *dst, size_t len, const char *what, PGconn *c, PG
         dst[--n] = '\0';
 }
 
+/* Server notices and warnings become log lines (libpq would print them on stderr, outside
+ * the JSON log): warnings at warn level, the rest at debug. */
+static void on_notice(void *arg, const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    bool warning = sev && strcmp(sev, "WARNING") == 0;
+    kh_log(warning ? KH_LOG_WARN : KH_LOG_DEBUG, "postgres notice", msg ? msg : "");
+}
+
 static PGconn *connect_db(struct pg *pg, char *err, size_t errlen)
 {
     const char *keys[6], *vals[6];
@@ -108,6 +122,7 @@ static PGconn *connect_db(struct pg *pg, char *err, size_t errlen)
         PQfinish(c);
         return NULL;
     }
+    PQsetNoticeReceiver(c, on_notice, NULL);
     return c;
 }
 
@@ -138,7 +153,22 @@ static int query_int(PGconn *c, const char *sql, long long *out, char *err, size
 
 /* --- schema ----------------------------------------------------------------------------- */
 
-static const char *segment_column(int t) { return kh_schema_scope(t)->segment_by; }
+/* Compression keeps each table's unique key together: the key's first column segments, the
+ * rest orders (TimescaleDB checks a key on compressed chunks through them). t ==
+ * kh_stats_ntables is sora_report. */
+static void compress_columns(int t, struct kh_pg_ts_table *out)
+{
+    if (t >= (int)kh_stats_ntables) {
+        out->table = "sora_report";
+        out->segmentby = "source";
+        out->orderby = "time";
+        return;
+    }
+    const struct kh_scope_desc *sc = kh_schema_scope(t);
+    out->table = kh_stats_tables[t].table;
+    out->segmentby = sc->segment_by;
+    out->orderby = sc->compress_orderby;
+}
 
 static int put_sql(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -154,68 +184,114 @@ static int put_sql(struct kh_buf *b, const char *fmt, ...)
     return kh_buf_append(b, tmp, (size_t)n);
 }
 
-/* Idempotent TimescaleDB set-up of one table (identifiers come from the schema table). */
-static int timescale_table(struct pg *pg, struct kh_buf *b, const char *table, const char *seg)
+static int timescale_tables(struct pg *pg, PGconn *c, char *err, size_t errlen)
 {
-    int rc = put_sql(b,
-                     "SELECT create_hypertable('\"%s\"', by_range('time', INTERVAL '%lld hours'), "
-                     "create_default_indexes => FALSE, if_not_exists => TRUE, "
-                     "migrate_data => TRUE);\n"
-                     "SELECT set_chunk_time_interval('\"%s\"', INTERVAL '%lld hours');\n",
-                     table, (long long)pg->chunk_hours, table, (long long)pg->chunk_hours);
-    if (rc == 0)
-        rc = put_sql(b,
-                     "DO $kh$ BEGIN IF NOT EXISTS (SELECT 1 FROM "
-                     "timescaledb_information.hypertables WHERE hypertable_name = '%s' AND "
-                     "compression_enabled) THEN ALTER TABLE \"%s\" SET (timescaledb.compress, "
-                     "timescaledb.compress_segmentby = '%s', timescaledb.compress_orderby = "
-                     "'time'); END IF; END $kh$;\n",
-                     table, table, seg);
-    if (rc == 0)
-        rc = put_sql(b,
-                     "SELECT remove_compression_policy('\"%s\"', if_exists => TRUE);\n"
-                     "SELECT add_compression_policy('\"%s\"', compress_after => INTERVAL "
-                     "'%lld days');\n"
-                     "SELECT remove_retention_policy('\"%s\"', if_exists => TRUE);\n",
-                     table, table, (long long)pg->compress_days, table);
-    if (rc == 0 && pg->retention_days > 0)
-        rc = put_sql(b, "SELECT add_retention_policy('\"%s\"', drop_after => INTERVAL '%lld days');\n",
-                     table, (long long)pg->retention_days);
-    return rc;
-}
-
-static int timescale_setup(struct pg *pg, PGconn *c, char *err, size_t errlen)
-{
-    long long available = 0;
-    if (query_int(c, "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'",
-                  &available, err, errlen) != 0)
-        return KH_EIO;
-    pg->timescale = false;
-    if (!available)
-        return 0;
-    if (exec_ok(c, "SAVEPOINT kh_ts; CREATE EXTENSION IF NOT EXISTS timescaledb", err, errlen) !=
-        0) {
-        struct kh_logline l;
-        if (kh_log_begin(&l, KH_LOG_WARN, "timescaledb is available but cannot be used")) {
-            kh_log_str(&l, "error", err);
-            kh_log_end(&l);
-        }
-        return exec_ok(c, "ROLLBACK TO SAVEPOINT kh_ts", err, errlen);
-    }
     struct kh_buf b;
     kh_buf_init(&b, 1u << 20);
+    struct kh_pg_ts_table t = {.mode = pg->ts_mode,
+                               .chunk_hours = pg->chunk_hours,
+                               .compress_days = pg->compress_days,
+                               .retention_days = pg->retention_days};
     int rc = 0;
-    for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++)
-        rc = timescale_table(pg, &b, kh_stats_tables[t].table, segment_column((int)t));
-    if (rc == 0)
-        rc = timescale_table(pg, &b, "sora_report", "source");
+    for (size_t i = 0; rc == 0 && i <= kh_stats_ntables; i++) { /* the last: sora_report */
+        compress_columns((int)i, &t);
+        rc = kh_pg_ts_table_sql(&b, &t);
+    }
     if (rc == 0)
         rc = kh_buf_append(&b, "", 1);
     if (rc == 0)
         rc = exec_ok(c, b.data, err, errlen);
     kh_buf_cleanup(&b);
+    return rc;
+}
+
+/* What pg_timescale decides from. Only catalogs and settings any role may read: a role
+ * without pg_read_all_settings sees no shared_preload_libraries, but the loader's own
+ * setting timescaledb.disable_load exists exactly when the loader is preloaded. */
+static const char ts_facts_sql[] =
+    "SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'), "
+    "(SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), "
+    "(SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'), "
+    "EXISTS (SELECT 1 FROM pg_settings WHERE name = 'timescaledb.disable_load'), "
+    "current_setting('timescaledb.license', true)";
+
+static const char *field(const PGresult *r, int col)
+{
+    return PQgetisnull(r, 0, col) ? NULL : PQgetvalue(r, 0, col);
+}
+
+/* Reads the facts; *res holds the strings they point to (the caller clears it). */
+static int timescale_facts(const struct pg *pg, PGconn *c, PGresult **res,
+                           struct kh_pg_ts_facts *f, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, ts_facts_sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        copy_pq_error(err, errlen, "timescaledb check", c, r);
+        PQclear(r);
+        return KH_EIO;
+    }
+    *f = (struct kh_pg_ts_facts){.available = field(r, 0),
+                                 .created = field(r, 1),
+                                 .preload = field(r, 2),
+                                 .loader = strcmp(PQgetvalue(r, 0, 3), "t") == 0,
+                                 .license = field(r, 4),
+                                 .create_failed = pg->ts_create_failed};
+    *res = r;
+    return 0;
+}
+
+/* CREATE EXTENSION, at most once per process whatever happens: a server that refused it
+ * (ERROR) or ended the session over it (FATAL) will do so again. KH_EIO when the session
+ * ended; the caller reconnects and goes on in plain PostgreSQL mode. */
+static int timescale_create(struct pg *pg, PGconn *c, char *err, size_t errlen)
+{
+    if (exec_ok(c, "SAVEPOINT kh_ts; CREATE EXTENSION IF NOT EXISTS timescaledb", err, errlen) ==
+        0)
+        return exec_ok(c, "RELEASE SAVEPOINT kh_ts", err, errlen);
+    pg->ts_create_failed = true;
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_WARN,
+                     "timescaledb is available but cannot be used; using plain PostgreSQL")) {
+        kh_log_str(&l, "error", err);
+        kh_log_str(&l, "hint", "CREATE EXTENSION is not tried again until kohaku restarts");
+        kh_log_end(&l);
+    }
+    if (PQstatus(c) != CONNECTION_OK)
+        return KH_EIO;
+    return exec_ok(c, "ROLLBACK TO SAVEPOINT kh_ts", err, errlen);
+}
+
+/* Decides the mode (see pg_timescale.h), creating the extension when that is the plan.
+ * Runs first in the migration: in a database where the extension exists but is not
+ * preloaded, any DDL fires TimescaleDB's event triggers, whose library ends the session. */
+static int timescale_prepare(struct pg *pg, PGconn *c, char *err, size_t errlen)
+{
+    PGresult *r = NULL;
+    struct kh_pg_ts_facts f;
+    struct kh_pg_ts_plan p;
+    int rc = timescale_facts(pg, c, &r, &f, err, errlen);
     if (rc == 0)
-        pg->timescale = true;
+        kh_pg_ts_plan(&f, &p);
+    if (rc == 0 && p.create) {
+        PQclear(r);
+        r = NULL;
+        rc = timescale_create(pg, c, err, errlen);
+        if (rc == 0)
+            rc = timescale_facts(pg, c, &r, &f, err, errlen);
+        if (rc == 0)
+            kh_pg_ts_plan(&f, &p);
+    }
+    if (rc == 0 && p.refused) {
+        snprintf(err, errlen, "%s", p.refused);
+        rc = KH_EIO;
+    }
+    if (rc == 0 && !pg->ts_warned) { /* once per process: a retried migration plans again */
+        pg->ts_warned = true;
+        kh_pg_ts_warn(&f, &p, pg->retention_days);
+    }
+    if (rc == 0)
+        pg->ts_mode = p.mode;
+    PQclear(r);
     return rc;
 }
 
@@ -229,7 +305,9 @@ static int migrate_conn(struct pg *pg, PGconn *c, int target, char *err, size_t 
     snprintf(lock, sizeof(lock), "BEGIN; SELECT pg_advisory_xact_lock(%lld)", ADVISORY_LOCK_KEY);
     if (exec_ok(c, lock, err, errlen) != 0)
         return KH_EIO;
-    int rc = exec_ok(c,
+    int rc = timescale_prepare(pg, c, err, errlen);
+    if (rc == 0)
+        rc = exec_ok(c,
                      "CREATE TABLE IF NOT EXISTS kohaku_schema_version (version integer PRIMARY "
                      "KEY, applied_at timestamptz NOT NULL DEFAULT now())",
                      err, errlen);
@@ -262,8 +340,8 @@ static int migrate_conn(struct pg *pg, PGconn *c, int target, char *err, size_t 
         }
     }
     kh_buf_cleanup(&sql);
-    if (rc == 0 && want == latest)
-        rc = timescale_setup(pg, c, err, errlen);
+    if (rc == 0 && want == latest && pg->ts_mode != KH_PG_TS_OFF)
+        rc = timescale_tables(pg, c, err, errlen);
     if (rc == 0)
         rc = exec_ok(c, "COMMIT", err, errlen);
     if (rc != 0) {
@@ -313,17 +391,49 @@ static int column_list(int t, struct kh_buf *b)
     return rc;
 }
 
-static int unnest_sql(int t, struct kh_buf *b)
+/* TimescaleDB 2.17 (timescale/timescaledb#7672): an INSERT ... ON CONFLICT DO NOTHING that
+ * meets a row already stored in a compressed chunk ends there, and the rows after it are
+ * silently not inserted. So with compression, rows already stored are left out first, each
+ * by its own probe of its key (LATERAL ... LIMIT 1: a nested loop with runtime chunk
+ * exclusion and the compressed chunks' segmentby index, never a scan of the table); ON
+ * CONFLICT still covers a concurrent writer. `key` is NULL-terminated. */
+static int skip_stored(struct kh_buf *b, const char *table, const char *const *key)
+{
+    int rc = put_sql(b, " LEFT JOIN LATERAL (SELECT 1 AS hit FROM \"%s\" x WHERE ", table);
+    for (int i = 0; rc == 0 && key[i]; i++)
+        rc = put_sql(b, "%sx.\"%s\" = u.\"%s\"", i ? " AND " : "", key[i], key[i]);
+    return rc ? rc : put_sql(b, " LIMIT 1) e ON TRUE WHERE e.hit IS NULL");
+}
+
+/* The natural key of a stats table (NULL-terminated). */
+static const char *const *stats_key(int t) { return kh_schema_scope(t)->key; }
+
+/* The rest of an insert after its row source "u": the stored-row filter with compression,
+ * then ON CONFLICT DO NOTHING. */
+static int insert_tail(const struct pg *pg, struct kh_buf *b, const char *table,
+                       const char *const *key)
+{
+    int rc = pg->ts_mode == KH_PG_TS_FULL ? skip_stored(b, table, key) : 0;
+    return rc ? rc : put_sql(b, " ON CONFLICT DO NOTHING");
+}
+
+static int unnest_sql(const struct pg *pg, int t, struct kh_buf *b)
 {
     int rc = put_sql(b, "INSERT INTO \"%s\" (", kh_stats_tables[t].table);
     if (rc == 0)
         rc = column_list(t, b);
     if (rc == 0)
-        rc = put_sql(b, ") SELECT * FROM unnest(");
+        rc = put_sql(b, ") SELECT u.* FROM unnest(");
     for (int i = 0; rc == 0 && i < ncols(t); i++)
         rc = put_sql(b, "%s$%d::%s[]", i ? ", " : "", i + 1, col_type(t, i));
     if (rc == 0)
-        rc = put_sql(b, ") ON CONFLICT DO NOTHING");
+        rc = put_sql(b, ") AS u(");
+    if (rc == 0)
+        rc = column_list(t, b);
+    if (rc == 0)
+        rc = put_sql(b, ")");
+    if (rc == 0)
+        rc = insert_tail(pg, b, kh_stats_tables[t].table, stats_key(t));
     return rc == 0 ? kh_buf_append(b, "", 1) : rc;
 }
 
@@ -347,9 +457,23 @@ static const char upsert_node_sql[] =
 
 static const char insert_report_sql[] =
     "INSERT INTO sora_report (time, source, kind, report_id, channel_id, connection_id, "
-    "node_name, stats_count, body_bytes, received_at) SELECT * FROM unnest($1::timestamptz[], "
+    "node_name, stats_count, body_bytes, received_at) SELECT u.* FROM unnest($1::timestamptz[], "
     "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], "
-    "$9::int8[], $10::timestamptz[]) ON CONFLICT DO NOTHING RETURNING kind";
+    "$9::int8[], $10::timestamptz[]) AS u(time, source, kind, report_id, channel_id, "
+    "connection_id, node_name, stats_count, body_bytes, received_at)";
+
+/* RETURNING kind: what the write stored, counted by kind (a report already there returns
+ * nothing). */
+static int insert_report(const struct pg *pg, struct kh_buf *b)
+{
+    static const char *const key[] = {"source", "time", NULL};
+    int rc = kh_buf_append(b, insert_report_sql, sizeof(insert_report_sql) - 1);
+    if (rc == 0)
+        rc = insert_tail(pg, b, "sora_report", key);
+    if (rc == 0)
+        rc = put_sql(b, " RETURNING kind");
+    return rc == 0 ? kh_buf_append(b, "", 1) : rc;
+}
 
 static int prepare(struct slot *s, const char *name, const char *sql)
 {
@@ -370,7 +494,7 @@ static int prepare_slot(struct slot *s)
     for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
         kh_buf_reset(&b);
         snprintf(name, sizeof(name), "i%zu", t);
-        rc = unnest_sql((int)t, &b);
+        rc = unnest_sql(s->pg, (int)t, &b);
         if (rc == 0)
             rc = prepare(s, name, b.data);
         if (rc == 0 && s->pg->use_copy) {
@@ -383,13 +507,14 @@ static int prepare_slot(struct slot *s)
                 rc = exec_ok(s->conn, b.data, s->err, sizeof(s->err)) ? KH_ERETRY : 0;
         }
     }
-    kh_buf_cleanup(&b);
     if (rc == 0)
         rc = prepare(s, "uc", upsert_conn_sql);
     if (rc == 0)
         rc = prepare(s, "un", upsert_node_sql);
+    kh_buf_reset(&b);
     if (rc == 0)
-        rc = prepare(s, "ir", insert_report_sql);
+        rc = insert_report(s->pg, &b) ? KH_ENOMEM : prepare(s, "ir", b.data);
+    kh_buf_cleanup(&b);
     return rc;
 }
 
@@ -418,13 +543,18 @@ static void drop_conn(PGconn **c)
     *c = NULL;
 }
 
-/* The start-up line that says which mode is in use. */
+/* The start-up line that says which mode is in use; the metrics' mode gauge follows it. */
 static void log_schema_ready(const struct pg *pg)
 {
+    static const char *const retention[] = {
+        [KH_PG_TS_OFF] = "kohaku", [KH_PG_TS_FULL] = "timescaledb policy",
+        [KH_PG_TS_APACHE] = "kohaku drop_chunks"};
+    kh_metrics_storage_mode(kh_pg_ts_mode_name(pg->ts_mode));
     struct kh_logline l;
     if (kh_log_begin(&l, KH_LOG_INFO, "postgres schema ready")) {
-        kh_log_str(&l, "mode", pg->timescale ? "timescaledb" : "postgresql");
-        kh_log_str(&l, "retention", pg->timescale ? "timescaledb policy" : "kohaku");
+        kh_log_str(&l, "mode", kh_pg_ts_mode_name(pg->ts_mode));
+        kh_log_bool(&l, "compression", pg->ts_mode == KH_PG_TS_FULL);
+        kh_log_str(&l, "retention", retention[pg->ts_mode]);
         kh_log_int(&l, "retention_days", pg->retention_days);
         kh_log_int(&l, "schema_version", kh_schema_latest_version());
         kh_log_str(&l, "write_method", pg->use_direct_copy ? "direct_copy"
@@ -458,42 +588,65 @@ static bool maint_contact(struct pg *pg)
     return true;
 }
 
-static void retention_pass(struct pg *pg)
+/* One retention statement on one table: a batch of old rows deleted (plain PostgreSQL) or
+ * its old chunks dropped (timescaledb-apache, where TimescaleDB's policies are not there).
+ * The count, or -1 with pg->merr set. */
+static long long retention_step(struct pg *pg, const char *table, const char *interval)
 {
-    char interval[32], sql[512];
-    snprintf(interval, sizeof(interval), "%lld days", (long long)pg->retention_days);
-    long long total = 0;
-    for (size_t t = 0; t <= kh_stats_ntables; t++) {
-        const char *table = t < kh_stats_ntables ? kh_stats_tables[t].table : "sora_report";
+    char sql[512];
+    if (pg->ts_mode == KH_PG_TS_APACHE)
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM drop_chunks('\"%s\"', older_than => $1::interval)", table);
+    else
         snprintf(sql, sizeof(sql),
                  "DELETE FROM \"%s\" WHERE ctid = ANY(ARRAY(SELECT ctid FROM \"%s\" WHERE "
                  "\"time\" < now() - $1::interval LIMIT %d))",
                  table, table, RETENTION_BATCH);
+    const char *params[1] = {interval};
+    PGresult *r = PQexecParams(pg->mconn, sql, 1, NULL, params, NULL, NULL, 0);
+    long long n = -1;
+    if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        n = atoll(PQcmdTuples(r));
+    else if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        n = atoll(PQgetvalue(r, 0, 0));
+    else
+        copy_pq_error(pg->merr, sizeof(pg->merr), "retention", pg->mconn, r);
+    PQclear(r);
+    return n;
+}
+
+static bool quitting(struct pg *pg)
+{
+    pthread_mutex_lock(&pg->mu);
+    bool quit = pg->quit;
+    pthread_mutex_unlock(&pg->mu);
+    return quit;
+}
+
+static void retention_pass(struct pg *pg)
+{
+    char interval[32];
+    snprintf(interval, sizeof(interval), "%lld days", (long long)pg->retention_days);
+    bool chunks = pg->ts_mode == KH_PG_TS_APACHE;
+    long long total = 0;
+    for (size_t t = 0; t <= kh_stats_ntables; t++) {
+        const char *table = t < kh_stats_ntables ? kh_stats_tables[t].table : "sora_report";
         for (;;) {
-            const char *params[1] = {interval};
-            PGresult *r = PQexecParams(pg->mconn, sql, 1, NULL, params, NULL, NULL, 0);
-            bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-            long long n = ok ? atoll(PQcmdTuples(r)) : 0;
-            if (!ok)
-                copy_pq_error(pg->merr, sizeof(pg->merr), "retention", pg->mconn, r);
-            PQclear(r);
-            if (!ok) {
+            long long n = retention_step(pg, table, interval);
+            if (n < 0) {
                 kh_log(KH_LOG_WARN, "retention pass failed", pg->merr);
                 return;
             }
             total += n;
-            if (n < RETENTION_BATCH)
+            if (chunks || n < RETENTION_BATCH)
                 break;
-            pthread_mutex_lock(&pg->mu);
-            bool quit = pg->quit;
-            pthread_mutex_unlock(&pg->mu);
-            if (quit)
+            if (quitting(pg))
                 return;
         }
     }
     struct kh_logline l;
     if (kh_log_begin(&l, total ? KH_LOG_INFO : KH_LOG_DEBUG, "retention pass")) {
-        kh_log_int(&l, "deleted_rows", total);
+        kh_log_int(&l, chunks ? "dropped_chunks" : "deleted_rows", total);
         kh_log_int(&l, "retention_days", pg->retention_days);
         kh_log_end(&l);
     }
@@ -516,7 +669,8 @@ static void *maint_main(void *arg)
             }
             backoff_ms = 200;
             wait_ms = 2000;
-            if (!pg->timescale && pg->retention_days > 0 && kh_mono_usec() >= next_retention) {
+            if (pg->ts_mode != KH_PG_TS_FULL && pg->retention_days > 0 &&
+                kh_mono_usec() >= next_retention) {
                 retention_pass(pg);
                 next_retention = kh_mono_usec() + (uint64_t)pg->retention_interval * 1000000;
             }
@@ -1059,7 +1213,8 @@ static void write_copy(struct slot *s, const struct subset *sub, struct outcome 
         rc |= column_list((int)t, &move);
         rc |= put_sql(&move, ") SELECT ");
         rc |= column_list((int)t, &move);
-        rc |= put_sql(&move, " FROM \"s_%s\" ON CONFLICT DO NOTHING", name);
+        rc |= put_sql(&move, " FROM \"s_%s\" u", name);
+        rc |= insert_tail(s->pg, &move, name, stats_key((int)t));
         if (rc == 0 && kh_buf_append(&move, "", 1) == 0)
             exec_counted(s, o, move.data, "insert", (int)t); /* counts what it inserted */
     }

@@ -18,6 +18,7 @@
 #include "core/buf.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "sora/schema.h"
 #include "store/store.h"
 
@@ -73,6 +74,7 @@ static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char *
     if (exec(q, pragmas, err) != 0)
         return KH_EIO;
     atomic_store(&q->healthy, true);
+    kh_metrics_storage_mode("sqlite");
     return 0;
 }
 

@@ -2,9 +2,13 @@
 
 CI runs as root and initdb refuses root, so the cluster is created and run as the
 `postgres` user (through `runuser`), in a temporary directory, on a free port of 127.0.0.1,
-with fsync off. Tests may stop and start it to simulate an outage.
+with fsync off. Tests may stop and start it to simulate an outage. `preload` names
+shared_preload_libraries (`PgCluster(preload=["timescaledb"])`) and `settings` adds server
+settings (`{"timescaledb.license": "apache"}`); both are attributes a test may change before
+a restart. The server's log is `log_text()`.
 """
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -37,11 +41,13 @@ def _as_postgres(args, **kw):
 
 
 class PgCluster:
-    def __init__(self, crash_safe=False):
+    def __init__(self, crash_safe=False, preload=(), settings=None):
         """crash_safe: keep synchronous_commit on, so a commit PostgreSQL has answered
         survives its own crash (stop("immediate")); off by default for speed. fsync stays off
         either way: the machine itself does not crash in these tests."""
         self.crash_safe = crash_safe
+        self.preload = list(preload)
+        self.settings = dict(settings or {})
         if not os.path.exists(os.path.join(PG_BIN, "initdb")):
             raise RuntimeError(f"PostgreSQL server binaries not found in {PG_BIN} "
                                "(Debian package postgresql-15)")
@@ -59,12 +65,21 @@ class PgCluster:
                 "-c full_page_writes=off -c max_connections=200")
         if not self.crash_safe:
             opts += " -c synchronous_commit=off"
+        settings = dict(self.settings)
+        if self.preload:
+            settings["shared_preload_libraries"] = ",".join(self.preload)
+        for key, value in settings.items():
+            opts += f" -c {key}={shlex.quote(str(value))}"
         _as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-o", opts,
                       "-l", os.path.join(self.dir, "log"), "-w", "-t", "30", "start"])
 
     def stop(self, mode="fast"):
         _as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", mode, "-w",
                       "-t", "30", "stop"])
+
+    def log_text(self):
+        with open(os.path.join(self.dir, "log"), errors="replace") as f:
+            return f.read()
 
     def uri(self, db):
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
@@ -93,3 +108,50 @@ _counter = [0]
 def unique_db_name(prefix="kohaku"):
     _counter[0] += 1
     return f"{prefix}_{os.getpid()}_{_counter[0]}_{int(time.time() * 1000) % 100000}"
+
+
+# --- TimescaleDB ---------------------------------------------------------------------------------
+# Debian does not package TimescaleDB: scripts/install-deps --test builds it from the tarball in
+# ../shared/third_party (beside the repository) when that directory exists, and scripts/test then
+# sets KOHAKU_REQUIRE_TIMESCALEDB=1, so that a TimescaleDB that did not get installed fails the
+# tests instead of skipping them.
+
+THIRD_PARTY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))), "shared", "third_party")
+
+
+def _pg_sharedir():
+    pg_config = os.path.join(PG_BIN, "pg_config")
+    if os.path.exists(pg_config):
+        out = subprocess.run([pg_config, "--sharedir"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    return os.path.join("/usr/share/postgresql", os.path.basename(os.path.dirname(PG_BIN)))
+
+
+def timescaledb_installed():
+    """TimescaleDB is installed into this PostgreSQL: available to every cluster, loaded only
+    by those whose shared_preload_libraries names it."""
+    return os.path.exists(os.path.join(_pg_sharedir(), "extension", "timescaledb.control"))
+
+
+def require_timescaledb():
+    """Returns when TimescaleDB is installed. Otherwise the calling test (or fixture) fails
+    when KOHAKU_REQUIRE_TIMESCALEDB=1 and is skipped, saying why, when not."""
+    import pytest
+    if timescaledb_installed():
+        return
+    if os.environ.get("KOHAKU_REQUIRE_TIMESCALEDB") == "1":
+        pytest.fail("TimescaleDB is required (KOHAKU_REQUIRE_TIMESCALEDB=1) but is not installed "
+                    f"in {_pg_sharedir()}: scripts/install-deps --test builds it with "
+                    "../shared/third_party/build-pg-extension timescaledb", pytrace=False)
+    if not os.path.isdir(THIRD_PARTY):
+        pytest.skip("TimescaleDB not available (../shared/third_party not present)")
+    pytest.skip("TimescaleDB not available (not installed; scripts/install-deps --test builds "
+                "it from ../shared/third_party)")
+
+
+def timescaledb_cluster(**settings):
+    """A cluster that preloads TimescaleDB (after require_timescaledb)."""
+    require_timescaledb()
+    return PgCluster(preload=["timescaledb"], settings=settings)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from harness import FIXTURES, ROOT, Kohaku, envelope, load_stats, post_h2, sora_id
+from pgcluster import timescaledb_cluster
 from stores import pg_cluster, pg_store  # noqa: F401  (pytest fixtures)
 
 GRAFANA = os.path.join(ROOT, "grafana")
@@ -79,13 +80,27 @@ def expand(sql, frm, to, interval_s, variables, timescale):
 
 
 @pytest.fixture(scope="module")
-def loaded(pg_cluster, tmp_path_factory):
+def ts_cluster():
+    """A cluster that preloads TimescaleDB, so the panels also run with time_bucket against
+    hypertables (skipped, or failed with KOHAKU_REQUIRE_TIMESCALEDB=1, without TimescaleDB)."""
+    cluster = timescaledb_cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module", params=["postgresql", "timescaledb"])
+def loaded(request, tmp_path_factory):
     """Every browser call in the fixtures as one connection with its t=3 and t=10 snapshots,
-    7 s apart in Sora's time as in the browser's, in two channels."""
+    7 s apart in Sora's time as in the browser's, in two channels; on plain PostgreSQL and on
+    TimescaleDB, its chunks compressed."""
     from harness import PgStore
     from pgcluster import unique_db_name
-    store = PgStore(pg_cluster, unique_db_name("grafana"))
+    cluster = request.getfixturevalue("pg_cluster" if request.param == "postgresql"
+                                      else "ts_cluster")
+    store = PgStore(cluster, unique_db_name("grafana"))
     k = Kohaku(store.settings()).wait_ready()
+    k.wait_log('"msg":"postgres schema ready"', timeout=30)
+    assert f'"mode":"{request.param}"' in k.log_text()
     conns = {}
     base = datetime.now(timezone.utc) - timedelta(minutes=5)
     for early in sorted(glob.glob(os.path.join(FIXTURES, "*-t3.json"))):
@@ -102,6 +117,11 @@ def loaded(pg_cluster, tmp_path_factory):
                            timestamp=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
             status, text, _ = post_h2(k.port, env)
             assert status == 204, text
+    if request.param == "timescaledb":  # the panels then read compressed chunks
+        store.query("SELECT compress_chunk((quote_ident(chunk_schema) || '.' || "
+                    "quote_ident(chunk_name))::regclass) FROM timescaledb_information.chunks")
+        assert store.query("SELECT bool_and(is_compressed) FROM "
+                           "timescaledb_information.chunks")[0][0] is True
     yield store, conns
     assert k.close() == 0
 
@@ -111,6 +131,8 @@ def run_dashboard(store, board, variables):
     to = datetime.now(timezone.utc) + timedelta(minutes=1)
     timescale = bool(store.query("SELECT count(*) FROM pg_extension WHERE extname = "
                                  "'timescaledb'")[0][0])
+    if timescale:  # Grafana's $__timeGroup becomes time_bucket, on hypertables
+        assert store.query("SELECT count(*) FROM timescaledb_information.hypertables")[0][0]
     results = {}
     for v in board["templating"]["list"]:
         if v["type"] == "query":

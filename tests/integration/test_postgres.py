@@ -73,12 +73,26 @@ def test_kohaku_2023_config_selects_postgres(pg_store, daemon):
 
 
 def test_startup_log_names_the_mode(pg_store, daemon):
+    """The plain cluster never preloads TimescaleDB, installed or not: postgresql mode, in
+    the start-up line and in the mode gauge (the TimescaleDB modes: test_timescaledb.py)."""
     k = daemon(pg_store.settings())
+    k.wait_log('"msg":"postgres schema ready"')
     ready = [l for l in k.log_lines() if l.get("msg") == "postgres schema ready"]
-    assert ready and ready[0]["mode"] in ("postgresql", "timescaledb")
-    available = pg_store.query(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")[0][0]
-    assert ready[0]["mode"] == ("timescaledb" if available else "postgresql")
+    assert len(ready) == 1
+    assert (ready[0]["mode"], ready[0]["compression"], ready[0]["retention"]) == (
+        "postgresql", False, "kohaku")
+    assert k.metrics()[("kohaku_storage_mode", frozenset({("mode", "postgresql")}))] == 1
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "null"])
+def test_storage_mode_gauge_of_the_other_backends(kind, daemon, tmp_path):
+    settings = {"storage": kind}
+    if kind == "sqlite":
+        settings["sqlite_path"] = str(tmp_path / "kohaku.db")
+    k = daemon(settings)
+    modes = {dict(labels)["mode"]: v for (name, labels), v in k.metrics().items()
+             if name == "kohaku_storage_mode"}
+    assert modes == {kind: 1}
 
 
 METHODS = ["unnest", "copy", "direct_copy"]
@@ -155,6 +169,34 @@ def test_redelivery_stores_nothing_new(pg_store, daemon, method):
     assert after["sora_report"] == len(envs) + len(fresh)
     nobj = sum(len(e["stats"]) for e in envs + fresh)
     assert sum(after[t] for t in after if t not in ("sora_report", "sora_connection")) == nobj
+    # the metrics count what the database took, not what was sent: 7 redeliveries stored
+    # nothing (whichever way each batch went)
+    m = k.metrics()
+    assert m[("kohaku_reports_stored_total", frozenset({("kind", "connection")}))] == \
+        len(envs) + len(fresh)
+    assert m[("kohaku_reports_duplicate_total", frozenset())] == 7
+    for table in ("rtc_codec_stats", "rtc_transport_stats", "rtc_inbound_rtp_stream_stats"):
+        assert m[("kohaku_rows_stored_total", frozenset({("table", table)}))] == after[table], \
+            table
+
+
+def test_node_stats_of_unknown_type_on_postgres(pg_store, daemon):
+    """node_other_stats on PostgreSQL: one row per unknown item with its position, all
+    members in extra; a redelivery adds nothing."""
+    k = daemon(pg_store.settings())
+    node = "sora-" + sora_id()[:6].lower() + "@10.0.0.5"
+    env = {"type": "node.erlang-vm", "id": sora_id(), "timestamp": now_rfc3339(),
+           "label": "WebRTC SFU Sora", "version": "2025.1.0", "node_name": node,
+           "stats": [{"type": "erlang-vm-memory", "total": 1},
+                     {"type": "erlang-vm-statistics", "run_queue": 3},
+                     {"type": "sora-future-thing", "nested": {"a": [1, 2]}}]}
+    for _ in range(2):
+        status, text, _ = post_h2(k.port, env, exporter_type="node.erlang-vm")
+        assert status == 204, text
+    rows = pg_store.query("SELECT stats_type, stats_index, extra FROM node_other_stats "
+                          "WHERE node_name = ? ORDER BY stats_index", (node,))
+    assert [(r[0], r[1]) for r in rows] == [("erlang-vm-statistics", 1), ("sora-future-thing", 2)]
+    assert rows[0][2] == {"run_queue": 3} and rows[1][2] == {"nested": {"a": [1, 2]}}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -314,11 +356,8 @@ def test_two_instances_migrate_an_empty_database_together(pg_store, daemon):
 
 
 def test_retention_deletes_only_old_rows(pg_store, daemon):
-    """Plain PostgreSQL: kohaku deletes rows older than retention_days, and only those."""
-    available = pg_store.query(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")[0][0]
-    if available:
-        pytest.skip("TimescaleDB present: retention is its policy, checked in the TimescaleDB test")
+    """Plain PostgreSQL (the test cluster does not preload TimescaleDB, even where it is
+    installed): kohaku deletes rows older than retention_days, and only those."""
     k = daemon(dict(pg_store.settings(), retention_days=30, retention_interval=1))
     stats = load_stats(fixture_files()[0])
     old = [envelope(stats, timestamp=now_rfc3339(-86400 * d)) for d in (31, 45, 400)]
@@ -336,27 +375,3 @@ def test_retention_deletes_only_old_rows(pg_store, daemon):
         assert pg_store.count(table, "\"time\" < now() - interval '30 days'") == 0
         assert pg_store.count(table) > 0
     k.wait_log('"deleted_rows"')
-
-
-def test_timescaledb_hypertables_compression_and_policies(pg_store, daemon):
-    """With TimescaleDB: every stats table is a hypertable on time, compressed by
-    connection_id ordered by time, with compression and retention policies."""
-    available = pg_store.query(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")[0][0]
-    if not available:
-        pytest.skip("TimescaleDB is not installed on this PostgreSQL (not in Debian's archive): "
-                    "hypertable, compression and policy checks not run")
-    k = daemon(dict(pg_store.settings(), retention_days=60, timescaledb_compress_after=7))
-    assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
-    hypertables = {t for (t,) in pg_store.query(
-        "SELECT hypertable_name FROM timescaledb_information.hypertables")}
-    assert set(h for h in hypertables if h.startswith("rtc_")) >= {"rtc_transport_stats",
-                                                                   "rtc_codec_stats"}
-    seg = pg_store.query("SELECT attname FROM timescaledb_information.compression_settings "
-                         "WHERE hypertable_name = 'rtc_transport_stats' AND segmentby_column_index "
-                         "IS NOT NULL")
-    assert seg == [("connection_id",)]
-    jobs = {p for (p,) in pg_store.query(
-        "SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name = "
-        "'rtc_transport_stats'")}
-    assert {"policy_compression", "policy_retention"} <= jobs
