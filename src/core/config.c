@@ -135,7 +135,8 @@ static const struct param params[] = {
     {"retention_days", P_INT, OFF(retention_days), "60", 0, 36500, NULL,
      "delete stats older than this many days (0 = keep forever); PostgreSQL only"},
     {"retention_interval", P_INT, OFF(retention_interval), "600", 1, 86400, NULL,
-     "seconds between retention passes on plain PostgreSQL"},
+     "seconds between kohaku's own retention passes (plain PostgreSQL, and TimescaleDB's "
+     "Apache build, which has no retention policy)"},
     {"batch_max_reports", P_INT, OFF(batch_max_reports), "256", 1, 100000, NULL,
      "reports per storage transaction at most"},
     {"batch_max_rows", P_INT, OFF(batch_max_rows), "20000", 1, 10000000, NULL,
