@@ -31,7 +31,7 @@
 
 #include "core/buf.h"
 #include "core/timeutil.h"
-#include "loadgen/template.h"
+#include "template.h"
 
 #define MAX_TEMPLATES 64
 #define NBUCKETS 2000

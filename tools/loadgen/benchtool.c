@@ -19,7 +19,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/timeutil.h"
-#include "loadgen/template.h"
+#include "template.h"
 #include "sora/envelope.h"
 #include "sora/schema.h"
 #include "store/pg_encode.h"

@@ -1,7 +1,7 @@
 /*
  * template: fixture snapshots compiled to text pieces and growing numbers. See template.h.
  */
-#include "loadgen/template.h"
+#include "template.h"
 
 #include <math.h>
 #include <stdio.h>
