@@ -3,6 +3,8 @@
  */
 #include "core/buf.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,5 +50,31 @@ int kh_buf_append(struct kh_buf *b, const void *p, size_t n)
         return rc;
     memcpy(b->data + b->len, p, n);
     b->len += n;
+    return 0;
+}
+
+int kh_buf_printf(struct kh_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = b->cap - b->len;
+    int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return KH_EINVAL;
+    if ((size_t)n < room) { /* it fitted, with its NUL */
+        b->len += (size_t)n;
+        return 0;
+    }
+    int rc = kh_buf_reserve(b, (size_t)n + 1);
+    if (rc != 0) {
+        if (room)
+            b->data[b->len] = '\0'; /* undo the partial write's effect on the C string */
+        return rc;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
     return 0;
 }

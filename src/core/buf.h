@@ -21,6 +21,10 @@ void kh_buf_cleanup(struct kh_buf *b);
 /* Makes room for n more bytes. KH_ENOSPC past max, KH_ENOMEM on allocation failure. */
 int kh_buf_reserve(struct kh_buf *b, size_t n);
 int kh_buf_append(struct kh_buf *b, const void *p, size_t n);
+/* Appends printf-formatted text (no NUL is counted in len; one is kept after the text, so
+ * b->data is a C string afterwards). KH_ENOSPC past max (nothing is appended, never a cut
+ * line), KH_ENOMEM on allocation failure. The one way to format into a buffer. */
+int kh_buf_printf(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline void kh_buf_reset(struct kh_buf *b) { b->len = 0; }
 
 #endif

@@ -4,7 +4,6 @@
 #include "core/metrics.h"
 
 #include <dirent.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,21 +60,9 @@ void kh_metrics_storage_mode(const char *mode)
     atomic_store(&kh_metrics.storage_mode, mode);
 }
 
-static int put(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int put(struct kh_buf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    return n < 0 ? 0 : kh_buf_append(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
 static int head(struct kh_buf *b, const char *name, const char *type, const char *help)
 {
-    return put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    return kh_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static int histogram(struct kh_buf *b, const char *name, const char *help,
@@ -85,11 +72,11 @@ static int histogram(struct kh_buf *b, const char *name, const char *help,
     uint64_t cum = 0;
     for (int i = 0; rc == 0 && i < KH_METRICS_BUCKETS; i++) {
         cum += h->counts[i];
-        rc = put(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+        rc = kh_buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
     }
     cum += h->counts[KH_METRICS_BUCKETS];
     if (rc == 0)
-        rc = put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %g\n%s_count %llu\n", name,
+        rc = kh_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %g\n%s_count %llu\n", name,
                  (unsigned long long)cum, name, h->sum, name, (unsigned long long)h->n);
     return rc;
 }
@@ -123,7 +110,7 @@ static int scalar(struct kh_buf *b, const char *name, const char *type, const ch
                   uint64_t v)
 {
     int rc = head(b, name, type, help);
-    return rc ? rc : put(b, "%s %llu\n", name, (unsigned long long)v);
+    return rc ? rc : kh_buf_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
 static int render_spool(struct kh_buf *b, const struct kh_metrics *m)
@@ -169,7 +156,7 @@ int kh_metrics_render(struct kh_buf *b)
     const struct kh_metrics_sources *s = &m->src;
     int rc = head(b, "kohaku_build_info", "gauge", "Always 1; the version is in the label.");
     if (rc == 0)
-        rc = put(b, "kohaku_build_info{version=\"%s\"} 1\n", KOHAKU_VERSION);
+        rc = kh_buf_printf(b, "kohaku_build_info{version=\"%s\"} 1\n", KOHAKU_VERSION);
     if (rc == 0)
         rc = head(b, "kohaku_http_requests_total", "counter",
                   "Requests answered, by route, protocol and status.");
@@ -180,11 +167,11 @@ int kh_metrics_render(struct kh_buf *b)
                 if (v == 0)
                     continue;
                 if (i == KH_METRICS_STATUSES - 2)
-                    rc = put(b, "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
+                    rc = kh_buf_printf(b, "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
                                 "status=\"other\"} %llu\n",
                              route_names[r], p ? "h2" : "h1", (unsigned long long)v);
                 else
-                    rc = put(b, "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
+                    rc = kh_buf_printf(b, "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
                                 "status=\"%d\"} %llu\n",
                              route_names[r], p ? "h2" : "h1", statuses[i],
                              (unsigned long long)v);
@@ -193,7 +180,7 @@ int kh_metrics_render(struct kh_buf *b)
         rc = head(b, "kohaku_reports_stored_total", "counter",
                   "Reports stored (committed, not there before), by kind.");
     if (rc == 0)
-        rc = put(b, "kohaku_reports_stored_total{kind=\"connection\"} %llu\n"
+        rc = kh_buf_printf(b, "kohaku_reports_stored_total{kind=\"connection\"} %llu\n"
                     "kohaku_reports_stored_total{kind=\"node\"} %llu\n",
                  (unsigned long long)m->reports_stored[0],
                  (unsigned long long)m->reports_stored[1]);
@@ -206,13 +193,13 @@ int kh_metrics_render(struct kh_buf *b)
         rc = head(b, "kohaku_rows_stored_total", "counter",
                   "Stats rows inserted, by table (rows already stored are not counted).");
     for (size_t t = 0; rc == 0 && t < kh_stats_ntables && t < KH_METRICS_TABLES; t++)
-        rc = put(b, "kohaku_rows_stored_total{table=\"%s\"} %llu\n", kh_stats_tables[t].table,
+        rc = kh_buf_printf(b, "kohaku_rows_stored_total{table=\"%s\"} %llu\n", kh_stats_tables[t].table,
                  (unsigned long long)m->rows_stored[t]);
     if (rc == 0)
         rc = head(b, "kohaku_reports_rejected_total", "counter",
                   "Reports refused (not stored), by reason.");
     for (int i = 0; rc == 0 && i < KH_REJECT_COUNT; i++)
-        rc = put(b, "kohaku_reports_rejected_total{reason=\"%s\"} %llu\n", reject_names[i],
+        rc = kh_buf_printf(b, "kohaku_reports_rejected_total{reason=\"%s\"} %llu\n", reject_names[i],
                  (unsigned long long)m->rejected[i]);
     if (rc == 0)
         rc = histogram(b, "kohaku_batch_reports", "Reports per storage transaction.",
@@ -224,40 +211,40 @@ int kh_metrics_render(struct kh_buf *b)
     if (rc == 0)
         rc = head(b, "kohaku_batches_failed_total", "counter", "Batches that were not stored.");
     if (rc == 0)
-        rc = put(b, "kohaku_batches_failed_total %llu\n",
+        rc = kh_buf_printf(b, "kohaku_batches_failed_total %llu\n",
                  (unsigned long long)m->batches_failed);
     if (rc == 0 && s->storage_up) {
         rc = head(b, "kohaku_storage_up", "gauge", "1 while the database takes writes.");
         if (rc == 0)
-            rc = put(b, "kohaku_storage_up %d\n", s->storage_up(s->arg));
+            rc = kh_buf_printf(b, "kohaku_storage_up %d\n", s->storage_up(s->arg));
         if (rc == 0)
             rc = head(b, "kohaku_storage_reconnects_total", "counter",
                       "Times a database connection was (re)established after a failure.");
         if (rc == 0)
-            rc = put(b, "kohaku_storage_reconnects_total %llu\n",
+            rc = kh_buf_printf(b, "kohaku_storage_reconnects_total %llu\n",
                      (unsigned long long)s->storage_reconnects(s->arg));
         if (rc == 0)
             rc = head(b, "kohaku_inflight_bytes", "gauge",
                       "Memory held by reports waiting for storage.");
         if (rc == 0)
-            rc = put(b, "kohaku_inflight_bytes %llu\n",
+            rc = kh_buf_printf(b, "kohaku_inflight_bytes %llu\n",
                      (unsigned long long)s->inflight_bytes(s->arg));
         if (rc == 0)
             rc = head(b, "kohaku_pending_reports", "gauge", "Reports waiting for storage.");
         if (rc == 0)
-            rc = put(b, "kohaku_pending_reports %llu\n",
+            rc = kh_buf_printf(b, "kohaku_pending_reports %llu\n",
                      (unsigned long long)s->pending_reports(s->arg));
         if (rc == 0)
             rc = head(b, "kohaku_connections", "gauge", "Open client connections by protocol.");
         if (rc == 0)
-            rc = put(b, "kohaku_connections{protocol=\"h1\"} %llu\n"
+            rc = kh_buf_printf(b, "kohaku_connections{protocol=\"h1\"} %llu\n"
                         "kohaku_connections{protocol=\"h2\"} %llu\n",
                      (unsigned long long)s->connections(s->arg, 1),
                      (unsigned long long)s->connections(s->arg, 2));
         if (rc == 0)
             rc = head(b, "kohaku_http2_streams", "gauge", "Open HTTP/2 streams.");
         if (rc == 0)
-            rc = put(b, "kohaku_http2_streams %llu\n", (unsigned long long)s->streams(s->arg));
+            rc = kh_buf_printf(b, "kohaku_http2_streams %llu\n", (unsigned long long)s->streams(s->arg));
     }
     const char *mode = atomic_load(&kh_metrics.storage_mode);
     if (rc == 0)
@@ -265,16 +252,16 @@ int kh_metrics_render(struct kh_buf *b)
                   "1 for the storage mode in use (sqlite, null, postgresql, timescaledb, "
                   "timescaledb-apache).");
     if (rc == 0 && mode)
-        rc = put(b, "kohaku_storage_mode{mode=\"%s\"} 1\n", mode);
+        rc = kh_buf_printf(b, "kohaku_storage_mode{mode=\"%s\"} 1\n", mode);
     if (rc == 0 && m->spool_enabled)
         rc = render_spool(b, m);
     if (rc == 0)
         rc = head(b, "kohaku_process_resident_memory_bytes", "gauge", "Resident set size.");
     if (rc == 0)
-        rc = put(b, "kohaku_process_resident_memory_bytes %ld\n", rss_bytes());
+        rc = kh_buf_printf(b, "kohaku_process_resident_memory_bytes %ld\n", rss_bytes());
     if (rc == 0)
         rc = head(b, "kohaku_process_open_fds", "gauge", "Open file descriptors.");
     if (rc == 0)
-        rc = put(b, "kohaku_process_open_fds %ld\n", open_fds());
+        rc = kh_buf_printf(b, "kohaku_process_open_fds %ld\n", open_fds());
     return rc;
 }

@@ -5,7 +5,6 @@
  */
 #include "sora/schema.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,24 +208,6 @@ static const char *sqltype(enum kh_dialect d, enum kh_coltype t)
     return "TEXT";
 }
 
-static int putf(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int putf(struct kh_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    int rc = kh_buf_reserve(b, (size_t)n + 1);
-    if (rc != 0)
-        return rc;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return 0;
-}
-
 /* The common columns of each scope (enum kh_scope order). Every stats table starts with its
  * scope's columns; the natural key makes redelivery idempotent. The connection key is
  * ordered (connection_id, time, stats_id) so that it also serves per-connection time ranges
@@ -277,7 +258,7 @@ static int put_names(struct kh_buf *b, const char *const *names, size_t n)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = putf(b, "%s\"%s\"", i ? ", " : "", names[i]);
+        rc = kh_buf_printf(b, "%s\"%s\"", i ? ", " : "", names[i]);
     return rc;
 }
 
@@ -285,23 +266,23 @@ static int create_stats_table(enum kh_dialect d, int t, int version, struct kh_b
 {
     const struct kh_stats_table *st = &kh_stats_tables[t];
     const struct kh_scope_desc *sc = kh_schema_scope(t);
-    int rc = putf(b, "CREATE TABLE IF NOT EXISTS \"%s\" (", st->table);
+    int rc = kh_buf_printf(b, "CREATE TABLE IF NOT EXISTS \"%s\" (", st->table);
     for (size_t c = 0; rc == 0 && c < sc->ncols; c++)
-        rc = putf(b, "%s\n  \"%s\" %s%s", c ? "," : "", sc->cols[c].name,
+        rc = kh_buf_printf(b, "%s\n  \"%s\" %s%s", c ? "," : "", sc->cols[c].name,
                   sqltype(d, sc->cols[c].type), sc->cols[c].not_null ? " NOT NULL" : "");
     for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
         if (since(st->members[m].since) <= version)
-            rc = putf(b, ",\n  \"%s\" %s", derived[t].columns[m],
+            rc = kh_buf_printf(b, ",\n  \"%s\" %s", derived[t].columns[m],
                       sqltype(d, st->members[m].type));
     if (rc == 0)
-        rc = putf(b, ",\n  \"extra\" %s\n);\n", sqltype(d, KH_COL_JSON));
+        rc = kh_buf_printf(b, ",\n  \"extra\" %s\n);\n", sqltype(d, KH_COL_JSON));
     if (rc == 0)
-        rc = putf(b, "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" (", st->table,
+        rc = kh_buf_printf(b, "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" (", st->table,
                   st->table);
     if (rc == 0)
         rc = put_names(b, sc->key, sc->nkey);
     if (rc == 0)
-        rc = putf(b, ");\nCREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
+        rc = kh_buf_printf(b, ");\nCREATE INDEX IF NOT EXISTS \"%s_time\" ON \"%s\" (\"time\");\n",
                   st->table, st->table);
     return rc;
 }
@@ -310,7 +291,7 @@ static int create_base_tables(enum kh_dialect d, struct kh_buf *b)
 {
     const char *ts = d == KH_DIALECT_POSTGRES ? "timestamptz" : "TEXT";
     const char *bl = sqltype(d, KH_COL_BOOL);
-    return putf(b,
+    return kh_buf_printf(b,
                 "CREATE TABLE IF NOT EXISTS \"sora_connection\" (\n"
                 "  \"connection_id\" text PRIMARY KEY,\n  \"channel_id\" text NOT NULL,\n"
                 "  \"session_id\" text NOT NULL,\n  \"client_id\" text NOT NULL,\n"
@@ -336,7 +317,7 @@ static int create_base_tables(enum kh_dialect d, struct kh_buf *b)
 static int create_report_table(enum kh_dialect d, struct kh_buf *b)
 {
     const char *ts = d == KH_DIALECT_POSTGRES ? "timestamptz" : "TEXT";
-    return putf(b,
+    return kh_buf_printf(b,
                 "CREATE TABLE IF NOT EXISTS \"sora_report\" (\n"
                 "  \"time\" %s NOT NULL,\n  \"source\" text NOT NULL,\n"
                 "  \"kind\" text NOT NULL,\n  \"report_id\" text,\n"
@@ -453,7 +434,7 @@ int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
             continue;
         for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
             if (since(st->members[m].since) == version)
-                rc = putf(out, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", st->table,
+                rc = kh_buf_printf(out, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", st->table,
                           derived[t].columns[m], sqltype(d, st->members[m].type));
     }
     return rc;
@@ -464,22 +445,22 @@ int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out)
     const struct kh_stats_table *st = &kh_stats_tables[table];
     const struct kh_scope_desc *sc = kh_schema_scope(table);
     int ncommon = (int)sc->ncols;
-    int rc = putf(out, "INSERT %sINTO \"%s\" (", d == KH_DIALECT_SQLITE ? "OR IGNORE " : "",
+    int rc = kh_buf_printf(out, "INSERT %sINTO \"%s\" (", d == KH_DIALECT_SQLITE ? "OR IGNORE " : "",
                   st->table);
     for (int i = 0; rc == 0 && i < ncommon; i++)
-        rc = putf(out, "%s\"%s\"", i ? ", " : "", sc->cols[i].name);
+        rc = kh_buf_printf(out, "%s\"%s\"", i ? ", " : "", sc->cols[i].name);
     for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
-        rc = putf(out, ", \"%s\"", derived[table].columns[m]);
+        rc = kh_buf_printf(out, ", \"%s\"", derived[table].columns[m]);
     if (rc == 0)
-        rc = putf(out, ", \"extra\") VALUES (");
+        rc = kh_buf_printf(out, ", \"extra\") VALUES (");
     size_t ncols = (size_t)ncommon + st->nmembers + 1;
     for (size_t i = 0; rc == 0 && i < ncols; i++) {
         if (d == KH_DIALECT_SQLITE)
-            rc = putf(out, "%s?", i ? "," : "");
+            rc = kh_buf_printf(out, "%s?", i ? "," : "");
         else
-            rc = putf(out, "%s$%zu", i ? "," : "", i + 1);
+            rc = kh_buf_printf(out, "%s$%zu", i ? "," : "", i + 1);
     }
     if (rc == 0)
-        rc = putf(out, ")%s", d == KH_DIALECT_POSTGRES ? " ON CONFLICT DO NOTHING" : "");
+        rc = kh_buf_printf(out, ")%s", d == KH_DIALECT_POSTGRES ? " ON CONFLICT DO NOTHING" : "");
     return rc;
 }

@@ -3,7 +3,6 @@
  */
 #include "store/pg_timescale.h"
 
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -94,26 +93,12 @@ void kh_pg_ts_warn(const struct kh_pg_ts_facts *f, const struct kh_pg_ts_plan *p
     }
 }
 
-static int put_sql(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int put_sql(struct kh_buf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        return KH_ENOSPC;
-    return kh_buf_append(b, tmp, (size_t)n);
-}
-
 /* The classic create_hypertable signature works on every 2.x release, so a database whose
  * extension is older than the installed default is served as it is. */
 int kh_pg_ts_table_sql(struct kh_buf *b, const struct kh_pg_ts_table *t)
 {
     const char *n = t->table;
-    int rc = put_sql(b,
+    int rc = kh_buf_printf(b,
                      "SELECT create_hypertable('\"%s\"', 'time', chunk_time_interval => INTERVAL "
                      "'%lld hours', create_default_indexes => FALSE, if_not_exists => TRUE, "
                      "migrate_data => TRUE);\n"
@@ -121,7 +106,7 @@ int kh_pg_ts_table_sql(struct kh_buf *b, const struct kh_pg_ts_table *t)
                      n, (long long)t->chunk_hours, n, (long long)t->chunk_hours);
     if (rc != 0 || t->mode != KH_PG_TS_FULL)
         return rc;
-    rc = put_sql(b,
+    rc = kh_buf_printf(b,
                  "DO $kh$ BEGIN IF NOT EXISTS (SELECT 1 FROM "
                  "timescaledb_information.hypertables WHERE hypertable_name = '%s' AND "
                  "compression_enabled) THEN ALTER TABLE \"%s\" SET (timescaledb.compress, "
@@ -129,14 +114,14 @@ int kh_pg_ts_table_sql(struct kh_buf *b, const struct kh_pg_ts_table *t)
                  "'%s'); END IF; END $kh$;\n",
                  n, n, t->segmentby, t->orderby);
     if (rc == 0)
-        rc = put_sql(b,
+        rc = kh_buf_printf(b,
                      "SELECT remove_compression_policy('\"%s\"', if_exists => TRUE);\n"
                      "SELECT add_compression_policy('\"%s\"', compress_after => INTERVAL "
                      "'%lld days');\n"
                      "SELECT remove_retention_policy('\"%s\"', if_exists => TRUE);\n",
                      n, n, (long long)t->compress_days, n);
     if (rc == 0 && t->retention_days > 0)
-        rc = put_sql(b,
+        rc = kh_buf_printf(b,
                      "SELECT add_retention_policy('\"%s\"', drop_after => INTERVAL "
                      "'%lld days');\n",
                      n, (long long)t->retention_days);

@@ -170,19 +170,6 @@ static void compress_columns(int t, struct kh_pg_ts_table *out)
     out->orderby = sc->compress_orderby;
 }
 
-static int put_sql(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int put_sql(struct kh_buf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        return KH_ENOSPC;
-    return kh_buf_append(b, tmp, (size_t)n);
-}
 
 static int timescale_tables(struct pg *pg, PGconn *c, char *err, size_t errlen)
 {
@@ -325,7 +312,7 @@ static int migrate_conn(struct pg *pg, PGconn *c, int target, char *err, size_t 
         kh_buf_reset(&sql);
         rc = kh_schema_migration_sql(KH_DIALECT_POSTGRES, v, &sql);
         if (rc == 0)
-            rc = put_sql(&sql, "INSERT INTO kohaku_schema_version (version) VALUES (%d);", v);
+            rc = kh_buf_printf(&sql, "INSERT INTO kohaku_schema_version (version) VALUES (%d);", v);
         if (rc == 0)
             rc = kh_buf_append(&sql, "", 1);
         if (rc == 0)
@@ -386,7 +373,7 @@ static int column_list(int t, struct kh_buf *b)
                            : i - nc < (int)kh_stats_tables[t].nmembers
                                ? kh_schema_column(t, i - nc)
                                : "extra";
-        rc = put_sql(b, "%s\"%s\"", i ? ", " : "", name);
+        rc = kh_buf_printf(b, "%s\"%s\"", i ? ", " : "", name);
     }
     return rc;
 }
@@ -399,10 +386,10 @@ static int column_list(int t, struct kh_buf *b)
  * CONFLICT still covers a concurrent writer. `key` is NULL-terminated. */
 static int skip_stored(struct kh_buf *b, const char *table, const char *const *key)
 {
-    int rc = put_sql(b, " LEFT JOIN LATERAL (SELECT 1 AS hit FROM \"%s\" x WHERE ", table);
+    int rc = kh_buf_printf(b, " LEFT JOIN LATERAL (SELECT 1 AS hit FROM \"%s\" x WHERE ", table);
     for (int i = 0; rc == 0 && key[i]; i++)
-        rc = put_sql(b, "%sx.\"%s\" = u.\"%s\"", i ? " AND " : "", key[i], key[i]);
-    return rc ? rc : put_sql(b, " LIMIT 1) e ON TRUE WHERE e.hit IS NULL");
+        rc = kh_buf_printf(b, "%sx.\"%s\" = u.\"%s\"", i ? " AND " : "", key[i], key[i]);
+    return rc ? rc : kh_buf_printf(b, " LIMIT 1) e ON TRUE WHERE e.hit IS NULL");
 }
 
 /* The natural key of a stats table (NULL-terminated). */
@@ -414,24 +401,24 @@ static int insert_tail(const struct pg *pg, struct kh_buf *b, const char *table,
                        const char *const *key)
 {
     int rc = pg->ts_mode == KH_PG_TS_FULL ? skip_stored(b, table, key) : 0;
-    return rc ? rc : put_sql(b, " ON CONFLICT DO NOTHING");
+    return rc ? rc : kh_buf_printf(b, " ON CONFLICT DO NOTHING");
 }
 
 static int unnest_sql(const struct pg *pg, int t, struct kh_buf *b)
 {
-    int rc = put_sql(b, "INSERT INTO \"%s\" (", kh_stats_tables[t].table);
+    int rc = kh_buf_printf(b, "INSERT INTO \"%s\" (", kh_stats_tables[t].table);
     if (rc == 0)
         rc = column_list(t, b);
     if (rc == 0)
-        rc = put_sql(b, ") SELECT u.* FROM unnest(");
+        rc = kh_buf_printf(b, ") SELECT u.* FROM unnest(");
     for (int i = 0; rc == 0 && i < ncols(t); i++)
-        rc = put_sql(b, "%s$%d::%s[]", i ? ", " : "", i + 1, col_type(t, i));
+        rc = kh_buf_printf(b, "%s$%d::%s[]", i ? ", " : "", i + 1, col_type(t, i));
     if (rc == 0)
-        rc = put_sql(b, ") AS u(");
+        rc = kh_buf_printf(b, ") AS u(");
     if (rc == 0)
         rc = column_list(t, b);
     if (rc == 0)
-        rc = put_sql(b, ")");
+        rc = kh_buf_printf(b, ")");
     if (rc == 0)
         rc = insert_tail(pg, b, kh_stats_tables[t].table, stats_key(t));
     return rc == 0 ? kh_buf_append(b, "", 1) : rc;
@@ -471,7 +458,7 @@ static int insert_report(const struct pg *pg, struct kh_buf *b)
     if (rc == 0)
         rc = insert_tail(pg, b, "sora_report", key);
     if (rc == 0)
-        rc = put_sql(b, " RETURNING kind");
+        rc = kh_buf_printf(b, " RETURNING kind");
     return rc == 0 ? kh_buf_append(b, "", 1) : rc;
 }
 
@@ -499,7 +486,7 @@ static int prepare_slot(struct slot *s)
             rc = prepare(s, name, b.data);
         if (rc == 0 && s->pg->use_copy) {
             kh_buf_reset(&b);
-            rc = put_sql(&b,
+            rc = kh_buf_printf(&b,
                          "CREATE TEMP TABLE IF NOT EXISTS \"s_%s\" (LIKE \"%s\") ON COMMIT "
                          "DELETE ROWS",
                          kh_stats_tables[t].table, kh_stats_tables[t].table);
@@ -1166,11 +1153,11 @@ static void copy_table(struct slot *s, struct outcome *o, int t, bool staging,
                        struct kh_buf *sql)
 {
     kh_buf_reset(sql);
-    int rc = put_sql(sql, "COPY \"%s%s\" (", staging ? "s_" : "", kh_stats_tables[t].table);
+    int rc = kh_buf_printf(sql, "COPY \"%s%s\" (", staging ? "s_" : "", kh_stats_tables[t].table);
     if (rc == 0)
         rc = column_list(t, sql);
     if (rc == 0)
-        rc = put_sql(sql, ") FROM STDIN%s",
+        rc = kh_buf_printf(sql, ") FROM STDIN%s",
                      s->pg->copy_format == KH_PG_BINARY ? " (FORMAT binary)" : "");
     if (rc == 0)
         rc = kh_buf_append(sql, "", 1);
@@ -1209,11 +1196,11 @@ static void write_copy(struct slot *s, const struct subset *sub, struct outcome 
         copy_table(s, o, (int)t, true, &sql);
         const char *name = kh_stats_tables[t].table;
         kh_buf_reset(&move);
-        rc = put_sql(&move, "INSERT INTO \"%s\" (", name);
+        rc = kh_buf_printf(&move, "INSERT INTO \"%s\" (", name);
         rc |= column_list((int)t, &move);
-        rc |= put_sql(&move, ") SELECT ");
+        rc |= kh_buf_printf(&move, ") SELECT ");
         rc |= column_list((int)t, &move);
-        rc |= put_sql(&move, " FROM \"s_%s\" u", name);
+        rc |= kh_buf_printf(&move, " FROM \"s_%s\" u", name);
         rc |= insert_tail(s->pg, &move, name, stats_key((int)t));
         if (rc == 0 && kh_buf_append(&move, "", 1) == 0)
             exec_counted(s, o, move.data, "insert", (int)t); /* counts what it inserted */

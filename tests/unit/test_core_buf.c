@@ -62,6 +62,30 @@ static void test_buf_grows_in_steps(void **state)
     kh_buf_cleanup(&b);
 }
 
+/* kh_buf_printf: appends whole, grows past the first capacity, refuses past max (appending
+ * nothing: no cut-off text as the old per-module helpers did), and keeps a C string. */
+static void test_buf_printf(void **state)
+{
+    (void)state;
+    struct kh_buf b;
+    kh_buf_init(&b, 1200);
+    assert_int_equal(kh_buf_printf(&b, "%s=%d", "a", 1), 0);
+    assert_int_equal(b.len, 3);
+    assert_string_equal(b.data, "a=1");
+    char big[700];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(kh_buf_printf(&b, ",%s", big), 0); /* past the first 256 bytes */
+    assert_int_equal(b.len, 3 + 700);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_int_equal(kh_buf_printf(&b, ",%s", big), KH_ENOSPC); /* 1,403 > 1,200 */
+    assert_int_equal(b.len, 703);
+    assert_int_equal(strlen(b.data), 703);
+    assert_int_equal(kh_buf_printf(&b, "%s", ""), 0);
+    assert_int_equal(b.len, 703);
+    kh_buf_cleanup(&b);
+}
+
 static void expect_json_str(const char *in, size_t n, const char *want)
 {
     struct kh_buf b;
@@ -189,6 +213,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_max_enforced),
         cmocka_unit_test(test_buf_grows_in_steps),
+        cmocka_unit_test(test_buf_printf),
         cmocka_unit_test(test_json_escaping),
         cmocka_unit_test(test_json_str_respects_max),
         cmocka_unit_test(test_json_escape_partial),
