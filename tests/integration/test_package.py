@@ -140,8 +140,9 @@ def check_installed_files():
     text = open(CONFIG).read()
     assert ini_value(text, "sqlite_path") == "/var/lib/kohaku/kohaku.db"
     assert ini_value(text, "log_stdout") == "true"  # JSON lines to the journal
-    version = run(["/usr/sbin/kohaku", "-V"]).strip()
-    assert version == f"kohaku {project_version()}", version
+    version = run(["/usr/sbin/kohaku", "-V"]).splitlines()
+    assert version[0] == f"kohaku {project_version()}", version  # then the libraries'
+    assert any(line.startswith("nghttp2 ") for line in version[1:]), version
     return text, user
 
 
