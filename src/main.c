@@ -343,12 +343,15 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
         }
         kh_config_log(hup.cfg);
     }
-    /* the stats listener and, with exporter_https, the metrics listener: each has its own
-     * TLS context, loaded from the same files; each keeps its certificates on failure */
-    if (kh_server_reload_tls(rt->srv, err, sizeof(err)) != 0 ||
-        kh_server_reload_tls(rt->metrics_srv, err, sizeof(err)) != 0) {
+    /* the limits and file names the listeners read, from the (maybe) new values; then the
+     * stats listener and, with exporter_https, the metrics listener: each has its own TLS
+     * context, loaded from the same files; each keeps its certificates on failure */
+    kh_app_apply_config(&rt->app);
+    const char *why = NULL;
+    if (kh_server_reload_tls(rt->srv, &rt->app.tls_files, &why) != 0 ||
+        kh_server_reload_tls(rt->metrics_srv, &rt->app.tls_files, &why) != 0) {
         char cited[1500];
-        kh_config_cite(hup.cfg, err, cited, sizeof(cited));
+        kh_config_cite(hup.cfg, why, cited, sizeof(cited));
         kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", cited);
     }
     else if (rt->app.cfg->https || rt->app.cfg->exporter_https)
@@ -381,76 +384,102 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_add(rt->tick, &tv);
 }
 
-static int serve(struct kh_config *cfg, struct kh_store *store)
+/* Everything serve() made, freed in reverse by close_runtime (each step tolerates what was
+ * never made). */
+static void close_runtime(struct runtime *rt)
 {
-    struct runtime rt = {0};
+    struct event *evs[] = {rt->log_flush, rt->tick, rt->sig_term, rt->sig_int, rt->sig_hup};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
+    kh_metrics.src = (struct kh_metrics_sources){0};
+    kh_server_free(rt->metrics_srv);
+    kh_server_free(rt->srv);
+    kh_app_cleanup(&rt->app);
+    /* bodies still being parsed go on to the batcher, which stops taking them, then the
+     * batcher: a batch that fails now still hands its reports to the spool */
+    kh_parsepool_free(rt->app.parsepool);
+    kh_batcher_free(rt->batcher);
+    kh_spool_free(rt->app.spool);
+    if (rt->base)
+        event_base_free(rt->base);
+}
+
+/* The writers, the spool and the parse pool: what stores reports. */
+static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
+{
     char err[512];
-    int rc = 1;
-    rt.app.cfg = cfg;
-    rt.app.store = store;
-    if (store->ops->start(store) != 0) {
-        fatal("storage: cannot start its background work", NULL);
-        return 1;
+    rt->app.batcher = rt->batcher = kh_batcher_new(rt->base, rt->app.store, cfg);
+    if (rt->batcher == NULL) {
+        fatal("batcher: cannot start the writer threads", NULL);
+        return -1;
     }
-    if (evthread_use_pthreads() != 0 || (rt.base = event_base_new()) == NULL) {
-        fatal("event loop: cannot start", NULL);
-        return 1;
-    }
-    rt.batcher = kh_batcher_new(rt.base, store, cfg);
-    if (rt.batcher == NULL) {
-        fatal("batcher: cannot start the writer thread", NULL);
-        goto fail_batcher;
-    }
-    rt.app.batcher = rt.batcher;
     if (cfg->spool_dir[0]) {
-        rt.app.spool = kh_spool_open(cfg, err, sizeof(err));
-        if (rt.app.spool == NULL) {
+        rt->app.spool = kh_spool_open(cfg, err, sizeof(err));
+        if (rt->app.spool == NULL) {
             fatal_cited(cfg, "spool failed to open", err);
-            goto fail_spool;
+            return -1;
         }
-        if (kh_spool_start(rt.app.spool, rt.base, kh_collector_replay, &rt.app) != 0) {
+        if (kh_spool_start(rt->app.spool, rt->base, kh_collector_replay, &rt->app) != 0) {
             fatal("spool: cannot start its thread", NULL);
-            goto fail_server;
+            return -1;
         }
     }
     if (cfg->parse_threads > 0 &&
-        (rt.app.parsepool = kh_parsepool_new(rt.base, (int)cfg->parse_threads)) == NULL) {
+        (rt->app.parsepool = kh_parsepool_new(rt->base, (int)cfg->parse_threads)) == NULL) {
         fatal("parse pool: cannot start its threads", NULL);
-        goto fail_server;
+        return -1;
     }
-    struct kh_listen spec = {.addr = cfg->listen_addr, .port = (int)cfg->listen_port,
-                             .https = cfg->https};
-    rt.srv = kh_server_new(rt.base, &rt.app, &spec, err, sizeof(err));
-    if (rt.srv == NULL) {
+    return 0;
+}
+
+/* The stats and the metrics listeners, with their routes. */
+static int open_listeners(struct runtime *rt, struct kh_config *cfg)
+{
+    const char *err = NULL;
+    if (kh_app_init(&rt->app) != 0) {
+        fatal("out of memory", NULL);
+        return -1;
+    }
+    struct kh_listen spec = kh_app_listen_spec(&rt->app, false);
+    rt->srv = kh_server_new(rt->base, &spec, &err);
+    if (rt->srv == NULL) {
         fatal_cited(cfg, "listener failed", err);
-        goto fail_server;
+        return -1;
     }
-    struct kh_listen mspec = {.addr = cfg->exporter_listen_addr,
-                              .port = (int)cfg->exporter_listen_port,
-                              .https = cfg->exporter_https, .metrics = true};
-    rt.metrics_srv = kh_server_new(rt.base, &rt.app, &mspec, err, sizeof(err));
-    if (rt.metrics_srv == NULL) {
+    struct kh_listen mspec = kh_app_listen_spec(&rt->app, true);
+    rt->metrics_srv = kh_server_new(rt->base, &mspec, &err);
+    if (rt->metrics_srv == NULL) {
         fatal_cited(cfg, "metrics listener failed", err);
-        kh_server_free(rt.srv);
-        goto fail_server;
+        return -1;
     }
+    return 0;
+}
+
+/* Signals, the shutdown tick, the log flush and the gauges /metrics reads. */
+static void add_events(struct runtime *rt)
+{
     kh_metrics.src = (struct kh_metrics_sources){
-        .arg = &rt, .storage_up = m_storage_up, .storage_reconnects = m_reconnects,
+        .arg = rt, .storage_up = m_storage_up, .storage_reconnects = m_reconnects,
         .inflight_bytes = m_inflight, .pending_reports = m_pending,
         .connections = m_connections, .streams = m_streams,
-        .spool = rt.app.spool ? m_spool : NULL};
-    rt.sig_term = evsignal_new(rt.base, SIGTERM, on_signal, &rt);
-    rt.sig_int = evsignal_new(rt.base, SIGINT, on_signal, &rt);
-    rt.sig_hup = evsignal_new(rt.base, SIGHUP, on_hup, &rt);
-    rt.tick = event_new(rt.base, -1, EV_PERSIST, on_tick, &rt);
-    event_add(rt.sig_term, NULL);
-    event_add(rt.sig_int, NULL);
-    event_add(rt.sig_hup, NULL);
+        .spool = rt->app.spool ? m_spool : NULL};
+    rt->sig_term = evsignal_new(rt->base, SIGTERM, on_signal, rt);
+    rt->sig_int = evsignal_new(rt->base, SIGINT, on_signal, rt);
+    rt->sig_hup = evsignal_new(rt->base, SIGHUP, on_hup, rt);
+    rt->tick = event_new(rt->base, -1, EV_PERSIST, on_tick, rt);
+    event_add(rt->sig_term, NULL);
+    event_add(rt->sig_int, NULL);
+    event_add(rt->sig_hup, NULL);
     /* access lines are buffered and written at least every 100 ms */
-    rt.log_flush = event_new(rt.base, -1, EV_PERSIST, on_log_flush, NULL);
+    rt->log_flush = event_new(rt->base, -1, EV_PERSIST, on_log_flush, NULL);
     struct timeval flush_every = {0, 100000};
-    event_add(rt.log_flush, &flush_every);
+    event_add(rt->log_flush, &flush_every);
     kh_log_set_buffered(true);
+}
+
+static void log_listening(const struct kh_config *cfg)
+{
     struct kh_logline l;
     if (kh_log_begin(&l, KH_LOG_INFO, "listening")) {
         kh_log_str(&l, "addr", cfg->listen_addr);
@@ -463,30 +492,31 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
         kh_log_str(&l, "version", KOHAKU_VERSION);
         kh_log_end(&l);
     }
+}
+
+/* Runs the collector until a signal has it drain and stop; 0, or 1 when it could not start. */
+static int serve(struct kh_config *cfg, struct kh_store *store)
+{
+    struct runtime rt = {.app = {.cfg = cfg, .store = store}};
+    if (store->ops->start(store) != 0) {
+        fatal("storage: cannot start its background work", NULL);
+        return 1;
+    }
+    if (evthread_use_pthreads() != 0 || (rt.base = event_base_new()) == NULL) {
+        fatal("event loop: cannot start", NULL);
+        return 1;
+    }
+    if (open_pipeline(&rt, cfg) != 0 || open_listeners(&rt, cfg) != 0) {
+        close_runtime(&rt);
+        return 1;
+    }
+    add_events(&rt);
+    log_listening(cfg);
     kh_log_flush(); /* start-up lines are out before the first request */
     event_base_dispatch(rt.base);
-    rc = 0;
     kh_log_flush();
-    event_free(rt.log_flush);
-    event_free(rt.tick);
-    event_free(rt.sig_term);
-    event_free(rt.sig_int);
-    event_free(rt.sig_hup);
-    kh_metrics.src = (struct kh_metrics_sources){0};
-    kh_server_free(rt.metrics_srv);
-    kh_server_free(rt.srv);
-fail_server:
-    /* bodies still being parsed go on to the batcher, which stops taking them, then the
-     * batcher: a batch that fails now still hands its reports to the spool */
-    kh_parsepool_free(rt.app.parsepool);
-    kh_batcher_free(rt.batcher);
-    kh_spool_free(rt.app.spool);
-    goto fail_batcher;
-fail_spool:
-    kh_batcher_free(rt.batcher);
-fail_batcher:
-    event_base_free(rt.base);
-    return rc;
+    close_runtime(&rt);
+    return 0;
 }
 
 struct args {

@@ -1,6 +1,9 @@
 /*
- * app: what handlers share: the config, the batcher and the store. One per process, owned by
- * main; handlers only read it.
+ * app: the program kohaku serves with. It owns what handlers share (the config, the
+ * batcher, the store, the spool, the parse pool) and wires the lower layers together: the
+ * HTTP sites (routes and limits) of the stats and metrics listeners, the limits the
+ * listeners enforce, the TLS files, and the metrics' labels. Handlers find it as their
+ * request's handler_arg. One per process, owned by main.
  */
 #ifndef KH_APP_H
 #define KH_APP_H
@@ -8,24 +11,44 @@
 #include <stdbool.h>
 
 #include "core/config.h"
+#include "http/http.h"
 #include "http/request.h"
+#include "net/server.h"
 #include "pipeline/batcher.h"
 #include "pipeline/parsepool.h"
 #include "spool/spool.h"
 #include "store/store.h"
 
+/* The routes, as the request counter labels them. */
+enum kh_route { KH_ROUTE_COLLECTOR, KH_ROUTE_WEBHOOK, KH_ROUTE_HEALTH, KH_ROUTE_METRICS,
+                KH_ROUTE_COUNT };
+
 struct kh_app {
     const struct kh_config *cfg;
     struct kh_store *store;
     struct kh_batcher *batcher;
-    struct kh_spool *spool; /* NULL without spool_dir */
+    struct kh_spool *spool;         /* NULL without spool_dir */
     struct kh_parsepool *parsepool; /* NULL with parse_threads = 0: parse on the loop */
+    /* from cfg (kh_app_apply_config): what the listeners and the HTTP layer read */
+    struct kh_net_limits net_limits;
+    struct kh_http_limits http_limits;
+    struct kh_tls_files tls_files;
+    struct kh_router *stats_router, *metrics_router;
+    struct kh_http_site stats_site, metrics_site; /* the listeners' kh_listen.ctx */
 };
 
 extern const struct kh_handler kh_collector_handler;
 extern const struct kh_handler kh_webhook_handler;
 extern const struct kh_handler kh_health_handler;
 extern const struct kh_handler kh_metrics_handler;
+
+/* Routes both sites and hands the metrics their labels; app->cfg is set. 0 or KH_ENOMEM. */
+int kh_app_init(struct kh_app *app);
+void kh_app_cleanup(struct kh_app *app);
+/* Copies the limits and TLS file names from app->cfg: at start and after SIGHUP. */
+void kh_app_apply_config(struct kh_app *app);
+/* The spec of the stats listener (metrics = false) or of the metrics listener. */
+struct kh_listen kh_app_listen_spec(struct kh_app *app, bool metrics);
 
 /* The spool's replay function (kh_spool_replay_fn); arg is the app. */
 int kh_collector_replay(void *arg, const struct kh_spool_meta *m, const uint8_t *body,

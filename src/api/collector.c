@@ -24,6 +24,7 @@
 #include "api/app.h"
 #include "core/buf.h"
 #include "core/errors.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "pipeline/parsepool.h"
 #include "sora/envelope.h"
@@ -32,16 +33,19 @@
 /* Per-request state: the parser and, with a spool or a parse pool, the body as it arrived. */
 struct collect {
     struct kh_envelope *e;
+    bool storage_refused; /* the 400 comes from the database, not the envelope */
     struct kh_spool_meta meta;
     struct kh_buf body;
     bool keep_body; /* the body is kept in `body` */
     bool pooled;    /* and parsed on the parse pool once complete */
 };
 
+static struct kh_app *app_of(const struct kh_request *req) { return req->handler_arg; }
+
 static void start(struct kh_request *req, enum kh_report_kind kind,
                   enum kh_envelope_flavor flavor)
 {
-    const struct kh_config *cfg = req->app->cfg;
+    const struct kh_config *cfg = app_of(req)->cfg;
     struct kh_envelope_limits lim = kh_envelope_default_limits;
     lim.arena_max = (size_t)cfg->max_body_bytes * 4 + (1u << 20);
     lim.max_depth = (size_t)cfg->max_json_depth;
@@ -57,8 +61,8 @@ static void start(struct kh_request *req, enum kh_report_kind kind,
     }
     c->meta.kind = (uint8_t)kind;
     c->meta.flavor = (uint8_t)flavor;
-    c->pooled = req->app->parsepool != NULL;
-    c->keep_body = req->app->spool != NULL || c->pooled;
+    c->pooled = app_of(req)->parsepool != NULL;
+    c->keep_body = app_of(req)->spool != NULL || c->pooled;
     if (c->keep_body) {
         kh_buf_init(&c->body, (size_t)cfg->max_body_bytes);
         /* one allocation when the length is announced (the request layer has already
@@ -77,34 +81,36 @@ static void exporter_headers(struct kh_request *req)
                                  "prior knowledge, or h2 over TLS)");
         return;
     }
-    if (req->exporter_type[0] == '\0') {
+    const char *type = kh_request_header_value(req, "x-sora-stats-exporter-type");
+    if (type == NULL || type[0] == '\0') {
         kh_request_respond_error(req, 400, "x-sora-stats-exporter-type: required header");
         return;
     }
-    if (strcmp(req->exporter_type, "connection.user-agent") == 0)
+    if (strcmp(type, "connection.user-agent") == 0)
         start(req, KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER);
-    else if (strcmp(req->exporter_type, "node.erlang-vm") == 0)
+    else if (strcmp(type, "node.erlang-vm") == 0)
         start(req, KH_REPORT_NODE, KH_FLAVOR_EXPORTER);
     else {
         char msg[256];
         snprintf(msg, sizeof(msg),
                  "x-sora-stats-exporter-type: must be connection.user-agent or node.erlang-vm, "
-                 "got '%s'",
-                 req->exporter_type);
+                 "got '%.128s'",
+                 type);
         kh_request_respond_error(req, 400, msg);
     }
 }
 
 static void webhook_headers(struct kh_request *req)
 {
-    if (req->webhook_type[0] == '\0') {
+    const char *type = kh_request_header_value(req, "sora-stats-webhook-type");
+    if (type == NULL || type[0] == '\0') {
         kh_request_respond_error(req, 400, "sora-stats-webhook-type: required header");
         return;
     }
-    if (strcmp(req->webhook_type, "connection.rtc") != 0) {
+    if (strcmp(type, "connection.rtc") != 0) {
         char msg[256];
-        snprintf(msg, sizeof(msg), "sora-stats-webhook-type: must be connection.rtc, got '%s'",
-                 req->webhook_type);
+        snprintf(msg, sizeof(msg), "sora-stats-webhook-type: must be connection.rtc, got '%.128s'",
+                 type);
         kh_request_respond_error(req, 400, msg);
         return;
     }
@@ -133,7 +139,7 @@ static void log_envelope_ids(struct kh_request *req, const struct kh_envelope *e
 static void refuse(struct kh_request *req, int rc, const char *why)
 {
     if (rc == KH_ENOMEM) {
-        req->retry_after = (int)req->app->cfg->retry_after;
+        req->retry_after = (int)app_of(req)->cfg->retry_after;
         kh_request_respond_error(req, 503, "server: out of memory for this report");
     } else {
         kh_request_respond_error(req, 400, why);
@@ -156,7 +162,7 @@ static void on_body(struct kh_request *req, const uint8_t *data, size_t len)
 
 static void unavailable(struct kh_request *req, const char *message)
 {
-    req->retry_after = (int)req->app->cfg->retry_after;
+    req->retry_after = (int)app_of(req)->cfg->retry_after;
     kh_request_respond_error(req, 503, message);
 }
 
@@ -175,7 +181,7 @@ static void spool_it(struct kh_request *req)
 {
     struct collect *c = req->hstate;
     kh_request_retain(req);
-    int rc = kh_spool_append(req->app->spool, &c->meta, c->body.data, c->body.len, on_spooled,
+    int rc = kh_spool_append(app_of(req)->spool, &c->meta, c->body.data, c->body.len, on_spooled,
                              req);
     if (rc == 0)
         return;
@@ -190,9 +196,10 @@ static void on_stored(void *arg, int result, const char *err)
     if (result == 0)
         kh_request_respond(req, 204, NULL, 0);
     else if (result == KH_EREJECT) {
-        req->storage_refused = true;
+        struct collect *c = req->hstate;
+        c->storage_refused = true;
         kh_request_respond_error(req, 400, err ? err : "storage: refused this report");
-    } else if (req->app->spool && !req->responded)
+    } else if (app_of(req)->spool && !req->responded)
         spool_it(req); /* storage failed: the spool keeps it */
     else
         unavailable(req, "storage: write failed; retry later");
@@ -204,7 +211,7 @@ static void parsed(struct kh_request *req, struct kh_report *r)
 {
     struct collect *c = req->hstate;
     int rc;
-    struct kh_app *app = req->app;
+    struct kh_app *app = app_of(req);
     log_ids(req, &r->channel_id, &r->connection_id, &r->node_name);
     if (c->keep_body && app->spool == NULL) {
         kh_buf_cleanup(&c->body); /* kept for the parse pool only */
@@ -251,7 +258,7 @@ static void on_end(struct kh_request *req)
     struct collect *c = req->hstate;
     if (c->pooled) {
         kh_request_retain(req); /* the pool has c->body until on_pool_parsed */
-        if (kh_parsepool_submit(req->app->parsepool, c->e, (const uint8_t *)c->body.data,
+        if (kh_parsepool_submit(app_of(req)->parsepool, c->e, (const uint8_t *)c->body.data,
                                 c->body.len, on_pool_parsed, req) != 0) {
             kh_request_release(req);
             refuse(req, KH_ENOMEM, NULL);
@@ -270,6 +277,24 @@ static void on_end(struct kh_request *req)
     kh_envelope_free(c->e); /* the parser is done: give its memory back before the batch */
     c->e = NULL;
     parsed(req, r);
+}
+
+/* Every answer to a report, whoever gave it (the handler, or the request layer: 413, 431,
+ * 408): the refusals counted by reason. */
+static void on_answered(struct kh_request *req)
+{
+    const struct collect *c = req->hstate;
+    int reason = -1;
+    switch (req->status) {
+    case 400: reason = c && c->storage_refused ? KH_REJECT_STORAGE : KH_REJECT_INVALID; break;
+    case 408: reason = KH_REJECT_TIMEOUT; break;
+    case 413: reason = KH_REJECT_TOO_LARGE; break;
+    case 431: reason = KH_REJECT_HEADERS; break;
+    case 503: reason = KH_REJECT_UNAVAILABLE; break;
+    default: break;
+    }
+    if (reason >= 0)
+        kh_metrics.rejected[reason]++;
 }
 
 static void on_free(struct kh_request *req)
@@ -340,6 +365,7 @@ const struct kh_handler kh_collector_handler = {
     .on_headers = exporter_headers,
     .on_body = on_body,
     .on_end = on_end,
+    .on_answered = on_answered,
     .on_free = on_free,
 };
 
@@ -348,5 +374,6 @@ const struct kh_handler kh_webhook_handler = {
     .on_headers = webhook_headers,
     .on_body = on_body,
     .on_end = on_end,
+    .on_answered = on_answered,
     .on_free = on_free,
 };

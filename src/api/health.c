@@ -7,12 +7,13 @@
 
 static void on_headers(struct kh_request *req)
 {
-    struct kh_store *s = req->app->store;
+    const struct kh_app *app = req->handler_arg;
+    struct kh_store *s = app->store;
     if (s->ops->healthy(s)) {
         kh_request_respond(req, 204, NULL, 0);
         return;
     }
-    req->retry_after = (int)req->app->cfg->retry_after;
+    req->retry_after = (int)app->cfg->retry_after;
     kh_request_respond_error(req, 503, "storage: unavailable");
 }
 

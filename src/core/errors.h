@@ -1,6 +1,9 @@
 /*
  * errors: the error codes every kh_ function returns (0 on success, a negative KH_E*
- * otherwise). A human-readable reason travels separately through a `const char **err`.
+ * otherwise), and the one way a reason travels: a `const char **err` out-parameter, set on
+ * failure. It points at a string literal, at text the object the function works on keeps (a
+ * store's, a parser's), or, where there is no such object (a constructor that fails, a
+ * config check), at text formatted by kh_errf.
  */
 #ifndef KH_ERRORS_H
 #define KH_ERRORS_H
@@ -16,5 +19,10 @@ enum {
     KH_ETOOBIG = -7,  /* request body over the limit (413) */
     KH_ESHUTDOWN = -8 /* the component is stopping */
 };
+
+/* Formats a reason into this thread's error buffer (1 KiB, cut there) and returns it. It stays
+ * valid until the thread's next kh_errf; the arguments may point into it (they are read
+ * before it is written). */
+const char *kh_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -8,14 +8,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sora/schema.h"
-
 struct kh_metrics kh_metrics;
+
+static struct {
+    const char *const *routes, *const *tables;
+    size_t nroutes, ntables;
+} labels;
 
 static const int statuses[KH_METRICS_STATUSES] = {200, 204, 400, 404, 405, 408,
                                                   413, 431, 500, 503, 0,   0};
-static const char *const route_names[KH_ROUTE_COUNT] = {"collector", "webhook", "health",
-                                                        "metrics", "other"};
 static const char *const reject_names[KH_REJECT_COUNT] = {
     "invalid", "too_large", "headers_too_large", "timeout", "storage_refused", "unavailable"};
 static const double batch_bounds[KH_METRICS_BUCKETS] = {1,  2,   4,   8,    16,   32,
@@ -32,9 +33,24 @@ static int status_index(int status)
     return KH_METRICS_STATUSES - 1; /* other */
 }
 
-void kh_metrics_request(enum kh_route route, int proto, int status)
+void kh_metrics_set_labels(const char *const *routes, size_t nroutes, const char *const *tables,
+                           size_t ntables)
 {
-    kh_metrics.requests[route][proto == 2][status_index(status)]++;
+    labels.routes = routes;
+    labels.nroutes = nroutes < KH_METRICS_ROUTES ? nroutes : KH_METRICS_ROUTES;
+    labels.tables = tables;
+    labels.ntables = ntables < KH_METRICS_TABLES ? ntables : KH_METRICS_TABLES;
+}
+
+void kh_metrics_request(int route, int proto, int status)
+{
+    size_t r = route >= 0 && (size_t)route < labels.nroutes ? (size_t)route : KH_METRICS_ROUTES;
+    kh_metrics.requests[r][proto == 2][status_index(status)]++;
+}
+
+static const char *route_name(size_t r)
+{
+    return r < labels.nroutes ? labels.routes[r] : "other";
 }
 
 static void observe(struct kh_histogram *h, const double *bounds, double v)
@@ -150,6 +166,36 @@ static int render_spool(struct kh_buf *b, const struct kh_metrics *m)
     return rc;
 }
 
+/* One request counter line per route, protocol and status seen. */
+static int render_request_row(struct kh_buf *b, const struct kh_metrics *m, size_t r, int p)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < KH_METRICS_STATUSES; i++) {
+        uint64_t v = m->requests[r][p][i];
+        if (v == 0)
+            continue;
+        char status[8] = "other";
+        if (statuses[i])
+            snprintf(status, sizeof(status), "%d", statuses[i]);
+        rc = kh_buf_printf(b,
+                           "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
+                           "status=\"%s\"} %llu\n",
+                           route_name(r), p ? "h2" : "h1", status, (unsigned long long)v);
+    }
+    return rc;
+}
+
+static int render_requests(struct kh_buf *b, const struct kh_metrics *m)
+{
+    int rc = head(b, "kohaku_http_requests_total", "counter",
+                  "Requests answered, by route, protocol and status.");
+    for (size_t r = 0; rc == 0 && r <= KH_METRICS_ROUTES; r++)
+        if (r < labels.nroutes || r == KH_METRICS_ROUTES)
+            for (int p = 0; rc == 0 && p < 2; p++)
+                rc = render_request_row(b, m, r, p);
+    return rc;
+}
+
 int kh_metrics_render(struct kh_buf *b)
 {
     const struct kh_metrics *m = &kh_metrics;
@@ -158,24 +204,7 @@ int kh_metrics_render(struct kh_buf *b)
     if (rc == 0)
         rc = kh_buf_printf(b, "kohaku_build_info{version=\"%s\"} 1\n", KOHAKU_VERSION);
     if (rc == 0)
-        rc = head(b, "kohaku_http_requests_total", "counter",
-                  "Requests answered, by route, protocol and status.");
-    for (int r = 0; rc == 0 && r < KH_ROUTE_COUNT; r++)
-        for (int p = 0; rc == 0 && p < 2; p++)
-            for (int i = 0; rc == 0 && i < KH_METRICS_STATUSES - 1; i++) {
-                uint64_t v = m->requests[r][p][i == KH_METRICS_STATUSES - 2 ? KH_METRICS_STATUSES - 1 : i];
-                if (v == 0)
-                    continue;
-                if (i == KH_METRICS_STATUSES - 2)
-                    rc = kh_buf_printf(b, "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
-                                "status=\"other\"} %llu\n",
-                             route_names[r], p ? "h2" : "h1", (unsigned long long)v);
-                else
-                    rc = kh_buf_printf(b, "kohaku_http_requests_total{route=\"%s\",protocol=\"%s\","
-                                "status=\"%d\"} %llu\n",
-                             route_names[r], p ? "h2" : "h1", statuses[i],
-                             (unsigned long long)v);
-            }
+        rc = render_requests(b, m);
     if (rc == 0)
         rc = head(b, "kohaku_reports_stored_total", "counter",
                   "Reports stored (committed, not there before), by kind.");
@@ -192,8 +221,8 @@ int kh_metrics_render(struct kh_buf *b)
     if (rc == 0)
         rc = head(b, "kohaku_rows_stored_total", "counter",
                   "Stats rows inserted, by table (rows already stored are not counted).");
-    for (size_t t = 0; rc == 0 && t < kh_stats_ntables && t < KH_METRICS_TABLES; t++)
-        rc = kh_buf_printf(b, "kohaku_rows_stored_total{table=\"%s\"} %llu\n", kh_stats_tables[t].table,
+    for (size_t t = 0; rc == 0 && t < labels.ntables; t++)
+        rc = kh_buf_printf(b, "kohaku_rows_stored_total{table=\"%s\"} %llu\n", labels.tables[t],
                  (unsigned long long)m->rows_stored[t]);
     if (rc == 0)
         rc = head(b, "kohaku_reports_rejected_total", "counter",

@@ -13,8 +13,9 @@
 
 #include "core/buf.h"
 
-enum kh_route { KH_ROUTE_COLLECTOR, KH_ROUTE_WEBHOOK, KH_ROUTE_HEALTH, KH_ROUTE_METRICS,
-                KH_ROUTE_OTHER, KH_ROUTE_COUNT };
+/* Labels are handed in by the program (kh_metrics_set_labels): route names for the request
+ * counter, table names for the rows counter. Up to these many of each. */
+#define KH_METRICS_ROUTES 8
 
 enum kh_reject {
     KH_REJECT_INVALID,     /* 400: envelope, JSON, headers of the protocol */
@@ -50,7 +51,8 @@ struct kh_metrics_sources {
 };
 
 struct kh_metrics {
-    uint64_t requests[KH_ROUTE_COUNT][2][KH_METRICS_STATUSES];
+    /* by route (the last slot: requests on no known route, "other"), protocol, status */
+    uint64_t requests[KH_METRICS_ROUTES + 1][2][KH_METRICS_STATUSES];
     uint64_t reports_stored[2]; /* connection, node: newly stored */
     uint64_t reports_duplicate; /* accepted, and found stored already (redelivered) */
     uint64_t rows_stored[KH_METRICS_TABLES]; /* rows inserted, by table */
@@ -75,7 +77,13 @@ struct kh_metrics {
 
 extern struct kh_metrics kh_metrics;
 
-void kh_metrics_request(enum kh_route route, int proto, int status);
+/* The label sets: routes[i] names route i of kh_metrics_request, tables[t] the t-th slot of
+ * rows_stored (and the storage layer's table index). The arrays must outlive the metrics;
+ * counts beyond KH_METRICS_ROUTES / KH_METRICS_TABLES are not kept. */
+void kh_metrics_set_labels(const char *const *routes, size_t nroutes, const char *const *tables,
+                           size_t ntables);
+/* One answered request: route index (-1: no known route), protocol (1 or 2), status. */
+void kh_metrics_request(int route, int proto, int status);
 void kh_metrics_batch(size_t reports, double seconds, int ok);
 /* Sets the mode kohaku_storage_mode{mode} reports ("sqlite", "null", "postgresql",
  * "timescaledb", "timescaledb-apache"); `mode` must outlive the process (a literal). Until it

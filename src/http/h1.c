@@ -13,10 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/app.h"
 #include "core/buf.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "http/codecs.h"
+#include "http/http.h"
 #include "http/request.h"
 #include "net/server.h"
 
@@ -42,7 +43,12 @@ static const struct kh_transport_ops h1_transport = {.respond = h1_respond};
 
 static struct h1 *of(http_parser *p) { return p->data; }
 
-static int64_t c_max_header_bytes(const struct kh_conn *c) { return c->app->cfg->max_header_bytes; }
+static const struct kh_http_site *site_of(const struct kh_conn *c) { return c->ctx; }
+
+static int64_t c_max_header_bytes(const struct kh_conn *c)
+{
+    return site_of(c)->limits->max_header_bytes;
+}
 
 static void finish_request(struct h1 *h)
 {
@@ -56,8 +62,8 @@ static int on_message_begin(http_parser *p)
 {
     struct h1 *h = of(p);
     struct kh_conn *c = h->conn;
-    h->req = kh_request_new(c->app, KH_PROTO_H1, &h1_transport, c, c->id, c->peer, c->tls,
-                            c->subject, c->metrics);
+    h->req = kh_request_new(site_of(c), KH_PROTO_H1, &h1_transport, c, c->id, c->peer, c->tls,
+                            c->subject);
     if (h->req == NULL)
         return -1;
     kh_buf_reset(&h->name);
@@ -328,6 +334,7 @@ static void h1_free(struct kh_conn *c)
 
 const struct kh_codec_ops kh_h1_codec = {
     .name = "h1",
+    .proto = 1,
     .init = h1_init,
     .on_read = h1_on_read,
     .on_drained = h1_on_drained,

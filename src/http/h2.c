@@ -12,10 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/app.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/timeutil.h"
+#include "http/codecs.h"
+#include "http/http.h"
 #include "http/request.h"
 #include "net/server.h"
 
@@ -124,8 +125,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     struct kh_conn *c = h->conn;
-    struct kh_request *req = kh_request_new(c->app, KH_PROTO_H2, &h2_transport, c, c->id,
-                                            c->peer, c->tls, c->subject, c->metrics);
+    struct kh_request *req = kh_request_new(c->ctx, KH_PROTO_H2, &h2_transport, c, c->id,
+                                            c->peer, c->tls, c->subject);
     if (req == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
     req->stream_id = frame->hd.stream_id;
@@ -295,7 +296,7 @@ static int h2_init(struct kh_conn *c)
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0)
         goto fail_session;
-    const struct kh_config *cfg = c->app->cfg;
+    const struct kh_http_limits *cfg = ((const struct kh_http_site *)c->ctx)->limits;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)cfg->http2_max_concurrent_streams},
         {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, (uint32_t)cfg->http2_max_read_frame_size},
@@ -417,6 +418,7 @@ static void h2_free(struct kh_conn *c)
 
 const struct kh_codec_ops kh_h2_codec = {
     .name = "h2",
+    .proto = 2,
     .init = h2_init,
     .on_read = h2_on_read,
     .on_drained = h2_on_drained,

@@ -8,34 +8,34 @@
 #include <string.h>
 #include <strings.h>
 
-#include "api/app.h"
 #include "core/buf.h"
 #include "core/jsonw.h"
 #include "core/log.h"
-#include "core/metrics.h"
 #include "core/timeutil.h"
+#include "http/http.h"
 #include "http/router.h"
 
-struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
+struct kh_request *kh_request_new(const struct kh_http_site *site, enum kh_proto proto,
                                   const struct kh_transport_ops *tp, void *conn,
                                   uint64_t conn_id, const char *peer, bool tls,
-                                  const char *client, bool metrics_listener)
+                                  const char *client)
 {
     struct kh_request *req = calloc(1, sizeof(*req));
     if (req == NULL)
         return NULL;
-    req->app = app;
+    req->site = site;
     req->proto = proto;
     req->tp = tp;
     req->conn = conn;
     req->conn_id = conn_id;
     snprintf(req->peer, sizeof(req->peer), "%s", peer);
     req->tls = tls;
-    req->metrics_listener = metrics_listener;
-    req->route = KH_ROUTE_OTHER;
     if (client && client[0])
         snprintf(req->client, sizeof(req->client), "%s", client);
     req->content_length = -1;
+    req->route_label = -1; /* until the router matches a route */
+    /* bounded by the limit (and a little for the separators): more is refused with 431 */
+    kh_buf_init(&req->headers, (size_t)site->limits->max_header_bytes + 1024);
     kh_buf_init(&req->resp_headers, 4096);
     kh_buf_init(&req->log_fields, 3072);
     req->refs = 1;
@@ -52,6 +52,7 @@ void kh_request_release(struct kh_request *req)
     if (req->handler && req->handler->on_free)
         req->handler->on_free(req);
     free(req->resp_body);
+    kh_buf_cleanup(&req->headers);
     kh_buf_cleanup(&req->resp_headers);
     kh_buf_cleanup(&req->log_fields);
     free(req);
@@ -121,17 +122,35 @@ void kh_request_append_path(struct kh_request *req, const char *p, size_t n)
     req->path[req->path_len] = '\0';
 }
 
-static void copy_value(char *dst, const char *v, size_t n)
-{
-    if (n >= KH_MAX_HDR_VALUE)
-        n = KH_MAX_HDR_VALUE - 1;
-    memcpy(dst, v, n);
-    dst[n] = '\0';
-}
-
 static bool name_is(const char *name, size_t nlen, const char *want)
 {
     return strlen(want) == nlen && strncasecmp(name, want, nlen) == 0;
+}
+
+/* Keeps the header, its name in lower case (HTTP/2's are already). Headers past the buffer's
+ * bound are not kept; the request is then over max_header_bytes and gets its 431. */
+static void keep_header(struct kh_request *req, const char *name, size_t nlen, const char *value,
+                        size_t vlen)
+{
+    struct kh_buf *b = &req->headers;
+    if (memchr(name, '\0', nlen) || memchr(value, '\0', vlen) ||
+        kh_buf_reserve(b, nlen + vlen + 2) != 0)
+        return;
+    for (size_t i = 0; i < nlen; i++)
+        b->data[b->len++] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    b->data[b->len++] = '\0';
+    memcpy(b->data + b->len, value, vlen);
+    b->len += vlen;
+    b->data[b->len++] = '\0';
+}
+
+const char *kh_request_header_value(const struct kh_request *req, const char *name)
+{
+    const char *key, *value;
+    for (size_t pos = 0; next_pair(&req->headers, &pos, &key, &value);)
+        if (strcmp(key, name) == 0)
+            return value;
+    return NULL;
 }
 
 void kh_request_header(struct kh_request *req, const char *name, size_t nlen, const char *value,
@@ -139,13 +158,8 @@ void kh_request_header(struct kh_request *req, const char *name, size_t nlen, co
 {
     req->header_bytes += nlen + vlen;
     req->header_count++;
-    if (name_is(name, nlen, "content-type"))
-        copy_value(req->content_type, value, vlen);
-    else if (name_is(name, nlen, "x-sora-stats-exporter-type"))
-        copy_value(req->exporter_type, value, vlen);
-    else if (name_is(name, nlen, "sora-stats-webhook-type"))
-        copy_value(req->webhook_type, value, vlen);
-    else if (name_is(name, nlen, "content-length")) {
+    keep_header(req, name, nlen, value, vlen);
+    if (name_is(name, nlen, "content-length")) {
         int64_t v = 0;
         for (size_t i = 0; i < vlen && v >= 0; i++)
             v = (value[i] >= '0' && value[i] <= '9' && v < INT64_MAX / 10) ? v * 10 + (value[i] - '0')
@@ -164,7 +178,7 @@ static void too_large(struct kh_request *req, int64_t seen, const char *so_far)
 {
     char msg[160];
     snprintf(msg, sizeof(msg), "body: %lld bytes%s is over max_body_bytes (%lld)",
-             (long long)seen, so_far, (long long)req->app->cfg->max_body_bytes);
+             (long long)seen, so_far, (long long)req->site->limits->max_body_bytes);
     req->close_connection = true;
     kh_request_respond_error(req, 413, msg);
 }
@@ -172,7 +186,7 @@ static void too_large(struct kh_request *req, int64_t seen, const char *so_far)
 /* 431 for headers over max_header_bytes (the path counts) or max_headers. */
 static bool headers_too_large(struct kh_request *req)
 {
-    const struct kh_config *cfg = req->app->cfg;
+    const struct kh_http_limits *cfg = req->site->limits;
     size_t bytes = req->header_bytes + req->path_len;
     char msg[160];
     if (req->path_too_long)
@@ -195,9 +209,9 @@ void kh_request_headers_done(struct kh_request *req)
     req->headers_done = true;
     if (req->responded)
         return;
-    const struct kh_config *cfg = req->app->cfg;
+    const struct kh_http_limits *cfg = req->site->limits;
     if (!req->path_too_long)
-        kh_router_dispatch(req); /* first, so that refusals count against their route */
+        kh_router_dispatch(req->site->router, req); /* first: refusals count on their route */
     if (req->responded)
         return;
     if (headers_too_large(req))
@@ -215,7 +229,7 @@ void kh_request_body(struct kh_request *req, const uint8_t *data, size_t len)
     req->body_len += len;
     if (req->responded)
         return;
-    if (req->body_len > (size_t)req->app->cfg->max_body_bytes) {
+    if (req->body_len > (size_t)req->site->limits->max_body_bytes) {
         too_large(req, (int64_t)req->body_len, " received so far");
         return;
     }
@@ -238,7 +252,7 @@ bool kh_request_check_timeouts(struct kh_request *req, uint64_t now_usec)
 {
     if (req->responded || req->body_complete)
         return false;
-    const struct kh_config *cfg = req->app->cfg;
+    const struct kh_http_limits *cfg = req->site->limits;
     uint64_t age = now_usec - req->start_usec;
     const char *why = NULL;
     if (!req->headers_done && age > (uint64_t)cfg->request_header_timeout * 1000000)
@@ -250,25 +264,6 @@ bool kh_request_check_timeouts(struct kh_request *req, uint64_t now_usec)
     req->close_connection = true;
     kh_request_respond_error(req, 408, why);
     return true;
-}
-
-static void count(const struct kh_request *req)
-{
-    kh_metrics_request((enum kh_route)req->route, req->proto == KH_PROTO_H2 ? 2 : 1,
-                       req->status);
-    if (req->route != KH_ROUTE_COLLECTOR && req->route != KH_ROUTE_WEBHOOK)
-        return;
-    int reason = -1;
-    switch (req->status) {
-    case 400: reason = req->storage_refused ? KH_REJECT_STORAGE : KH_REJECT_INVALID; break;
-    case 408: reason = KH_REJECT_TIMEOUT; break;
-    case 413: reason = KH_REJECT_TOO_LARGE; break;
-    case 431: reason = KH_REJECT_HEADERS; break;
-    case 503: reason = KH_REJECT_UNAVAILABLE; break;
-    default: break;
-    }
-    if (reason >= 0)
-        kh_metrics.rejected[reason]++;
 }
 
 static void log_access(const struct kh_request *req)
@@ -313,7 +308,10 @@ void kh_request_respond(struct kh_request *req, int status, const char *body, si
         }
     }
     log_access(req);
-    count(req);
+    if (req->site->on_answer)
+        req->site->on_answer(req);
+    if (req->handler && req->handler->on_answered)
+        req->handler->on_answered(req);
     if (req->conn)
         req->tp->respond(req);
 }

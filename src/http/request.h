@@ -22,10 +22,9 @@ enum kh_proto { KH_PROTO_H1 = 1, KH_PROTO_H2 };
 enum kh_method { KH_METHOD_OTHER, KH_METHOD_GET, KH_METHOD_HEAD, KH_METHOD_POST };
 
 #define KH_MAX_PATH 1024
-#define KH_MAX_HDR_VALUE 128
 
 struct kh_request;
-struct kh_app;
+struct kh_http_site;
 
 struct kh_handler {
     const char *name;
@@ -35,6 +34,9 @@ struct kh_handler {
     void (*on_body)(struct kh_request *req, const uint8_t *data, size_t len);
     /* The body is complete. Not called once the request has an answer. */
     void (*on_end)(struct kh_request *req);
+    /* The request has its answer (status set, access line written), whoever gave it: the
+     * handler, or the request layer (413, 431, 408). May be NULL. */
+    void (*on_answered)(struct kh_request *req);
     /* Releases handler state (hstate). Called when the last reference goes. */
     void (*on_free)(struct kh_request *req);
 };
@@ -47,25 +49,22 @@ struct kh_transport_ops {
 struct kh_request {
     const struct kh_transport_ops *tp;
     void *conn; /* the codec's connection state; NULL once detached */
-    struct kh_app *app;
+    const struct kh_http_site *site;
     enum kh_proto proto;
     int32_t stream_id;
     uint64_t conn_id;
     char peer[64];
     bool tls;
-    bool metrics_listener; /* arrived on the metrics listener */
-    int route;             /* enum kh_route, set by the router */
-    bool storage_refused;  /* the 400 comes from the database, not the envelope */
-    char client[256];      /* client certificate subject with mTLS */
-    /* request line and the headers kohaku reads */
+    int route_label;  /* of the route matched, set by the router (metrics) */
+    char client[256]; /* client certificate subject with mTLS */
+    /* request line and headers: every header is kept ("name\0value\0", names in lower case,
+     * as many as max_header_bytes allows) for kh_request_header_value */
     enum kh_method method;
     char method_text[16];
     char path[KH_MAX_PATH + 1];
     size_t path_len;
     bool path_too_long;
-    char content_type[KH_MAX_HDR_VALUE];
-    char exporter_type[KH_MAX_HDR_VALUE];
-    char webhook_type[KH_MAX_HDR_VALUE];
+    struct kh_buf headers;
     int64_t content_length; /* -1 when absent */
     bool upgrade_h2c;
     size_t header_bytes;
@@ -76,7 +75,8 @@ struct kh_request {
     bool body_complete;
     /* handler */
     const struct kh_handler *handler;
-    void *hstate;
+    void *handler_arg; /* the route's arg (kh_router_add) */
+    void *hstate;      /* the handler's per-request state */
     /* response */
     bool responded;
     int status;
@@ -98,10 +98,10 @@ struct kh_request {
 };
 
 /* NULL on allocation failure. The new request holds the codec's reference. */
-struct kh_request *kh_request_new(struct kh_app *app, enum kh_proto proto,
+struct kh_request *kh_request_new(const struct kh_http_site *site, enum kh_proto proto,
                                   const struct kh_transport_ops *tp, void *conn,
                                   uint64_t conn_id, const char *peer, bool tls,
-                                  const char *client, bool metrics_listener);
+                                  const char *client);
 void kh_request_retain(struct kh_request *req);
 void kh_request_release(struct kh_request *req);
 /* The connection is gone: later answers are only logged. */
@@ -109,9 +109,12 @@ void kh_request_detach(struct kh_request *req);
 
 void kh_request_set_method(struct kh_request *req, const char *m, size_t n);
 void kh_request_append_path(struct kh_request *req, const char *p, size_t n);
-/* Records a header kohaku cares about; name compared case-insensitively. */
+/* A request header from the codec: counted against the limits, kept, and read for what HTTP
+ * itself needs (content-length, upgrade). */
 void kh_request_header(struct kh_request *req, const char *name, size_t nlen, const char *value,
                        size_t vlen);
+/* The value of a header (name in lower case), or NULL when the request has none. */
+const char *kh_request_header_value(const struct kh_request *req, const char *name);
 
 /* Codec events, in this order; each is a no-op once the request has an answer. */
 void kh_request_headers_done(struct kh_request *req);

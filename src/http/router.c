@@ -4,34 +4,48 @@
 #include "http/router.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "api/app.h"
-#include "core/metrics.h"
-
-enum { PATH_FIXED, PATH_COLLECTOR, PATH_WEBHOOK };
+#include "core/errors.h"
 
 struct route {
-    int which;
-    const char *path; /* PATH_FIXED */
+    const char *const *path;
     enum kh_method method;
     const struct kh_handler *handler;
-    enum kh_route metric;
+    void *arg;
+    int label;
 };
 
-static const struct route routes[] = {
-    {PATH_COLLECTOR, NULL, KH_METHOD_POST, &kh_collector_handler, KH_ROUTE_COLLECTOR},
-    {PATH_WEBHOOK, NULL, KH_METHOD_POST, &kh_webhook_handler, KH_ROUTE_WEBHOOK},
-    {PATH_FIXED, "/.ok", KH_METHOD_GET, &kh_health_handler, KH_ROUTE_HEALTH},
-    {PATH_FIXED, "/.ok", KH_METHOD_HEAD, &kh_health_handler, KH_ROUTE_HEALTH},
-    {PATH_FIXED, "/health", KH_METHOD_POST, &kh_health_handler, KH_ROUTE_HEALTH},
+struct kh_router {
+    struct route *routes;
+    size_t n, cap;
 };
 
-/* The metrics listener serves these only. */
-static const struct route metrics_routes[] = {
-    {PATH_FIXED, "/metrics", KH_METHOD_GET, &kh_metrics_handler, KH_ROUTE_METRICS},
-    {PATH_FIXED, "/.ok", KH_METHOD_GET, &kh_health_handler, KH_ROUTE_HEALTH},
-};
+struct kh_router *kh_router_new(void) { return calloc(1, sizeof(struct kh_router)); }
+
+void kh_router_free(struct kh_router *r)
+{
+    if (r == NULL)
+        return;
+    free(r->routes);
+    free(r);
+}
+
+int kh_router_add(struct kh_router *r, const char *const *path, enum kh_method method,
+                  const struct kh_handler *handler, void *arg, int label)
+{
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 8;
+        struct route *p = realloc(r->routes, cap * sizeof(*p));
+        if (p == NULL)
+            return KH_ENOMEM;
+        r->routes = p;
+        r->cap = cap;
+    }
+    r->routes[r->n++] = (struct route){path, method, handler, arg, label};
+    return 0;
+}
 
 static const char *method_name(enum kh_method m)
 {
@@ -50,7 +64,16 @@ static void add_method(char *allow, size_t cap, enum kh_method m)
     snprintf(allow + n, cap - n, "%s%s", n ? ", " : "", method_name(m));
 }
 
-void kh_router_dispatch(struct kh_request *req)
+static void refuse_method(struct kh_request *req, const char *allow)
+{
+    char msg[128];
+    kh_request_add_header(req, "allow", allow);
+    snprintf(msg, sizeof(msg), "method: %s is not allowed on this path (allowed: %s)",
+             req->method_text, allow);
+    kh_request_respond_error(req, 405, msg);
+}
+
+void kh_router_dispatch(const struct kh_router *r, struct kh_request *req)
 {
     if (req->upgrade_h2c) {
         req->close_connection = true;
@@ -65,29 +88,21 @@ void kh_router_dispatch(struct kh_request *req)
     while (plen > 1 && req->path[plen - 1] == '/')
         plen--;
     char allow[64] = "";
-    const struct route *table = req->metrics_listener ? metrics_routes : routes;
-    size_t n = req->metrics_listener ? sizeof(metrics_routes) / sizeof(metrics_routes[0])
-                                     : sizeof(routes) / sizeof(routes[0]);
-    for (size_t i = 0; i < n; i++) {
-        const struct route *r = &table[i];
-        const char *p = r->which == PATH_COLLECTOR ? req->app->cfg->collector_path
-                        : r->which == PATH_WEBHOOK ? req->app->cfg->stats_webhook_path
-                                                   : r->path;
+    for (size_t i = 0; i < r->n; i++) {
+        const struct route *rt = &r->routes[i];
+        const char *p = *rt->path;
         if (strlen(p) != plen || strncmp(p, req->path, plen) != 0)
             continue;
-        req->route = (int)r->metric;
-        if (r->method == req->method) {
-            req->handler = r->handler;
+        req->route_label = rt->label;
+        if (rt->method == req->method) {
+            req->handler = rt->handler;
+            req->handler_arg = rt->arg;
             return;
         }
-        add_method(allow, sizeof(allow), r->method);
+        add_method(allow, sizeof(allow), rt->method);
     }
-    if (allow[0]) {
-        kh_request_add_header(req, "allow", allow);
-        char msg[128];
-        snprintf(msg, sizeof(msg), "method: %s is not allowed on this path (allowed: %s)",
-                 req->method_text, allow);
-        kh_request_respond_error(req, 405, msg);
-    } else
+    if (allow[0])
+        refuse_method(req, allow);
+    else
         kh_request_respond_error(req, 404, "path: not found");
 }

@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "api/app.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/timeutil.h"
@@ -26,11 +25,11 @@
 
 #define READ_HIGH_WATERMARK (256 * 1024)
 
-static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 struct kh_server {
     struct event_base *base;
-    struct kh_app *app;
+    const struct kh_net_limits *limits;
+    kh_codec_pick_fn pick;
+    void *ctx;
     struct evconnlistener *listener;
     struct kh_conn *conns;
     size_t nconns;
@@ -39,7 +38,6 @@ struct kh_server {
     uint64_t next_id;
     bool stopping;
     struct kh_tls *tls; /* NULL without https */
-    bool metrics;
     struct event *sweep_ev;
     uint64_t refused_logged_usec;
     uint64_t refused;
@@ -117,18 +115,19 @@ void kh_conn_resume_read(struct kh_conn *c)
 
 bool kh_conn_stopping(const struct kh_conn *c) { return c->srv->stopping; }
 
-/* Picks the codec from the first bytes: the HTTP/2 preface or anything else (HTTP/1.1). */
+/* The listener's pick function chooses the codec from the first bytes; 0 while it cannot
+ * tell yet. */
 static int sniff(struct kh_conn *c, struct evbuffer *in)
 {
     size_t have = evbuffer_get_length(in);
     if (have == 0)
         return 0; /* a read event with nothing in it (a pair's EOF flush) */
-    size_t n = have < sizeof(h2_preface) - 1 ? have : sizeof(h2_preface) - 1;
-    unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)n);
-    bool h2 = memcmp(p, h2_preface, n) == 0;
-    if (h2 && n < sizeof(h2_preface) - 1)
+    /* a protocol's first bytes say what it is: the first 64 are enough to tell */
+    size_t n = have < 64 ? have : 64;
+    const uint8_t *p = evbuffer_pullup(in, (ev_ssize_t)n);
+    c->codec = c->srv->pick(p, n);
+    if (c->codec == NULL)
         return 0; /* undecided: wait for more */
-    c->codec = h2 ? &kh_h2_codec : &kh_h1_codec;
     log_conn(c, "connection protocol");
     if (c->codec->init(c) != 0) {
         c->codec = NULL;
@@ -247,7 +246,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     struct kh_server *srv = arg;
     uint64_t now = kh_mono_usec();
-    uint64_t limit = (uint64_t)srv->app->cfg->request_header_timeout * 1000000;
+    uint64_t limit = (uint64_t)srv->limits->start_timeout * 1000000;
     struct kh_conn *c = srv->conns;
     while (c) {
         struct kh_conn *next = c->next;
@@ -264,7 +263,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 
 static bool over_limit(struct kh_server *srv)
 {
-    if (srv->nconns < (size_t)srv->app->cfg->max_connections)
+    if (srv->nconns < (size_t)srv->limits->max_connections)
         return false;
     srv->refused++;
     uint64_t now = kh_mono_usec();
@@ -284,8 +283,7 @@ static bool over_limit(struct kh_server *srv)
 static void attach(struct kh_server *srv, struct kh_conn *c)
 {
     c->srv = srv;
-    c->app = srv->app;
-    c->metrics = srv->metrics;
+    c->ctx = srv->ctx;
     c->id = ++srv->next_id;
     c->accepted_usec = kh_mono_usec();
     c->next = srv->conns;
@@ -293,7 +291,7 @@ static void attach(struct kh_server *srv, struct kh_conn *c)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
-    long idle = (long)srv->app->cfg->http2_idle_timeout;
+    long idle = (long)srv->limits->idle_timeout;
     struct timeval tv = {idle, 0};
     bufferevent_set_timeouts(c->bev, &tv, NULL);
     bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATERMARK);
@@ -363,19 +361,20 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     }
 }
 
-struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app,
-                                const struct kh_listen *spec, char *err, size_t errlen)
+struct kh_server *kh_server_new(struct event_base *base, const struct kh_listen *spec,
+                                const char **err)
 {
     struct kh_server *srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
-        snprintf(err, errlen, "out of memory");
+        *err = "out of memory";
         return NULL;
     }
     srv->base = base;
-    srv->app = app;
+    srv->limits = spec->limits;
+    srv->pick = spec->pick;
+    srv->ctx = spec->ctx;
     srv->reap_ev = event_new(base, -1, 0, on_reap, srv);
-    srv->metrics = spec->metrics;
-    if (spec->https && kh_tls_new(app->cfg, &srv->tls, err, errlen) != 0)
+    if (spec->tls && kh_tls_new(spec->tls, &srv->tls, err) != 0)
         goto fail;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
@@ -384,9 +383,8 @@ struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app,
     snprintf(port, sizeof(port), "%d", spec->port);
     int gai = getaddrinfo(spec->addr, port, &hints, &ai);
     if (gai != 0) {
-        snprintf(err, errlen, "%s: '%s' is not a numeric address: %s",
-                 spec->metrics ? "exporter_listen_addr" : "listen_addr", spec->addr,
-                 gai_strerror(gai));
+        *err = kh_errf("%s_addr: '%s' is not a numeric address: %s", spec->key, spec->addr,
+                       gai_strerror(gai));
         goto fail;
     }
     srv->listener = evconnlistener_new_bind(
@@ -394,8 +392,7 @@ struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app,
         1024, ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (srv->listener == NULL) {
-        snprintf(err, errlen, "cannot listen on %s:%s: %s", spec->addr, port,
-                 strerror(errno));
+        *err = kh_errf("cannot listen on %s:%s: %s", spec->addr, port, strerror(errno));
         goto fail;
     }
     evconnlistener_set_error_cb(srv->listener, on_accept_error);
@@ -433,10 +430,9 @@ size_t kh_server_nconns(const struct kh_server *srv) { return srv->nconns; }
 
 size_t kh_server_count(const struct kh_server *srv, int proto)
 {
-    const struct kh_codec_ops *want = proto == 2 ? &kh_h2_codec : &kh_h1_codec;
     size_t n = 0;
     for (const struct kh_conn *c = srv->conns; c; c = c->next)
-        n += c->codec == want;
+        n += c->codec && c->codec->proto == proto;
     return n;
 }
 
@@ -444,7 +440,7 @@ size_t kh_server_streams(const struct kh_server *srv)
 {
     size_t n = 0;
     for (struct kh_conn *c = srv->conns; c; c = c->next)
-        if (c->codec == &kh_h2_codec)
+        if (c->codec && c->codec->proto == 2)
             n += c->codec->active(c);
     return n;
 }
@@ -465,9 +461,9 @@ void kh_server_free(struct kh_server *srv)
     free(srv);
 }
 
-int kh_server_reload_tls(struct kh_server *srv, char *err, size_t errlen)
+int kh_server_reload_tls(struct kh_server *srv, const struct kh_tls_files *f, const char **err)
 {
     if (srv->tls == NULL)
         return 0;
-    return kh_tls_reload(srv->tls, srv->app->cfg, err, errlen);
+    return kh_tls_reload(srv->tls, f, err);
 }

@@ -1,9 +1,10 @@
 /*
- * server: the listener and the connections. Accepts on listen_addr:listen_port, tells
- * HTTP/2 (prior knowledge) from HTTP/1.1 by the first bytes, and hands the connection to the
- * matching codec (h1.c, h2.c). Owns every connection; frees them only at a safe point (a
- * deferred event), never inside a callback running for them. Stops gracefully: no new
- * connections, GOAWAY / close-when-idle for the open ones.
+ * server: a listener and its connections, protocol-blind. Accepts on an address, does TLS
+ * when asked, and hands each connection to the codec that the listener's pick function
+ * chooses from the first bytes (the HTTP layer's: HTTP/2 preface or HTTP/1.1); it knows no
+ * protocol above TCP and TLS, and nothing of what is served. Owns every connection; frees
+ * them only at a safe point (a deferred event), never inside a callback running for them.
+ * Stops gracefully: no new connections, each codec winds its connection down.
  */
 #ifndef KH_SERVER_H
 #define KH_SERVER_H
@@ -12,14 +13,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/tls.h"
+
 struct event_base;
 struct evbuffer;
-struct kh_app;
 struct kh_server;
 struct kh_conn;
 
+/* What the server enforces itself. The owner keeps it and may change it at run time (SIGHUP):
+ * it is read where it is used. */
+struct kh_net_limits {
+    int64_t max_connections;
+    int64_t start_timeout; /* seconds for a connection's TLS handshake and first bytes */
+    int64_t idle_timeout;  /* seconds without input before an idle connection is closed */
+};
+
 struct kh_codec_ops {
     const char *name;
+    int proto; /* what kh_server_count counts it as: 1 = HTTP/1.1, 2 = HTTP/2 */
     /* Sets up codec state for c. 0 or KH_ENOMEM. */
     int (*init)(struct kh_conn *c);
     /* New input is in `in`. Consume what can be used now. <0: close the connection. */
@@ -43,12 +54,11 @@ struct kh_conn {
     struct bufferevent *bev;
     const struct kh_codec_ops *codec;
     void *codec_data;
-    struct kh_app *app;
+    void *ctx; /* the listener's kh_listen.ctx, for the codec (what it serves) */
     uint64_t id;
     uint64_t accepted_usec;
     char peer[64];
     bool tls;
-    bool metrics; /* accepted on the metrics listener */
     bool handshake_done;
     char subject[256]; /* client certificate subject (mTLS), "" otherwise */
     bool dead;
@@ -56,17 +66,26 @@ struct kh_conn {
     struct kh_conn *prev, *next;
 };
 
-/* Where and what a server listens for. */
+/* Picks the codec of a new connection from its first n bytes (n > 0); NULL while they are
+ * not enough to tell. */
+typedef const struct kh_codec_ops *(*kh_codec_pick_fn)(const uint8_t *p, size_t n);
+
+/* Where a server listens and what it hands connections to. */
 struct kh_listen {
     const char *addr;
-    int port;      /* 0: any free port */
-    bool https;    /* TLS with the tls_* keys */
-    bool metrics;  /* the metrics listener: only /metrics is routed */
+    int port;                       /* 0: any free port */
+    const char *key;                /* config key prefix for messages: "listen" names
+                                       listen_addr, listen_port */
+    const struct kh_tls_files *tls; /* NULL: plaintext */
+    const struct kh_net_limits *limits;
+    kh_codec_pick_fn pick;
+    void *ctx; /* each connection's ctx */
 };
 
-/* NULL with the reason in err on failure (bind, listen, memory). */
-struct kh_server *kh_server_new(struct event_base *base, struct kh_app *app,
-                                const struct kh_listen *spec, char *err, size_t errlen);
+/* NULL with the reason in *err on failure (bind, listen, TLS files, memory). The spec's limits
+ * and ctx must outlive the server. */
+struct kh_server *kh_server_new(struct event_base *base, const struct kh_listen *spec,
+                                const char **err);
 /* Open connections by protocol (1 = HTTP/1.1, 2 = HTTP/2) and open HTTP/2 streams. */
 size_t kh_server_count(const struct kh_server *srv, int proto);
 size_t kh_server_streams(const struct kh_server *srv);
@@ -77,8 +96,9 @@ void kh_server_adopt(struct kh_server *srv, struct bufferevent *bev, const char 
 /* Stop accepting and ask every connection to wind down. */
 void kh_server_stop(struct kh_server *srv);
 size_t kh_server_nconns(const struct kh_server *srv);
-/* Rebuilds the TLS context from the configured files (SIGHUP); the old one stays on error. */
-int kh_server_reload_tls(struct kh_server *srv, char *err, size_t errlen);
+/* Rebuilds the TLS context from these files (SIGHUP); the old one stays on error. A
+ * plaintext server ignores it. */
+int kh_server_reload_tls(struct kh_server *srv, const struct kh_tls_files *f, const char **err);
 
 /* For codecs. */
 int kh_conn_write(struct kh_conn *c, const void *data, size_t len);
@@ -89,8 +109,5 @@ void kh_conn_close(struct kh_conn *c);
 /* Runs on_read again soon (input left in the buffer after a pause). */
 void kh_conn_resume_read(struct kh_conn *c);
 bool kh_conn_stopping(const struct kh_conn *c);
-
-extern const struct kh_codec_ops kh_h1_codec;
-extern const struct kh_codec_ops kh_h2_codec;
 
 #endif

@@ -63,11 +63,11 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 
 /* Adds every certificate of one PEM file; a file without one is an error naming it. */
 static int add_ca_file(X509_STORE *store, STACK_OF(X509_NAME) *names, const char *path,
-                       char *err, size_t errlen)
+                       const char **err)
 {
     FILE *fp = fopen(path, "r");
     if (fp == NULL) {
-        snprintf(err, errlen, "tls_verify_cacert_path: %s: cannot open", path);
+        *err = kh_errf("tls_verify_cacert_path: %s: cannot open", path);
         return KH_EINVAL;
     }
     int n = 0;
@@ -83,13 +83,13 @@ static int add_ca_file(X509_STORE *store, STACK_OF(X509_NAME) *names, const char
     fclose(fp);
     ERR_clear_error(); /* the read that ended the loop */
     if (n == 0) {
-        snprintf(err, errlen, "tls_verify_cacert_path: %s holds no PEM certificate", path);
+        *err = kh_errf("tls_verify_cacert_path: %s holds no PEM certificate", path);
         return KH_EINVAL;
     }
     return 0;
 }
 
-static int load_cas(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+static int load_cas(SSL_CTX *ctx, const char *path, const char **err)
 {
     X509_STORE *store = SSL_CTX_get_cert_store(ctx);
     STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
@@ -98,7 +98,7 @@ static int load_cas(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
     if (names == NULL)
         return KH_ENOMEM;
     if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "tls_verify_cacert_path: %s: no such file or directory", path);
+        *err = kh_errf("tls_verify_cacert_path: %s: no such file or directory", path);
         rc = KH_EINVAL;
     } else if (S_ISDIR(st.st_mode)) {
         struct dirent **list;
@@ -110,18 +110,18 @@ static int load_cas(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
             struct stat fst;
             if (rc == 0 && list[i]->d_name[0] != '.' && stat(full, &fst) == 0 &&
                 S_ISREG(fst.st_mode)) {
-                rc = add_ca_file(store, names, full, err, errlen);
+                rc = add_ca_file(store, names, full, err);
                 files++;
             }
             free(list[i]);
         }
         free(list);
         if (rc == 0 && files == 0) {
-            snprintf(err, errlen, "tls_verify_cacert_path: %s holds no certificate file", path);
+            *err = kh_errf("tls_verify_cacert_path: %s holds no certificate file", path);
             rc = KH_EINVAL;
         }
     } else {
-        rc = add_ca_file(store, names, path, err, errlen);
+        rc = add_ca_file(store, names, path, err);
     }
     if (rc != 0) {
         sk_X509_NAME_pop_free(names, X509_NAME_free);
@@ -132,30 +132,29 @@ static int load_cas(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
     return 0;
 }
 
-static SSL_CTX *build(const struct kh_config *cfg, char *err, size_t errlen)
+static SSL_CTX *build(const struct kh_tls_files *f, const char **err)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     char why[256];
     if (ctx == NULL) {
-        snprintf(err, errlen, "tls: cannot create a context");
+        *err = "tls: cannot create a context";
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
-    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_fullchain_file) != 1) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, f->fullchain) != 1) {
         kh_tls_last_error(why, sizeof(why));
-        snprintf(err, errlen, "tls_fullchain_file: %s: %s", cfg->tls_fullchain_file, why);
+        *err = kh_errf("tls_fullchain_file: %s: %s", f->fullchain, why);
         goto fail;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_privkey_file, SSL_FILETYPE_PEM) != 1 ||
+    if (SSL_CTX_use_PrivateKey_file(ctx, f->privkey, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
         kh_tls_last_error(why, sizeof(why));
-        snprintf(err, errlen, "tls_privkey_file: %s: %s", cfg->tls_privkey_file, why);
+        *err = kh_errf("tls_privkey_file: %s: %s", f->privkey, why);
         goto fail;
     }
-    if (cfg->tls_verify_cacert_path[0] &&
-        load_cas(ctx, cfg->tls_verify_cacert_path, err, errlen) != 0)
+    if (f->verify_ca[0] && load_cas(ctx, f->verify_ca, err) != 0)
         goto fail;
     return ctx;
 fail:
@@ -163,30 +162,32 @@ fail:
     return NULL;
 }
 
-int kh_tls_new(const struct kh_config *cfg, struct kh_tls **out, char *err, size_t errlen)
+int kh_tls_new(const struct kh_tls_files *f, struct kh_tls **out, const char **err)
 {
     struct kh_tls *t = calloc(1, sizeof(*t));
-    if (t == NULL)
+    if (t == NULL) {
+        *err = "tls: out of memory";
         return KH_ENOMEM;
-    t->ctx = build(cfg, err, errlen);
+    }
+    t->ctx = build(f, err);
     if (t->ctx == NULL) {
         free(t);
         return KH_EINVAL;
     }
-    t->verify = cfg->tls_verify_cacert_path[0] != '\0';
+    t->verify = f->verify_ca[0] != '\0';
     *out = t;
     return 0;
 }
 
-int kh_tls_reload(struct kh_tls *t, const struct kh_config *cfg, char *err, size_t errlen)
+int kh_tls_reload(struct kh_tls *t, const struct kh_tls_files *f, const char **err)
 {
-    SSL_CTX *ctx = build(cfg, err, errlen);
+    SSL_CTX *ctx = build(f, err);
     if (ctx == NULL)
         return KH_EINVAL;
     /* SSL objects hold a reference to their context: open connections are not affected */
     SSL_CTX_free(t->ctx);
     t->ctx = ctx;
-    t->verify = cfg->tls_verify_cacert_path[0] != '\0';
+    t->verify = f->verify_ca[0] != '\0';
     return 0;
 }
 

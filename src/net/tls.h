@@ -1,6 +1,6 @@
 /*
  * tls: the server's TLS context (OpenSSL): certificate chain and key, TLS 1.2 and 1.3, ALPN
- * h2 and http/1.1, and client certificates (mTLS) when tls_verify_cacert_path is set. The
+ * h2 and http/1.1, and client certificates (mTLS) when a CA file or directory is given. The
  * context can be rebuilt from the same files at run time (SIGHUP); connections already open
  * keep the context they started with. This module is the only user of OpenSSL.
  */
@@ -10,15 +10,22 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "core/config.h"
-
 struct kh_tls;
 struct ssl_st;
 
-/* KH_EINVAL with the reason (naming the file) in err. */
-int kh_tls_new(const struct kh_config *cfg, struct kh_tls **out, char *err, size_t errlen);
+/* The files a TLS context is made of (paths; verify_ca "" = no client certificates). Errors
+ * name each by the config key that sets it (tls_fullchain_file, tls_privkey_file,
+ * tls_verify_cacert_path), so that the caller can cite the line. */
+struct kh_tls_files {
+    const char *fullchain;
+    const char *privkey;
+    const char *verify_ca;
+};
+
+/* KH_EINVAL (or KH_ENOMEM) with the reason, naming the file, in *err. */
+int kh_tls_new(const struct kh_tls_files *f, struct kh_tls **out, const char **err);
 /* Loads the files again; on failure the old context stays in use. */
-int kh_tls_reload(struct kh_tls *t, const struct kh_config *cfg, char *err, size_t errlen);
+int kh_tls_reload(struct kh_tls *t, const struct kh_tls_files *f, const char **err);
 void kh_tls_free(struct kh_tls *t);
 /* A new server-side SSL object from the current context, or NULL. */
 struct ssl_st *kh_tls_new_ssl(struct kh_tls *t);

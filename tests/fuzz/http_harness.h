@@ -42,15 +42,18 @@ static void fz_init(void)
     kh_config_set(&cfg, "listen_addr", "127.0.0.1", err, sizeof(err));
     kh_config_set(&cfg, "max_body_bytes", "65536", err, sizeof(err));
     kh_config_finish(&cfg, err, sizeof(err));
-    struct kh_listen spec = {.addr = "127.0.0.1", .port = 0}; /* never connected to */
     fz_base = event_base_new();
     const char *e = NULL;
     store.ops->open(&store, &cfg, &e);
     app.cfg = &cfg;
     app.store = &store;
     app.batcher = kh_batcher_new(fz_base, &store, &cfg);
-    fz_srv = kh_server_new(fz_base, &app, &spec, err, sizeof(err));
-    if (fz_srv == NULL || app.batcher == NULL)
+    if (app.batcher == NULL || kh_app_init(&app) != 0)
+        abort();
+    struct kh_listen spec = kh_app_listen_spec(&app, false);
+    spec.port = 0; /* never connected to */
+    fz_srv = kh_server_new(fz_base, &spec, &e);
+    if (fz_srv == NULL)
         abort();
 }
 
