@@ -9,13 +9,6 @@
 #include <event2/thread.h>
 #include <getopt.h>
 #include <signal.h>
-/* only for --version: each library's own run-time version call */
-#include <http_parser.h>
-#include <libpq-fe.h>
-#include <nghttp2/nghttp2.h>
-#include <openssl/crypto.h>
-#include <sqlite3.h>
-#include <yajl/yajl_version.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +22,7 @@
 #include "core/timeutil.h"
 #include "net/server.h"
 #include "pipeline/batcher.h"
+#include "sora/envelope.h"
 #include "sora/schema.h"
 #include "spool/spool.h"
 #include "store/store.h"
@@ -79,16 +73,9 @@ static void usage(FILE *fp)
  * call. */
 static void print_version(void)
 {
-    int pq = PQlibVersion(), yajl = yajl_version();
-    unsigned long hp = http_parser_version();
-    printf("kohaku %s\n", KOHAKU_VERSION);
-    printf("nghttp2 %s\n", nghttp2_version(0)->version_str);
-    printf("libevent %s\n", event_get_version());
-    printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
-    printf("SQLite %s\n", sqlite3_libversion());
-    printf("libpq %d.%d\n", pq / 10000, pq % 10000);
-    printf("yajl %d.%d.%d\n", yajl / 10000, yajl / 100 % 100, yajl % 100);
-    printf("http-parser %lu.%lu.%lu\n", hp >> 16 & 255, hp >> 8 & 255, hp & 255);
+    printf("kohaku %s\n%s\nlibevent %s\n%s\n%s\n%s\n%s\n%s\n", KOHAKU_VERSION,
+           kh_h2_library(), event_get_version(), kh_tls_library(), kh_store_sqlite_library(),
+           kh_store_postgres_library(), kh_envelope_library(), kh_h1_library());
 }
 
 static int load_config(struct kh_config *cfg, const char *path, bool explicit_path)

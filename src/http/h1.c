@@ -344,3 +344,11 @@ const struct kh_codec_ops kh_h1_codec = {
     .sweep = h1_sweep,
     .free = h1_free,
 };
+
+const char *kh_h1_library(void)
+{
+    static char v[32];
+    unsigned long hp = http_parser_version();
+    snprintf(v, sizeof(v), "http-parser %lu.%lu.%lu", hp >> 16 & 255, hp >> 8 & 255, hp & 255);
+    return v;
+}

@@ -428,3 +428,10 @@ const struct kh_codec_ops kh_h2_codec = {
     .sweep = h2_sweep,
     .free = h2_free,
 };
+
+const char *kh_h2_library(void)
+{
+    static char v[32];
+    snprintf(v, sizeof(v), "nghttp2 %s", nghttp2_version(0)->version_str);
+    return v;
+}

@@ -39,4 +39,9 @@ struct kh_http_site {
  * the preface (wait for more). A kh_codec_pick_fn. */
 const struct kh_codec_ops *kh_http_pick_codec(const uint8_t *p, size_t n);
 
+/* The protocol libraries' run-time versions, "name version" each (--version): h1.c's
+ * http_parser, h2.c's nghttp2. */
+const char *kh_h1_library(void);
+const char *kh_h2_library(void);
+
 #endif

@@ -214,3 +214,5 @@ void kh_tls_peer_subject(struct ssl_st *ssl, char *out, size_t len)
     X509_NAME_oneline(X509_get_subject_name(peer), out, (int)len);
     X509_free(peer);
 }
+
+const char *kh_tls_library(void) { return OpenSSL_version(OPENSSL_VERSION); }

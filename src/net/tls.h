@@ -27,6 +27,8 @@ int kh_tls_new(const struct kh_tls_files *f, struct kh_tls **out, const char **e
 /* Loads the files again; on failure the old context stays in use. */
 int kh_tls_reload(struct kh_tls *t, const struct kh_tls_files *f, const char **err);
 void kh_tls_free(struct kh_tls *t);
+/* OpenSSL's run-time version text (--version). */
+const char *kh_tls_library(void);
 /* A new server-side SSL object from the current context, or NULL. */
 struct ssl_st *kh_tls_new_ssl(struct kh_tls *t);
 void kh_tls_free_ssl(struct ssl_st *ssl);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
+#include <yajl/yajl_version.h>
 
 #include "core/buf.h"
 #include "core/errors.h"
@@ -1030,4 +1031,12 @@ void kh_envelope_ids(const struct kh_envelope *e, struct kh_str *channel_id,
     *channel_id = e->r ? e->r->channel_id : none;
     *connection_id = e->r ? e->r->connection_id : none;
     *node_name = e->r ? e->r->node_name : none;
+}
+
+const char *kh_envelope_library(void)
+{
+    static char v[32];
+    int y = yajl_version();
+    snprintf(v, sizeof(v), "yajl %d.%d.%d", y / 10000, y / 100 % 100, y % 100);
+    return v;
 }

@@ -41,6 +41,8 @@ int kh_envelope_finish(struct kh_envelope *e);
 /* After a successful finish: hands the report out (the caller frees it). */
 struct kh_report *kh_envelope_take_report(struct kh_envelope *e);
 const char *kh_envelope_error(const struct kh_envelope *e);
+/* yajl's run-time version, "yajl X.Y.Z" (--version). */
+const char *kh_envelope_library(void);
 /* The channel_id, connection_id and node_name read so far, also after a failure (p NULL when
  * not read). Untrusted text: valid UTF-8, but not checked against the envelope rules. */
 void kh_envelope_ids(const struct kh_envelope *e, struct kh_str *channel_id,

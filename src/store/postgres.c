@@ -1368,3 +1368,11 @@ const struct kh_store_ops kh_store_postgres_ops = {
     .reconnects = pg_reconnects,
     .close = pg_close,
 };
+
+const char *kh_store_postgres_library(void)
+{
+    static char v[32];
+    int pq = PQlibVersion();
+    snprintf(v, sizeof(v), "libpq %d.%d", pq / 10000, pq % 10000);
+    return v;
+}

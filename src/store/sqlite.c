@@ -412,3 +412,10 @@ const struct kh_store_ops kh_store_sqlite_ops = {
     .reconnects = sq_reconnects,
     .close = sq_close,
 };
+
+const char *kh_store_sqlite_library(void)
+{
+    static char v[32];
+    snprintf(v, sizeof(v), "SQLite %s", sqlite3_libversion());
+    return v;
+}

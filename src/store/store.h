@@ -68,6 +68,10 @@ extern const struct kh_store_ops kh_store_sqlite_ops;
 extern const struct kh_store_ops kh_store_postgres_ops;
 extern const struct kh_store_ops kh_store_null_ops;
 
+/* The database libraries' run-time versions, "name version" (--version). */
+const char *kh_store_sqlite_library(void);
+const char *kh_store_postgres_library(void);
+
 /* Finds the backend by name ("sqlite", "postgres", "null"); NULL when there is none. */
 const struct kh_store_ops *kh_store_find(const char *name);
 
