@@ -428,6 +428,18 @@ void kh_server_stop(struct kh_server *srv)
 
 size_t kh_server_nconns(const struct kh_server *srv) { return srv->nconns; }
 
+int kh_server_port(const struct kh_server *srv)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (srv->listener == NULL ||
+        getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
 size_t kh_server_count(const struct kh_server *srv, int proto)
 {
     size_t n = 0;

@@ -96,6 +96,8 @@ void kh_server_adopt(struct kh_server *srv, struct bufferevent *bev, const char 
 /* Stop accepting and ask every connection to wind down. */
 void kh_server_stop(struct kh_server *srv);
 size_t kh_server_nconns(const struct kh_server *srv);
+/* The port the listener is bound to (what port 0 became), or 0. */
+int kh_server_port(const struct kh_server *srv);
 /* Rebuilds the TLS context from these files (SIGHUP); the old one stays on error. A
  * plaintext server ignores it. */
 int kh_server_reload_tls(struct kh_server *srv, const struct kh_tls_files *f, const char **err);
