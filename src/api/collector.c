@@ -4,17 +4,22 @@
  *     x-sora-stats-exporter-type connection.user-agent or node.erlang-vm;
  *   POST stats_webhook_path (DESIGN 1.2), the stats webhook: HTTP/1.1 or HTTP/2, header
  *     sora-stats-webhook-type connection.rtc, multistream optional.
- * The body streams into the envelope parser; a valid report goes to the batcher and is
- * answered 204 only after its batch has committed.
  *
- * With a parse pool (parse_threads > 0), the body is kept whole as it arrives and parsed on
- * a pool thread once complete, so the loop thread only does HTTP; without one, it streams
- * into the parser on the loop as it arrives.
- *
- * With a spool (spool_dir), the body is also kept as it arrived. A report goes to the spool
- * instead of the batcher when storage is down or already has spool_backlog_reports waiting,
- * and a report whose batch fails goes there afterwards; either way it is answered 204 once
- * its spool record is synced. The spool replays records through kh_collector_replay.
+ * A report's route, step by step (each step is one function below):
+ *   on_body       the body is kept whole as it arrives when a parse pool or a spool needs
+ *                 it, and (without a pool) streams into the envelope parser on the loop
+ *   on_end        complete: parsed on a pool thread (parse_threads > 0), or finished on the
+ *                 loop; an invalid report gets its 400 naming the field (refuse)
+ *   store_report  where it goes, decided in one place:
+ *                   with a spool, storage down or spool_backlog_reports already waiting
+ *                     -> to_spool: 204 once its record is synced
+ *                   otherwise -> to_batcher: 204 once its batch commits; when the batcher
+ *                     has no room, the spool takes it (503 without a spool)
+ *   on_stored     the batch's outcome: 204; 400 when storage refused this report's data;
+ *                 a failed batch goes to the spool (503 without one)
+ * The spool replays its records through kh_collector_replay: the same parser and batcher,
+ * the received time of the original, and while storage is marked down one record a second
+ * as a probe (SQLite finds out that a lock or a full disk is gone only by writing).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,7 +182,7 @@ static void on_spooled(void *arg, int result)
 }
 
 /* Hands the kept body to the spool; the answer follows its sync. */
-static void spool_it(struct kh_request *req)
+static void to_spool(struct kh_request *req)
 {
     struct collect *c = req->hstate;
     kh_request_retain(req);
@@ -200,17 +205,44 @@ static void on_stored(void *arg, int result, const char *err)
         c->storage_refused = true;
         kh_request_respond_error(req, 400, err ? err : "storage: refused this report");
     } else if (app_of(req)->spool && !req->responded)
-        spool_it(req); /* storage failed: the spool keeps it */
+        to_spool(req); /* storage failed: the spool keeps it */
     else
         unavailable(req, "storage: write failed; retry later");
     kh_request_release(req);
 }
 
-/* The body has been parsed into r: store it (or spool it). */
-static void parsed(struct kh_request *req, struct kh_report *r)
+/* To the batcher; when it has no room, to the spool if there is one. */
+static void to_batcher(struct kh_request *req, struct kh_report *r)
+{
+    struct kh_app *app = app_of(req);
+    kh_request_retain(req);
+    int rc = kh_batcher_submit(app->batcher, r, on_stored, req);
+    if (rc == 0)
+        return;
+    kh_request_release(req);
+    kh_report_free(r);
+    if (app->spool && rc == KH_ENOSPC) {
+        to_spool(req);
+        return;
+    }
+    unavailable(req, rc == KH_ESHUTDOWN ? "server: shutting down"
+                                        : "server: too many reports waiting for storage");
+}
+
+/* Whether a report goes to the spool rather than to storage: storage is down, or already has
+ * spool_backlog_reports waiting (the database is slower than the reports coming in). */
+static bool spool_first(const struct kh_app *app)
+{
+    if (app->spool == NULL)
+        return false;
+    return !app->store->ops->healthy(app->store) ||
+           kh_batcher_pending(app->batcher) >= (size_t)app->cfg->spool_backlog_reports;
+}
+
+/* The body has been parsed into r: where it goes (see the top of the file). */
+static void store_report(struct kh_request *req, struct kh_report *r)
 {
     struct collect *c = req->hstate;
-    int rc;
     struct kh_app *app = app_of(req);
     log_ids(req, &r->channel_id, &r->connection_id, &r->node_name);
     if (c->keep_body && app->spool == NULL) {
@@ -221,25 +253,13 @@ static void parsed(struct kh_request *req, struct kh_report *r)
         /* the spooled copy must store the same received_at as a direct write would */
         c->meta.received_usec = kh_time_now_usec();
         kh_time_format(c->meta.received_usec, r->received_text);
-        if (!app->store->ops->healthy(app->store) ||
-            kh_batcher_pending(app->batcher) >= (size_t)app->cfg->spool_backlog_reports) {
-            kh_report_free(r);
-            spool_it(req);
-            return;
-        }
     }
-    kh_request_retain(req);
-    rc = kh_batcher_submit(app->batcher, r, on_stored, req);
-    if (rc == 0)
-        return;
-    kh_request_release(req);
-    kh_report_free(r);
-    if (app->spool && rc == KH_ENOSPC) {
-        spool_it(req);
+    if (spool_first(app)) {
+        kh_report_free(r);
+        to_spool(req);
         return;
     }
-    unavailable(req, rc == KH_ESHUTDOWN ? "server: shutting down"
-                                        : "server: too many reports waiting for storage");
+    to_batcher(req, r);
 }
 
 static void on_pool_parsed(void *arg, int rc, struct kh_report *r, const struct kh_envelope *e)
@@ -249,7 +269,7 @@ static void on_pool_parsed(void *arg, int rc, struct kh_report *r, const struct 
         log_envelope_ids(req, e);
         refuse(req, rc, kh_envelope_error(e));
     } else
-        parsed(req, r);
+        store_report(req, r);
     kh_request_release(req);
 }
 
@@ -276,7 +296,7 @@ static void on_end(struct kh_request *req)
     struct kh_report *r = kh_envelope_take_report(c->e);
     kh_envelope_free(c->e); /* the parser is done: give its memory back before the batch */
     c->e = NULL;
-    parsed(req, r);
+    store_report(req, r);
 }
 
 /* Every answer to a report, whoever gave it (the handler, or the request layer: 413, 431,
