@@ -1,8 +1,9 @@
 /*
  * main: command line, start-up and shutdown. Order matters: config, logging, schema tables,
  * storage (open + migrate, so a broken database stops kohaku before it accepts anything),
- * then the loop, the writer thread and the listener. Shutdown runs in reverse: stop
- * accepting, let in-flight reports finish, join the writer, close storage.
+ * then the loop, the writer threads, the spool, the parse pool and the listeners. Shutdown
+ * runs in reverse: stop accepting, let in-flight reports finish, join the writers, close
+ * storage.
  */
 #include <errno.h>
 #include <event2/event.h>

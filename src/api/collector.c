@@ -1,9 +1,11 @@
 /*
  * collector: the two ways Sora delivers a report, sharing one body path:
- *   POST collector_path (DESIGN 1.1), the stats exporter: HTTP/2 only, header
- *     x-sora-stats-exporter-type connection.user-agent or node.erlang-vm;
- *   POST stats_webhook_path (DESIGN 1.2), the stats webhook: HTTP/1.1 or HTTP/2, header
- *     sora-stats-webhook-type connection.rtc, multistream optional.
+ *   POST collector_path, Sora's stats exporter (up to Sora 2025): HTTP/2 only, header
+ *     x-sora-stats-exporter-type connection.user-agent (a client's report) or
+ *     node.erlang-vm (a Sora node's memory);
+ *   POST stats_webhook_path, Sora's stats webhook (2024.1 and later): HTTP/1.1 or HTTP/2,
+ *     header sora-stats-webhook-type connection.rtc, multistream optional.
+ * (README, "What it accepts".)
  *
  * A report's route, step by step (each step is one function below):
  *   on_body       the body is kept whole as it arrives when a parse pool or a spool needs

@@ -1,5 +1,5 @@
 /*
- * store: the storage backend interface (DESIGN 3). A backend is a table of function pointers
+ * store: the storage backend interface. A backend is a table of function pointers
  * (sqlite.c, postgres.c, null.c). open/migrate/close run on the main thread before and after
  * the loop. write runs on the batcher's writer threads: `writers` of them, each passing its
  * own slot number (0..writers-1) and writing one batch at a time. healthy may be called from
