@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
+#include <yajl/yajl_tree.h>
 #include <yajl/yajl_version.h>
 
 #include "core/buf.h"
@@ -1039,4 +1040,29 @@ const char *kh_envelope_library(void)
     int y = yajl_version();
     snprintf(v, sizeof(v), "yajl %d.%d.%d", y / 10000, y / 100 % 100, y % 100);
     return v;
+}
+
+bool kh_envelope_json_numbers(const char *json, size_t len, const char *const *keys, double *out,
+                              size_t n)
+{
+    char text[1024]; /* the records kept this way are small; a longer one is not read */
+    for (size_t i = 0; i < n; i++)
+        out[i] = NAN;
+    if (json == NULL || len >= sizeof(text))
+        return false;
+    memcpy(text, json, len);
+    text[len] = '\0';
+    yajl_val v = yajl_tree_parse(text, NULL, 0);
+    if (v == NULL || !YAJL_IS_OBJECT(v)) {
+        yajl_tree_free(v);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *path[] = {keys[i], NULL};
+        yajl_val x = yajl_tree_get(v, path, yajl_t_number);
+        if (x)
+            out[i] = YAJL_GET_DOUBLE(x);
+    }
+    yajl_tree_free(v);
+    return true;
 }

@@ -41,6 +41,11 @@ int kh_envelope_finish(struct kh_envelope *e);
 /* After a successful finish: hands the report out (the caller frees it). */
 struct kh_report *kh_envelope_take_report(struct kh_envelope *e);
 const char *kh_envelope_error(const struct kh_envelope *e);
+/* Reads the numbers at keys[0..n) of a JSON object's text (a record member the parser kept
+ * as JSON, such as qualityLimitationDurations) into out[]; a key without a number gives NAN.
+ * False when the text is not a JSON object (out is all NAN then). */
+bool kh_envelope_json_numbers(const char *json, size_t len, const char *const *keys, double *out,
+                              size_t n);
 /* yajl's run-time version, "yajl X.Y.Z" (--version). */
 const char *kh_envelope_library(void);
 /* The channel_id, connection_id and node_name read so far, also after a failure (p NULL when
