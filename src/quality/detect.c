@@ -112,33 +112,45 @@ static double v_pair_changed(const struct kh_q_interval *iv, const struct kh_q_c
 #define AUDIO (KH_QS_AUDIO_IN | KH_QS_AUDIO_OUT)
 #define VIDEO (KH_QS_VIDEO_IN | KH_QS_VIDEO_OUT)
 
+/* The detectors: one entry each. Thresholds are in the unit; lower_is_worse compares the
+ * other way; sustain_s is how long the condition must hold before it is an issue. */
 const struct kh_q_detector kh_q_detectors[KH_QI_COUNT] = {
-    [KH_QI_LOSS] = {"high_loss", "packet loss", "%", KH_QS_STREAM, false, 2, 10, false, 0,
-                    v_loss},
-    [KH_QI_RTT] = {"high_rtt", "round-trip time", "ms", KH_QS_STREAM, false, 250, 500, false, 0,
-                   v_rtt},
-    [KH_QI_JITTER] = {"high_jitter", "audio jitter", "ms", AUDIO, false, 30, 100, false, 0,
-                      v_jitter},
-    [KH_QI_CONCEALMENT] = {"audio_concealment", "concealed audio", "%", KH_QS_AUDIO_IN, false, 3,
-                           10, false, 0, v_concealment},
-    [KH_QI_FREEZES] = {"video_freezes", "time frozen", "%", KH_QS_VIDEO_IN, false, 0.1, 5, false,
-                       0, v_freezes},
-    [KH_QI_LOW_FPS] = {"low_frame_rate", "frame rate of the expected", "%", VIDEO, true, 70, 40,
-                       false, 10, v_low_fps},
-    [KH_QI_CPU] = {"cpu_limited", "time the encoder was limited by CPU", "%", KH_QS_VIDEO_OUT,
-                   false, 50, 90, false, 10, v_cpu},
-    [KH_QI_BANDWIDTH] = {"bandwidth_limited", "time the encoder was limited by the network",
-                         "%", KH_QS_VIDEO_OUT, false, 50, 90, false, 10, v_bandwidth},
-    [KH_QI_RESOLUTION] = {"resolution_dropped", "height of the stream's best", "%", VIDEO,
-                          true, 67, 34, false, 0, v_resolution},
-    [KH_QI_NO_MEDIA] = {"no_media", "seconds without media on a stream", "s", KH_QS_STREAM,
-                        false, 5, 20, false, 0, v_no_media},
-    [KH_QI_RELAY_TCP] = {"relay_tcp", "media relayed over TURN TCP or TLS", "", KH_QS_CONNECTION,
-                         false, 1, INFINITY, true, 0, v_relay_tcp},
-    [KH_QI_NOT_CONNECTED] = {"not_connected", "ICE or DTLS not connected", "", KH_QS_CONNECTION,
-                             false, 1, 1, true, 0, v_not_connected},
-    [KH_QI_PAIR_CHANGED] = {"pair_changed", "selected candidate pair changes", "",
-                            KH_QS_CONNECTION, false, 1, INFINITY, true, 0, v_pair_changed},
+    [KH_QI_LOSS] = {.name = "high_loss", .title = "packet loss", .unit = "%",
+                    .scope = KH_QS_STREAM, .warning = 2, .bad = 10, .value = v_loss},
+    [KH_QI_RTT] = {.name = "high_rtt", .title = "round-trip time", .unit = "ms",
+                   .scope = KH_QS_STREAM, .warning = 250, .bad = 500, .value = v_rtt},
+    [KH_QI_JITTER] = {.name = "high_jitter", .title = "audio jitter", .unit = "ms",
+                      .scope = AUDIO, .warning = 30, .bad = 100, .value = v_jitter},
+    [KH_QI_CONCEALMENT] = {.name = "audio_concealment", .title = "concealed audio",
+                           .unit = "%", .scope = KH_QS_AUDIO_IN, .warning = 3, .bad = 10,
+                           .value = v_concealment},
+    [KH_QI_FREEZES] = {.name = "video_freezes", .title = "time frozen", .unit = "%",
+                       .scope = KH_QS_VIDEO_IN, .warning = 0.1, .bad = 5, .value = v_freezes},
+    [KH_QI_LOW_FPS] = {.name = "low_frame_rate", .title = "frame rate of the expected",
+                       .unit = "%", .scope = VIDEO, .lower_is_worse = true, .warning = 70,
+                       .bad = 40, .sustain_s = 10, .value = v_low_fps},
+    [KH_QI_CPU] = {.name = "cpu_limited", .title = "time the encoder was limited by CPU",
+                   .unit = "%", .scope = KH_QS_VIDEO_OUT, .warning = 50, .bad = 90,
+                   .sustain_s = 10, .value = v_cpu},
+    [KH_QI_BANDWIDTH] = {.name = "bandwidth_limited",
+                         .title = "time the encoder was limited by the network", .unit = "%",
+                         .scope = KH_QS_VIDEO_OUT, .warning = 50, .bad = 90, .sustain_s = 10,
+                         .value = v_bandwidth},
+    [KH_QI_RESOLUTION] = {.name = "resolution_dropped", .title = "height of the stream's best",
+                          .unit = "%", .scope = VIDEO, .lower_is_worse = true, .warning = 67,
+                          .bad = 34, .value = v_resolution},
+    [KH_QI_NO_MEDIA] = {.name = "no_media", .title = "seconds without media on a stream",
+                        .unit = "s", .scope = KH_QS_STREAM, .warning = 5, .bad = 20,
+                        .by_duration = true, .value = v_no_media},
+    [KH_QI_RELAY_TCP] = {.name = "relay_tcp", .title = "media relayed over TURN TCP or TLS",
+                         .unit = "", .scope = KH_QS_CONNECTION, .warning = 1, .bad = INFINITY,
+                         .flag = true, .value = v_relay_tcp},
+    [KH_QI_NOT_CONNECTED] = {.name = "not_connected", .title = "ICE or DTLS not connected",
+                             .unit = "", .scope = KH_QS_CONNECTION, .warning = 1, .bad = 1,
+                             .flag = true, .value = v_not_connected},
+    [KH_QI_PAIR_CHANGED] = {.name = "pair_changed", .title = "selected candidate pair changes",
+                            .unit = "", .scope = KH_QS_CONNECTION, .warning = 1,
+                            .bad = INFINITY, .flag = true, .value = v_pair_changed},
 };
 
 void kh_q_thresholds_default(struct kh_q_thresholds *th)
@@ -162,22 +174,17 @@ static bool beyond(double v, double limit, bool lower_is_worse)
     return lower_is_worse ? v <= limit : v >= limit;
 }
 
-/* No media is judged on how long it has lasted: the run is its value. */
-static double judged_value(enum kh_q_issue i, double v, const struct kh_q_state *st)
-{
-    return i == KH_QI_NO_MEDIA && v > 0 ? st->run_s[i] : v;
-}
-
 static void judge_one(enum kh_q_issue i, double v, double seconds,
                       const struct kh_q_thresholds *th, struct kh_q_state *st,
                       struct kh_q_verdict *out)
 {
     const struct kh_q_detector *d = &kh_q_detectors[i];
-    bool on = !isnan(v) && beyond(v, th->warning[i], d->lower_is_worse);
+    bool on = !isnan(v) && (d->by_duration ? v > 0 : beyond(v, th->warning[i], d->lower_is_worse));
     st->run_s[i] = on ? st->run_s[i] + (seconds > 0 ? seconds : 0) : 0;
     if (!on || st->run_s[i] < d->sustain_s)
         return;
-    v = judged_value(i, v, st);
+    if (d->by_duration)
+        v = st->run_s[i];
     if (!beyond(v, th->warning[i], d->lower_is_worse))
         return;
     if (beyond(v, th->bad[i], d->lower_is_worse))

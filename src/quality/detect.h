@@ -76,6 +76,7 @@ struct kh_q_detector {
     double warning, bad; /* defaults; a flag detector has no configurable threshold */
     bool flag;
     double sustain_s; /* 0: judged on the interval alone */
+    bool by_duration; /* the condition is value > 0; what is judged is how long it has held */
     /* The measured value, NAN when the interval has none (the detector does not apply). */
     double (*value)(const struct kh_q_interval *iv, const struct kh_q_conn *cn,
                     const struct kh_q_state *st, const struct kh_q_thresholds *th);

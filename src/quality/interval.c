@@ -34,8 +34,9 @@ static void loss(const struct kh_q_stream *p, const struct kh_q_stream *c,
         double late = p ? delta(p->packets_discarded, c->packets_discarded) : c->packets_discarded;
         if (isnan(received) || isnan(lost))
             return;
-        lost = (lost > 0 ? lost : 0) + (late > 0 ? late : 0);
-        base = received + (lost > 0 ? lost : 0);
+        lost = lost > 0 ? lost : 0;
+        base = received + lost;          /* late packets were received: they are in it */
+        lost += late > 0 ? late : 0;
     } else {
         /* The remote's counters move only when an RTCP receiver report arrives (every few
          * seconds): the loss is over the time between the two reports, against what was

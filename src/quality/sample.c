@@ -185,7 +185,7 @@ static const struct kh_row *find_id(const struct kh_report *r, enum t t, struct 
     return NULL;
 }
 
-static void blank(struct kh_q_stream *s)
+void kh_q_stream_blank(struct kh_q_stream *s)
 {
     double *d[] = {&s->bytes,   &s->packets,       &s->packets_lost, &s->packets_discarded,
                    &s->jb_delay, &s->jb_emitted,   &s->concealed,    &s->samples,
@@ -282,7 +282,7 @@ static void add_stream(const struct kh_report *r, const struct kh_row *row, enum
     if (out->nstreams == KH_Q_MAX_STREAMS || !(is(kind, "audio") || is(kind, "video")))
         return;
     struct kh_q_stream *s = &out->streams[out->nstreams++];
-    blank(s);
+    kh_q_stream_blank(s);
     s->stats_id = row->stats_id;
     s->kind = is(kind, "audio") ? KH_Q_AUDIO : KH_Q_VIDEO;
     s->dir = dir;

@@ -59,6 +59,8 @@ struct kh_q_report {
 
 /* Looks up the member indexes it reads. Call once after kh_schema_init; 0 or KH_ENOMEM. */
 int kh_q_sample_init(void);
+/* Every value of s unknown (NAN), no codec. */
+void kh_q_stream_blank(struct kh_q_stream *s);
 /* Fills out from r's rows. */
 void kh_q_sample_report(const struct kh_report *r, struct kh_q_report *out);
 
