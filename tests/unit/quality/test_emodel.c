@@ -89,9 +89,12 @@ static void test_mouth_to_ear_and_codecs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults_give_93_2),     cmocka_unit_test(test_idd_reference_points),
-        cmocka_unit_test(test_ie_eff_g711_plc),        cmocka_unit_test(test_r_and_mos_end_to_end),
-        cmocka_unit_test(test_mos_from_r),             cmocka_unit_test(test_mouth_to_ear_and_codecs),
+        cmocka_unit_test(test_defaults_give_93_2),
+        cmocka_unit_test(test_idd_reference_points),
+        cmocka_unit_test(test_ie_eff_g711_plc),
+        cmocka_unit_test(test_r_and_mos_end_to_end),
+        cmocka_unit_test(test_mos_from_r),
+        cmocka_unit_test(test_mouth_to_ear_and_codecs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
