@@ -8,12 +8,11 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
 from helpers import (KOHAKU_BIN, REPO_ROOT, CurlError, all_counts, fixture_files, load_fixture,
-                     loadgen, make_envelope, need_tool, post_h2, sora_id, table_for)
+                     loadgen, make_envelope, need_tool, post_h2, sora_id, table_for, wait_until)
 
 
 def curl(*args, data=None):
@@ -296,7 +295,9 @@ def test_sigterm_under_load_loses_nothing(db, kohaku_factory, tmp_path):
         k.port, "-d", 10, "-r", 2000, "-c", 4, "-m", 16, "-n", 200, "-a", str(acked),
         "-A", "204,503")))
     t.start()
-    time.sleep(1.5)
+    # SIGTERM once the load is well under way: a thousand reports answered
+    wait_until(lambda: k.metric("kohaku_http_requests_total", route="collector", protocol="h2",
+                                status="204") >= 1000, 60, message="1,000 reports answered 204")
     rc = k.stop(signal.SIGTERM, timeout=60)
     t.join()
     assert rc == 0, k.log_text()[-3000:]

@@ -81,7 +81,7 @@ def test_soak_memory_stays_flat(kohaku):
     t.start()
     while t.is_alive():
         samples.append(rss_kib(k.proc.pid))
-        time.sleep(2)
+        time.sleep(2)  # the sampling period of the soak, not a wait for anything
     t.join()
     rc, summary, out = result["lg"]
     assert rc == 0, out

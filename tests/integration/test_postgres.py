@@ -3,7 +3,6 @@ PostgreSQL 15 cluster, the real daemon, real clients."""
 import json
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -288,9 +287,16 @@ def test_outage_under_load_loses_no_acknowledged_report(pg_cluster, db, kohaku_f
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(1.5)
+
+    def answered(status):
+        return k.metric("kohaku_http_requests_total", route="collector", protocol="h2",
+                        status=status)
+
+    # PostgreSQL goes away once the load is under way ...
+    wait_until(lambda: answered("204") >= 200, 30, message="200 reports answered 204")
     pg_cluster.stop()
-    time.sleep(1.5)
+    # ... and comes back once kohaku has answered 503 for it
+    wait_until(lambda: answered("503") > 0, 30, message="a report answered 503")
     pg_cluster.start()
     t.join()
     rc, summary, out = result["lg"]

@@ -321,7 +321,7 @@ def test_reopen_under_load_loses_no_line(tmp_path):
             os.rename(path, f"{path}.{rotations}")
             k.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: os.path.exists(path), "the reopened log file")
-            time.sleep(0.05)
+            time.sleep(0.05)  # the pace of the rotations under load, not a wait
         t.join()
         rc, summary, out = result["lg"]
         assert rc == 0, out

@@ -177,7 +177,7 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(own_pg, tmp_path, ba
         replayed += sum(l.get("records_to_replay", 0) for l in k.log_lines()
                         if l.get("msg") == "spool ready")
         lg = start_loadgen(k.port, path, 5, rnd.randrange(1 << 30))
-        time.sleep(rnd.uniform(0.3, 1.5))
+        time.sleep(rnd.uniform(0.3, 1.5))  # the random moment of the kill, not a wait
         k.stop(signal.SIGKILL)
         try:
             lg.wait(30)
@@ -313,7 +313,9 @@ def test_sigterm_under_load_with_the_database_away(own_pg, tmp_path):
     acked = str(tmp_path / "acked")
     own_pg.stop()
     lg = start_loadgen(k.port, acked, 10, 7)
-    time.sleep(1.5)
+    # SIGTERM once the load is under way: a hundred reports acknowledged from the spool
+    wait_until(lambda: k.metric("kohaku_spool_appended_total") >= 100, 60,
+               message="100 reports spooled")
     t0 = time.time()
     rc = k.stop(signal.SIGTERM, timeout=30)
     assert rc == 0, k.log_text()[-3000:]
@@ -350,14 +352,21 @@ def test_second_sigterm_exits_at_once(tmp_path):
     st = SqliteDb(str(tmp_path))
     k = Kohaku(dict(st.settings(), shutdown_timeout=60, request_header_timeout=60)).start()
     import socket
+
+    def h1_connections():
+        return k.metric("kohaku_connections", protocol="h1")
+
+    wait_until(lambda: h1_connections() == 0, 10, message="the readiness probe's connection gone")
     slow = socket.create_connection(("127.0.0.1", k.port))
     try:
         slow.sendall(b"POST /webhook/stats HTTP/1.1\r\nHost: x\r\n")  # headers never end
-        time.sleep(0.2)
+        # in progress once kohaku has read its first bytes (an HTTP/1.1 connection from then on)
+        wait_until(lambda: h1_connections() == 1, 10, message="the slow request read")
         k.proc.send_signal(signal.SIGTERM)
         k.wait_log("shutting down")
+        # a second of the grace period: the first SIGTERM waits for the request in progress
         time.sleep(1.0)
-        assert k.proc.poll() is None  # the first one waits for the request in progress
+        assert k.proc.poll() is None
         t0 = time.time()
         k.proc.send_signal(signal.SIGTERM)
         assert k.proc.wait(5) == 1

@@ -368,7 +368,10 @@ def test_slow_clients_are_timed_out(kohaku_factory, tmp_path):
 
 def test_max_connections(kohaku_factory, tmp_path):
     k = kohaku_factory(max_connections=3)
-    time.sleep(0.3)  # the readiness probe's connection is gone
+    # the readiness probe's connection must be gone first: it would count
+    wait_until(lambda: k.metric("kohaku_connections", protocol="h1") +
+               k.metric("kohaku_connections", protocol="h2") == 0, 10,
+               message="the readiness probe's connection closed")
     held = []
     for _ in range(3):  # each answered once, so each is surely counted
         s = socket.create_connection(("127.0.0.1", k.port))
