@@ -57,14 +57,7 @@ static void refuse_stats(const char *stats, const char *expect)
 
 static struct kh_report *accept_key(const char *key, const char *value)
 {
-    char *body = kht_envelope(NULL, key, value);
-    struct kh_report *r = NULL;
-    char err[512];
-    int rc = kht_parse(body, &r, err, sizeof(err));
-    if (rc != 0)
-        fail_msg("%s = %s refused: %s", key, value ? value : "(absent)", err);
-    free(body);
-    return r;
+    return kht_report(NULL, key, value);
 }
 
 /* A JSON string of n copies of unit (which may be multibyte). */

@@ -154,13 +154,7 @@ static void check_member(const char *file, const struct kh_row *row, const char 
 
 static struct kh_report *parse_stats(const char *stats)
 {
-    char *body = kht_envelope(stats, NULL, NULL);
-    struct kh_report *r = NULL;
-    char err[512];
-    if (kht_parse(body, &r, err, sizeof(err)) != 0)
-        fail_msg("refused: %s", err);
-    free(body);
-    return r;
+    return kht_report(stats, NULL, NULL);
 }
 
 static void check_fixture(const char *path, size_t *objects, size_t *json_cols)
