@@ -19,11 +19,11 @@ scope, or a test with clusters of its own, builds `PgDb(cluster, unique_db_name(
 Daemons:
 - `kohaku_factory(settings=None, **keys, env=None, wait=True, health=204)`: starts kohaku in
   a directory of tmp_path, storing into `db` when the test asks for it (else into a SQLite
-  file in that directory), settings and keys over those, and waits until /.ok answers
-  `health` (None: any status, for storage that is away on purpose; wait=False: no wait). A
-  key set to None is left out of the config file. At teardown every daemon still running gets SIGTERM and must
-  exit 0 within 20 s (its config, log and stderr are shown when not); a test that stops one
-  itself checks the exit code it gets.
+  file in that directory), settings and keys over those (a key set to None is left out of
+  the config file), and waits until /.ok answers `health` (None: any status, for storage
+  that is away on purpose; wait=False: no wait). At teardown every daemon still running gets
+  SIGTERM and must exit 0 within 20 s (its config, log and stderr are shown when not); a
+  test that stops one itself checks the exit code it gets.
 - `kohaku`: one daemon with the default settings.
 """
 import os

@@ -155,7 +155,8 @@ def test_compressed_chunk_written_again_stores_once(db, daemon, method):
     base = datetime.now(timezone.utc).replace(hour=6, minute=0, second=0, microsecond=0) - \
         timedelta(days=10)
     cid = sora_id()
-    first = [make_envelope(load_fixture(f), connection_id=cid, timestamp=at(base + timedelta(seconds=i)))
+    first = [make_envelope(load_fixture(f), connection_id=cid,
+                           timestamp=at(base + timedelta(seconds=i)))
              for i, f in enumerate(files[:4])]
     for env in first:
         r = post_h2(k.port, env)
@@ -201,7 +202,8 @@ def test_compression_policy_job_runs(ts_cluster, db, daemon):
     ts_store = db
     k = daemon(timescaledb_compress_after=7, retention_days=0)
     old = datetime.now(timezone.utc) - timedelta(days=9)
-    assert post_h2(k.port, make_envelope(load_fixture(fixture_files()[0]), timestamp=at(old))).status == 204
+    env = make_envelope(load_fixture(fixture_files()[0]), timestamp=at(old))
+    assert post_h2(k.port, env).status == 204
     job = ts_store.query("SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = "
                          "'policy_compression' AND hypertable_name = 'rtc_transport_stats'")[0][0]
     ts_cluster.psql(ts_store.uri.rsplit("/", 1)[1], f"CALL run_job({int(job)})")  # autocommit
@@ -352,8 +354,8 @@ def test_created_but_not_preloaded_is_refused_with_the_reason(apache_cluster, tm
     apache_cluster.start()
     try:
         fatal = apache_cluster.log_text().count("must be preloaded")
-        out = subprocess.run([KOHAKU_BIN, "-C", str(cfg), "migrate"], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run([KOHAKU_BIN, "-C", str(cfg), "migrate"], capture_output=True,
+                             text=True, timeout=60)
         assert out.returncode != 0, out.stdout + out.stderr
         assert "created in this database but PostgreSQL does not preload it" in out.stdout + \
             out.stderr
