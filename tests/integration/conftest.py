@@ -1,14 +1,30 @@
-"""pytest fixtures for the end-to-end suite.
+"""pytest fixtures of the end-to-end suite; what they hand out is defined in helpers.py.
 
-- `storage_kind`: the storage backend under test, one run per backend in KOHAKU_TEST_STORAGE
-  (comma-separated, default "sqlite"; "postgres" needs an adapter in helpers.make_db).
-- `db`: read access to that backend's database (count, rows, count_all, columns).
-- `kohaku_factory(**settings)`: starts a daemon on a free 127.0.0.1 port, storing into `db`,
-  and waits for it by polling; at teardown every daemon gets SIGTERM and must exit 0 (the log
-  is shown when it does not).
+Storage: a test asks for `db`, the database kohaku stores into, and names the backends it runs
+on with the `storage` marker, once per backend:
+
+    @pytest.mark.storage("sqlite", "postgres")
+    def test_stored(db, kohaku): ...
+
+Without the marker a test runs on the backends of KOHAKU_TEST_STORAGE (comma-separated,
+default "sqlite"). The kinds:
+- sqlite: a file in the test's tmp_path (helpers.SqliteDb);
+- postgres: a database of its own on the session's PostgreSQL 15 cluster, `pg_cluster`
+  (helpers.PgDb; the cluster is pgcluster.PgCluster, run as the postgres user);
+- timescaledb: a database of its own on the module's cluster that preloads TimescaleDB,
+  `ts_cluster` (skipped without TimescaleDB, failed then when KOHAKU_REQUIRE_TIMESCALEDB=1).
+A test that needs another database besides `db` calls `db_factory(kind)`; a fixture of a wider
+scope, or a test with clusters of its own, builds `PgDb(cluster, unique_db_name())` itself.
+
+Daemons:
+- `kohaku_factory(settings=None, **keys, env=None, wait=True, health=204)`: starts kohaku in
+  a directory of tmp_path, storing into `db` when the test asks for it (else into a SQLite
+  file in that directory), settings and keys over those (a key set to None is left out of
+  the config file), and waits until /.ok answers `health` (None: any status, for storage
+  that is away on purpose; wait=False: no wait). At teardown every daemon still running gets
+  SIGTERM and must exit 0 within 20 s (its config, log and stderr are shown when not); a
+  test that stops one itself checks the exit code it gets.
 - `kohaku`: one daemon with the default settings.
-
-Module-level fixtures of the same names in older test modules override these there.
 """
 import os
 import sys
@@ -17,38 +33,89 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from helpers import STORAGE_KINDS, Kohaku, make_db  # noqa: E402
+from helpers import STORAGE_KINDS, Kohaku, PgDb, SqliteDb  # noqa: E402
+from pgcluster import PgCluster, timescaledb_cluster, unique_db_name  # noqa: E402
+
+KINDS = ("sqlite", "postgres", "timescaledb")
 
 
-@pytest.fixture(scope="session", params=STORAGE_KINDS)
-def storage_kind(request):
-    return request.param
+def pytest_configure(config):
+    config.addinivalue_line("markers", "storage(*kinds): run the test once per storage kind "
+                            f"({', '.join(KINDS)}), the `db` fixture being that database")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("storage")
+    if "db" not in metafunc.fixturenames:
+        assert marker is None, (f"{metafunc.definition.nodeid}: a storage marker without the "
+                                "db fixture (kohaku_factory stores into db only when the test "
+                                "asks for it)")
+        return
+    kinds = list(marker.args) if marker else STORAGE_KINDS
+    unknown = [k for k in kinds if k not in KINDS]
+    assert not unknown, f"{metafunc.definition.nodeid}: unknown storage {unknown}"
+    metafunc.parametrize("db", kinds, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    cluster = PgCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def ts_cluster():
+    """A cluster that preloads TimescaleDB (skipped, or failed with
+    KOHAKU_REQUIRE_TIMESCALEDB=1, where TimescaleDB is not installed)."""
+    cluster = timescaledb_cluster()
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture
-def db(storage_kind, tmp_path):
-    d = tmp_path / "db"
-    d.mkdir()
-    return make_db(storage_kind, d)
+def db_factory(request, tmp_path):
+    made = []
+
+    def make(kind):
+        made.append(kind)
+        if kind == "sqlite":
+            d = tmp_path / ("db" if len(made) == 1 else f"db{len(made)}")
+            d.mkdir()
+            return SqliteDb(d)
+        if kind == "postgres":
+            return PgDb(request.getfixturevalue("pg_cluster"), unique_db_name())
+        if kind == "timescaledb":
+            return PgDb(request.getfixturevalue("ts_cluster"), unique_db_name("tsdb"))
+        raise AssertionError(f"no storage kind {kind!r} (one of {', '.join(KINDS)})")
+
+    return make
 
 
 @pytest.fixture
-def kohaku_factory(db, tmp_path):
+def db(request, db_factory):
+    return db_factory(request.param)
+
+
+@pytest.fixture
+def kohaku_factory(request, tmp_path):
+    db = request.getfixturevalue("db") if "db" in request.fixturenames else None
     started = []
 
-    def start(**settings):
-        conf = dict(db.settings())
-        conf.update(settings)
-        k = Kohaku(tmp_path / f"kohaku{len(started)}", conf)
+    def start(settings=None, *, env=None, wait=True, health=204, **keys):
+        directory = tmp_path / f"kohaku{len(started)}"
+        conf = dict(db.settings()) if db is not None else {
+            "storage": "sqlite", "sqlite_path": str(directory / "kohaku.db")}
+        conf.update(settings or {})
+        conf.update(keys)
+        k = Kohaku(conf, directory=directory, env=env)
         started.append(k)
-        return k.start()
+        return k.start(wait=wait, health=health)
 
     yield start
     failures = []
     for k in started:
-        if k.proc is None:
-            continue
-        if k.returncode is not None:  # the test already stopped it and checked the exit
+        if k.proc is None or k.returncode is not None:  # not started, or stopped by the test
             continue
         try:
             rc = k.stop(timeout=20)

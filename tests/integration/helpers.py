@@ -1,16 +1,21 @@
-"""Helpers for the end-to-end suite (conftest.py and test_e2e_*.py).
+"""The one harness of the end-to-end suite: every test module and conftest.py import it.
 
-Everything a test needs to drive the real daemon lives here, so later tests can reuse it:
-
-- where things are: the repo root (from this file), the binary (KOHAKU_BIN), the browser
-  fixtures (KOHAKU_FIXTURES);
+- where things are: the repo root (from this file), the binaries (KOHAKU_BIN, and
+  kohaku-loadgen beside it), the browser fixtures (KOHAKU_FIXTURES);
+- `wait_until`: polling for a condition, the way every wait in the suite is done;
 - report builders: Sora-like envelopes around the real getStats() fixtures, erlang-vm reports;
 - the stats type -> table mapping and the expected row counts of a report;
-- `Kohaku`: the daemon as a child process with its own config file and log file;
-- real clients: curl (HTTP/1.1 and h2c prior knowledge) and an h2c client on python3-h2 for
-  many concurrent streams;
-- database access behind a small interface (`count`, `rows`, `count_all`, `columns`), so the
-  same tests can later run on PostgreSQL.
+- databases behind one interface, `SqliteDb` and `PgDb` (`query`, `execute`, `count`, `rows`,
+  `count_all`, `columns`, `tables`, `settings`; SQL with `?` placeholders on both);
+- `Kohaku`: the daemon as a child process with its own directory, config (a dict of keys, or
+  hand-written text), environment, log and stderr files; readiness by polling, /.ok, /metrics,
+  the log, signals, exit codes;
+- certificates made with the openssl CLI;
+- real clients: curl (HTTP/1.1 and h2c prior knowledge, answers as `Response`), an h2c/TLS
+  client on python3-h2 for many concurrent streams, and kohaku-loadgen.
+
+The pytest fixtures that hand these out (a database per test, daemons stopped at teardown)
+are in conftest.py. Nothing here sleeps for a fixed time: waits poll for what they wait for.
 """
 import glob
 import json
@@ -22,6 +27,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections import Counter
 
@@ -29,10 +35,11 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-from pgcluster import free_port  # one source of ports for every harness
+from pgcluster import free_port  # one source of ports, also for the clusters
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KOHAKU_BIN = os.environ.get("KOHAKU_BIN") or os.path.join(REPO_ROOT, "build", "kohaku")
+KOHAKU_LOADGEN = os.path.join(os.path.dirname(KOHAKU_BIN), "kohaku-loadgen")
 FIXTURES_DIR = os.environ.get("KOHAKU_FIXTURES") or os.path.normpath(
     os.path.join(REPO_ROOT, "tests", "fixtures", "browser"))
 
@@ -76,8 +83,9 @@ def sora_id():
     return "".join(random.choice(B32) for _ in range(26))
 
 
-def rfc3339_now(digits=6):
-    t = time.time()
+def rfc3339_now(offset_s=0.0, digits=6):
+    """The time now (plus offset_s seconds) as UTC RFC 3339 with `digits` of fraction."""
+    t = time.time() + offset_s
     base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
     frac = ("%.9f" % (t % 1))[2:2 + digits]
     return f"{base}.{frac}Z"
@@ -215,6 +223,11 @@ def expected_counts(stats):
     return Counter(table_for(o) for o in stats)
 
 
+def all_counts(db):
+    """Rows in every stats table, sora_connection and sora_report."""
+    return {t: db.count(t) for t in STATS_TABLES + ["sora_connection", "sora_report"]}
+
+
 def snake_case(name):
     """bytesReceived -> bytes_received, qualityLimitationDurations -> ..._durations."""
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
@@ -247,10 +260,14 @@ def stored_matches(json_value, stored):
     return stored is None and json_value is None
 
 
-# --- database access ----------------------------------------------------------------------------
+# --- databases --------------------------------------------------------------------------------
+# SqliteDb and PgDb answer the same calls: `query` returns tuples, `rows` dicts; SQL is written
+# with `?` placeholders, which PgDb turns into psycopg2's.
 
 class SqliteDb:
-    """Read access to the daemon's SQLite file (WAL mode: readers never block the writer)."""
+    """The daemon's SQLite file in `directory`. Reads go through a read-only connection (WAL
+    mode: readers never block the writer, and a reader never creates the database);
+    `execute` writes."""
 
     kind = "sqlite"
 
@@ -260,95 +277,193 @@ class SqliteDb:
     def settings(self):
         return {"storage": "sqlite", "sqlite_path": self.path}
 
-    def _connect(self):
+    def _connect(self, write=False):
         assert os.path.exists(self.path), f"database file {self.path} does not exist"
-        con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
-        con.row_factory = sqlite3.Row
-        return con
+        if write:
+            return sqlite3.connect(self.path, timeout=10)
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
 
     def query(self, sql, params=()):
         con = self._connect()
+        try:
+            return [tuple(r) for r in con.execute(sql, params).fetchall()]
+        finally:
+            con.close()
+
+    def execute(self, sql, params=()):
+        con = self._connect(write=True)
+        try:
+            rows = [tuple(r) for r in con.execute(sql, params).fetchall()]
+            con.commit()
+            return rows
+        finally:
+            con.close()
+
+    def _dicts(self, sql, params=()):
+        con = self._connect()
+        con.row_factory = sqlite3.Row
         try:
             return [dict(r) for r in con.execute(sql, params).fetchall()]
         finally:
             con.close()
 
     def tables(self):
-        return [r["name"] for r in self.query(
+        return [name for (name,) in self.query(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
             "ORDER BY name")]
 
     def columns(self, table):
-        return [r["name"] for r in self.query(f'PRAGMA table_info("{table}")')]
+        return [r["name"] for r in self._dicts(f'PRAGMA table_info("{table}")')]
 
     def count(self, table, where=None, params=()):
-        sql = f'SELECT count(*) AS n FROM "{table}"' + (f" WHERE {where}" if where else "")
-        return self.query(sql, params)[0]["n"]
+        sql = f'SELECT count(*) FROM "{table}"' + (f" WHERE {where}" if where else "")
+        return self.query(sql, params)[0][0]
 
     def rows(self, table, where=None, params=(), order_by=None):
         sql = f'SELECT * FROM "{table}"' + (f" WHERE {where}" if where else "")
         if order_by:
             sql += f" ORDER BY {order_by}"
-        return self.query(sql, params)
+        return self._dicts(sql, params)
 
     def count_all(self):
         """Rows in every table of the database (for 'nothing was stored' checks)."""
         return {t: self.count(t) for t in self.tables()}
 
     def counts_by_connection(self, table):
-        return {r["connection_id"]: r["n"] for r in self.query(
-            f'SELECT connection_id, count(*) AS n FROM "{table}" GROUP BY connection_id')}
+        return dict(self.query(
+            f'SELECT connection_id, count(*) FROM "{table}" GROUP BY connection_id'))
+
+
+class PgDb(SqliteDb):
+    """A database of its own on a PostgreSQL cluster (pgcluster.PgCluster), created here. The
+    calls of SqliteDb; `query` and `execute` both commit, so either may change the database.
+    Values come back as psycopg2 gives them (jsonb as Python objects, timestamptz as
+    datetime)."""
+
+    kind = "postgres"
+
+    def __init__(self, cluster, dbname):
+        self.cluster = cluster
+        self.dbname = dbname
+        self.uri = cluster.create_db(dbname)
+
+    def settings(self):
+        return {"storage": "postgres", "postgres_uri": self.uri}
+
+    def _run(self, sql, params, as_dicts=False):
+        import psycopg2
+        con = psycopg2.connect(self.uri)
+        try:
+            with con.cursor() as cur:
+                if params:
+                    cur.execute(sql.replace("?", "%s"), tuple(params))
+                else:  # no parameters: the text goes as it is ('?' and '%' included)
+                    cur.execute(sql)
+                rows = cur.fetchall() if cur.description else []
+                if as_dicts and rows:
+                    names = [d[0] for d in cur.description]
+                    rows = [dict(zip(names, r)) for r in rows]
+            con.commit()
+            return [r if as_dicts else tuple(r) for r in rows]
+        finally:
+            con.close()
+
+    def query(self, sql, params=()):
+        return self._run(sql, params)
+
+    def execute(self, sql, params=()):
+        return self._run(sql, params)
+
+    def _dicts(self, sql, params=()):
+        return self._run(sql, params, as_dicts=True)
+
+    def tables(self):
+        return [name for (name,) in self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+            "AND table_type = 'BASE TABLE' ORDER BY 1")]
+
+    def columns(self, table):
+        return [name for (name,) in self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "AND table_name = ? ORDER BY ordinal_position", (table,))]
 
 
 STORAGE_KINDS = [k.strip() for k in os.environ.get("KOHAKU_TEST_STORAGE", "sqlite").split(",")
                  if k.strip()]
 
 
-def make_db(kind, directory):
-    if kind == "sqlite":
-        return SqliteDb(directory)
-    raise AssertionError(f"storage backend {kind!r} has no test adapter yet (helpers.make_db)")
-
-
 # --- the daemon ---------------------------------------------------------------------------------
 
 def write_config(path, settings):
+    """One `key = value` line per setting; a value of None leaves its key out."""
     with open(path, "w") as f:
         for key, value in settings.items():
+            if value is None:
+                continue
             if isinstance(value, bool):
                 value = "true" if value else "false"
             f.write(f"{key} = {value}\n")
 
 
-class Kohaku:
-    """The daemon as a child process: config in `directory`, stdout and stderr to a log file."""
+def parse_metrics(text):
+    """Prometheus text -> {(name, frozenset of (label, value)): value}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([a-z0-9_]+)(?:\{(.*)\})? (\S+)', line)
+        assert m, line
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
 
-    def __init__(self, directory, settings=None, config_text=None):
-        """settings: keys over the test defaults (127.0.0.1, free ports, debug, a short
-        shutdown_timeout). config_text: a hand-written config file used as it is instead
-        (then set listen_port to self.port)."""
-        self.dir = str(directory)
+
+class Kohaku:
+    """The daemon as a child process: its config, log (stdout) and stderr files in a directory
+    of its own.
+
+    settings: keys over the test defaults (127.0.0.1, free ports for both listeners, debug, a
+    short shutdown_timeout). config_text: a hand-written config file used as it is instead
+    (then set listen_port to self.port). env: variables over this process's environment.
+    directory: where the files go; without one, a temporary directory that close() removes.
+    Nothing runs until start()."""
+
+    def __init__(self, settings=None, directory=None, config_text=None, env=None):
+        self.own_dir = directory is None
+        self.dir = tempfile.mkdtemp(prefix="kohaku-test-") if directory is None \
+            else str(directory)
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
         # the metrics listener (exporter_*) defaults to 0.0.0.0:5891: keep it local and free
-        self.settings = {"listen_addr": "127.0.0.1", "listen_port": self.port,
+        self.settings = {"listen_addr": "127.0.0.1", "listen_port": free_port(),
                          "exporter_listen_addr": "127.0.0.1",
                          "exporter_listen_port": free_port(),
                          "debug": "true", "shutdown_timeout": 10}
         self.settings.update(settings or {})
         self.port = int(self.settings["listen_port"])
         self.config_text = config_text
+        self.env = dict(env or {})
         self.config_path = os.path.join(self.dir, "kohaku.ini")
         self.log_path = os.path.join(self.dir, "kohaku.log")
         self.err_path = os.path.join(self.dir, "kohaku.stderr")
         self.proc = None
         self.returncode = None
+        self._kept = None  # (log, stderr) once close() removed the directory
+
+    @property
+    def metrics_port(self):
+        return int(self.settings["exporter_listen_port"])
+
+    @property
+    def https(self):
+        return str(self.settings.get("https", "false")).lower() == "true"
 
     @property
     def url(self):
         return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}"
 
-    def start(self, timeout=20):
+    def start(self, wait=True, timeout=20, health=204):
+        """Writes the config and starts kohaku; with `wait`, returns once it is ready
+        (wait_ready). Returns self."""
         assert os.path.exists(KOHAKU_BIN), (
             f"{KOHAKU_BIN} does not exist: run `make` in {REPO_ROOT} (or set KOHAKU_BIN)")
         if self.config_text is None:
@@ -356,44 +471,83 @@ class Kohaku:
         else:
             with open(self.config_path, "w") as f:
                 f.write(self.config_text)
+        env = dict(os.environ, **self.env)
         with open(self.log_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen([KOHAKU_BIN, "-C", self.config_path],
-                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        self.wait_ready(timeout)
+            self.proc = subprocess.Popen([KOHAKU_BIN, "-C", self.config_path], stdout=out,
+                                         stderr=err, stdin=subprocess.DEVNULL, env=env)
+        if wait:
+            self.wait_ready(timeout, health)
         return self
 
-    def wait_ready(self, timeout):
-        """Polls (never a fixed sleep): 'listening' logged, then GET /.ok answers 204."""
+    @property
+    def mtls(self):
+        return self.https and bool(self.settings.get("tls_verify_cacert_path"))
+
+    def _accepts(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 2).close()
+            return True
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout=20, health=204):
+        """Polls (never a fixed sleep): 'listening' logged, then GET /.ok answers `health`
+        (None: any status, for a daemon whose storage is away on purpose). Where kohaku asks
+        for client certificates (mTLS) the probe has none to show: the port accepting a
+        connection is enough then."""
         deadline = time.monotonic() + timeout
         while True:
             rc = self.proc.poll()
             assert rc is None, f"kohaku exited with {rc} during start-up\n{self.describe()}"
-            if any(l.get("msg") == "listening" for l in self.log_lines()) and \
-                    self._ok_status() == 204:
-                return
+            if any(l.get("msg") == "listening" for l in self.log_lines()):
+                if self.mtls:
+                    if self._accepts():
+                        return self
+                else:
+                    status = self.health()
+                    if status is not None and (health is None or status == health):
+                        return self
             assert time.monotonic() < deadline, \
-                f"kohaku not ready within {timeout}s\n{self.describe()}"
+                f"kohaku not ready (/.ok {health}) within {timeout}s\n{self.describe()}"
             time.sleep(0.02)
 
-    @property
-    def https(self):
-        return str(self.settings.get("https", "false")).lower() == "true"
-
-    def _ok_status(self):
+    def _http(self, port, path, tls):
         import http.client
         import ssl
+        if tls:  # the certificate is checked by the tests that are about it
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=10,
+                                               context=ssl._create_unverified_context())
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def health(self):
+        """The status of GET /.ok, or None when nothing answers."""
         try:
-            if self.https:  # readiness only: the certificate is checked by the tests
-                c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2,
-                                                context=ssl._create_unverified_context())
-            else:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            c = self._http(self.port, "/.ok", self.https)
             c.request("GET", "/.ok")
             status = c.getresponse().status
             c.close()
             return status
         except OSError:
             return None
+
+    def wait_health(self, status, timeout=30):
+        wait_until(lambda: self.health() == status, timeout,
+                   message=f"/.ok to answer {status}\n{self.describe(3000)}")
+
+    def metrics(self):
+        """Scrapes /metrics on the metrics listener; returns {(name, labels): value}."""
+        tls = str(self.settings.get("exporter_https", "false")).lower() == "true"
+        c = self._http(self.metrics_port, "/metrics", tls)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        text = r.read().decode()
+        c.close()
+        assert r.status == 200, (r.status, text)
+        return parse_metrics(text)
+
+    def metric(self, name, **labels):
+        """One value of /metrics (0 when the series is not there)."""
+        return self.metrics().get((name, frozenset(labels.items())), 0)
 
     def signal(self, sig):
         self.proc.send_signal(sig)
@@ -408,27 +562,38 @@ class Kohaku:
                                  f"{self.describe()}")
         return self.returncode
 
-    def stop(self, timeout=20):
-        """SIGTERM, then the exit code (kills and fails after `timeout`)."""
+    def stop(self, sig=None, timeout=20):
+        """Sends `sig` (default SIGTERM), then the exit code (kills and fails after
+        `timeout`)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM if sig is None else sig)
         return self.wait_exit(timeout)
 
-    def log_text(self):
+    def close(self):
+        """stop(); then the directory goes if it is the daemon's own (the log and stderr stay
+        readable through log_text() and stderr_text())."""
+        rc = self.stop()
+        if self.own_dir and self._kept is None:
+            self._kept = (self.log_text(), self.stderr_text())
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return rc
+
+    def _read(self, path, kept):
+        if self._kept is not None:
+            return self._kept[kept]
         try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            with open(path, encoding="utf-8", errors="replace") as f:
                 return f.read()
         except FileNotFoundError:
             return ""
 
+    def log_text(self):
+        return self._read(self.log_path, 0)
+
     def stderr_text(self):
-        try:
-            with open(self.err_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return self._read(self.err_path, 1)
 
     def log_lines(self):
         """Parsed log lines; a line that is not a JSON object becomes {"_raw": text}."""
@@ -440,6 +605,11 @@ class Kohaku:
                 obj = None
             out.append(obj if isinstance(obj, dict) else {"_raw": line})
         return out
+
+    def wait_log(self, text, timeout=5):
+        """Polls until `text` is in the log (info lines are buffered for up to 100 ms)."""
+        wait_until(lambda: text in self.log_text(), timeout,
+                   message=f"{text!r} in the log\n{self.describe(3000)}")
 
     def access_lines(self):
         return [l for l in self.log_lines() if l.get("msg") == "access"]
@@ -455,7 +625,11 @@ class Kohaku:
                                                   f"{self.describe()}")
 
     def describe(self, tail=6000):
-        return (f"--- config {self.config_path}\n{open(self.config_path).read()}"
+        config = ""
+        if os.path.exists(self.config_path):
+            with open(self.config_path) as f:
+                config = f.read()
+        return (f"--- config {self.config_path}\n{config}"
                 f"--- log (last {tail} chars)\n{self.log_text()[-tail:]}"
                 f"--- stderr\n{self.stderr_text()[-2000:]}")
 
@@ -538,8 +712,20 @@ class Response:
         return f"<Response {self.status} {self.body[:300]!r}>"
 
 
+class CurlError(AssertionError):
+    """curl exited with an error (`returncode`): a failed check unless a test expects it, as
+    the 92 (HTTP/2 stream error) curl reports when a stream it still sends on is reset after
+    its answer, e.g. a 413 sent at the headers."""
+
+    def __init__(self, returncode, stderr):
+        super().__init__(f"curl failed ({returncode}): {stderr}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
 def curl(url, *args, data=None, timeout=60):
-    """Runs curl; returns Response (status, last response's headers, body)."""
+    """Runs curl; returns Response (status, last response's headers, body). Raises CurlError
+    when curl fails."""
     need_tool("curl")
     cmd = ["curl", "-sS", "-D", "-", "-o", "-", *args]
     if data is not None:
@@ -547,7 +733,8 @@ def curl(url, *args, data=None, timeout=60):
     cmd.append(url)
     out = subprocess.run(cmd, input=body_bytes(data) if data is not None else None,
                          capture_output=True, timeout=timeout)
-    assert out.returncode == 0, f"curl failed ({out.returncode}): {out.stderr.decode()}"
+    if out.returncode != 0:
+        raise CurlError(out.returncode, out.stderr.decode(errors="replace"))
     raw = out.stdout
     # with -D - the headers come first; skip 1xx interim responses
     while True:
@@ -567,7 +754,8 @@ def curl(url, *args, data=None, timeout=60):
 
 def post_h2(port, body, exporter_type=USER_AGENT, path="/collector",
             content_type="application/json", headers=()):
-    """POST over h2c with prior knowledge, as Sora does."""
+    """POST over h2c with prior knowledge, as Sora does; returns Response. headers: more
+    header lines ("name: value")."""
     args = ["--http2-prior-knowledge", "-X", "POST"]
     if exporter_type is not None:
         args += ["-H", f"{EXPORTER_HEADER}: {exporter_type}"]
@@ -873,3 +1061,18 @@ def post_h2_frames(port, body, exporter_type=USER_AGENT, path="/collector"):
     res = H2Client(port, timeout=30).post_all([body_bytes(body)], headers, path=path)[0]
     assert res["status"] is not None, f"no response to POST {path}: {res}"
     return Response(res["status"], res["headers"], res["body"])
+
+
+def loadgen(port, *args, timeout=120):
+    """Runs kohaku-loadgen against 127.0.0.1:port (the webhook path with -W); returns (exit
+    code, its --json summary, its output)."""
+    assert os.path.exists(KOHAKU_LOADGEN), f"{KOHAKU_LOADGEN} is not built"
+    path = "/webhook/stats" if "-W" in args else "/collector"
+    cmd = [KOHAKU_LOADGEN, "-u", f"http://127.0.0.1:{port}{path}", "-F", FIXTURES_DIR,
+           "--json", *map(str, args)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    summary = None
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            summary = json.loads(line)
+    return out.returncode, summary, out.stdout + out.stderr

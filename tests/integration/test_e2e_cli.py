@@ -11,8 +11,7 @@ import subprocess
 
 import pytest
 
-from helpers import KOHAKU_BIN, Kohaku, curl, free_port, make_envelope, post_h2
-from harness import PgStore
+from helpers import KOHAKU_BIN, Kohaku, PgDb, curl, free_port, make_envelope, post_h2
 from pgcluster import PgCluster, unique_db_name
 
 HELP_KEYS = ["listen_addr", "listen_port", "storage", "sqlite_path", "max_body_bytes",
@@ -137,7 +136,7 @@ def test_missing_config_file_fails(tmp_path):
 def test_config_with_comments_blank_lines_and_spaces(tmp_path, db):
     """Comments, blank lines and free spacing around `=` are fine; the values are used.
     (Indented lines are not: inih reads them as continuations of the previous value.)"""
-    k = Kohaku(tmp_path / "k")
+    k = Kohaku(directory=tmp_path / "k")
     k.config_text = "\n".join([
         "; kohaku test config",
         "# hash comment",
@@ -247,8 +246,8 @@ def test_kohaku_2023_1_config_serves_unchanged(tmp_path, pg_2023_1, upper_keys):
     """The quoted values are read without their quotes: the listener binds the quoted address
     and the quoted postgres_uri reaches the server in it (over TCP; the cluster's Unix socket
     is in a directory of its own, so a URI read as a database name would not get there)."""
-    store = PgStore(pg_2023_1, unique_db_name())
-    k = Kohaku(tmp_path / "k")
+    store = PgDb(pg_2023_1, unique_db_name())
+    k = Kohaku(directory=tmp_path / "k")
     k.config_text = kohaku_2023_1_config(k.port, free_port(), tmp_path / "k", store.uri,
                                          upper_keys)
     assert '"127.0.0.1"' in k.config_text

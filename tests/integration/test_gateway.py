@@ -8,28 +8,11 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
-from harness import (BIN, Kohaku, all_counts, envelope, fixture_files, load_stats, loadgen,
-                     need_tool, post_h2, sora_id, table_of)
-from stores import pg_cluster, store  # noqa: F401  (pytest fixtures)
-
-
-@pytest.fixture
-def daemon():
-    started = []
-
-    def start(settings, env=None):
-        k = Kohaku(settings, env).wait_ready()
-        started.append(k)
-        return k
-
-    yield start
-    for k in started:
-        rc = k.close()
-        assert rc == 0, f"kohaku exited {rc}:\n{k.log_text()[-4000:]}"
+from helpers import (KOHAKU_BIN, REPO_ROOT, CurlError, all_counts, fixture_files, load_fixture,
+                     loadgen, make_envelope, need_tool, post_h2, sora_id, table_for, wait_until)
 
 
 def curl(*args, data=None):
@@ -42,76 +25,80 @@ def curl(*args, data=None):
 
 # --- storage of real browser reports --------------------------------------------------------
 
-def test_every_fixture_stored_with_its_values(store, daemon):
-    k = daemon(store.settings())
+@pytest.mark.storage("sqlite", "postgres")
+def test_every_fixture_stored_with_its_values(db, kohaku):
+    k = kohaku
     for path in fixture_files():
-        stats = load_stats(path)
+        stats = load_fixture(path)
         # two members no schema has: they must come back from `extra`
         stats[0] = dict(stats[0], fooFutureMetric=12.5, barVendorNote='say "hi"')
-        env = envelope(stats)
-        status, text, _ = post_h2(k.port, env)
-        assert status == 204, (path, text)
+        env = make_envelope(stats)
+        r = post_h2(k.port, env)
+        assert r.status == 204, (path, r.text)
         cid = env["connection_id"]
-        for table in {table_of(o) for o in stats}:
-            want = sum(1 for o in stats if table_of(o) == table)
-            assert store.count(table, "connection_id = ?", (cid,)) == want, (path, table)
-        row = store.query(f'SELECT extra FROM "{table_of(stats[0])}" WHERE connection_id = ? '
-                          "AND stats_id = ?", (cid, stats[0]["id"]))[0][0]
+        for table in {table_for(o) for o in stats}:
+            want = sum(1 for o in stats if table_for(o) == table)
+            assert db.count(table, "connection_id = ?", (cid,)) == want, (path, table)
+        row = db.query(f'SELECT extra FROM "{table_for(stats[0])}" WHERE connection_id = ? '
+                       "AND stats_id = ?", (cid, stats[0]["id"]))[0][0]
         extra = row if isinstance(row, dict) else json.loads(row)
         assert extra == {"fooFutureMetric": 12.5, "barVendorNote": 'say "hi"'}
         for obj in stats:
             if obj["type"] == "inbound-rtp":
-                got = store.query("SELECT bytes_received, jitter, kind FROM "
-                                  "rtc_inbound_rtp_stream_stats WHERE connection_id = ? AND "
-                                  "stats_id = ?", (cid, obj["id"]))[0]
+                got = db.query("SELECT bytes_received, jitter, kind FROM "
+                               "rtc_inbound_rtp_stream_stats WHERE connection_id = ? AND "
+                               "stats_id = ?", (cid, obj["id"]))[0]
                 assert (got[0], got[1], got[2]) == (obj["bytesReceived"], obj["jitter"],
                                                     obj["kind"])
             if obj["type"] == "codec":
-                got = store.query("SELECT mime_type, clock_rate FROM rtc_codec_stats WHERE "
-                                  "connection_id = ? AND stats_id = ?", (cid, obj["id"]))[0]
+                got = db.query("SELECT mime_type, clock_rate FROM rtc_codec_stats WHERE "
+                               "connection_id = ? AND stats_id = ?", (cid, obj["id"]))[0]
                 assert tuple(got) == (obj["mimeType"], obj["clockRate"])
             if "qualityLimitationDurations" in obj:
-                got = store.query("SELECT quality_limitation_durations, stats_timestamp FROM "
-                                  "rtc_outbound_rtp_stream_stats WHERE connection_id = ? AND "
-                                  "stats_id = ?", (cid, obj["id"]))[0]
+                got = db.query("SELECT quality_limitation_durations, stats_timestamp FROM "
+                               "rtc_outbound_rtp_stream_stats WHERE connection_id = ? AND "
+                               "stats_id = ?", (cid, obj["id"]))[0]
                 qld = got[0] if isinstance(got[0], dict) else json.loads(got[0])
                 assert qld == obj["qualityLimitationDurations"]
                 assert got[1] == obj["timestamp"]
-        conn = store.query("SELECT channel_id, client_id, role, multistream, simulcast FROM "
-                           "sora_connection WHERE connection_id = ?", (cid,))
-        assert [tuple(conn[0])] == [(env["channel_id"], "alice", "sendrecv", True, False)] or \
-            [tuple(conn[0])] == [(env["channel_id"], "alice", "sendrecv", 1, 0)]
+        conn = db.query("SELECT channel_id, client_id, role, multistream, simulcast FROM "
+                        "sora_connection WHERE connection_id = ?", (cid,))
+        client = env["client_id"]
+        assert [tuple(conn[0])] == [(env["channel_id"], client, "sendrecv", True, False)] or \
+            [tuple(conn[0])] == [(env["channel_id"], client, "sendrecv", 1, 0)]
 
 
-def test_same_report_twice_stores_nothing_new(store, daemon):
-    k = daemon(store.settings())
-    env = envelope(load_stats(fixture_files()[0]))
-    assert post_h2(k.port, env)[0] == 204
-    before = all_counts(store)
-    assert post_h2(k.port, env)[0] == 204
-    assert all_counts(store) == before
+@pytest.mark.storage("sqlite", "postgres")
+def test_same_report_twice_stores_nothing_new(db, kohaku):
+    k = kohaku
+    env = make_envelope(load_fixture(fixture_files()[0]))
+    assert post_h2(k.port, env).status == 204
+    before = all_counts(db)
+    assert post_h2(k.port, env).status == 204
+    assert all_counts(db) == before
 
 
-def test_node_erlang_vm_stored(store, daemon):
-    k = daemon(store.settings())
+@pytest.mark.storage("sqlite", "postgres")
+def test_node_erlang_vm_stored(db, kohaku):
+    k = kohaku
     mem = {"type": "erlang-vm-memory", "total": 123456789, "processes": 1000, "processes_used":
            900, "system": 5000, "atom": 10, "atom_used": 9, "binary": 77, "code": 88, "ets": 99}
     body = {"type": "node.erlang-vm", "id": sora_id(), "timestamp": "2026-11-24T06:15:42.5Z",
             "label": "WebRTC SFU Sora", "version": "2024.1.0", "node_name": "sora@10.0.0.5",
             "stats": [mem]}
-    status, text, _ = post_h2(k.port, body, exporter_type="node.erlang-vm")
-    assert status == 204, text
-    row = store.query('SELECT total, processes, processes_used, system, atom, atom_used, '
-                      '"binary", code, ets, label FROM erlang_vm_memory_stats WHERE node_name = ?',
-                      ("sora@10.0.0.5",))
+    r = post_h2(k.port, body, exporter_type="node.erlang-vm")
+    assert r.status == 204, r.text
+    row = db.query('SELECT total, processes, processes_used, system, atom, atom_used, '
+                   '"binary", code, ets, label FROM erlang_vm_memory_stats WHERE node_name = ?',
+                   ("sora@10.0.0.5",))
     assert [tuple(row[0])] == [(123456789, 1000, 900, 5000, 10, 9, 77, 88, 99, "WebRTC SFU Sora")]
-    assert store.count("sora_node", "node_name = ?", ("sora@10.0.0.5",)) == 1
+    assert db.count("sora_node", "node_name = ?", ("sora@10.0.0.5",)) == 1
 
 
 # --- refusals ---------------------------------------------------------------------------------
 
 def base():
-    return envelope(load_stats(fixture_files()[0])[:3])
+    return make_envelope(load_fixture(fixture_files()[0])[:3])
 
 
 def drop(key):
@@ -156,14 +143,13 @@ BROKEN = [
 
 
 @pytest.mark.parametrize("name,env,message", BROKEN, ids=[b[0] for b in BROKEN])
-def test_each_envelope_rule_refused(name, env, message, daemon, tmp_path):
-    from harness import SqliteStore
-    st = SqliteStore(str(tmp_path))
-    k = daemon(st.settings())
+@pytest.mark.storage("sqlite")
+def test_each_envelope_rule_refused(name, env, message, db, kohaku):
+    st, k = db, kohaku
     before = all_counts(st)
-    status, text, _ = post_h2(k.port, env)
-    assert status == 400, text
-    assert json.loads(text)["message"].startswith(message), text
+    r = post_h2(k.port, env)
+    assert r.status == 400, r.text
+    assert json.loads(r.text)["message"].startswith(message), r.text
     assert all_counts(st) == before
 
 
@@ -174,29 +160,26 @@ def test_each_envelope_rule_refused(name, env, message, daemon, tmp_path):
     (b'[1, 2]', "body: must be a JSON object"),
     (b'{"type": "\xff\xfe"}', "body: malformed JSON"),
 ])
-def test_malformed_bodies_refused(body, message, daemon, tmp_path):
-    from harness import SqliteStore
-    st = SqliteStore(str(tmp_path))
-    k = daemon(st.settings())
-    status, text, _ = post_h2(k.port, body)
-    assert status == 400, text
-    assert json.loads(text)["message"].startswith(message), text
+@pytest.mark.storage("sqlite")
+def test_malformed_bodies_refused(body, message, db, kohaku):
+    st, k = db, kohaku
+    r = post_h2(k.port, body)
+    assert r.status == 400, r.text
+    assert json.loads(r.text)["message"].startswith(message), r.text
     assert all_counts(st)["sora_report"] == 0
 
 
-def test_exporter_type_header(daemon, tmp_path):
-    from harness import SqliteStore
-    k = daemon(SqliteStore(str(tmp_path)).settings())
+def test_exporter_type_header(kohaku):
+    k = kohaku
     env = base()
-    status, text, _ = post_h2(k.port, env, exporter_type=None)
-    assert status == 400 and "x-sora-stats-exporter-type: required" in text
-    status, text, _ = post_h2(k.port, env, exporter_type="connection.foo")
-    assert status == 400 and "x-sora-stats-exporter-type: must be" in text
+    r = post_h2(k.port, env, exporter_type=None)
+    assert r.status == 400 and "x-sora-stats-exporter-type: required" in r.text
+    r = post_h2(k.port, env, exporter_type="connection.foo")
+    assert r.status == 400 and "x-sora-stats-exporter-type: must be" in r.text
 
 
-def test_http1_collector_and_h2c_upgrade_refused(daemon, tmp_path):
-    from harness import SqliteStore
-    k = daemon(SqliteStore(str(tmp_path)).settings())
+def test_http1_collector_and_h2c_upgrade_refused(kohaku):
+    k = kohaku
     body = json.dumps(base()).encode()
     code, text = curl("--http1.1", "-H", "x-sora-stats-exporter-type: connection.user-agent",
                       "--data-binary", "@-", f"http://127.0.0.1:{k.port}/collector", data=body)
@@ -205,14 +188,14 @@ def test_http1_collector_and_h2c_upgrade_refused(daemon, tmp_path):
     assert code == 400 and json.loads(text)["message"].startswith("upgrade:")
 
 
-def test_oversize_body_413(daemon, tmp_path):
-    from harness import SqliteStore
-    st = SqliteStore(str(tmp_path))
-    k = daemon(dict(st.settings(), max_body_bytes=4096))
+@pytest.mark.storage("sqlite")
+def test_oversize_body_413(db, kohaku_factory):
+    st = db
+    k = kohaku_factory(max_body_bytes=4096)
     try:
-        status, text, _ = post_h2(k.port, envelope(load_stats(fixture_files()[0])))
-        assert status == 413, text
-    except subprocess.CalledProcessError as e:
+        r = post_h2(k.port, make_envelope(load_fixture(fixture_files()[0])))
+        assert r.status == 413, r
+    except CurlError as e:
         # the 413 comes at the headers, with RST_STREAM(NO_ERROR) after it; curl reports
         # that as a stream error (92) when it had body left to send
         assert e.returncode == 92
@@ -245,9 +228,8 @@ def test_oversize_body_413(daemon, tmp_path):
     assert status == b"413"
 
 
-def test_health_and_routes(daemon, tmp_path):
-    from harness import SqliteStore
-    k = daemon(SqliteStore(str(tmp_path)).settings())
+def test_health_and_routes(kohaku):
+    k = kohaku
     url = f"http://127.0.0.1:{k.port}"
     assert curl("--http1.1", f"{url}/.ok")[0] == 204
     assert curl("--http2-prior-knowledge", f"{url}/.ok")[0] == 204
@@ -274,12 +256,13 @@ def test_health_and_routes(daemon, tmp_path):
     assert all({"method", "path", "status", "peer", "usec"} <= set(l) for l in access)
 
 
-def test_h2load_concurrent_streams(store, daemon, tmp_path):
+@pytest.mark.storage("sqlite", "postgres")
+def test_h2load_concurrent_streams(db, kohaku, tmp_path):
     """2,000 posts over 4 connections x 32 streams: all 204; the identical body is stored
     once. Then 3,000 distinct reports from the load generator: row counts are exact."""
     need_tool("h2load")
-    k = daemon(store.settings())
-    env = envelope(load_stats(fixture_files()[0]))
+    k = kohaku
+    env = make_envelope(load_fixture(fixture_files()[0]))
     body = tmp_path / "body.json"
     body.write_text(json.dumps(env))
     out = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "32", "-d", str(body),
@@ -287,63 +270,67 @@ def test_h2load_concurrent_streams(store, daemon, tmp_path):
                           f"http://127.0.0.1:{k.port}/collector"],
                          capture_output=True, text=True, timeout=120).stdout
     assert re.search(r"status codes: 2000 2xx, 0 3xx, 0 4xx, 0 5xx", out), out
-    assert store.count("sora_report") == 1
-    assert store.count("rtc_transport_stats") == sum(
+    assert db.count("sora_report") == 1
+    assert db.count("rtc_transport_stats") == sum(
         1 for o in env["stats"] if o["type"] == "transport")
     acked = tmp_path / "acked.txt"
     rc, summary, text = loadgen(k.port, "-N", 3000, "-c", 4, "-m", 32, "-n", 300,
                                 "-a", str(acked))
     assert rc == 0, text
     assert summary["status"] == {"204": 3000}
-    assert store.count("sora_report") == 3001
-    assert store.count("sora_connection") == 301
-    stored = store.query("SELECT sum(stats_count) FROM sora_report")[0][0]
-    total = sum(store.count(t) for t in all_counts(store) if t.startswith("rtc_"))
+    assert db.count("sora_report") == 3001
+    assert db.count("sora_connection") == 301
+    stored = db.query("SELECT sum(stats_count) FROM sora_report")[0][0]
+    total = sum(db.count(t) for t in all_counts(db) if t.startswith("rtc_"))
     assert total == stored
 
 
-def test_sigterm_under_load_loses_nothing(store, tmp_path):
+@pytest.mark.storage("sqlite", "postgres")
+def test_sigterm_under_load_loses_nothing(db, kohaku_factory, tmp_path):
     """SIGTERM while reports stream in: exit 0, and every report that got 204 is stored."""
-    k = Kohaku(store.settings()).wait_ready()
+    k = kohaku_factory(shutdown_timeout=30)  # kohaku's default
     acked = tmp_path / "acked.txt"
     result = {}
     t = threading.Thread(target=lambda: result.update(lg=loadgen(
         k.port, "-d", 10, "-r", 2000, "-c", 4, "-m", 16, "-n", 200, "-a", str(acked),
         "-A", "204,503")))
     t.start()
-    time.sleep(1.5)
+    # SIGTERM once the load is well under way: a thousand reports answered
+    wait_until(lambda: k.metric("kohaku_http_requests_total", route="collector", protocol="h2",
+                                status="204") >= 1000, 60, message="1,000 reports answered 204")
     rc = k.stop(signal.SIGTERM, timeout=60)
     t.join()
     assert rc == 0, k.log_text()[-3000:]
     assert '"msg":"shutting down"' in k.log_text()
     ids = [l.split()[0] for l in acked.read_text().splitlines()]
     assert len(ids) > 100
-    stored = {r for (r,) in store.query("SELECT report_id FROM sora_report")}
+    stored = {r for (r,) in db.query("SELECT report_id FROM sora_report")}
     assert not [i for i in ids if i not in stored]
 
 
 # --- command line and config --------------------------------------------------------------------
 
 def test_cli_version_help_and_config_errors(tmp_path):
-    out = subprocess.run([BIN, "--version"], capture_output=True, text=True)
+    out = subprocess.run([KOHAKU_BIN, "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and re.match(r"kohaku \d+\.\d+\.\d+", out.stdout)
-    out = subprocess.run([BIN, "--help"], capture_output=True, text=True)
+    out = subprocess.run([KOHAKU_BIN, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "http2_max_concurrent_streams" in out.stdout
     cfg = tmp_path / "bad.ini"
     cfg.write_text("listen_addr = 127.0.0.1\nno_such_key = 1\n")
-    out = subprocess.run([BIN, "-C", str(cfg)], capture_output=True, text=True, timeout=10)
+    out = subprocess.run([KOHAKU_BIN, "-C", str(cfg)], capture_output=True, text=True,
+                         timeout=10)
     assert out.returncode != 0 and f"{cfg}:2: unknown key 'no_such_key'" in out.stderr
     cfg.write_text("# comment\nlisten_port = 99999\n")
-    out = subprocess.run([BIN, "-C", str(cfg)], capture_output=True, text=True, timeout=10)
+    out = subprocess.run([KOHAKU_BIN, "-C", str(cfg)], capture_output=True, text=True,
+                         timeout=10)
     assert out.returncode != 0 and f"{cfg}:2: listen_port: must be between 1 and 65535" in out.stderr
-    out = subprocess.run([BIN, "-C", str(tmp_path / "missing.ini")], capture_output=True,
-                         text=True, timeout=10)
+    out = subprocess.run([KOHAKU_BIN, "-C", str(tmp_path / "missing.ini")],
+                         capture_output=True, text=True, timeout=10)
     assert out.returncode != 0 and "cannot open" in out.stderr
 
 
 def test_config_example_is_current():
     """config.example.ini is what `kohaku --config-example` prints (every key documented)."""
-    from harness import ROOT
-    out = subprocess.run([BIN, "--config-example"], capture_output=True, text=True)
-    with open(os.path.join(ROOT, "config.example.ini")) as f:
+    out = subprocess.run([KOHAKU_BIN, "--config-example"], capture_output=True, text=True)
+    with open(os.path.join(REPO_ROOT, "config.example.ini")) as f:
         assert f.read() == out.stdout

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from harness import FIXTURES, ROOT, Kohaku, envelope, load_stats, post_h2, sora_id
-from pgcluster import timescaledb_cluster
-from stores import pg_cluster, pg_store  # noqa: F401  (pytest fixtures)
+from helpers import (FIXTURES_DIR, KOHAKU_BIN, REPO_ROOT, Kohaku, PgDb, load_fixture,
+                     make_envelope, post_h2, sora_id)
+from pgcluster import unique_db_name
 
-GRAFANA = os.path.join(ROOT, "grafana")
+GRAFANA = os.path.join(REPO_ROOT, "grafana")
 BOARDS = {n: json.load(open(os.path.join(GRAFANA, "dashboards", n)))
           for n in ("overview.json", "connection.json", "channel.json")}
 
@@ -79,44 +79,34 @@ def expand(sql, frm, to, interval_s, variables, timescale):
     return sql
 
 
-@pytest.fixture(scope="module")
-def ts_cluster():
-    """A cluster that preloads TimescaleDB, so the panels also run with time_bucket against
-    hypertables (skipped, or failed with KOHAKU_REQUIRE_TIMESCALEDB=1, without TimescaleDB)."""
-    cluster = timescaledb_cluster()
-    yield cluster
-    cluster.close()
-
-
 @pytest.fixture(scope="module", params=["postgresql", "timescaledb"])
 def loaded(request, tmp_path_factory):
     """Every browser call in the fixtures as one connection with its t=3 and t=10 snapshots,
     7 s apart in Sora's time as in the browser's, in two channels; on plain PostgreSQL and on
-    TimescaleDB, its chunks compressed."""
-    from harness import PgStore
-    from pgcluster import unique_db_name
+    TimescaleDB (conftest's ts_cluster: time_bucket against hypertables), its chunks
+    compressed."""
     cluster = request.getfixturevalue("pg_cluster" if request.param == "postgresql"
                                       else "ts_cluster")
-    store = PgStore(cluster, unique_db_name("grafana"))
-    k = Kohaku(store.settings()).wait_ready()
+    store = PgDb(cluster, unique_db_name("grafana"))
+    k = Kohaku(store.settings()).start()
     k.wait_log('"msg":"postgres schema ready"', timeout=30)
     assert f'"mode":"{request.param}"' in k.log_text()
     conns = {}
     base = datetime.now(timezone.utc) - timedelta(minutes=5)
-    for early in sorted(glob.glob(os.path.join(FIXTURES, "*-t3.json"))):
+    for early in sorted(glob.glob(os.path.join(FIXTURES_DIR, "*-t3.json"))):
         name = os.path.basename(early)[:-8]
         late = early.replace("-t3.json", "-t10.json")
         cid = sora_id()
         conns[name] = cid
         channel = "room-" + name.split("-")[1]
-        s3, s10 = load_stats(early), load_stats(late)
+        s3, s10 = load_fixture(early), load_fixture(late)
         dt = (s10[0]["timestamp"] - s3[0]["timestamp"]) / 1000.0
         for stats, at in ((s3, base), (s10, base + timedelta(seconds=dt))):
-            env = envelope(stats, connection_id=cid, channel_id=channel,
-                           client_id=name, role="sendonly" if "sender" in name else "recvonly",
-                           timestamp=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-            status, text, _ = post_h2(k.port, env)
-            assert status == 204, text
+            env = make_envelope(stats, connection_id=cid, channel_id=channel,
+                                client_id=name, role="sendonly" if "sender" in name else "recvonly",
+                                timestamp=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+            r = post_h2(k.port, env)
+            assert r.status == 204, r.text
     if request.param == "timescaledb":  # the panels then read compressed chunks
         store.query("SELECT compress_chunk((quote_ident(chunk_schema) || '.' || "
                     "quote_ident(chunk_name))::regclass) FROM timescaledb_information.chunks")
@@ -194,8 +184,8 @@ def test_connection_queries(loaded):
 def test_rate_views_match_the_fixture_numbers(loaded):
     store, conns = loaded
     cid = conns["chromium-av-receiver"]
-    early = load_stats(os.path.join(FIXTURES, "chromium-av-receiver-t3.json"))
-    late = load_stats(os.path.join(FIXTURES, "chromium-av-receiver-t10.json"))
+    early = load_fixture(os.path.join(FIXTURES_DIR, "chromium-av-receiver-t3.json"))
+    late = load_fixture(os.path.join(FIXTURES_DIR, "chromium-av-receiver-t10.json"))
     for kind in ("audio", "video"):
         a = next(o for o in early if o["type"] == "inbound-rtp" and o["kind"] == kind)
         b = next(o for o in late if o["id"] == a["id"])
@@ -209,9 +199,9 @@ def test_rate_views_match_the_fixture_numbers(loaded):
         assert pps == pytest.approx((b["packetsReceived"] - a["packetsReceived"]) / dt)
         assert jitter == pytest.approx(b["jitter"] * 1000)
     sender = conns["chromium-av-sender"]
-    a = next(o for o in load_stats(os.path.join(FIXTURES, "chromium-av-sender-t3.json"))
+    a = next(o for o in load_fixture(os.path.join(FIXTURES_DIR, "chromium-av-sender-t3.json"))
              if o["type"] == "outbound-rtp" and o["kind"] == "video")
-    b = next(o for o in load_stats(os.path.join(FIXTURES, "chromium-av-sender-t10.json"))
+    b = next(o for o in load_fixture(os.path.join(FIXTURES_DIR, "chromium-av-sender-t10.json"))
              if o["id"] == a["id"])
     rows = store.query("SELECT bitrate, frames_per_second FROM rtc_outbound_rtp_rates WHERE "
                        "connection_id = ? AND stats_id = ? ORDER BY \"time\"", (sender, a["id"]))
@@ -220,20 +210,19 @@ def test_rate_views_match_the_fixture_numbers(loaded):
     assert float(rows[1][1]) == pytest.approx((b["framesEncoded"] - a["framesEncoded"]) / dt)
 
 
-def test_rate_view_counter_reset_gives_null(pg_store):
-    from harness import BIN
-    import tempfile
-    d = tempfile.mkdtemp()
-    with open(os.path.join(d, "c.ini"), "w") as f:
+@pytest.mark.storage("postgres")
+def test_rate_view_counter_reset_gives_null(db, tmp_path):
+    pg_store = db
+    with open(tmp_path / "c.ini", "w") as f:
         f.write(f"storage = postgres\npostgres_uri = {pg_store.uri}\n")
-    out = subprocess.run([BIN, "-C", os.path.join(d, "c.ini"), "migrate"], capture_output=True,
-                         text=True)
+    out = subprocess.run([KOHAKU_BIN, "-C", str(tmp_path / "c.ini"), "migrate"],
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     t0 = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
     # 1 s apart: 1000 -> 2000 -> 500 (the client restarted its counters) -> 1500
     for i, (nbytes, packets, lost) in enumerate(((1000, 10, 0), (2000, 20, 1), (500, 5, 0),
                                                  (1500, 15, 2))):
-        pg_store.query("INSERT INTO rtc_inbound_rtp_stream_stats (\"time\", channel_id, "
+        pg_store.execute("INSERT INTO rtc_inbound_rtp_stream_stats (\"time\", channel_id, "
                        "connection_id, stats_type, stats_id, stats_timestamp, kind, "
                        "bytes_received, packets_received, packets_lost) VALUES "
                        "(?, 'c', 'RESET', 'inbound-rtp', 'IT1', ?, 'audio', ?, ?, ?)",

@@ -142,7 +142,7 @@ def run_sora_connection(k, db, templates, tls=None):
     # every good report is stored, once; no bad one is
     good_ids = [rid for _, status, rid in expect if status == 204]
     assert len(good_ids) == len(expect) - 100
-    stored = {r["report_id"] for r in db.query("SELECT report_id FROM sora_report")}
+    stored = {r for (r,) in db.query("SELECT report_id FROM sora_report")}
     missing = [rid for rid in good_ids if rid not in stored]
     assert not missing, f"{len(missing)} acknowledged reports not stored"
     assert len(stored) == len(good_ids), "something besides the good reports was stored"

@@ -1,26 +1,18 @@
 """The load generator (issue: load generator, benchmark suite): its reports validate against
 kohaku, counters and timestamps grow from one report to the next, ids are unique, and the
 acked-id file matches the database. Plus a bounded soak: memory stays flat."""
-import os
 import re
 import threading
 import time
 
-from harness import Kohaku, SqliteStore, loadgen
-
 import pytest
 
-
-@pytest.fixture
-def kohaku(tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = Kohaku(st.settings()).wait_ready()
-    yield k, st
-    assert k.close() == 0
+from helpers import loadgen
 
 
-def test_reports_grow_like_live_clients(kohaku, tmp_path):
-    k, st = kohaku
+@pytest.mark.storage("sqlite")
+def test_reports_grow_like_live_clients(db, kohaku, tmp_path):
+    k, st = kohaku, db
     acked = tmp_path / "acked.txt"
     rc, summary, out = loadgen(k.port, "-n", 8, "-N", 40, "-c", 1, "-m", 1, "-i", 5,
                                "-a", str(acked))
@@ -55,21 +47,18 @@ def test_reports_grow_like_live_clients(kohaku, tmp_path):
             assert counts == sorted(counts) and counts[-1] > counts[0], (cid, sid, counts)
 
 
-def test_unexpected_status_fails_the_run(tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = Kohaku(dict(st.settings(), max_body_bytes=2048)).wait_ready()
-    try:
-        rc, summary, out = loadgen(k.port, "-N", 10)
-        assert rc == 1, out
-        assert summary["status"] == {"413": 10}
-        rc, summary, out = loadgen(k.port, "-N", 10, "-A", "204,413")
-        assert rc == 0, out
-    finally:
-        assert k.close() == 0
+def test_unexpected_status_fails_the_run(kohaku_factory):
+    k = kohaku_factory(max_body_bytes=2048)
+    rc, summary, out = loadgen(k.port, "-N", 10)
+    assert rc == 1, out
+    assert summary["status"] == {"413": 10}
+    rc, summary, out = loadgen(k.port, "-N", 10, "-A", "204,413")
+    assert rc == 0, out
 
 
-def test_webhook_modes(kohaku):
-    k, st = kohaku
+@pytest.mark.storage("sqlite")
+def test_webhook_modes(db, kohaku):
+    k, st = kohaku, db
     for args in (("-W",), ("-W", "-1", "-m", 8)):
         rc, summary, out = loadgen(k.port, "-N", 60, "-n", 10, *args)
         assert rc == 0 and summary["status"] == {"204": 60}, out
@@ -84,7 +73,7 @@ def rss_kib(pid):
 def test_soak_memory_stays_flat(kohaku):
     """A bounded 60-second soak at a steady rate: the daemon's memory after the first third
     stays within a small margin of what it reached then (no growth per report)."""
-    k, st = kohaku
+    k = kohaku
     samples = []
     result = {}
     t = threading.Thread(target=lambda: result.update(lg=loadgen(
@@ -92,7 +81,7 @@ def test_soak_memory_stays_flat(kohaku):
     t.start()
     while t.is_alive():
         samples.append(rss_kib(k.proc.pid))
-        time.sleep(2)
+        time.sleep(2)  # the sampling period of the soak, not a wait for anything
     t.join()
     rc, summary, out = result["lg"]
     assert rc == 0, out

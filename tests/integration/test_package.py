@@ -190,7 +190,7 @@ def start_installed(installed_text, user, workdir):
     for key in OVERRIDES:
         ini_value(text, key)  # present exactly once
         text = re.sub(rf"^{key} = .*$", f"{key} = {new[key]}", text, flags=re.M)
-    daemon = Kohaku(workdir, {"listen_port": port})
+    daemon = Kohaku({"listen_port": port}, directory=workdir)
     with open(daemon.config_path, "w") as f:
         f.write(text)
     os.chown(workdir, user.pw_uid, user.pw_gid)

@@ -1,81 +1,68 @@
 """PostgreSQL backend end to end (issue: PostgreSQL and TimescaleDB storage): a real
 PostgreSQL 15 cluster, the real daemon, real clients."""
 import json
-import os
 import subprocess
 import threading
-import time
 
 import pytest
 
-from harness import (BIN, Kohaku, all_counts, envelope, fixture_files, load_stats, loadgen,
-                     now_rfc3339, post_h2, sora_id, table_of)
-from pgcluster import unique_db_name
-from harness import PgStore
-from stores import pg_cluster, pg_store, store  # noqa: F401  (pytest fixtures)
+from helpers import (KOHAKU_BIN, all_counts, fixture_files, load_fixture, loadgen,
+                     make_envelope, post_h2, rfc3339_now, sora_id, table_for, wait_until)
 
 
-@pytest.fixture
-def daemon():
-    started = []
-
-    def start(settings, env=None, ready=True):
-        k = Kohaku(settings, env)
-        started.append(k)
-        return k.wait_ready() if ready else k
-
-    yield start
-    for k in started:
-        rc = k.close()
-        assert rc == 0, f"kohaku exited {rc}:\n{k.log_text()[-4000:]}"
-
-
-def test_fixture_reports_stored_once_per_backend(store, daemon):
+@pytest.mark.storage("sqlite", "postgres")
+def test_fixture_reports_stored_once_per_backend(db, kohaku):
     """Every fixture report -> 204, one row per stats object in the right table, then a
     second delivery stores nothing new. Runs on SQLite and on PostgreSQL."""
-    k = daemon(store.settings())
+    k, store = kohaku, db
     expected = {}
     bodies = []
     for path in fixture_files():
-        stats = load_stats(path)
-        env = envelope(stats)
+        stats = load_fixture(path)
+        env = make_envelope(stats)
         bodies.append(env)
         for obj in stats:
-            expected[table_of(obj)] = expected.get(table_of(obj), 0) + 1
-        status, text, _ = post_h2(k.port, env)
-        assert status == 204, text
+            expected[table_for(obj)] = expected.get(table_for(obj), 0) + 1
+        r = post_h2(k.port, env)
+        assert r.status == 204, r.text
     counts = all_counts(store)
     for table, n in expected.items():
         assert counts[table] == n, table
     assert counts["sora_connection"] == len(bodies)
     assert counts["sora_report"] == len(bodies)
     for env in bodies[:4]:
-        assert post_h2(k.port, env)[0] == 204
+        assert post_h2(k.port, env).status == 204
     assert all_counts(store) == counts
     # typed values survive the trip: a 64-bit priority above 2^53, a float, JSON
     chromium = next(p for p in fixture_files() if "chromium-av-sender" in p)
-    pair = next(o for o in load_stats(chromium) if o["type"] == "candidate-pair")
+    pair = next(o for o in load_fixture(chromium) if o["type"] == "candidate-pair")
     rows = store.query('SELECT priority, stats_timestamp FROM "rtc_ice_candidate_pair_stats" '
                        "WHERE stats_id = ? ORDER BY priority", (pair["id"],))
     assert (pair["priority"], pair["timestamp"]) in [(int(a), float(b)) for a, b in rows]
 
 
-def test_kohaku_2023_config_selects_postgres(pg_store, daemon):
+@pytest.mark.storage("postgres")
+def test_kohaku_2023_config_selects_postgres(db, kohaku_factory):
     """A Kohaku 2023.1 config.ini (postgres_uri, no storage key) needs no edits."""
-    k = daemon({"postgres_uri": pg_store.uri, "http2_max_concurrent_streams": 250,
-                "http2_max_read_frame_size": 1048576, "http2_idle_timeout": 1800,
-                "log_stdout": "true", "exporter_https": "false", "postgres_ca_cert_file": "",
-                "tls_fullchain_file": "", "tls_privkey_file": "", "tls_verify_cacert_path": ""})
+    pg_store = db
+    # storage None: no storage line (kohaku_factory would write db's)
+    k = kohaku_factory({"storage": None, "postgres_uri": pg_store.uri,
+                        "http2_max_concurrent_streams": 250,
+                        "http2_max_read_frame_size": 1048576, "http2_idle_timeout": 1800,
+                        "log_stdout": "true", "exporter_https": "false",
+                        "postgres_ca_cert_file": "", "tls_fullchain_file": "",
+                        "tls_privkey_file": "", "tls_verify_cacert_path": ""})
     assert '"storage":"postgres"' in k.log_text()
-    env = envelope(load_stats(fixture_files()[0]))
-    assert post_h2(k.port, env)[0] == 204
+    env = make_envelope(load_fixture(fixture_files()[0]))
+    assert post_h2(k.port, env).status == 204
     assert pg_store.count("sora_report", "report_id = ?", (env["id"],)) == 1
 
 
-def test_startup_log_names_the_mode(pg_store, daemon):
+@pytest.mark.storage("postgres")
+def test_startup_log_names_the_mode(db, kohaku):
     """The plain cluster never preloads TimescaleDB, installed or not: postgresql mode, in
     the start-up line and in the mode gauge (the TimescaleDB modes: test_timescaledb.py)."""
-    k = daemon(pg_store.settings())
+    k = kohaku
     k.wait_log('"msg":"postgres schema ready"')
     ready = [l for l in k.log_lines() if l.get("msg") == "postgres schema ready"]
     assert len(ready) == 1
@@ -85,11 +72,8 @@ def test_startup_log_names_the_mode(pg_store, daemon):
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "null"])
-def test_storage_mode_gauge_of_the_other_backends(kind, daemon, tmp_path):
-    settings = {"storage": kind}
-    if kind == "sqlite":
-        settings["sqlite_path"] = str(tmp_path / "kohaku.db")
-    k = daemon(settings)
+def test_storage_mode_gauge_of_the_other_backends(kind, kohaku_factory):
+    k = kohaku_factory(storage=kind)
     modes = {dict(labels)["mode"]: v for (name, labels), v in k.metrics().items()
              if name == "kohaku_storage_mode"}
     assert modes == {kind: 1}
@@ -98,22 +82,25 @@ def test_storage_mode_gauge_of_the_other_backends(kind, daemon, tmp_path):
 METHODS = ["unnest", "copy", "direct_copy"]
 
 
-def test_every_write_method_and_copy_format_stores_the_same_values(pg_cluster, daemon):
+@pytest.mark.storage("postgres")
+def test_every_write_method_and_copy_format_stores_the_same_values(db, db_factory,
+                                                                   kohaku_factory):
     """The same fixture reports written by unnest (array text), copy and direct_copy with
     COPY's text format, and direct_copy with its binary format (the default) land as the
     same values in every column of every table: integers above 2^53, floats, booleans, text,
     jsonb `extra`, timestamps."""
-    envs = [envelope(load_stats(p)) for p in fixture_files()]
-    envs.append(envelope(load_stats(fixture_files()[0]), timestamp="0001-01-01T00:00:00.5Z"))
+    envs = [make_envelope(load_fixture(p)) for p in fixture_files()]
+    envs.append(make_envelope(load_fixture(fixture_files()[0]), timestamp="0001-01-01T00:00:00.5Z"))
     variants = [("unnest", "text"), ("copy", "text"), ("direct_copy", "text"),
                 ("copy", "binary"), ("direct_copy", "binary")]
     dumps, stores = {}, {}
     for method, fmt in variants:
-        st = stores[(method, fmt)] = PgStore(pg_cluster, unique_db_name())
-        k = daemon(dict(st.settings(), postgres_write_method=method, postgres_copy_format=fmt))
+        st = stores[(method, fmt)] = db if not stores else db_factory("postgres")
+        k = kohaku_factory(st.settings(), postgres_write_method=method,
+                           postgres_copy_format=fmt)
         for env in envs:
-            status, text, _ = post_h2(k.port, env)
-            assert status == 204, text
+            r = post_h2(k.port, env)
+            assert r.status == 204, r.text
         dump = {}
         tables = [r[0] for r in st.query(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
@@ -140,25 +127,27 @@ def test_every_write_method_and_copy_format_stores_the_same_values(pg_cluster, d
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_redelivery_stores_nothing_new(pg_store, daemon, method):
+@pytest.mark.storage("postgres")
+def test_redelivery_stores_nothing_new(db, kohaku_factory, method):
     """Every write method is idempotent: the same reports again (alone, and mixed with new
     ones in one batch) are answered 204 and add no row."""
-    k = daemon(dict(pg_store.settings(), postgres_write_method=method, batch_max_delay_ms=100))
+    pg_store = db
+    k = kohaku_factory(postgres_write_method=method, batch_max_delay_ms=100)
     assert f'"write_method":"{method}"' in k.log_text()
-    envs = [envelope(load_stats(p)) for p in fixture_files()]
+    envs = [make_envelope(load_fixture(p)) for p in fixture_files()]
     for env in envs:
-        assert post_h2(k.port, env)[0] == 204
+        assert post_h2(k.port, env).status == 204
     counts = all_counts(pg_store)
     assert counts["sora_report"] == len(envs)
     for env in envs[:3]:
-        assert post_h2(k.port, env)[0] == 204
+        assert post_h2(k.port, env).status == 204
     assert all_counts(pg_store) == counts
     if method == "direct_copy":  # COPY met the stored rows and the batch went the other way
         k.wait_log("direct_copy: rows already stored")
     # old and new together, sent at once so that they share batches
-    fresh = [envelope(load_stats(p)) for p in fixture_files()[:4]]
+    fresh = [make_envelope(load_fixture(p)) for p in fixture_files()[:4]]
     results = []
-    threads = [threading.Thread(target=lambda e=e: results.append(post_h2(k.port, e)[0]))
+    threads = [threading.Thread(target=lambda e=e: results.append(post_h2(k.port, e).status))
                for e in envs[:4] + fresh]
     for t in threads:
         t.start()
@@ -180,19 +169,20 @@ def test_redelivery_stores_nothing_new(pg_store, daemon, method):
             table
 
 
-def test_node_stats_of_unknown_type_on_postgres(pg_store, daemon):
+@pytest.mark.storage("postgres")
+def test_node_stats_of_unknown_type_on_postgres(db, kohaku):
     """node_other_stats on PostgreSQL: one row per unknown item with its position, all
     members in extra; a redelivery adds nothing."""
-    k = daemon(pg_store.settings())
+    pg_store, k = db, kohaku
     node = "sora-" + sora_id()[:6].lower() + "@10.0.0.5"
-    env = {"type": "node.erlang-vm", "id": sora_id(), "timestamp": now_rfc3339(),
+    env = {"type": "node.erlang-vm", "id": sora_id(), "timestamp": rfc3339_now(),
            "label": "WebRTC SFU Sora", "version": "2025.1.0", "node_name": node,
            "stats": [{"type": "erlang-vm-memory", "total": 1},
                      {"type": "erlang-vm-statistics", "run_queue": 3},
                      {"type": "sora-future-thing", "nested": {"a": [1, 2]}}]}
     for _ in range(2):
-        status, text, _ = post_h2(k.port, env, exporter_type="node.erlang-vm")
-        assert status == 204, text
+        r = post_h2(k.port, env, exporter_type="node.erlang-vm")
+        assert r.status == 204, r.text
     rows = pg_store.query("SELECT stats_type, stats_index, extra FROM node_other_stats "
                           "WHERE node_name = ? ORDER BY stats_index", (node,))
     assert [(r[0], r[1]) for r in rows] == [("erlang-vm-statistics", 1), ("sora-future-thing", 2)]
@@ -200,20 +190,22 @@ def test_node_stats_of_unknown_type_on_postgres(pg_store, daemon):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_replay_after_lost_commit_ack_stores_once(pg_store, daemon, method):
+@pytest.mark.storage("postgres")
+def test_replay_after_lost_commit_ack_stores_once(db, kohaku_factory, method):
     """The backend acts as if the connection died after COMMIT (before its answer) for the
     first 3 batches; the batcher retries them on a new connection; rows are stored once."""
-    k = daemon(dict(pg_store.settings(), batch_max_reports=4, postgres_write_method=method),
-               env={"KOHAKU_FAULT_LOSE_COMMIT_ACKS": "3"})
-    envs = [envelope(load_stats(p)) for p in fixture_files()]
+    pg_store = db
+    k = kohaku_factory(batch_max_reports=4, postgres_write_method=method,
+                       env={"KOHAKU_FAULT_LOSE_COMMIT_ACKS": "3"})
+    envs = [make_envelope(load_fixture(p)) for p in fixture_files()]
     for env in envs:
-        status, text, _ = post_h2(k.port, env)
-        assert status == 204, text
+        r = post_h2(k.port, env)
+        assert r.status == 204, r.text
     assert "commit acknowledgement lost" in k.log_text()
     assert pg_store.count("sora_report") == len(envs)
     nobj = sum(len(e["stats"]) for e in envs)
     total = sum(pg_store.count(t) for t in
-                {table_of(o) for e in envs for o in e["stats"]})
+                {table_for(o) for e in envs for o in e["stats"]})
     assert total == nobj
     dup = pg_store.query('SELECT count(*) FROM (SELECT connection_id, stats_id, "time" FROM '
                          "rtc_transport_stats GROUP BY 1, 2, 3 HAVING count(*) > 1) d")[0][0]
@@ -221,18 +213,20 @@ def test_replay_after_lost_commit_ack_stores_once(pg_store, daemon, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_bad_value_rejects_only_that_report(pg_store, daemon, method):
+@pytest.mark.storage("postgres")
+def test_bad_value_rejects_only_that_report(db, kohaku_factory, method):
     """A value PostgreSQL refuses (a number beyond numeric's range inside extra, large or
     small) costs only its own report a 400; the reports batched with it are stored. (Year 0,
     once such a value, is now refused by kohaku itself, before storage.)"""
-    k = daemon(dict(pg_store.settings(), batch_max_delay_ms=200, postgres_write_method=method))
-    stats = load_stats(fixture_files()[0])
-    good = [envelope(stats) for _ in range(6)]
-    huge = json.dumps(envelope([dict(stats[0], futureMetric=0)])).replace(
+    pg_store = db
+    k = kohaku_factory(batch_max_delay_ms=200, postgres_write_method=method)
+    stats = load_fixture(fixture_files()[0])
+    good = [make_envelope(stats) for _ in range(6)]
+    huge = json.dumps(make_envelope([dict(stats[0], futureMetric=0)])).replace(
         '"futureMetric": 0', '"futureMetric": 1e999999')
-    tiny = json.dumps(envelope([dict(stats[0], futureMetric=0)])).replace(
+    tiny = json.dumps(make_envelope([dict(stats[0], futureMetric=0)])).replace(
         '"futureMetric": 0', '"futureMetric": -1e999999')
-    year0 = envelope(stats, timestamp="0000-01-01T00:00:00.000001Z")
+    year0 = make_envelope(stats, timestamp="0000-01-01T00:00:00.000001Z")
     results = {}
 
     def send(name, body):
@@ -247,39 +241,43 @@ def test_bad_value_rejects_only_that_report(pg_store, daemon, method):
     for t in threads:
         t.join()
     for i in range(len(good)):
-        assert results[f"good{i}"][0] == 204, results[f"good{i}"]
+        assert results[f"good{i}"].status == 204, results[f"good{i}"]
     for name in ("huge", "tiny"):
-        status, text, _ = results[name]
-        assert status == 400, (name, status, text)
-        assert json.loads(text)["message"].startswith("stats: PostgreSQL refused")
-    status, text, _ = results["year0"]
-    assert status == 400 and json.loads(text)["message"] == (
-        "timestamp: must be in the years 0001 to 9999, got '0000-01-01T00:00:00.000001Z'"), text
+        r = results[name]
+        assert r.status == 400, (name, r)
+        assert r.message.startswith("stats: PostgreSQL refused")
+    r = results["year0"]
+    assert r.status == 400 and r.message == (
+        "timestamp: must be in the years 0001 to 9999, got '0000-01-01T00:00:00.000001Z'"), r
     assert pg_store.count("sora_report") == len(good)
 
 
-def test_unreachable_at_startup_then_recovers(pg_cluster, pg_store, daemon):
+@pytest.mark.storage("postgres")
+def test_unreachable_at_startup_then_recovers(pg_cluster, db, kohaku_factory):
     """PostgreSQL down when kohaku starts: kohaku serves, /.ok and reports get 503 with
     retry-after (never 204 or 400); once PostgreSQL is back, reports get 204."""
+    pg_store = db
     pg_cluster.stop()
     try:
-        k = daemon(pg_store.settings())
+        k = kohaku_factory(health=503)
         assert k.health() == 503
-        status, text, headers = post_h2(k.port, envelope(load_stats(fixture_files()[0])))
-        assert status == 503, text
-        assert int(headers["retry-after"]) > 0
+        r = post_h2(k.port, make_envelope(load_fixture(fixture_files()[0])))
+        assert r.status == 503, r.text
+        assert int(r.headers["retry-after"]) > 0
     finally:
         pg_cluster.start()
     k.wait_health(204, timeout=60)
-    env = envelope(load_stats(fixture_files()[0]))
-    assert post_h2(k.port, env)[0] == 204
+    env = make_envelope(load_fixture(fixture_files()[0]))
+    assert post_h2(k.port, env).status == 204
     assert pg_store.count("sora_report", "report_id = ?", (env["id"],)) == 1
 
 
-def test_outage_under_load_loses_no_acknowledged_report(pg_cluster, pg_store, daemon, tmp_path):
+@pytest.mark.storage("postgres")
+def test_outage_under_load_loses_no_acknowledged_report(pg_cluster, db, kohaku_factory, tmp_path):
     """PostgreSQL stopped and started while a bounded load runs: every report answered 204
     is stored exactly once, and the others got 503 (not 400)."""
-    k = daemon(dict(pg_store.settings(), storage_retry_ms=1000))
+    pg_store = db
+    k = kohaku_factory(storage_retry_ms=1000)
     acked = tmp_path / "acked.txt"
     result = {}
 
@@ -289,9 +287,16 @@ def test_outage_under_load_loses_no_acknowledged_report(pg_cluster, pg_store, da
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(1.5)
+
+    def answered(status):
+        return k.metric("kohaku_http_requests_total", route="collector", protocol="h2",
+                        status=status)
+
+    # PostgreSQL goes away once the load is under way ...
+    wait_until(lambda: answered("204") >= 200, 30, message="200 reports answered 204")
     pg_cluster.stop()
-    time.sleep(1.5)
+    # ... and comes back once kohaku has answered 503 for it
+    wait_until(lambda: answered("503") > 0, 30, message="a report answered 503")
     pg_cluster.start()
     t.join()
     rc, summary, out = result["lg"]
@@ -309,26 +314,28 @@ def test_outage_under_load_loses_no_acknowledged_report(pg_cluster, pg_store, da
 
 
 def run_migrate(config_path, *extra):
-    return subprocess.run([BIN, "-C", config_path, *extra, "migrate"], capture_output=True,
+    return subprocess.run([KOHAKU_BIN, "-C", config_path, *extra, "migrate"], capture_output=True,
                           text=True, timeout=60)
 
 
-def test_older_schema_upgrades_in_place(store, tmp_path):
+@pytest.mark.storage("sqlite", "postgres")
+def test_older_schema_upgrades_in_place(db, tmp_path):
     """A database at schema version 1 with rows in it is upgraded by `kohaku migrate` with
     its rows intact."""
     cfg = tmp_path / "config.ini"
+    store = db
     cfg.write_text("".join(f"{k} = {v}\n" for k, v in store.settings().items()))
     out = run_migrate(str(cfg), "--schema-version", "1")
     assert out.returncode == 0, out.stdout + out.stderr
     assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 1
-    ts = now_rfc3339()
+    ts = rfc3339_now()
     conn = sora_id()
-    store.query("INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, "
-                "role, label, version, node_name, first_seen, last_seen) VALUES "
-                "(?, 'c', ?, 'x', 'sendrecv', 'l', 'v', 'n', ?, ?)", (conn, sora_id(), ts, ts))
-    store.query('INSERT INTO rtc_transport_stats ("time", channel_id, connection_id, stats_type, '
-                "stats_id, stats_timestamp, bytes_sent) VALUES (?, 'c', ?, 'transport', 'T01', "
-                "1.5, 42)", (ts, conn))
+    store.execute("INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, "
+                  "role, label, version, node_name, first_seen, last_seen) VALUES "
+                  "(?, 'c', ?, 'x', 'sendrecv', 'l', 'v', 'n', ?, ?)", (conn, sora_id(), ts, ts))
+    store.execute('INSERT INTO rtc_transport_stats ("time", channel_id, connection_id, stats_type, '
+                  "stats_id, stats_timestamp, bytes_sent) VALUES (?, 'c', ?, 'transport', 'T01', "
+                  "1.5, 42)", (ts, conn))
     out = run_migrate(str(cfg))
     assert out.returncode == 0, out.stdout + out.stderr
     versions = [v for (v,) in store.query("SELECT version FROM kohaku_schema_version ORDER BY 1")]
@@ -339,11 +346,13 @@ def test_older_schema_upgrades_in_place(store, tmp_path):
     assert store.count("sora_report") == 0  # the table version 2 added exists
 
 
-def test_two_instances_migrate_an_empty_database_together(pg_store, daemon):
+@pytest.mark.storage("postgres")
+def test_two_instances_migrate_an_empty_database_together(db, kohaku_factory):
     """Two kohaku processes starting at the same moment on an empty database both come up
     (the advisory lock serialises the migrations)."""
-    a = daemon(pg_store.settings(), ready=False)
-    b = daemon(pg_store.settings(), ready=False)
+    pg_store = db
+    a = kohaku_factory(wait=False)
+    b = kohaku_factory(wait=False)
     a.wait_ready()
     b.wait_ready()
     a.wait_health(204)
@@ -351,23 +360,24 @@ def test_two_instances_migrate_an_empty_database_together(pg_store, daemon):
     versions = sorted(v for (v,) in pg_store.query("SELECT version FROM kohaku_schema_version"))
     assert versions == list(range(1, max(versions) + 1)) and max(versions) >= 3
     for k in (a, b):
-        assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
+        assert post_h2(k.port, make_envelope(load_fixture(fixture_files()[0]))).status == 204
     assert pg_store.count("sora_report") == 2
 
 
-def test_retention_deletes_only_old_rows(pg_store, daemon):
+@pytest.mark.storage("postgres")
+def test_retention_deletes_only_old_rows(db, kohaku_factory):
     """Plain PostgreSQL (the test cluster does not preload TimescaleDB, even where it is
     installed): kohaku deletes rows older than retention_days, and only those."""
-    k = daemon(dict(pg_store.settings(), retention_days=30, retention_interval=1))
-    stats = load_stats(fixture_files()[0])
-    old = [envelope(stats, timestamp=now_rfc3339(-86400 * d)) for d in (31, 45, 400)]
-    new = [envelope(stats, timestamp=now_rfc3339(-86400 * d)) for d in (0, 1, 29)]
+    pg_store = db
+    k = kohaku_factory(retention_days=30, retention_interval=1)
+    stats = load_fixture(fixture_files()[0])
+    old = [make_envelope(stats, timestamp=rfc3339_now(-86400 * d)) for d in (31, 45, 400)]
+    new = [make_envelope(stats, timestamp=rfc3339_now(-86400 * d)) for d in (0, 1, 29)]
     for env in old + new:
-        assert post_h2(k.port, env)[0] == 204
-    deadline = time.time() + 30
-    while time.time() < deadline and pg_store.count(
-            "sora_report", "\"time\" < now() - interval '30 days'") > 0:
-        time.sleep(0.2)
+        assert post_h2(k.port, env).status == 204
+    wait_until(lambda: pg_store.count(
+        "sora_report", "\"time\" < now() - interval '30 days'") == 0, 30, interval=0.2,
+        message="the rows past retention_days deleted")
     assert pg_store.count("sora_report") == len(new)
     kept = {c for (c,) in pg_store.query("SELECT DISTINCT connection_id FROM rtc_transport_stats")}
     assert kept == {e["connection_id"] for e in new}

@@ -9,15 +9,15 @@ import socket
 import subprocess
 import time
 
-from harness import (Kohaku, envelope, fixture_files, free_port, load_stats, loadgen,
-                     need_tool, post_h2)
+from helpers import (CurlError, Kohaku, fixture_files, free_port, load_fixture, loadgen,
+                     make_envelope, need_tool, post_h2, wait_until)
 
 UNREACHABLE_PG = "postgresql://127.0.0.1:1/none?connect_timeout=1"
 
 
 def read_config(k):
     out = {}
-    with open(k.config) as f:
+    with open(k.config_path) as f:
         for line in f:
             key, _, value = line.partition("=")
             out[key.strip()] = value.strip()
@@ -25,7 +25,7 @@ def read_config(k):
 
 
 def write_config(k, settings, extra_lines=""):
-    with open(k.config, "w") as f:
+    with open(k.config_path, "w") as f:
         for key, value in settings.items():
             f.write(f"{key} = {value}\n")
         f.write(extra_lines)
@@ -51,13 +51,7 @@ def count_msg(text, msg):
 
 
 def wait_for(predicate, what, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, timeout, message=what)
 
 
 def hup(k, log_text=None, msg="reloaded: config"):
@@ -100,16 +94,15 @@ def post_status(k, report):
     reports as a stream error (92) when it had body left to send."""
     before = len(access_lines(k.log_text(), "/collector"))
     try:
-        status, text, _ = post_h2(k.port, report)
-        return status
-    except subprocess.CalledProcessError as e:
+        return post_h2(k.port, report).status
+    except CurlError as e:
         assert e.returncode == 92, e
     wait_for(lambda: len(access_lines(k.log_text(), "/collector")) > before, "the access line")
     return access_lines(k.log_text(), "/collector")[-1]["status"]
 
 
-def test_debug_level_follows_the_config(tmp_path):
-    k = Kohaku({"storage": "null", "debug": "false"}).wait_ready()
+def test_debug_level_follows_the_config():
+    k = Kohaku({"storage": "null", "debug": "false"}).start()
     try:
         request_and_wait_access(k)
         assert count_msg(k.log_text(), "connection accepted") == 0
@@ -117,7 +110,7 @@ def test_debug_level_follows_the_config(tmp_path):
         line = hup(k)
         assert line["level"] == "info"
         assert line["changed"] == "debug"
-        assert line["file"] == k.config
+        assert line["file"] == k.config_path
         request_and_wait_access(k)
         wait_for(lambda: count_msg(k.log_text(), "connection accepted") > 0,
                  "a debug line after debug = true")
@@ -140,27 +133,27 @@ def test_debug_level_follows_the_config(tmp_path):
 def test_retry_after_of_503_follows_the_config():
     # PostgreSQL that never answers: /.ok and reports get 503 with retry-after
     k = Kohaku({"storage": "postgres", "postgres_uri": UNREACHABLE_PG, "retry_after": 5,
-                "debug": "false"}).wait_ready()
+                "debug": "false"}).start(health=503)
     try:
-        body = envelope(load_stats(fixture_files()[0]))
+        body = make_envelope(load_fixture(fixture_files()[0]))
         status, headers = get_ok(k.port)
         assert status == 503 and headers["retry-after"] == "5"
-        status, text, headers = post_h2(k.port, body)
-        assert status == 503 and headers["retry-after"] == "5", text
+        r = post_h2(k.port, body)
+        assert r.status == 503 and r.headers["retry-after"] == "5", r.text
         change_config(k, retry_after=11)
         assert hup(k)["changed"] == "retry_after"
         status, headers = get_ok(k.port)
         assert status == 503 and headers["retry-after"] == "11"
-        status, text, headers = post_h2(k.port, body)
-        assert status == 503 and headers["retry-after"] == "11", text
+        r = post_h2(k.port, body)
+        assert r.status == 503 and r.headers["retry-after"] == "11", r.text
     finally:
         assert k.close() == 0
 
 
 def test_a_broken_config_changes_nothing():
-    k = Kohaku({"storage": "null", "debug": "false"}).wait_ready()
+    k = Kohaku({"storage": "null", "debug": "false"}).start()
     try:
-        report = envelope(load_stats(fixture_files()[0]))
+        report = make_envelope(load_fixture(fixture_files()[0]))
         assert len(json.dumps(report)) > 2048
         assert post_status(k, report) == 204
         good = read_config(k)
@@ -171,7 +164,7 @@ def test_a_broken_config_changes_nothing():
             write_config(k, settings, extra)
             line = hup(k, msg="config reload failed; keeping the current values")
             assert line["level"] == "error"
-            assert line["error"] == f"{k.config}:{len(settings) + 1}: {reason}", line
+            assert line["error"] == f"{k.config_path}:{len(settings) + 1}: {reason}", line
             # every value stays: no debug lines, large bodies still accepted
             assert post_status(k, report) == 204
             request_and_wait_access(k)
@@ -182,10 +175,10 @@ def test_a_broken_config_changes_nothing():
         broken("this is not a setting\n", "syntax error (expected key = value)")
         broken("no_such_key = 1\n", "unknown key 'no_such_key'")
         # a file that does not exist any more (it was given with -C)
-        os.rename(k.config, k.config + ".moved")
+        os.rename(k.config_path, k.config_path + ".moved")
         line = hup(k, msg="config reload failed; keeping the current values")
-        assert line["error"].startswith(f"{k.config}: cannot open"), line
-        os.rename(k.config + ".moved", k.config)
+        assert line["error"].startswith(f"{k.config_path}: cannot open"), line
+        os.rename(k.config_path + ".moved", k.config_path)
         # fixed: the new values apply
         write_config(k, dict(good, debug="true", max_body_bytes="1024"))
         assert hup(k)["changed"] == "debug,max_body_bytes"
@@ -197,7 +190,7 @@ def test_a_broken_config_changes_nothing():
 
 
 def test_a_key_that_needs_a_restart_is_named_and_kept():
-    k = Kohaku({"storage": "null", "debug": "false"}).wait_ready()
+    k = Kohaku({"storage": "null", "debug": "false"}).start()
     try:
         old_port = k.port
         new_port = free_port()
@@ -227,7 +220,7 @@ def test_a_key_that_needs_a_restart_is_named_and_kept():
 def start_logging_to_file(settings, log_dir):
     """A daemon logging to log_dir/kohaku.jsonl (stdout stays empty): waits for it."""
     k = Kohaku(dict(settings, log_stdout="false", log_dir=str(log_dir),
-                    log_name="kohaku.jsonl"))
+                    log_name="kohaku.jsonl")).start(wait=False)
     path = os.path.join(str(log_dir), "kohaku.jsonl")
 
     def ready():
@@ -302,7 +295,7 @@ def test_log_file_is_reopened_for_logrotate(tmp_path):
         request_and_wait_access(k)
     finally:
         assert k.close() == 0
-    assert '"msg":"stopped"' in k.final_log  # the last lines went to stdout
+    assert '"msg":"stopped"' in k.log_text()  # the last lines went to stdout
 
 
 def test_reopen_under_load_loses_no_line(tmp_path):
@@ -328,7 +321,7 @@ def test_reopen_under_load_loses_no_line(tmp_path):
             os.rename(path, f"{path}.{rotations}")
             k.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: os.path.exists(path), "the reopened log file")
-            time.sleep(0.05)
+            time.sleep(0.05)  # the pace of the rotations under load, not a wait
         t.join()
         rc, summary, out = result["lg"]
         assert rc == 0, out

@@ -17,8 +17,8 @@ import zlib
 
 import pytest
 
-from harness import (FIXTURES, LOADGEN, Kohaku, PgStore, SqliteStore, envelope, fixture_files,
-                     load_stats, loadgen)
+from helpers import (FIXTURES_DIR, KOHAKU_LOADGEN, Kohaku, PgDb, SqliteDb, fixture_files,
+                     load_fixture, loadgen, make_envelope, wait_until)
 from pgcluster import PgCluster, unique_db_name
 
 
@@ -57,18 +57,22 @@ def val(m, name, **labels):
 
 
 def wait_drained(k, timeout=60):
-    """Polls /metrics until the spool holds nothing to replay and no segment file."""
-    deadline = time.time() + timeout
-    m = {}
-    while time.time() < deadline:
-        m = k.metrics()
-        if val(m, "kohaku_spool_waiting_reports") == 0 and \
-                val(m, "kohaku_spool_segments") == 0:
-            return m
-        time.sleep(0.1)
-    raise AssertionError(f"spool not drained in {timeout}s: "
-                         f"{ {n: v for (n, _), v in m.items() if 'spool' in n} }\n"
-                         f"{k.log_text()[-3000:]}")
+    """Polls /metrics until the spool holds nothing to replay and no segment file; returns
+    that scrape."""
+    last = {}
+
+    def drained():
+        last["m"] = m = k.metrics()
+        return m if val(m, "kohaku_spool_waiting_reports") == 0 and \
+            val(m, "kohaku_spool_segments") == 0 else None
+
+    try:
+        return wait_until(drained, timeout, interval=0.1)
+    except AssertionError:
+        m = last.get("m", {})
+        raise AssertionError(f"spool not drained in {timeout}s: "
+                             f"{ {n: v for (n, _), v in m.items() if 'spool' in n} }\n"
+                             f"{k.log_text()[-3000:]}") from None
 
 
 def segment_files(spool_dir):
@@ -94,10 +98,10 @@ def read_segment(path):
 
 @pytest.mark.parametrize("fsync", ["batch", "interval"])
 def test_postgres_outage_acks_from_the_spool_and_drains(own_pg, tmp_path, fsync):
-    store = PgStore(own_pg, unique_db_name())
+    store = PgDb(own_pg, unique_db_name())
     spool = tmp_path / "spool"
     k = Kohaku(dict(store.settings(), spool_dir=str(spool), spool_fsync=fsync,
-                    storage_retry_ms=500, debug="false")).wait_ready()
+                    storage_retry_ms=500, debug="false")).start()
     try:
         a1, a2, a3 = (str(tmp_path / f"acked{i}.txt") for i in (1, 2, 3))
         rc, s, out = loadgen(k.port, "-N", 300, "-n", 60, "-c", 2, "-m", 8, "-a", a1)
@@ -139,7 +143,7 @@ def test_postgres_outage_acks_from_the_spool_and_drains(own_pg, tmp_path, fsync)
 
 
 def start_loadgen(port, acked, seconds, seed, rate=3000):
-    cmd = [LOADGEN, "-u", f"http://127.0.0.1:{port}/collector", "-F", FIXTURES,
+    cmd = [KOHAKU_LOADGEN, "-u", f"http://127.0.0.1:{port}/collector", "-F", FIXTURES_DIR,
            "-d", str(seconds), "-r", str(rate), "-n", "80", "-c", "4", "-m", "16", "-a", acked,
            "-s", str(seed), "--allow", "204,503"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -148,8 +152,8 @@ def start_loadgen(port, acked, seconds, seed, rate=3000):
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 def test_kill9_at_random_moments_loses_nothing_acknowledged(own_pg, tmp_path, backend):
     rnd = random.Random(int(time.time()))
-    store = PgStore(own_pg, unique_db_name()) if backend == "postgres" \
-        else SqliteStore(str(tmp_path))
+    store = PgDb(own_pg, unique_db_name()) if backend == "postgres" \
+        else SqliteDb(str(tmp_path))
     spool = tmp_path / "spool"
     settings = dict(store.settings(), spool_dir=str(spool), debug="false",
                     storage_retry_ms=300,
@@ -164,15 +168,16 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(own_pg, tmp_path, ba
             own_pg.stop("immediate")  # rounds 4-6: the database is away too
         if backend == "postgres" and i == 7:
             own_pg.start()
+        away = backend == "postgres" and 4 <= i < 7
         k = Kohaku(dict(settings, **({"listen_port": port, "exporter_listen_port": mport}
-                                     if port else {}))).wait_ready()
+                                     if port else {}))).start(health=None if away else 204)
         port, mport = k.port, k.metrics_port
         path = str(tmp_path / f"acked{i}.txt")
         acked.append(path)
         replayed += sum(l.get("records_to_replay", 0) for l in k.log_lines()
                         if l.get("msg") == "spool ready")
         lg = start_loadgen(k.port, path, 5, rnd.randrange(1 << 30))
-        time.sleep(rnd.uniform(0.3, 1.5))
+        time.sleep(rnd.uniform(0.3, 1.5))  # the random moment of the kill, not a wait
         k.stop(signal.SIGKILL)
         try:
             lg.wait(30)
@@ -182,7 +187,7 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(own_pg, tmp_path, ba
         k.close()
     ids = acked_ids(*acked)
     # the last start replays what every crash left in the spool
-    k = Kohaku(dict(settings, listen_port=port, exporter_listen_port=mport)).wait_ready()
+    k = Kohaku(dict(settings, listen_port=port, exporter_listen_port=mport)).start()
     try:
         replayed += sum(l.get("records_to_replay", 0) for l in k.log_lines()
                         if l.get("msg") == "spool ready")
@@ -196,13 +201,13 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(own_pg, tmp_path, ba
 
 
 def test_full_spool_answers_503_and_recovers_when_space_frees(own_pg, tmp_path):
-    store = PgStore(own_pg, unique_db_name())
-    k0 = Kohaku(store.settings()).wait_ready()  # creates the schema
+    store = PgDb(own_pg, unique_db_name())
+    k0 = Kohaku(store.settings()).start()  # creates the schema
     assert k0.close() == 0
     own_pg.stop()
     spool = tmp_path / "spool"
     k = Kohaku(dict(store.settings(), spool_dir=str(spool), spool_max_bytes=1048576,
-                    spool_segment_bytes=262144, retry_after=7, debug="false")).wait_ready()
+                    spool_segment_bytes=262144, retry_after=7, debug="false")).start(health=None)
     try:
         a1, a2 = str(tmp_path / "a1"), str(tmp_path / "a2")
         rc, s, out = loadgen(k.port, "-N", 400, "-n", 40, "-c", 1, "-m", 4, "-a", a1,
@@ -231,12 +236,12 @@ def test_503_from_a_full_spool_carries_retry_after(tmp_path):
     k = Kohaku({"storage": "postgres",
                 "postgres_uri": "postgresql://127.0.0.1:1/none?connect_timeout=1",
                 "spool_dir": str(spool), "spool_max_bytes": 1048576, "retry_after": 7,
-                "debug": "false"}).wait_ready()
+                "debug": "false"}).start(health=None)
     try:
         rc, s, out = loadgen(k.port, "-N", 300, "-n", 40, "-c", 1, "-m", 4,
                              "--allow", "204,503")
         assert rc == 0 and s["status"].get("503", 0) > 0, out
-        body = json.dumps(envelope(load_stats(fixture_files()[0]))).encode()
+        body = json.dumps(make_envelope(load_fixture(fixture_files()[0]))).encode()
         out = subprocess.run(
             ["curl", "-s", "-i", "--http2-prior-knowledge", "-X", "POST",
              "-H", "x-sora-stats-exporter-type: connection.user-agent",
@@ -253,13 +258,13 @@ def test_503_from_a_full_spool_carries_retry_after(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_torn_or_corrupt_tail_is_cut_at_the_last_good_record(own_pg, tmp_path, damage):
-    store = PgStore(own_pg, unique_db_name())
-    k0 = Kohaku(store.settings()).wait_ready()
+    store = PgDb(own_pg, unique_db_name())
+    k0 = Kohaku(store.settings()).start()
     assert k0.close() == 0
     own_pg.stop()
     spool = tmp_path / "spool"
     settings = dict(store.settings(), spool_dir=str(spool), debug="false")
-    k = Kohaku(settings).wait_ready()
+    k = Kohaku(settings).start(health=None)
     acked = str(tmp_path / "acked")
     try:
         rc, s, out = loadgen(k.port, "-N", 50, "-n", 10, "-c", 1, "-m", 4, "-a", acked)
@@ -282,7 +287,7 @@ def test_torn_or_corrupt_tail_is_cut_at_the_last_good_record(own_pg, tmp_path, d
             f.seek(last_off + last_len - 50)
             f.write(bytes([b[0] ^ 0x01]))
     own_pg.start()
-    k = Kohaku(settings).wait_ready()
+    k = Kohaku(settings).start()
     try:
         k.wait_log("spool: cut a torn tail")
         m = wait_drained(k)
@@ -298,17 +303,19 @@ def test_torn_or_corrupt_tail_is_cut_at_the_last_good_record(own_pg, tmp_path, d
 
 
 def test_sigterm_under_load_with_the_database_away(own_pg, tmp_path):
-    store = PgStore(own_pg, unique_db_name())
-    k0 = Kohaku(store.settings()).wait_ready()
+    store = PgDb(own_pg, unique_db_name())
+    k0 = Kohaku(store.settings()).start()
     assert k0.close() == 0
     spool = tmp_path / "spool"
     settings = dict(store.settings(), spool_dir=str(spool), debug="false",
                     storage_retry_ms=300, shutdown_timeout=20)
-    k = Kohaku(settings).wait_ready()
+    k = Kohaku(settings).start()
     acked = str(tmp_path / "acked")
     own_pg.stop()
     lg = start_loadgen(k.port, acked, 10, 7)
-    time.sleep(1.5)
+    # SIGTERM once the load is under way: a hundred reports acknowledged from the spool
+    wait_until(lambda: k.metric("kohaku_spool_appended_total") >= 100, 60,
+               message="100 reports spooled")
     t0 = time.time()
     rc = k.stop(signal.SIGTERM, timeout=30)
     assert rc == 0, k.log_text()[-3000:]
@@ -318,7 +325,7 @@ def test_sigterm_under_load_with_the_database_away(own_pg, tmp_path):
     ids = acked_ids(acked)
     assert len(ids) > 50
     own_pg.start()
-    k = Kohaku(settings).wait_ready()
+    k = Kohaku(settings).start()
     try:
         wait_drained(k)
         assert_stored_once(store, ids)
@@ -328,11 +335,12 @@ def test_sigterm_under_load_with_the_database_away(own_pg, tmp_path):
 
 def test_spool_dir_used_by_another_process_is_refused(tmp_path):
     spool = tmp_path / "spool"
-    st = SqliteStore(str(tmp_path))
-    k = Kohaku(dict(st.settings(), spool_dir=str(spool))).wait_ready()
+    st = SqliteDb(str(tmp_path))
+    k = Kohaku(dict(st.settings(), spool_dir=str(spool))).start()
     try:
         os.makedirs(tmp_path / "x")
-        other = Kohaku(dict(SqliteStore(str(tmp_path / "x")).settings(), spool_dir=str(spool)))
+        other = Kohaku(dict(SqliteDb(str(tmp_path / "x")).settings(), spool_dir=str(spool)))
+        other.start(wait=False)
         assert other.proc.wait(20) != 0
         assert "in use by another kohaku process" in other.log_text()
         other.close()
@@ -341,17 +349,24 @@ def test_spool_dir_used_by_another_process_is_refused(tmp_path):
 
 
 def test_second_sigterm_exits_at_once(tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = Kohaku(dict(st.settings(), shutdown_timeout=60, request_header_timeout=60)).wait_ready()
+    st = SqliteDb(str(tmp_path))
+    k = Kohaku(dict(st.settings(), shutdown_timeout=60, request_header_timeout=60)).start()
     import socket
+
+    def h1_connections():
+        return k.metric("kohaku_connections", protocol="h1")
+
+    wait_until(lambda: h1_connections() == 0, 10, message="the readiness probe's connection gone")
     slow = socket.create_connection(("127.0.0.1", k.port))
     try:
         slow.sendall(b"POST /webhook/stats HTTP/1.1\r\nHost: x\r\n")  # headers never end
-        time.sleep(0.2)
+        # in progress once kohaku has read its first bytes (an HTTP/1.1 connection from then on)
+        wait_until(lambda: h1_connections() == 1, 10, message="the slow request read")
         k.proc.send_signal(signal.SIGTERM)
         k.wait_log("shutting down")
+        # a second of the grace period: the first SIGTERM waits for the request in progress
         time.sleep(1.0)
-        assert k.proc.poll() is None  # the first one waits for the request in progress
+        assert k.proc.poll() is None
         t0 = time.time()
         k.proc.send_signal(signal.SIGTERM)
         assert k.proc.wait(5) == 1
@@ -367,10 +382,10 @@ def test_sqlite_locked_then_released_drains_the_spool(tmp_path):
     locked, reports go to the spool; once the lock goes, the drainer's probe write succeeds
     and the spool drains (it must not wait for a write that only the spool could send)."""
     import sqlite3
-    st = SqliteStore(str(tmp_path))
+    st = SqliteDb(str(tmp_path))
     spool = tmp_path / "spool"
     settings = dict(st.settings(), spool_dir=str(spool), storage_retry_ms=300, debug="false")
-    k = Kohaku(settings).wait_ready()
+    k = Kohaku(settings).start()
     try:
         a1, a2 = str(tmp_path / "a1"), str(tmp_path / "a2")
         rc, s, out = loadgen(k.port, "-N", 100, "-n", 20, "-c", 1, "-m", 4, "-a", a1)

@@ -15,9 +15,8 @@ import pytest
 from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame,
                               PingFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
-from harness import (BIN, Kohaku, SqliteStore, all_counts, envelope, fixture_files, load_stats,
-                     need_tool, post_h2, sora_id)
-from helpers import make_cert, make_pki
+from helpers import (CurlError, Kohaku, all_counts, fixture_files, load_fixture, make_cert,
+                     make_envelope, make_pki, need_tool, post_h2, sora_id, wait_until)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -27,21 +26,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return make_pki(str(tmp_path_factory.mktemp("pki")))
-
-
-@pytest.fixture
-def started():
-    procs = []
-
-    def start(settings, ready=True):
-        k = Kohaku(settings)
-        procs.append(k)
-        return k.wait_ready() if ready else k
-
-    yield start
-    for k in procs:
-        rc = k.close()
-        assert rc == 0, k.log_text()[-3000:]
 
 
 def tls_settings(pki, store, mtls=False):
@@ -70,21 +54,22 @@ def curl_tls(k, pki, *args, path="/collector", cert=None, data=None):
 
 
 def report_body():
-    return json.dumps(envelope(load_stats(fixture_files()[0]))).encode()
+    return json.dumps(make_envelope(load_fixture(fixture_files()[0]))).encode()
 
 
 EXPORTER = ("-H", "x-sora-stats-exporter-type: connection.user-agent")
 
 
-def test_tls_h2_and_http1(pki, started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(tls_settings(pki, st))
+@pytest.mark.storage("sqlite")
+def test_tls_h2_and_http1(pki, db, kohaku_factory, tmp_path):
+    st = db
+    k = kohaku_factory(tls_settings(pki, st))
     code, version, text = curl_tls(k, pki, "--http2", *EXPORTER, "--data-binary", "@-",
                                    data=report_body())
     assert (code, version) == (204, "2"), text
     code, version, _ = curl_tls(k, pki, "--http1.1", path="/.ok")
     assert (code, version) == (204, "1.1")
-    env = envelope(load_stats(fixture_files()[1]), type="connection.rtc")
+    env = make_envelope(load_fixture(fixture_files()[1]), type="connection.rtc")
     del env["multistream"]
     code, version, text = curl_tls(k, pki, "--http1.1", "-H", "sora-stats-webhook-type: "
                                    "connection.rtc", "--data-binary", "@-",
@@ -98,9 +83,10 @@ def test_tls_h2_and_http1(pki, started, tmp_path):
         assert f"ALPN protocol: {want}" in out
 
 
-def test_mtls(pki, started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(tls_settings(pki, st, mtls=True))
+@pytest.mark.storage("sqlite")
+def test_mtls(pki, db, kohaku_factory, tmp_path):
+    st = db
+    k = kohaku_factory(tls_settings(pki, st, mtls=True))
     code, _, text = curl_tls(k, pki, "--http2", *EXPORTER, "--data-binary", "@-",
                              cert="client", data=report_body())
     assert code == 204, text
@@ -115,31 +101,33 @@ def test_mtls(pki, started, tmp_path):
     k.wait_log("certificate verify failed")
 
 
-def test_ca_directory_must_hold_only_certificates(pki, tmp_path):
+@pytest.mark.storage("sqlite")
+def test_ca_directory_must_hold_only_certificates(pki, db, tmp_path):
     cas = tmp_path / "cas"
     cas.mkdir()
     shutil.copy(os.path.join(pki, "ca.crt"), cas / "ca.pem")
     shutil.copy(os.path.join(pki, "otherca.crt"), cas / "other.pem")
-    st = SqliteStore(str(tmp_path))
+    st = db
     settings = dict(tls_settings(pki, st), tls_verify_cacert_path=str(cas))
-    k = Kohaku(settings).wait_ready()  # a directory of certificates is fine
+    k = Kohaku(settings).start()  # a directory of certificates is fine
     assert k.close() == 0
     (cas / "notes.txt").write_text("not a certificate\n")
-    k = Kohaku(settings)
+    k = Kohaku(settings).start(wait=False)
     rc = k.proc.wait(20)
     assert rc != 0
     assert "notes.txt holds no PEM certificate" in k.log_text()
 
 
-def test_sighup_reloads_certificates(pki, started, tmp_path):
+@pytest.mark.storage("sqlite")
+def test_sighup_reloads_certificates(pki, db, kohaku_factory, tmp_path):
     d = tmp_path / "certs"
     d.mkdir()
     for f in ("fullchain.pem", "server.key"):
         shutil.copy(os.path.join(pki, f), d / f)
-    st = SqliteStore(str(tmp_path))
+    st = db
     settings = dict(tls_settings(pki, st), tls_fullchain_file=str(d / "fullchain.pem"),
                     tls_privkey_file=str(d / "server.key"), exporter_https="true")
-    k = started(settings)
+    k = kohaku_factory(settings)
 
     def served_subject(port=None):
         out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port or k.port}"],
@@ -177,15 +165,16 @@ def test_sighup_reloads_certificates(pki, started, tmp_path):
 
 # --- the stats webhook -------------------------------------------------------------------------
 
-def test_webhook_http1_keepalive_and_h2_rows_match_exporter(started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(st.settings())
-    stats = load_stats(fixture_files()[0])
-    exporter = envelope(stats)
-    assert post_h2(k.port, exporter)[0] == 204
+@pytest.mark.storage("sqlite")
+def test_webhook_http1_keepalive_and_h2_rows_match_exporter(db, kohaku_factory, tmp_path):
+    st = db
+    k = kohaku_factory()
+    stats = load_fixture(fixture_files()[0])
+    exporter = make_envelope(stats)
+    assert post_h2(k.port, exporter).status == 204
     hooks = []
     for _ in range(3):
-        env = envelope(stats, type="connection.rtc", bundle_id=sora_id())
+        env = make_envelope(stats, type="connection.rtc", bundle_id=sora_id())
         del env["multistream"]
         hooks.append(env)
     s = socket.create_connection(("127.0.0.1", k.port))
@@ -207,12 +196,12 @@ def test_webhook_http1_keepalive_and_h2_rows_match_exporter(started, tmp_path):
         head = s.recv(4096)
         assert head.startswith(b"HTTP/1.1 400" if body == b'{"a":1}' else b"HTTP/1.1 204"), head
     s.close()
-    h2env = envelope(stats, type="connection.rtc")
-    status, text, _ = post_h2(k.port, h2env, exporter_type=None, path="/webhook/stats",
-                              extra_headers=["sora-stats-webhook-type: connection.rtc"])
-    assert status == 204, text
-    status, text, _ = post_h2(k.port, h2env, exporter_type=None, path="/webhook/stats")
-    assert status == 400 and "sora-stats-webhook-type: required" in text
+    h2env = make_envelope(stats, type="connection.rtc")
+    r = post_h2(k.port, h2env, exporter_type=None, path="/webhook/stats",
+                headers=["sora-stats-webhook-type: connection.rtc"])
+    assert r.status == 204, r.text
+    r = post_h2(k.port, h2env, exporter_type=None, path="/webhook/stats")
+    assert r.status == 400 and "sora-stats-webhook-type: required" in r.text
 
     def rows(cid):
         return sorted(st.query("SELECT stats_id, stats_type, stats_timestamp, bytes_sent, "
@@ -296,9 +285,8 @@ def abuse(case):
 @pytest.mark.parametrize("case", ["ping-flood", "settings-flood", "rapid-reset",
                                   "continuation-flood", "data-past-content-length",
                                   "window-overflow"])
-def test_http2_abuse_closes_only_that_connection(case, started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(st.settings())
+def test_http2_abuse_closes_only_that_connection(case, kohaku_factory, tmp_path):
+    k = kohaku_factory()
     bystander = h2_conn(k.port)
     read_frames(bystander, 0.3)
     rss0 = rss_kib(k.proc.pid)
@@ -318,26 +306,24 @@ def test_http2_abuse_closes_only_that_connection(case, started, tmp_path):
     frames, _ = read_frames(bystander, 1)
     assert any(isinstance(f, HeadersFrame) for f in frames)
     bystander.close()
-    assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
+    assert post_h2(k.port, make_envelope(load_fixture(fixture_files()[0]))).status == 204
     assert rss_kib(k.proc.pid) < rss0 + 32 * 1024
 
 
-def test_header_limits(started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(dict(st.settings(), max_headers=16, max_header_bytes=2048))
+def test_header_limits(kohaku_factory, tmp_path):
+    k = kohaku_factory(max_headers=16, max_header_bytes=2048)
     many = [f"x-h{i}: v" for i in range(40)]
-    status, text, _ = post_h2(k.port, b"{}", extra_headers=many)
-    assert status == 431, text
+    r = post_h2(k.port, b"{}", headers=many)
+    assert r.status == 431, r.text
     s = socket.create_connection(("127.0.0.1", k.port))
     s.sendall(b"GET /.ok HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4000 + b"\r\n\r\n")
     assert s.recv(4096).startswith(b"HTTP/1.1 431")
     s.close()
-    assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
+    assert post_h2(k.port, make_envelope(load_fixture(fixture_files()[0]))).status == 204
 
 
-def test_slow_clients_are_timed_out(started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(dict(st.settings(), request_header_timeout=1, request_body_timeout=2))
+def test_slow_clients_are_timed_out(kohaku_factory, tmp_path):
+    k = kohaku_factory(request_header_timeout=1, request_body_timeout=2)
     # HTTP/1.1 headers that never finish: 408 and closed
     slow = socket.create_connection(("127.0.0.1", k.port))
     slow.sendall(b"POST /webhook/stats HTTP/1.1\r\nHost: x\r\n")
@@ -377,13 +363,15 @@ def test_slow_clients_are_timed_out(started, tmp_path):
     assert silent.recv(10) == b""
     # timeouts of 1 and 2 s, checked by a once-a-second sweep: all three well within 6 s
     assert time.time() - t0 < 6
-    assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
+    assert post_h2(k.port, make_envelope(load_fixture(fixture_files()[0]))).status == 204
 
 
-def test_max_connections(started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(dict(st.settings(), max_connections=3))
-    time.sleep(0.3)  # the readiness probe's connection is gone
+def test_max_connections(kohaku_factory, tmp_path):
+    k = kohaku_factory(max_connections=3)
+    # the readiness probe's connection must be gone first: it would count
+    wait_until(lambda: k.metric("kohaku_connections", protocol="h1") +
+               k.metric("kohaku_connections", protocol="h2") == 0, 10,
+               message="the readiness probe's connection closed")
     held = []
     for _ in range(3):  # each answered once, so each is surely counted
         s = socket.create_connection(("127.0.0.1", k.port))
@@ -399,33 +387,32 @@ def test_max_connections(started, tmp_path):
     k.wait_log("max_connections reached")
     for s in held:
         s.close()
-    deadline = time.time() + 5
-    while time.time() < deadline:
+    def accepted_again():
         try:
-            assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
-            break
-        except subprocess.CalledProcessError:
-            time.sleep(0.1)
-    else:
-        raise AssertionError("kohaku did not accept again after connections closed")
+            return post_h2(k.port, make_envelope(load_fixture(fixture_files()[0]))).status
+        except CurlError:
+            return None
+
+    assert wait_until(accepted_again, 5, interval=0.1,
+                      message="kohaku accepting again after connections closed") == 204
 
 
-def test_json_limits(started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(dict(st.settings(), max_json_depth=8, max_stats_per_report=5))
-    env = envelope([{"type": "codec", "id": str(i), "timestamp": 1} for i in range(6)])
-    status, text, _ = post_h2(k.port, env)
-    assert status == 400 and "stats: more than 5 objects" in text
-    env = envelope([{"type": "codec", "id": "a", "timestamp": 1,
+@pytest.mark.storage("sqlite")
+def test_json_limits(db, kohaku_factory, tmp_path):
+    st = db
+    k = kohaku_factory(max_json_depth=8, max_stats_per_report=5)
+    env = make_envelope([{"type": "codec", "id": str(i), "timestamp": 1} for i in range(6)])
+    r = post_h2(k.port, env)
+    assert r.status == 400 and "stats: more than 5 objects" in r.text
+    env = make_envelope([{"type": "codec", "id": "a", "timestamp": 1,
                      "x": [[[[[[[[[1]]]]]]]]]}])
-    status, text, _ = post_h2(k.port, env)
-    assert status == 400 and "nested deeper than 8" in text
+    r = post_h2(k.port, env)
+    assert r.status == 400 and "nested deeper than 8" in r.text
     assert st.count("sora_report") == 0
 
 
-def test_concurrent_streams_and_idle_timeout(started, tmp_path):
-    st = SqliteStore(str(tmp_path))
-    k = started(dict(st.settings(), http2_max_concurrent_streams=4, http2_idle_timeout=2))
+def test_concurrent_streams_and_idle_timeout(kohaku_factory, tmp_path):
+    k = kohaku_factory(http2_max_concurrent_streams=4, http2_idle_timeout=2)
     s = h2_conn(k.port)
     frames, _ = read_frames(s, 0.5)
     settings = [f for f in frames if isinstance(f, SettingsFrame) and "ACK" not in f.flags]
@@ -445,13 +432,14 @@ def test_concurrent_streams_and_idle_timeout(started, tmp_path):
     frames, closed = read_frames(idle, 6)
     assert closed and 1.5 < time.time() - t0 < 6
     assert any(isinstance(f, GoAwayFrame) for f in frames)
-    assert post_h2(k.port, envelope(load_stats(fixture_files()[0])))[0] == 204
+    assert post_h2(k.port, make_envelope(load_fixture(fixture_files()[0]))).status == 204
 
 
-def test_metrics_over_tls(pki, started, tmp_path):
+@pytest.mark.storage("sqlite")
+def test_metrics_over_tls(pki, db, kohaku_factory, tmp_path):
     """exporter_https serves /metrics over TLS with the same certificate."""
-    st = SqliteStore(str(tmp_path))
-    k = started(dict(tls_settings(pki, st), exporter_https="true"))
+    st = db
+    k = kohaku_factory(dict(tls_settings(pki, st), exporter_https="true"))
     assert curl_tls(k, pki, "--http2", *EXPORTER, "--data-binary", "@-",
                     data=report_body())[0] == 204
     need_tool("curl")

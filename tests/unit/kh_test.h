@@ -1,7 +1,8 @@
 /*
- * kh_test: helpers shared by the unit tests (header only, everything static inline): building
- * Sora envelopes as text, parsing a body with the real envelope parser, reading fixture files.
- * Include after <cmocka.h>. Nothing here may hide a failure: helpers assert what they rely on.
+ * kh_test: helpers shared by the unit tests (header only, everything static inline): the Sora
+ * envelopes every test builds on (defined here once), building them as text, parsing a body
+ * with the real envelope parser, reading fixture files, finding rows and values. Include
+ * after <cmocka.h>. Nothing here may hide a failure: helpers assert what they rely on.
  */
 #ifndef KH_TEST_H
 #define KH_TEST_H
@@ -80,8 +81,7 @@ static const struct kht_kv kht_node_base[] = {
     {NULL, NULL},
 };
 
-/* The base envelope around `stats` (array text) with `key` set to the JSON text `value`
- * (value NULL: the key is removed; a key not in the base is appended). Caller frees. */
+/* Appends a and b (NULL: nothing) to the NUL-terminated *buf of *len bytes. */
 static inline void kht_cat(char **buf, size_t *len, const char *a, const char *b)
 {
     size_t na = strlen(a), nb = b ? strlen(b) : 0;
@@ -174,6 +174,20 @@ static inline int kht_parse(const char *body, struct kh_report **out, char *err,
 {
     return kht_parse_ex(body, strlen(body), 0, KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER, NULL,
                         out, err, errlen);
+}
+
+/* The connection report of kht_envelope(stats, key, value), parsed in one piece; fails the
+ * test when the parser refuses it. Caller frees. */
+static inline struct kh_report *kht_report(const char *stats, const char *key, const char *value)
+{
+    char *body = kht_envelope(stats, key, value);
+    struct kh_report *r = NULL;
+    char err[512];
+    if (kht_parse(body, &r, err, sizeof(err)) != 0)
+        fail_msg("%s = %s refused: %s", key ? key : "(the base envelope)",
+                 value ? value : "(absent)", err);
+    free(body);
+    return r;
 }
 
 /* Fails the test unless msg starts with prefix (and shows both). */

@@ -75,6 +75,7 @@ static void test_defaults(void **state)
     assert_true(cfg.log_stdout);
     assert_string_equal(cfg.listen_addr, "0.0.0.0");
     assert_string_equal(cfg.collector_path, "/collector");
+    assert_string_equal(cfg.sqlite_path, "./kohaku.db");
     assert_string_equal(cfg.postgres_uri, "");
     assert_string_equal(cfg.storage, "");
     assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), 0);
@@ -102,6 +103,13 @@ static void test_defaults(void **state)
     assert_int_equal(kh_config_set(&cfg, "storage", "postgres", err, 256), 0);
     assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), KH_EINVAL);
     assert_string_equal(err, "postgres_uri: required when storage = postgres");
+    kh_config_cleanup(&cfg);
+
+    /* https set without a file: the message names the key */
+    assert_int_equal(kh_config_init(&cfg), 0);
+    assert_int_equal(kh_config_set(&cfg, "https", "true", err, 256), 0);
+    assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), KH_EINVAL);
+    assert_non_null(strstr(err, "https:"));
     kh_config_cleanup(&cfg);
 }
 
@@ -135,6 +143,7 @@ static void test_unknown_key(void **state)
     (void)state;
     expect_error("listen_port = 5890\nx = 1\n", 2, "unknown key 'x'");
     expect_error("; comment\n\n\nlisten_prot = 5890\n", 4, "unknown key 'listen_prot'");
+    expect_error("listen_port = 5890\nbogus = 1\n", 2, "unknown key 'bogus'");
 }
 
 static void test_out_of_range(void **state)
@@ -148,7 +157,10 @@ static void test_out_of_range(void **state)
                  "http2_max_read_frame_size: must be between 16384 and 16777215, got 1024");
     expect_error("max_body_bytes = -5\n", 1,
                  "max_body_bytes: must be between 1024 and 1073741824, got -5");
+    expect_error("; c\n\nlisten_port = 0\n", 3,
+                 "listen_port: must be between 1 and 65535, got 0");
     expect_error("listen_port = 80x\n", 1, "listen_port: must be an integer, got '80x'");
+    expect_error("listen_port = 12ab\n", 1, "listen_port: must be an integer, got '12ab'");
     expect_error("listen_port =\n", 1, "listen_port: must be an integer, got ''");
     expect_error("listen_port = 99999999999999999999\n", 1,
                  "listen_port: must be an integer, got '99999999999999999999'");
@@ -158,6 +170,7 @@ static void test_bad_bool_and_enum(void **state)
 {
     (void)state;
     expect_error("https = yes\n", 1, "https: must be true or false, got 'yes'");
+    expect_error("debug = yes\n", 1, "debug: must be true or false, got 'yes'");
     expect_error("debug = \n", 1, "debug: must be true or false, got ''");
     expect_error("storage = mysql\n", 1,
                  "storage: must be one of sqlite|postgres|null, got 'mysql'");
@@ -176,6 +189,8 @@ static void test_section_header_refused(void **state)
     (void)state;
     expect_error("[kohaku]\nlisten_port = 5890\n", 2,
                  "section [kohaku]: kohaku's keys are flat; remove the section header");
+    expect_error("[main]\ndebug = true\n", 2,
+                 "section [main]: kohaku's keys are flat; remove the section header");
 }
 
 static void test_syntax_error_and_missing_file(void **state)
@@ -208,6 +223,12 @@ static void test_long_value(void **state)
     assert_int_equal(cfg.listen_port, 5999);
     assert_int_equal(kh_config_finish(&cfg, err, sizeof(err)), 0);
     assert_string_equal(cfg.storage, "postgres");
+    kh_config_cleanup(&cfg);
+    /* a line longer than 1,024 bytes, unquoted */
+    memset(uri, 'a', 1000);
+    snprintf(text, sizeof(text), "postgres_uri = postgresql://%s\n", uri);
+    assert_int_equal(load(&cfg, text, err, sizeof(err), NULL), 0);
+    assert_int_equal(strlen(cfg.postgres_uri), 1013);
     kh_config_cleanup(&cfg);
 }
 

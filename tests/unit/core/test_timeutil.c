@@ -12,7 +12,6 @@
 #include <cmocka.h>
 
 #include "core/errors.h"
-#include "core/numparse.h"
 #include "core/timeutil.h"
 
 static int parse(const char *s, int64_t *usec, const char **why)
@@ -197,21 +196,34 @@ static void test_format_and_round_trip(void **state)
     }
 }
 
-static void test_format_int64(void **state)
+/* A few values end to end: parse, format, accept, truncate to microseconds, refuse. */
+static void test_parse_and_format_examples(void **state)
 {
     (void)state;
-    static const int64_t v[] = {0, 1, -1, 9, 10, -10, 1234567890123LL, INT64_MAX, INT64_MIN,
-                                INT64_MIN + 1, 1000000000000000000LL};
-    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-        char want[32], got[32];
-        snprintf(want, sizeof(want), "%lld", (long long)v[i]);
-        size_t n = kh_format_int64(got, v[i]);
-        got[n] = '\0';
-        assert_string_equal(got, want);
-    }
-    char d[7] = {0};
-    kh_format_digits(d, 42, 6);
-    assert_string_equal(d, "000042");
+    int64_t us;
+    const char *why;
+    char out[KH_TIME_TEXT_LEN + 1];
+    assert_int_equal(kh_time_parse_rfc3339("1970-01-01T00:00:00.000001Z", 27, &us, &why), 0);
+    assert_int_equal(us, 1);
+    assert_int_equal(kh_time_parse_rfc3339("2026-11-24T06:15:42.123456Z", 27, &us, &why), 0);
+    assert_int_equal(us, 1795500942123456LL);
+    kh_time_format(us, out);
+    assert_string_equal(out, "2026-11-24T06:15:42.123456Z");
+    static const char *ok[] = {"2026-11-24T06:15:42.1Z", "2026-11-24T06:15:42.123456789Z",
+                               "2024-02-29T23:59:59.9+00:00", "2026-11-24t06:15:42.5z"};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        assert_int_equal(kh_time_parse_rfc3339(ok[i], strlen(ok[i]), &us, &why), 0);
+    kh_time_parse_rfc3339("2026-11-24T06:15:42.123456789Z", 30, &us, &why);
+    kh_time_format(us, out);
+    assert_string_equal(out, "2026-11-24T06:15:42.123456Z"); /* truncated to microseconds */
+    static const char *bad[] = {"2026-11-24T06:15:42Z",        "2026-11-24 06:15:42.1Z",
+                                "2025-02-29T00:00:00.1Z",      "2026-13-01T00:00:00.1Z",
+                                "2026-11-24T24:00:00.1Z",      "2026-11-24T06:15:42.1+09:00",
+                                "2026-11-24T06:15:42.1",       "2026-11-24T06:15:42.1234567890Z",
+                                "yesterday",                   ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (kh_time_parse_rfc3339(bad[i], strlen(bad[i]), &us, &why) != KH_EINVAL)
+            fail_msg("accepted '%s'", bad[i]);
 }
 
 static void test_clocks(void **state)
@@ -232,7 +244,7 @@ int main(void)
         cmocka_unit_test(test_missing_fraction_and_bad_dates),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_format_and_round_trip),
-        cmocka_unit_test(test_format_int64),
+        cmocka_unit_test(test_parse_and_format_examples),
         cmocka_unit_test(test_clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

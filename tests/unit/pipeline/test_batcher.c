@@ -2,7 +2,8 @@
  * Unit tests of src/pipeline/batcher.c with a real libevent loop and a fake storage backend
  * defined here: every submitted report completes exactly once on the loop thread (0, or
  * KH_ERETRY when storage fails), batch_max_reports splits batches, and the in-flight budget
- * and shutdown refuse a report without ever calling back.
+ * and shutdown refuse a report without ever calling back. Most tests submit empty reports;
+ * two submit reports parsed from a real envelope, whose arenas the in-flight budget counts.
  */
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -21,6 +22,7 @@
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "kh_test.h"
 #include "pipeline/batcher.h"
 #include "store/store.h"
 
@@ -253,6 +255,94 @@ static void test_inline_backend(void **state)
     assert_int_equal(total_calls(c), 5);
 }
 
+/* A connection report parsed from an envelope, as the collector hands it over. */
+static struct kh_report *parsed(const char *timestamp)
+{
+    return kht_report(NULL, "timestamp", timestamp);
+}
+
+static void test_parsed_reports_complete_once(void **state)
+{
+    struct ctx *c = *state;
+    c->cfg.batch_max_reports = 8;
+    c->cfg.storage_retry_ms = 0;
+    c->cfg.max_inflight_bytes = 268435456;
+    c->cfg.batch_max_delay_ms = 0;
+    struct kh_batcher *b = batcher(c);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(kh_batcher_submit(b, parsed("\"2026-11-24T06:00:00.5Z\""), on_stored,
+                                           &c->done[i]),
+                         0);
+    pump(c, 50);
+    assert_all_done(c, 50, 0);
+    size_t sum = 0, max = 0;
+    for (size_t i = 0; i < writes(); i++) {
+        sum += fake.sizes[i];
+        max = fake.sizes[i] > max ? fake.sizes[i] : max;
+    }
+    assert_int_equal(sum, 50);
+    assert_true(max <= 8);
+    assert_true(writes() >= 7); /* 50 reports, 8 at most per batch */
+    kh_batcher_stop(b);
+    struct kh_report *r = parsed("\"2026-11-24T06:00:00.5Z\"");
+    assert_int_equal(kh_batcher_submit(b, r, on_stored, &c->done[50]), KH_ESHUTDOWN);
+    kh_report_free(r);
+    kh_batcher_free(b);
+    assert_int_equal(total_calls(c), 50); /* the refused one never called back */
+}
+
+static void test_parsed_reports_retry_and_budget(void **state)
+{
+    struct ctx *c = *state;
+    c->cfg.batch_max_reports = 8;
+    c->cfg.storage_retry_ms = 5000;
+    c->cfg.batch_max_delay_ms = 0;
+    /* storage known down: no retries, the report gets KH_ERETRY (503) */
+    fake.healthy = false;
+    fake.fail_next = 1;
+    struct kh_batcher *b = batcher(c);
+    assert_int_equal(
+        kh_batcher_submit(b, parsed("\"2026-11-24T06:00:00.5Z\""), on_stored, &c->done[0]), 0);
+    pump(c, 1);
+    assert_all_done(c, 1, KH_ERETRY);
+    /* a new failure while healthy: retried, then stored */
+    fake.healthy = true;
+    fake.fail_next = 2;
+    assert_int_equal(
+        kh_batcher_submit(b, parsed("\"2026-11-24T06:00:01.5Z\""), on_stored, &c->done[1]), 0);
+    pump(c, 2);
+    assert_int_equal(c->done[1].calls, 1);
+    assert_int_equal(c->done[1].result, 0);
+    assert_int_equal(fake.fail_next, 0);
+    kh_batcher_free(b);
+    /* the in-flight budget: each report holds at least one 16 KiB arena chunk, so 6 cannot
+     * all fit in 64 KiB */
+    memset(c->done, 0, sizeof(c->done));
+    c->cfg.storage_retry_ms = 0;
+    c->cfg.max_inflight_bytes = 65536;
+    b = batcher(c);
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < 6; i++) {
+        char ts[64];
+        snprintf(ts, sizeof(ts), "\"2026-11-24T06:00:0%d.5Z\"", i);
+        struct kh_report *r = parsed(ts);
+        int rc = kh_batcher_submit(b, r, on_stored, &c->done[accepted]);
+        if (rc == 0) {
+            accepted++;
+        } else {
+            assert_int_equal(rc, KH_ENOSPC);
+            kh_report_free(r);
+            refused++;
+        }
+    }
+    assert_true(accepted >= 1);
+    assert_true(refused >= 1);
+    pump(c, accepted);
+    assert_all_done(c, accepted, 0);
+    kh_batcher_free(b);
+    assert_int_equal(total_calls(c), accepted);
+}
+
 static void test_write_failure_gives_retry(void **state)
 {
     struct ctx *c = *state;
@@ -392,11 +482,13 @@ static void test_free_completes_queued_reports(void **state)
 int main(void)
 {
     kh_log_set_level(KH_LOG_ERROR + 1); /* the failure tests log errors on purpose */
-    if (evthread_use_pthreads() != 0)
+    if (evthread_use_pthreads() != 0 || kh_schema_init() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_report_completes_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inline_backend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parsed_reports_complete_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parsed_reports_retry_and_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failure_gives_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_then_success, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_max_reports_splits, setup, teardown),
@@ -405,5 +497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_completes_queued_reports, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    kh_schema_cleanup();
+    return failed;
 }

@@ -1,8 +1,9 @@
 /*
  * Unit tests of src/sora/envelope.c: the envelope rules of DESIGN 1.3 (each broken rule gives
  * KH_EINVAL and a message that starts with the field name), body-level errors (malformed,
- * truncated, invalid UTF-8, \u0000) and limits. The stats -> row mapping, chunked feeding and
- * the node.erlang-vm payload are in test_sora_rows.c.
+ * truncated, invalid UTF-8, \u0000), limits, and the body's type against its header. The
+ * stats -> row mapping, chunked feeding and the node.erlang-vm payload are in
+ * test_envelope_rows.c (envelope.c's tests, split by concern: together they pass 1,200 lines).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -56,14 +57,7 @@ static void refuse_stats(const char *stats, const char *expect)
 
 static struct kh_report *accept_key(const char *key, const char *value)
 {
-    char *body = kht_envelope(NULL, key, value);
-    struct kh_report *r = NULL;
-    char err[512];
-    int rc = kht_parse(body, &r, err, sizeof(err));
-    if (rc != 0)
-        fail_msg("%s = %s refused: %s", key, value ? value : "(absent)", err);
-    free(body);
-    return r;
+    return kht_report(NULL, key, value);
 }
 
 /* A JSON string of n copies of unit (which may be multibyte). */
@@ -155,6 +149,8 @@ static const struct rule rules[] = {
     {"timestamp", "null", "timestamp: must be a string, got null", false},
     {"timestamp", "1795500198544", "timestamp: must be a string, got number", false},
     {"timestamp", "\"2026-11-24T06:15:42Z\"", "timestamp: must be RFC 3339", true},
+    {"timestamp", "\"2026-11-24 06:15:42.1Z\"", "timestamp: must be RFC 3339", true},
+    {"timestamp", "\"2026-02-30T06:15:42.1Z\"", "timestamp: must be RFC 3339", true},
     {"timestamp", "\"2026-11-24T15:15:42.1+09:00\"", "timestamp: must be UTC", true},
     {"timestamp", "\"2026-02-30T06:15:42.1Z\"", "timestamp: ", true},
     {"timestamp", "\"yesterday\"", "timestamp: ", true},
@@ -166,12 +162,14 @@ static const struct rule rules[] = {
     {"node_name", NULL, "node_name: required", false},
     {"node_name", "\"\"", "node_name: must not be empty", false},
     {"node_name", "{}", "node_name: must be a string, got object", false},
+    {"node_name", "[]", "node_name: must be a string, got array", false},
     {"multistream", NULL, "multistream: required boolean", false},
     {"multistream", "null", "multistream: must be a boolean, got null", false},
     {"multistream", "\"true\"", "multistream: must be a boolean, got string", false},
     {"multistream", "1", "multistream: must be a boolean, got number", false},
     {"simulcast", NULL, "simulcast: required boolean", false},
     {"simulcast", "null", "simulcast: must be a boolean, got null", false},
+    {"simulcast", "\"false\"", "simulcast: must be a boolean, got string", false},
     {"spotlight", NULL, "spotlight: required boolean", false},
     {"spotlight", "0", "spotlight: must be a boolean, got number", false},
     {"role", NULL, "role: required", false},
@@ -211,6 +209,8 @@ static void test_every_rule_broken(void **state)
 static void test_stats_rules(void **state)
 {
     (void)state;
+    refuse_stats("[1]", "stats[0]: must be an object, got number");
+    refuse_stats("[" OBJ("") ",[]]", "stats[1]: must be an object, got array");
     refuse_stats("[" OBJ("") ",\"x\"]", "stats[1]: must be an object, got string");
     refuse_stats("[" OBJ("") "," OBJ("") ",7]", "stats[2]: must be an object, got number");
     refuse_stats("[null]", "stats[0]: must be an object, got null");
@@ -412,6 +412,9 @@ static void test_body_errors(void **state)
     expect_refused("{'type': 'x'}", "body: malformed JSON", true);
     expect_refused("{\"type\":\"connection.user-agent\",}", "body: malformed JSON", true);
     expect_refused("{\"stats\":[NaN]}", "body: malformed JSON", true);
+    expect_refused("{\"type\": x}", "body: malformed JSON at byte", true);
+    expect_refused("{\"type\":\"\xff\"}", "body: malformed JSON", true);
+    expect_refused("{\"type\":\"connection.user-agent\"} {}", "body: malformed JSON", true);
     /* a complete envelope followed by more */
     char *twice = malloc(2 * n + 1);
     if (twice == NULL)
@@ -541,6 +544,7 @@ static void test_nul_refused(void **state)
     (void)state;
     refuse_key("label", "\"Sora\\u0000\"", "label: must not contain \\u0000", false);
     refuse_key("channel_id", "\"a\\u0000b\"", "channel_id: must not contain \\u0000", false);
+    refuse_key("client_id", "\"a\\u0000b\"", "client_id: must not contain \\u0000", false);
     /* a stats string member: after "type" (fast path) and before it */
     refuse_stats("[{\"id\":\"A\",\"type\":\"transport\",\"timestamp\":1,"
                  "\"dtlsState\":\"x\\u0000\"}]",
@@ -548,6 +552,8 @@ static void test_nul_refused(void **state)
     refuse_stats("[{\"dtlsState\":\"\\u0000\",\"id\":\"A\",\"type\":\"transport\","
                  "\"timestamp\":1}]",
                  "stats[0].dtlsState: must not contain \\u0000");
+    refuse_stats("[{\"id\":\"A\",\"type\":\"codec\",\"timestamp\":1,\"mimeType\":\"a\\u0000\"}]",
+                 "stats[0].mimeType: must not contain \\u0000");
     refuse_stats("[{\"id\":\"A\",\"type\":\"transport\",\"timestamp\":1,\"vendor\":\"\\u0000\"}]",
                  "stats[0].vendor: must not contain \\u0000");
     refuse_stats("[{\"id\":\"A\\u0000\",\"type\":\"codec\",\"timestamp\":1}]",
@@ -602,6 +608,15 @@ static void test_depth_limit(void **state)
     for (int i = 0; i < 40; i++)
         strcat(deep, "]");
     refuse_key("unknown", deep, "body: JSON nested deeper than", true);
+    /* and a lower limit for them, in the body's first piece */
+    lim.max_depth = 5;
+    char *body = kht_envelope(NULL, "x", "[[[[[[1]]]]]]");
+    struct kh_envelope *e = kh_envelope_new(KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER, &lim);
+    assert_non_null(e);
+    assert_int_equal(kh_envelope_feed(e, body, strlen(body)), KH_EINVAL);
+    assert_string_equal(kh_envelope_error(e), "body: JSON nested deeper than 5 levels");
+    kh_envelope_free(e);
+    free(body);
 }
 
 static void test_max_stats(void **state)
@@ -623,8 +638,63 @@ static void test_max_stats(void **state)
                                   &lim, NULL, err, sizeof(err)),
                      KH_EINVAL);
     assert_string_equal(err, "stats: more than 2 objects");
+    /* refused while the body streams in, not at its end */
+    struct kh_envelope *e = kh_envelope_new(KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER, &lim);
+    assert_non_null(e);
+    assert_int_equal(kh_envelope_feed(e, b3, strlen(b3)), KH_EINVAL);
+    assert_string_equal(kh_envelope_error(e), "stats: more than 2 objects");
+    kh_envelope_free(e);
     free(b2);
     free(b3);
+}
+
+/* Keys the envelope may carry or leave out: id (absent or null), and bundle_id from the
+ * exporter too. */
+static void test_optional_keys(void **state)
+{
+    (void)state;
+    struct kh_report *r = accept_key("id", NULL);
+    assert_null(r->id.p);
+    kh_report_free(r);
+    r = accept_key("id", "null");
+    assert_null(r->id.p);
+    kh_report_free(r);
+    r = accept_key("bundle_id", "\"b\"");
+    assert_string_equal(r->bundle_id.p, "b");
+    kh_report_free(r);
+}
+
+/* The body's type must be the one its header announced, naming both when it is not. */
+static void test_type_matches_header(void **state)
+{
+    (void)state;
+    refuse_key("type", "\"node.erlang-vm\"",
+               "type: 'node.erlang-vm' does not match the x-sora-stats-exporter-type header "
+               "'connection.user-agent'",
+               false);
+    refuse_key("type", "\"connection.rtc\"",
+               "type: 'connection.rtc' does not match the x-sora-stats-exporter-type", true);
+    char err[256];
+    char *body = kht_build(kht_node_base, "[{\"type\":\"erlang-vm-memory\",\"total\":1}]", "type",
+                           "\"connection.user-agent\"");
+    assert_int_equal(kht_parse_ex(body, strlen(body), 0, KH_REPORT_NODE, KH_FLAVOR_EXPORTER,
+                                  NULL, NULL, err, sizeof(err)),
+                     KH_EINVAL);
+    assert_string_equal(err, "type: 'connection.user-agent' does not match the "
+                             "x-sora-stats-exporter-type header 'node.erlang-vm'");
+    free(body);
+    body = kht_envelope(NULL, NULL, NULL);
+    assert_int_equal(kht_parse_ex(body, strlen(body), 0, KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK,
+                                  NULL, NULL, err, sizeof(err)),
+                     KH_EINVAL);
+    assert_string_equal(err, "type: 'connection.user-agent' does not match the "
+                             "sora-stats-webhook-type header 'connection.rtc'");
+    free(body);
+    body = kht_build(kht_webhook_base, KHT_DEFAULT_STATS, NULL, NULL);
+    assert_int_equal(kht_parse_ex(body, strlen(body), 0, KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK,
+                                  NULL, NULL, err, sizeof(err)),
+                     0);
+    free(body);
 }
 
 int main(void)
@@ -648,6 +718,8 @@ int main(void)
         cmocka_unit_test(test_nul_refused),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_max_stats),
+        cmocka_unit_test(test_optional_keys),
+        cmocka_unit_test(test_type_matches_header),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -288,6 +288,41 @@ static void test_connection_first_last_seen(void **state)
     kh_report_free(r0);
 }
 
+/* A batch of two reports of one connection, delivered twice, then an older report of it:
+ * rows stored once, first_seen moves back, last_seen stays. */
+static void test_two_report_batch_idempotent(void **state)
+{
+    struct ctx *c = *state;
+    migrate(c);
+    assert_int_equal(query(c, "SELECT max(version) FROM kohaku_schema_version", NULL, 0),
+                     kh_schema_latest_version());
+    const char *stats = "[{\"id\":\"T\",\"type\":\"transport\",\"timestamp\":1,\"bytesSent\":5},"
+                        "{\"id\":\"C\",\"type\":\"codec\",\"timestamp\":1,"
+                        "\"mimeType\":\"audio/opus\"}]";
+    struct kh_report *r[3] = {conn_report(stats, "\"2026-11-24T06:00:00.5Z\""),
+                              conn_report(stats, "\"2026-11-24T07:00:00.5Z\""),
+                              conn_report(stats, "\"2026-11-24T05:00:00.5Z\"")};
+    int results[3];
+    const char *err = NULL;
+    struct kh_batch b = {.reports = r, .results = results, .nreports = 2, .nrows = 4};
+    assert_int_equal(c->store.ops->write(&c->store, 0, &b, &err), 0);
+    assert_int_equal(c->store.ops->write(&c->store, 0, &b, &err), 0); /* delivered twice */
+    assert_int_equal(query(c, "SELECT count(*) FROM rtc_transport_stats", NULL, 0), 2);
+    assert_int_equal(query(c, "SELECT count(*) FROM rtc_codec_stats", NULL, 0), 2);
+    assert_int_equal(query(c, "SELECT count(*) FROM sora_report", NULL, 0), 2);
+    assert_int_equal(query(c, "SELECT sum(bytes_sent) FROM rtc_transport_stats", NULL, 0), 10);
+    struct kh_batch old = {.reports = &r[2], .results = results, .nreports = 1, .nrows = 2};
+    assert_int_equal(c->store.ops->write(&c->store, 0, &old, &err), 0);
+    char first[64], last[64];
+    seen(c, first, last);
+    assert_string_equal(first, "2026-11-24T05:00:00.500000Z");
+    assert_string_equal(last, "2026-11-24T07:00:00.500000Z");
+    assert_int_equal(query(c, "SELECT count(*) FROM sora_connection", NULL, 0), 1);
+    assert_true(c->store.ops->healthy(&c->store));
+    for (int i = 0; i < 3; i++)
+        kh_report_free(r[i]);
+}
+
 static void test_node_report_and_multi_report_batch(void **state)
 {
     struct ctx *c = *state;
@@ -333,6 +368,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_fixture_batch_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_values_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_first_last_seen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_report_batch_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_report_and_multi_report_batch, setup,
                                         teardown),
     };
