@@ -17,7 +17,7 @@ import pytest
 
 from helpers import (EXPORTER_HEADER, USER_AGENT, H2Client, H2Request, body_bytes, curl,
                      fixture_files, load_fixture, make_envelope, make_erlang_vm_envelope,
-                     make_pki, need_tool, post_h2, sora_id, tls_client_context,
+                     make_pki, post_h2, sora_id, tls_client_context,
                      tls_server_settings, wait_until)
 
 LIMIT = 256 * 1024  # max_body_bytes here, so that oversized bodies stay small
