@@ -11,6 +11,8 @@
  */
 #include "sora/schema.h"
 
+#include "sora/report.h"
+
 #define N(a) (sizeof(a) / sizeof(a[0]))
 
 static const struct kh_member codec[] = {
@@ -326,3 +328,79 @@ const size_t kh_stats_ntables = N(kh_stats_tables);
 const int kh_table_other = 14;
 const int kh_table_erlang_vm_memory = 15;
 const int kh_table_node_other = 16;
+
+/* The envelope tables. Column order is the tables' order in the database (created by schema
+ * versions 1 and 2); a column added later goes at the end, with a migration of its own. */
+#define ENV(name, type, not_null, src, merge) {name, type, not_null, src, KH_MERGE_##merge}
+
+/* One row per connection_id, upserted by each of its reports: the connection's ids and
+ * flags as its latest report has them, first_seen the earliest report, last_seen the newest.
+ * (PRIMARY KEY stands in the DDL for connection_id's NOT NULL.) */
+static const struct kh_env_column connection_cols[] = {
+    ENV("connection_id", KH_COL_TEXT, true, KH_SRC_CONNECTION_ID, KEEP),
+    ENV("channel_id", KH_COL_TEXT, true, KH_SRC_CHANNEL_ID, KEEP),
+    ENV("session_id", KH_COL_TEXT, true, KH_SRC_SESSION_ID, KEEP),
+    ENV("client_id", KH_COL_TEXT, true, KH_SRC_CLIENT_ID, KEEP),
+    ENV("bundle_id", KH_COL_TEXT, false, KH_SRC_BUNDLE_ID, COALESCE),
+    ENV("role", KH_COL_TEXT, true, KH_SRC_ROLE, KEEP),
+    ENV("multistream", KH_COL_BOOL, false, KH_SRC_MULTISTREAM, KEEP),
+    ENV("simulcast", KH_COL_BOOL, false, KH_SRC_SIMULCAST, KEEP),
+    ENV("spotlight", KH_COL_BOOL, false, KH_SRC_SPOTLIGHT, KEEP),
+    ENV("label", KH_COL_TEXT, true, KH_SRC_LABEL, KEEP),
+    ENV("version", KH_COL_TEXT, true, KH_SRC_VERSION, KEEP),
+    ENV("node_name", KH_COL_TEXT, true, KH_SRC_NODE_NAME, KEEP),
+    ENV("first_seen", KH_COL_TIME, true, KH_SRC_TIME, MIN),
+    ENV("last_seen", KH_COL_TIME, true, KH_SRC_TIME, MAX),
+};
+static const char *const connection_key[] = {"connection_id", NULL};
+static const char *const connection_by_channel[] = {"channel_id", "last_seen", NULL};
+static const char *const connection_by_last_seen[] = {"last_seen", NULL};
+static const struct kh_env_index connection_indexes[] = {
+    {"channel", connection_by_channel},
+    {"last_seen", connection_by_last_seen},
+};
+
+/* One row per Sora node, upserted by each of its node.erlang-vm reports. */
+static const struct kh_env_column node_cols[] = {
+    ENV("node_name", KH_COL_TEXT, true, KH_SRC_NODE_NAME, KEEP),
+    ENV("label", KH_COL_TEXT, true, KH_SRC_LABEL, REPLACE),
+    ENV("version", KH_COL_TEXT, true, KH_SRC_VERSION, REPLACE),
+    ENV("first_seen", KH_COL_TIME, true, KH_SRC_TIME, MIN),
+    ENV("last_seen", KH_COL_TIME, true, KH_SRC_TIME, MAX),
+};
+static const char *const node_key[] = {"node_name", NULL};
+
+/* Schema version 2: one row per stored report, for counting reports over time and for
+ * checking that an acknowledged report is stored exactly once. */
+static const struct kh_env_column report_cols[] = {
+    ENV("time", KH_COL_TIME, true, KH_SRC_TIME, KEEP),
+    ENV("source", KH_COL_TEXT, true, KH_SRC_SOURCE, KEEP),
+    ENV("kind", KH_COL_TEXT, true, KH_SRC_KIND, KEEP),
+    ENV("report_id", KH_COL_TEXT, false, KH_SRC_REPORT_ID, KEEP),
+    ENV("channel_id", KH_COL_TEXT, false, KH_SRC_CHANNEL_ID, KEEP),
+    ENV("connection_id", KH_COL_TEXT, false, KH_SRC_CONNECTION_ID, KEEP),
+    ENV("node_name", KH_COL_TEXT, true, KH_SRC_NODE_NAME, KEEP),
+    ENV("stats_count", KH_COL_INT, true, KH_SRC_STATS_COUNT, KEEP),
+    ENV("body_bytes", KH_COL_INT, true, KH_SRC_BODY_BYTES, KEEP),
+    ENV("received_at", KH_COL_TIME, true, KH_SRC_RECEIVED_AT, KEEP),
+};
+static const char *const report_key[] = {"source", "time", NULL};
+static const char *const report_by_time[] = {"time", NULL};
+static const char *const report_by_id[] = {"report_id", NULL};
+static const struct kh_env_index report_indexes[] = {
+    {"time", report_by_time},
+    {"id", report_by_id},
+};
+
+const struct kh_env_table kh_env_tables[] = {
+    {"sora_connection", "one row per connection_id, upserted by every report", 1,
+     KH_REPORT_CONNECTION, true, connection_cols, N(connection_cols), connection_key,
+     connection_indexes, N(connection_indexes), NULL, NULL},
+    {"sora_node", "one row per Sora node, upserted by every node.erlang-vm report", 1,
+     KH_REPORT_NODE, true, node_cols, N(node_cols), node_key, NULL, 0, NULL, NULL},
+    {"sora_report", "one row per stored report (source: its connection_id or node_name)", 2, -1,
+     false, report_cols, N(report_cols), report_key, report_indexes, N(report_indexes),
+     "source", "time"},
+};
+const size_t kh_env_ntables = N(kh_env_tables);
+const int kh_env_report = 2;

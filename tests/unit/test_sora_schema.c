@@ -177,6 +177,17 @@ static char *migration(enum kh_dialect d, int version)
     return b.data;
 }
 
+/* An envelope table's statement: whole, or its rows part alone. */
+static char *env_sql(enum kh_dialect d, int t, bool rows_only)
+{
+    struct kh_buf b;
+    kh_buf_init(&b, 1u << 20);
+    int rc = rows_only ? kh_schema_env_rows_sql(d, t, &b) : kh_schema_env_sql(d, t, &b);
+    assert_int_equal(rc, 0);
+    assert_int_equal(kh_buf_append(&b, "", 1), 0);
+    return b.data;
+}
+
 static void test_migration_v1_both_dialects(void **state)
 {
     (void)state;
@@ -260,6 +271,16 @@ static void test_migrations_run_in_sqlite(void **state)
         sqlite3_finalize(st);
         kh_buf_cleanup(&b);
     }
+    /* so does each envelope table's, with one placeholder per column */
+    for (size_t t = 0; t < kh_env_ntables; t++) {
+        char *sql = env_sql(KH_DIALECT_SQLITE, (int)t, false);
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+        assert_int_equal(sqlite3_bind_parameter_count(st), (int)kh_env_tables[t].ncols);
+        sqlite3_finalize(st);
+        free(sql);
+    }
     sqlite3_close(db);
 }
 
@@ -312,6 +333,253 @@ static void test_migration_buffer_bound(void **state)
     kh_buf_cleanup(&b);
 }
 
+/* --- the envelope tables (kh_env_tables) ---------------------------------------------- */
+
+/* Versions 1 and 2 as create_base_tables and create_report_table wrote them by hand before
+ * the tables were described: databases made then must still be what the migrations make. */
+static const char v1_envelope_ddl[] =
+    "CREATE TABLE IF NOT EXISTS \"sora_connection\" (\n"
+    "  \"connection_id\" text PRIMARY KEY,\n  \"channel_id\" text NOT NULL,\n"
+    "  \"session_id\" text NOT NULL,\n  \"client_id\" text NOT NULL,\n"
+    "  \"bundle_id\" text,\n  \"role\" text NOT NULL,\n"
+    "  \"multistream\" %s,\n  \"simulcast\" %s,\n  \"spotlight\" %s,\n"
+    "  \"label\" text NOT NULL,\n  \"version\" text NOT NULL,\n"
+    "  \"node_name\" text NOT NULL,\n"
+    "  \"first_seen\" %s NOT NULL,\n  \"last_seen\" %s NOT NULL\n);\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_connection_channel\" ON \"sora_connection\" "
+    "(\"channel_id\", \"last_seen\");\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_connection_last_seen\" ON "
+    "\"sora_connection\" (\"last_seen\");\n"
+    "CREATE TABLE IF NOT EXISTS \"sora_node\" (\n"
+    "  \"node_name\" text PRIMARY KEY,\n  \"label\" text NOT NULL,\n"
+    "  \"version\" text NOT NULL,\n"
+    "  \"first_seen\" %s NOT NULL,\n  \"last_seen\" %s NOT NULL\n);\n";
+static const char v2_envelope_ddl[] =
+    "CREATE TABLE IF NOT EXISTS \"sora_report\" (\n"
+    "  \"time\" %s NOT NULL,\n  \"source\" text NOT NULL,\n"
+    "  \"kind\" text NOT NULL,\n  \"report_id\" text,\n"
+    "  \"channel_id\" text,\n  \"connection_id\" text,\n"
+    "  \"node_name\" text NOT NULL,\n  \"stats_count\" %s NOT NULL,\n"
+    "  \"body_bytes\" %s NOT NULL,\n  \"received_at\" %s NOT NULL\n);\n"
+    "CREATE UNIQUE INDEX IF NOT EXISTS \"sora_report_key\" ON \"sora_report\" "
+    "(\"source\", \"time\");\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_report_time\" ON \"sora_report\" (\"time\");\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_report_id\" ON \"sora_report\" "
+    "(\"report_id\");\n";
+
+static void test_envelope_ddl_unchanged(void **state)
+{
+    (void)state;
+    for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) {
+        bool pg = d == KH_DIALECT_POSTGRES;
+        const char *ts = pg ? "timestamptz" : "TEXT", *bl = pg ? "boolean" : "INTEGER";
+        const char *i8 = pg ? "bigint" : "INTEGER";
+        char want[4096];
+        snprintf(want, sizeof(want), v1_envelope_ddl, bl, bl, bl, ts, ts, ts, ts);
+        char *sql = migration((enum kh_dialect)d, 1);
+        if (strncmp(sql, want, strlen(want)) != 0)
+            fail_msg("dialect %d, version 1:\n%s\nexpected to begin with\n%s", d, sql, want);
+        free(sql);
+        snprintf(want, sizeof(want), v2_envelope_ddl, ts, i8, i8, ts);
+        sql = migration((enum kh_dialect)d, 2);
+        assert_string_equal(sql, want); /* version 2 adds sora_report alone */
+        free(sql);
+    }
+}
+
+/* The statements the backends spelled out by hand before, the reference for the derived
+ * ones: SQLite's (sqlite.c) and PostgreSQL's (postgres.c; sora_report's before its
+ * conflict clause, which the backend adds). */
+static const char *const old_sqlite_sql[] = {
+    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) "
+    "ON CONFLICT (connection_id) DO UPDATE SET "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen), "
+    "bundle_id = coalesce(excluded.bundle_id, bundle_id)",
+    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (node_name) DO UPDATE SET "
+    "label = excluded.label, version = excluded.version, "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen)",
+    "INSERT OR IGNORE INTO sora_report (time, source, kind, report_id, channel_id, "
+    "connection_id, node_name, stats_count, body_bytes, received_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+};
+static const char *const old_pg_sql[] = {
+    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::text[], $12::text[], "
+    "$13::timestamptz[], $14::timestamptz[]) "
+    "ON CONFLICT (connection_id) DO UPDATE SET "
+    "first_seen = LEAST(sora_connection.first_seen, EXCLUDED.first_seen), "
+    "last_seen = GREATEST(sora_connection.last_seen, EXCLUDED.last_seen), "
+    "bundle_id = COALESCE(EXCLUDED.bundle_id, sora_connection.bundle_id)",
+    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], "
+    "$5::timestamptz[]) ON CONFLICT (node_name) DO UPDATE SET label = EXCLUDED.label, "
+    "version = EXCLUDED.version, first_seen = LEAST(sora_node.first_seen, EXCLUDED.first_seen), "
+    "last_seen = GREATEST(sora_node.last_seen, EXCLUDED.last_seen)",
+    "INSERT INTO sora_report (time, source, kind, report_id, channel_id, connection_id, "
+    "node_name, stats_count, body_bytes, received_at) SELECT u.* FROM unnest($1::timestamptz[], "
+    "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], "
+    "$9::int8[], $10::timestamptz[]) AS u(time, source, kind, report_id, channel_id, "
+    "connection_id, node_name, stats_count, body_bytes, received_at)",
+};
+
+/* A statement in parts that compare by meaning: the INSERT with its column list, the row
+ * source (unnest's casts; SQLite's placeholders are left out: numbered or not, one per
+ * column is checked apart), the conflict target and the SET assignments in sorted order.
+ * Identifiers unquoted (every name here is lower case). */
+struct stmt {
+    char insert[1024], source[1024], conflict[2048];
+};
+
+static void cut(char *dst, size_t cap, const char *from, const char *to)
+{
+    size_t n = to ? (size_t)(to - from) : strlen(from);
+    assert_true(n < cap);
+    memcpy(dst, from, n);
+    dst[n] = '\0';
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorts the top-level ", "-separated assignments after "DO UPDATE SET ". */
+static void sort_assignments(char *conflict)
+{
+    char *set = strstr(conflict, "DO UPDATE SET ");
+    if (set == NULL)
+        return;
+    set += strlen("DO UPDATE SET ");
+    char copy[2048], *items[16];
+    size_t n = 0, depth = 0;
+    snprintf(copy, sizeof(copy), "%s", set);
+    items[n++] = copy;
+    for (char *p = copy; *p; p++) {
+        depth += *p == '(';
+        depth -= *p == ')';
+        if (depth == 0 && p[0] == ',' && p[1] == ' ') {
+            *p = '\0';
+            items[n++] = p + 2;
+        }
+    }
+    qsort(items, n, sizeof(items[0]), cmp_str);
+    *set = '\0';
+    for (size_t i = 0; i < n; i++)
+        strcat(strcat(set, i ? ", " : ""), items[i]);
+}
+
+static void parse_stmt(const char *sql, struct stmt *st)
+{
+    char s[4096];
+    size_t w = 0;
+    for (const char *p = sql; *p && w + 1 < sizeof(s); p++)
+        if (*p != '"')
+            s[w++] = *p;
+    s[w] = '\0';
+    char *src = strstr(s, ") VALUES (");
+    if (src == NULL)
+        src = strstr(s, ") SELECT ");
+    assert_non_null(src);
+    char *conflict = strstr(src, " ON CONFLICT");
+    cut(st->insert, sizeof(st->insert), s, src + 1);
+    cut(st->source, sizeof(st->source), src + 2, conflict);
+    cut(st->conflict, sizeof(st->conflict), conflict ? conflict : "", NULL);
+    char *as = strstr(st->source, " AS u(");
+    if (as)
+        *as = '\0'; /* unnest's names for its columns: the insert's again */
+    if (strncmp(st->source, "SELECT u.* ", 11) == 0)
+        memmove(st->source + 7, st->source + 9, strlen(st->source + 9) + 1);
+    if (strncmp(st->source, "VALUES", 6) == 0)
+        st->source[6] = '\0';
+    sort_assignments(st->conflict);
+}
+
+static void test_envelope_statements_mean_what_they_did(void **state)
+{
+    (void)state;
+    assert_int_equal(kh_env_ntables, 3);
+    assert_string_equal(kh_env_tables[kh_env_report].table, "sora_report");
+    for (size_t t = 0; t < kh_env_ntables; t++) {
+        bool report = (int)t == kh_env_report;
+        for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) {
+            bool pg = d == KH_DIALECT_POSTGRES;
+            char *sql = env_sql((enum kh_dialect)d, (int)t, pg && report);
+            struct stmt got, want;
+            parse_stmt(sql, &got);
+            parse_stmt(pg ? old_pg_sql[t] : old_sqlite_sql[t], &want);
+            assert_string_equal(got.insert, want.insert);
+            assert_string_equal(got.source, want.source);
+            assert_string_equal(got.conflict, want.conflict);
+            if (!pg)
+                assert_int_equal(count(sql, "?"), kh_env_tables[t].ncols);
+            free(sql);
+        }
+    }
+    /* sora_report's conflict clause in PostgreSQL, after the backend's own filter */
+    struct kh_buf b;
+    kh_buf_init(&b, 256);
+    assert_int_equal(kh_schema_env_conflict_sql(KH_DIALECT_POSTGRES, kh_env_report, &b), 0);
+    assert_string_equal(b.data, " ON CONFLICT DO NOTHING");
+    kh_buf_reset(&b);
+    assert_int_equal(kh_schema_env_conflict_sql(KH_DIALECT_SQLITE, kh_env_report, &b), 0);
+    assert_int_equal(b.len, 0);
+    kh_buf_cleanup(&b);
+}
+
+/* Every column's source gives a value of the column's type (or NULL where it may be). */
+static void check_env_values(const struct kh_report *r)
+{
+    for (size_t t = 0; t < kh_env_ntables; t++) {
+        const struct kh_env_table *et = &kh_env_tables[t];
+        if (et->kind >= 0 && et->kind != (int)r->kind)
+            continue;
+        for (size_t c = 0; c < et->ncols; c++) {
+            struct kh_value v = kh_report_common_value(r, NULL, (int)et->cols[c].src);
+            if (v.type != 0 && v.type != et->cols[c].type)
+                fail_msg("%s.%s: value of type %d", et->table, et->cols[c].name, v.type);
+            if (v.type == 0 && et->cols[c].not_null)
+                fail_msg("%s.%s: NULL in a NOT NULL column", et->table, et->cols[c].name);
+        }
+    }
+}
+
+static void test_envelope_values_fit_their_columns(void **state)
+{
+    (void)state;
+    char *body = kht_envelope(NULL, "bundle_id", "\"B1\"");
+    struct kh_report *r = NULL;
+    assert_int_equal(kht_parse(body, &r, NULL, 0), 0);
+    free(body);
+    check_env_values(r);
+    struct kh_value v = kh_report_common_value(r, NULL, KH_SRC_KIND);
+    assert_int_equal(v.len, 10);
+    assert_memory_equal(v.u.s, "connection", 10);
+    v = kh_report_common_value(r, NULL, KH_SRC_SOURCE);
+    assert_string_equal(v.u.s, KHT_CONN_ID);
+    v = kh_report_common_value(r, NULL, KH_SRC_MULTISTREAM);
+    assert_true(v.type == KH_COL_BOOL && v.u.b);
+    v = kh_report_common_value(r, NULL, KH_SRC_STATS_COUNT);
+    assert_int_equal(v.u.i, (int64_t)r->nrows);
+    kh_report_free(r);
+    body = kht_build(kht_node_base, "[]", NULL, NULL);
+    assert_int_equal(kht_parse_ex(body, strlen(body), 0, KH_REPORT_NODE, KH_FLAVOR_EXPORTER,
+                                  NULL, &r, NULL, 0),
+                     0);
+    free(body);
+    check_env_values(r);
+    v = kh_report_common_value(r, NULL, KH_SRC_SOURCE);
+    assert_string_equal(v.u.s, "sora@10.0.0.5");
+    assert_int_equal(kh_report_common_value(r, NULL, KH_SRC_MULTISTREAM).type, 0);
+    kh_report_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +591,9 @@ int main(void)
         cmocka_unit_test(test_migrations_run_in_sqlite),
         cmocka_unit_test(test_insert_placeholders),
         cmocka_unit_test(test_migration_buffer_bound),
+        cmocka_unit_test(test_envelope_ddl_unchanged),
+        cmocka_unit_test(test_envelope_statements_mean_what_they_did),
+        cmocka_unit_test(test_envelope_values_fit_their_columns),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
