@@ -153,23 +153,30 @@ static int query_int(PGconn *c, const char *sql, long long *out, char *err, size
 
 /* --- schema ----------------------------------------------------------------------------- */
 
-/* Compression keeps each table's unique key together: the key's first column segments, the
- * rest orders (TimescaleDB checks a key on compressed chunks through them). t ==
- * kh_stats_ntables is sora_report. */
-static void compress_columns(int t, struct kh_pg_ts_table *out)
+/* The time series, i from 0: every stats table, then the envelope tables that are one (with
+ * a segment_by: sora_report). TimescaleDB makes them hypertables; kohaku's retention deletes
+ * from them. Compression keeps each table's unique key together: the key's first column
+ * segments, the rest orders (TimescaleDB checks a key on compressed chunks through them).
+ * False past the last. */
+static bool time_series(size_t i, struct kh_pg_ts_table *out)
 {
-    if (t >= (int)kh_stats_ntables) {
-        out->table = "sora_report";
-        out->segmentby = "source";
-        out->orderby = "time";
-        return;
+    if (i < kh_stats_ntables) {
+        const struct kh_scope_desc *sc = kh_schema_scope((int)i);
+        out->table = kh_stats_tables[i].table;
+        out->segmentby = sc->segment_by;
+        out->orderby = sc->compress_orderby;
+        return true;
     }
-    const struct kh_scope_desc *sc = kh_schema_scope(t);
-    out->table = kh_stats_tables[t].table;
-    out->segmentby = sc->segment_by;
-    out->orderby = sc->compress_orderby;
+    for (size_t t = 0, n = kh_stats_ntables; t < kh_env_ntables; t++) {
+        if (kh_env_tables[t].segment_by == NULL || n++ != i)
+            continue;
+        out->table = kh_env_tables[t].table;
+        out->segmentby = kh_env_tables[t].segment_by;
+        out->orderby = kh_env_tables[t].compress_orderby;
+        return true;
+    }
+    return false;
 }
-
 
 static int timescale_tables(struct pg *pg, PGconn *c, char *err, size_t errlen)
 {
@@ -180,10 +187,8 @@ static int timescale_tables(struct pg *pg, PGconn *c, char *err, size_t errlen)
                                .compress_days = pg->compress_days,
                                .retention_days = pg->retention_days};
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i <= kh_stats_ntables; i++) { /* the last: sora_report */
-        compress_columns((int)i, &t);
+    for (size_t i = 0; rc == 0 && time_series(i, &t); i++)
         rc = kh_pg_ts_table_sql(&b, &t);
-    }
     if (rc == 0)
         rc = kh_buf_append(&b, "", 1);
     if (rc == 0)
@@ -340,27 +345,15 @@ static int migrate_conn(struct pg *pg, PGconn *c, int target, char *err, size_t 
 
 /* --- statements ------------------------------------------------------------------------- */
 
-static const char *pgtype(enum kh_coltype t)
-{
-    switch (t) {
-    case KH_COL_INT: return "int8";
-    case KH_COL_REAL: return "float8";
-    case KH_COL_BOOL: return "bool";
-    case KH_COL_JSON: return "jsonb";
-    case KH_COL_TIME: return "timestamptz";
-    default: return "text";
-    }
-}
-
 static int ncols(int t) { return kh_schema_ncommon(t) + (int)kh_stats_tables[t].nmembers + 1; }
 
 static const char *col_type(int t, int i)
 {
     int nc = kh_schema_ncommon(t);
     if (i < nc)
-        return pgtype(kh_schema_scope(t)->cols[i].type);
+        return kh_schema_pg_cast(kh_schema_scope(t)->cols[i].type);
     if (i - nc < (int)kh_stats_tables[t].nmembers)
-        return pgtype(kh_stats_tables[t].members[i - nc].type);
+        return kh_schema_pg_cast(kh_stats_tables[t].members[i - nc].type);
     return "jsonb";
 }
 
@@ -424,41 +417,19 @@ static int unnest_sql(const struct pg *pg, int t, struct kh_buf *b)
     return rc == 0 ? kh_buf_append(b, "", 1) : rc;
 }
 
-static const char upsert_conn_sql[] =
-    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
-    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-    "$6::text[], $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::text[], $12::text[], "
-    "$13::timestamptz[], $14::timestamptz[]) "
-    "ON CONFLICT (connection_id) DO UPDATE SET "
-    "first_seen = LEAST(sora_connection.first_seen, EXCLUDED.first_seen), "
-    "last_seen = GREATEST(sora_connection.last_seen, EXCLUDED.last_seen), "
-    "bundle_id = COALESCE(EXCLUDED.bundle_id, sora_connection.bundle_id)";
-
-static const char upsert_node_sql[] =
-    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], "
-    "$5::timestamptz[]) ON CONFLICT (node_name) DO UPDATE SET label = EXCLUDED.label, "
-    "version = EXCLUDED.version, first_seen = LEAST(sora_node.first_seen, EXCLUDED.first_seen), "
-    "last_seen = GREATEST(sora_node.last_seen, EXCLUDED.last_seen)";
-
-static const char insert_report_sql[] =
-    "INSERT INTO sora_report (time, source, kind, report_id, channel_id, connection_id, "
-    "node_name, stats_count, body_bytes, received_at) SELECT u.* FROM unnest($1::timestamptz[], "
-    "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], "
-    "$9::int8[], $10::timestamptz[]) AS u(time, source, kind, report_id, channel_id, "
-    "connection_id, node_name, stats_count, body_bytes, received_at)";
-
-/* RETURNING kind: what the write stored, counted by kind (a report already there returns
- * nothing). */
-static int insert_report(const struct pg *pg, struct kh_buf *b)
+/* An envelope table's statement (see kh_schema_env_sql). sora_report's inserts leave out,
+ * with compression, reports that are stored (see skip_stored) and return the kind of each
+ * report they inserted: what the write stored, counted by kind. */
+static int env_sql(const struct pg *pg, int t, struct kh_buf *b)
 {
-    static const char *const key[] = {"source", "time", NULL};
-    int rc = kh_buf_append(b, insert_report_sql, sizeof(insert_report_sql) - 1);
+    const struct kh_env_table *et = &kh_env_tables[t];
+    int rc = kh_schema_env_rows_sql(KH_DIALECT_POSTGRES, t, b);
+    if (rc == 0 && !et->upsert && pg->ts_mode == KH_PG_TS_FULL)
+        rc = skip_stored(b, et->table, et->key);
     if (rc == 0)
-        rc = insert_tail(pg, b, "sora_report", key);
-    if (rc == 0)
-        rc = kh_buf_printf(b, " RETURNING kind");
+        rc = kh_schema_env_conflict_sql(KH_DIALECT_POSTGRES, t, b);
+    if (rc == 0 && t == kh_env_report)
+        rc = kh_buf_printf(b, " RETURNING \"kind\"");
     return rc == 0 ? kh_buf_append(b, "", 1) : rc;
 }
 
@@ -494,13 +465,11 @@ static int prepare_slot(struct slot *s)
                 rc = exec_ok(s->conn, b.data, s->err, sizeof(s->err)) ? KH_ERETRY : 0;
         }
     }
-    if (rc == 0)
-        rc = prepare(s, "uc", upsert_conn_sql);
-    if (rc == 0)
-        rc = prepare(s, "un", upsert_node_sql);
-    kh_buf_reset(&b);
-    if (rc == 0)
-        rc = insert_report(s->pg, &b) ? KH_ENOMEM : prepare(s, "ir", b.data);
+    for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++) {
+        kh_buf_reset(&b);
+        snprintf(name, sizeof(name), "e%zu", t);
+        rc = env_sql(s->pg, (int)t, &b) ? KH_ENOMEM : prepare(s, name, b.data);
+    }
     kh_buf_cleanup(&b);
     return rc;
 }
@@ -616,10 +585,10 @@ static void retention_pass(struct pg *pg)
     snprintf(interval, sizeof(interval), "%lld days", (long long)pg->retention_days);
     bool chunks = pg->ts_mode == KH_PG_TS_APACHE;
     long long total = 0;
-    for (size_t t = 0; t <= kh_stats_ntables; t++) {
-        const char *table = t < kh_stats_ntables ? kh_stats_tables[t].table : "sora_report";
+    struct kh_pg_ts_table ts;
+    for (size_t t = 0; time_series(t, &ts); t++) {
         for (;;) {
-            long long n = retention_step(pg, table, interval);
+            long long n = retention_step(pg, ts.table, interval);
             if (n < 0) {
                 kh_log(KH_LOG_WARN, "retention pass failed", pg->merr);
                 return;
@@ -836,11 +805,6 @@ static int cols_end(struct slot *s, int n)
     return 0;
 }
 
-static int put_str(struct kh_buf *b, enum kh_pg_format f, bool first, const struct kh_str *v)
-{
-    return kh_pg_put_text(b, f, first, v->p, v->len);
-}
-
 /* Appends one row's fields: one buffer per column (ARRAY) or one row in b[0] (COPY, text or
  * binary). */
 static int put_row(struct slot *s, enum kh_pg_format f, bool first, const struct kh_report *r,
@@ -895,35 +859,53 @@ static size_t build_table(struct slot *s, enum kh_pg_format f, int t, const stru
     return count;
 }
 
+/* Upserted rows are sorted by their key's value (text), then by time. */
+struct env_order {
+    struct kh_report **reports;
+    int key_src; /* enum kh_common_src of the key's column */
+};
+
+static int cmp_text(const struct kh_value *a, const struct kh_value *b)
+{
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->u.s, b->u.s, n);
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+static struct kh_value key_of(const struct env_order *eo, size_t i)
+{
+    return kh_report_common_value(eo->reports[i], NULL, eo->key_src);
+}
+
 static int cmp_report(const void *a, const void *b, void *arg)
 {
-    struct kh_report **reports = arg;
-    const struct kh_report *x = reports[*(const size_t *)a], *y = reports[*(const size_t *)b];
-    const struct kh_str *kx = x->kind == KH_REPORT_CONNECTION ? &x->connection_id : &x->node_name;
-    const struct kh_str *ky = y->kind == KH_REPORT_CONNECTION ? &y->connection_id : &y->node_name;
-    int c = strcmp(kx->p, ky->p);
-    return c ? c : strcmp(x->time_text, y->time_text);
+    const struct env_order *eo = arg;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    struct kh_value kx = key_of(eo, x), ky = key_of(eo, y);
+    int c = cmp_text(&kx, &ky);
+    return c ? c : strcmp(eo->reports[x]->time_text, eo->reports[y]->time_text);
 }
 
-static bool same_key(const struct kh_report *a, const struct kh_report *b)
+static bool same_key(const struct env_order *eo, size_t x, size_t y)
 {
-    const struct kh_str *ka = a->kind == KH_REPORT_CONNECTION ? &a->connection_id : &a->node_name;
-    const struct kh_str *kb = b->kind == KH_REPORT_CONNECTION ? &b->connection_id : &b->node_name;
-    return strcmp(ka->p, kb->p) == 0;
+    struct kh_value kx = key_of(eo, x), ky = key_of(eo, y);
+    return cmp_text(&kx, &ky) == 0;
 }
 
-static int put_flag(struct kh_buf *b, bool first, int8_t v)
+/* The column of the table's key (upserts have a one-column key). */
+static int key_src(const struct kh_env_table *et)
 {
-    struct kh_value val = {.type = v < 0 ? 0 : KH_COL_BOOL, .u.b = v > 0};
-    return kh_pg_put_value(b, KH_PG_ARRAY, first, &val);
+    for (size_t c = 0; c < et->ncols; c++)
+        if (strcmp(et->cols[c].name, et->key[0]) == 0)
+            return (int)et->cols[c].src;
+    return KH_SRC_CONNECTION_ID;
 }
 
-/* One upsert row per connection (or node) of the subset, sorted by key so that concurrent
- * writers lock rows in the same order; first/last seen merged over its reports. */
-static int build_envelopes(struct slot *s, const struct subset *sub, enum kh_report_kind kind,
-                           size_t *count)
+/* s->order gets the indexes of the subset's reports that have a row in the table: for an
+ * upsert sorted by key, so that concurrent writers lock rows in the same order. */
+static int select_reports(struct slot *s, const struct subset *sub, const struct kh_env_table *et,
+                          size_t *n)
 {
-    size_t n = 0;
     if (s->order_cap < sub->n) {
         size_t *o = realloc(s->order, sub->n * sizeof(*o));
         if (o == NULL)
@@ -931,69 +913,52 @@ static int build_envelopes(struct slot *s, const struct subset *sub, enum kh_rep
         s->order = o;
         s->order_cap = sub->n;
     }
+    *n = 0;
     for (size_t i = 0; i < sub->n; i++)
-        if (sub->reports[i]->kind == kind)
-            s->order[n++] = i;
-    qsort_r(s->order, n, sizeof(size_t), cmp_report, sub->reports);
-    int nc = kind == KH_REPORT_CONNECTION ? 14 : 5, rc = 0;
-    cols_begin(s, nc);
+        if (et->kind < 0 || (int)sub->reports[i]->kind == et->kind)
+            s->order[(*n)++] = i;
+    struct env_order eo = {sub->reports, key_src(et)};
+    if (et->upsert)
+        qsort_r(s->order, *n, sizeof(size_t), cmp_report, &eo);
+    return 0;
+}
+
+/* One row of an envelope table from reports first..last of one key (sorted by time): merged
+ * as the upsert merges, the earliest report's value for a min column, the latest's for the
+ * rest. */
+static int put_env_row(struct slot *s, const struct kh_env_table *et, bool f,
+                       const struct kh_report *first, const struct kh_report *last)
+{
+    int rc = 0;
+    for (size_t c = 0; c < et->ncols; c++) {
+        const struct kh_report *r = et->cols[c].merge == KH_MERGE_MIN ? first : last;
+        struct kh_value v = kh_report_common_value(r, NULL, (int)et->cols[c].src);
+        rc |= kh_pg_put_value(&s->cols[c], KH_PG_ARRAY, f, &v);
+    }
+    return rc;
+}
+
+/* The rows of envelope table t for the subset, as arrays: for an upsert one per key (a batch
+ * may hold several reports of one connection), otherwise one per report. *count: the rows. */
+static int build_envelopes(struct slot *s, const struct subset *sub, int t, size_t *count)
+{
+    const struct kh_env_table *et = &kh_env_tables[t];
+    size_t n;
+    int rc = select_reports(s, sub, et, &n);
+    if (rc != 0)
+        return rc;
+    struct env_order eo = {sub->reports, key_src(et)};
+    cols_begin(s, (int)et->ncols);
     *count = 0;
     for (size_t i = 0; rc == 0 && i < n;) {
         size_t j = i;
-        while (j + 1 < n && same_key(sub->reports[s->order[i]], sub->reports[s->order[j + 1]]))
+        while (et->upsert && j + 1 < n && same_key(&eo, s->order[i], s->order[j + 1]))
             j++;
-        const struct kh_report *first = sub->reports[s->order[i]];
-        const struct kh_report *last = sub->reports[s->order[j]];
-        bool f = (*count)++ == 0;
-        struct kh_buf *c = s->cols;
-        if (kind == KH_REPORT_CONNECTION) {
-            rc |= put_str(&c[0], KH_PG_ARRAY, f, &last->connection_id);
-            rc |= put_str(&c[1], KH_PG_ARRAY, f, &last->channel_id);
-            rc |= put_str(&c[2], KH_PG_ARRAY, f, &last->session_id);
-            rc |= put_str(&c[3], KH_PG_ARRAY, f, &last->client_id);
-            rc |= put_str(&c[4], KH_PG_ARRAY, f, &last->bundle_id);
-            rc |= put_str(&c[5], KH_PG_ARRAY, f, &last->role);
-            rc |= put_flag(&c[6], f, last->multistream);
-            rc |= put_flag(&c[7], f, last->simulcast);
-            rc |= put_flag(&c[8], f, last->spotlight);
-            rc |= put_str(&c[9], KH_PG_ARRAY, f, &last->label);
-            rc |= put_str(&c[10], KH_PG_ARRAY, f, &last->version);
-            rc |= put_str(&c[11], KH_PG_ARRAY, f, &last->node_name);
-            rc |= kh_pg_put_text(&c[12], KH_PG_ARRAY, f, first->time_text, KH_TIME_TEXT_LEN);
-            rc |= kh_pg_put_text(&c[13], KH_PG_ARRAY, f, last->time_text, KH_TIME_TEXT_LEN);
-        } else {
-            rc |= put_str(&c[0], KH_PG_ARRAY, f, &last->node_name);
-            rc |= put_str(&c[1], KH_PG_ARRAY, f, &last->label);
-            rc |= put_str(&c[2], KH_PG_ARRAY, f, &last->version);
-            rc |= kh_pg_put_text(&c[3], KH_PG_ARRAY, f, first->time_text, KH_TIME_TEXT_LEN);
-            rc |= kh_pg_put_text(&c[4], KH_PG_ARRAY, f, last->time_text, KH_TIME_TEXT_LEN);
-        }
+        rc = put_env_row(s, et, (*count)++ == 0, sub->reports[s->order[i]],
+                         sub->reports[s->order[j]]);
         i = j + 1;
     }
-    return rc ? KH_ENOMEM : cols_end(s, nc);
-}
-
-static int build_reports(struct slot *s, const struct subset *sub)
-{
-    int rc = 0;
-    cols_begin(s, 10);
-    struct kh_buf *c = s->cols;
-    for (size_t i = 0; i < sub->n; i++) {
-        const struct kh_report *r = sub->reports[i];
-        bool f = i == 0, conn = r->kind == KH_REPORT_CONNECTION;
-        rc |= kh_pg_put_text(&c[0], KH_PG_ARRAY, f, r->time_text, KH_TIME_TEXT_LEN);
-        rc |= put_str(&c[1], KH_PG_ARRAY, f, conn ? &r->connection_id : &r->node_name);
-        rc |= kh_pg_put_text(&c[2], KH_PG_ARRAY, f, conn ? "connection" : "node",
-                             conn ? 10 : 4);
-        rc |= put_str(&c[3], KH_PG_ARRAY, f, &r->id);
-        rc |= put_str(&c[4], KH_PG_ARRAY, f, &r->channel_id);
-        rc |= put_str(&c[5], KH_PG_ARRAY, f, &r->connection_id);
-        rc |= put_str(&c[6], KH_PG_ARRAY, f, &r->node_name);
-        rc |= kh_pg_put_int(&c[7], KH_PG_ARRAY, f, (int64_t)r->nrows);
-        rc |= kh_pg_put_int(&c[8], KH_PG_ARRAY, f, (int64_t)r->body_bytes);
-        rc |= kh_pg_put_text(&c[9], KH_PG_ARRAY, f, r->received_text, KH_TIME_TEXT_LEN);
-    }
-    return rc ? KH_ENOMEM : cols_end(s, 10);
+    return rc ? KH_ENOMEM : cols_end(s, (int)et->ncols);
 }
 
 /* What a pipelined statement's result counts towards. */
@@ -1053,20 +1018,19 @@ static int send_prepared(struct slot *s, struct outcome *o, const char *name, in
     return KH_EIO;
 }
 
+/* The envelope tables' statements, in kh_env_tables order (every writer the same). */
 static int send_envelopes(struct slot *s, const struct subset *sub, struct outcome *o)
 {
-    size_t n;
-    int rc = build_envelopes(s, sub, KH_REPORT_CONNECTION, &n);
-    if (rc == 0 && n > 0)
-        rc = send_prepared(s, o, "uc", 14, LBL_NONE);
-    if (rc == 0)
-        rc = build_envelopes(s, sub, KH_REPORT_NODE, &n);
-    if (rc == 0 && n > 0)
-        rc = send_prepared(s, o, "un", 5, LBL_NONE);
-    if (rc == 0)
-        rc = build_reports(s, sub);
-    if (rc == 0)
-        rc = send_prepared(s, o, "ir", 10, LBL_REPORTS);
+    char name[24];
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++) {
+        size_t n;
+        rc = build_envelopes(s, sub, (int)t, &n);
+        snprintf(name, sizeof(name), "e%zu", t);
+        if (rc == 0 && n > 0)
+            rc = send_prepared(s, o, name, (int)kh_env_tables[t].ncols,
+                               (int)t == kh_env_report ? LBL_REPORTS : LBL_NONE);
+    }
     return rc;
 }
 
