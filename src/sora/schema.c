@@ -1,6 +1,7 @@
 /*
  * schema: lookups and SQL derived from the declarative table in schema_table.c.
- * Owns the derived column names and the member lookup hash (built once by kh_schema_init,
+ * Owns the flattened tables (kh_stats_tables: each table's dictionaries' members in column
+ * order), the derived column names and the member lookup hash (built once by kh_schema_init,
  * read-only afterwards, so any thread may use them).
  */
 #include "sora/schema.h"
@@ -17,6 +18,11 @@ struct derived {
 };
 
 static struct derived *derived;
+
+const struct kh_stats_table *kh_stats_tables;
+static struct kh_stats_table *tables; /* what kh_stats_tables points to, members filled */
+
+static int since(int v) { return v ? v : 1; }
 
 /* Member lookup: one open-addressing hash over (table, member name) for all tables. */
 struct slot {
@@ -80,13 +86,62 @@ void kh_schema_snake_case(const char *in, char *out, size_t cap)
     out[w] = '\0';
 }
 
+/* A table's dictionaries' members in column order (see struct kh_stats_table). 0 or
+ * KH_ENOMEM. */
+static int flatten(struct kh_stats_table *t)
+{
+    size_t total = 0;
+    int last = 1;
+    for (const struct kh_stats_dict *const *d = t->dicts; *d; d++) {
+        total += (*d)->nmembers;
+        for (size_t m = 0; m < (*d)->nmembers; m++)
+            if (since((*d)->members[m].since) > last)
+                last = since((*d)->members[m].since);
+    }
+    struct kh_member *out = calloc(total ? total : 1, sizeof(*out));
+    if (out == NULL)
+        return KH_ENOMEM;
+    size_t w = 0;
+    for (int v = 1; v <= last; v++)
+        for (const struct kh_stats_dict *const *d = t->dicts; *d; d++)
+            for (size_t m = 0; m < (*d)->nmembers; m++)
+                if (since((*d)->members[m].since) == v)
+                    out[w++] = (*d)->members[m];
+    t->members = out;
+    t->nmembers = total;
+    return 0;
+}
+
+static int build_tables(void)
+{
+    tables = calloc(kh_stats_ntables, sizeof(*tables));
+    if (tables == NULL)
+        return KH_ENOMEM;
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        tables[t] = kh_stats_table_defs[t];
+        if (flatten(&tables[t]) != 0)
+            return KH_ENOMEM;
+    }
+    kh_stats_tables = tables;
+    return 0;
+}
+
+static void free_tables(void)
+{
+    for (size_t t = 0; tables && t < kh_stats_ntables; t++)
+        free((void *)tables[t].members);
+    free(tables);
+    tables = NULL;
+    kh_stats_tables = NULL;
+}
+
 int kh_schema_init(void)
 {
     if (derived)
         return 0;
     derived = calloc(kh_stats_ntables, sizeof(*derived));
-    if (derived == NULL)
-        return KH_ENOMEM;
+    if (derived == NULL || build_tables() != 0)
+        goto fail;
     for (size_t t = 0; t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         size_t n = st->nmembers;
@@ -114,9 +169,7 @@ fail:
 
 void kh_schema_cleanup(void)
 {
-    if (derived == NULL)
-        return;
-    for (size_t t = 0; t < kh_stats_ntables; t++) {
+    for (size_t t = 0; derived && t < kh_stats_ntables; t++) {
         if (derived[t].columns)
             for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++)
                 free(derived[t].columns[m]);
@@ -124,6 +177,7 @@ void kh_schema_cleanup(void)
     }
     free(derived);
     derived = NULL;
+    free_tables();
     free(hash_slots);
     hash_slots = NULL;
 }
@@ -173,8 +227,6 @@ int kh_schema_member(int table, const char *name, size_t len)
 }
 
 const char *kh_schema_column(int table, int member) { return derived[table].columns[member]; }
-
-static int since(int v) { return v ? v : 1; }
 
 /* The schema version of the rate views (written out below); the tables' versions come from
  * the declarative tables. */

@@ -1,9 +1,10 @@
 /*
  * schema: the declarative description of everything kohaku stores. schema_table.c lists each
- * W3C webrtc-stats dictionary (stats type -> table) with its members and SQL types; from it
- * this module derives column names (snake_case), member lookup, and the DDL of both SQL
- * dialects. Adding a member is one line in schema_table.c (with the schema version that
- * adds it; the migration is derived).
+ * stats table (stats type -> table) as the W3C webrtc-stats dictionaries it is made of, with
+ * their members and SQL types, and the envelope tables column by column; from it this module
+ * derives column names (snake_case), member lookup, the DDL of both SQL dialects and the
+ * envelope tables' statements. Adding a member is one line in schema_table.c (with the
+ * schema version that adds it; the migration is derived).
  */
 #ifndef KH_SCHEMA_H
 #define KH_SCHEMA_H
@@ -14,7 +15,14 @@
 
 #include "core/buf.h"
 
-enum kh_coltype { KH_COL_INT = 1, KH_COL_REAL, KH_COL_TEXT, KH_COL_BOOL, KH_COL_JSON, KH_COL_TIME };
+enum kh_coltype {
+    KH_COL_INT = 1,
+    KH_COL_REAL,
+    KH_COL_TEXT,
+    KH_COL_BOOL,
+    KH_COL_JSON,
+    KH_COL_TIME
+};
 
 /* Which common columns a table has (kh_schema_scope describes them). */
 enum kh_scope {
@@ -79,18 +87,37 @@ struct kh_member {
     int since; /* schema version that added the column; 0 means 1 */
 };
 
+/* The members a W3C webrtc-stats dictionary adds (its own, not its base dictionaries'), or
+ * another group of members (w3c false: those browsers send that the draft does not have,
+ * Sora's own). A base dictionary is written once and named by each table that has it. */
+struct kh_stats_dict {
+    const char *name; /* "RTCRtpStreamStats"; for other groups what they are */
+    bool w3c;
+    const struct kh_member *members;
+    size_t nmembers;
+};
+
 struct kh_stats_table {
     const char *table;
     const char *type;  /* stats "type" value; NULL for the catch-all table */
     const char *type2; /* a second type stored in the same table, or NULL */
     const char *kind;  /* required "kind" value (media-source split), or NULL */
     enum kh_scope scope;
+    /* NULL-terminated: its base dictionaries first, then its own (schema_table.c) */
+    const struct kh_stats_dict *const *dicts;
+    int since;
+    /* Filled by kh_schema_init: the dictionaries' members in column order, which is the
+     * order of the database's columns: by the schema version that adds them (a later
+     * member's column is added at the end), then in dictionary order. */
     const struct kh_member *members;
     size_t nmembers;
-    int since;
 };
 
-extern const struct kh_stats_table kh_stats_tables[];
+/* The declarative table (schema_table.c); kh_schema_init derives kh_stats_tables from it. */
+extern const struct kh_stats_table kh_stats_table_defs[];
+/* The tables as everyone reads them, members flattened: built by kh_schema_init, read-only
+ * afterwards (any thread); NULL before. */
+extern const struct kh_stats_table *kh_stats_tables;
 extern const size_t kh_stats_ntables;
 /* Index of rtc_other_stats, erlang_vm_memory_stats and node_other_stats in kh_stats_tables. */
 extern const int kh_table_other;

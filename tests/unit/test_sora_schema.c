@@ -333,6 +333,162 @@ static void test_migration_buffer_bound(void **state)
     kh_buf_cleanup(&b);
 }
 
+/* --- composed dictionaries --------------------------------------------------------------- */
+
+/* Every table's member columns in the order the tables listed them before they were made of
+ * their W3C base dictionaries: existing databases have their columns in this order (and a
+ * fresh one must have the same), so composing may not reorder them. */
+static const char *const columns_before[][2] = {
+    {"rtc_codec_stats",
+     "payload_type transport_id mime_type clock_rate channels sdp_fmtp_line codec_type"
+    },
+    {"rtc_inbound_rtp_stream_stats",
+     "ssrc kind transport_id codec_id packets_received packets_received_with_ect1 "
+     "packets_received_with_ce packets_reported_as_lost "
+     "packets_reported_as_lost_but_recovered packets_lost jitter track_identifier mid "
+     "remote_id frames_decoded key_frames_decoded frames_rendered frames_dropped frame_width "
+     "frame_height frames_per_second qp_sum total_decode_time total_inter_frame_delay "
+     "total_squared_inter_frame_delay pause_count total_pauses_duration freeze_count "
+     "total_freezes_duration last_packet_received_timestamp header_bytes_received "
+     "packets_discarded fec_bytes_received fec_packets_received fec_packets_discarded "
+     "bytes_received nack_count fir_count pli_count total_processing_delay "
+     "estimated_playout_timestamp jitter_buffer_delay jitter_buffer_target_delay "
+     "jitter_buffer_emitted_count jitter_buffer_minimum_delay total_samples_received "
+     "concealed_samples silent_concealed_samples concealment_events "
+     "inserted_samples_for_deceleration removed_samples_for_acceleration audio_level "
+     "total_audio_energy total_samples_duration frames_received decoder_implementation "
+     "playout_id power_efficient_decoder frames_assembled_from_multiple_packets "
+     "total_assembly_time retransmitted_packets_received retransmitted_bytes_received "
+     "rtx_ssrc fec_ssrc total_corruption_probability total_squared_corruption_probability "
+     "corruption_measurements media_type discarded_packets goog_timing_frame_info"
+    },
+    {"rtc_outbound_rtp_stream_stats",
+     "ssrc kind transport_id codec_id packets_sent bytes_sent packets_sent_with_ect1 mid "
+     "media_source_id remote_id rid encoding_index header_bytes_sent "
+     "retransmitted_packets_sent retransmitted_bytes_sent rtx_ssrc target_bitrate "
+     "total_encoded_bytes_target frame_width frame_height frames_per_second frames_sent "
+     "huge_frames_sent frames_encoded key_frames_encoded qp_sum psnr_sum psnr_measurements "
+     "total_encode_time total_packet_send_delay quality_limitation_reason "
+     "quality_limitation_durations quality_limitation_resolution_changes nack_count "
+     "fir_count pli_count encoder_implementation power_efficient_encoder active "
+     "scalability_mode media_type"
+    },
+    {"rtc_remote_inbound_rtp_stream_stats",
+     "ssrc kind transport_id codec_id packets_received packets_received_with_ect1 "
+     "packets_received_with_ce packets_reported_as_lost "
+     "packets_reported_as_lost_but_recovered packets_lost jitter local_id round_trip_time "
+     "total_round_trip_time fraction_lost round_trip_time_measurements "
+     "packets_with_bleached_ect1_marking media_type"
+    },
+    {"rtc_remote_outbound_rtp_stream_stats",
+     "ssrc kind transport_id codec_id packets_sent bytes_sent local_id remote_timestamp "
+     "reports_sent round_trip_time total_round_trip_time round_trip_time_measurements "
+     "media_type"
+    },
+    {"rtc_audio_source_stats",
+     "track_identifier kind audio_level total_audio_energy total_samples_duration "
+     "echo_return_loss echo_return_loss_enhancement"
+    },
+    {"rtc_video_source_stats",
+     "track_identifier kind width height frames frames_per_second"
+    },
+    {"rtc_audio_playout_stats",
+     "kind synthesized_samples_duration synthesized_samples_events total_samples_duration "
+     "total_playout_delay total_samples_count"
+    },
+    {"rtc_peer_connection_stats",
+     "data_channels_opened data_channels_closed"
+    },
+    {"rtc_data_channel_stats",
+     "label protocol data_channel_identifier state messages_sent bytes_sent "
+     "messages_received bytes_received"
+    },
+    {"rtc_transport_stats",
+     "packets_sent packets_received bytes_sent bytes_received ice_role "
+     "ice_local_username_fragment dtls_state ice_state selected_candidate_pair_id "
+     "local_certificate_id remote_certificate_id tls_version dtls_cipher dtls_role "
+     "srtp_cipher selected_candidate_pair_changes ccfb_messages_sent ccfb_messages_received"
+    },
+    {"rtc_ice_candidate_pair_stats",
+     "transport_id local_candidate_id remote_candidate_id state nominated packets_sent "
+     "packets_received bytes_sent bytes_received last_packet_sent_timestamp "
+     "last_packet_received_timestamp total_round_trip_time current_round_trip_time "
+     "available_outgoing_bitrate available_incoming_bitrate requests_received requests_sent "
+     "responses_received responses_sent consent_requests_sent packets_discarded_on_send "
+     "bytes_discarded_on_send priority writable readable selected"
+    },
+    {"rtc_ice_candidate_stats",
+     "transport_id address port protocol candidate_type priority url relay_protocol "
+     "foundation related_address related_port username_fragment tcp_type ip is_remote "
+     "network_type"
+    },
+    {"rtc_certificate_stats",
+     "fingerprint fingerprint_algorithm base64_certificate issuer_certificate_id"
+    },
+    {"rtc_other_stats", ""},
+    {"erlang_vm_memory_stats",
+     "total processes processes_used system atom atom_used binary code ets"
+    },
+    {"node_other_stats", ""},
+
+};
+
+static void test_composed_tables_keep_column_order(void **state)
+{
+    (void)state;
+    assert_int_equal(sizeof(columns_before) / sizeof(columns_before[0]), kh_stats_ntables);
+    for (size_t i = 0; i < kh_stats_ntables; i++) {
+        int t = kht_table(columns_before[i][0]);
+        char got[4096] = "";
+        for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", m ? " " : "",
+                     kh_schema_column(t, (int)m));
+        if (strcmp(got, columns_before[i][1]) != 0)
+            fail_msg("%s:\n%s\nexpected\n%s", columns_before[i][0], got, columns_before[i][1]);
+    }
+    /* a base dictionary is one array, named by each table made of it */
+    const struct kh_stats_dict *in = kh_stats_tables[kht_table("rtc_inbound_rtp_stream_stats")]
+                                         .dicts[0];
+    const struct kh_stats_dict *out =
+        kh_stats_tables[kht_table("rtc_remote_outbound_rtp_stream_stats")].dicts[0];
+    assert_ptr_equal(in, out);
+    assert_string_equal(in->name, "RTCRtpStreamStats");
+    assert_true(in->w3c);
+}
+
+/* A database's columns are in the order the code lists them: common columns, members,
+ * extra (PRAGMA table_info after every migration). */
+static void test_database_columns_in_member_order(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    for (int v = 1; v <= kh_schema_latest_version(); v++) {
+        char *sql = migration(KH_DIALECT_SQLITE, v);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        free(sql);
+    }
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        char sql[160];
+        snprintf(sql, sizeof(sql), "PRAGMA table_info(\"%s\")", kh_stats_tables[t].table);
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        const struct kh_scope_desc *sc = kh_schema_scope((int)t);
+        size_t i = 0, n = sc->ncols + kh_stats_tables[t].nmembers + 1;
+        for (; sqlite3_step(st) == SQLITE_ROW; i++) {
+            const char *name = (const char *)sqlite3_column_text(st, 1);
+            const char *want = i < sc->ncols ? sc->cols[i].name
+                               : i + 1 < n   ? kh_schema_column((int)t, (int)(i - sc->ncols))
+                                             : "extra";
+            assert_true(i < n);
+            assert_string_equal(name, want);
+        }
+        assert_int_equal(i, n);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+}
+
 /* --- the envelope tables (kh_env_tables) ---------------------------------------------- */
 
 /* Versions 1 and 2 as create_base_tables and create_report_table wrote them by hand before
@@ -591,6 +747,8 @@ int main(void)
         cmocka_unit_test(test_migrations_run_in_sqlite),
         cmocka_unit_test(test_insert_placeholders),
         cmocka_unit_test(test_migration_buffer_bound),
+        cmocka_unit_test(test_composed_tables_keep_column_order),
+        cmocka_unit_test(test_database_columns_in_member_order),
         cmocka_unit_test(test_envelope_ddl_unchanged),
         cmocka_unit_test(test_envelope_statements_mean_what_they_did),
         cmocka_unit_test(test_envelope_values_fit_their_columns),
