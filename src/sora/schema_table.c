@@ -387,8 +387,9 @@ const int kh_table_node_other = 16;
 #define ENV(name, type, not_null, src, merge) {name, type, not_null, src, KH_MERGE_##merge}
 
 /* One row per connection_id, upserted by each of its reports: the connection's ids and
- * flags as its latest report has them, first_seen the earliest report, last_seen the newest.
- * (PRIMARY KEY stands in the DDL for connection_id's NOT NULL.) */
+ * flags as its first stored report had them (they do not change), a bundle_id once one is
+ * known, first_seen the earliest report, last_seen the newest. (PRIMARY KEY stands in the
+ * DDL for connection_id's NOT NULL.) */
 static const struct kh_env_column connection_cols[] = {
     ENV("connection_id", KH_COL_TEXT, true, KH_SRC_CONNECTION_ID, KEEP),
     ENV("channel_id", KH_COL_TEXT, true, KH_SRC_CHANNEL_ID, KEEP),
@@ -446,12 +447,12 @@ static const struct kh_env_index report_indexes[] = {
 };
 
 const struct kh_env_table kh_env_tables[] = {
-    {"sora_connection", "one row per connection_id, upserted by every report", 1,
+    {"sora_connection", "One row per connection_id, upserted by every report", 1,
      KH_REPORT_CONNECTION, true, connection_cols, N(connection_cols), connection_key,
      connection_indexes, N(connection_indexes), NULL, NULL},
-    {"sora_node", "one row per Sora node, upserted by every node.erlang-vm report", 1,
+    {"sora_node", "One row per Sora node, upserted by every node.erlang-vm report", 1,
      KH_REPORT_NODE, true, node_cols, N(node_cols), node_key, NULL, 0, NULL, NULL},
-    {"sora_report", "one row per stored report (source: its connection_id or node_name)", 2, -1,
+    {"sora_report", "One row per stored report", 2, -1,
      false, report_cols, N(report_cols), report_key, report_indexes, N(report_indexes),
      "source", "time"},
 };
