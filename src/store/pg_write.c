@@ -251,6 +251,8 @@ static void move_staged(struct kh_pg_slot *s, struct outcome *o, int t, struct k
     kh_buf_reset(sql);
     if (kh_pg_move_sql(s->pg, t, sql) == 0)
         exec_counted(s, o, sql->data, "insert", t);
+    else
+        out_of_memory(s, o);
 }
 
 /* copy method: COPY each table's rows into its staging table, then move them over. */
@@ -261,7 +263,10 @@ static void write_copy(struct kh_pg_slot *s, const struct kh_pg_subset *sub, str
     exec_step(s, o, "BEGIN", "begin");
     for (size_t t = 0; !o->failed && t < kh_stats_ntables; t++) {
         int rc = 0;
-        if (kh_pg_build_table(s, s->pg->copy_format, (int)t, sub, &rc) == 0 || rc != 0)
+        size_t rows = kh_pg_build_table(s, s->pg->copy_format, (int)t, sub, &rc);
+        if (rc != 0)
+            out_of_memory(s, o); /* never commit a batch without some of its rows */
+        if (rows == 0 || rc != 0)
             continue;
         copy_table(s, o, (int)t, true, &sql);
         move_staged(s, o, (int)t, &sql);
