@@ -49,6 +49,10 @@ static int exec(struct sq *q, const char *sql, const char **err)
     return 0;
 }
 
+/* WAL, the configured synchronous, a 16 MiB page cache. */
+#define PRAGMAS(sync)                                                                          \
+    "PRAGMA journal_mode=WAL; PRAGMA synchronous=" sync "; PRAGMA cache_size=-16384;"
+
 static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char **err)
 {
     struct sq *q = calloc(1, sizeof(*q));
@@ -65,11 +69,8 @@ static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char *
         return KH_EIO;
     }
     sqlite3_busy_timeout(q->db, 5000);
-    char pragmas[128];
-    snprintf(pragmas, sizeof(pragmas),
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA cache_size=-16384;",
-             strcmp(cfg->sqlite_synchronous, "normal") == 0 ? "NORMAL" : "FULL");
-    if (exec(q, pragmas, err) != 0)
+    bool normal = strcmp(cfg->sqlite_synchronous, "normal") == 0;
+    if (exec(q, normal ? PRAGMAS("NORMAL") : PRAGMAS("FULL"), err) != 0)
         return KH_EIO;
     atomic_store(&q->healthy, true);
     kh_metrics_storage_mode("sqlite");
@@ -101,13 +102,11 @@ static int apply_migrations(struct sq *q, int from, int to, const char **err)
     int rc = 0;
     for (int v = from + 1; rc == 0 && v <= to; v++) {
         kh_buf_reset(&sql);
-        char mark[160];
-        snprintf(mark, sizeof(mark),
-                 "INSERT INTO kohaku_schema_version (version, applied_at) VALUES "
-                 "(%d, strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now'));\n",
-                 v);
         if (kh_schema_migration_sql(KH_DIALECT_SQLITE, v, &sql) != 0 ||
-            kh_buf_append(&sql, mark, strlen(mark) + 1) != 0) {
+            kh_buf_printf(&sql,
+                          "INSERT INTO kohaku_schema_version (version, applied_at) VALUES "
+                          "(%d, strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now'));\n",
+                          v) != 0) {
             *err = "out of memory building the migration";
             rc = KH_ENOMEM;
             break;
