@@ -45,15 +45,57 @@ static struct kh_value text_value(const struct kh_str *s)
     return v;
 }
 
+static struct kh_value int_value(int64_t i)
+{
+    struct kh_value v = {.type = KH_COL_INT};
+    v.u.i = i;
+    return v;
+}
+
+static struct kh_value flag_value(int8_t flag)
+{
+    struct kh_value v = {.type = flag < 0 ? 0 : KH_COL_BOOL};
+    v.u.b = flag > 0;
+    return v;
+}
+
+static struct kh_value time_value(const char *text)
+{
+    struct kh_value v = {.type = KH_COL_TIME, .len = KH_TIME_TEXT_LEN};
+    v.u.s = text;
+    return v;
+}
+
+/* The sources that need the report alone. */
+static struct kh_value envelope_value(const struct kh_report *r, enum kh_common_src src)
+{
+    bool conn = r->kind == KH_REPORT_CONNECTION;
+    static const struct kh_str kinds[] = {{"connection", 10}, {"node", 4}};
+    switch (src) {
+    case KH_SRC_SESSION_ID: return text_value(&r->session_id);
+    case KH_SRC_CLIENT_ID: return text_value(&r->client_id);
+    case KH_SRC_BUNDLE_ID: return text_value(&r->bundle_id);
+    case KH_SRC_ROLE: return text_value(&r->role);
+    case KH_SRC_VERSION: return text_value(&r->version);
+    case KH_SRC_MULTISTREAM: return flag_value(r->multistream);
+    case KH_SRC_SIMULCAST: return flag_value(r->simulcast);
+    case KH_SRC_SPOTLIGHT: return flag_value(r->spotlight);
+    case KH_SRC_REPORT_ID: return text_value(&r->id);
+    case KH_SRC_SOURCE: return text_value(conn ? &r->connection_id : &r->node_name);
+    case KH_SRC_KIND: return text_value(&kinds[!conn]);
+    case KH_SRC_STATS_COUNT: return int_value((int64_t)r->nrows);
+    case KH_SRC_BODY_BYTES: return int_value((int64_t)r->body_bytes);
+    case KH_SRC_RECEIVED_AT: return time_value(r->received_text);
+    default: return (struct kh_value){0};
+    }
+}
+
 struct kh_value kh_report_common_value(const struct kh_report *r, const struct kh_row *row,
                                        int src)
 {
     struct kh_value v = {0};
     switch ((enum kh_common_src)src) {
-    case KH_SRC_TIME:
-        v = (struct kh_value){.type = KH_COL_TIME, .len = KH_TIME_TEXT_LEN};
-        v.u.s = r->time_text;
-        return v;
+    case KH_SRC_TIME: return time_value(r->time_text);
     case KH_SRC_CHANNEL_ID: return text_value(&r->channel_id);
     case KH_SRC_CONNECTION_ID: return text_value(&r->connection_id);
     case KH_SRC_LABEL: return text_value(&r->label);
@@ -64,10 +106,7 @@ struct kh_value kh_report_common_value(const struct kh_report *r, const struct k
         v.type = KH_COL_REAL;
         v.u.d = row->stats_timestamp;
         return v;
-    case KH_SRC_STATS_INDEX:
-        v.type = KH_COL_INT;
-        v.u.i = row->stats_index;
-        return v;
+    case KH_SRC_STATS_INDEX: return int_value(row->stats_index);
+    default: return envelope_value(r, (enum kh_common_src)src);
     }
-    return v;
 }

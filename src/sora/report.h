@@ -75,9 +75,11 @@ struct kh_report *kh_report_new(enum kh_report_kind kind, size_t arena_max);
 void kh_report_free(struct kh_report *r);
 void kh_report_add_row(struct kh_report *r, struct kh_row *row);
 
-/* The value of a common column (enum kh_common_src in sora/schema.h) of one row: from the
- * envelope or from the row. Strings point into the report. KH_SRC_TIME gives the envelope
- * time as KH_COL_TIME with its text (r->time_usec is the same instant). */
+/* The value of a column (enum kh_common_src in sora/schema.h) for one row: from the
+ * envelope or from the row (row may be NULL for the sources of the envelope alone, those of
+ * the envelope tables). Strings point into the report. KH_SRC_TIME gives the envelope time
+ * as KH_COL_TIME with its text (r->time_usec is the same instant); KH_SRC_RECEIVED_AT
+ * gives r->received_text, with no microseconds beside it. */
 struct kh_value kh_report_common_value(const struct kh_report *r, const struct kh_row *row,
                                        int src);
 

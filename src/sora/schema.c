@@ -1,6 +1,7 @@
 /*
  * schema: lookups and SQL derived from the declarative table in schema_table.c.
- * Owns the derived column names and the member lookup hash (built once by kh_schema_init,
+ * Owns the flattened tables (kh_stats_tables: each table's dictionaries' members in column
+ * order), the derived column names and the member lookup hash (built once by kh_schema_init,
  * read-only afterwards, so any thread may use them).
  */
 #include "sora/schema.h"
@@ -17,6 +18,11 @@ struct derived {
 };
 
 static struct derived *derived;
+
+const struct kh_stats_table *kh_stats_tables;
+static struct kh_stats_table *tables; /* what kh_stats_tables points to, members filled */
+
+static int since(int v) { return v ? v : 1; }
 
 /* Member lookup: one open-addressing hash over (table, member name) for all tables. */
 struct slot {
@@ -80,13 +86,62 @@ void kh_schema_snake_case(const char *in, char *out, size_t cap)
     out[w] = '\0';
 }
 
+/* A table's dictionaries' members in column order (see struct kh_stats_table). 0 or
+ * KH_ENOMEM. */
+static int flatten(struct kh_stats_table *t)
+{
+    size_t total = 0;
+    int last = 1;
+    for (const struct kh_stats_dict *const *d = t->dicts; *d; d++) {
+        total += (*d)->nmembers;
+        for (size_t m = 0; m < (*d)->nmembers; m++)
+            if (since((*d)->members[m].since) > last)
+                last = since((*d)->members[m].since);
+    }
+    struct kh_member *out = calloc(total ? total : 1, sizeof(*out));
+    if (out == NULL)
+        return KH_ENOMEM;
+    size_t w = 0;
+    for (int v = 1; v <= last; v++)
+        for (const struct kh_stats_dict *const *d = t->dicts; *d; d++)
+            for (size_t m = 0; m < (*d)->nmembers; m++)
+                if (since((*d)->members[m].since) == v)
+                    out[w++] = (*d)->members[m];
+    t->members = out;
+    t->nmembers = total;
+    return 0;
+}
+
+static int build_tables(void)
+{
+    tables = calloc(kh_stats_ntables, sizeof(*tables));
+    if (tables == NULL)
+        return KH_ENOMEM;
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        tables[t] = kh_stats_table_defs[t];
+        if (flatten(&tables[t]) != 0)
+            return KH_ENOMEM;
+    }
+    kh_stats_tables = tables;
+    return 0;
+}
+
+static void free_tables(void)
+{
+    for (size_t t = 0; tables && t < kh_stats_ntables; t++)
+        free((void *)tables[t].members);
+    free(tables);
+    tables = NULL;
+    kh_stats_tables = NULL;
+}
+
 int kh_schema_init(void)
 {
     if (derived)
         return 0;
     derived = calloc(kh_stats_ntables, sizeof(*derived));
-    if (derived == NULL)
-        return KH_ENOMEM;
+    if (derived == NULL || build_tables() != 0)
+        goto fail;
     for (size_t t = 0; t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         size_t n = st->nmembers;
@@ -114,9 +169,7 @@ fail:
 
 void kh_schema_cleanup(void)
 {
-    if (derived == NULL)
-        return;
-    for (size_t t = 0; t < kh_stats_ntables; t++) {
+    for (size_t t = 0; derived && t < kh_stats_ntables; t++) {
         if (derived[t].columns)
             for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++)
                 free(derived[t].columns[m]);
@@ -124,6 +177,7 @@ void kh_schema_cleanup(void)
     }
     free(derived);
     derived = NULL;
+    free_tables();
     free(hash_slots);
     hash_slots = NULL;
 }
@@ -174,15 +228,16 @@ int kh_schema_member(int table, const char *name, size_t len)
 
 const char *kh_schema_column(int table, int member) { return derived[table].columns[member]; }
 
-static int since(int v) { return v ? v : 1; }
-
-/* Versions of the fixed tables (sora_connection, sora_node, sora_report); the stats tables'
- * versions come from the declarative table. */
-#define BASE_TABLES_VERSION 3
+/* The schema version of the rate views (written out below); the tables' versions come from
+ * the declarative tables. */
+#define RATE_VIEWS_VERSION 3
 
 int kh_schema_latest_version(void)
 {
-    int latest = BASE_TABLES_VERSION;
+    int latest = RATE_VIEWS_VERSION;
+    for (size_t t = 0; t < kh_env_ntables; t++)
+        if (kh_env_tables[t].since > latest)
+            latest = kh_env_tables[t].since;
     for (size_t t = 0; t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         if (since(st->since) > latest)
@@ -194,7 +249,7 @@ int kh_schema_latest_version(void)
     return latest;
 }
 
-static const char *sqltype(enum kh_dialect d, enum kh_coltype t)
+const char *kh_schema_sqltype(enum kh_dialect d, enum kh_coltype t)
 {
     bool pg = d == KH_DIALECT_POSTGRES;
     switch (t) {
@@ -206,6 +261,25 @@ static const char *sqltype(enum kh_dialect d, enum kh_coltype t)
     case KH_COL_TIME: return pg ? "timestamptz" : "TEXT";
     }
     return "TEXT";
+}
+
+/* The envelope tables were written by hand at first, their text columns "text" in SQLite
+ * too; the same spelling keeps their DDL byte for byte what databases were made with. */
+const char *kh_schema_env_sqltype(enum kh_dialect d, enum kh_coltype t)
+{
+    return t == KH_COL_TEXT ? "text" : kh_schema_sqltype(d, t);
+}
+
+const char *kh_schema_pg_cast(enum kh_coltype t)
+{
+    switch (t) {
+    case KH_COL_INT: return "int8";
+    case KH_COL_REAL: return "float8";
+    case KH_COL_BOOL: return "bool";
+    case KH_COL_JSON: return "jsonb";
+    case KH_COL_TIME: return "timestamptz";
+    default: return "text";
+    }
 }
 
 /* The common columns of each scope (enum kh_scope order). Every stats table starts with its
@@ -269,13 +343,14 @@ static int create_stats_table(enum kh_dialect d, int t, int version, struct kh_b
     int rc = kh_buf_printf(b, "CREATE TABLE IF NOT EXISTS \"%s\" (", st->table);
     for (size_t c = 0; rc == 0 && c < sc->ncols; c++)
         rc = kh_buf_printf(b, "%s\n  \"%s\" %s%s", c ? "," : "", sc->cols[c].name,
-                  sqltype(d, sc->cols[c].type), sc->cols[c].not_null ? " NOT NULL" : "");
+                           kh_schema_sqltype(d, sc->cols[c].type),
+                           sc->cols[c].not_null ? " NOT NULL" : "");
     for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
         if (since(st->members[m].since) <= version)
             rc = kh_buf_printf(b, ",\n  \"%s\" %s", derived[t].columns[m],
-                      sqltype(d, st->members[m].type));
+                               kh_schema_sqltype(d, st->members[m].type));
     if (rc == 0)
-        rc = kh_buf_printf(b, ",\n  \"extra\" %s\n);\n", sqltype(d, KH_COL_JSON));
+        rc = kh_buf_printf(b, ",\n  \"extra\" %s\n);\n", kh_schema_sqltype(d, KH_COL_JSON));
     if (rc == 0)
         rc = kh_buf_printf(b, "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" (", st->table,
                   st->table);
@@ -287,49 +362,56 @@ static int create_stats_table(enum kh_dialect d, int t, int version, struct kh_b
     return rc;
 }
 
-static int create_base_tables(enum kh_dialect d, struct kh_buf *b)
+static int put_column_def(enum kh_dialect d, const struct kh_env_table *et, size_t c,
+                          struct kh_buf *b)
 {
-    const char *ts = d == KH_DIALECT_POSTGRES ? "timestamptz" : "TEXT";
-    const char *bl = sqltype(d, KH_COL_BOOL);
-    return kh_buf_printf(b,
-                "CREATE TABLE IF NOT EXISTS \"sora_connection\" (\n"
-                "  \"connection_id\" text PRIMARY KEY,\n  \"channel_id\" text NOT NULL,\n"
-                "  \"session_id\" text NOT NULL,\n  \"client_id\" text NOT NULL,\n"
-                "  \"bundle_id\" text,\n  \"role\" text NOT NULL,\n"
-                "  \"multistream\" %s,\n  \"simulcast\" %s,\n  \"spotlight\" %s,\n"
-                "  \"label\" text NOT NULL,\n  \"version\" text NOT NULL,\n"
-                "  \"node_name\" text NOT NULL,\n"
-                "  \"first_seen\" %s NOT NULL,\n  \"last_seen\" %s NOT NULL\n);\n"
-                "CREATE INDEX IF NOT EXISTS \"sora_connection_channel\" ON \"sora_connection\" "
-                "(\"channel_id\", \"last_seen\");\n"
-                "CREATE INDEX IF NOT EXISTS \"sora_connection_last_seen\" ON "
-                "\"sora_connection\" (\"last_seen\");\n"
-                "CREATE TABLE IF NOT EXISTS \"sora_node\" (\n"
-                "  \"node_name\" text PRIMARY KEY,\n  \"label\" text NOT NULL,\n"
-                "  \"version\" text NOT NULL,\n"
-                "  \"first_seen\" %s NOT NULL,\n  \"last_seen\" %s NOT NULL\n);\n",
-                bl, bl, bl, ts, ts, ts, ts);
+    const struct kh_env_column *col = &et->cols[c];
+    bool primary = et->upsert && strcmp(col->name, et->key[0]) == 0;
+    return kh_buf_printf(b, "  \"%s\" %s%s%s\n", col->name, kh_schema_env_sqltype(d, col->type),
+                         primary ? " PRIMARY KEY" : col->not_null ? " NOT NULL" : "",
+                         c + 1 < et->ncols ? "," : "");
 }
 
-/* Version 2: one row per stored report, for counting reports over time and for checking
- * that an acknowledged report is stored exactly once. `source` is the connection_id of a
- * connection report and the node_name of a node report. */
-static int create_report_table(enum kh_dialect d, struct kh_buf *b)
+static size_t count_names(const char *const *names)
 {
-    const char *ts = d == KH_DIALECT_POSTGRES ? "timestamptz" : "TEXT";
-    return kh_buf_printf(b,
-                "CREATE TABLE IF NOT EXISTS \"sora_report\" (\n"
-                "  \"time\" %s NOT NULL,\n  \"source\" text NOT NULL,\n"
-                "  \"kind\" text NOT NULL,\n  \"report_id\" text,\n"
-                "  \"channel_id\" text,\n  \"connection_id\" text,\n"
-                "  \"node_name\" text NOT NULL,\n  \"stats_count\" %s NOT NULL,\n"
-                "  \"body_bytes\" %s NOT NULL,\n  \"received_at\" %s NOT NULL\n);\n"
-                "CREATE UNIQUE INDEX IF NOT EXISTS \"sora_report_key\" ON \"sora_report\" "
-                "(\"source\", \"time\");\n"
-                "CREATE INDEX IF NOT EXISTS \"sora_report_time\" ON \"sora_report\" (\"time\");\n"
-                "CREATE INDEX IF NOT EXISTS \"sora_report_id\" ON \"sora_report\" "
-                "(\"report_id\");\n",
-                ts, sqltype(d, KH_COL_INT), sqltype(d, KH_COL_INT), ts);
+    size_t n = 0;
+    while (names[n])
+        n++;
+    return n;
+}
+
+static int create_index(const char *unique, const char *table, const char *suffix,
+                        const char *const *cols, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "CREATE %sINDEX IF NOT EXISTS \"%s_%s\" ON \"%s\" (", unique,
+                           table, suffix, table);
+    if (rc == 0)
+        rc = put_names(b, cols, count_names(cols));
+    return rc ? rc : kh_buf_printf(b, ");\n");
+}
+
+/* An envelope table: the columns, then an inserted table's unique key, then its indexes. */
+static int create_env_table(enum kh_dialect d, const struct kh_env_table *et, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "CREATE TABLE IF NOT EXISTS \"%s\" (\n", et->table);
+    for (size_t c = 0; rc == 0 && c < et->ncols; c++)
+        rc = put_column_def(d, et, c, b);
+    if (rc == 0)
+        rc = kh_buf_printf(b, ");\n");
+    if (rc == 0 && !et->upsert)
+        rc = create_index("UNIQUE ", et->table, "key", et->key, b);
+    for (size_t i = 0; rc == 0 && i < et->nindexes; i++)
+        rc = create_index("", et->table, et->indexes[i].suffix, et->indexes[i].cols, b);
+    return rc;
+}
+
+static int create_env_tables(enum kh_dialect d, int version, struct kh_buf *b)
+{
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++)
+        if (kh_env_tables[t].since == version)
+            rc = create_env_table(d, &kh_env_tables[t], b);
+    return rc;
 }
 
 /* Version 3: rates between consecutive samples of one stats object, as views, so dashboards
@@ -417,12 +499,8 @@ static int create_rate_views(enum kh_dialect d, struct kh_buf *b)
 
 int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
 {
-    int rc = 0;
-    if (version == 1)
-        rc = create_base_tables(d, out);
-    if (version == 2)
-        rc = create_report_table(d, out);
-    if (version == 3)
+    int rc = create_env_tables(d, version, out);
+    if (rc == 0 && version == RATE_VIEWS_VERSION)
         rc = create_rate_views(d, out);
     for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
@@ -435,7 +513,7 @@ int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
         for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
             if (since(st->members[m].since) == version)
                 rc = kh_buf_printf(out, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", st->table,
-                          derived[t].columns[m], sqltype(d, st->members[m].type));
+                          derived[t].columns[m], kh_schema_sqltype(d, st->members[m].type));
     }
     return rc;
 }
@@ -445,8 +523,8 @@ int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out)
     const struct kh_stats_table *st = &kh_stats_tables[table];
     const struct kh_scope_desc *sc = kh_schema_scope(table);
     int ncommon = (int)sc->ncols;
-    int rc = kh_buf_printf(out, "INSERT %sINTO \"%s\" (", d == KH_DIALECT_SQLITE ? "OR IGNORE " : "",
-                  st->table);
+    const char *ignore = d == KH_DIALECT_SQLITE ? "OR IGNORE " : "";
+    int rc = kh_buf_printf(out, "INSERT %sINTO \"%s\" (", ignore, st->table);
     for (int i = 0; rc == 0 && i < ncommon; i++)
         rc = kh_buf_printf(out, "%s\"%s\"", i ? ", " : "", sc->cols[i].name);
     for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
@@ -463,4 +541,109 @@ int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out)
     if (rc == 0)
         rc = kh_buf_printf(out, ")%s", d == KH_DIALECT_POSTGRES ? " ON CONFLICT DO NOTHING" : "");
     return rc;
+}
+
+/* --- the envelope tables' statements ---------------------------------------------------- */
+
+static int env_column_list(const struct kh_env_table *et, const char *sep, struct kh_buf *b)
+{
+    int rc = 0;
+    for (size_t c = 0; rc == 0 && c < et->ncols; c++)
+        rc = kh_buf_printf(b, "%s\"%s\"", c ? sep : "", et->cols[c].name);
+    return rc;
+}
+
+/* VALUES (?,?,...) for SQLite; unnest($1::type[], ...) AS u (columns) for PostgreSQL. */
+static int env_row_source(enum kh_dialect d, const struct kh_env_table *et, struct kh_buf *b)
+{
+    if (d == KH_DIALECT_SQLITE) {
+        int rc = kh_buf_printf(b, "VALUES (");
+        for (size_t c = 0; rc == 0 && c < et->ncols; c++)
+            rc = kh_buf_printf(b, "%s?", c ? "," : "");
+        return rc ? rc : kh_buf_printf(b, ")");
+    }
+    int rc = kh_buf_printf(b, "SELECT u.* FROM unnest(");
+    for (size_t c = 0; rc == 0 && c < et->ncols; c++)
+        rc = kh_buf_printf(b, "%s$%zu::%s[]", c ? ", " : "", c + 1,
+                           kh_schema_pg_cast(et->cols[c].type));
+    if (rc == 0)
+        rc = kh_buf_printf(b, ") AS u(");
+    if (rc == 0)
+        rc = env_column_list(et, ", ", b);
+    return rc ? rc : kh_buf_printf(b, ")");
+}
+
+int kh_schema_env_rows_sql(enum kh_dialect d, int t, struct kh_buf *out)
+{
+    const struct kh_env_table *et = &kh_env_tables[t];
+    bool ignore = d == KH_DIALECT_SQLITE && !et->upsert;
+    int rc = kh_buf_printf(out, "INSERT %sINTO \"%s\" (", ignore ? "OR IGNORE " : "", et->table);
+    if (rc == 0)
+        rc = env_column_list(et, ", ", out);
+    if (rc == 0)
+        rc = kh_buf_printf(out, ") ");
+    return rc ? rc : env_row_source(d, et, out);
+}
+
+/* The stored value of a column in DO UPDATE SET (qualified in PostgreSQL, where a bare name
+ * is ambiguous), and the new one. */
+static int put_stored(struct kh_buf *b, enum kh_dialect d, const char *table, const char *col)
+{
+    if (d == KH_DIALECT_POSTGRES)
+        return kh_buf_printf(b, "\"%s\".\"%s\"", table, col);
+    return kh_buf_printf(b, "\"%s\"", col);
+}
+
+static int put_new(struct kh_buf *b, enum kh_dialect d, const char *col)
+{
+    return kh_buf_printf(b, "%s.\"%s\"", d == KH_DIALECT_POSTGRES ? "EXCLUDED" : "excluded", col);
+}
+
+/* One assignment of DO UPDATE SET: min/max/coalesce in SQLite, LEAST/GREATEST/COALESCE in
+ * PostgreSQL (coalesce takes the new value first). */
+static int merge_sql(enum kh_dialect d, const char *table, const struct kh_env_column *c,
+                     struct kh_buf *b)
+{
+    static const char *const fn[][2] = {[KH_MERGE_MIN] = {"min", "LEAST"},
+                                        [KH_MERGE_MAX] = {"max", "GREATEST"},
+                                        [KH_MERGE_COALESCE] = {"coalesce", "COALESCE"}};
+    int rc = kh_buf_printf(b, "\"%s\" = ", c->name);
+    if (rc != 0 || c->merge == KH_MERGE_REPLACE)
+        return rc ? rc : put_new(b, d, c->name);
+    bool new_first = c->merge == KH_MERGE_COALESCE;
+    rc = kh_buf_printf(b, "%s(", fn[c->merge][d == KH_DIALECT_POSTGRES]);
+    if (rc == 0)
+        rc = new_first ? put_new(b, d, c->name) : put_stored(b, d, table, c->name);
+    if (rc == 0)
+        rc = kh_buf_printf(b, ", ");
+    if (rc == 0)
+        rc = new_first ? put_stored(b, d, table, c->name) : put_new(b, d, c->name);
+    return rc ? rc : kh_buf_printf(b, ")");
+}
+
+int kh_schema_env_conflict_sql(enum kh_dialect d, int t, struct kh_buf *out)
+{
+    const struct kh_env_table *et = &kh_env_tables[t];
+    if (!et->upsert)
+        return d == KH_DIALECT_POSTGRES ? kh_buf_printf(out, " ON CONFLICT DO NOTHING") : 0;
+    int rc = kh_buf_printf(out, " ON CONFLICT (");
+    if (rc == 0)
+        rc = put_names(out, et->key, count_names(et->key));
+    if (rc == 0)
+        rc = kh_buf_printf(out, ") DO ");
+    size_t merged = 0;
+    for (size_t c = 0; rc == 0 && c < et->ncols; c++) {
+        if (et->cols[c].merge == KH_MERGE_KEEP)
+            continue;
+        rc = kh_buf_printf(out, "%s", merged++ ? ", " : "UPDATE SET ");
+        if (rc == 0)
+            rc = merge_sql(d, et->table, &et->cols[c], out);
+    }
+    return rc == 0 && merged == 0 ? kh_buf_printf(out, "NOTHING") : rc;
+}
+
+int kh_schema_env_sql(enum kh_dialect d, int t, struct kh_buf *out)
+{
+    int rc = kh_schema_env_rows_sql(d, t, out);
+    return rc ? rc : kh_schema_env_conflict_sql(d, t, out);
 }

@@ -1,9 +1,10 @@
 /*
  * schema: the declarative description of everything kohaku stores. schema_table.c lists each
- * W3C webrtc-stats dictionary (stats type -> table) with its members and SQL types; from it
- * this module derives column names (snake_case), member lookup, and the DDL of both SQL
- * dialects. Adding a member is one line in schema_table.c (with the schema version that
- * adds it; the migration is derived).
+ * stats table (stats type -> table) as the W3C webrtc-stats dictionaries it is made of, with
+ * their members and SQL types, and the envelope tables column by column; from it this module
+ * derives column names (snake_case), member lookup, the DDL of both SQL dialects and the
+ * envelope tables' statements. Adding a member is one line in schema_table.c (with the
+ * schema version that adds it; the migration is derived).
  */
 #ifndef KH_SCHEMA_H
 #define KH_SCHEMA_H
@@ -14,16 +15,26 @@
 
 #include "core/buf.h"
 
-enum kh_coltype { KH_COL_INT = 1, KH_COL_REAL, KH_COL_TEXT, KH_COL_BOOL, KH_COL_JSON, KH_COL_TIME };
+enum kh_coltype {
+    KH_COL_INT = 1,
+    KH_COL_REAL,
+    KH_COL_TEXT,
+    KH_COL_BOOL,
+    KH_COL_JSON,
+    KH_COL_TIME
+};
 
 /* Which common columns a table has (kh_schema_scope describes them). */
 enum kh_scope {
-    KH_SCOPE_CONNECTION, /* time, channel_id, connection_id, stats_type, stats_id, stats_timestamp */
+    KH_SCOPE_CONNECTION, /* time, channel_id, connection_id, stats_type, stats_id,
+                            stats_timestamp */
     KH_SCOPE_NODE,       /* time, label, node_name */
     KH_SCOPE_NODE_ITEM   /* time, label, node_name, stats_type, stats_index */
 };
 
-/* Where a common column's value comes from: the report's envelope or the row. */
+/* Where a column's value comes from in a struct kh_report: its envelope, or the row
+ * (kh_report_common_value in sora/report.h gives it). The stats tables' common columns use
+ * the first group; the envelope tables (kh_env_tables) the envelope's alone. */
 enum kh_common_src {
     KH_SRC_TIME,            /* the envelope timestamp (KH_COL_TIME) */
     KH_SRC_CHANNEL_ID,
@@ -33,7 +44,22 @@ enum kh_common_src {
     KH_SRC_STATS_TYPE,
     KH_SRC_STATS_ID,
     KH_SRC_STATS_TIMESTAMP,
-    KH_SRC_STATS_INDEX      /* the object's position in the report's "stats" array */
+    KH_SRC_STATS_INDEX,     /* the object's position in the report's "stats" array */
+    /* the envelope alone (no row) */
+    KH_SRC_SESSION_ID,
+    KH_SRC_CLIENT_ID,
+    KH_SRC_BUNDLE_ID,
+    KH_SRC_ROLE,
+    KH_SRC_VERSION,
+    KH_SRC_MULTISTREAM,     /* KH_COL_BOOL, NULL when the envelope has none */
+    KH_SRC_SIMULCAST,
+    KH_SRC_SPOTLIGHT,
+    KH_SRC_REPORT_ID,       /* the envelope's "id" */
+    KH_SRC_SOURCE,          /* connection_id of a connection report, node_name of a node's */
+    KH_SRC_KIND,            /* "connection" or "node" */
+    KH_SRC_STATS_COUNT,     /* the report's rows */
+    KH_SRC_BODY_BYTES,      /* the request body's size */
+    KH_SRC_RECEIVED_AT      /* when kohaku finished reading it (KH_COL_TIME) */
 };
 
 struct kh_common_column {
@@ -61,23 +87,93 @@ struct kh_member {
     int since; /* schema version that added the column; 0 means 1 */
 };
 
+/* The members a W3C webrtc-stats dictionary adds (its own, not its base dictionaries'), or
+ * another group of members (w3c false: those browsers send that the draft does not have,
+ * Sora's own). A base dictionary is written once and named by each table that has it. */
+struct kh_stats_dict {
+    const char *name; /* "RTCRtpStreamStats"; for other groups what they are */
+    bool w3c;
+    const struct kh_member *members;
+    size_t nmembers;
+};
+
 struct kh_stats_table {
     const char *table;
     const char *type;  /* stats "type" value; NULL for the catch-all table */
     const char *type2; /* a second type stored in the same table, or NULL */
     const char *kind;  /* required "kind" value (media-source split), or NULL */
     enum kh_scope scope;
+    /* NULL-terminated: its base dictionaries first, then its own (schema_table.c) */
+    const struct kh_stats_dict *const *dicts;
+    int since;
+    /* Filled by kh_schema_init: the dictionaries' members in column order, which is the
+     * order of the database's columns: by the schema version that adds them (a later
+     * member's column is added at the end), then in dictionary order. */
     const struct kh_member *members;
     size_t nmembers;
-    int since;
 };
 
-extern const struct kh_stats_table kh_stats_tables[];
+/* The declarative table (schema_table.c); kh_schema_init derives kh_stats_tables from it. */
+extern const struct kh_stats_table kh_stats_table_defs[];
+/* The tables as everyone reads them, members flattened: built by kh_schema_init, read-only
+ * afterwards (any thread); NULL before. */
+extern const struct kh_stats_table *kh_stats_tables;
 extern const size_t kh_stats_ntables;
 /* Index of rtc_other_stats, erlang_vm_memory_stats and node_other_stats in kh_stats_tables. */
 extern const int kh_table_other;
 extern const int kh_table_erlang_vm_memory;
 extern const int kh_table_node_other;
+
+/* The envelope tables: sora_connection, sora_node and sora_report (one row per connection,
+ * per node, per stored report), described as the stats tables are, so that their DDL, both
+ * dialects' statements, the backends' binds and the docs are derived, never spelled out. */
+
+/* What an upsert does to a column of a row that is there already (ON CONFLICT DO UPDATE). */
+enum kh_merge {
+    KH_MERGE_KEEP,     /* the stored value stays (the key; what never changes) */
+    KH_MERGE_MIN,      /* the smaller of the two: first_seen keeps the first */
+    KH_MERGE_MAX,      /* the larger: last_seen takes the newest */
+    KH_MERGE_COALESCE, /* the new value, unless it is NULL */
+    KH_MERGE_REPLACE   /* the new value */
+};
+
+struct kh_env_column {
+    const char *name;
+    enum kh_coltype type;
+    bool not_null;
+    enum kh_common_src src; /* where its value comes from in a struct kh_report */
+    enum kh_merge merge;    /* upserted tables only */
+};
+
+struct kh_env_index {
+    const char *suffix;       /* the index is "<table>_<suffix>" */
+    const char *const *cols; /* NULL-terminated */
+};
+
+struct kh_env_table {
+    const char *table;
+    const char *about; /* one line for the docs */
+    int since;         /* the schema version that creates it */
+    int kind;          /* rows for reports of this enum kh_report_kind; -1: for every report */
+    /* true: one row per key, merged column by column (enum kh_merge) when it is there; the
+     * key is the PRIMARY KEY, one column. false: one row per report, a row whose key is there
+     * already is left out (a redelivered report); the key is a unique index "<table>_key". */
+    bool upsert;
+    const struct kh_env_column *cols;
+    size_t ncols;
+    const char *const *key; /* NULL-terminated */
+    const struct kh_env_index *indexes;
+    size_t nindexes;
+    /* non-NULL for a time series (on "time"): a TimescaleDB hypertable, compressed with these
+     * (the key's first column, the rest of it), and kohaku's retention applies */
+    const char *segment_by, *compress_orderby;
+};
+
+extern const struct kh_env_table kh_env_tables[];
+extern const size_t kh_env_ntables;
+/* Index of sora_report in kh_env_tables: whether its row was inserted says whether the report
+ * was new (not a redelivery). */
+extern const int kh_env_report;
 
 enum kh_dialect { KH_DIALECT_SQLITE, KH_DIALECT_POSTGRES };
 
@@ -103,6 +199,22 @@ int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out);
 /* Appends a parameterised INSERT that ignores conflicts on the natural key, with one
  * placeholder per column in kh_schema_insert_columns order: common columns, members, extra. */
 int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out);
+/* The statement that writes rows into envelope table t (kh_env_tables), its columns in
+ * order: kh_schema_env_rows_sql then kh_schema_env_conflict_sql. SQLite: one row of `?`
+ * placeholders, one per column. PostgreSQL: any number of rows as arrays, one
+ * $n::type[] per column, read through unnest(...) AS u (so a caller may filter on u's columns
+ * between the two parts). The conflict part: an upsert's ON CONFLICT (key) DO UPDATE SET, the
+ * merged columns in column order; otherwise nothing in SQLite (the INSERT is OR IGNORE) and ON
+ * CONFLICT DO NOTHING in PostgreSQL. 0, or KH_ENOSPC/KH_ENOMEM from the buffer. */
+int kh_schema_env_sql(enum kh_dialect d, int t, struct kh_buf *out);
+int kh_schema_env_rows_sql(enum kh_dialect d, int t, struct kh_buf *out);
+int kh_schema_env_conflict_sql(enum kh_dialect d, int t, struct kh_buf *out);
+/* The column type as the DDL of that dialect writes it (the envelope tables' text columns
+ * are "text" in both, as the first schema wrote them). */
+const char *kh_schema_sqltype(enum kh_dialect d, enum kh_coltype t);
+const char *kh_schema_env_sqltype(enum kh_dialect d, enum kh_coltype t);
+/* PostgreSQL's name of the type in a cast (int8, float8, bool, text, jsonb, timestamptz). */
+const char *kh_schema_pg_cast(enum kh_coltype t);
 /* Number of common columns of the table's scope. */
 int kh_schema_ncommon(int table);
 /* The common columns of the table's scope. */

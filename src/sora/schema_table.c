@@ -1,30 +1,38 @@
 /*
- * schema_table: the stats dictionaries kohaku stores, one array per table. Members follow the
- * W3C webrtc-stats Editor's Draft (RTCStats subclasses flattened: RTCRtpStreamStats,
- * RTCReceivedRtpStreamStats, RTCSentRtpStreamStats ...) plus every member the project's
- * browser fixtures carry (legacy or vendor ones included, marked "fixtures").
- * Types: unsigned long / long long / unsigned long long -> INT, double and DOMHighResTimeStamp
- * -> REAL, DOMString and enums -> TEXT, boolean -> BOOL, records -> JSON.
+ * schema_table: everything kohaku stores, declaratively. Each stats table is a list of W3C
+ * webrtc-stats dictionaries (Editor's Draft), its base dictionaries first (RTCRtpStreamStats,
+ * RTCReceivedRtpStreamStats ... each written once), then its own, then the members the
+ * project's browser fixtures carry that the draft does not have (legacy or vendor ones, in a
+ * "browsers" group). kh_schema_init flattens a table's dictionaries into its columns, in
+ * that order. Types: unsigned long / long long / unsigned long long -> INT, double and
+ * DOMHighResTimeStamp -> REAL, DOMString and enums -> TEXT, boolean -> BOOL, records -> JSON.
  * The common members type, id and timestamp are stored in stats_type, stats_id and
  * stats_timestamp and are not listed. A member added later carries the schema version that
- * adds its column as a third field.
+ * adds its column as a third field; its column comes after those of earlier versions,
+ * whatever dictionary it is in (ALTER TABLE ADD COLUMN puts it at the end).
+ * Then the envelope tables (sora_connection, sora_node, sora_report), column by column.
+ * Nothing here is code: schema.c derives the rest.
  */
 #include "sora/schema.h"
 
+#include "sora/report.h"
+
 #define N(a) (sizeof(a) / sizeof(a[0]))
+#define DICT(name, arr) {name, true, arr, N(arr)}
+/* Members browsers send that the W3C draft does not have (legacy, vendor, removed). */
+#define BROWSERS(arr) {"browsers", false, arr, N(arr)}
 
-static const struct kh_member codec[] = {
-    {"payloadType", KH_COL_INT},  {"transportId", KH_COL_TEXT}, {"mimeType", KH_COL_TEXT},
-    {"clockRate", KH_COL_INT},    {"channels", KH_COL_INT},     {"sdpFmtpLine", KH_COL_TEXT},
-    {"codecType", KH_COL_TEXT}, /* fixtures (Firefox; removed from the spec) */
-};
+/* --- base dictionaries, each written once ----------------------------------------------- */
 
-/* RTCRtpStreamStats + RTCReceivedRtpStreamStats + RTCInboundRtpStreamStats */
-static const struct kh_member inbound_rtp[] = {
+static const struct kh_member rtp_stream[] = {
     {"ssrc", KH_COL_INT},
     {"kind", KH_COL_TEXT},
     {"transportId", KH_COL_TEXT},
     {"codecId", KH_COL_TEXT},
+};
+static const struct kh_stats_dict rtp_stream_dict = DICT("RTCRtpStreamStats", rtp_stream);
+
+static const struct kh_member received_rtp_stream[] = {
     {"packetsReceived", KH_COL_INT},
     {"packetsReceivedWithEct1", KH_COL_INT},
     {"packetsReceivedWithCe", KH_COL_INT},
@@ -32,6 +40,40 @@ static const struct kh_member inbound_rtp[] = {
     {"packetsReportedAsLostButRecovered", KH_COL_INT},
     {"packetsLost", KH_COL_INT},
     {"jitter", KH_COL_REAL},
+};
+static const struct kh_stats_dict received_rtp_stream_dict =
+    DICT("RTCReceivedRtpStreamStats", received_rtp_stream);
+
+static const struct kh_member sent_rtp_stream[] = {
+    {"packetsSent", KH_COL_INT},
+    {"bytesSent", KH_COL_INT},
+};
+static const struct kh_stats_dict sent_rtp_stream_dict =
+    DICT("RTCSentRtpStreamStats", sent_rtp_stream);
+
+/* The legacy alias of kind, in every RTP stream table of the fixtures */
+static const struct kh_member legacy_rtp_stream[] = {
+    {"mediaType", KH_COL_TEXT},
+};
+static const struct kh_stats_dict legacy_rtp_stream_dict = BROWSERS(legacy_rtp_stream);
+
+static const struct kh_member media_source[] = {
+    {"trackIdentifier", KH_COL_TEXT},
+    {"kind", KH_COL_TEXT},
+};
+static const struct kh_stats_dict media_source_dict = DICT("RTCMediaSourceStats", media_source);
+
+/* --- the tables' own dictionaries ------------------------------------------------------- */
+
+static const struct kh_member codec[] = {
+    {"payloadType", KH_COL_INT},  {"transportId", KH_COL_TEXT}, {"mimeType", KH_COL_TEXT},
+    {"clockRate", KH_COL_INT},    {"channels", KH_COL_INT},     {"sdpFmtpLine", KH_COL_TEXT},
+};
+static const struct kh_member codec_browsers[] = {
+    {"codecType", KH_COL_TEXT}, /* Firefox; removed from the spec */
+};
+
+static const struct kh_member inbound_rtp[] = {
     {"trackIdentifier", KH_COL_TEXT},
     {"mid", KH_COL_TEXT},
     {"remoteId", KH_COL_TEXT},
@@ -88,19 +130,13 @@ static const struct kh_member inbound_rtp[] = {
     {"totalCorruptionProbability", KH_COL_REAL},
     {"totalSquaredCorruptionProbability", KH_COL_REAL},
     {"corruptionMeasurements", KH_COL_INT},
-    {"mediaType", KH_COL_TEXT},           /* fixtures (legacy alias of kind) */
-    {"discardedPackets", KH_COL_INT},     /* fixtures (Firefox legacy) */
-    {"googTimingFrameInfo", KH_COL_TEXT}, /* fixtures (Chromium, non-standard) */
+};
+static const struct kh_member inbound_rtp_browsers[] = {
+    {"discardedPackets", KH_COL_INT},     /* Firefox legacy */
+    {"googTimingFrameInfo", KH_COL_TEXT}, /* Chromium, non-standard */
 };
 
-/* RTCRtpStreamStats + RTCSentRtpStreamStats + RTCOutboundRtpStreamStats */
 static const struct kh_member outbound_rtp[] = {
-    {"ssrc", KH_COL_INT},
-    {"kind", KH_COL_TEXT},
-    {"transportId", KH_COL_TEXT},
-    {"codecId", KH_COL_TEXT},
-    {"packetsSent", KH_COL_INT},
-    {"bytesSent", KH_COL_INT},
     {"packetsSentWithEct1", KH_COL_INT},
     {"mid", KH_COL_TEXT},
     {"mediaSourceId", KH_COL_TEXT},
@@ -135,60 +171,37 @@ static const struct kh_member outbound_rtp[] = {
     {"powerEfficientEncoder", KH_COL_BOOL},
     {"active", KH_COL_BOOL},
     {"scalabilityMode", KH_COL_TEXT},
-    {"mediaType", KH_COL_TEXT}, /* fixtures (legacy alias of kind) */
 };
 
-/* RTCRtpStreamStats + RTCReceivedRtpStreamStats + RTCRemoteInboundRtpStreamStats */
 static const struct kh_member remote_inbound_rtp[] = {
-    {"ssrc", KH_COL_INT},
-    {"kind", KH_COL_TEXT},
-    {"transportId", KH_COL_TEXT},
-    {"codecId", KH_COL_TEXT},
-    {"packetsReceived", KH_COL_INT},
-    {"packetsReceivedWithEct1", KH_COL_INT},
-    {"packetsReceivedWithCe", KH_COL_INT},
-    {"packetsReportedAsLost", KH_COL_INT},
-    {"packetsReportedAsLostButRecovered", KH_COL_INT},
-    {"packetsLost", KH_COL_INT},
-    {"jitter", KH_COL_REAL},
     {"localId", KH_COL_TEXT},
     {"roundTripTime", KH_COL_REAL},
     {"totalRoundTripTime", KH_COL_REAL},
     {"fractionLost", KH_COL_REAL},
     {"roundTripTimeMeasurements", KH_COL_INT},
     {"packetsWithBleachedEct1Marking", KH_COL_INT},
-    {"mediaType", KH_COL_TEXT}, /* fixtures (legacy alias of kind) */
 };
 
-/* RTCRtpStreamStats + RTCSentRtpStreamStats + RTCRemoteOutboundRtpStreamStats */
 static const struct kh_member remote_outbound_rtp[] = {
-    {"ssrc", KH_COL_INT},
-    {"kind", KH_COL_TEXT},
-    {"transportId", KH_COL_TEXT},
-    {"codecId", KH_COL_TEXT},
-    {"packetsSent", KH_COL_INT},
-    {"bytesSent", KH_COL_INT},
     {"localId", KH_COL_TEXT},
     {"remoteTimestamp", KH_COL_REAL},
     {"reportsSent", KH_COL_INT},
     {"roundTripTime", KH_COL_REAL},
     {"totalRoundTripTime", KH_COL_REAL},
     {"roundTripTimeMeasurements", KH_COL_INT},
-    {"mediaType", KH_COL_TEXT}, /* fixtures (legacy alias of kind) */
 };
 
-/* RTCMediaSourceStats + RTCAudioSourceStats */
 static const struct kh_member audio_source[] = {
-    {"trackIdentifier", KH_COL_TEXT},        {"kind", KH_COL_TEXT},
-    {"audioLevel", KH_COL_REAL},             {"totalAudioEnergy", KH_COL_REAL},
-    {"totalSamplesDuration", KH_COL_REAL},   {"echoReturnLoss", KH_COL_REAL},
+    {"audioLevel", KH_COL_REAL},           {"totalAudioEnergy", KH_COL_REAL},
+    {"totalSamplesDuration", KH_COL_REAL}, {"echoReturnLoss", KH_COL_REAL},
     {"echoReturnLossEnhancement", KH_COL_REAL},
 };
 
-/* RTCMediaSourceStats + RTCVideoSourceStats */
 static const struct kh_member video_source[] = {
-    {"trackIdentifier", KH_COL_TEXT}, {"kind", KH_COL_TEXT},  {"width", KH_COL_INT},
-    {"height", KH_COL_INT},           {"frames", KH_COL_INT}, {"framesPerSecond", KH_COL_REAL},
+    {"width", KH_COL_INT},
+    {"height", KH_COL_INT},
+    {"frames", KH_COL_INT},
+    {"framesPerSecond", KH_COL_REAL},
 };
 
 static const struct kh_member audio_playout[] = {
@@ -256,10 +269,12 @@ static const struct kh_member ice_candidate_pair[] = {
     {"consentRequestsSent", KH_COL_INT},
     {"packetsDiscardedOnSend", KH_COL_INT},
     {"bytesDiscardedOnSend", KH_COL_INT},
-    {"priority", KH_COL_INT},  /* fixtures (removed from the spec; above 2^53) */
-    {"writable", KH_COL_BOOL}, /* fixtures (Chromium, legacy) */
-    {"readable", KH_COL_BOOL}, /* fixtures (Firefox, non-standard) */
-    {"selected", KH_COL_BOOL}, /* fixtures (Firefox, non-standard) */
+};
+static const struct kh_member ice_candidate_pair_browsers[] = {
+    {"priority", KH_COL_INT},  /* removed from the spec; above 2^53 */
+    {"writable", KH_COL_BOOL}, /* Chromium, legacy */
+    {"readable", KH_COL_BOOL}, /* Firefox, non-standard */
+    {"selected", KH_COL_BOOL}, /* Firefox, non-standard */
 };
 
 /* local-candidate and remote-candidate */
@@ -277,9 +292,11 @@ static const struct kh_member ice_candidate[] = {
     {"relatedPort", KH_COL_INT},
     {"usernameFragment", KH_COL_TEXT},
     {"tcpType", KH_COL_TEXT},
-    {"ip", KH_COL_TEXT},          /* fixtures (Chromium; deprecated alias of address) */
-    {"isRemote", KH_COL_BOOL},    /* fixtures (Chromium, legacy) */
-    {"networkType", KH_COL_TEXT}, /* fixtures (Chromium, legacy) */
+};
+static const struct kh_member ice_candidate_browsers[] = {
+    {"ip", KH_COL_TEXT},          /* Chromium; deprecated alias of address */
+    {"isRemote", KH_COL_BOOL},    /* Chromium, legacy */
+    {"networkType", KH_COL_TEXT}, /* Chromium, legacy */
 };
 
 static const struct kh_member certificate[] = {
@@ -296,33 +313,148 @@ static const struct kh_member erlang_vm_memory[] = {
     {"binary", KH_COL_INT}, {"code", KH_COL_INT},      {"ets", KH_COL_INT},
 };
 
-#define T(tbl, ty, ty2, kd, arr) {tbl, ty, ty2, kd, KH_SCOPE_CONNECTION, arr, N(arr), 1}
+/* --- the tables: each a list of dictionaries, base ones first ------------------------------ */
 
-const struct kh_stats_table kh_stats_tables[] = {
-    T("rtc_codec_stats", "codec", NULL, NULL, codec),
-    T("rtc_inbound_rtp_stream_stats", "inbound-rtp", NULL, NULL, inbound_rtp),
-    T("rtc_outbound_rtp_stream_stats", "outbound-rtp", NULL, NULL, outbound_rtp),
-    T("rtc_remote_inbound_rtp_stream_stats", "remote-inbound-rtp", NULL, NULL,
-      remote_inbound_rtp),
+#define OWN(var, name, arr) static const struct kh_stats_dict var = DICT(name, arr)
+OWN(codec_dict, "RTCCodecStats", codec);
+OWN(inbound_rtp_dict, "RTCInboundRtpStreamStats", inbound_rtp);
+OWN(outbound_rtp_dict, "RTCOutboundRtpStreamStats", outbound_rtp);
+OWN(remote_inbound_rtp_dict, "RTCRemoteInboundRtpStreamStats", remote_inbound_rtp);
+OWN(remote_outbound_rtp_dict, "RTCRemoteOutboundRtpStreamStats", remote_outbound_rtp);
+OWN(audio_source_dict, "RTCAudioSourceStats", audio_source);
+OWN(video_source_dict, "RTCVideoSourceStats", video_source);
+OWN(audio_playout_dict, "RTCAudioPlayoutStats", audio_playout);
+OWN(peer_connection_dict, "RTCPeerConnectionStats", peer_connection);
+OWN(data_channel_dict, "RTCDataChannelStats", data_channel);
+OWN(transport_dict, "RTCTransportStats", transport);
+OWN(ice_candidate_pair_dict, "RTCIceCandidatePairStats", ice_candidate_pair);
+OWN(ice_candidate_dict, "RTCIceCandidateStats", ice_candidate);
+OWN(certificate_dict, "RTCCertificateStats", certificate);
+static const struct kh_stats_dict erlang_vm_memory_dict = {"Sora erlang-vm-memory", false,
+                                                           erlang_vm_memory, N(erlang_vm_memory)};
+static const struct kh_stats_dict codec_browsers_dict = BROWSERS(codec_browsers);
+static const struct kh_stats_dict inbound_rtp_browsers_dict = BROWSERS(inbound_rtp_browsers);
+static const struct kh_stats_dict ice_candidate_pair_browsers_dict =
+    BROWSERS(ice_candidate_pair_browsers);
+static const struct kh_stats_dict ice_candidate_browsers_dict = BROWSERS(ice_candidate_browsers);
+
+/* NULL-terminated lists: a table's columns are its dictionaries' members in this order. */
+#define DICTS(...) ((const struct kh_stats_dict *const[]){__VA_ARGS__, NULL})
+#define T(tbl, ty, ty2, kd, ...)                                                               \
+    {.table = tbl, .type = ty, .type2 = ty2, .kind = kd, .scope = KH_SCOPE_CONNECTION,         \
+     .dicts = DICTS(__VA_ARGS__), .since = 1}
+
+const struct kh_stats_table kh_stats_table_defs[] = {
+    T("rtc_codec_stats", "codec", NULL, NULL, &codec_dict, &codec_browsers_dict),
+    T("rtc_inbound_rtp_stream_stats", "inbound-rtp", NULL, NULL, &rtp_stream_dict,
+      &received_rtp_stream_dict, &inbound_rtp_dict, &legacy_rtp_stream_dict,
+      &inbound_rtp_browsers_dict),
+    T("rtc_outbound_rtp_stream_stats", "outbound-rtp", NULL, NULL, &rtp_stream_dict,
+      &sent_rtp_stream_dict, &outbound_rtp_dict, &legacy_rtp_stream_dict),
+    T("rtc_remote_inbound_rtp_stream_stats", "remote-inbound-rtp", NULL, NULL, &rtp_stream_dict,
+      &received_rtp_stream_dict, &remote_inbound_rtp_dict, &legacy_rtp_stream_dict),
     T("rtc_remote_outbound_rtp_stream_stats", "remote-outbound-rtp", NULL, NULL,
-      remote_outbound_rtp),
-    T("rtc_audio_source_stats", "media-source", NULL, "audio", audio_source),
-    T("rtc_video_source_stats", "media-source", NULL, "video", video_source),
-    T("rtc_audio_playout_stats", "media-playout", NULL, NULL, audio_playout),
-    T("rtc_peer_connection_stats", "peer-connection", NULL, NULL, peer_connection),
-    T("rtc_data_channel_stats", "data-channel", NULL, NULL, data_channel),
-    T("rtc_transport_stats", "transport", NULL, NULL, transport),
-    T("rtc_ice_candidate_pair_stats", "candidate-pair", NULL, NULL, ice_candidate_pair),
-    T("rtc_ice_candidate_stats", "local-candidate", "remote-candidate", NULL, ice_candidate),
-    T("rtc_certificate_stats", "certificate", NULL, NULL, certificate),
-    {"rtc_other_stats", NULL, NULL, NULL, KH_SCOPE_CONNECTION, NULL, 0, 1},
-    {"erlang_vm_memory_stats", "erlang-vm-memory", NULL, NULL, KH_SCOPE_NODE, erlang_vm_memory,
-     N(erlang_vm_memory), 1},
+      &rtp_stream_dict, &sent_rtp_stream_dict, &remote_outbound_rtp_dict,
+      &legacy_rtp_stream_dict),
+    T("rtc_audio_source_stats", "media-source", NULL, "audio", &media_source_dict,
+      &audio_source_dict),
+    T("rtc_video_source_stats", "media-source", NULL, "video", &media_source_dict,
+      &video_source_dict),
+    T("rtc_audio_playout_stats", "media-playout", NULL, NULL, &audio_playout_dict),
+    T("rtc_peer_connection_stats", "peer-connection", NULL, NULL, &peer_connection_dict),
+    T("rtc_data_channel_stats", "data-channel", NULL, NULL, &data_channel_dict),
+    T("rtc_transport_stats", "transport", NULL, NULL, &transport_dict),
+    T("rtc_ice_candidate_pair_stats", "candidate-pair", NULL, NULL, &ice_candidate_pair_dict,
+      &ice_candidate_pair_browsers_dict),
+    T("rtc_ice_candidate_stats", "local-candidate", "remote-candidate", NULL,
+      &ice_candidate_dict, &ice_candidate_browsers_dict),
+    T("rtc_certificate_stats", "certificate", NULL, NULL, &certificate_dict),
+    {.table = "rtc_other_stats", .scope = KH_SCOPE_CONNECTION, .dicts = DICTS(NULL), .since = 1},
+    {.table = "erlang_vm_memory_stats", .type = "erlang-vm-memory", .scope = KH_SCOPE_NODE,
+     .dicts = DICTS(&erlang_vm_memory_dict), .since = 1},
     /* node.erlang-vm items of any other type, all members in extra (schema version 4) */
-    {"node_other_stats", NULL, NULL, NULL, KH_SCOPE_NODE_ITEM, NULL, 0, 4},
+    {.table = "node_other_stats", .scope = KH_SCOPE_NODE_ITEM, .dicts = DICTS(NULL),
+     .since = 4},
 };
 
-const size_t kh_stats_ntables = N(kh_stats_tables);
+const size_t kh_stats_ntables = N(kh_stats_table_defs);
 const int kh_table_other = 14;
 const int kh_table_erlang_vm_memory = 15;
 const int kh_table_node_other = 16;
+
+/* The envelope tables. Column order is the tables' order in the database (created by schema
+ * versions 1 and 2); a column added later goes at the end, with a migration of its own. */
+#define ENV(name, type, not_null, src, merge) {name, type, not_null, src, KH_MERGE_##merge}
+
+/* One row per connection_id, upserted by each of its reports: the connection's ids and
+ * flags as its first stored report had them (they do not change), a bundle_id once one is
+ * known, first_seen the earliest report, last_seen the newest. (PRIMARY KEY stands in the
+ * DDL for connection_id's NOT NULL.) */
+static const struct kh_env_column connection_cols[] = {
+    ENV("connection_id", KH_COL_TEXT, true, KH_SRC_CONNECTION_ID, KEEP),
+    ENV("channel_id", KH_COL_TEXT, true, KH_SRC_CHANNEL_ID, KEEP),
+    ENV("session_id", KH_COL_TEXT, true, KH_SRC_SESSION_ID, KEEP),
+    ENV("client_id", KH_COL_TEXT, true, KH_SRC_CLIENT_ID, KEEP),
+    ENV("bundle_id", KH_COL_TEXT, false, KH_SRC_BUNDLE_ID, COALESCE),
+    ENV("role", KH_COL_TEXT, true, KH_SRC_ROLE, KEEP),
+    ENV("multistream", KH_COL_BOOL, false, KH_SRC_MULTISTREAM, KEEP),
+    ENV("simulcast", KH_COL_BOOL, false, KH_SRC_SIMULCAST, KEEP),
+    ENV("spotlight", KH_COL_BOOL, false, KH_SRC_SPOTLIGHT, KEEP),
+    ENV("label", KH_COL_TEXT, true, KH_SRC_LABEL, KEEP),
+    ENV("version", KH_COL_TEXT, true, KH_SRC_VERSION, KEEP),
+    ENV("node_name", KH_COL_TEXT, true, KH_SRC_NODE_NAME, KEEP),
+    ENV("first_seen", KH_COL_TIME, true, KH_SRC_TIME, MIN),
+    ENV("last_seen", KH_COL_TIME, true, KH_SRC_TIME, MAX),
+};
+static const char *const connection_key[] = {"connection_id", NULL};
+static const char *const connection_by_channel[] = {"channel_id", "last_seen", NULL};
+static const char *const connection_by_last_seen[] = {"last_seen", NULL};
+static const struct kh_env_index connection_indexes[] = {
+    {"channel", connection_by_channel},
+    {"last_seen", connection_by_last_seen},
+};
+
+/* One row per Sora node, upserted by each of its node.erlang-vm reports. */
+static const struct kh_env_column node_cols[] = {
+    ENV("node_name", KH_COL_TEXT, true, KH_SRC_NODE_NAME, KEEP),
+    ENV("label", KH_COL_TEXT, true, KH_SRC_LABEL, REPLACE),
+    ENV("version", KH_COL_TEXT, true, KH_SRC_VERSION, REPLACE),
+    ENV("first_seen", KH_COL_TIME, true, KH_SRC_TIME, MIN),
+    ENV("last_seen", KH_COL_TIME, true, KH_SRC_TIME, MAX),
+};
+static const char *const node_key[] = {"node_name", NULL};
+
+/* Schema version 2: one row per stored report, for counting reports over time and for
+ * checking that an acknowledged report is stored exactly once. */
+static const struct kh_env_column report_cols[] = {
+    ENV("time", KH_COL_TIME, true, KH_SRC_TIME, KEEP),
+    ENV("source", KH_COL_TEXT, true, KH_SRC_SOURCE, KEEP),
+    ENV("kind", KH_COL_TEXT, true, KH_SRC_KIND, KEEP),
+    ENV("report_id", KH_COL_TEXT, false, KH_SRC_REPORT_ID, KEEP),
+    ENV("channel_id", KH_COL_TEXT, false, KH_SRC_CHANNEL_ID, KEEP),
+    ENV("connection_id", KH_COL_TEXT, false, KH_SRC_CONNECTION_ID, KEEP),
+    ENV("node_name", KH_COL_TEXT, true, KH_SRC_NODE_NAME, KEEP),
+    ENV("stats_count", KH_COL_INT, true, KH_SRC_STATS_COUNT, KEEP),
+    ENV("body_bytes", KH_COL_INT, true, KH_SRC_BODY_BYTES, KEEP),
+    ENV("received_at", KH_COL_TIME, true, KH_SRC_RECEIVED_AT, KEEP),
+};
+static const char *const report_key[] = {"source", "time", NULL};
+static const char *const report_by_time[] = {"time", NULL};
+static const char *const report_by_id[] = {"report_id", NULL};
+static const struct kh_env_index report_indexes[] = {
+    {"time", report_by_time},
+    {"id", report_by_id},
+};
+
+const struct kh_env_table kh_env_tables[] = {
+    {"sora_connection", "One row per connection_id, upserted by every report", 1,
+     KH_REPORT_CONNECTION, true, connection_cols, N(connection_cols), connection_key,
+     connection_indexes, N(connection_indexes), NULL, NULL},
+    {"sora_node", "One row per Sora node, upserted by every node.erlang-vm report", 1,
+     KH_REPORT_NODE, true, node_cols, N(node_cols), node_key, NULL, 0, NULL, NULL},
+    {"sora_report", "One row per stored report", 2, -1,
+     false, report_cols, N(report_cols), report_key, report_indexes, N(report_indexes),
+     "source", "time"},
+};
+const size_t kh_env_ntables = N(kh_env_tables);
+const int kh_env_report = 2;

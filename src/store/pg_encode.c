@@ -139,6 +139,8 @@ int kh_pg_put_value(struct kh_buf *b, enum kh_pg_format f, bool first, const str
     }
     case KH_COL_TEXT: return kh_pg_put_text(b, f, first, v->u.s, v->len);
     case KH_COL_JSON: return kh_pg_put_jsonb(b, f, first, v->u.s, v->len);
+    case KH_COL_TIME: /* binary needs the microseconds: kh_pg_put_time */
+        return f == KH_PG_BINARY ? KH_EINVAL : kh_pg_put_text(b, f, first, v->u.s, v->len);
     default: return kh_pg_put_null(b, f, first);
     }
 }

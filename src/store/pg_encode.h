@@ -17,7 +17,9 @@ enum kh_pg_format { KH_PG_ARRAY, KH_PG_COPY, KH_PG_BINARY };
 /* Appends one value. In KH_PG_ARRAY format each element is preceded by ',' unless it is the
  * first (the caller writes the braces); in KH_PG_COPY format by '\t' unless it is first; in
  * KH_PG_BINARY format `first` is unused (the caller starts each row with kh_pg_binary_row).
- * In binary, a KH_COL_JSON value is written as jsonb (the type of JSON columns here). */
+ * In binary, a KH_COL_JSON value is written as jsonb (the type of JSON columns here). A
+ * KH_COL_TIME value (its text) goes in the text formats only: KH_EINVAL in binary, which
+ * needs the microseconds (kh_pg_put_time). */
 int kh_pg_put_value(struct kh_buf *b, enum kh_pg_format f, bool first, const struct kh_value *v);
 int kh_pg_put_text(struct kh_buf *b, enum kh_pg_format f, bool first, const char *s, size_t n);
 int kh_pg_put_null(struct kh_buf *b, enum kh_pg_format f, bool first);

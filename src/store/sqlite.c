@@ -24,10 +24,8 @@
 
 struct sq {
     sqlite3 *db;
-    sqlite3_stmt **insert; /* per table */
-    sqlite3_stmt *upsert_conn;
-    sqlite3_stmt *upsert_node;
-    sqlite3_stmt *insert_report;
+    sqlite3_stmt **insert; /* per stats table */
+    sqlite3_stmt **env;    /* per envelope table (kh_env_tables) */
     sqlite3_stmt *begin, *commit, *rollback;
     atomic_bool healthy;
     char err[512];
@@ -51,6 +49,10 @@ static int exec(struct sq *q, const char *sql, const char **err)
     return 0;
 }
 
+/* WAL, the configured synchronous, a 16 MiB page cache. */
+#define PRAGMAS(sync)                                                                          \
+    "PRAGMA journal_mode=WAL; PRAGMA synchronous=" sync "; PRAGMA cache_size=-16384;"
+
 static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char **err)
 {
     struct sq *q = calloc(1, sizeof(*q));
@@ -67,11 +69,8 @@ static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char *
         return KH_EIO;
     }
     sqlite3_busy_timeout(q->db, 5000);
-    char pragmas[128];
-    snprintf(pragmas, sizeof(pragmas),
-             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA cache_size=-16384;",
-             strcmp(cfg->sqlite_synchronous, "normal") == 0 ? "NORMAL" : "FULL");
-    if (exec(q, pragmas, err) != 0)
+    bool normal = strcmp(cfg->sqlite_synchronous, "normal") == 0;
+    if (exec(q, normal ? PRAGMAS("NORMAL") : PRAGMAS("FULL"), err) != 0)
         return KH_EIO;
     atomic_store(&q->healthy, true);
     kh_metrics_storage_mode("sqlite");
@@ -103,13 +102,11 @@ static int apply_migrations(struct sq *q, int from, int to, const char **err)
     int rc = 0;
     for (int v = from + 1; rc == 0 && v <= to; v++) {
         kh_buf_reset(&sql);
-        char mark[160];
-        snprintf(mark, sizeof(mark),
-                 "INSERT INTO kohaku_schema_version (version, applied_at) VALUES "
-                 "(%d, strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now'));\n",
-                 v);
         if (kh_schema_migration_sql(KH_DIALECT_SQLITE, v, &sql) != 0 ||
-            kh_buf_append(&sql, mark, strlen(mark) + 1) != 0) {
+            kh_buf_printf(&sql,
+                          "INSERT INTO kohaku_schema_version (version, applied_at) VALUES "
+                          "(%d, strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ', 'now'));\n",
+                          v) != 0) {
             *err = "out of memory building the migration";
             rc = KH_ENOMEM;
             break;
@@ -137,50 +134,35 @@ static int prepare(struct sq *q, const char *sql, sqlite3_stmt **st, const char 
     return 0;
 }
 
-static const char upsert_conn_sql[] =
-    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
-    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) "
-    "ON CONFLICT (connection_id) DO UPDATE SET "
-    "first_seen = min(first_seen, excluded.first_seen), "
-    "last_seen = max(last_seen, excluded.last_seen), "
-    "bundle_id = coalesce(excluded.bundle_id, bundle_id)";
-
-static const char upsert_node_sql[] =
-    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
-    "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (node_name) DO UPDATE SET "
-    "label = excluded.label, version = excluded.version, "
-    "first_seen = min(first_seen, excluded.first_seen), "
-    "last_seen = max(last_seen, excluded.last_seen)";
-
-static const char insert_report_sql[] =
-    "INSERT OR IGNORE INTO sora_report (time, source, kind, report_id, channel_id, "
-    "connection_id, node_name, stats_count, body_bytes, received_at) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+/* A derived statement: which (stats or envelope table) and how come from the caller. */
+static int prepare_derived(struct sq *q, int (*sql_of)(enum kh_dialect, int, struct kh_buf *),
+                           int t, sqlite3_stmt **st, struct kh_buf *sql, const char **err)
+{
+    kh_buf_reset(sql);
+    int rc = sql_of(KH_DIALECT_SQLITE, t, sql);
+    if (rc == 0)
+        rc = kh_buf_append(sql, "", 1);
+    if (rc != 0) {
+        *err = "out of memory building a statement";
+        return rc;
+    }
+    return prepare(q, sql->data, st, err);
+}
 
 static int prepare_all(struct sq *q, const char **err)
 {
     q->insert = calloc(kh_stats_ntables, sizeof(*q->insert));
-    if (q->insert == NULL)
+    q->env = calloc(kh_env_ntables, sizeof(*q->env));
+    if (q->insert == NULL || q->env == NULL)
         return KH_ENOMEM;
     struct kh_buf sql;
     kh_buf_init(&sql, 1u << 20);
     int rc = 0;
-    for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
-        kh_buf_reset(&sql);
-        rc = kh_schema_insert_sql(KH_DIALECT_SQLITE, (int)t, &sql);
-        if (rc == 0)
-            rc = kh_buf_append(&sql, "", 1);
-        if (rc == 0)
-            rc = prepare(q, sql.data, &q->insert[t], err);
-    }
+    for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++)
+        rc = prepare_derived(q, kh_schema_insert_sql, (int)t, &q->insert[t], &sql, err);
+    for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++)
+        rc = prepare_derived(q, kh_schema_env_sql, (int)t, &q->env[t], &sql, err);
     kh_buf_cleanup(&sql);
-    if (rc == 0)
-        rc = prepare(q, upsert_conn_sql, &q->upsert_conn, err);
-    if (rc == 0)
-        rc = prepare(q, upsert_node_sql, &q->upsert_node, err);
-    if (rc == 0)
-        rc = prepare(q, insert_report_sql, &q->insert_report, err);
     if (rc == 0)
         rc = prepare(q, "BEGIN IMMEDIATE", &q->begin, err);
     if (rc == 0)
@@ -283,66 +265,31 @@ static int write_row(struct sq *q, struct kh_batch *b, const struct kh_report *r
     return insert(q, st, err, kh_stats_tables[row->table].table, &b->rows_stored[row->table]);
 }
 
-/* The sora_report row; *fresh says whether it was new (false: a redelivered report). */
-static int write_report(struct sq *q, const struct kh_report *r, bool *fresh, const char **err)
-{
-    sqlite3_stmt *st = q->insert_report;
-    bool conn = r->kind == KH_REPORT_CONNECTION;
-    sqlite3_bind_text(st, 1, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
-    bind_text(st, 2, conn ? &r->connection_id : &r->node_name);
-    sqlite3_bind_text(st, 3, conn ? "connection" : "node", -1, SQLITE_STATIC);
-    bind_text(st, 4, &r->id);
-    bind_text(st, 5, &r->channel_id);
-    bind_text(st, 6, &r->connection_id);
-    bind_text(st, 7, &r->node_name);
-    sqlite3_bind_int64(st, 8, (sqlite3_int64)r->nrows);
-    sqlite3_bind_int64(st, 9, (sqlite3_int64)r->body_bytes);
-    sqlite3_bind_text(st, 10, r->received_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
-    uint64_t n = 0;
-    int rc = insert(q, st, err, "sora_report", &n);
-    *fresh = n > 0;
-    return rc;
-}
-
+/* The report's rows in the envelope tables: its connection's (or node's) upsert and its
+ * sora_report row, whose insert says whether the report was new or a redelivery. */
 static int write_envelope(struct sq *q, struct kh_batch *b, const struct kh_report *r,
                           const char **err)
 {
-    sqlite3_stmt *st;
-    bool fresh = false;
-    int rc = write_report(q, r, &fresh, err);
-    if (rc != 0)
-        return rc;
-    if (fresh)
-        b->reports_stored[r->kind == KH_REPORT_NODE]++;
-    else
-        b->reports_duplicate++;
-    if (r->kind == KH_REPORT_NODE) {
-        st = q->upsert_node;
-        bind_text(st, 1, &r->node_name);
-        bind_text(st, 2, &r->label);
-        bind_text(st, 3, &r->version);
-        sqlite3_bind_text(st, 4, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
-        return step(q, st, err, "sora_node");
+    int rc = 0;
+    for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++) {
+        const struct kh_env_table *et = &kh_env_tables[t];
+        if (et->kind >= 0 && et->kind != (int)r->kind)
+            continue;
+        sqlite3_stmt *st = q->env[t];
+        for (size_t c = 0; c < et->ncols; c++) {
+            struct kh_value v = kh_report_common_value(r, NULL, (int)et->cols[c].src);
+            bind_value(st, (int)c + 1, &v);
+        }
+        uint64_t inserted = 0;
+        rc = insert(q, st, err, et->table, &inserted);
+        if (rc == 0 && (int)t == kh_env_report) {
+            if (inserted > 0)
+                b->reports_stored[r->kind == KH_REPORT_NODE]++;
+            else
+                b->reports_duplicate++;
+        }
     }
-    st = q->upsert_conn;
-    bind_text(st, 1, &r->connection_id);
-    bind_text(st, 2, &r->channel_id);
-    bind_text(st, 3, &r->session_id);
-    bind_text(st, 4, &r->client_id);
-    bind_text(st, 5, &r->bundle_id);
-    bind_text(st, 6, &r->role);
-    const int8_t flags[] = {r->multistream, r->simulcast, r->spotlight};
-    for (int k = 0; k < 3; k++) {
-        if (flags[k] < 0)
-            sqlite3_bind_null(st, 7 + k);
-        else
-            sqlite3_bind_int(st, 7 + k, flags[k]);
-    }
-    bind_text(st, 10, &r->label);
-    bind_text(st, 11, &r->version);
-    bind_text(st, 12, &r->node_name);
-    sqlite3_bind_text(st, 13, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
-    return step(q, st, err, "sora_connection");
+    return rc;
 }
 
 static int sq_start(struct kh_store *s) { return 0; }
@@ -390,9 +337,10 @@ static void sq_close(struct kh_store *s)
         for (size_t t = 0; t < kh_stats_ntables; t++)
             sqlite3_finalize(q->insert[t]);
     free(q->insert);
-    sqlite3_finalize(q->upsert_conn);
-    sqlite3_finalize(q->upsert_node);
-    sqlite3_finalize(q->insert_report);
+    if (q->env)
+        for (size_t t = 0; t < kh_env_ntables; t++)
+            sqlite3_finalize(q->env[t]);
+    free(q->env);
     sqlite3_finalize(q->begin);
     sqlite3_finalize(q->commit);
     sqlite3_finalize(q->rollback);

@@ -140,67 +140,49 @@ static int sqlite_direct(const char *dir, long n, int clients, const char *path)
     return 0;
 }
 
+/* A stats row in COPY text format, its columns in the table's order. */
 static int put_row(struct kh_buf *b, const struct kh_report *r, const struct kh_row *row)
 {
-    int rc = kh_pg_put_text(b, KH_PG_COPY, true, r->time_text, KH_TIME_TEXT_LEN);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, r->channel_id.p, r->channel_id.len);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, r->connection_id.p, r->connection_id.len);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, row->stats_type.p, row->stats_type.len);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, row->stats_id.p, row->stats_id.len);
-    rc |= kh_pg_put_real(b, KH_PG_COPY, false, row->stats_timestamp);
+    const struct kh_scope_desc *sc = kh_schema_scope(row->table);
+    int rc = 0;
+    for (size_t c = 0; c < sc->ncols; c++) {
+        struct kh_value v = kh_report_common_value(r, row, (int)sc->cols[c].src);
+        rc |= kh_pg_put_value(b, KH_PG_COPY, c == 0, &v);
+    }
     for (size_t m = 0; m < kh_stats_tables[row->table].nmembers; m++)
         rc |= kh_pg_put_value(b, KH_PG_COPY, false, &row->vals[m]);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, row->extra.p, row->extra.len);
-    rc |= kh_buf_append(b, "\n", 1);
-    return rc;
-}
-
-static int put_str(struct kh_buf *b, bool first, const struct kh_str *s)
-{
-    return kh_pg_put_text(b, KH_PG_COPY, first, s->p, s->len); /* NULL pointer: \N */
-}
-
-/* The sora_report row kohaku writes for a connection report, in COPY text format. */
-static int put_report_row(struct kh_buf *b, const struct kh_report *r)
-{
-    int rc = kh_pg_put_text(b, KH_PG_COPY, true, r->time_text, KH_TIME_TEXT_LEN);
-    rc |= put_str(b, false, &r->connection_id);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, "connection", 10);
-    rc |= put_str(b, false, &r->id);
-    rc |= put_str(b, false, &r->channel_id);
-    rc |= put_str(b, false, &r->connection_id);
-    rc |= put_str(b, false, &r->node_name);
-    rc |= kh_pg_put_int(b, KH_PG_COPY, false, (int64_t)r->nrows);
-    rc |= kh_pg_put_int(b, KH_PG_COPY, false, (int64_t)r->body_bytes);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, r->received_text, KH_TIME_TEXT_LEN);
+    rc |= kh_pg_put_jsonb(b, KH_PG_COPY, false, row->extra.p, row->extra.len);
     return rc | kh_buf_append(b, "\n", 1);
 }
 
-static int put_flag(struct kh_buf *b, int8_t v)
+/* An envelope table's row as kohaku stores it, in COPY text format: for an upserted table the
+ * merge of a key's reports from first to last (the earliest's value in a min column, the
+ * latest's in the others), otherwise first == last, one report's row. */
+static int put_env_row(struct kh_buf *b, const struct kh_env_table *et,
+                       const struct kh_report *first, const struct kh_report *last)
 {
-    return v < 0 ? kh_pg_put_null(b, KH_PG_COPY, false)
-                 : kh_pg_put_text(b, KH_PG_COPY, false, v ? "t" : "f", 1);
+    int rc = 0;
+    for (size_t c = 0; c < et->ncols; c++) {
+        const struct kh_report *r = et->cols[c].merge == KH_MERGE_MIN ? first : last;
+        struct kh_value v = kh_report_common_value(r, NULL, (int)et->cols[c].src);
+        rc |= kh_pg_put_value(b, KH_PG_COPY, c == 0, &v);
+    }
+    return rc | kh_buf_append(b, "\n", 1);
 }
 
-/* The sora_connection row of a connection: its last report, seen first at `first`'s time. */
-static int put_connection_row(struct kh_buf *b, const struct kh_report *first,
-                              const struct kh_report *r)
+/* The rows of envelope table et for the n connection reports. Report i is connection
+ * i % clients' (make_reports), so the last `clients` reports are each connection's latest and
+ * report i % clients its first: an upsert is written once per connection (kohaku upserts per
+ * batch; a bulk load writes the end result once). */
+static size_t put_env_rows(struct kh_buf *b, const struct kh_env_table *et,
+                           struct kh_report **reports, long n, int clients)
 {
-    int rc = put_str(b, true, &r->connection_id);
-    rc |= put_str(b, false, &r->channel_id);
-    rc |= put_str(b, false, &r->session_id);
-    rc |= put_str(b, false, &r->client_id);
-    rc |= put_str(b, false, &r->bundle_id);
-    rc |= put_str(b, false, &r->role);
-    rc |= put_flag(b, r->multistream);
-    rc |= put_flag(b, r->simulcast);
-    rc |= put_flag(b, r->spotlight);
-    rc |= put_str(b, false, &r->label);
-    rc |= put_str(b, false, &r->version);
-    rc |= put_str(b, false, &r->node_name);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, first->time_text, KH_TIME_TEXT_LEN);
-    rc |= kh_pg_put_text(b, KH_PG_COPY, false, r->time_text, KH_TIME_TEXT_LEN);
-    return rc | kh_buf_append(b, "\n", 1);
+    if (et->kind >= 0 && et->kind != KH_REPORT_CONNECTION)
+        return 0;
+    long from = et->upsert && n > clients ? n - clients : 0;
+    for (long i = from; i < n; i++)
+        put_env_row(b, et, et->upsert ? reports[i % clients] : reports[i], reports[i]);
+    return (size_t)(n - from);
 }
 
 static void write_table(const char *out, const char *table, const struct kh_buf *b, FILE *list)
@@ -243,16 +225,12 @@ static int copy_files(const char *dir, long n, int clients, const char *out)
         write_table(out, kh_stats_tables[t].table, &b, list);
         total += rows;
     }
-    /* the envelope rows kohaku stores beside the stats: one sora_report row per report, and
-     * each connection once (kohaku upserts it per batch; a bulk load writes it once) */
-    kh_buf_reset(&b);
-    for (long i = 0; i < n; i++)
-        put_report_row(&b, reports[i]);
-    write_table(out, "sora_report", &b, list);
-    kh_buf_reset(&b);
-    for (long i = n > clients ? n - clients : 0; i < n; i++)
-        put_connection_row(&b, reports[i % clients], reports[i]);
-    write_table(out, "sora_connection", &b, list);
+    /* the envelope rows kohaku stores beside the stats */
+    for (size_t t = 0; t < kh_env_ntables; t++) {
+        kh_buf_reset(&b);
+        if (put_env_rows(&b, &kh_env_tables[t], reports, n, clients) > 0)
+            write_table(out, kh_env_tables[t].table, &b, list);
+    }
     fclose(list);
     printf("{\"reports\":%ld,\"rows\":%zu}\n", n, total);
     kh_buf_cleanup(&b);

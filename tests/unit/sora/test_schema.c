@@ -177,6 +177,17 @@ static char *migration(enum kh_dialect d, int version)
     return b.data;
 }
 
+/* An envelope table's statement: whole, or its rows part alone. */
+static char *env_sql(enum kh_dialect d, int t, bool rows_only)
+{
+    struct kh_buf b;
+    kh_buf_init(&b, 1u << 20);
+    int rc = rows_only ? kh_schema_env_rows_sql(d, t, &b) : kh_schema_env_sql(d, t, &b);
+    assert_int_equal(rc, 0);
+    assert_int_equal(kh_buf_append(&b, "", 1), 0);
+    return b.data;
+}
+
 static void test_migration_v1_both_dialects(void **state)
 {
     (void)state;
@@ -260,6 +271,16 @@ static void test_migrations_run_in_sqlite(void **state)
         sqlite3_finalize(st);
         kh_buf_cleanup(&b);
     }
+    /* so does each envelope table's, with one placeholder per column */
+    for (size_t t = 0; t < kh_env_ntables; t++) {
+        char *sql = env_sql(KH_DIALECT_SQLITE, (int)t, false);
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+        assert_int_equal(sqlite3_bind_parameter_count(st), (int)kh_env_tables[t].ncols);
+        sqlite3_finalize(st);
+        free(sql);
+    }
     sqlite3_close(db);
 }
 
@@ -312,6 +333,409 @@ static void test_migration_buffer_bound(void **state)
     kh_buf_cleanup(&b);
 }
 
+/* --- composed dictionaries --------------------------------------------------------------- */
+
+/* Every table's member columns in the order the tables listed them before they were made of
+ * their W3C base dictionaries: existing databases have their columns in this order (and a
+ * fresh one must have the same), so composing may not reorder them. */
+static const char *const columns_before[][2] = {
+    {"rtc_codec_stats",
+     "payload_type transport_id mime_type clock_rate channels sdp_fmtp_line codec_type"
+    },
+    {"rtc_inbound_rtp_stream_stats",
+     "ssrc kind transport_id codec_id packets_received packets_received_with_ect1 "
+     "packets_received_with_ce packets_reported_as_lost "
+     "packets_reported_as_lost_but_recovered packets_lost jitter track_identifier mid "
+     "remote_id frames_decoded key_frames_decoded frames_rendered frames_dropped frame_width "
+     "frame_height frames_per_second qp_sum total_decode_time total_inter_frame_delay "
+     "total_squared_inter_frame_delay pause_count total_pauses_duration freeze_count "
+     "total_freezes_duration last_packet_received_timestamp header_bytes_received "
+     "packets_discarded fec_bytes_received fec_packets_received fec_packets_discarded "
+     "bytes_received nack_count fir_count pli_count total_processing_delay "
+     "estimated_playout_timestamp jitter_buffer_delay jitter_buffer_target_delay "
+     "jitter_buffer_emitted_count jitter_buffer_minimum_delay total_samples_received "
+     "concealed_samples silent_concealed_samples concealment_events "
+     "inserted_samples_for_deceleration removed_samples_for_acceleration audio_level "
+     "total_audio_energy total_samples_duration frames_received decoder_implementation "
+     "playout_id power_efficient_decoder frames_assembled_from_multiple_packets "
+     "total_assembly_time retransmitted_packets_received retransmitted_bytes_received "
+     "rtx_ssrc fec_ssrc total_corruption_probability total_squared_corruption_probability "
+     "corruption_measurements media_type discarded_packets goog_timing_frame_info"
+    },
+    {"rtc_outbound_rtp_stream_stats",
+     "ssrc kind transport_id codec_id packets_sent bytes_sent packets_sent_with_ect1 mid "
+     "media_source_id remote_id rid encoding_index header_bytes_sent "
+     "retransmitted_packets_sent retransmitted_bytes_sent rtx_ssrc target_bitrate "
+     "total_encoded_bytes_target frame_width frame_height frames_per_second frames_sent "
+     "huge_frames_sent frames_encoded key_frames_encoded qp_sum psnr_sum psnr_measurements "
+     "total_encode_time total_packet_send_delay quality_limitation_reason "
+     "quality_limitation_durations quality_limitation_resolution_changes nack_count "
+     "fir_count pli_count encoder_implementation power_efficient_encoder active "
+     "scalability_mode media_type"
+    },
+    {"rtc_remote_inbound_rtp_stream_stats",
+     "ssrc kind transport_id codec_id packets_received packets_received_with_ect1 "
+     "packets_received_with_ce packets_reported_as_lost "
+     "packets_reported_as_lost_but_recovered packets_lost jitter local_id round_trip_time "
+     "total_round_trip_time fraction_lost round_trip_time_measurements "
+     "packets_with_bleached_ect1_marking media_type"
+    },
+    {"rtc_remote_outbound_rtp_stream_stats",
+     "ssrc kind transport_id codec_id packets_sent bytes_sent local_id remote_timestamp "
+     "reports_sent round_trip_time total_round_trip_time round_trip_time_measurements "
+     "media_type"
+    },
+    {"rtc_audio_source_stats",
+     "track_identifier kind audio_level total_audio_energy total_samples_duration "
+     "echo_return_loss echo_return_loss_enhancement"
+    },
+    {"rtc_video_source_stats",
+     "track_identifier kind width height frames frames_per_second"
+    },
+    {"rtc_audio_playout_stats",
+     "kind synthesized_samples_duration synthesized_samples_events total_samples_duration "
+     "total_playout_delay total_samples_count"
+    },
+    {"rtc_peer_connection_stats",
+     "data_channels_opened data_channels_closed"
+    },
+    {"rtc_data_channel_stats",
+     "label protocol data_channel_identifier state messages_sent bytes_sent "
+     "messages_received bytes_received"
+    },
+    {"rtc_transport_stats",
+     "packets_sent packets_received bytes_sent bytes_received ice_role "
+     "ice_local_username_fragment dtls_state ice_state selected_candidate_pair_id "
+     "local_certificate_id remote_certificate_id tls_version dtls_cipher dtls_role "
+     "srtp_cipher selected_candidate_pair_changes ccfb_messages_sent ccfb_messages_received"
+    },
+    {"rtc_ice_candidate_pair_stats",
+     "transport_id local_candidate_id remote_candidate_id state nominated packets_sent "
+     "packets_received bytes_sent bytes_received last_packet_sent_timestamp "
+     "last_packet_received_timestamp total_round_trip_time current_round_trip_time "
+     "available_outgoing_bitrate available_incoming_bitrate requests_received requests_sent "
+     "responses_received responses_sent consent_requests_sent packets_discarded_on_send "
+     "bytes_discarded_on_send priority writable readable selected"
+    },
+    {"rtc_ice_candidate_stats",
+     "transport_id address port protocol candidate_type priority url relay_protocol "
+     "foundation related_address related_port username_fragment tcp_type ip is_remote "
+     "network_type"
+    },
+    {"rtc_certificate_stats",
+     "fingerprint fingerprint_algorithm base64_certificate issuer_certificate_id"
+    },
+    {"rtc_other_stats", ""},
+    {"erlang_vm_memory_stats",
+     "total processes processes_used system atom atom_used binary code ets"
+    },
+    {"node_other_stats", ""},
+
+};
+
+static void test_composed_tables_keep_column_order(void **state)
+{
+    (void)state;
+    assert_int_equal(sizeof(columns_before) / sizeof(columns_before[0]), kh_stats_ntables);
+    for (size_t i = 0; i < kh_stats_ntables; i++) {
+        int t = kht_table(columns_before[i][0]);
+        char got[4096] = "";
+        for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", m ? " " : "",
+                     kh_schema_column(t, (int)m));
+        if (strcmp(got, columns_before[i][1]) != 0)
+            fail_msg("%s:\n%s\nexpected\n%s", columns_before[i][0], got, columns_before[i][1]);
+    }
+    /* a base dictionary is one array, named by each table made of it */
+    const struct kh_stats_dict *in = kh_stats_tables[kht_table("rtc_inbound_rtp_stream_stats")]
+                                         .dicts[0];
+    const struct kh_stats_dict *out =
+        kh_stats_tables[kht_table("rtc_remote_outbound_rtp_stream_stats")].dicts[0];
+    assert_ptr_equal(in, out);
+    assert_string_equal(in->name, "RTCRtpStreamStats");
+    assert_true(in->w3c);
+}
+
+/* A database's columns are in the order the code lists them: common columns, members,
+ * extra (PRAGMA table_info after every migration). */
+static void test_database_columns_in_member_order(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    for (int v = 1; v <= kh_schema_latest_version(); v++) {
+        char *sql = migration(KH_DIALECT_SQLITE, v);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        free(sql);
+    }
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        char sql[160];
+        snprintf(sql, sizeof(sql), "PRAGMA table_info(\"%s\")", kh_stats_tables[t].table);
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        const struct kh_scope_desc *sc = kh_schema_scope((int)t);
+        size_t i = 0, n = sc->ncols + kh_stats_tables[t].nmembers + 1;
+        for (; sqlite3_step(st) == SQLITE_ROW; i++) {
+            const char *name = (const char *)sqlite3_column_text(st, 1);
+            const char *want = i < sc->ncols ? sc->cols[i].name
+                               : i + 1 < n   ? kh_schema_column((int)t, (int)(i - sc->ncols))
+                                             : "extra";
+            assert_true(i < n);
+            assert_string_equal(name, want);
+        }
+        assert_int_equal(i, n);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+}
+
+/* --- the envelope tables (kh_env_tables) ---------------------------------------------- */
+
+/* Versions 1 and 2 as create_base_tables and create_report_table wrote them by hand before
+ * the tables were described: databases made then must still be what the migrations make. */
+static const char v1_envelope_ddl[] =
+    "CREATE TABLE IF NOT EXISTS \"sora_connection\" (\n"
+    "  \"connection_id\" text PRIMARY KEY,\n  \"channel_id\" text NOT NULL,\n"
+    "  \"session_id\" text NOT NULL,\n  \"client_id\" text NOT NULL,\n"
+    "  \"bundle_id\" text,\n  \"role\" text NOT NULL,\n"
+    "  \"multistream\" %s,\n  \"simulcast\" %s,\n  \"spotlight\" %s,\n"
+    "  \"label\" text NOT NULL,\n  \"version\" text NOT NULL,\n"
+    "  \"node_name\" text NOT NULL,\n"
+    "  \"first_seen\" %s NOT NULL,\n  \"last_seen\" %s NOT NULL\n);\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_connection_channel\" ON \"sora_connection\" "
+    "(\"channel_id\", \"last_seen\");\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_connection_last_seen\" ON "
+    "\"sora_connection\" (\"last_seen\");\n"
+    "CREATE TABLE IF NOT EXISTS \"sora_node\" (\n"
+    "  \"node_name\" text PRIMARY KEY,\n  \"label\" text NOT NULL,\n"
+    "  \"version\" text NOT NULL,\n"
+    "  \"first_seen\" %s NOT NULL,\n  \"last_seen\" %s NOT NULL\n);\n";
+static const char v2_envelope_ddl[] =
+    "CREATE TABLE IF NOT EXISTS \"sora_report\" (\n"
+    "  \"time\" %s NOT NULL,\n  \"source\" text NOT NULL,\n"
+    "  \"kind\" text NOT NULL,\n  \"report_id\" text,\n"
+    "  \"channel_id\" text,\n  \"connection_id\" text,\n"
+    "  \"node_name\" text NOT NULL,\n  \"stats_count\" %s NOT NULL,\n"
+    "  \"body_bytes\" %s NOT NULL,\n  \"received_at\" %s NOT NULL\n);\n"
+    "CREATE UNIQUE INDEX IF NOT EXISTS \"sora_report_key\" ON \"sora_report\" "
+    "(\"source\", \"time\");\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_report_time\" ON \"sora_report\" (\"time\");\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_report_id\" ON \"sora_report\" "
+    "(\"report_id\");\n";
+
+static void test_envelope_ddl_unchanged(void **state)
+{
+    (void)state;
+    for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) {
+        bool pg = d == KH_DIALECT_POSTGRES;
+        const char *ts = pg ? "timestamptz" : "TEXT", *bl = pg ? "boolean" : "INTEGER";
+        const char *i8 = pg ? "bigint" : "INTEGER";
+        char want[4096];
+        snprintf(want, sizeof(want), v1_envelope_ddl, bl, bl, bl, ts, ts, ts, ts);
+        char *sql = migration((enum kh_dialect)d, 1);
+        if (strncmp(sql, want, strlen(want)) != 0)
+            fail_msg("dialect %d, version 1:\n%s\nexpected to begin with\n%s", d, sql, want);
+        free(sql);
+        snprintf(want, sizeof(want), v2_envelope_ddl, ts, i8, i8, ts);
+        sql = migration((enum kh_dialect)d, 2);
+        assert_string_equal(sql, want); /* version 2 adds sora_report alone */
+        free(sql);
+    }
+}
+
+/* The statements the backends spelled out by hand before, the reference for the derived
+ * ones: SQLite's (sqlite.c) and PostgreSQL's (postgres.c; sora_report's before its
+ * conflict clause, which the backend adds). */
+static const char *const old_sqlite_sql[] = {
+    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) "
+    "ON CONFLICT (connection_id) DO UPDATE SET "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen), "
+    "bundle_id = coalesce(excluded.bundle_id, bundle_id)",
+    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (node_name) DO UPDATE SET "
+    "label = excluded.label, version = excluded.version, "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen)",
+    "INSERT OR IGNORE INTO sora_report (time, source, kind, report_id, channel_id, "
+    "connection_id, node_name, stats_count, body_bytes, received_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+};
+static const char *const old_pg_sql[] = {
+    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    "$6::text[], $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::text[], $12::text[], "
+    "$13::timestamptz[], $14::timestamptz[]) "
+    "ON CONFLICT (connection_id) DO UPDATE SET "
+    "first_seen = LEAST(sora_connection.first_seen, EXCLUDED.first_seen), "
+    "last_seen = GREATEST(sora_connection.last_seen, EXCLUDED.last_seen), "
+    "bundle_id = COALESCE(EXCLUDED.bundle_id, sora_connection.bundle_id)",
+    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], "
+    "$5::timestamptz[]) ON CONFLICT (node_name) DO UPDATE SET label = EXCLUDED.label, "
+    "version = EXCLUDED.version, first_seen = LEAST(sora_node.first_seen, EXCLUDED.first_seen), "
+    "last_seen = GREATEST(sora_node.last_seen, EXCLUDED.last_seen)",
+    "INSERT INTO sora_report (time, source, kind, report_id, channel_id, connection_id, "
+    "node_name, stats_count, body_bytes, received_at) SELECT u.* FROM unnest($1::timestamptz[], "
+    "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], "
+    "$9::int8[], $10::timestamptz[]) AS u(time, source, kind, report_id, channel_id, "
+    "connection_id, node_name, stats_count, body_bytes, received_at)",
+};
+
+/* A statement in parts that compare by meaning: the INSERT with its column list, the row
+ * source (unnest's casts; SQLite's placeholders are left out: numbered or not, one per
+ * column is checked apart), the conflict target and the SET assignments in sorted order.
+ * Identifiers unquoted (every name here is lower case). */
+struct stmt {
+    char insert[1024], source[1024], conflict[2048];
+};
+
+static void cut(char *dst, size_t cap, const char *from, const char *to)
+{
+    size_t n = to ? (size_t)(to - from) : strlen(from);
+    assert_true(n < cap);
+    memcpy(dst, from, n);
+    dst[n] = '\0';
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorts the top-level ", "-separated assignments after "DO UPDATE SET ". */
+static void sort_assignments(char *conflict)
+{
+    char *set = strstr(conflict, "DO UPDATE SET ");
+    if (set == NULL)
+        return;
+    set += strlen("DO UPDATE SET ");
+    char copy[2048], *items[16];
+    size_t n = 0, depth = 0;
+    snprintf(copy, sizeof(copy), "%s", set);
+    items[n++] = copy;
+    for (char *p = copy; *p; p++) {
+        depth += *p == '(';
+        depth -= *p == ')';
+        if (depth == 0 && p[0] == ',' && p[1] == ' ') {
+            *p = '\0';
+            items[n++] = p + 2;
+        }
+    }
+    qsort(items, n, sizeof(items[0]), cmp_str);
+    *set = '\0';
+    for (size_t i = 0; i < n; i++)
+        strcat(strcat(set, i ? ", " : ""), items[i]);
+}
+
+static void parse_stmt(const char *sql, struct stmt *st)
+{
+    char s[4096];
+    size_t w = 0;
+    for (const char *p = sql; *p && w + 1 < sizeof(s); p++)
+        if (*p != '"')
+            s[w++] = *p;
+    s[w] = '\0';
+    char *src = strstr(s, ") VALUES (");
+    if (src == NULL)
+        src = strstr(s, ") SELECT ");
+    assert_non_null(src);
+    char *conflict = strstr(src, " ON CONFLICT");
+    cut(st->insert, sizeof(st->insert), s, src + 1);
+    cut(st->source, sizeof(st->source), src + 2, conflict);
+    cut(st->conflict, sizeof(st->conflict), conflict ? conflict : "", NULL);
+    char *as = strstr(st->source, " AS u(");
+    if (as)
+        *as = '\0'; /* unnest's names for its columns: the insert's again */
+    if (strncmp(st->source, "SELECT u.* ", 11) == 0)
+        memmove(st->source + 7, st->source + 9, strlen(st->source + 9) + 1);
+    if (strncmp(st->source, "VALUES", 6) == 0)
+        st->source[6] = '\0';
+    sort_assignments(st->conflict);
+}
+
+static void test_envelope_statements_mean_what_they_did(void **state)
+{
+    (void)state;
+    assert_int_equal(kh_env_ntables, 3);
+    assert_string_equal(kh_env_tables[kh_env_report].table, "sora_report");
+    for (size_t t = 0; t < kh_env_ntables; t++) {
+        bool report = (int)t == kh_env_report;
+        for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) {
+            bool pg = d == KH_DIALECT_POSTGRES;
+            char *sql = env_sql((enum kh_dialect)d, (int)t, pg && report);
+            struct stmt got, want;
+            parse_stmt(sql, &got);
+            parse_stmt(pg ? old_pg_sql[t] : old_sqlite_sql[t], &want);
+            assert_string_equal(got.insert, want.insert);
+            assert_string_equal(got.source, want.source);
+            assert_string_equal(got.conflict, want.conflict);
+            if (!pg)
+                assert_int_equal(count(sql, "?"), kh_env_tables[t].ncols);
+            free(sql);
+        }
+    }
+    /* sora_report's conflict clause in PostgreSQL, after the backend's own filter */
+    struct kh_buf b;
+    kh_buf_init(&b, 256);
+    assert_int_equal(kh_schema_env_conflict_sql(KH_DIALECT_POSTGRES, kh_env_report, &b), 0);
+    assert_string_equal(b.data, " ON CONFLICT DO NOTHING");
+    kh_buf_reset(&b);
+    assert_int_equal(kh_schema_env_conflict_sql(KH_DIALECT_SQLITE, kh_env_report, &b), 0);
+    assert_int_equal(b.len, 0);
+    kh_buf_cleanup(&b);
+}
+
+/* Every column's source gives a value of the column's type (or NULL where it may be). */
+static void check_env_values(const struct kh_report *r)
+{
+    for (size_t t = 0; t < kh_env_ntables; t++) {
+        const struct kh_env_table *et = &kh_env_tables[t];
+        if (et->kind >= 0 && et->kind != (int)r->kind)
+            continue;
+        for (size_t c = 0; c < et->ncols; c++) {
+            struct kh_value v = kh_report_common_value(r, NULL, (int)et->cols[c].src);
+            if (v.type != 0 && v.type != et->cols[c].type)
+                fail_msg("%s.%s: value of type %d", et->table, et->cols[c].name, v.type);
+            if (v.type == 0 && et->cols[c].not_null)
+                fail_msg("%s.%s: NULL in a NOT NULL column", et->table, et->cols[c].name);
+        }
+    }
+}
+
+static void test_envelope_values_fit_their_columns(void **state)
+{
+    (void)state;
+    char *body = kht_envelope(NULL, "bundle_id", "\"B1\"");
+    struct kh_report *r = NULL;
+    assert_int_equal(kht_parse(body, &r, NULL, 0), 0);
+    free(body);
+    check_env_values(r);
+    struct kh_value v = kh_report_common_value(r, NULL, KH_SRC_KIND);
+    assert_int_equal(v.len, 10);
+    assert_memory_equal(v.u.s, "connection", 10);
+    v = kh_report_common_value(r, NULL, KH_SRC_SOURCE);
+    assert_string_equal(v.u.s, KHT_CONN_ID);
+    v = kh_report_common_value(r, NULL, KH_SRC_MULTISTREAM);
+    assert_true(v.type == KH_COL_BOOL && v.u.b);
+    v = kh_report_common_value(r, NULL, KH_SRC_STATS_COUNT);
+    assert_int_equal(v.u.i, (int64_t)r->nrows);
+    kh_report_free(r);
+    body = kht_build(kht_node_base, "[]", NULL, NULL);
+    assert_int_equal(kht_parse_ex(body, strlen(body), 0, KH_REPORT_NODE, KH_FLAVOR_EXPORTER,
+                                  NULL, &r, NULL, 0),
+                     0);
+    free(body);
+    check_env_values(r);
+    v = kh_report_common_value(r, NULL, KH_SRC_SOURCE);
+    assert_string_equal(v.u.s, "sora@10.0.0.5");
+    assert_int_equal(kh_report_common_value(r, NULL, KH_SRC_MULTISTREAM).type, 0);
+    kh_report_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +747,11 @@ int main(void)
         cmocka_unit_test(test_migrations_run_in_sqlite),
         cmocka_unit_test(test_insert_placeholders),
         cmocka_unit_test(test_migration_buffer_bound),
+        cmocka_unit_test(test_composed_tables_keep_column_order),
+        cmocka_unit_test(test_database_columns_in_member_order),
+        cmocka_unit_test(test_envelope_ddl_unchanged),
+        cmocka_unit_test(test_envelope_statements_mean_what_they_did),
+        cmocka_unit_test(test_envelope_values_fit_their_columns),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -59,6 +59,12 @@ static void test_text_forms_escape(void **state)
     assert_int_equal(kh_pg_put_time(&b, KH_PG_COPY, true, 0, "2026-11-24T06:15:42.123456Z"), 0);
     assert_int_equal(kh_pg_put_jsonb(&b, KH_PG_COPY, false, "{\"a\":1}", 7), 0);
     EXPECT("2026-11-24T06:15:42.123456Z\t{\"a\":1}");
+    /* a time value (the envelope tables') is its text; binary needs kh_pg_put_time */
+    struct kh_value tv = {.type = KH_COL_TIME, .u.s = "2026-11-24T06:15:42.123456Z", .len = 27};
+    assert_int_equal(kh_pg_put_value(&b, KH_PG_ARRAY, true, &tv), 0);
+    assert_int_equal(kh_pg_put_value(&b, KH_PG_COPY, false, &tv), 0);
+    EXPECT("\"2026-11-24T06:15:42.123456Z\"\t2026-11-24T06:15:42.123456Z");
+    assert_int_equal(kh_pg_put_value(&b, KH_PG_BINARY, true, &tv), KH_EINVAL);
 }
 
 static void test_binary_fields(void **state)

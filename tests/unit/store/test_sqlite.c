@@ -1,7 +1,8 @@
 /*
  * Unit tests of src/store/sqlite.c on a real database file: migrations (idempotent, versions
  * recorded), a batch built from a parsed browser fixture (row counts per table, typed values),
- * idempotent re-delivery on the natural key, and sora_connection first_seen/last_seen.
+ * idempotent re-delivery on the natural key, sora_connection first_seen/last_seen, and the
+ * envelope tables left as the statements written out by hand before them left them.
  * Results are read back through a separate sqlite3 connection.
  */
 #include <setjmp.h>
@@ -360,6 +361,215 @@ static void test_node_report_and_multi_report_batch(void **state)
     kh_report_free(conn);
 }
 
+/* The envelope statements as sqlite.c spelled them out before the envelope tables were
+ * described, and their positional binds: the reference the derived ones are held to. */
+static const char *const old_envelope_sql[] = {
+    "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) "
+    "ON CONFLICT (connection_id) DO UPDATE SET "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen), "
+    "bundle_id = coalesce(excluded.bundle_id, bundle_id)",
+    "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (node_name) DO UPDATE SET "
+    "label = excluded.label, version = excluded.version, "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen)",
+    "INSERT OR IGNORE INTO sora_report (time, source, kind, report_id, channel_id, "
+    "connection_id, node_name, stats_count, body_bytes, received_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+};
+
+static void old_text(sqlite3_stmt *st, int i, const struct kh_str *s)
+{
+    if (s->p)
+        sqlite3_bind_text(st, i, s->p, (int)s->len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void old_step(sqlite3_stmt *st)
+{
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_reset(st);
+}
+
+static void old_write_envelope(sqlite3_stmt *const st[3], const struct kh_report *r)
+{
+    bool conn = r->kind == KH_REPORT_CONNECTION;
+    sqlite3_stmt *s = st[2];
+    sqlite3_bind_text(s, 1, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    old_text(s, 2, conn ? &r->connection_id : &r->node_name);
+    sqlite3_bind_text(s, 3, conn ? "connection" : "node", -1, SQLITE_STATIC);
+    old_text(s, 4, &r->id);
+    old_text(s, 5, &r->channel_id);
+    old_text(s, 6, &r->connection_id);
+    old_text(s, 7, &r->node_name);
+    sqlite3_bind_int64(s, 8, (sqlite3_int64)r->nrows);
+    sqlite3_bind_int64(s, 9, (sqlite3_int64)r->body_bytes);
+    sqlite3_bind_text(s, 10, r->received_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    old_step(s);
+    if (!conn) {
+        s = st[1];
+        old_text(s, 1, &r->node_name);
+        old_text(s, 2, &r->label);
+        old_text(s, 3, &r->version);
+        sqlite3_bind_text(s, 4, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+        old_step(s);
+        return;
+    }
+    s = st[0];
+    const struct kh_str *text[] = {&r->connection_id, &r->channel_id, &r->session_id,
+                                   &r->client_id,     &r->bundle_id,  &r->role};
+    for (int k = 0; k < 6; k++)
+        old_text(s, k + 1, text[k]);
+    const int8_t flags[] = {r->multistream, r->simulcast, r->spotlight};
+    for (int k = 0; k < 3; k++) {
+        if (flags[k] < 0)
+            sqlite3_bind_null(s, 7 + k);
+        else
+            sqlite3_bind_int(s, 7 + k, flags[k]);
+    }
+    old_text(s, 10, &r->label);
+    old_text(s, 11, &r->version);
+    old_text(s, 12, &r->node_name);
+    sqlite3_bind_text(s, 13, r->time_text, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    old_step(s);
+}
+
+/* Every row of table, each value with its SQLite type, in key order. */
+static char *dump_table(sqlite3 *db, const char *table)
+{
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT * FROM \"%s\" ORDER BY 1, 2", table);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    struct kh_buf b;
+    kh_buf_init(&b, 1u << 20);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        for (int i = 0; i < sqlite3_column_count(st); i++) {
+            const unsigned char *v = sqlite3_column_text(st, i);
+            kh_buf_printf(&b, "%s=%d:%s|", sqlite3_column_name(st, i),
+                          sqlite3_column_type(st, i), v ? (const char *)v : "");
+        }
+        kh_buf_printf(&b, "\n");
+    }
+    sqlite3_finalize(st);
+    kh_buf_append(&b, "", 1);
+    return b.data;
+}
+
+static struct kh_report *node_report(const char *timestamp, const char *version)
+{
+    char *body = kht_build(kht_node_base, "[]", "timestamp", timestamp);
+    char *v = strstr(body, "\"2023.2.0\"");
+    assert_non_null(v);
+    memcpy(v + 1, version, 8); /* the same length */
+    struct kh_report *r = NULL;
+    assert_int_equal(kht_parse_ex(body, strlen(body), 0, KH_REPORT_NODE, KH_FLAVOR_EXPORTER,
+                                  NULL, &r, NULL, 0),
+                     0);
+    free(body);
+    return r;
+}
+
+/* Sets the base envelope's timestamp (T1) of body to another of the same length. */
+static void set_timestamp(char *body, const char *timestamp)
+{
+    char *ts = strstr(body, T1);
+    assert_non_null(ts);
+    assert_int_equal(strlen(timestamp), strlen(T1));
+    memcpy(ts, timestamp, strlen(timestamp));
+}
+
+static struct kh_report *parse_as(char *body, enum kh_envelope_flavor flavor)
+{
+    struct kh_report *r = NULL;
+    assert_int_equal(kht_parse_ex(body, strlen(body), 0, KH_REPORT_CONNECTION, flavor, NULL, &r,
+                                  NULL, 0),
+                     0);
+    free(body);
+    return r;
+}
+
+/* A connection report with a bundle_id. */
+static struct kh_report *bundle_report(const char *timestamp)
+{
+    char *body = kht_envelope(NULL, "bundle_id", "\"B1\"");
+    set_timestamp(body, timestamp);
+    return parse_as(body, KH_FLAVOR_EXPORTER);
+}
+
+/* Another connection, from the stats webhook, without multistream (NULL in sora_connection). */
+static struct kh_report *webhook_report(const char *timestamp)
+{
+    char *body = kht_build(kht_webhook_base, KHT_DEFAULT_STATS, "multistream", NULL);
+    char *id = strstr(body, KHT_CONN_ID);
+    assert_non_null(id);
+    id[0] = 'W';
+    set_timestamp(body, timestamp);
+    return parse_as(body, KH_FLAVOR_WEBHOOK);
+}
+
+/* The store's derived statements leave the envelope tables as the old statements did, over
+ * a sequence that exercises every merge: first seen kept (and moved back by an older report),
+ * last seen advanced, bundle_id coalesced, a node's label and version replaced, a replay
+ * ignored, an absent flag stored as NULL. */
+static void test_envelope_tables_as_before(void **state)
+{
+    struct ctx *c = *state;
+    migrate(c);
+    char old_path[128];
+    snprintf(old_path, sizeof(old_path), "%s/old.db", c->dir);
+    sqlite3 *old;
+    assert_int_equal(sqlite3_open(old_path, &old), SQLITE_OK);
+    for (int v = 1; v <= kh_schema_latest_version(); v++) {
+        struct kh_buf b;
+        kh_buf_init(&b, 16u << 20);
+        assert_int_equal(kh_schema_migration_sql(KH_DIALECT_SQLITE, v, &b), 0);
+        assert_int_equal(kh_buf_append(&b, "", 1), 0);
+        assert_int_equal(sqlite3_exec(old, b.data, NULL, NULL, NULL), SQLITE_OK);
+        kh_buf_cleanup(&b);
+    }
+    sqlite3_stmt *st[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(sqlite3_prepare_v2(old, old_envelope_sql[i], -1, &st[i], NULL),
+                         SQLITE_OK);
+    struct kh_report *reports[] = {
+        conn_report(NULL, T1),
+        bundle_report("\"2026-11-24T06:15:52.1Z\""),
+        conn_report(NULL, T2),
+        conn_report(NULL, T1),
+        conn_report(NULL, "\"2026-11-24T06:14:42.1Z\""),
+        webhook_report("\"2026-11-24T06:15:43.1Z\""),
+        node_report("\"2026-11-24T06:15:42.5Z\"", "2024.1.0"),
+        node_report("\"2026-11-24T06:17:42.5Z\"", "2024.2.0"),
+        node_report("\"2026-11-24T06:13:42.5Z\"", "2023.1.0"),
+        node_report("\"2026-11-24T06:17:42.5Z\"", "2024.2.0"),
+    };
+    size_t n = sizeof(reports) / sizeof(reports[0]);
+    for (size_t i = 0; i < n; i++) {
+        write_one(c, reports[i]);
+        old_write_envelope(st, reports[i]);
+    }
+    for (size_t t = 0; t < kh_env_ntables; t++) {
+        char *got = dump_table(c->db, kh_env_tables[t].table);
+        char *want = dump_table(old, kh_env_tables[t].table);
+        assert_string_equal(got, want);
+        assert_true(strlen(got) > 0);
+        free(got);
+        free(want);
+    }
+    for (size_t i = 0; i < n; i++)
+        kh_report_free(reports[i]);
+    for (int i = 0; i < 3; i++)
+        sqlite3_finalize(st[i]);
+    sqlite3_close(old);
+    unlink(old_path);
+}
+
 int main(void)
 {
     kh_log_set_level(KH_LOG_WARN);
@@ -371,6 +581,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_report_batch_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_report_and_multi_report_batch, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_envelope_tables_as_before, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

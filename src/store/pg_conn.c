@@ -1,0 +1,343 @@
+/*
+ * pg_conn: the postgres backend's connections. Owns connecting (libpq settings, notices into
+ * the log), each writer's reconnect on demand, the health flag, and the maintenance thread:
+ * it (re)connects with jittered exponential backoff while the database is away, applies the
+ * schema on first contact (pg_schema.c), and runs kohaku's retention where TimescaleDB's
+ * policies do not. It writes no report data; retention deletes by time only, from tables the
+ * schema names.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "sora/schema.h"
+#include "store/pg_internal.h"
+
+#define RETENTION_BATCH 5000
+#define BACKOFF_FIRST_MS 200
+#define BACKOFF_MAX_MS 30000
+#define CONTACT_EVERY_MS 2000
+
+void kh_pg_error(char *dst, size_t len, const char *what, PGconn *c, PGresult *r)
+{
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (msg == NULL)
+        msg = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
+    snprintf(dst, len, "%s: %s", what, msg && *msg ? msg : "unknown error");
+    size_t n = strlen(dst);
+    while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
+        dst[--n] = '\0';
+}
+
+/* Server notices and warnings become log lines (libpq would print them on stderr, outside
+ * the JSON log): warnings at warn level, the rest at debug. */
+static void on_notice(void *arg, const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    bool warning = sev && strcmp(sev, "WARNING") == 0;
+    kh_log(warning ? KH_LOG_WARN : KH_LOG_DEBUG, "postgres notice", msg ? msg : "");
+}
+
+PGconn *kh_pg_connect(struct kh_pg *pg, char *err, size_t errlen)
+{
+    const char *keys[6], *vals[6];
+    int n = 0;
+    keys[n] = "application_name", vals[n++] = "kohaku";
+    keys[n] = "connect_timeout", vals[n++] = "5"; /* the URI's own value overrides it */
+    keys[n] = "dbname", vals[n++] = pg->uri;
+    if (pg->ca[0])
+        keys[n] = "sslrootcert", vals[n++] = pg->ca;
+    keys[n] = NULL, vals[n] = NULL;
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL) {
+        snprintf(err, errlen, "connect: out of memory");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        kh_pg_error(err, errlen, "connect", c, NULL);
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeReceiver(c, on_notice, NULL);
+    return c;
+}
+
+void kh_pg_drop_conn(PGconn **c)
+{
+    if (*c)
+        PQfinish(*c);
+    *c = NULL;
+}
+
+int kh_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : KH_EIO;
+    if (rc != 0)
+        kh_pg_error(err, errlen, "query", c, r);
+    PQclear(r);
+    return rc;
+}
+
+int kh_pg_query_int(PGconn *c, const char *sql, long long *out, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        kh_pg_error(err, errlen, "query", c, r);
+        rc = KH_EIO;
+    } else {
+        *out = atoll(PQgetvalue(r, 0, 0));
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* --- health ------------------------------------------------------------------------------- */
+
+static void wake_maint(struct kh_pg *pg)
+{
+    pthread_mutex_lock(&pg->mu);
+    pg->wake = true;
+    pthread_cond_signal(&pg->cv);
+    pthread_mutex_unlock(&pg->mu);
+}
+
+void kh_pg_mark_down(struct kh_pg *pg, const char *why)
+{
+    if (atomic_exchange(&pg->healthy, false)) {
+        kh_log(KH_LOG_ERROR, "postgres unavailable", why);
+        wake_maint(pg);
+    }
+}
+
+/* A writer connects only while the maintenance thread says the database is there, so that
+ * writers do not pile up connection attempts on a database that is away. */
+int kh_pg_ensure_conn(struct kh_pg_slot *s)
+{
+    struct kh_pg *pg = s->pg;
+    if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
+        return 0;
+    kh_pg_drop_conn(&s->conn);
+    if (!atomic_load(&pg->healthy)) {
+        snprintf(s->err, sizeof(s->err), "postgres unavailable");
+        return KH_ERETRY;
+    }
+    s->conn = kh_pg_connect(pg, s->err, sizeof(s->err));
+    if (s->conn == NULL || kh_pg_prepare_slot(s) != 0) {
+        kh_pg_drop_conn(&s->conn);
+        kh_pg_mark_down(pg, s->err);
+        return KH_ERETRY;
+    }
+    return 0;
+}
+
+/* --- retention ---------------------------------------------------------------------------- */
+
+/* One retention statement on one table: a batch of old rows deleted (plain PostgreSQL) or
+ * its old chunks dropped (timescaledb-apache, where TimescaleDB's policies are not there).
+ * The table name comes from the schema; the age is a parameter. */
+static int retention_sql(const struct kh_pg *pg, const char *table, struct kh_buf *b)
+{
+    if (pg->ts_mode == KH_PG_TS_APACHE)
+        return kh_buf_printf(b, "SELECT count(*) FROM drop_chunks('\"%s\"', older_than => "
+                                "$1::interval)",
+                             table);
+    return kh_buf_printf(b, "DELETE FROM \"%s\" WHERE ctid = ANY(ARRAY(SELECT ctid FROM \"%s\" "
+                            "WHERE \"time\" < now() - $1::interval LIMIT %d))",
+                         table, table, RETENTION_BATCH);
+}
+
+/* The rows deleted or chunks dropped, or -1 with pg->merr set. */
+static long long retention_step(struct kh_pg *pg, const char *table, const char *interval)
+{
+    struct kh_buf sql;
+    kh_buf_init(&sql, 4096);
+    if (retention_sql(pg, table, &sql) != 0) {
+        kh_buf_cleanup(&sql);
+        snprintf(pg->merr, sizeof(pg->merr), "retention: out of memory");
+        return -1;
+    }
+    const char *params[1] = {interval};
+    PGresult *r = PQexecParams(pg->mconn, sql.data, 1, NULL, params, NULL, NULL, 0);
+    kh_buf_cleanup(&sql);
+    long long n = -1;
+    if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        n = atoll(PQcmdTuples(r));
+    else if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        n = atoll(PQgetvalue(r, 0, 0));
+    else
+        kh_pg_error(pg->merr, sizeof(pg->merr), "retention", pg->mconn, r);
+    PQclear(r);
+    return n;
+}
+
+static bool quitting(struct kh_pg *pg)
+{
+    pthread_mutex_lock(&pg->mu);
+    bool quit = pg->quit;
+    pthread_mutex_unlock(&pg->mu);
+    return quit;
+}
+
+/* One table's old rows, RETENTION_BATCH at a time (chunks go at once), added to *total.
+ * False when a statement failed (logged) or the backend is stopping. */
+static bool retention_table(struct kh_pg *pg, const char *table, const char *interval,
+                            long long *total)
+{
+    for (;;) {
+        long long n = retention_step(pg, table, interval);
+        if (n < 0) {
+            kh_log(KH_LOG_WARN, "retention pass failed", pg->merr);
+            return false;
+        }
+        *total += n;
+        if (pg->ts_mode == KH_PG_TS_APACHE || n < RETENTION_BATCH)
+            return true;
+        if (quitting(pg))
+            return false;
+    }
+}
+
+static void retention_pass(struct kh_pg *pg)
+{
+    char interval[32];
+    snprintf(interval, sizeof(interval), "%lld days", (long long)pg->retention_days);
+    long long total = 0;
+    struct kh_pg_ts_table ts;
+    for (size_t t = 0; kh_pg_time_series(t, &ts); t++)
+        if (!retention_table(pg, ts.table, interval, &total))
+            return;
+    struct kh_logline l;
+    if (kh_log_begin(&l, total ? KH_LOG_INFO : KH_LOG_DEBUG, "retention pass")) {
+        kh_log_int(&l, pg->ts_mode == KH_PG_TS_APACHE ? "dropped_chunks" : "deleted_rows",
+                   total);
+        kh_log_int(&l, "retention_days", pg->retention_days);
+        kh_log_end(&l);
+    }
+}
+
+/* --- the maintenance thread --------------------------------------------------------------- */
+
+/* One contact attempt: connect (if needed), migrate (once), check the connection. */
+static bool maint_contact(struct kh_pg *pg)
+{
+    if (pg->mconn && PQstatus(pg->mconn) != CONNECTION_OK)
+        kh_pg_drop_conn(&pg->mconn);
+    if (pg->mconn == NULL &&
+        (pg->mconn = kh_pg_connect(pg, pg->merr, sizeof(pg->merr))) == NULL)
+        return false;
+    if (!atomic_load(&pg->migrated)) {
+        if (kh_pg_migrate_conn(pg, pg->mconn, 0, pg->merr, sizeof(pg->merr)) != 0) {
+            kh_pg_drop_conn(&pg->mconn);
+            return false;
+        }
+        atomic_store(&pg->migrated, true);
+        kh_pg_log_schema_ready(pg);
+    }
+    if (kh_pg_exec(pg->mconn, "SELECT 1", pg->merr, sizeof(pg->merr)) != 0) {
+        kh_pg_drop_conn(&pg->mconn);
+        return false;
+    }
+    return true;
+}
+
+struct maint {
+    uint64_t backoff_ms;     /* the next wait after a failed contact, before jitter */
+    uint64_t next_retention; /* kh_mono_usec() when the next retention pass is due */
+};
+
+/* Jittered exponential backoff: 75%..125% of the step, the step doubling up to 30 s. */
+static uint64_t backoff(struct maint *m)
+{
+    uint64_t wait_ms = m->backoff_ms * 3 / 4 + (uint64_t)rand() % (m->backoff_ms / 2 + 1);
+    if (m->backoff_ms < BACKOFF_MAX_MS)
+        m->backoff_ms *= 2;
+    return wait_ms;
+}
+
+/* One round: contact and the health it says, then retention when it is due (plain
+ * PostgreSQL and timescaledb-apache; TimescaleDB's own policy otherwise). The wait before
+ * the next round, in ms. */
+static uint64_t maint_round(struct kh_pg *pg, struct maint *m)
+{
+    if (!maint_contact(pg)) {
+        if (atomic_exchange(&pg->healthy, false) || m->backoff_ms == BACKOFF_FIRST_MS)
+            kh_log(KH_LOG_ERROR, "postgres unavailable, retrying", pg->merr);
+        return backoff(m);
+    }
+    if (!atomic_exchange(&pg->healthy, true)) {
+        kh_log(KH_LOG_INFO, "postgres available", NULL);
+        atomic_fetch_add(&pg->reconnects, 1);
+    }
+    m->backoff_ms = BACKOFF_FIRST_MS;
+    if (pg->ts_mode != KH_PG_TS_FULL && pg->retention_days > 0 &&
+        kh_mono_usec() >= m->next_retention) {
+        retention_pass(pg);
+        m->next_retention = kh_mono_usec() + (uint64_t)pg->retention_interval * 1000000;
+    }
+    return CONTACT_EVERY_MS;
+}
+
+/* Waits wait_ms with pg->mu held, or less when woken (a writer lost the database) or told
+ * to quit. */
+static void wait_locked(struct kh_pg *pg, uint64_t wait_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(wait_ms / 1000);
+    until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    while (!pg->quit && !pg->wake && pthread_cond_timedwait(&pg->cv, &pg->mu, &until) == 0)
+        ;
+}
+
+static void *maint_main(void *arg)
+{
+    struct kh_pg *pg = arg;
+    struct maint m = {.backoff_ms = BACKOFF_FIRST_MS, .next_retention = kh_mono_usec()};
+    pthread_mutex_lock(&pg->mu);
+    while (!pg->quit) {
+        pg->wake = false;
+        pthread_mutex_unlock(&pg->mu);
+        uint64_t wait_ms = maint_round(pg, &m);
+        pthread_mutex_lock(&pg->mu);
+        wait_locked(pg, wait_ms);
+    }
+    pthread_mutex_unlock(&pg->mu);
+    kh_pg_drop_conn(&pg->mconn);
+    return NULL;
+}
+
+int kh_pg_maint_start(struct kh_pg *pg)
+{
+    if (pg->maint_started)
+        return 0;
+    if (pthread_create(&pg->maint, NULL, maint_main, pg) != 0)
+        return KH_ENOMEM;
+    pg->maint_started = true;
+    return 0;
+}
+
+void kh_pg_maint_stop(struct kh_pg *pg)
+{
+    if (!pg->maint_started)
+        return;
+    pthread_mutex_lock(&pg->mu);
+    pg->quit = true;
+    pthread_cond_signal(&pg->cv);
+    pthread_mutex_unlock(&pg->mu);
+    pthread_join(pg->maint, NULL);
+    pthread_cond_destroy(&pg->cv);
+    pthread_mutex_destroy(&pg->mu);
+    pg->maint_started = false;
+}

@@ -1,0 +1,145 @@
+/*
+ * pg_internal: what the files of the PostgreSQL / TimescaleDB backend share, and nothing
+ * outside the backend may include. The backend is these files, the only users of libpq:
+ *   postgres.c       the store interface (kh_store_postgres_ops): open, migrate, close;
+ *   pg_conn.c        connections: connect, reconnect with backoff, health, the maintenance
+ *                    thread and retention;
+ *   pg_schema.c      migrations under the advisory lock, TimescaleDB (pg_timescale decides);
+ *   pg_statements.c  the SQL text the writers send (from the schema, never from a report) and
+ *                    the prepared statements of a writer's connection;
+ *   pg_rows.c        a batch's values in the writers' column buffers (pg_encode encodes);
+ *   pg_write.c       the write methods (unnest, copy, direct_copy), what they stored, and
+ *                    the one-by-one retry that isolates a refused report.
+ * pg_encode.c and pg_timescale.c are pure and libpq-free.
+ *
+ * Threads: each slot (and its connection) is used by its writer thread alone; the
+ * maintenance thread owns mconn and merr; healthy, migrated, reconnects and lose_acks are
+ * atomics any thread reads; mu/cv guard quit and wake. ts_mode is decided by a migration
+ * (the main thread, then the maintenance thread) before any writer connects.
+ */
+#ifndef KH_PG_INTERNAL_H
+#define KH_PG_INTERNAL_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "sora/report.h"
+#include "store/pg_encode.h"
+#include "store/pg_timescale.h"
+#include "store/store.h"
+
+/* Column buffers per writer: the most columns a table has, plus room. */
+#define KH_PG_MAX_COLS 128
+
+struct kh_pg;
+
+/* One writer: its connection and the buffers it builds a batch's parameters or COPY data in. */
+struct kh_pg_slot {
+    struct kh_pg *pg;
+    int index;
+    PGconn *conn;
+    struct kh_buf cols[KH_PG_MAX_COLS]; /* one per column (arrays), or cols[0] (COPY) */
+    const char *params[KH_PG_MAX_COLS];
+    size_t *order; /* report indexes, for sorted upserts */
+    size_t order_cap;
+    char err[768];
+};
+
+struct kh_pg {
+    char *uri, *ca;
+    int nslots;
+    bool use_copy;
+    bool use_direct_copy;
+    enum kh_pg_format copy_format; /* KH_PG_BINARY or KH_PG_COPY (text) */
+    int64_t chunk_hours, compress_days, retention_days, retention_interval;
+    struct kh_pg_slot *slots;
+    atomic_bool healthy;
+    atomic_bool migrated;
+    atomic_int lose_acks; /* fault injection for tests: KOHAKU_FAULT_LOSE_COMMIT_ACKS */
+    atomic_uint_fast64_t reconnects;
+    enum kh_pg_ts_mode ts_mode; /* decided by the migration (main, then maintenance thread) */
+    bool ts_create_failed;      /* CREATE EXTENSION failed: never run again in this process */
+    bool ts_warned;             /* TimescaleDB warnings are logged once per process */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool quit;
+    bool wake;
+    pthread_t maint;
+    bool maint_started;
+    PGconn *mconn;
+    char merr[768];
+};
+
+/* Some of a batch's reports, written in one transaction. */
+struct kh_pg_subset {
+    struct kh_report **reports;
+    size_t n;
+};
+
+/* --- pg_conn.c ---------------------------------------------------------------------------- */
+
+/* "what: the server's primary message" into dst (from r, else from the connection). */
+void kh_pg_error(char *dst, size_t len, const char *what, PGconn *c, PGresult *r);
+/* A new connection with the backend's settings, or NULL with err set. */
+PGconn *kh_pg_connect(struct kh_pg *pg, char *err, size_t errlen);
+void kh_pg_drop_conn(PGconn **c);
+/* Runs sql (any number of statements). 0, or KH_EIO with err set. */
+int kh_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen);
+/* The one integer sql returns. 0, or KH_EIO with err set. */
+int kh_pg_query_int(PGconn *c, const char *sql, long long *out, char *err, size_t errlen);
+/* The writer's connection, (re)connected and prepared if need be. 0 or KH_ERETRY. */
+int kh_pg_ensure_conn(struct kh_pg_slot *s);
+/* A writer lost the database: unhealthy until the maintenance thread has contact again. */
+void kh_pg_mark_down(struct kh_pg *pg, const char *why);
+/* The maintenance thread: start (0 or KH_ENOMEM) and stop (joins it). */
+int kh_pg_maint_start(struct kh_pg *pg);
+void kh_pg_maint_stop(struct kh_pg *pg);
+
+/* --- pg_schema.c -------------------------------------------------------------------------- */
+
+/* Applies migrations up to target (0 = newest) in one transaction under the advisory lock,
+ * deciding the TimescaleDB mode first. 0 or KH_EIO with err set. */
+int kh_pg_migrate_conn(struct kh_pg *pg, PGconn *c, int target, char *err, size_t errlen);
+/* The start-up line that says which mode is in use; the metrics' mode gauge follows it. */
+void kh_pg_log_schema_ready(const struct kh_pg *pg);
+/* The time series, i from 0: table, segmentby and orderby into *out; false past the last. */
+bool kh_pg_time_series(size_t i, struct kh_pg_ts_table *out);
+
+/* --- pg_statements.c ---------------------------------------------------------------------- */
+
+/* Columns of stats table t: common ones, members, extra. */
+int kh_pg_ncols(int t);
+/* The name of a prepared statement: a stats table's insert (env false) or an envelope
+ * table's (env true), table index t. */
+const char *kh_pg_statement(bool env, size_t t, char name[16]);
+/* Prepares every statement on the writer's new connection (and the copy method's staging
+ * tables). 0, or KH_ERETRY with s->err set. */
+int kh_pg_prepare_slot(struct kh_pg_slot *s);
+/* COPY into stats table t (or its staging table), in the configured format. */
+int kh_pg_copy_sql(const struct kh_pg *pg, int t, bool staging, struct kh_buf *b);
+/* The copy method's move from the staging table into stats table t. */
+int kh_pg_move_sql(const struct kh_pg *pg, int t, struct kh_buf *b);
+
+/* --- pg_rows.c ---------------------------------------------------------------------------- */
+
+/* Stats table t's rows of the subset in format f: one array per column in s->cols (and
+ * s->params) for KH_PG_ARRAY, COPY data in s->cols[0] otherwise. The row count; *rc 0 or
+ * KH_ENOMEM/KH_ENOSPC. */
+size_t kh_pg_build_table(struct kh_pg_slot *s, enum kh_pg_format f, int t,
+                         const struct kh_pg_subset *sub, int *rc);
+/* Envelope table t's rows of the subset as arrays (see pg_rows.c). 0 or KH_ENOMEM. */
+int kh_pg_build_envelopes(struct kh_pg_slot *s, const struct kh_pg_subset *sub, int t,
+                          size_t *count);
+
+/* --- pg_write.c --------------------------------------------------------------------------- */
+
+/* The store's write (see store.h): the batch with the configured method on writer slot's
+ * connection, b's counts and results filled. 0, KH_EREJECT (some reports refused; their
+ * results say which) or KH_ERETRY; *err says why. */
+int kh_pg_write(struct kh_store *st, int slot, struct kh_batch *b, const char **err);
+
+#endif
