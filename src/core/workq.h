@@ -23,6 +23,9 @@ struct kh_workq_item {
     struct kh_workq_item *next; /* the queue's while the item is submitted */
 };
 
+/* The caller's struct around an item: KH_WORKQ_ENTRY(it, struct job, node). */
+#define KH_WORKQ_ENTRY(it, type, member) ((type *)(void *)((char *)(it)-offsetof(type, member)))
+
 /* Runs on worker `worker` (0 .. nthreads - 1; 0 in zero-thread mode). */
 typedef void (*kh_workq_work_fn)(struct kh_workq_item *it, int worker, void *arg);
 /* Runs on the loop thread once the work is done; the item is the caller's again. It may
