@@ -41,6 +41,8 @@ struct replay_ctx {
     struct kh_spool_seg *seg;
 };
 
+/* A deferred call of drain_step from the loop thread to itself (no other thread wakes the
+ * drainer), so it runs after the loop has served what is ready. */
 void kh_spool_drain_schedule(struct kh_spool *sp)
 {
     struct kh_spool_drainer *d = &sp->drain;
