@@ -9,7 +9,13 @@
  * The eventfd, not event_active: event_active takes libevent's base lock, which the loop
  * thread holds for every event it adds or removes; under h2load, futex calls took 8.4% of
  * the loop thread's time with event_active and 4.6% with the eventfd (perf, measured on the
- * parse pool). Zero-thread mode uses the same eventfd, so there is one way in.
+ * parse pool).
+ *
+ * Zero-thread mode has no other thread to wake the loop: the loop defers the work to itself
+ * with event_active on the same event, uncontended, and the work runs in the same loop turn.
+ * Through the eventfd instead (a write, a turn of epoll, a read per batch), the null backend
+ * under h2load did 25,765 reports/s at 54.6 us of CPU each, against 31,761 and 46.9 us this
+ * way (medians of 6 interleaved runs of 40,000 reports).
  */
 #include "core/workq.h"
 
@@ -132,11 +138,12 @@ static void run_inline(struct kh_workq *q)
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct kh_workq *q = arg;
-    clear_wake(q);
-    if (q->nthreads == 0)
+    if (q->nthreads == 0) {
         run_inline(q);
-    else
-        complete(q, take_finished(q));
+        return;
+    }
+    clear_wake(q);
+    complete(q, take_finished(q));
 }
 
 static void stop_workers(struct kh_workq *q)
@@ -208,7 +215,7 @@ void kh_workq_submit(struct kh_workq *q, struct kh_workq_item *it)
         *q->todo_tail = it;
         q->todo_tail = &it->next;
         if (wake)
-            wake_loop(q);
+            event_active(q->ev, EV_READ, 1);
         return;
     }
     pthread_mutex_lock(&q->mu);

@@ -5,7 +5,7 @@
  * kh_workq_item embedded (the queue allocates nothing per item, so a submit cannot fail).
  *
  * Workers wake the loop through one eventfd, registered on the loop's event_base. With zero
- * threads the work runs inline on the loop, in the same deferred callback that runs the done
+ * threads the work runs inline on the loop, deferred to the callback that runs the done
  * functions (never inside kh_workq_submit).
  *
  * Policies (how many items out at once, what to batch) are the caller's. Loop thread only,
