@@ -1,13 +1,15 @@
 /*
- * batcher: group commit over one writer thread. See batcher.h.
+ * batcher: group commit over the backend's writer threads (one per slot: one for SQLite,
+ * postgres_pool_size for PostgreSQL). See batcher.h.
  *
- * Threads: the loop thread owns `cur`, the counters and all callbacks. Writer threads (one
- * per backend slot) only touch the batches handed to them through `todo` and hand them back
- * through `done` (both under `mu`), then wake the loop with event_active (libevent is set up
- * for pthreads in main). A batch's reports are not touched by the loop while a writer has it.
+ * Threads: the loop thread owns `cur`, the counters and all callbacks. A batch handed to the
+ * work queue belongs to the writer that takes it (the queue's worker index is the backend's
+ * writer slot) until its done function runs on the loop; the loop does not touch its
+ * reports meanwhile. At most `parallel` batches are out at once; the next one grows.
  *
- * A backend with no writers (the null backend) is written inline on the loop thread, from the
- * same deferred event that completes batches: its cost is then only what it does itself.
+ * A backend with no writers (the null backend) gets a zero-thread queue: the batch is
+ * written inline on the loop thread, from the same wake-up that completes it, so its cost
+ * is only what the backend does itself.
  *
  * Retries live here, not in the backends: a write that fails with KH_ERETRY is tried again
  * with backoff for up to storage_retry_ms, when storage was healthy before the batch (a new
@@ -17,7 +19,6 @@
 #include "pipeline/batcher.h"
 
 #include <event2/event.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
@@ -28,6 +29,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
+#include "core/workq.h"
 
 struct entry {
     kh_batch_cb cb;
@@ -36,7 +38,7 @@ struct entry {
 };
 
 struct batch {
-    struct batch *next;
+    struct kh_workq_item node;
     struct kh_batch b; /* reports, results, counts */
     struct entry *entries;
     size_t cap;
@@ -47,36 +49,19 @@ struct batch {
 };
 
 struct kh_batcher {
-    struct event_base *base;
     struct kh_store *store;
     size_t max_reports, max_rows, max_inflight;
     long delay_ms;
     uint64_t retry_usec;
-    int nwriters;     /* writer threads; 0 = write inline on the loop */
-    size_t parallel;  /* batches that may be out at once: max(nwriters, 1) */
+    size_t parallel;    /* batches that may be out at once: max(writers, 1) */
+    struct kh_workq *q; /* the writers; its pending count is the batches out */
     /* loop side */
     struct batch *cur;
-    size_t outstanding; /* batches handed to the writer and not yet back */
-    size_t pending;     /* reports submitted, not completed */
-    size_t inflight;    /* bytes of those reports */
+    size_t pending;  /* reports submitted, not completed */
+    size_t inflight; /* bytes of those reports */
     bool stopping;
     struct event *timer;
-    struct event *done_ev;
     struct kh_batcher_stats stats;
-    /* shared with the writer, under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct batch *todo, **todo_tail;
-    struct batch *done, **done_tail;
-    bool quit;
-    struct writer *writers;
-};
-
-struct writer {
-    struct kh_batcher *b;
-    int slot;
-    pthread_t thread;
-    bool started;
 };
 
 static struct batch *batch_new(size_t cap)
@@ -149,32 +134,10 @@ static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
     bt->write_usec = kh_mono_usec() - t0;
 }
 
-static void *writer_main(void *arg)
+/* Work queue: writer thread `slot` (or the loop, with no writers). */
+static void on_write(struct kh_workq_item *it, int slot, void *arg)
 {
-    struct writer *w = arg;
-    struct kh_batcher *b = w->b;
-    pthread_mutex_lock(&b->mu);
-    for (;;) {
-        while (b->todo == NULL && !b->quit)
-            pthread_cond_wait(&b->cv, &b->mu);
-        if (b->todo == NULL)
-            break;
-        struct batch *bt = b->todo;
-        b->todo = bt->next;
-        if (b->todo == NULL)
-            b->todo_tail = &b->todo;
-        pthread_mutex_unlock(&b->mu);
-
-        write_batch(b, w->slot, bt);
-
-        pthread_mutex_lock(&b->mu);
-        bt->next = NULL;
-        *b->done_tail = bt;
-        b->done_tail = &bt->next;
-        event_active(b->done_ev, EV_READ, 0);
-    }
-    pthread_mutex_unlock(&b->mu);
-    return NULL;
+    write_batch(arg, slot, KH_WORKQ_ENTRY(it, struct batch, node));
 }
 
 static void dispatch(struct kh_batcher *b)
@@ -184,38 +147,12 @@ static void dispatch(struct kh_batcher *b)
         return;
     b->cur = NULL;
     evtimer_del(b->timer);
-    b->outstanding++;
-    pthread_mutex_lock(&b->mu);
-    bt->next = NULL;
-    *b->todo_tail = bt;
-    b->todo_tail = &bt->next;
-    pthread_cond_signal(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-    if (b->nwriters == 0)
-        event_active(b->done_ev, EV_READ, 0);
+    kh_workq_submit(b->q, &bt->node);
 }
 
-/* Inline mode: write what is queued, as a writer thread would, and hand it to `done`. */
-static void write_inline(struct kh_batcher *b)
+static bool writer_idle(const struct kh_batcher *b)
 {
-    for (;;) {
-        pthread_mutex_lock(&b->mu);
-        struct batch *bt = b->todo;
-        if (bt) {
-            b->todo = bt->next;
-            if (b->todo == NULL)
-                b->todo_tail = &b->todo;
-        }
-        pthread_mutex_unlock(&b->mu);
-        if (bt == NULL)
-            return;
-        write_batch(b, 0, bt);
-        pthread_mutex_lock(&b->mu);
-        bt->next = NULL;
-        *b->done_tail = bt;
-        b->done_tail = &bt->next;
-        pthread_mutex_unlock(&b->mu);
-    }
+    return kh_workq_pending(b->q) < b->parallel;
 }
 
 static void log_failure(const struct batch *bt)
@@ -273,43 +210,21 @@ static void complete(struct kh_batcher *b, struct batch *bt)
     batch_free(bt);
 }
 
-static void on_done(evutil_socket_t fd, short what, void *arg)
+/* Loop thread: a batch is back from its writer. */
+static void on_written(struct kh_workq_item *it, void *arg)
 {
     struct kh_batcher *b = arg;
-    if (b->nwriters == 0)
-        write_inline(b);
-    pthread_mutex_lock(&b->mu);
-    struct batch *list = b->done;
-    b->done = NULL;
-    b->done_tail = &b->done;
-    pthread_mutex_unlock(&b->mu);
-    while (list) {
-        struct batch *next = list->next;
-        b->outstanding--;
-        complete(b, list);
-        list = next;
-    }
+    complete(b, KH_WORKQ_ENTRY(it, struct batch, node));
     /* a writer is idle: what gathered meanwhile goes now */
-    if (b->outstanding < b->parallel)
+    if (writer_idle(b))
         dispatch(b);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct kh_batcher *b = arg;
-    if (b->outstanding < b->parallel)
+    if (writer_idle(b))
         dispatch(b);
-}
-
-static void join_writers(struct kh_batcher *b)
-{
-    pthread_mutex_lock(&b->mu);
-    b->quit = true;
-    pthread_cond_broadcast(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-    for (int i = 0; i < b->nwriters; i++)
-        if (b->writers[i].started)
-            pthread_join(b->writers[i].thread, NULL);
 }
 
 struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *store,
@@ -318,49 +233,26 @@ struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *stor
     struct kh_batcher *b = calloc(1, sizeof(*b));
     if (b == NULL)
         goto fail_alloc;
-    b->base = base;
     b->store = store;
     b->max_reports = (size_t)cfg->batch_max_reports;
     b->max_rows = (size_t)cfg->batch_max_rows;
     b->max_inflight = (size_t)cfg->max_inflight_bytes;
     b->delay_ms = (long)cfg->batch_max_delay_ms;
     b->retry_usec = (uint64_t)cfg->storage_retry_ms * 1000;
-    b->nwriters = store->ops->writers(store);
-    if (b->nwriters < 0)
-        b->nwriters = 0;
-    b->parallel = b->nwriters ? (size_t)b->nwriters : 1;
-    b->todo_tail = &b->todo;
-    b->done_tail = &b->done;
+    int writers = store->ops->writers(store);
+    if (writers < 0)
+        writers = 0;
+    b->parallel = writers ? (size_t)writers : 1;
     b->timer = evtimer_new(base, on_timer, b);
-    b->done_ev = event_new(base, -1, 0, on_done, b);
-    if (b->timer == NULL || b->done_ev == NULL)
-        goto fail_events;
-    if (pthread_mutex_init(&b->mu, NULL) != 0)
-        goto fail_events;
-    if (pthread_cond_init(&b->cv, NULL) != 0)
-        goto fail_cond;
-    b->writers = calloc((size_t)b->nwriters + 1, sizeof(*b->writers));
-    if (b->writers == NULL)
-        goto fail_writers;
-    for (int i = 0; i < b->nwriters; i++) {
-        b->writers[i] = (struct writer){.b = b, .slot = i};
-        if (pthread_create(&b->writers[i].thread, NULL, writer_main, &b->writers[i]) != 0)
-            goto fail_thread;
-        b->writers[i].started = true;
-    }
+    if (b->timer == NULL)
+        goto fail_timer;
+    b->q = kh_workq_new(base, writers, on_write, on_written, b);
+    if (b->q == NULL)
+        goto fail_workq;
     return b;
-fail_thread:
-    join_writers(b);
-    free(b->writers);
-fail_writers:
-    pthread_cond_destroy(&b->cv);
-fail_cond:
-    pthread_mutex_destroy(&b->mu);
-fail_events:
-    if (b->timer)
-        event_free(b->timer);
-    if (b->done_ev)
-        event_free(b->done_ev);
+fail_workq:
+    event_free(b->timer);
+fail_timer:
     free(b);
 fail_alloc:
     return NULL;
@@ -384,7 +276,7 @@ int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb,
     b->inflight += bytes;
     if (bt->b.nreports >= b->max_reports || bt->b.nrows >= b->max_rows)
         dispatch(b);
-    else if (b->outstanding < b->parallel) {
+    else if (writer_idle(b)) {
         if (b->delay_ms == 0)
             dispatch(b);
         else if (!evtimer_pending(b->timer, NULL)) {
@@ -414,14 +306,8 @@ void kh_batcher_free(struct kh_batcher *b)
     if (b == NULL)
         return;
     kh_batcher_stop(b);
-    join_writers(b);
-    free(b->writers);
-    /* batches written but not yet completed on the loop: complete them now */
-    on_done(-1, 0, b);
+    kh_workq_free(b->q); /* writes what is queued, completes it, joins the writers */
     batch_free(b->cur);
     event_free(b->timer);
-    event_free(b->done_ev);
-    pthread_cond_destroy(&b->cv);
-    pthread_mutex_destroy(&b->mu);
     free(b);
 }

@@ -33,7 +33,7 @@ int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb,
 void kh_batcher_stop(struct kh_batcher *b);
 /* Reports submitted and not yet completed. */
 size_t kh_batcher_pending(const struct kh_batcher *b);
-/* Joins the writer thread; reports still queued are written first. */
+/* Joins the writer threads; reports still queued are written and completed first. */
 void kh_batcher_free(struct kh_batcher *b);
 
 struct kh_batcher_stats {
