@@ -299,6 +299,28 @@ static void test_load_string_and_finish_checks(void **state)
     kh_config_cleanup(&cfg);
 }
 
+/* kh_config_set's reasons through *err; a success leaves *err as it was. */
+static void test_set_reasons(void **state)
+{
+    (void)state;
+    struct kh_config cfg;
+    const char *err = "untouched";
+    assert_int_equal(kh_config_init(&cfg), 0);
+    assert_int_equal(kh_config_set(&cfg, "listen_port", "6000", &err), 0);
+    assert_string_equal(err, "untouched");
+    assert_int_equal(kh_config_set(&cfg, "no_such_key", "1", &err), KH_EINVAL);
+    assert_string_equal(err, "unknown key 'no_such_key'");
+    assert_int_equal(kh_config_set(&cfg, "LISTEN_PORT", "0", &err), KH_EINVAL);
+    assert_string_equal(err, "listen_port: must be between 1 and 65535, got 0");
+    assert_int_equal(kh_config_set(&cfg, "storage", "mysql", &err), KH_EINVAL);
+    assert_string_equal(err, "storage: must be one of sqlite|postgres|null, got 'mysql'");
+    assert_int_equal(cfg.listen_port, 6000);
+    err = "untouched";
+    assert_int_equal(kh_config_finish(&cfg, &err), 0);
+    assert_string_equal(err, "untouched");
+    kh_config_cleanup(&cfg);
+}
+
 /* Key names in any case, as Kohaku 2023.1 (ini.InsensitiveLoad) read them. */
 static void test_keys_any_case(void **state)
 {
@@ -856,6 +878,7 @@ int main(void)
         cmocka_unit_test(test_long_value),
         cmocka_unit_test(test_kohaku_2023_config),
         cmocka_unit_test(test_load_string_and_finish_checks),
+        cmocka_unit_test(test_set_reasons),
         cmocka_unit_test(test_keys_any_case),
         cmocka_unit_test(test_quoted_values),
         cmocka_unit_test(test_quote_errors),
