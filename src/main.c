@@ -81,19 +81,19 @@ static void print_version(void)
 
 static int load_config(struct kh_config *cfg, const char *path, bool explicit_path)
 {
-    char err[1024];
+    const char *err = NULL;
     if (kh_config_init(cfg) != 0) {
         fprintf(stderr, "kohaku: out of memory\n");
         return -1;
     }
     if (explicit_path || access(path, F_OK) == 0) {
-        if (kh_config_load(cfg, path, err, sizeof(err)) != 0) {
+        if (kh_config_load(cfg, path, &err) != 0) {
             fprintf(stderr, "kohaku: %s\n", err);
             kh_config_cleanup(cfg);
             return -1;
         }
     }
-    if (kh_config_finish(cfg, err, sizeof(err)) != 0) {
+    if (kh_config_finish(cfg, &err) != 0) {
         fprintf(stderr, "kohaku: %s\n", err);
         kh_config_cleanup(cfg);
         return -1;
@@ -255,16 +255,16 @@ static bool config_file_used(void)
 }
 
 /* Reads the config file again into fresh, as load_config did at start. On error fresh is
- * cleaned up and err says why ("FILE:LINE: key: reason"). */
-static int reread_config(struct kh_config *fresh, char *err, size_t errlen)
+ * cleaned up and *err says why ("FILE:LINE: key: reason", kh_errf's text or a literal). */
+static int reread_config(struct kh_config *fresh, const char **err)
 {
     if (kh_config_init(fresh) != 0) {
-        snprintf(err, errlen, "out of memory");
+        *err = "out of memory";
         return KH_ENOMEM;
     }
-    int rc = config_file_used() ? kh_config_load(fresh, hup.path, err, errlen) : 0;
+    int rc = config_file_used() ? kh_config_load(fresh, hup.path, err) : 0;
     if (rc == 0)
-        rc = kh_config_finish(fresh, err, errlen);
+        rc = kh_config_finish(fresh, err);
     if (rc != 0)
         kh_config_cleanup(fresh);
     return rc;
@@ -304,9 +304,11 @@ static void reopen_log(const struct kh_config *cfg, char *path, size_t pathlen)
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     struct runtime *rt = arg;
-    char err[1024], changed[1024], logpath[4096];
+    char changed[1024], logpath[4096];
+    /* may be kh_errf's text: nothing from reread_config to the log line below calls kh_errf */
+    const char *err = NULL;
     struct kh_config fresh;
-    int loaded = reread_config(&fresh, err, sizeof(err));
+    int loaded = reread_config(&fresh, &err);
     /* the log first, so that what follows already goes to the new file */
     reopen_log(loaded == 0 ? &fresh : hup.cfg, logpath, sizeof(logpath));
     if (loaded == 0) {
@@ -314,7 +316,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
         kh_config_cleanup(&fresh);
         if (n < 0) {
             loaded = n;
-            snprintf(err, sizeof(err), "out of memory");
+            err = "out of memory";
         }
     }
     if (loaded != 0) {

@@ -202,8 +202,8 @@ static bool choice_ok(const char *choices, const char *v)
     return n == 0; /* empty selects the default behaviour */
 }
 
-static int set_param(struct kh_config *cfg, const struct param *p, const char *value, char *err,
-                     size_t errlen)
+static int set_param(struct kh_config *cfg, const struct param *p, const char *value,
+                     const char **err)
 {
     void *field = (char *)cfg + p->offset;
     switch (p->type) {
@@ -213,7 +213,7 @@ static int set_param(struct kh_config *cfg, const struct param *p, const char *v
         else if (strcasecmp(value, "false") == 0 || strcmp(value, "0") == 0)
             *(bool *)field = false;
         else {
-            snprintf(err, errlen, "%s: must be true or false, got '%s'", p->name, value);
+            *err = kh_errf("%s: must be true or false, got '%s'", p->name, value);
             return KH_EINVAL;
         }
         return 0;
@@ -222,12 +222,12 @@ static int set_param(struct kh_config *cfg, const struct param *p, const char *v
         errno = 0;
         long long v = strtoll(value, &end, 10);
         if (errno || end == value || *end != '\0') {
-            snprintf(err, errlen, "%s: must be an integer, got '%s'", p->name, value);
+            *err = kh_errf("%s: must be an integer, got '%s'", p->name, value);
             return KH_EINVAL;
         }
         if (v < p->min || v > p->max) {
-            snprintf(err, errlen, "%s: must be between %lld and %lld, got %lld", p->name,
-                     (long long)p->min, (long long)p->max, v);
+            *err = kh_errf("%s: must be between %lld and %lld, got %lld", p->name,
+                           (long long)p->min, (long long)p->max, v);
             return KH_EINVAL;
         }
         *(int64_t *)field = v;
@@ -235,14 +235,14 @@ static int set_param(struct kh_config *cfg, const struct param *p, const char *v
     }
     case P_ENUM:
         if (!choice_ok(p->choices, value)) {
-            snprintf(err, errlen, "%s: must be one of %s, got '%s'", p->name, p->choices, value);
+            *err = kh_errf("%s: must be one of %s, got '%s'", p->name, p->choices, value);
             return KH_EINVAL;
         }
         /* fall through */
     case P_STR: {
         char *copy = strdup(value);
         if (copy == NULL) {
-            snprintf(err, errlen, "%s: out of memory", p->name);
+            *err = kh_errf("%s: out of memory", p->name);
             return KH_ENOMEM;
         }
         free(*(char **)field);
@@ -253,15 +253,14 @@ static int set_param(struct kh_config *cfg, const struct param *p, const char *v
     return KH_EINVAL;
 }
 
-int kh_config_set(struct kh_config *cfg, const char *key, const char *value, char *err,
-                  size_t errlen)
+int kh_config_set(struct kh_config *cfg, const char *key, const char *value, const char **err)
 {
     const struct param *p = find_param(key);
     if (p == NULL) {
-        snprintf(err, errlen, "unknown key '%s'", key);
+        *err = kh_errf("unknown key '%s'", key);
         return KH_EINVAL;
     }
-    int rc = set_param(cfg, p, value, err, errlen);
+    int rc = set_param(cfg, p, value, err);
     if (rc == 0)
         cfg->origin.line[p - params] = 0; /* no longer the file's value */
     return rc;
@@ -269,10 +268,10 @@ int kh_config_set(struct kh_config *cfg, const char *key, const char *value, cha
 
 int kh_config_init(struct kh_config *cfg)
 {
-    char err[256];
+    const char *why;
     memset(cfg, 0, sizeof(*cfg));
     for (size_t i = 0; i < NPARAMS; i++)
-        if (set_param(cfg, &params[i], params[i].def, err, sizeof(err)) != 0) {
+        if (set_param(cfg, &params[i], params[i].def, &why) != 0) {
             kh_config_cleanup(cfg);
             return KH_ENOMEM;
         }
@@ -383,7 +382,7 @@ struct load_ctx {
     int line;          /* the line last handed to inih */
     bool mid_line;     /* the last piece handed over did not end its line */
     char head[256];    /* the start of that line */
-    char err[512];
+    const char *why;   /* failed: what is wrong with that line (a literal or kh_errf's text) */
     bool failed;
 };
 
@@ -461,11 +460,10 @@ static void unknown_key(struct load_ctx *ctx, const char *name)
 {
     for (size_t i = 0; i < sizeof(renamed) / sizeof(renamed[0]); i++)
         if (strcasecmp(name, renamed[i].name) == 0) {
-            snprintf(ctx->err, sizeof(ctx->err), "unknown key '%s' (%s)", name,
-                     renamed[i].hint);
+            ctx->why = kh_errf("unknown key '%s' (%s)", name, renamed[i].hint);
             return;
         }
-    snprintf(ctx->err, sizeof(ctx->err), "unknown key '%s'", name);
+    ctx->why = kh_errf("unknown key '%s'", name);
 }
 
 /* Sets p from the value as written. "" (in any quotes) leaves a key at its default, and so does
@@ -476,15 +474,15 @@ static int apply_value(struct load_ctx *ctx, const struct param *p, const char *
     bool quoted;
     const char *why;
     if (copy == NULL) {
-        snprintf(ctx->err, sizeof(ctx->err), "%s: out of memory", p->name);
+        ctx->why = kh_errf("%s: out of memory", p->name);
         return KH_ENOMEM;
     }
     int rc = read_value(copy, &v, &quoted, &why);
     if (rc != 0) {
-        snprintf(ctx->err, sizeof(ctx->err), "%s: %s", p->name, why);
+        ctx->why = kh_errf("%s: %s", p->name, why);
     } else {
         bool unset = v[0] == '\0' && (quoted || p->type == P_STR || p->type == P_ENUM);
-        rc = set_param(ctx->cfg, p, unset ? p->def : v, ctx->err, sizeof(ctx->err));
+        rc = set_param(ctx->cfg, p, unset ? p->def : v, &ctx->why);
     }
     free(copy);
     return rc;
@@ -495,11 +493,10 @@ static int on_ini_entry(void *user, const char *section, const char *name, const
     struct load_ctx *ctx = user;
     const struct param *p = NULL;
     if (section[0] != '\0')
-        snprintf(ctx->err, sizeof(ctx->err),
-                 "section [%s]: kohaku's keys are flat; remove the section header", section);
+        ctx->why =
+            kh_errf("section [%s]: kohaku's keys are flat; remove the section header", section);
     else if (yaml_key_line(ctx->head))
-        snprintf(ctx->err, sizeof(ctx->err),
-                 "%s: a YAML line (key: value), not key = value; " INI_HINT, name);
+        ctx->why = kh_errf("%s: a YAML line (key: value), not key = value; " INI_HINT, name);
     else if ((p = find_param(name)) == NULL)
         unknown_key(ctx, name);
     else if (apply_value(ctx, p, value) == 0) {
@@ -522,20 +519,20 @@ static void ini_setup(void)
     ini_allow_inline_comments = false;
 }
 
-static int load_result(struct load_ctx *ctx, const char *name, int line, char *err,
-                       size_t errlen)
+/* ctx->why may be kh_errf's text: the message is made in one kh_errf, which reads it first. */
+static int load_result(struct load_ctx *ctx, const char *name, int line, const char **err)
 {
     if (line == -2) {
-        snprintf(err, errlen, "%s: out of memory while reading", name);
+        *err = kh_errf("%s: out of memory while reading", name);
         return KH_ENOMEM;
     }
     if (line == 0)
         return 0;
     if (ctx->failed)
-        snprintf(err, errlen, "%s:%d: %s", name, ctx->line, ctx->err);
+        *err = kh_errf("%s:%d: %s", name, ctx->line, ctx->why);
     else
-        snprintf(err, errlen, "%s:%d: syntax error (expected key = value)%s", name, ctx->line,
-                 yaml_syntax_line(ctx->head) ? "; a YAML line? " INI_HINT : "");
+        *err = kh_errf("%s:%d: syntax error (expected key = value)%s", name, ctx->line,
+                       yaml_syntax_line(ctx->head) ? "; a YAML line? " INI_HINT : "");
     return KH_EINVAL;
 }
 
@@ -553,39 +550,38 @@ static int set_origin(struct kh_config *cfg, const char *name)
     return 0;
 }
 
-static int load(struct load_ctx *ctx, const char *name, char *err, size_t errlen)
+static int load(struct load_ctx *ctx, const char *name, const char **err)
 {
     if (set_origin(ctx->cfg, name) != 0) {
-        snprintf(err, errlen, "%s: out of memory", name);
+        *err = kh_errf("%s: out of memory", name);
         return KH_ENOMEM;
     }
     ini_setup();
     int line = ini_parse_stream(read_piece, ctx, on_ini_entry, ctx);
-    return load_result(ctx, name, line, err, errlen);
+    return load_result(ctx, name, line, err);
 }
 
-int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen)
+int kh_config_load(struct kh_config *cfg, const char *path, const char **err)
 {
     if (yaml_name(path)) {
-        snprintf(err, errlen, "%s: a YAML file (Kohaku 2022.1's config.yaml?); " INI_HINT,
-                 path);
+        *err = kh_errf("%s: a YAML file (Kohaku 2022.1's config.yaml?); " INI_HINT, path);
         return KH_EINVAL;
     }
     struct load_ctx ctx = {.cfg = cfg, .fp = fopen(path, "r")};
     if (ctx.fp == NULL) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        *err = kh_errf("%s: cannot open: %s", path, strerror(errno));
         return KH_EIO;
     }
-    int rc = load(&ctx, path, err, errlen);
+    int rc = load(&ctx, path, err);
     fclose(ctx.fp);
     return rc;
 }
 
-int kh_config_load_string(struct kh_config *cfg, const char *name, const char *text, char *err,
-                          size_t errlen)
+int kh_config_load_string(struct kh_config *cfg, const char *name, const char *text,
+                          const char **err)
 {
     struct load_ctx ctx = {.cfg = cfg, .text = text};
-    return load(&ctx, name, err, errlen);
+    return load(&ctx, name, err);
 }
 
 /* ---- checks across keys, after loading ---- */
@@ -606,21 +602,18 @@ static void where(const struct kh_config *cfg, const char *key, const char *alt,
         snprintf(buf, len, "%s", cfg->origin.file);
 }
 
-/* err = "WHERE: " and the reason; returns KH_EINVAL. */
-__attribute__((format(printf, 6, 7))) static int
-refuse(const struct kh_config *cfg, const char *key, const char *alt, char *err, size_t errlen,
+/* *err = "WHERE: " and the reason, in one kh_errf; returns KH_EINVAL. */
+__attribute__((format(printf, 5, 6))) static int
+refuse(const struct kh_config *cfg, const char *key, const char *alt, const char **err,
        const char *fmt, ...)
 {
-    char at[4200];
-    if (errlen == 0)
-        return KH_EINVAL;
-    where(cfg, key, alt, at, sizeof(at));
-    int n = at[0] ? snprintf(err, errlen, "%s: ", at) : 0;
-    size_t used = n < 0 ? 0 : (size_t)n < errlen ? (size_t)n : errlen - 1;
+    char at[4200], why[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err + used, errlen - used, fmt, ap);
+    vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
+    where(cfg, key, alt, at, sizeof(at));
+    *err = at[0] ? kh_errf("%s: %s", at, why) : kh_errf("%s", why);
     return KH_EINVAL;
 }
 
@@ -640,66 +633,66 @@ void kh_config_cite(const struct kh_config *cfg, const char *msg, char *out, siz
         snprintf(out, outlen, "%s", msg);
 }
 
-static int check_tls(const struct kh_config *cfg, char *err, size_t errlen)
+static int check_tls(const struct kh_config *cfg, const char **err)
 {
     bool files = cfg->tls_fullchain_file[0] && cfg->tls_privkey_file[0];
     if (cfg->https && !files)
-        return refuse(cfg, "https", NULL, err, errlen,
+        return refuse(cfg, "https", NULL, err,
                       "https: needs tls_fullchain_file and tls_privkey_file");
     if (cfg->exporter_https && !files)
-        return refuse(cfg, "exporter_https", NULL, err, errlen,
+        return refuse(cfg, "exporter_https", NULL, err,
                       "exporter_https: needs tls_fullchain_file and tls_privkey_file");
     if (!cfg->https && cfg->tls_verify_cacert_path[0])
-        return refuse(cfg, "tls_verify_cacert_path", NULL, err, errlen,
+        return refuse(cfg, "tls_verify_cacert_path", NULL, err,
                       "tls_verify_cacert_path: client certificates need https = true");
     return 0;
 }
 
-static int check_paths_and_ports(const struct kh_config *cfg, char *err, size_t errlen)
+static int check_paths_and_ports(const struct kh_config *cfg, const char **err)
 {
     if (cfg->stats_webhook_path[0] != '/' ||
         strcmp(cfg->stats_webhook_path, cfg->collector_path) == 0)
-        return refuse(cfg, "stats_webhook_path", "collector_path", err, errlen,
+        return refuse(cfg, "stats_webhook_path", "collector_path", err,
                       "stats_webhook_path: must start with '/' and differ from collector_path, "
                       "got '%s'",
                       cfg->stats_webhook_path);
     if (cfg->collector_path[0] != '/')
-        return refuse(cfg, "collector_path", NULL, err, errlen,
+        return refuse(cfg, "collector_path", NULL, err,
                       "collector_path: must start with '/', got '%s'", cfg->collector_path);
     if (cfg->exporter_listen_port == cfg->listen_port)
-        return refuse(cfg, "exporter_listen_port", "listen_port", err, errlen,
+        return refuse(cfg, "exporter_listen_port", "listen_port", err,
                       "exporter_listen_port: the metrics listener needs a port of its own, got "
                       "%lld like listen_port",
                       (long long)cfg->listen_port);
     return 0;
 }
 
-static int check_storage(const struct kh_config *cfg, char *err, size_t errlen)
+static int check_storage(const struct kh_config *cfg, const char **err)
 {
     if (strcmp(cfg->storage, "postgres") == 0 && cfg->postgres_uri[0] == '\0')
-        return refuse(cfg, "storage", "postgres_uri", err, errlen,
+        return refuse(cfg, "storage", "postgres_uri", err,
                       "postgres_uri: required when storage = postgres");
     if (strcmp(cfg->storage, "sqlite") == 0 && cfg->sqlite_path[0] == '\0')
-        return refuse(cfg, "sqlite_path", "storage", err, errlen,
+        return refuse(cfg, "sqlite_path", "storage", err,
                       "sqlite_path: required when storage = sqlite");
     return 0;
 }
 
-int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen)
+int kh_config_finish(struct kh_config *cfg, const char **err)
 {
     if (cfg->storage[0] == '\0') {
         free(cfg->storage);
         cfg->storage = strdup(cfg->postgres_uri[0] ? "postgres" : "sqlite");
         if (cfg->storage == NULL) {
-            snprintf(err, errlen, "out of memory");
+            *err = "out of memory";
             return KH_ENOMEM;
         }
     }
-    int rc = check_tls(cfg, err, errlen);
+    int rc = check_tls(cfg, err);
     if (rc == 0)
-        rc = check_paths_and_ports(cfg, err, errlen);
+        rc = check_paths_and_ports(cfg, err);
     if (rc == 0)
-        rc = check_storage(cfg, err, errlen);
+        rc = check_storage(cfg, err);
     return rc;
 }
 

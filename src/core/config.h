@@ -95,26 +95,31 @@ int kh_config_init(struct kh_config *cfg);
 void kh_config_cleanup(struct kh_config *cfg);
 
 /* Loads path over the current values. On error returns KH_EINVAL (KH_EIO when the file cannot
- * be read, KH_ENOMEM) and writes "FILE:LINE: key: reason" into err. A YAML file (by its name,
- * or a "key: value" line) is refused with a hint that kohaku reads INI. */
-int kh_config_load(struct kh_config *cfg, const char *path, char *err, size_t errlen);
+ * be read, KH_ENOMEM) and sets *err to "FILE:LINE: key: reason" ("FILE: reason" when no line
+ * is at fault), text formatted by kh_errf (errors.h): valid until this thread's next kh_errf.
+ * *err is left alone on success. A YAML file (by its name, or a "key: value" line) is refused
+ * with a hint that kohaku reads INI. */
+int kh_config_load(struct kh_config *cfg, const char *path, const char **err);
 /* The same for config text in memory; `name` stands for the file in messages. */
-int kh_config_load_string(struct kh_config *cfg, const char *name, const char *text, char *err,
-                          size_t errlen);
+int kh_config_load_string(struct kh_config *cfg, const char *name, const char *text,
+                          const char **err);
 /* Sets one key (any case) from its text form, taken as it is: quotes and comments are the
- * file's syntax. Records no line. */
-int kh_config_set(struct kh_config *cfg, const char *key, const char *value, char *err,
-                  size_t errlen);
+ * file's syntax. Records no line. On error returns KH_EINVAL (or KH_ENOMEM) and sets *err to
+ * "key: reason" or "unknown key 'KEY'", kh_errf's text. */
+int kh_config_set(struct kh_config *cfg, const char *key, const char *value, const char **err);
 /* Cross-key checks and derived values (storage auto-selection). On error returns KH_EINVAL (or
- * KH_ENOMEM) and writes "FILE:LINE: key: reason" into err, LINE being the line that set the key
- * at fault ("FILE: key: reason" when the file did not set it, "key: reason" without a file). */
-int kh_config_finish(struct kh_config *cfg, char *err, size_t errlen);
+ * KH_ENOMEM) and sets *err to "FILE:LINE: key: reason", LINE being the line that set the key
+ * at fault ("FILE: key: reason" when the file did not set it, "key: reason" without a file):
+ * kh_errf's text, or a string literal. *err is left alone on success. */
+int kh_config_finish(struct kh_config *cfg, const char **err);
 /* The line of the last loaded file that set key (any case), 0 when it did not. */
 int kh_config_line(const struct kh_config *cfg, const char *key);
 /* For what other modules find wrong with a config value (a certificate file that does not
- * load, a listen address): when msg starts with "key: " for a key of the table, writes
- * "FILE:LINE: msg" into out, citing the line that set it as kh_config_finish does; otherwise
- * msg as it is. */
+ * load, a listen address), as their *err gave it: when msg starts with "key: " for a key of the
+ * table, writes "FILE:LINE: msg" into out, citing the line that set it as kh_config_finish
+ * does; otherwise msg as it is. A formatter for the message main prints or logs, not a reason
+ * passed on: out is the caller's, and may be longer than kh_errf's buffer. msg may point into
+ * that buffer (nothing here calls kh_errf). */
 void kh_config_cite(const struct kh_config *cfg, const char *msg, char *out, size_t outlen);
 
 /* SIGHUP: applies to live the values of fresh (a config loaded and finished from the same

@@ -15,10 +15,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(text, data, size);
     text[size] = '\0';
     struct kh_config cfg;
-    char err[1024];
+    const char *err = NULL;
     if (kh_config_init(&cfg) == 0) {
-        if (kh_config_load_string(&cfg, "fuzz.ini", text, err, sizeof(err)) == 0)
-            kh_config_finish(&cfg, err, sizeof(err));
+        if (kh_config_load_string(&cfg, "fuzz.ini", text, &err) == 0)
+            kh_config_finish(&cfg, &err);
         kh_config_cleanup(&cfg);
     }
     free(text);

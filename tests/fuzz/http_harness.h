@@ -35,13 +35,13 @@ static void fz_init(void)
     static struct kh_config cfg;
     static struct kh_store store = {.ops = &kh_store_null_ops};
     static struct kh_app app;
-    char err[256];
+    const char *err = NULL;
     kh_log_set_level(KH_LOG_ERROR);
     kh_schema_init();
     kh_config_init(&cfg);
-    kh_config_set(&cfg, "listen_addr", "127.0.0.1", err, sizeof(err));
-    kh_config_set(&cfg, "max_body_bytes", "65536", err, sizeof(err));
-    kh_config_finish(&cfg, err, sizeof(err));
+    kh_config_set(&cfg, "listen_addr", "127.0.0.1", &err);
+    kh_config_set(&cfg, "max_body_bytes", "65536", &err);
+    kh_config_finish(&cfg, &err);
     fz_base = event_base_new();
     const char *e = NULL;
     store.ops->open(&store, &cfg, &e);

@@ -198,9 +198,9 @@ static int setup(void **state)
     snprintf(f->dir, sizeof(f->dir), "/tmp/kohaku-spool-test-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     assert_int_equal(kh_config_init(&f->cfg), 0);
-    char err[256];
-    assert_int_equal(kh_config_set(&f->cfg, "spool_dir", f->dir, err, sizeof(err)), 0);
-    assert_int_equal(kh_config_set(&f->cfg, "spool_backlog_reports", "16", err, sizeof(err)), 0);
+    const char *err = NULL;
+    assert_int_equal(kh_config_set(&f->cfg, "spool_dir", f->dir, &err), 0);
+    assert_int_equal(kh_config_set(&f->cfg, "spool_backlog_reports", "16", &err), 0);
     *state = f;
     return 0;
 }
@@ -424,8 +424,8 @@ static void garbage_after_the_last_record_is_cut(void **state)
 static void full_spool_refuses(void **state)
 {
     struct fixture *f = *state;
-    char err[256];
-    assert_int_equal(kh_config_set(&f->cfg, "spool_max_bytes", "1048576", err, sizeof(err)), 0);
+    const char *err = NULL;
+    assert_int_equal(kh_config_set(&f->cfg, "spool_max_bytes", "1048576", &err), 0);
     open_spool(f);
     f->storage_up = 0;
     static char body[100001];
@@ -442,8 +442,8 @@ static void full_spool_refuses(void **state)
 static void segments_rotate_and_all_are_deleted_after_draining(void **state)
 {
     struct fixture *f = *state;
-    char err[256];
-    assert_int_equal(kh_config_set(&f->cfg, "spool_segment_bytes", "65536", err, sizeof(err)), 0);
+    const char *err = NULL;
+    assert_int_equal(kh_config_set(&f->cfg, "spool_segment_bytes", "65536", &err), 0);
     open_spool(f);
     f->storage_up = 0;
     static char body[20001];
