@@ -398,14 +398,14 @@ static void close_runtime(struct runtime *rt)
 /* The writers, the spool and the parse pool: what stores reports. */
 static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
 {
-    char err[512];
+    const char *err = NULL;
     rt->app.batcher = rt->batcher = kh_batcher_new(rt->base, rt->app.store, cfg);
     if (rt->batcher == NULL) {
         fatal("batcher: cannot start the writer threads", NULL);
         return -1;
     }
     if (cfg->spool_dir[0]) {
-        rt->app.spool = kh_spool_open(cfg, err, sizeof(err));
+        rt->app.spool = kh_spool_open(cfg, &err);
         if (rt->app.spool == NULL) {
             fatal_cited(cfg, "spool failed to open", err);
             return -1;

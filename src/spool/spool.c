@@ -73,26 +73,26 @@ static void segs_free(struct kh_spool *sp)
     sp->segs_tail = &sp->segs;
 }
 
-/* Creates and opens spool_dir and takes its lock. 0, or -1 with err set. */
-static int open_dir(struct kh_spool *sp, char *err, size_t errlen)
+/* Creates and opens spool_dir and takes its lock. 0, or -1 with *err set. */
+static int open_dir(struct kh_spool *sp, const char **err)
 {
     if (mkdir(sp->dir, 0750) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "spool_dir: cannot create %s: %s", sp->dir, strerror(errno));
+        *err = kh_errf("spool_dir: cannot create %s: %s", sp->dir, strerror(errno));
         return -1;
     }
     sp->dirfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (sp->dirfd < 0) {
-        snprintf(err, errlen, "spool_dir: %s: %s", sp->dir, strerror(errno));
+        *err = kh_errf("spool_dir: %s: %s", sp->dir, strerror(errno));
         return -1;
     }
     sp->lockfd = openat(sp->dirfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (sp->lockfd < 0) {
-        snprintf(err, errlen, "spool_dir: %s/LOCK: %s", sp->dir, strerror(errno));
+        *err = kh_errf("spool_dir: %s/LOCK: %s", sp->dir, strerror(errno));
         return -1;
     }
     if (flock(sp->lockfd, LOCK_EX | LOCK_NB) != 0) {
-        snprintf(err, errlen, "spool_dir: %s is in use by another kohaku process (%s/LOCK is "
-                              "locked)", sp->dir, sp->dir);
+        *err = kh_errf("spool_dir: %s is in use by another kohaku process (%s/LOCK is locked)",
+                       sp->dir, sp->dir);
         return -1;
     }
     return 0;
@@ -110,11 +110,11 @@ static void log_ready(const struct kh_spool *sp)
     }
 }
 
-struct kh_spool *kh_spool_open(const struct kh_config *cfg, char *err, size_t errlen)
+struct kh_spool *kh_spool_open(const struct kh_config *cfg, const char **err)
 {
     struct kh_spool *sp = calloc(1, sizeof(*sp));
     if (sp == NULL || (sp->dir = strdup(cfg->spool_dir)) == NULL) {
-        snprintf(err, errlen, "spool: out of memory");
+        *err = "spool: out of memory";
         free(sp);
         return NULL;
     }
@@ -128,7 +128,7 @@ struct kh_spool *kh_spool_open(const struct kh_config *cfg, char *err, size_t er
     size_t half = (size_t)cfg->spool_backlog_reports / 2;
     sp->drain.max_out = half ? half : 1;
     sp->drain.rd.fd = -1;
-    if (open_dir(sp, err, errlen) != 0 || kh_spool_recover(sp, err, errlen) != 0)
+    if (open_dir(sp, err) != 0 || kh_spool_recover(sp, err) != 0)
         goto fail;
     kh_metrics.spool_enabled = 1;
     kh_metrics.spool_bytes = sp->used;

@@ -44,9 +44,9 @@ typedef int (*kh_spool_replay_fn)(void *arg, const struct kh_spool_meta *m, cons
                                   size_t len, kh_spool_done_cb done, void *ctx,
                                   const char **why);
 
-/* Opens spool_dir (creating it), takes its lock, and recovers what is in it. NULL with err
- * set on failure. Main thread, before the loop. */
-struct kh_spool *kh_spool_open(const struct kh_config *cfg, char *err, size_t errlen);
+/* Opens spool_dir (creating it), takes its lock, and recovers what is in it. NULL with *err
+ * set on failure (kh_errf text or a literal). Main thread, before the loop. */
+struct kh_spool *kh_spool_open(const struct kh_config *cfg, const char **err);
 /* Starts the I/O thread and the drainer. 0 or KH_ENOMEM. */
 int kh_spool_start(struct kh_spool *sp, struct event_base *base, kh_spool_replay_fn replay,
                    void *arg);

@@ -139,7 +139,7 @@ enum kh_spool_check kh_spool_reader_record(struct kh_spool_reader *r, uint64_t p
 
 /* spool_recover.c: scans spool_dir, fills segs, records, used and file.next_seq. 0, or -1
  * with err set. */
-int kh_spool_recover(struct kh_spool *sp, char *err, size_t errlen);
+int kh_spool_recover(struct kh_spool *sp, const char **err);
 
 /* spool_io.c */
 /* Starts the I/O thread. 0 or KH_ENOMEM. */

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/errors.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "spool/spool_internal.h"
@@ -118,15 +119,14 @@ static void log_cut(const char *name, bool last, enum kh_spool_check c, uint64_t
 }
 
 /* Scans one segment, cuts a bad tail, and adds it to the list. 0 or -1 (I/O error). */
-static int recover_segment(struct kh_spool *sp, uint64_t seq, bool last, char *err,
-                           size_t errlen)
+static int recover_segment(struct kh_spool *sp, uint64_t seq, bool last, const char **err)
 {
     char name[64];
     kh_spool_seg_name(name, sizeof(name), seq);
     int fd = openat(sp->dirfd, name, O_RDWR | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
-        snprintf(err, errlen, "spool_dir: %s/%s: %s", sp->dir, name, strerror(errno));
+        *err = kh_errf("spool_dir: %s/%s: %s", sp->dir, name, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -139,14 +139,14 @@ static int recover_segment(struct kh_spool *sp, uint64_t seq, bool last, char *e
     }
     enum kh_spool_check c = scan_records(fd, size, &pos, &records, &ioerr);
     if (ioerr) {
-        snprintf(err, errlen, "spool_dir: %s/%s: %s", sp->dir, name, strerror(ioerr));
+        *err = kh_errf("spool_dir: %s/%s: %s", sp->dir, name, strerror(ioerr));
         close(fd);
         return -1;
     }
     if (pos < size) {
         log_cut(name, last, c, pos, size, records);
         if (ftruncate(fd, (off_t)pos) != 0 || fsync(fd) != 0) {
-            snprintf(err, errlen, "spool_dir: cutting %s/%s: %s", sp->dir, name,
+            *err = kh_errf("spool_dir: cutting %s/%s: %s", sp->dir, name,
                      strerror(errno));
             close(fd);
             return -1;
@@ -159,20 +159,19 @@ static int recover_segment(struct kh_spool *sp, uint64_t seq, bool last, char *e
         return 0;
     }
     if (kh_spool_seg_add(sp, seq, pos, records, true) == NULL) {
-        snprintf(err, errlen, "spool: out of memory");
+        *err = "spool: out of memory";
         return -1;
     }
     return 0;
 }
 
 /* The sequence numbers of the segment files, sorted. 0, or -1 with err set. */
-static int list_segments(struct kh_spool *sp, uint64_t **out, size_t *count, char *err,
-                         size_t errlen)
+static int list_segments(struct kh_spool *sp, uint64_t **out, size_t *count, const char **err)
 {
     int fd = dup(sp->dirfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (d == NULL) {
-        snprintf(err, errlen, "spool_dir: %s: %s", sp->dir, strerror(errno));
+        *err = kh_errf("spool_dir: %s: %s", sp->dir, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -189,7 +188,7 @@ static int list_segments(struct kh_spool *sp, uint64_t **out, size_t *count, cha
             cap = cap ? cap * 2 : 64;
             uint64_t *ns = realloc(seqs, cap * sizeof(*ns));
             if (ns == NULL) {
-                snprintf(err, errlen, "spool: out of memory");
+                *err = "spool: out of memory";
                 rc = -1;
                 break;
             }
@@ -209,15 +208,15 @@ static int list_segments(struct kh_spool *sp, uint64_t **out, size_t *count, cha
     return 0;
 }
 
-int kh_spool_recover(struct kh_spool *sp, char *err, size_t errlen)
+int kh_spool_recover(struct kh_spool *sp, const char **err)
 {
     uint64_t *seqs = NULL;
     size_t n = 0;
-    if (list_segments(sp, &seqs, &n, err, errlen) != 0)
+    if (list_segments(sp, &seqs, &n, err) != 0)
         return -1;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = recover_segment(sp, seqs[i], i + 1 == n, err, errlen);
+        rc = recover_segment(sp, seqs[i], i + 1 == n, err);
     /* above every name seen, a file set aside included */
     sp->file.next_seq = n ? seqs[n - 1] + 1 : 1;
     free(seqs);

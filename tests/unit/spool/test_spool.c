@@ -175,8 +175,8 @@ static bool no_files(struct fixture *f) { return spool_files(f->dir) == 0; }
 
 static void open_spool(struct fixture *f)
 {
-    char err[512] = "";
-    f->sp = kh_spool_open(&f->cfg, err, sizeof(err));
+    const char *err = "";
+    f->sp = kh_spool_open(&f->cfg, &err);
     if (f->sp == NULL)
         fail_msg("open: %s", err);
     f->base = event_base_new();
@@ -467,9 +467,9 @@ static void second_process_cannot_share_the_directory(void **state)
 {
     struct fixture *f = *state;
     open_spool(f);
-    char err[512] = "";
+    const char *err = "";
     /* flock locks belong to the open file description: a second open is refused */
-    struct kh_spool *other = kh_spool_open(&f->cfg, err, sizeof(err));
+    struct kh_spool *other = kh_spool_open(&f->cfg, &err);
     assert_null(other);
     assert_non_null(strstr(err, "in use by another kohaku process"));
 }

@@ -52,8 +52,8 @@ static int setup(void **state)
     snprintf(f->dir, sizeof(f->dir), "/tmp/kohaku-spool-free-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     assert_int_equal(kh_config_init(&f->cfg), 0);
-    char err[256];
-    assert_int_equal(kh_config_set(&f->cfg, "spool_dir", f->dir, err, sizeof(err)), 0);
+    const char *err = NULL;
+    assert_int_equal(kh_config_set(&f->cfg, "spool_dir", f->dir, &err), 0);
     cur = f;
     *state = f;
     return 0;
@@ -72,8 +72,8 @@ static int teardown(void **state)
 
 static void append_and_free(struct fixture *f)
 {
-    char err[512] = "";
-    struct kh_spool *sp = kh_spool_open(&f->cfg, err, sizeof(err));
+    const char *err = "";
+    struct kh_spool *sp = kh_spool_open(&f->cfg, &err);
     if (sp == NULL)
         fail_msg("open: %s", err);
     struct event_base *base = event_base_new();
@@ -95,7 +95,7 @@ static void append_and_free(struct fixture *f)
     }
     event_base_free(base);
     /* all durable: the next open finds them */
-    sp = kh_spool_open(&f->cfg, err, sizeof(err));
+    sp = kh_spool_open(&f->cfg, &err);
     assert_non_null(sp);
     uint64_t segs, waiting;
     kh_spool_gauges(sp, &segs, &waiting);
@@ -111,10 +111,10 @@ static void free_writes_groups_in_batch_mode(void **state)
 static void free_writes_the_group_an_interval_holds(void **state)
 {
     struct fixture *f = *state;
-    char err[256];
-    assert_int_equal(kh_config_set(&f->cfg, "spool_fsync", "interval", err, sizeof(err)), 0);
+    const char *err = NULL;
+    assert_int_equal(kh_config_set(&f->cfg, "spool_fsync", "interval", &err), 0);
     assert_int_equal(
-        kh_config_set(&f->cfg, "spool_fsync_interval_ms", "10000", err, sizeof(err)), 0);
+        kh_config_set(&f->cfg, "spool_fsync_interval_ms", "10000", &err), 0);
     append_and_free(f);
 }
 
