@@ -23,6 +23,8 @@
 #include "core/timeutil.h"
 #include "net/server.h"
 #include "pipeline/batcher.h"
+#include "pipeline/quality.h"
+#include "quality/assess.h"
 #include "sora/envelope.h"
 #include "sora/schema.h"
 #include "spool/spool.h"
@@ -39,6 +41,7 @@ struct runtime {
     struct kh_app app;
     struct kh_server *srv;
     struct kh_batcher *batcher;
+    struct kh_quality_stage *quality;
     struct event *sig_term, *sig_int, *sig_hup, *tick;
     int signals;
     uint64_t deadline_usec;
@@ -390,12 +393,36 @@ static void close_runtime(struct runtime *rt)
      * batcher: a batch that fails now still hands its reports to the spool */
     kh_parsepool_free(rt->app.parsepool);
     kh_batcher_free(rt->batcher);
+    kh_quality_stage_free(rt->quality); /* the writers are gone */
     kh_spool_free(rt->app.spool);
     if (rt->base)
         event_base_free(rt->base);
 }
 
 /* The writers, the spool and the parse pool: what stores reports. */
+/* The quality stage, on the writers, when it is on and the backend can read back (the null
+ * backend stores nothing to rate). */
+static int open_quality(struct runtime *rt, struct kh_config *cfg)
+{
+    const struct kh_store *st = rt->app.store;
+    if (!cfg->quality || st->ops->latest == NULL)
+        return 0;
+    struct kh_quality_settings set;
+    const char *err = NULL;
+    if (kh_quality_settings_from(cfg, &set, &err) != 0) {
+        fatal_cited(cfg, "bad quality settings", err);
+        return -1;
+    }
+    int writers = st->ops->writers(rt->app.store);
+    rt->quality = kh_quality_stage_new(rt->app.store, writers > 0 ? writers : 1, &set);
+    if (rt->quality == NULL) {
+        fatal("out of memory", NULL);
+        return -1;
+    }
+    kh_batcher_set_stage(rt->batcher, kh_quality_stage_fn, rt->quality);
+    return 0;
+}
+
 static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
 {
     const char *err = NULL;
@@ -404,6 +431,8 @@ static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
         fatal("batcher: cannot start the writer threads", NULL);
         return -1;
     }
+    if (open_quality(rt, cfg) != 0)
+        return -1;
     if (cfg->spool_dir[0]) {
         rt->app.spool = kh_spool_open(cfg, &err);
         if (rt->app.spool == NULL) {
@@ -608,7 +637,7 @@ int main(int argc, char **argv)
 
     int rc = 1;
     struct kh_store store = {0};
-    if (kh_schema_init() != 0) {
+    if (kh_schema_init() != 0 || kh_q_init() != 0) {
         fatal("out of memory", NULL);
         goto out;
     }

@@ -119,6 +119,8 @@ static int env_table(struct kh_buf *b, const struct kh_env_table *et)
 /* What rows a stats table holds. */
 static int stats_about(struct kh_buf *b, const struct kh_stats_table *st)
 {
+    if (st->computed)
+        return kh_buf_printf(b, "%s", st->about);
     const char *what = st->scope == KH_SCOPE_CONNECTION ? "Stats objects"
                                                         : "Items of `node.erlang-vm` reports";
     if (st->type == NULL)
@@ -151,7 +153,9 @@ static int stats_member(struct kh_buf *b, int t, int m)
     if (rc == 0)
         rc = put_types(b, kh_schema_sqltype(KH_DIALECT_SQLITE, mb->type),
                        kh_schema_sqltype(KH_DIALECT_POSTGRES, mb->type), "");
-    if (rc == 0 && d->w3c)
+    if (rc == 0 && mb->doc)
+        rc = kh_buf_printf(b, " %s", mb->doc);
+    else if (rc == 0 && d->w3c)
         rc = kh_buf_printf(b, " `%s.%s`", d->name, mb->name);
     else if (rc == 0)
         rc = kh_buf_printf(b, " `%s` (%s)", mb->name, d->name);
@@ -186,6 +190,8 @@ static int stats_table(struct kh_buf *b, int t)
     }
     for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
         rc = stats_member(b, t, (int)m);
+    if (rc == 0 && !kh_schema_has_extra(t))
+        return kh_buf_printf(b, "\n");
     if (rc == 0)
         rc = kh_buf_printf(b, "| `extra`");
     if (rc == 0)

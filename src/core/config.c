@@ -8,6 +8,7 @@
 #include "core/config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -17,14 +18,14 @@
 #include "core/errors.h"
 #include "core/log.h"
 
-enum param_type { P_BOOL, P_INT, P_STR, P_ENUM };
+enum param_type { P_BOOL, P_INT, P_STR, P_ENUM, P_REAL };
 
 struct param {
     const char *name;
     enum param_type type;
     size_t offset;
     const char *def;
-    int64_t min, max;   /* P_INT bounds */
+    int64_t min, max;   /* P_INT and P_REAL bounds */
     const char *choices; /* P_ENUM: '|'-separated */
     const char *help;
     /* RELOAD: SIGHUP applies a new value to the running daemon (kh_config_reload). Only for
@@ -37,6 +38,14 @@ struct param {
 };
 
 #define OFF(f) offsetof(struct kh_config, f)
+/* A detector's two threshold keys, quality_<name>_warning and quality_<name>_bad. */
+#define Q_THRESHOLDS(i, name, warn, bad, lo, hi, what)                                         \
+    {"quality_" name "_warning", P_REAL, OFF(quality_warning[i]), warn, lo, hi, NULL,          \
+     "warning threshold of " name ": " what},                                                  \
+    {                                                                                          \
+        "quality_" name "_bad", P_REAL, OFF(quality_bad[i]), bad, lo, hi, NULL,                \
+            "bad threshold of " name ": " what                                                 \
+    }
 #define I64MAX INT64_MAX
 #define RELOAD true
 #define IGNORED true
@@ -168,6 +177,34 @@ static const struct param params[] = {
      "with spool_fsync = interval: time between fsyncs of the spool (ms)"},
     {"spool_backlog_reports", P_INT, OFF(spool_backlog_reports), "2048", 1, 10000000, NULL,
      "with a spool: reports waiting for storage beyond which new reports go to the spool"},
+    {"quality", P_BOOL, OFF(quality), "true", 0, 0, NULL,
+     "rate each connection report as it is stored: per-interval quality rows, audio MOS, "
+     "issues (README, \"Quality\")"},
+    {"quality_max_gap", P_INT, OFF(quality_max_gap), "300", 1, 86400, NULL,
+     "seconds: a connection's previous report older than this is not an interval's start "
+     "(the next report is rated since its streams began)"},
+    {"quality_bandwidth_headroom", P_REAL, OFF(quality_bandwidth_headroom), "3", 1, 100, NULL,
+     "bandwidth_limited counts only while the path's availableOutgoingBitrate is below this "
+     "many times what the connection sends (above it the limit is the encoder's ramp-up)"},
+    /* Detector thresholds: index i is quality/detect.h's detector i (a unit test holds the
+     * names and the defaults to kh_q_detectors). */
+    Q_THRESHOLDS(0, "high_loss", "2", "10", 0, 100, "packet loss of a stream's interval (%)"),
+    Q_THRESHOLDS(1, "high_rtt", "250", "500", 0, 100000, "round-trip time (ms)"),
+    Q_THRESHOLDS(2, "high_jitter", "30", "100", 0, 100000, "audio jitter (ms)"),
+    Q_THRESHOLDS(3, "audio_concealment", "3", "10", 0, 100,
+                 "concealed share of received audio (%)"),
+    Q_THRESHOLDS(4, "video_freezes", "0.1", "5", 0, 100, "share of time frozen (%)"),
+    Q_THRESHOLDS(5, "low_frame_rate", "70", "40", 0, 100,
+                 "frame rate against the captured (or the stream's best) rate, sustained "
+                 "10 s (%; lower is worse)"),
+    Q_THRESHOLDS(6, "cpu_limited", "50", "90", 0, 100,
+                 "time the encoder is limited by CPU, sustained 10 s (%)"),
+    Q_THRESHOLDS(7, "bandwidth_limited", "50", "90", 0, 100,
+                 "time the encoder is limited by the network, sustained 10 s (%)"),
+    Q_THRESHOLDS(8, "resolution_dropped", "67", "34", 0, 100,
+                 "height against the stream's best (%; lower is worse)"),
+    Q_THRESHOLDS(9, "no_media", "5", "20", 0, 86400,
+                 "seconds without a byte on a stream that exists"),
 };
 
 #define NPARAMS (sizeof(params) / sizeof(params[0]))
@@ -231,6 +268,22 @@ static int set_param(struct kh_config *cfg, const struct param *p, const char *v
             return KH_EINVAL;
         }
         *(int64_t *)field = v;
+        return 0;
+    }
+    case P_REAL: {
+        char *end;
+        errno = 0;
+        double v = strtod(value, &end);
+        if (errno || end == value || *end != '\0' || !isfinite(v)) {
+            *err = kh_errf("%s: must be a number, got '%s'", p->name, value);
+            return KH_EINVAL;
+        }
+        if (v < (double)p->min || v > (double)p->max) {
+            *err = kh_errf("%s: must be between %lld and %lld, got %s", p->name,
+                           (long long)p->min, (long long)p->max, value);
+            return KH_EINVAL;
+        }
+        *(double *)field = v;
         return 0;
     }
     case P_ENUM:
@@ -703,6 +756,7 @@ static bool same_value(const struct param *p, const struct kh_config *a,
     switch (p->type) {
     case P_BOOL: return *(const bool *)fa == *(const bool *)fb;
     case P_INT: return *(const int64_t *)fa == *(const int64_t *)fb;
+    case P_REAL: return *(const double *)fa == *(const double *)fb;
     default: return strcmp(*(char *const *)fa, *(char *const *)fb) == 0;
     }
 }
@@ -741,7 +795,8 @@ int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char
     char *copies[NPARAMS] = {NULL};
     for (size_t i = 0; i < NPARAMS; i++) {
         const struct param *p = &params[i];
-        if (!p->reload || p->type == P_BOOL || p->type == P_INT || same_value(p, live, fresh))
+        if (!p->reload || p->type == P_BOOL || p->type == P_INT || p->type == P_REAL ||
+            same_value(p, live, fresh))
             continue;
         copies[i] = strdup(*(char *const *)((const char *)fresh + p->offset));
         if (copies[i] == NULL) {
@@ -770,6 +825,7 @@ int kh_config_reload(struct kh_config *live, const struct kh_config *fresh, char
         switch (p->type) {
         case P_BOOL: *(bool *)field = *(const bool *)from; break;
         case P_INT: *(int64_t *)field = *(const int64_t *)from; break;
+        case P_REAL: *(double *)field = *(const double *)from; break;
         default:
             free(*(char **)field);
             *(char **)field = copies[i];
@@ -788,7 +844,7 @@ void kh_config_print_help(FILE *fp)
         fprintf(fp, "  %-30s %s", p->name, p->help);
         if (p->type == P_ENUM)
             fprintf(fp, " (%s)", p->choices);
-        else if (p->type == P_INT)
+        else if (p->type == P_INT || p->type == P_REAL)
             fprintf(fp, " [%lld..%lld]", (long long)p->min, (long long)p->max);
         fprintf(fp, "; default '%s'%s\n", p->def, p->reload ? "; reloaded on SIGHUP" : "");
     }
@@ -806,8 +862,9 @@ void kh_config_print_example(FILE *fp)
         fprintf(fp, "\n; %s", p->help);
         if (p->type == P_ENUM)
             fprintf(fp, "\n; one of: %s", p->choices);
-        else if (p->type == P_INT)
-            fprintf(fp, "\n; range: %lld..%lld", (long long)p->min, (long long)p->max);
+        else if (p->type == P_INT || p->type == P_REAL)
+            fprintf(fp, "\n; range: %lld..%lld%s", (long long)p->min, (long long)p->max,
+                    p->type == P_REAL ? " (a decimal number)" : "");
         else if (p->type == P_BOOL)
             fprintf(fp, "\n; true or false");
         if (p->reload)
@@ -829,6 +886,7 @@ void kh_config_log(const struct kh_config *cfg)
         switch (p->type) {
         case P_BOOL: kh_log_bool(&l, "value", *(const bool *)field); break;
         case P_INT: kh_log_int(&l, "value", *(const int64_t *)field); break;
+        case P_REAL: kh_log_dbl(&l, "value", *(const double *)field); break;
         default:
             /* never print credentials that may sit in a URI */
             kh_log_str(&l, "value", strcmp(p->name, "postgres_uri") == 0 &&
@@ -848,6 +906,7 @@ static void value_text(const struct param *p, const struct kh_config *cfg, char 
     switch (p->type) {
     case P_BOOL: snprintf(buf, len, "%s", *(const bool *)field ? "true" : "false"); break;
     case P_INT: snprintf(buf, len, "%lld", (long long)*(const int64_t *)field); break;
+    case P_REAL: snprintf(buf, len, "%g", *(const double *)field); break;
     default: snprintf(buf, len, "%s", *(char *const *)field);
     }
 }

@@ -16,6 +16,8 @@
 
 /* Room for the table's keys (config.c checks that they fit). */
 #define KH_CONFIG_MAX_KEYS 96
+/* Room for the quality detectors' thresholds (quality/detect.h checks that its fit). */
+#define KH_CONFIG_DETECTORS 16
 
 /* Where the values came from: the file (or name) of the last kh_config_load, and for each key,
  * in table order, the line of that file that set it last (0: not set there). */
@@ -87,6 +89,13 @@ struct kh_config {
     char *spool_fsync;
     int64_t spool_fsync_interval_ms;
     int64_t spool_backlog_reports;
+    /* quality */
+    bool quality;
+    int64_t quality_max_gap;
+    double quality_bandwidth_headroom;
+    /* quality_<name>_warning/_bad, indexed as quality/detect.h's detectors (the flags, which
+     * have no threshold, at the end, unused) */
+    double quality_warning[KH_CONFIG_DETECTORS], quality_bad[KH_CONFIG_DETECTORS];
     struct kh_config_origin origin;
 };
 

@@ -9,6 +9,8 @@
 #include <stdint.h>
 
 #define KH_TIME_TEXT_LEN 27 /* without the NUL */
+/* The first instant kohaku stores, 0001-01-01T00:00:00Z (SQL has no year 0), in µs. */
+#define KH_TIME_MIN_USEC (-62135596800LL * 1000000)
 
 /* Parses an RFC 3339 UTC timestamp with a fraction (1..9 digits; 'Z' or +00:00).
  * Returns 0 and microseconds since the Unix epoch, or KH_EINVAL with *why set. */

@@ -55,6 +55,8 @@ struct kh_batcher {
     uint64_t retry_usec;
     size_t parallel;    /* batches that may be out at once: max(writers, 1) */
     struct kh_workq *q; /* the writers; its pending count is the batches out */
+    kh_batch_stage_fn stage; /* before each write attempt, on the writer */
+    void *stage_arg;
     /* loop side */
     struct batch *cur;
     size_t pending;  /* reports submitted, not completed */
@@ -110,7 +112,9 @@ static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
     uint64_t backoff = 20000;
     for (int attempt = 1;; attempt++) {
         const char *err = NULL;
-        bt->rc = st->ops->write(st, slot, &bt->b, &err);
+        bt->rc = b->stage ? b->stage(b->stage_arg, slot, &bt->b, &err) : 0;
+        if (bt->rc == 0)
+            bt->rc = st->ops->write(st, slot, &bt->b, &err);
         if (bt->rc != 0 && err) {
             /* the backend's message may be overwritten by its next batch: copy it */
             snprintf(bt->errbuf, sizeof(bt->errbuf), "%s", err);
@@ -138,6 +142,12 @@ static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
 static void on_write(struct kh_workq_item *it, int slot, void *arg)
 {
     write_batch(arg, slot, KH_WORKQ_ENTRY(it, struct batch, node));
+}
+
+void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, void *arg)
+{
+    b->stage = fn;
+    b->stage_arg = arg;
 }
 
 static void dispatch(struct kh_batcher *b)

@@ -26,6 +26,12 @@ typedef void (*kh_batch_cb)(void *arg, int result, const char *err);
 /* NULL on failure (threads or memory). Starts the writer threads. */
 struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *store,
                                   const struct kh_config *cfg);
+/* A step run on the writer thread before each write attempt of a batch (the quality stage):
+ * 0 to go on, or KH_ERETRY with *err to fail the attempt as a write would (retried alike).
+ * It may add rows to the batch's reports. Set before the first submit. */
+typedef int (*kh_batch_stage_fn)(void *arg, int slot, struct kh_batch *b, const char **err);
+void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, void *arg);
+
 /* Takes the report on success (0). KH_ENOSPC when the in-flight byte budget is full,
  * KH_ESHUTDOWN after kh_batcher_stop: the report stays the caller's and cb is never called. */
 int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb, void *arg);

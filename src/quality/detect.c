@@ -7,6 +7,10 @@
 #include <math.h>
 #include <string.h>
 
+/* A sustained condition counts from the client's timestamps, which move a millisecond or
+ * two off the report period: five 2 s intervals may add up to 9.9998 s. */
+#define SUSTAIN_SLACK_S 0.05
+
 /* Loss over fewer packets than this says too little (1 packet of 30 is 3 %). */
 #define MIN_EXPECTED_PACKETS 50
 
@@ -181,7 +185,7 @@ static void judge_one(enum kh_q_issue i, double v, double seconds,
     const struct kh_q_detector *d = &kh_q_detectors[i];
     bool on = !isnan(v) && (d->by_duration ? v > 0 : beyond(v, th->warning[i], d->lower_is_worse));
     st->run_s[i] = on ? st->run_s[i] + (seconds > 0 ? seconds : 0) : 0;
-    if (!on || st->run_s[i] < d->sustain_s)
+    if (!on || st->run_s[i] + SUSTAIN_SLACK_S < d->sustain_s)
         return;
     if (d->by_duration)
         v = st->run_s[i];
@@ -281,4 +285,8 @@ void kh_q_conn_interval(const struct kh_q_transport *prev, const struct kh_q_tra
     o->receive_bitrate = rate(prev->bytes_received, cur->bytes_received, o->seconds);
     if (cur->pair_changes > prev->pair_changes)
         o->pair_changes = cur->pair_changes - prev->pair_changes;
+    else if (isnan(cur->pair_changes) && cur->pair_id.p && prev->pair_id.p &&
+             (cur->pair_id.len != prev->pair_id.len ||
+              memcmp(cur->pair_id.p, prev->pair_id.p, cur->pair_id.len) != 0))
+        o->pair_changes = 1; /* no counter (Firefox): the selected pair's id changed */
 }

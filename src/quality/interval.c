@@ -137,7 +137,8 @@ static void mos(const struct kh_q_stream *c, struct kh_q_interval *o)
     const struct kh_emodel_codec *codec = kh_emodel_codec(mime);
     double jb = c->dir == KH_Q_IN ? o->jitter_buffer_ms : 2 * o->jitter_ms;
     double ta = kh_emodel_mouth_to_ear(codec, o->rtt_ms, jb);
-    o->mos = kh_emodel_mos(kh_emodel_r(codec, ta, o->loss_percent));
+    o->r_factor = kh_emodel_r(codec, ta, o->loss_percent);
+    o->mos = kh_emodel_mos(o->r_factor);
 }
 
 void kh_q_interval(const struct kh_q_stream *prev, const struct kh_q_stream *cur,
@@ -150,7 +151,7 @@ void kh_q_interval(const struct kh_q_stream *prev, const struct kh_q_stream *cur
         .fps = NAN, .freezes = NAN, .freeze_seconds = NAN, .pauses = NAN,
         .pause_seconds = NAN, .codec_ms_per_frame = NAN, .limit_bandwidth = NAN,
         .limit_cpu = NAN, .limit_other = NAN, .available_bitrate = NAN,
-        .transport_send_bitrate = NAN, .mos = NAN};
+        .transport_send_bitrate = NAN, .r_factor = NAN, .mos = NAN};
     o->jitter_ms = ms(cur->jitter_s);
     o->rtt_ms = ms(cur->rtt_s);
     o->width = cur->width;

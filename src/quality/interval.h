@@ -29,7 +29,8 @@ struct kh_q_interval {
     double limit_bandwidth, limit_cpu, limit_other; /* shares of the interval, 0 to 1 */
     double available_bitrate;        /* the pair's availableOutgoingBitrate */
     double transport_send_bitrate;   /* what the pair sent, all streams together */
-    double mos;                      /* audio: G.107 MOS of this direction */
+    double r_factor;                 /* audio: G.107 R of this direction ... */
+    double mos;                      /* ... and its MOS */
 };
 
 /* The interval of cur after prev (NULL: since the stream began). tr and tr_prev (either may

@@ -19,6 +19,7 @@
 
 /* What is read, by table and member. */
 enum m {
+    IN_SSRC, OUT_SSRC,
     IN_KIND, IN_CODEC, IN_PACKETS, IN_LOST, IN_DISCARDED, IN_BYTES, IN_JITTER, IN_JB_DELAY,
     IN_JB_EMITTED, IN_CONCEALED, IN_SAMPLES, IN_FRAMES, IN_FPS, IN_WIDTH, IN_HEIGHT, IN_FREEZES,
     IN_FREEZE_S, IN_PAUSES, IN_PAUSE_S, IN_DECODE_S,
@@ -50,6 +51,8 @@ static const struct {
     enum t table;
     const char *name;
 } members[M_COUNT] = {
+    [IN_SSRC] = {T_IN, "ssrc"},
+    [OUT_SSRC] = {T_OUT, "ssrc"},
     [IN_KIND] = {T_IN, "kind"},
     [IN_CODEC] = {T_IN, "codecId"},
     [IN_PACKETS] = {T_IN, "packetsReceived"},
@@ -187,7 +190,8 @@ static const struct kh_row *find_id(const struct kh_report *r, enum t t, struct 
 
 void kh_q_stream_blank(struct kh_q_stream *s)
 {
-    double *d[] = {&s->bytes,   &s->packets,       &s->packets_lost, &s->packets_discarded,
+    double *d[] = {&s->ssrc,
+                   &s->bytes,   &s->packets,       &s->packets_lost, &s->packets_discarded,
                    &s->jb_delay, &s->jb_emitted,   &s->concealed,    &s->samples,
                    &s->frames,  &s->freezes,       &s->freeze_s,     &s->pauses,
                    &s->pause_s, &s->codec_s,       &s->ql_bandwidth_s, &s->ql_cpu_s,
@@ -287,6 +291,7 @@ static void add_stream(const struct kh_report *r, const struct kh_row *row, enum
     s->kind = is(kind, "audio") ? KH_Q_AUDIO : KH_Q_VIDEO;
     s->dir = dir;
     s->ts_ms = row->stats_timestamp;
+    s->ssrc = num(row, dir == KH_Q_IN ? IN_SSRC : OUT_SSRC);
     if (dir == KH_Q_IN)
         inbound(r, row, s);
     else
@@ -328,6 +333,7 @@ static void transport(const struct kh_report *r, struct kh_q_transport *t)
         return;
     if (tr == NULL)
         t->ts_ms = p->stats_timestamp;
+    t->pair_id = p->stats_id;
     t->pair_state = str(p, CP_STATE);
     t->pair_rtt_s = num(p, CP_RTT);
     t->available_outgoing_bitrate = num(p, CP_AOB);

@@ -23,6 +23,7 @@ struct kh_q_stream {
     enum kh_q_kind kind;
     enum kh_q_dir dir;
     double ts_ms; /* the stats object's own timestamp (the client's clock) */
+    double ssrc;
     /* counters */
     double bytes, packets, packets_lost, packets_discarded;
     double jb_delay, jb_emitted, concealed, samples;
@@ -45,6 +46,7 @@ struct kh_q_transport {
     double pair_rtt_s, available_outgoing_bitrate; /* the selected candidate pair */
     double bytes_sent, bytes_received;             /* of that pair */
     double pair_changes;                           /* selectedCandidatePairChanges */
+    struct kh_str pair_id; /* the selected pair's stats id */
     struct kh_str dtls_state, ice_state, pair_state;
     struct kh_str local_type, relay_protocol; /* its local candidate */
 };

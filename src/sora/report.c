@@ -38,6 +38,15 @@ void kh_report_add_row(struct kh_report *r, struct kh_row *row)
         r->table_rows[row->table]++;
 }
 
+size_t kh_report_stats_rows(const struct kh_report *r)
+{
+    size_t n = r->nrows;
+    for (size_t t = 0; t < kh_stats_ntables && t < KH_REPORT_MAX_TABLES; t++)
+        if (kh_stats_tables[t].computed)
+            n -= r->table_rows[t];
+    return n;
+}
+
 static struct kh_value text_value(const struct kh_str *s)
 {
     struct kh_value v = {.type = s->p ? KH_COL_TEXT : 0, .len = s->len};
@@ -83,7 +92,7 @@ static struct kh_value envelope_value(const struct kh_report *r, enum kh_common_
     case KH_SRC_REPORT_ID: return text_value(&r->id);
     case KH_SRC_SOURCE: return text_value(conn ? &r->connection_id : &r->node_name);
     case KH_SRC_KIND: return text_value(&kinds[!conn]);
-    case KH_SRC_STATS_COUNT: return int_value((int64_t)r->nrows);
+    case KH_SRC_STATS_COUNT: return int_value((int64_t)kh_report_stats_rows(r));
     case KH_SRC_BODY_BYTES: return int_value((int64_t)r->body_bytes);
     case KH_SRC_RECEIVED_AT: return time_value(r->received_text);
     default: return (struct kh_value){0};

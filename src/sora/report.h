@@ -68,12 +68,19 @@ struct kh_report {
      * not walk rows that may be cold in another core's cache */
     uint32_t table_rows[KH_REPORT_MAX_TABLES];
     size_t body_bytes;
+    /* the quality stage has been over it (its rows are in `rows`, unless its arena was
+     * full): a retried write does not assess it twice */
+    bool assessed;
 };
 
 /* NULL on allocation failure. arena_max bounds everything the report may hold. */
 struct kh_report *kh_report_new(enum kh_report_kind kind, size_t arena_max);
 void kh_report_free(struct kh_report *r);
 void kh_report_add_row(struct kh_report *r, struct kh_row *row);
+
+/* The rows of the report's own stats objects: nrows without those kohaku computed (the
+ * quality rows). */
+size_t kh_report_stats_rows(const struct kh_report *r);
 
 /* The value of a column (enum kh_common_src in sora/schema.h) for one row: from the
  * envelope or from the row (row may be NULL for the sources of the envelope alone, those of

@@ -328,6 +328,8 @@ const struct kh_scope_desc *kh_schema_scope(int table)
 
 int kh_schema_ncommon(int table) { return (int)kh_schema_scope(table)->ncols; }
 
+bool kh_schema_has_extra(int table) { return !kh_stats_tables[table].computed; }
+
 static int put_names(struct kh_buf *b, const char *const *names, size_t n)
 {
     int rc = 0;
@@ -349,8 +351,10 @@ static int create_stats_table(enum kh_dialect d, int t, int version, struct kh_b
         if (since(st->members[m].since) <= version)
             rc = kh_buf_printf(b, ",\n  \"%s\" %s", derived[t].columns[m],
                                kh_schema_sqltype(d, st->members[m].type));
+    if (rc == 0 && !st->computed)
+        rc = kh_buf_printf(b, ",\n  \"extra\" %s", kh_schema_sqltype(d, KH_COL_JSON));
     if (rc == 0)
-        rc = kh_buf_printf(b, ",\n  \"extra\" %s\n);\n", kh_schema_sqltype(d, KH_COL_JSON));
+        rc = kh_buf_printf(b, "\n);\n");
     if (rc == 0)
         rc = kh_buf_printf(b, "CREATE UNIQUE INDEX IF NOT EXISTS \"%s_key\" ON \"%s\" (", st->table,
                   st->table);
@@ -529,9 +533,11 @@ int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out)
         rc = kh_buf_printf(out, "%s\"%s\"", i ? ", " : "", sc->cols[i].name);
     for (size_t m = 0; rc == 0 && m < st->nmembers; m++)
         rc = kh_buf_printf(out, ", \"%s\"", derived[table].columns[m]);
+    if (rc == 0 && kh_schema_has_extra(table))
+        rc = kh_buf_printf(out, ", \"extra\"");
     if (rc == 0)
-        rc = kh_buf_printf(out, ", \"extra\") VALUES (");
-    size_t ncols = (size_t)ncommon + st->nmembers + 1;
+        rc = kh_buf_printf(out, ") VALUES (");
+    size_t ncols = (size_t)ncommon + st->nmembers + (kh_schema_has_extra(table) ? 1 : 0);
     for (size_t i = 0; rc == 0 && i < ncols; i++) {
         if (d == KH_DIALECT_SQLITE)
             rc = kh_buf_printf(out, "%s?", i ? "," : "");
@@ -646,4 +652,32 @@ int kh_schema_env_sql(enum kh_dialect d, int t, struct kh_buf *out)
 {
     int rc = kh_schema_env_rows_sql(d, t, out);
     return rc ? rc : kh_schema_env_conflict_sql(d, t, out);
+}
+
+/* --- reading rows back ------------------------------------------------------------------ */
+
+int kh_schema_row_columns(int table) { return 3 + (int)kh_stats_tables[table].nmembers; }
+
+int kh_schema_select_columns(int table, const char *alias, struct kh_buf *out)
+{
+    static const char *const common[] = {"stats_type", "stats_id", "stats_timestamp"};
+    const char *a = alias ? alias : "", *dot = alias ? "." : "";
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < 3; i++)
+        rc = kh_buf_printf(out, "%s%s%s\"%s\"", i ? ", " : "", a, dot, common[i]);
+    for (size_t m = 0; rc == 0 && m < kh_stats_tables[table].nmembers; m++)
+        rc = kh_buf_printf(out, ", %s%s\"%s\"", a, dot, derived[table].columns[m]);
+    return rc;
+}
+
+/* SQLite keeps a time as its text, "YYYY-MM-DDTHH:MM:SS.ffffffZ" (kh_time_format): whole
+ * seconds from the first 19 characters, microseconds from the six after the dot, exactly. */
+int kh_schema_time_usec_sql(enum kh_dialect d, const char *expr, struct kh_buf *out)
+{
+    if (d == KH_DIALECT_POSTGRES)
+        return kh_buf_printf(out, "(extract(epoch FROM %s) * 1000000)::int8", expr);
+    return kh_buf_printf(out,
+                         "(CAST(strftime('%%s', substr(%s, 1, 19)) AS INTEGER) * 1000000 + "
+                         "CAST(substr(%s, 21, 6) AS INTEGER))",
+                         expr, expr);
 }

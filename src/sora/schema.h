@@ -84,7 +84,8 @@ struct kh_scope_desc {
 struct kh_member {
     const char *name; /* the W3C (or browser) member name, camelCase */
     enum kh_coltype type;
-    int since; /* schema version that added the column; 0 means 1 */
+    int since;       /* schema version that added the column; 0 means 1 */
+    const char *doc; /* a computed table's member: what the value is, for the docs */
 };
 
 /* The members a W3C webrtc-stats dictionary adds (its own, not its base dictionaries'), or
@@ -103,6 +104,10 @@ struct kh_stats_table {
     const char *type2; /* a second type stored in the same table, or NULL */
     const char *kind;  /* required "kind" value (media-source split), or NULL */
     enum kh_scope scope;
+    /* Kohaku computes the rows (the quality tables): no stats object maps to it (type is
+     * NULL), it has no "extra" column, and about says what a row is. */
+    bool computed;
+    const char *about;
     /* NULL-terminated: its base dictionaries first, then its own (schema_table.c) */
     const struct kh_stats_dict *const *dicts;
     int since;
@@ -123,6 +128,10 @@ extern const size_t kh_stats_ntables;
 extern const int kh_table_other;
 extern const int kh_table_erlang_vm_memory;
 extern const int kh_table_node_other;
+/* Index of the quality tables (computed): one row per RTP stream per report, one row per
+ * connection report (quality/assess.h writes them). */
+extern const int kh_table_quality_stream;
+extern const int kh_table_quality_connection;
 
 /* The envelope tables: sora_connection, sora_node and sora_report (one row per connection,
  * per node, per stored report), described as the stats tables are, so that their DDL, both
@@ -215,10 +224,21 @@ const char *kh_schema_sqltype(enum kh_dialect d, enum kh_coltype t);
 const char *kh_schema_env_sqltype(enum kh_dialect d, enum kh_coltype t);
 /* PostgreSQL's name of the type in a cast (int8, float8, bool, text, jsonb, timestamptz). */
 const char *kh_schema_pg_cast(enum kh_coltype t);
+/* False for a computed table: it has no "extra" column after its members. */
+bool kh_schema_has_extra(int table);
 /* Number of common columns of the table's scope. */
 int kh_schema_ncommon(int table);
 /* The common columns of the table's scope. */
 const struct kh_scope_desc *kh_schema_scope(int table);
+
+/* The columns reading a connection-scoped stats table back gives a row from: "stats_type",
+ * "stats_id", "stats_timestamp" and the members in order, each prefixed with `alias.` when
+ * alias is not NULL (kh_schema_row_columns is their count). */
+int kh_schema_select_columns(int table, const char *alias, struct kh_buf *out);
+int kh_schema_row_columns(int table);
+/* An SQL expression giving time expression `expr` (a column of KH_COL_TIME) as microseconds
+ * since the epoch, an integer, in both dialects. */
+int kh_schema_time_usec_sql(enum kh_dialect d, const char *expr, struct kh_buf *out);
 
 /* camelCase -> snake_case into out (cap bytes). Exposed for tests. */
 void kh_schema_snake_case(const char *in, char *out, size_t cap);

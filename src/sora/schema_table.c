@@ -338,6 +338,123 @@ static const struct kh_stats_dict ice_candidate_pair_browsers_dict =
     BROWSERS(ice_candidate_pair_browsers);
 static const struct kh_stats_dict ice_candidate_browsers_dict = BROWSERS(ice_candidate_browsers);
 
+/* --- kohaku's own: the quality tables (schema version 5) ----------------------------------
+ * Rows kohaku computes from two consecutive reports of a connection (quality/assess.c); the
+ * README's "Quality" section says how. Units are in the names; NULL where a value does not
+ * apply or is not known. Each group's members carry what they are for the docs. */
+#define Q(name, type, doc) {name, type, 0, doc}
+
+static const struct kh_member q_stream_interval[] = {
+    Q("kind", KH_COL_TEXT, "`audio` or `video`"),
+    Q("ssrc", KH_COL_INT, "the stream's SSRC"),
+    Q("mimeType", KH_COL_TEXT, "its codec's `mimeType`"),
+    Q("sinceStart", KH_COL_BOOL,
+      "true when no earlier sample of the stream was found: the values are averages since the "
+      "stream began, and what needs two samples (rates) is NULL"),
+    Q("seconds", KH_COL_REAL, "the interval, by the client's clock"),
+    Q("bitrate", KH_COL_REAL, "bits/s of RTP payload received (inbound) or sent (outbound)"),
+    Q("packetRate", KH_COL_REAL, "packets/s"),
+    Q("lossPercent", KH_COL_REAL,
+      "inbound: packets lost or discarded of those expected; outbound: lost as the remote "
+      "reports, of those sent between its two RTCP receiver reports"),
+    Q("expectedPackets", KH_COL_REAL, "the packets `loss_percent` is a share of"),
+    Q("jitterMs", KH_COL_REAL, "interarrival jitter, ms (outbound: the remote's)"),
+    Q("roundTripTimeMs", KH_COL_REAL,
+      "the stream's RTCP round trip (remote-inbound or remote-outbound), else the selected "
+      "candidate pair's, ms"),
+    Q("jitterBufferMs", KH_COL_REAL, "jitter-buffer delay per emitted sample or frame, ms"),
+    Q("concealmentPercent", KH_COL_REAL, "inbound audio: concealed samples of those received"),
+    Q("framesPerSecond", KH_COL_REAL, "frames decoded (inbound) or encoded (outbound) per second"),
+    Q("sourceFramesPerSecond", KH_COL_REAL, "outbound video: frames per second captured"),
+    Q("frameWidth", KH_COL_INT, "video"),
+    Q("frameHeight", KH_COL_INT, "video"),
+    Q("sourceFrameHeight", KH_COL_INT, "outbound video: the captured height"),
+    Q("freezes", KH_COL_INT, "inbound video: freezes in the interval"),
+    Q("freezeSeconds", KH_COL_REAL, "inbound video: time frozen in the interval"),
+    Q("pauses", KH_COL_INT, "inbound video: pauses in the interval"),
+    Q("pauseSeconds", KH_COL_REAL, "inbound video: time paused in the interval"),
+    Q("codecMsPerFrame", KH_COL_REAL, "decode (inbound) or encode (outbound) time per frame, ms"),
+    Q("limitationBandwidthPercent", KH_COL_REAL,
+      "outbound video: share of the interval limited by bandwidth"),
+    Q("limitationCpuPercent", KH_COL_REAL, "outbound video: share limited by CPU"),
+    Q("limitationOtherPercent", KH_COL_REAL, "outbound video: share limited otherwise"),
+    Q("availableBitrate", KH_COL_REAL, "the selected pair's `availableOutgoingBitrate`"),
+};
+static const struct kh_member q_stream_rating[] = {
+    Q("rFactor", KH_COL_REAL, "audio: the G.107 E-model's R"),
+    Q("mos", KH_COL_REAL, "audio: the MOS from R (1 to 4.5)"),
+    Q("videoScore", KH_COL_REAL, "video: kohaku's video score, 1 to 5 (not a MOS)"),
+    Q("severity", KH_COL_INT, "the worst issue: 0 none, 1 warning, 2 bad"),
+    Q("issues", KH_COL_JSON,
+      "the issues found: an object keyed by issue name, each with `severity`, `value` and "
+      "`began` (the span's start)"),
+};
+/* The sample the interval ends at, which the next interval starts from (read back when the
+ * previous report reached another kohaku instance or came before a restart). */
+static const struct kh_member q_stream_state[] = {
+    Q("bestFrameHeight", KH_COL_REAL, "state: the highest the stream has had"),
+    Q("bestFramesPerSecond", KH_COL_REAL, "state: the best frame rate the stream has had"),
+    Q("state", KH_COL_JSON, "state: how long each condition has held, when each span began"),
+    Q("sampleBytes", KH_COL_REAL, "state: cumulative counter"),
+    Q("samplePackets", KH_COL_REAL, "state: cumulative counter"),
+    Q("samplePacketsLost", KH_COL_REAL, "state: cumulative counter"),
+    Q("samplePacketsDiscarded", KH_COL_REAL, "state: cumulative counter"),
+    Q("sampleJitterBufferDelay", KH_COL_REAL, "state: cumulative counter"),
+    Q("sampleJitterBufferEmitted", KH_COL_REAL, "state: cumulative counter"),
+    Q("sampleConcealedSamples", KH_COL_REAL, "state: cumulative counter"),
+    Q("sampleTotalSamples", KH_COL_REAL, "state: cumulative counter"),
+    Q("sampleFrames", KH_COL_REAL, "state: cumulative counter"),
+    Q("sampleFreezes", KH_COL_REAL, "state: cumulative counter"),
+    Q("sampleFreezeSeconds", KH_COL_REAL, "state: cumulative counter"),
+    Q("samplePauses", KH_COL_REAL, "state: cumulative counter"),
+    Q("samplePauseSeconds", KH_COL_REAL, "state: cumulative counter"),
+    Q("sampleCodecSeconds", KH_COL_REAL, "state: cumulative decode or encode time"),
+    Q("sampleLimitationBandwidth", KH_COL_REAL, "state: cumulative seconds"),
+    Q("sampleLimitationCpu", KH_COL_REAL, "state: cumulative seconds"),
+    Q("sampleLimitationOther", KH_COL_REAL, "state: cumulative seconds"),
+    Q("sampleLimitationNone", KH_COL_REAL, "state: cumulative seconds"),
+    Q("sampleRemotePacketsLost", KH_COL_REAL, "state: the remote's cumulative count"),
+    Q("sampleRemoteTimestamp", KH_COL_REAL, "state: the RTCP report it came with"),
+};
+static const struct kh_member q_conn_interval[] = {
+    Q("sinceStart", KH_COL_BOOL, "true when no earlier report of the connection was found"),
+    Q("seconds", KH_COL_REAL, "the interval, by the client's clock"),
+    Q("roundTripTimeMs", KH_COL_REAL, "the selected candidate pair's current round trip, ms"),
+    Q("availableBitrate", KH_COL_REAL, "its `availableOutgoingBitrate`, bits/s"),
+    Q("sendBitrate", KH_COL_REAL, "bits/s the pair sent (every stream, headers included)"),
+    Q("receiveBitrate", KH_COL_REAL, "bits/s the pair received"),
+    Q("pairChanges", KH_COL_INT, "changes of the selected candidate pair in the interval"),
+    Q("connected", KH_COL_BOOL, "ICE and DTLS connected, as far as the report says"),
+    Q("relayTcp", KH_COL_BOOL, "the local candidate in use is a TURN relay over TCP or TLS"),
+    Q("candidatePairId", KH_COL_TEXT, "the selected candidate pair's `id`"),
+    Q("localCandidateType", KH_COL_TEXT, "its local candidate's `candidateType`"),
+    Q("relayProtocol", KH_COL_TEXT, "its local candidate's `relayProtocol`"),
+};
+static const struct kh_member q_conn_rating[] = {
+    Q("severity", KH_COL_INT, "the worst of the connection's and its streams' issues"),
+    Q("severityOutbound", KH_COL_INT, "the worst of its outbound streams' (its uplink)"),
+    Q("severityInbound", KH_COL_INT, "the worst of its inbound streams' (what it receives)"),
+    Q("issues", KH_COL_JSON, "the connection's own issues, as in `quality_stream`"),
+    Q("issueNames", KH_COL_TEXT, "every issue of the report, streams' too, space-separated"),
+    Q("streams", KH_COL_INT, "the RTP streams rated"),
+    Q("mosMin", KH_COL_REAL, "the lowest audio MOS of the report, either direction"),
+    Q("mosAvg", KH_COL_REAL, "the mean audio MOS of the report's audio streams"),
+    Q("videoScoreMin", KH_COL_REAL, "the lowest video score of the report"),
+};
+static const struct kh_member q_conn_state[] = {
+    Q("state", KH_COL_JSON, "state: how long each condition has held, when each span began"),
+    Q("sampleBytesSent", KH_COL_REAL, "state: the pair's cumulative count"),
+    Q("sampleBytesReceived", KH_COL_REAL, "state: the pair's cumulative count"),
+    Q("samplePairChanges", KH_COL_REAL, "state: `selectedCandidatePairChanges`"),
+};
+#define KOHAKU(var, name, arr) static const struct kh_stats_dict var = {name, false, arr, N(arr)}
+KOHAKU(q_stream_interval_dict, "kohaku: the interval", q_stream_interval);
+KOHAKU(q_stream_rating_dict, "kohaku: the rating", q_stream_rating);
+KOHAKU(q_stream_state_dict, "kohaku: the next interval's start", q_stream_state);
+KOHAKU(q_conn_interval_dict, "kohaku: the interval", q_conn_interval);
+KOHAKU(q_conn_rating_dict, "kohaku: the rating", q_conn_rating);
+KOHAKU(q_conn_state_dict, "kohaku: the next interval's start", q_conn_state);
+
 /* NULL-terminated lists: a table's columns are its dictionaries' members in this order. */
 #define DICTS(...) ((const struct kh_stats_dict *const[]){__VA_ARGS__, NULL})
 #define T(tbl, ty, ty2, kd, ...)                                                               \
@@ -375,12 +492,26 @@ const struct kh_stats_table kh_stats_table_defs[] = {
     /* node.erlang-vm items of any other type, all members in extra (schema version 4) */
     {.table = "node_other_stats", .scope = KH_SCOPE_NODE_ITEM, .dicts = DICTS(NULL),
      .since = 4},
+    {.table = "quality_stream", .scope = KH_SCOPE_CONNECTION, .computed = true,
+     .about = "Kohaku's rating of one RTP stream over one interval: a row per stream "
+              "(`stats_type`, `stats_id` and `stats_timestamp` are the inbound-rtp or "
+              "outbound-rtp object's) per report",
+     .dicts = DICTS(&q_stream_interval_dict, &q_stream_rating_dict, &q_stream_state_dict),
+     .since = 5},
+    {.table = "quality_connection", .scope = KH_SCOPE_CONNECTION, .computed = true,
+     .about = "Kohaku's rating of a connection over one interval: a row per report "
+              "(`stats_type` and `stats_id` are `connection`, `stats_timestamp` the "
+              "transport's), its transport and the worst of its streams",
+     .dicts = DICTS(&q_conn_interval_dict, &q_conn_rating_dict, &q_conn_state_dict),
+     .since = 5},
 };
 
 const size_t kh_stats_ntables = N(kh_stats_table_defs);
 const int kh_table_other = 14;
 const int kh_table_erlang_vm_memory = 15;
 const int kh_table_node_other = 16;
+const int kh_table_quality_stream = 17;
+const int kh_table_quality_connection = 18;
 
 /* The envelope tables. Column order is the tables' order in the database (created by schema
  * versions 1 and 2); a column added later goes at the end, with a migration of its own. */

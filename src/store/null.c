@@ -36,6 +36,7 @@ static void null_close(struct kh_store *s) {}
 
 const struct kh_store_ops kh_store_null_ops = {
     .name = "null",
+    .dialect = -1,
     .open = null_open,
     .migrate = null_migrate,
     .start = null_start,

@@ -9,12 +9,14 @@
  *                    the prepared statements of a writer's connection;
  *   pg_rows.c        a batch's values in the writers' column buffers (pg_encode encodes);
  *   pg_write.c       the write methods (unnest, copy, direct_copy), what they stored, and
- *                    the one-by-one retry that isolates a refused report.
+ *                    the one-by-one retry that isolates a refused report;
+ *   pg_read.c        reading back: the latest rows of a batch's connections (the quality
+ *                    stage), and read-only queries on a connection of their own.
  * pg_encode.c and pg_timescale.c are pure and libpq-free.
  *
  * Threads: each slot (and its connection) is used by its writer thread alone; the
- * maintenance thread owns mconn and merr; healthy, migrated, reconnects and lose_acks are
- * atomics any thread reads; mu/cv guard quit and wake. ts_mode is decided by a migration
+ * maintenance thread owns mconn and merr; query's caller qconn and qerr; healthy, migrated,
+ * reconnects and lose_acks are atomics any thread reads; mu/cv guard quit and wake. ts_mode is decided by a migration
  * (the main thread, then the maintenance thread) before any writer connects.
  */
 #ifndef KH_PG_INTERNAL_H
@@ -72,6 +74,8 @@ struct kh_pg {
     bool maint_started;
     PGconn *mconn;
     char merr[768];
+    PGconn *qconn; /* query's (pg_read.c), one thread at a time */
+    char qerr[768];
 };
 
 /* Some of a batch's reports, written in one transaction. */
@@ -134,6 +138,13 @@ size_t kh_pg_build_table(struct kh_pg_slot *s, enum kh_pg_format f, int t,
 /* Envelope table t's rows of the subset as arrays (see pg_rows.c). 0 or KH_ENOMEM. */
 int kh_pg_build_envelopes(struct kh_pg_slot *s, const struct kh_pg_subset *sub, int t,
                           size_t *count);
+
+/* --- pg_read.c ---------------------------------------------------------------------------- */
+
+/* The store's latest and query (see store.h). */
+int kh_pg_latest(struct kh_store *st, int slot, struct kh_latest_query *q, const char **err);
+int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *params,
+                int nparams, kh_store_row_fn fn, void *arg, const char **err);
 
 /* --- pg_write.c --------------------------------------------------------------------------- */
 

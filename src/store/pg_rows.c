@@ -55,7 +55,7 @@ static int put_common(struct kh_buf *b, enum kh_pg_format f, bool first,
     return kh_pg_put_value(b, f, first, &v);
 }
 
-/* Appends one row's fields: common columns, members, extra. */
+/* Appends one row's fields: common columns, members, extra (if the table has it). */
 static int put_row(struct kh_pg_slot *s, enum kh_pg_format f, bool first_row,
                    const struct kh_report *r, const struct kh_row *row)
 {
@@ -66,8 +66,9 @@ static int put_row(struct kh_pg_slot *s, enum kh_pg_format f, bool first_row,
         rc |= put_common(field(s, f, i), f, leads(f, first_row, i), r, row, (int)sc->cols[k].src);
     for (size_t m = 0; m < nm; m++, i++)
         rc |= kh_pg_put_value(field(s, f, i), f, leads(f, first_row, i), &row->vals[m]);
-    rc |= kh_pg_put_jsonb(field(s, f, i), f, leads(f, first_row, i), row->extra.p,
-                          row->extra.len);
+    if (kh_schema_has_extra(row->table))
+        rc |= kh_pg_put_jsonb(field(s, f, i), f, leads(f, first_row, i), row->extra.p,
+                              row->extra.len);
     if (f == KH_PG_COPY)
         rc |= kh_buf_append(&s->cols[0], "\n", 1);
     return rc ? KH_ENOMEM : 0;

@@ -11,7 +11,10 @@
 #include "sora/schema.h"
 #include "store/pg_internal.h"
 
-int kh_pg_ncols(int t) { return kh_schema_ncommon(t) + (int)kh_stats_tables[t].nmembers + 1; }
+int kh_pg_ncols(int t)
+{
+    return kh_schema_ncommon(t) + (int)kh_stats_tables[t].nmembers + kh_schema_has_extra(t);
+}
 
 /* The type of column i of stats table t, as a cast names it. */
 static const char *col_type(int t, int i)

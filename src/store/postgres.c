@@ -91,6 +91,7 @@ static void pg_close(struct kh_store *s)
     if (pg == NULL)
         return;
     kh_pg_maint_stop(pg);
+    kh_pg_drop_conn(&pg->qconn);
     for (int i = 0; pg->slots && i < pg->nslots; i++) {
         kh_pg_drop_conn(&pg->slots[i].conn);
         for (int c = 0; c < KH_PG_MAX_COLS; c++)
@@ -124,11 +125,14 @@ static int pg_writers(struct kh_store *s)
 
 const struct kh_store_ops kh_store_postgres_ops = {
     .name = "postgres",
+    .dialect = KH_DIALECT_POSTGRES,
     .open = pg_open,
     .migrate = pg_migrate,
     .start = pg_start,
     .writers = pg_writers,
     .write = kh_pg_write,
+    .latest = kh_pg_latest,
+    .query = kh_pg_query,
     .healthy = pg_healthy,
     .reconnects = pg_reconnects,
     .close = pg_close,

@@ -19,6 +19,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/timeutil.h"
 #include "sora/schema.h"
 #include "store/store.h"
 
@@ -27,6 +28,11 @@ struct sq {
     sqlite3_stmt **insert; /* per stats table */
     sqlite3_stmt **env;    /* per envelope table (kh_env_tables) */
     sqlite3_stmt *begin, *commit, *rollback;
+    /* latest (the writer's connection): per stats table, prepared when first needed */
+    sqlite3_stmt **anchor, **at_time;
+    /* query: a read-only connection of its own, opened when first needed */
+    sqlite3 *rdb;
+    char *path;
     atomic_bool healthy;
     char err[512];
 };
@@ -69,6 +75,13 @@ static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char *
         return KH_EIO;
     }
     sqlite3_busy_timeout(q->db, 5000);
+    q->path = strdup(cfg->sqlite_path);
+    q->anchor = calloc(kh_stats_ntables, sizeof(*q->anchor));
+    q->at_time = calloc(kh_stats_ntables, sizeof(*q->at_time));
+    if (q->path == NULL || q->anchor == NULL || q->at_time == NULL) {
+        *err = "out of memory";
+        return KH_ENOMEM;
+    }
     bool normal = strcmp(cfg->sqlite_synchronous, "normal") == 0;
     if (exec(q, normal ? PRAGMAS("NORMAL") : PRAGMAS("FULL"), err) != 0)
         return KH_EIO;
@@ -261,7 +274,8 @@ static int write_row(struct sq *q, struct kh_batch *b, const struct kh_report *r
     size_t nm = kh_stats_tables[row->table].nmembers;
     for (size_t m = 0; m < nm; m++)
         bind_value(st, i++, &row->vals[m]);
-    bind_text(st, i, &row->extra);
+    if (kh_schema_has_extra(row->table))
+        bind_text(st, i, &row->extra);
     return insert(q, st, err, kh_stats_tables[row->table].table, &b->rows_stored[row->table]);
 }
 
@@ -322,6 +336,216 @@ static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char
     return rc;
 }
 
+/* --- reading back ------------------------------------------------------------------------ */
+
+/* A cell as a value: its text (or blob) copied into the arena when there is one, else
+ * pointing into the statement (valid until its next step). */
+static int cell(sqlite3_stmt *st, int i, enum kh_coltype want, struct kh_arena *a,
+                struct kh_value *v)
+{
+    *v = (struct kh_value){.type = 0};
+    int type = sqlite3_column_type(st, i);
+    if (type == SQLITE_NULL)
+        return 0;
+    if (want == KH_COL_BOOL) {
+        v->type = KH_COL_BOOL;
+        v->u.b = sqlite3_column_int64(st, i) != 0;
+    } else if (want == KH_COL_INT || (want == 0 && type == SQLITE_INTEGER)) {
+        v->type = KH_COL_INT;
+        v->u.i = sqlite3_column_int64(st, i);
+    } else if (want == KH_COL_REAL || (want == 0 && type == SQLITE_FLOAT)) {
+        v->type = KH_COL_REAL;
+        v->u.d = sqlite3_column_double(st, i);
+    } else {
+        const char *s = (const char *)sqlite3_column_text(st, i);
+        int n = sqlite3_column_bytes(st, i);
+        if (s == NULL)
+            return KH_ENOMEM;
+        v->type = want ? (uint8_t)want : KH_COL_TEXT;
+        v->len = (uint32_t)n;
+        v->u.s = a ? kh_arena_strndup(a, s, (size_t)n) : s;
+        if (v->u.s == NULL)
+            return KH_ENOMEM;
+    }
+    return 0;
+}
+
+static int prepare_sql(struct sq *q, struct kh_buf *sql, sqlite3_stmt **st, const char **err)
+{
+    if (kh_buf_append(sql, "", 1) != 0) {
+        *err = "out of memory building a statement";
+        return KH_ENOMEM;
+    }
+    return prepare(q, sql->data, st, err);
+}
+
+/* SELECT "time" FROM anchor WHERE connection_id = ?1 AND time in [?3, ?2) latest first;
+ * SELECT its row columns FROM t WHERE connection_id = ?1 AND time = ?2. */
+static int latest_statements(struct sq *q, int anchor, int t, const char **err)
+{
+    struct kh_buf sql;
+    kh_buf_init(&sql, 1u << 20);
+    int rc = 0;
+    if (q->anchor[anchor] == NULL) {
+        rc = kh_buf_printf(&sql, "SELECT \"time\" FROM \"%s\" WHERE \"connection_id\" = ?1 "
+                                 "AND \"time\" < ?2 AND \"time\" >= ?3 ORDER BY \"time\" "
+                                 "DESC LIMIT 1",
+                           kh_stats_tables[anchor].table);
+        rc = rc ? rc : prepare_sql(q, &sql, &q->anchor[anchor], err);
+    }
+    if (rc == 0 && q->at_time[t] == NULL) {
+        kh_buf_reset(&sql);
+        rc = kh_buf_printf(&sql, "SELECT ");
+        rc = rc ? rc : kh_schema_select_columns(t, NULL, &sql);
+        rc = rc ? rc : kh_buf_printf(&sql, " FROM \"%s\" WHERE \"connection_id\" = ?1 AND "
+                                           "\"time\" = ?2", kh_stats_tables[t].table);
+        rc = rc ? rc : prepare_sql(q, &sql, &q->at_time[t], err);
+    }
+    kh_buf_cleanup(&sql);
+    if (rc == KH_ENOSPC)
+        *err = "out of memory building a statement";
+    return rc;
+}
+
+/* A row of table t from at_time's current result, in the arena. */
+static int read_row(sqlite3_stmt *st, int t, struct kh_arena *a, struct kh_row **out)
+{
+    size_t nm = kh_stats_tables[t].nmembers;
+    struct kh_row *row = kh_arena_alloc(a, sizeof(*row));
+    struct kh_value *vals = kh_arena_alloc(a, (nm ? nm : 1) * sizeof(*vals));
+    if (row == NULL || vals == NULL)
+        return KH_ENOMEM;
+    *row = (struct kh_row){.table = t, .vals = vals};
+    struct kh_value v[3];
+    int rc = cell(st, 0, KH_COL_TEXT, a, &v[0]);
+    rc |= cell(st, 1, KH_COL_TEXT, a, &v[1]);
+    rc |= cell(st, 2, KH_COL_REAL, a, &v[2]);
+    row->stats_type = (struct kh_str){v[0].type ? v[0].u.s : "", v[0].len};
+    row->stats_id = (struct kh_str){v[1].type ? v[1].u.s : "", v[1].len};
+    row->stats_timestamp = v[2].type ? v[2].u.d : 0;
+    for (size_t m = 0; rc == 0 && m < nm; m++)
+        rc = cell(st, 3 + (int)m, kh_stats_tables[t].members[m].type, a, &vals[m]);
+    *out = row;
+    return rc ? KH_ENOMEM : 0;
+}
+
+/* The rows of table t at time `when` (text) of the connection, appended to *tail. */
+static int rows_at(struct sq *q, int t, const struct kh_str *cid, const char *when,
+                   struct kh_arena *a, struct kh_row ***tail, const char **err)
+{
+    sqlite3_stmt *st = q->at_time[t];
+    sqlite3_bind_text(st, 1, cid->p, (int)cid->len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, when, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    int rc = 0, step_rc;
+    while (rc == 0 && (step_rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct kh_row *row;
+        rc = read_row(st, t, a, &row);
+        if (rc == 0) {
+            **tail = row;
+            *tail = &row->next;
+        }
+    }
+    if (rc == 0 && step_rc != SQLITE_DONE) {
+        *err = set_err(q, "reading back");
+        rc = KH_ERETRY;
+    }
+    if (rc == KH_ENOMEM)
+        *err = "out of memory reading back";
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* Query i: the anchor's latest time in the window, then each table's rows at it. */
+static int latest_one(struct sq *q, struct kh_latest_query *lq, size_t i, const char **err)
+{
+    char before[KH_TIME_TEXT_LEN + 1], after[KH_TIME_TEXT_LEN + 1];
+    kh_time_format(lq->before_usec[i], before);
+    kh_time_format(kh_latest_after(lq, i), after);
+    sqlite3_stmt *st = q->anchor[lq->anchor];
+    const struct kh_str *cid = &lq->connection_ids[i];
+    sqlite3_bind_text(st, 1, cid->p, (int)cid->len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, before, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, after, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    int step_rc = sqlite3_step(st);
+    char when[KH_TIME_TEXT_LEN + 1] = "";
+    const char *text = (const char *)sqlite3_column_text(st, 0);
+    if (step_rc == SQLITE_ROW && text && sqlite3_column_bytes(st, 0) == KH_TIME_TEXT_LEN)
+        memcpy(when, text, KH_TIME_TEXT_LEN + 1);
+    sqlite3_reset(st);
+    if (step_rc != SQLITE_ROW && step_rc != SQLITE_DONE) {
+        *err = set_err(q, "reading back");
+        return KH_ERETRY;
+    }
+    lq->found_usec[i] = 0;
+    lq->rows[i] = NULL;
+    const char *why;
+    if (when[0] == '\0' ||
+        kh_time_parse_rfc3339(when, KH_TIME_TEXT_LEN, &lq->found_usec[i], &why) != 0)
+        return 0; /* no earlier report (or a time kohaku did not write) */
+    struct kh_row **tail = &lq->rows[i];
+    int rc = 0;
+    for (size_t k = 0; rc == 0 && k < lq->ntables; k++)
+        rc = rows_at(q, lq->tables[k], cid, when, lq->arena, &tail, err);
+    return rc;
+}
+
+static int sq_latest(struct kh_store *s, int slot, struct kh_latest_query *lq, const char **err)
+{
+    struct sq *q = s->impl;
+    int rc = 0;
+    for (size_t k = 0; rc == 0 && k < lq->ntables; k++)
+        rc = latest_statements(q, lq->anchor, lq->tables[k], err);
+    for (size_t i = 0; rc == 0 && i < lq->n; i++)
+        rc = latest_one(q, lq, i, err);
+    return rc;
+}
+
+static void bind_params(sqlite3_stmt *st, const struct kh_value *params, int n)
+{
+    for (int i = 0; i < n; i++)
+        bind_value(st, i + 1, &params[i]);
+}
+
+static int sq_query(struct kh_store *s, const char *sql, const struct kh_value *params,
+                    int nparams, kh_store_row_fn fn, void *arg, const char **err)
+{
+    struct sq *q = s->impl;
+    if (q->rdb == NULL &&
+        sqlite3_open_v2(q->path, &q->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK) {
+        snprintf(q->err, sizeof(q->err), "%s: %s", q->path,
+                 q->rdb ? sqlite3_errmsg(q->rdb) : "cannot open");
+        sqlite3_close(q->rdb);
+        q->rdb = NULL;
+        *err = q->err;
+        return KH_EIO;
+    }
+    sqlite3_busy_timeout(q->rdb, 5000);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->rdb, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(q->err, sizeof(q->err), "query: %s", sqlite3_errmsg(q->rdb));
+        *err = q->err;
+        return KH_EIO;
+    }
+    bind_params(st, params, nparams);
+    int ncols = sqlite3_column_count(st), rc = 0, step_rc;
+    struct kh_value cells[64];
+    if (ncols > 64)
+        ncols = 64;
+    while (rc == 0 && (step_rc = sqlite3_step(st)) == SQLITE_ROW) {
+        for (int c = 0; rc == 0 && c < ncols; c++)
+            rc = cell(st, c, 0, NULL, &cells[c]);
+        rc = rc ? rc : fn(arg, cells, ncols);
+    }
+    if (rc == 0 && step_rc != SQLITE_DONE) {
+        snprintf(q->err, sizeof(q->err), "query: %s", sqlite3_errmsg(q->rdb));
+        *err = q->err;
+        rc = KH_EIO;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static bool sq_healthy(struct kh_store *s)
 {
     struct sq *q = s->impl;
@@ -341,21 +565,32 @@ static void sq_close(struct kh_store *s)
         for (size_t t = 0; t < kh_env_ntables; t++)
             sqlite3_finalize(q->env[t]);
     free(q->env);
+    for (size_t t = 0; q->anchor && t < kh_stats_ntables; t++) {
+        sqlite3_finalize(q->anchor[t]);
+        sqlite3_finalize(q->at_time[t]);
+    }
+    free(q->anchor);
+    free(q->at_time);
     sqlite3_finalize(q->begin);
     sqlite3_finalize(q->commit);
     sqlite3_finalize(q->rollback);
     sqlite3_close(q->db);
+    sqlite3_close(q->rdb);
+    free(q->path);
     free(q);
     s->impl = NULL;
 }
 
 const struct kh_store_ops kh_store_sqlite_ops = {
     .name = "sqlite",
+    .dialect = KH_DIALECT_SQLITE,
     .open = sq_open,
     .migrate = sq_migrate,
     .start = sq_start,
     .writers = sq_writers,
     .write = sq_write,
+    .latest = sq_latest,
+    .query = sq_query,
     .healthy = sq_healthy,
     .reconnects = sq_reconnects,
     .close = sq_close,

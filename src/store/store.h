@@ -5,6 +5,10 @@
  * own slot number (0..writers-1) and writing one batch at a time. healthy may be called from
  * any thread and must not block.
  *
+ * latest runs on a writer thread too, with its slot, before the batch's write (the quality
+ * stage reads what earlier reports left); query on any one thread at a time, on a
+ * connection of its own (the command line, the console).
+ *
  * Results of write, by class (the batcher, not the backend, owns retries):
  *   0            every report of the batch is stored;
  *   KH_ERETRY    nothing is stored, try later (database busy, unreachable, disk full ...);
@@ -18,6 +22,7 @@
 #include <stddef.h>
 
 #include "core/config.h"
+#include "core/timeutil.h"
 #include "sora/report.h"
 
 struct kh_batch {
@@ -37,10 +42,43 @@ struct kh_batch {
 /* Zeroes what a write stored (the start of every write). */
 void kh_batch_reset_counts(struct kh_batch *b);
 
+/* The rows the latest stored report of each of n connections before a time left in some
+ * tables: for query i, the latest `time` of table `anchor` (a table with one row per report)
+ * for connection_ids[i] in [before_usec[i] - window_usec, before_usec[i]) (never before
+ * KH_TIME_MIN_USEC), and the rows of
+ * each table of `tables` (stats tables of the connection scope) at that time. */
+struct kh_latest_query {
+    size_t n;
+    const struct kh_str *connection_ids;
+    const int64_t *before_usec;
+    int64_t window_usec;
+    int anchor;
+    const int *tables;
+    size_t ntables;
+    struct kh_arena *arena; /* where the rows and their strings go */
+    /* filled: found_usec[i] the report's time (0: none), rows[i] its rows (a list; row->table
+     * says which table, stats_type/stats_id/stats_timestamp and vals are set) */
+    int64_t *found_usec;
+    struct kh_row **rows;
+};
+
+/* The start of query i's window. */
+static inline int64_t kh_latest_after(const struct kh_latest_query *q, size_t i)
+{
+    int64_t lo = q->before_usec[i] - q->window_usec;
+    return lo < KH_TIME_MIN_USEC || lo > q->before_usec[i] ? KH_TIME_MIN_USEC : lo;
+}
+
+/* One row of a query's result, its cells typed as the database gave them (INT, REAL, TEXT,
+ * BOOL; SQL NULL has type 0). Strings are valid during the call only. Nonzero stops the
+ * query, and query returns it. */
+typedef int (*kh_store_row_fn)(void *arg, const struct kh_value *cells, int ncells);
+
 struct kh_store;
 
 struct kh_store_ops {
     const char *name;
+    int dialect; /* enum kh_dialect (sora/schema.h) of the SQL it speaks; -1: none (null) */
     /* Opens the database. 0 or KH_EIO with *err set. */
     int (*open)(struct kh_store *s, const struct kh_config *cfg, const char **err);
     /* Creates or upgrades the schema to `target` (0 = the newest version). 0 or KH_EIO with
@@ -53,6 +91,16 @@ struct kh_store_ops {
      * is cheap and is called on the loop thread. */
     int (*writers)(struct kh_store *s);
     int (*write)(struct kh_store *s, int slot, struct kh_batch *b, const char **err);
+    /* Fills q (see struct kh_latest_query) on writer slot's connection. 0, KH_ERETRY (the
+     * database is away), KH_EIO (it refused the read) or KH_ENOMEM (the arena is full), with
+     * *err. */
+    int (*latest)(struct kh_store *s, int slot, struct kh_latest_query *q, const char **err);
+    /* Runs one read-only statement with parameters ($1.. in PostgreSQL, ?1.. in SQLite: the
+     * caller writes the dialect's SQL, from constants only; text parameters NUL-terminated)
+     * and calls fn for each row. Its
+     * own connection; one thread at a time. 0, fn's nonzero, or KH_EIO/KH_ERETRY with *err. */
+    int (*query)(struct kh_store *s, const char *sql, const struct kh_value *params,
+                 int nparams, kh_store_row_fn fn, void *arg, const char **err);
     bool (*healthy)(struct kh_store *s);
     /* Connections (re)established after a failure, for the metrics. Any thread. */
     uint64_t (*reconnects)(struct kh_store *s);

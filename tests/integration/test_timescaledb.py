@@ -25,7 +25,9 @@ from helpers import (KOHAKU_BIN, STATS_TABLES, Kohaku, PgDb, all_counts, fixture
                      load_fixture, make_envelope, post_h2, sora_id, wait_until)
 from pgcluster import require_timescaledb, timescaledb_cluster, unique_db_name
 
-HYPERTABLES = STATS_TABLES + ["erlang_vm_memory_stats", "node_other_stats", "sora_report"]
+# every time series: the stats tables, the node's, kohaku's quality rows and sora_report
+HYPERTABLES = STATS_TABLES + ["erlang_vm_memory_stats", "node_other_stats", "quality_connection",
+                              "quality_stream", "sora_report"]
 METHODS = ["direct_copy", "unnest", "copy"]
 
 
@@ -112,11 +114,12 @@ def test_hypertables_compression_and_policies_follow_the_config(db, daemon):
             seg[table] = column
         if o is not None:
             order.setdefault(table, []).append(column)
-    want_seg = {t: "connection_id" for t in STATS_TABLES}
+    conn_scoped = STATS_TABLES + ["quality_connection", "quality_stream"]
+    want_seg = {t: "connection_id" for t in conn_scoped}
     want_seg.update(erlang_vm_memory_stats="node_name", node_other_stats="node_name",
                     sora_report="source")
     assert seg == want_seg
-    want_order = {t: ["time", "stats_id"] for t in STATS_TABLES}
+    want_order = {t: ["time", "stats_id"] for t in conn_scoped}
     want_order["node_other_stats"] = ["time", "stats_index"]
     for t in HYPERTABLES:
         assert order[t] == want_order.get(t, ["time"]), t

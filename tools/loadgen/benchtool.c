@@ -151,7 +151,8 @@ static int put_row(struct kh_buf *b, const struct kh_report *r, const struct kh_
     }
     for (size_t m = 0; m < kh_stats_tables[row->table].nmembers; m++)
         rc |= kh_pg_put_value(b, KH_PG_COPY, false, &row->vals[m]);
-    rc |= kh_pg_put_jsonb(b, KH_PG_COPY, false, row->extra.p, row->extra.len);
+    if (kh_schema_has_extra(row->table))
+        rc |= kh_pg_put_jsonb(b, KH_PG_COPY, false, row->extra.p, row->extra.len);
     return rc | kh_buf_append(b, "\n", 1);
 }
 

@@ -267,7 +267,8 @@ static void test_migrations_run_in_sqlite(void **state)
         if (sqlite3_prepare_v2(db, b.data, -1, &st, NULL) != SQLITE_OK)
             fail_msg("%s: %s", b.data, sqlite3_errmsg(db));
         assert_int_equal(sqlite3_bind_parameter_count(st),
-                         kh_schema_ncommon((int)t) + (int)kh_stats_tables[t].nmembers + 1);
+                         kh_schema_ncommon((int)t) + (int)kh_stats_tables[t].nmembers +
+                             kh_schema_has_extra((int)t));
         sqlite3_finalize(st);
         kh_buf_cleanup(&b);
     }
@@ -296,7 +297,8 @@ static void test_insert_placeholders(void **state)
 {
     (void)state;
     for (size_t t = 0; t < kh_stats_ntables; t++) {
-        size_t ncols = (size_t)kh_schema_ncommon((int)t) + kh_stats_tables[t].nmembers + 1;
+        size_t ncols = (size_t)kh_schema_ncommon((int)t) + kh_stats_tables[t].nmembers +
+                       kh_schema_has_extra((int)t);
         for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) {
             struct kh_buf b;
             kh_buf_init(&b, 1u << 20);
@@ -433,11 +435,51 @@ static const char *const columns_before[][2] = {
 
 };
 
+/* The quality tables: kohaku computes their rows, so no stats object lands in them, they
+ * have no "extra" column, and every member says what it is (the column reference prints it). */
+static void test_computed_tables(void **state)
+{
+    (void)state;
+    const int computed[] = {kh_table_quality_stream, kh_table_quality_connection};
+    for (size_t i = 0; i < 2; i++) {
+        const struct kh_stats_table *st = &kh_stats_tables[computed[i]];
+        assert_true(st->computed);
+        assert_null(st->type);
+        assert_non_null(st->about);
+        assert_false(kh_schema_has_extra(computed[i]));
+        for (size_t m = 0; m < st->nmembers; m++)
+            if (st->members[m].doc == NULL)
+                fail_msg("%s.%s has no doc", st->table, st->members[m].name);
+        char *sql = migration(KH_DIALECT_POSTGRES, st->since);
+        assert_non_null(strstr(sql, st->table));
+        char *create = strstr(sql, st->table);
+        char *end = strstr(create, ");");
+        *end = '\0';
+        assert_null(strstr(create, "\"extra\""));
+        free(sql);
+        struct kh_buf b;
+        kh_buf_init(&b, 1 << 20);
+        assert_int_equal(kh_schema_insert_sql(KH_DIALECT_SQLITE, computed[i], &b), 0);
+        assert_null(strstr(b.data, "extra"));
+        kh_buf_cleanup(&b);
+    }
+    assert_string_equal(kh_stats_tables[kh_table_quality_stream].table, "quality_stream");
+    assert_string_equal(kh_stats_tables[kh_table_quality_connection].table,
+                        "quality_connection");
+    /* a report's object typed like a table name still goes to rtc_other_stats */
+    assert_int_equal(kh_schema_table_for("quality_stream", 14, NULL, 0), kh_table_other);
+    for (size_t t = 0; t < kh_stats_ntables; t++)
+        assert_true(kh_stats_tables[t].computed || kh_schema_has_extra((int)t));
+}
+
 static void test_composed_tables_keep_column_order(void **state)
 {
     (void)state;
-    assert_int_equal(sizeof(columns_before) / sizeof(columns_before[0]), kh_stats_ntables);
-    for (size_t i = 0; i < kh_stats_ntables; i++) {
+    size_t listed = sizeof(columns_before) / sizeof(columns_before[0]), stats = 0;
+    for (size_t t = 0; t < kh_stats_ntables; t++)
+        stats += !kh_stats_tables[t].computed;
+    assert_int_equal(listed, stats);
+    for (size_t i = 0; i < listed; i++) {
         int t = kht_table(columns_before[i][0]);
         char got[4096] = "";
         for (size_t m = 0; m < kh_stats_tables[t].nmembers; m++)
@@ -474,12 +516,13 @@ static void test_database_columns_in_member_order(void **state)
         sqlite3_stmt *st;
         assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
         const struct kh_scope_desc *sc = kh_schema_scope((int)t);
-        size_t i = 0, n = sc->ncols + kh_stats_tables[t].nmembers + 1;
+        size_t nm = kh_stats_tables[t].nmembers;
+        size_t i = 0, n = sc->ncols + nm + kh_schema_has_extra((int)t);
         for (; sqlite3_step(st) == SQLITE_ROW; i++) {
             const char *name = (const char *)sqlite3_column_text(st, 1);
-            const char *want = i < sc->ncols ? sc->cols[i].name
-                               : i + 1 < n   ? kh_schema_column((int)t, (int)(i - sc->ncols))
-                                             : "extra";
+            const char *want = i < sc->ncols        ? sc->cols[i].name
+                               : i < sc->ncols + nm ? kh_schema_column((int)t, (int)(i - sc->ncols))
+                                                    : "extra";
             assert_true(i < n);
             assert_string_equal(name, want);
         }
@@ -748,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_insert_placeholders),
         cmocka_unit_test(test_migration_buffer_bound),
         cmocka_unit_test(test_composed_tables_keep_column_order),
+        cmocka_unit_test(test_computed_tables),
         cmocka_unit_test(test_database_columns_in_member_order),
         cmocka_unit_test(test_envelope_ddl_unchanged),
         cmocka_unit_test(test_envelope_statements_mean_what_they_did),

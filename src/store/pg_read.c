@@ -1,0 +1,281 @@
+/*
+ * pg_read: reading back. `latest` finds, for a batch's connections at once, the rows their
+ * latest stored report before a time left (the quality stage's previous state): one
+ * statement per table, the connections and times as array parameters, unnest'ed and joined
+ * LATERAL to the newest anchor row of each (an index probe on the key's (connection_id,
+ * time) prefix). `query` runs one read-only statement for the command line or the console on
+ * a connection of its own. Values come back in text format and are decoded by their column
+ * type; SQL text comes from the schema or the caller's constants, values only as parameters.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "core/timeutil.h"
+#include "sora/schema.h"
+#include "store/pg_internal.h"
+
+/* PostgreSQL's type OIDs (pg_type.dat) of what a result cell may be. */
+#define OID_BOOL 16
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_FLOAT4 700
+#define OID_FLOAT8 701
+#define OID_NUMERIC 1700
+
+/* A text-format cell as a value of type `want`: strings copied into the arena when there is
+ * one (else pointing into the result). 0, KH_EINVAL (not a number) or KH_ENOMEM. */
+static int decode(const char *s, int len, enum kh_coltype want, struct kh_arena *a,
+                  struct kh_value *v)
+{
+    *v = (struct kh_value){.type = (uint8_t)want};
+    char *end;
+    errno = 0;
+    switch (want) {
+    case KH_COL_INT:
+        v->u.i = strtoll(s, &end, 10);
+        return errno || end == s ? KH_EINVAL : 0;
+    case KH_COL_REAL:
+        v->u.d = strtod(s, &end); /* "NaN", "Infinity" too */
+        return end == s ? KH_EINVAL : 0;
+    case KH_COL_BOOL: v->u.b = s[0] == 't'; return 0;
+    default:
+        v->len = (uint32_t)len;
+        v->u.s = a ? kh_arena_strndup(a, s, (size_t)len) : s;
+        return v->u.s ? 0 : KH_ENOMEM;
+    }
+}
+
+static int cell(PGresult *r, int row, int col, enum kh_coltype want, struct kh_arena *a,
+                struct kh_value *v)
+{
+    if (PQgetisnull(r, row, col)) {
+        *v = (struct kh_value){.type = 0};
+        return 0;
+    }
+    return decode(PQgetvalue(r, row, col), PQgetlength(r, row, col), want, a, v);
+}
+
+/* --- latest ----------------------------------------------------------------------------- */
+
+/* SELECT q.i, the anchor's time (µs), the row's columns FROM the queries, each joined to its
+ * newest anchor row in its window, joined to table t's rows at that time. */
+static int latest_sql(int anchor, int t, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "SELECT q.i, ");
+    rc = rc ? rc : kh_schema_time_usec_sql(KH_DIALECT_POSTGRES, "a.\"time\"", b);
+    rc = rc ? rc : kh_buf_printf(b, ", ");
+    rc = rc ? rc : kh_schema_select_columns(t, "x", b);
+    rc = rc ? rc
+            : kh_buf_printf(b,
+                            " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) "
+                            "WITH ORDINALITY AS q(cid, t, lo, i) CROSS JOIN LATERAL (SELECT "
+                            "\"time\" FROM \"%s\" WHERE \"connection_id\" = q.cid AND \"time\" "
+                            "< q.t AND \"time\" >= q.lo ORDER BY \"time\" DESC LIMIT 1) a JOIN "
+                            "\"%s\" x ON x.\"connection_id\" = q.cid AND x.\"time\" = a.\"time\"",
+                            kh_stats_tables[anchor].table, kh_stats_tables[t].table);
+    return rc;
+}
+
+/* The three array parameters: connection ids, before and window start, as array text. */
+static int latest_params(struct kh_pg_slot *s, const struct kh_latest_query *q)
+{
+    int rc = 0;
+    for (int c = 0; c < 3; c++) {
+        kh_buf_reset(&s->cols[c]);
+        rc |= kh_buf_append(&s->cols[c], "{", 1);
+    }
+    for (size_t i = 0; rc == 0 && i < q->n; i++) {
+        char t[KH_TIME_TEXT_LEN + 1], lo[KH_TIME_TEXT_LEN + 1];
+        kh_time_format(q->before_usec[i], t);
+        kh_time_format(kh_latest_after(q, i), lo);
+        rc |= kh_pg_put_text(&s->cols[0], KH_PG_ARRAY, i == 0, q->connection_ids[i].p,
+                             q->connection_ids[i].len);
+        rc |= kh_pg_put_time(&s->cols[1], KH_PG_ARRAY, i == 0, q->before_usec[i], t);
+        rc |= kh_pg_put_time(&s->cols[2], KH_PG_ARRAY, i == 0, q->before_usec[i], lo);
+    }
+    for (int c = 0; rc == 0 && c < 3; c++) {
+        rc = kh_buf_append(&s->cols[c], "}", 2); /* with the NUL */
+        s->params[c] = s->cols[c].data;
+    }
+    return rc ? KH_ENOMEM : 0;
+}
+
+/* Row k of the result as a row of table t, appended to query i's list. */
+static int latest_row(PGresult *r, int k, int t, struct kh_latest_query *q, int64_t *i_out,
+                      struct kh_row **out)
+{
+    struct kh_value idx, when, v[3];
+    if (cell(r, k, 0, KH_COL_INT, NULL, &idx) != 0 || cell(r, k, 1, KH_COL_INT, NULL, &when) ||
+        idx.u.i < 1 || (size_t)idx.u.i > q->n)
+        return KH_EINVAL;
+    size_t nm = kh_stats_tables[t].nmembers;
+    struct kh_row *row = kh_arena_alloc(q->arena, sizeof(*row));
+    struct kh_value *vals = kh_arena_alloc(q->arena, (nm ? nm : 1) * sizeof(*vals));
+    if (row == NULL || vals == NULL)
+        return KH_ENOMEM;
+    int rc = cell(r, k, 2, KH_COL_TEXT, q->arena, &v[0]);
+    rc |= cell(r, k, 3, KH_COL_TEXT, q->arena, &v[1]);
+    rc |= cell(r, k, 4, KH_COL_REAL, NULL, &v[2]);
+    *row = (struct kh_row){.table = t, .vals = vals};
+    row->stats_type = (struct kh_str){v[0].type ? v[0].u.s : "", v[0].len};
+    row->stats_id = (struct kh_str){v[1].type ? v[1].u.s : "", v[1].len};
+    row->stats_timestamp = v[2].type ? v[2].u.d : 0;
+    for (size_t m = 0; rc == 0 && m < nm; m++)
+        rc = cell(r, k, 5 + (int)m, kh_stats_tables[t].members[m].type, q->arena, &vals[m]);
+    *i_out = idx.u.i - 1;
+    q->found_usec[idx.u.i - 1] = when.u.i;
+    *out = row;
+    return rc;
+}
+
+/* Table t's rows for every query, in one statement. */
+static int latest_table(struct kh_pg_slot *s, struct kh_latest_query *q, int t,
+                        struct kh_row ***tails, const char **err)
+{
+    struct kh_buf sql;
+    kh_buf_init(&sql, 1u << 20);
+    int rc = latest_sql(q->anchor, t, &sql);
+    PGresult *r = NULL;
+    if (rc == 0)
+        r = PQexecParams(s->conn, sql.data, 3, NULL, s->params, NULL, NULL, 0);
+    kh_buf_cleanup(&sql);
+    if (rc != 0) {
+        *err = "out of memory building a statement";
+        return KH_ENOMEM;
+    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        kh_pg_error(s->err, sizeof(s->err), "reading back", s->conn, r);
+        PQclear(r);
+        *err = s->err;
+        if (PQstatus(s->conn) == CONNECTION_OK)
+            return KH_EIO; /* the statement failed, not the database */
+        kh_pg_mark_down(s->pg, s->err);
+        return KH_ERETRY;
+    }
+    for (int k = 0; rc == 0 && k < PQntuples(r); k++) {
+        int64_t i;
+        struct kh_row *row;
+        rc = latest_row(r, k, t, q, &i, &row);
+        if (rc == 0) {
+            *tails[i] = row;
+            tails[i] = &row->next;
+        }
+    }
+    PQclear(r);
+    if (rc != 0)
+        *err = rc == KH_ENOMEM ? "out of memory reading back" : "reading back: a bad value";
+    return rc == KH_EINVAL ? KH_EIO : rc;
+}
+
+int kh_pg_latest(struct kh_store *st, int slot, struct kh_latest_query *q, const char **err)
+{
+    struct kh_pg *pg = st->impl;
+    struct kh_pg_slot *s = &pg->slots[slot];
+    for (size_t i = 0; i < q->n; i++) {
+        q->found_usec[i] = 0;
+        q->rows[i] = NULL;
+    }
+    if (q->n == 0)
+        return 0;
+    int rc = kh_pg_ensure_conn(s);
+    if (rc != 0) {
+        *err = s->err;
+        return rc;
+    }
+    struct kh_row ***tails = malloc(q->n * sizeof(*tails));
+    if (tails == NULL || latest_params(s, q) != 0) {
+        free(tails);
+        *err = "out of memory reading back";
+        return KH_ENOMEM;
+    }
+    for (size_t i = 0; i < q->n; i++)
+        tails[i] = &q->rows[i];
+    for (size_t k = 0; rc == 0 && k < q->ntables; k++)
+        rc = latest_table(s, q, q->tables[k], tails, err);
+    free(tails);
+    return rc;
+}
+
+/* --- query ------------------------------------------------------------------------------ */
+
+static enum kh_coltype type_of(Oid oid)
+{
+    switch (oid) {
+    case OID_BOOL: return KH_COL_BOOL;
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8: return KH_COL_INT;
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+    case OID_NUMERIC: return KH_COL_REAL;
+    default: return KH_COL_TEXT;
+    }
+}
+
+/* Parameters as text: numbers formatted, booleans t/f, strings as they are. */
+static int text_params(const struct kh_value *params, int n, char (*num)[32],
+                       const char **out)
+{
+    for (int i = 0; i < n; i++) {
+        const struct kh_value *v = &params[i];
+        switch (v->type) {
+        case 0: out[i] = NULL; break;
+        case KH_COL_INT: snprintf(num[i], 32, "%lld", (long long)v->u.i), out[i] = num[i]; break;
+        case KH_COL_REAL: snprintf(num[i], 32, "%.17g", v->u.d), out[i] = num[i]; break;
+        case KH_COL_BOOL: out[i] = v->u.b ? "t" : "f"; break;
+        default:
+            if (memchr(v->u.s, '\0', v->len) != NULL)
+                return KH_EINVAL; /* libpq takes text to its NUL (store.h: NUL-terminated) */
+            out[i] = v->u.s;
+        }
+    }
+    return 0;
+}
+
+#define MAX_PARAMS 16
+#define MAX_CELLS 64
+
+int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *params,
+                int nparams, kh_store_row_fn fn, void *arg, const char **err)
+{
+    struct kh_pg *pg = st->impl;
+    char num[MAX_PARAMS][32];
+    const char *text[MAX_PARAMS];
+    if (nparams > MAX_PARAMS || text_params(params, nparams, num, text) != 0) {
+        *err = "query: bad parameters";
+        return KH_EINVAL;
+    }
+    if (pg->qconn == NULL || PQstatus(pg->qconn) != CONNECTION_OK) {
+        kh_pg_drop_conn(&pg->qconn);
+        pg->qconn = kh_pg_connect(pg, pg->qerr, sizeof(pg->qerr));
+        if (pg->qconn == NULL) {
+            *err = pg->qerr;
+            return KH_ERETRY;
+        }
+    }
+    PGresult *r = PQexecParams(pg->qconn, sql, nparams, NULL, text, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        kh_pg_error(pg->qerr, sizeof(pg->qerr), "query", pg->qconn, r);
+        PQclear(r);
+        *err = pg->qerr;
+        return PQstatus(pg->qconn) == CONNECTION_OK ? KH_EIO : KH_ERETRY;
+    }
+    int ncols = PQnfields(r) < MAX_CELLS ? PQnfields(r) : MAX_CELLS, rc = 0;
+    struct kh_value cells[MAX_CELLS];
+    for (int k = 0; rc == 0 && k < PQntuples(r); k++) {
+        for (int c = 0; rc == 0 && c < ncols; c++)
+            rc = cell(r, k, c, type_of(PQftype(r, c)), NULL, &cells[c]);
+        if (rc != 0) {
+            *err = "query: a value kohaku cannot read";
+            rc = KH_EIO;
+        }
+        rc = rc ? rc : fn(arg, cells, ncols);
+    }
+    PQclear(r);
+    return rc;
+}
