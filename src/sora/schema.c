@@ -501,6 +501,70 @@ static int create_rate_views(enum kh_dialect d, struct kh_buf *b)
     return rc;
 }
 
+/* The quality views (schema version 5, after the quality tables): each issue's spans, from
+ * the issues of the rows (every row of a span names the start it began with), and a verdict
+ * per connection over all its reports. The issue objects are read with each dialect's JSON
+ * functions. */
+#define QUALITY_VIEWS_VERSION 5
+
+/* One arm per quality table, each grouped on its own, so that a filter on connection_id (or
+ * channel_id) is pushed into both arms down to the tables' keys (SQLite does not push a
+ * filter through an aggregate over a UNION ALL). */
+#define SPAN_ARM(table, kind, each, began, bad, value)                                         \
+    "SELECT q.connection_id, q.channel_id, q.stats_type, q.stats_id, " kind " AS kind,\n"      \
+    "  i.key AS issue, " began " AS began, max(q.\"time\") AS ended,\n"                        \
+    "  CASE WHEN " bad " THEN 'bad' ELSE 'warning' END AS severity,\n"                         \
+    "  count(*) AS intervals, min(" value ") AS value_min, max(" value ") AS value_max\n"      \
+    "FROM \"" table "\" q, " each "(q.issues) i WHERE q.issues IS NOT NULL\n"                  \
+    "GROUP BY q.connection_id, q.channel_id, q.stats_type, q.stats_id, i.key, " began
+
+#define SPAN_VIEW(create, each, began, bad, value)                                             \
+    create " \"quality_issue_span\" AS\n"                                                     \
+    SPAN_ARM("quality_stream", "max(q.kind)", each, began, bad, value) "\nUNION ALL\n"        \
+    SPAN_ARM("quality_connection", "NULL", each, began, bad, value) ";\n"
+
+static const char issue_span_pg[] =
+    SPAN_VIEW("CREATE OR REPLACE VIEW", "jsonb_each", "(i.value->>'began')::timestamptz",
+              "bool_or(i.value->>'severity' = 'bad')", "(i.value->>'value')::float8");
+static const char issue_span_sqlite[] =
+    SPAN_VIEW("CREATE VIEW", "json_each", "json_extract(i.value, '$.began')",
+              "max(json_extract(i.value, '$.severity') = 'bad')",
+              "json_extract(i.value, '$.value')");
+
+/* The dialects differ in the duration only. */
+#define VERDICT_VIEW(create, duration)                                                         \
+    create " \"quality_connection_verdict\" AS SELECT connection_id, channel_id,\n"            \
+           "  min(\"time\") AS first_report, max(\"time\") AS last_report,\n"                  \
+           "  " duration " AS seconds,\n"                                                      \
+           "  max(severity) AS severity,\n"                                                    \
+           "  CASE max(severity) WHEN 2 THEN 'bad' WHEN 1 THEN 'warning' ELSE 'ok' END "       \
+           "AS verdict,\n"                                                                     \
+           "  max(severity_outbound) AS severity_outbound,\n"                                  \
+           "  max(severity_inbound) AS severity_inbound,\n"                                    \
+           "  min(mos_min) AS mos_min, avg(mos_avg) AS mos_avg,\n"                             \
+           "  min(video_score_min) AS video_score_min, count(*) AS reports\n"                  \
+           "FROM \"quality_connection\" GROUP BY connection_id, channel_id;\n"
+
+/* SQLite: exact microseconds from the time text (kh_schema_time_usec_sql's expression). */
+#define SQLITE_USEC(t)                                                                         \
+    "(CAST(strftime('%s', substr(" t ", 1, 19)) AS INTEGER) * 1000000 + "                      \
+    "CAST(substr(" t ", 21, 6) AS INTEGER))"
+
+static const char verdict_pg[] =
+    VERDICT_VIEW("CREATE OR REPLACE VIEW", "extract(epoch FROM max(\"time\") - min(\"time\"))");
+static const char verdict_sqlite[] =
+    VERDICT_VIEW("CREATE VIEW",
+                 "(" SQLITE_USEC("max(\"time\")") " - " SQLITE_USEC("min(\"time\")") ") / 1e6");
+
+static int create_quality_views(enum kh_dialect d, struct kh_buf *b)
+{
+    bool pg = d == KH_DIALECT_POSTGRES;
+    const char *span = pg ? issue_span_pg : issue_span_sqlite;
+    const char *verdict = pg ? verdict_pg : verdict_sqlite;
+    int rc = kh_buf_append(b, span, strlen(span));
+    return rc ? rc : kh_buf_append(b, verdict, strlen(verdict));
+}
+
 int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
 {
     int rc = create_env_tables(d, version, out);
@@ -519,6 +583,8 @@ int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
                 rc = kh_buf_printf(out, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", st->table,
                           derived[t].columns[m], kh_schema_sqltype(d, st->members[m].type));
     }
+    if (rc == 0 && version == QUALITY_VIEWS_VERSION)
+        rc = create_quality_views(d, out);
     return rc;
 }
 
