@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "api/app.h"
+#include "api/quality_report.h"
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -58,6 +59,12 @@ static void usage(FILE *fp)
             "Commands:\n"
             "  serve             run the collector (default)\n"
             "  migrate           create or upgrade the database schema, then exit\n"
+            "  quality ID        why a connection's call went bad: its verdict, issues with\n"
+            "                    their spans, per-stream quality (--intervals: every interval)\n"
+            "  quality --channel ID  a channel's participants: whose uplink has the problem\n"
+            "  quality --worst   the worst connections (--since 1h, --limit 50 by default)\n"
+            "                    quality reads what is stored (README, \"Quality\"); --json\n"
+            "                    prints JSON for scripts\n"
             "\n"
             "Options:\n"
             "  -C, --config FILE read settings from FILE (default ./config.ini; defaults are\n"
@@ -419,7 +426,7 @@ static int open_quality(struct runtime *rt, struct kh_config *cfg)
         fatal("out of memory", NULL);
         return -1;
     }
-    kh_batcher_set_stage(rt->batcher, kh_quality_stage_fn, rt->quality);
+    kh_batcher_set_stage(rt->batcher, kh_quality_stage_fn, kh_quality_stage_done, rt->quality);
     return 0;
 }
 
@@ -475,6 +482,12 @@ static int open_listeners(struct runtime *rt, struct kh_config *cfg)
     return 0;
 }
 
+static int m_quality(void *arg, struct kh_buf *b)
+{
+    const struct runtime *rt = arg;
+    return kh_quality_stage_render(rt->quality, b);
+}
+
 /* Signals, the shutdown tick, the log flush and the gauges /metrics reads. */
 static void add_events(struct runtime *rt)
 {
@@ -482,7 +495,7 @@ static void add_events(struct runtime *rt)
         .arg = rt, .storage_up = m_storage_up, .storage_reconnects = m_reconnects,
         .inflight_bytes = m_inflight, .pending_reports = m_pending,
         .connections = m_connections, .streams = m_streams,
-        .spool = rt->app.spool ? m_spool : NULL};
+        .spool = rt->app.spool ? m_spool : NULL, .more = rt->quality ? m_quality : NULL};
     rt->sig_term = evsignal_new(rt->base, SIGTERM, on_signal, rt);
     rt->sig_int = evsignal_new(rt->base, SIGINT, on_signal, rt);
     rt->sig_hup = evsignal_new(rt->base, SIGHUP, on_hup, rt);
@@ -538,11 +551,44 @@ static int serve(struct kh_config *cfg, struct kh_store *store)
     return 0;
 }
 
+/* kohaku quality: the answer on stdout, errors on stderr; 0, 1 when nothing is stored for
+ * the id, 2 when the database cannot answer. Reads only: no migration, no log lines. */
+static int quality_command(const struct kh_config *cfg, const struct kh_qr_request *q)
+{
+    if (strcmp(cfg->storage, "sqlite") == 0 && access(cfg->sqlite_path, F_OK) != 0) {
+        fprintf(stderr, "kohaku: no database at %s (sqlite_path): %s\n", cfg->sqlite_path,
+                strerror(errno));
+        return 2;
+    }
+    struct kh_store store = {.ops = kh_store_find(cfg->storage)};
+    const char *err = NULL;
+    int rc = store.ops == NULL || kh_schema_init() != 0 ? KH_EIO : 0;
+    if (rc != 0)
+        err = store.ops ? "out of memory" : "storage backend not available in this build";
+    rc = rc ? rc : store.ops->open(&store, cfg, &err);
+    struct kh_buf out;
+    kh_buf_init(&out, 256u << 20);
+    if (rc == 0)
+        rc = kh_qr_answer(&store, q, &out, &err);
+    if (rc == 0)
+        fwrite(out.data, 1, out.len, stdout);
+    else
+        fprintf(stderr, "kohaku: %s\n", err ? err : "quality: failed");
+    kh_buf_cleanup(&out);
+    if (store.ops && store.impl)
+        store.ops->close(&store);
+    kh_schema_cleanup();
+    return rc == 0 ? 0 : rc == KH_EINVAL ? 1 : 2;
+}
+
 struct args {
     const char *config_path;
     bool explicit_path;
     int schema_target;
     const char *command;
+    /* quality */
+    struct kh_qr_request q;
+    bool q_options; /* a quality option was given */
 };
 
 /* A bad option gets one line naming it; the whole usage is kohaku --help. optopt is the short
@@ -573,10 +619,18 @@ static int parse_options(int argc, char **argv, struct args *a)
                                          {"help", no_argument, NULL, 'h'},
                                          {"config-example", no_argument, NULL, 'E'},
                                          {"schema-version", required_argument, NULL, 'S'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"intervals", no_argument, NULL, 'I'},
+                                         {"channel", required_argument, NULL, 'c'},
+                                         {"worst", no_argument, NULL, 'w'},
+                                         {"since", required_argument, NULL, 's'},
+                                         {"limit", required_argument, NULL, 'l'},
                                          {NULL, 0, NULL, 0}};
     int opt;
     opterr = 0; /* bad_option says it, once */
     while ((opt = getopt_long(argc, argv, ":C:Vh", opts, NULL)) != -1) {
+        if (strchr("jIcwsl", opt))
+            a->q_options = true;
         switch (opt) {
         case 'C':
             a->config_path = optarg;
@@ -586,8 +640,70 @@ static int parse_options(int argc, char **argv, struct args *a)
         case 'h': usage(stdout); return 0;
         case 'E': kh_config_print_example(stdout); return 0;
         case 'S': a->schema_target = atoi(optarg); break;
+        case 'j': a->q.json = true; break;
+        case 'I': a->q.intervals = true; break;
+        case 'c':
+            a->q.what = KH_QR_CHANNEL;
+            a->q.id = optarg;
+            break;
+        case 'w': a->q.what = KH_QR_WORST; break;
+        case 's':
+            if ((a->q.since_usec = kh_qr_parse_duration(optarg)) < 0) {
+                fprintf(stderr, "kohaku: --since: '%s' is not a duration like 90s, 30m, 1h or "
+                                "2d\n", optarg);
+                return 2;
+            }
+            break;
+        case 'l':
+            a->q.limit = atoi(optarg);
+            if (a->q.limit < 1 || a->q.limit > 100000) {
+                fprintf(stderr, "kohaku: --limit: must be 1 to 100000, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
         default: return bad_option(opt, argv);
         }
+    }
+    return -1;
+}
+
+/* quality ID | quality --channel ID | quality --worst [--since D] [--limit N] */
+static int parse_quality(int argc, char **argv, struct args *a)
+{
+    int rest = argc - optind - 1; /* after the command */
+    if (a->q.what == KH_QR_CONNECTION && rest > 1) {
+        fprintf(stderr, "kohaku: unexpected argument '%s'; see kohaku --help\n",
+                argv[optind + 2]);
+        return 2;
+    }
+    if (a->q.what == KH_QR_CONNECTION) {
+        if (rest != 1) {
+            fprintf(stderr, "kohaku: quality needs one connection id (or --channel ID, or "
+                            "--worst); see kohaku --help\n");
+            return 2;
+        }
+        a->q.id = argv[optind + 1];
+    } else if (rest != 0) {
+        fprintf(stderr, "kohaku: unexpected argument '%s'; see kohaku --help\n",
+                argv[optind + 1]);
+        return 2;
+    }
+    if (a->q.what != KH_QR_WORST && (a->q.since_usec || a->q.limit)) {
+        fprintf(stderr, "kohaku: --since and --limit only go with quality --worst\n");
+        return 2;
+    }
+    if (a->q.intervals && a->q.what != KH_QR_CONNECTION) {
+        fprintf(stderr, "kohaku: --intervals only goes with quality CONNECTION_ID\n");
+        return 2;
+    }
+    if (a->q.what == KH_QR_WORST) {
+        int64_t span = a->q.since_usec ? a->q.since_usec : 3600 * 1000000LL;
+        a->q.since_usec = kh_time_now_usec() - span;
+        a->q.limit = a->q.limit ? a->q.limit : 50;
+    }
+    if (a->schema_target != 0) {
+        fprintf(stderr, "kohaku: --schema-version only goes with migrate\n");
+        return 2;
     }
     return -1;
 }
@@ -599,14 +715,22 @@ static int parse_args(int argc, char **argv, struct args *a)
     if (rc >= 0)
         return rc;
     a->command = optind < argc ? argv[optind] : "serve";
+    bool quality = strcmp(a->command, "quality") == 0;
+    if (quality)
+        return parse_quality(argc, argv, a);
     if (optind + 1 < argc) {
         fprintf(stderr, "kohaku: unexpected argument '%s'; see kohaku --help\n",
                 argv[optind + 1]);
         return 2;
     }
     if (strcmp(a->command, "serve") != 0 && strcmp(a->command, "migrate") != 0) {
-        fprintf(stderr, "kohaku: unknown command '%s' (expected serve or migrate)\n",
+        fprintf(stderr, "kohaku: unknown command '%s' (expected serve, migrate or quality)\n",
                 a->command);
+        return 2;
+    }
+    if (a->q_options) {
+        fprintf(stderr, "kohaku: --json, --intervals, --channel, --worst, --since and --limit "
+                        "only go with quality\n");
         return 2;
     }
     if (a->schema_target != 0 && strcmp(a->command, "migrate") != 0) {
@@ -618,7 +742,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 
 int main(int argc, char **argv)
 {
-    struct args args = {.config_path = "./config.ini"};
+    struct args args = {.config_path = "./config.ini", .q = {.what = KH_QR_CONNECTION}};
     int parsed = parse_args(argc, argv, &args);
     if (parsed >= 0)
         return parsed;
@@ -626,6 +750,14 @@ int main(int argc, char **argv)
     struct kh_config cfg;
     if (load_config(&cfg, args.config_path, args.explicit_path) != 0)
         return 2;
+    if (strcmp(args.command, "quality") == 0) {
+        /* stdout is the answer's: only warnings and errors, on stderr */
+        kh_log_set_stream(stderr);
+        kh_log_set_level(KH_LOG_WARN);
+        int qrc = quality_command(&cfg, &args.q);
+        kh_config_cleanup(&cfg);
+        return qrc;
+    }
     kh_log_set_level(cfg.debug ? KH_LOG_DEBUG : KH_LOG_INFO);
     hup.cfg = &cfg;
     hup.path = args.config_path;

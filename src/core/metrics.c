@@ -284,6 +284,8 @@ int kh_metrics_render(struct kh_buf *b)
         rc = kh_buf_printf(b, "kohaku_storage_mode{mode=\"%s\"} 1\n", mode);
     if (rc == 0 && m->spool_enabled)
         rc = render_spool(b, m);
+    if (rc == 0 && s->more)
+        rc = s->more(s->arg, b);
     if (rc == 0)
         rc = head(b, "kohaku_process_resident_memory_bytes", "gauge", "Resident set size.");
     if (rc == 0)

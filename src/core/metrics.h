@@ -48,6 +48,8 @@ struct kh_metrics_sources {
     uint64_t (*streams)(void *arg);
     /* with a spool: segment files and records waiting to be replayed */
     void (*spool)(void *arg, uint64_t *segments, uint64_t *waiting);
+    /* more series, appended whole (the quality stage's); 0 or KH_ENOSPC/KH_ENOMEM */
+    int (*more)(void *arg, struct kh_buf *b);
 };
 
 struct kh_metrics {

@@ -56,6 +56,7 @@ struct kh_batcher {
     size_t parallel;    /* batches that may be out at once: max(writers, 1) */
     struct kh_workq *q; /* the writers; its pending count is the batches out */
     kh_batch_stage_fn stage; /* before each write attempt, on the writer */
+    kh_batch_done_fn stage_done; /* after the write, on the loop */
     void *stage_arg;
     /* loop side */
     struct batch *cur;
@@ -144,9 +145,11 @@ static void on_write(struct kh_workq_item *it, int slot, void *arg)
     write_batch(arg, slot, KH_WORKQ_ENTRY(it, struct batch, node));
 }
 
-void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, void *arg)
+void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, kh_batch_done_fn done,
+                          void *arg)
 {
     b->stage = fn;
+    b->stage_done = done;
     b->stage_arg = arg;
 }
 
@@ -199,6 +202,8 @@ static void complete(struct kh_batcher *b, struct batch *bt)
     }
     if (bt->rc == 0 || bt->rc == KH_EREJECT)
         count_stored(&bt->b);
+    if (b->stage_done)
+        b->stage_done(b->stage_arg, &bt->b, bt->rc);
     for (size_t i = 0; i < bt->b.nreports; i++) {
         int res = bt->rc == 0 ? 0 : bt->rc == KH_EREJECT ? bt->b.results[i] : KH_ERETRY;
         if (res == 0) {

@@ -30,7 +30,11 @@ struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *stor
  * 0 to go on, or KH_ERETRY with *err to fail the attempt as a write would (retried alike).
  * It may add rows to the batch's reports. Set before the first submit. */
 typedef int (*kh_batch_stage_fn)(void *arg, int slot, struct kh_batch *b, const char **err);
-void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, void *arg);
+/* Its counterpart on the loop thread once the batch's write is over (rc: the write's result;
+ * with KH_EREJECT, b->results says which reports were stored), before the reports complete. */
+typedef void (*kh_batch_done_fn)(void *arg, const struct kh_batch *b, int rc);
+void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, kh_batch_done_fn done,
+                          void *arg);
 
 /* Takes the report on success (0). KH_ENOSPC when the in-flight byte budget is full,
  * KH_ESHUTDOWN after kh_batcher_stop: the report stays the caller's and cb is never called. */

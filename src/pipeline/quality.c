@@ -20,11 +20,13 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/timeutil.h"
+#include "pipeline/quality_metrics.h"
 #include "quality/assess.h"
 #include "sora/schema.h"
 
 struct slot {
     struct kh_q_work work;
+    struct kh_q_summary sum;
     struct kh_arena arena; /* rows read back, for one batch */
     size_t cap;
     size_t *order;
@@ -41,6 +43,7 @@ struct kh_quality_stage {
     struct slot **slots;
     atomic_uint_fast64_t assessed, skipped, read_failures;
     atomic_uint_fast64_t last_warned; /* kh_mono_usec of the last warning (one a minute) */
+    struct kh_qm *qm; /* the loop thread's */
 };
 
 _Static_assert(KH_QI_COUNT <= KH_CONFIG_DETECTORS, "raise KH_CONFIG_DETECTORS in config.h");
@@ -84,10 +87,11 @@ struct kh_quality_stage *kh_quality_stage_new(struct kh_store *store, int nslots
         return NULL;
     q->store = store;
     q->set = *set;
+    q->qm = kh_qm_new(set->max_gap_usec);
     q->nslots = nslots > 0 ? nslots : 1;
     q->slots = calloc((size_t)q->nslots, sizeof(*q->slots));
-    if (q->slots == NULL) {
-        free(q);
+    if (q->slots == NULL || q->qm == NULL) {
+        kh_quality_stage_free(q);
         return NULL;
     }
     for (int i = 0; i < q->nslots; i++) {
@@ -119,9 +123,10 @@ void kh_quality_stage_free(struct kh_quality_stage *q)
 {
     if (q == NULL)
         return;
-    for (int i = 0; i < q->nslots; i++)
+    for (int i = 0; q->slots && i < q->nslots; i++)
         slot_free(q->slots[i]);
     free(q->slots);
+    kh_qm_free(q->qm);
     free(q);
 }
 
@@ -224,6 +229,24 @@ static int read_back(struct kh_quality_stage *q, int slot, struct slot *s, size_
     return 0;
 }
 
+/* The report's summary for the metrics, in its arena (NULL when it is full: not counted). */
+static const struct kh_quality_note *note(struct kh_report *r, const struct kh_q_summary *sum)
+{
+    size_t n = sum->nstreams;
+    struct kh_quality_note *o =
+        kh_arena_alloc(&r->arena, sizeof(*o) + n * sizeof(o->streams[0]));
+    if (o == NULL)
+        return NULL;
+    o->severity = (uint8_t)sum->severity;
+    o->n = (uint16_t)n;
+    for (size_t i = 0; i < n; i++) {
+        o->streams[i].loss_percent = (float)sum->streams[i].loss_percent;
+        o->streams[i].rtt_ms = (float)sum->streams[i].rtt_ms;
+        o->streams[i].mos = (float)sum->streams[i].mos;
+    }
+    return o;
+}
+
 static void assess(struct kh_quality_stage *q, struct slot *s, struct kh_batch *b, size_t n)
 {
     const struct kh_report *before = NULL; /* the last report assessed, of this connection */
@@ -243,8 +266,10 @@ static void assess(struct kh_quality_stage *q, struct slot *s, struct kh_batch *
             prev = &s->work.prev;
         }
         size_t rows = r->nrows;
-        int rc = kh_q_assess(r, prev, &q->set.th, &s->work, NULL);
+        int rc = kh_q_assess(r, prev, &q->set.th, &s->work, &s->sum);
         r->assessed = true;
+        if (rc == 0)
+            r->quality_note = note(r, &s->sum);
         if (rc != 0) {
             atomic_fetch_add(&q->skipped, 1);
             continue; /* arena full: this report goes without; the next one follows the
@@ -275,4 +300,34 @@ int kh_quality_stage_run(struct kh_quality_stage *q, int slot, struct kh_batch *
     kh_arena_cleanup(&s->arena);
     kh_arena_init(&s->arena, 65536, READ_ARENA_MAX);
     return rc;
+}
+
+void kh_quality_stage_done(void *arg, const struct kh_batch *b, int rc)
+{
+    struct kh_quality_stage *q = arg;
+    uint64_t now = kh_mono_usec();
+    for (size_t i = 0; i < b->nreports; i++) {
+        const struct kh_report *r = b->reports[i];
+        bool stored = rc == 0 || (rc == KH_EREJECT && b->results[i] == 0);
+        if (stored && r->quality_note)
+            kh_qm_observe(q->qm, r, r->quality_note, now);
+    }
+}
+
+int kh_quality_stage_render(const struct kh_quality_stage *q, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b,
+                           "# HELP kohaku_quality_reports_total Connection reports the quality "
+                           "stage rated, or left without quality rows (their memory limit).\n"
+                           "# TYPE kohaku_quality_reports_total counter\n"
+                           "kohaku_quality_reports_total{result=\"rated\"} %llu\n"
+                           "kohaku_quality_reports_total{result=\"skipped\"} %llu\n"
+                           "# HELP kohaku_quality_read_failures_total Batches rated without "
+                           "their previous reports: the database refused the read.\n"
+                           "# TYPE kohaku_quality_read_failures_total counter\n"
+                           "kohaku_quality_read_failures_total %llu\n",
+                           (unsigned long long)atomic_load(&q->assessed),
+                           (unsigned long long)atomic_load(&q->skipped),
+                           (unsigned long long)atomic_load(&q->read_failures));
+    return rc ? rc : kh_qm_render(q->qm, b, kh_mono_usec());
 }

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 #include "quality/detect.h"
 #include "store/store.h"
@@ -42,6 +43,12 @@ void kh_quality_stage_free(struct kh_quality_stage *q);
  * would). */
 int kh_quality_stage_run(struct kh_quality_stage *q, int slot, struct kh_batch *b,
                          const char **err);
+
+/* The batcher's done step (loop thread, once a batch's write is over with result rc): the
+ * stored reports' notes go into the metrics. */
+void kh_quality_stage_done(void *arg, const struct kh_batch *b, int rc);
+/* The quality series of /metrics (loop thread). 0 or KH_ENOSPC/KH_ENOMEM. */
+int kh_quality_stage_render(const struct kh_quality_stage *q, struct kh_buf *b);
 
 /* Reports assessed and reports left without quality rows, since start (any thread). */
 void kh_quality_stage_counts(const struct kh_quality_stage *q, uint64_t *assessed,

@@ -490,7 +490,7 @@ static int stream_row(struct kh_report *r, const struct kh_q_stream *s,
     if (isfinite(v.video_score))
         tot->video_min = fmin(tot->video_min, v.video_score);
     tot->streams++;
-    if (sum && sum->nstreams < KH_Q_MAX_STREAMS) {
+    if (sum && !iv.since_start && sum->nstreams < KH_Q_MAX_STREAMS) {
         sum->streams[sum->nstreams].loss_percent = iv.loss_percent;
         sum->streams[sum->nstreams].rtt_ms = iv.rtt_ms;
         sum->streams[sum->nstreams++].mos = iv.mos;

@@ -41,7 +41,8 @@ struct kh_q_prev {
     int64_t tr_began_usec[KH_QI_COUNT];
 };
 
-/* What one assessed report gave, for the metrics: its rated streams' values (NAN unknown). */
+/* What one assessed report gave, for the metrics: the values of its streams' intervals (not
+ * those since a stream began; NAN unknown). */
 struct kh_q_summary {
     enum kh_q_severity severity;
     size_t nstreams;

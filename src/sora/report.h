@@ -69,8 +69,10 @@ struct kh_report {
     uint32_t table_rows[KH_REPORT_MAX_TABLES];
     size_t body_bytes;
     /* the quality stage has been over it (its rows are in `rows`, unless its arena was
-     * full): a retried write does not assess it twice */
+     * full): a retried write does not assess it twice; what it noted for the metrics (in
+     * the arena; pipeline/quality_metrics.h), or NULL */
     bool assessed;
+    const void *quality_note;
 };
 
 /* NULL on allocation failure. arena_max bounds everything the report may hold. */

@@ -534,8 +534,8 @@ class Kohaku:
         wait_until(lambda: self.health() == status, timeout,
                    message=f"/.ok to answer {status}\n{self.describe(3000)}")
 
-    def metrics(self):
-        """Scrapes /metrics on the metrics listener; returns {(name, labels): value}."""
+    def metrics_text(self):
+        """Scrapes /metrics on the metrics listener; returns its text."""
         tls = str(self.settings.get("exporter_https", "false")).lower() == "true"
         c = self._http(self.metrics_port, "/metrics", tls)
         c.request("GET", "/metrics")
@@ -543,7 +543,11 @@ class Kohaku:
         text = r.read().decode()
         c.close()
         assert r.status == 200, (r.status, text)
-        return parse_metrics(text)
+        return text
+
+    def metrics(self):
+        """Scrapes /metrics on the metrics listener; returns {(name, labels): value}."""
+        return parse_metrics(self.metrics_text())
 
     def metric(self, name, **labels):
         """One value of /metrics (0 when the series is not there)."""

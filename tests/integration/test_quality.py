@@ -22,7 +22,10 @@ import re
 
 import pytest
 
-from helpers import (Kohaku, PgDb, SqliteDb, load_fixture, make_envelope, post_h2, sora_id)
+import subprocess
+
+from helpers import (KOHAKU_BIN, Kohaku, PgDb, SqliteDb, load_fixture, make_envelope, post_h2,
+                     sora_id)
 from pgcluster import unique_db_name
 
 IMPAIRED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures",
@@ -126,7 +129,9 @@ class Stored:
                    r["stats_id"])
             self.streams[key] = normal(r, STREAM_COLS)
         self.connections = {}
+        self.channels = set()
         for r in db.rows("quality_connection"):
+            self.channels.add(r["channel_id"])
             key = (side_of[r["connection_id"]], time_text(r["time"]))
             self.connections[key] = normal(r, CONN_COLS)
 
@@ -161,9 +166,13 @@ def ingest(request, tmp_path_factory, kind):
     k = run_daemon(db, tmp_path_factory.mktemp(f"quality-{kind}-daemon"))
     try:
         ids = send_calls(post_to(k))
+        metrics = k.metrics()
+        metrics_text = k.metrics_text()
     finally:
         assert k.stop() == 0, k.describe()
-    return Stored(db, ids)
+    st = Stored(db, ids)
+    st.metrics, st.metrics_text, st.config = metrics, metrics_text, k.config_path
+    return st
 
 
 @pytest.fixture(scope="module")
@@ -342,3 +351,156 @@ def test_two_instances_alternating(request, tmp_path_factory, stored, kind):
     assert not diff, "one daemon and two alternating differ:\n" + "\n".join(diff[:20])
     assert not any(r["since_start"] for k, r in alternating.connections.items()
                    if k[1] != min(t for (side, t) in alternating.connections if side == k[0]))
+
+
+# --- kohaku quality ------------------------------------------------------------------------
+
+
+def cli(config, *args):
+    return subprocess.run([KOHAKU_BIN, "-C", config, "quality", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def cli_json(config, *args):
+    out = cli(config, *args, "--json")
+    assert out.returncode == 0, out.stderr
+    assert not out.stderr, out.stderr  # nothing logged on the way
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_cli_connection(stored, kind):
+    s = stored(kind)
+    browser = scenarios("loss3")[0]
+    cid = s.ids[(browser, "loss3", "receiver")]
+    text = cli(s.config, cid)
+    assert text.returncode == 0, text.stderr
+    assert f"Connection {cid}" in text.stdout
+    assert "Verdict: warning" in text.stdout or "Verdict: bad" in text.stdout
+    assert re.search(r"high_loss +inbound +audio", text.stdout), text.stdout
+    assert "MOS" in text.stdout
+    j = cli_json(s.config, cid)
+    assert j["connection_id"] == cid and j["verdict"] in ("warning", "bad")
+    assert j["downlink"] in ("warning", "bad")
+    spans = [i for i in j["issues"] if i["issue"] == "high_loss"]
+    assert spans and all(i["began"] < i["ended"] for i in spans if i["intervals"] > 1)
+    audio = [x for x in j["streams"] if x["kind"] == "audio" and x["direction"] == "inbound"]
+    assert audio and 1 < audio[0]["loss_percent_avg"] < 10 and audio[0]["mos_avg"] < 4.4
+    assert j["reports"] == len(s.conn(browser, "loss3", "receiver"))
+    assert j["mos_min"] == pytest.approx(min(r["mos_min"] for r in s.conn(
+        browser, "loss3", "receiver") if r["mos_min"] is not None))
+    ivs = cli_json(s.config, cid, "--intervals")["intervals"]
+    assert len(ivs) == len(s.of(browser, "loss3", "receiver"))
+    assert ivs[0]["since_start"] and not ivs[-1]["since_start"]
+    clean = cli_json(s.config, s.ids[(scenarios("clean")[0], "clean", "receiver")])
+    assert clean["verdict"] != "bad" and clean["mos_min"] >= 4.0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_cli_channel_names_the_uplink(stored, kind):
+    """The bandwidth-limited call: the sender's uplink has the problem, and what the receiver
+    suffers is put down to it."""
+    s = stored(kind)
+    browser = scenarios("bw")[0]
+    sender, receiver = s.ids[(browser, "bw", "sender")], s.ids[(browser, "bw", "receiver")]
+    channel = cli_json(s.config, sender)["channel_id"]
+    j = cli_json(s.config, "--channel", channel)
+    who = {p["connection_id"]: p for p in j["participants"]}
+    assert set(who) == {sender, receiver}
+    assert "bandwidth_limited" in who[sender]["uplink_issues"]
+    assert who[sender]["uplink"] in ("warning", "bad")
+    if who[receiver]["downlink_issues"]:
+        assert f"sender-{browser}" in who[receiver]["downlink_from_others_uplink"]
+    text = cli(s.config, "--channel", channel).stdout
+    assert f"Channel {channel}: 2 connections" in text
+    assert re.search(r"sender-\w+ \(" + sender + r"\): \w+; uplink (warning|bad) \([^)]*"
+                     r"bandwidth_limited", text), text
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_cli_worst(stored, kind):
+    s = stored(kind)
+    j = cli_json(s.config, "--worst", "--since", "3650d", "--limit", "5")
+    rows = j["connections"]
+    assert len(rows) == 5
+    sev = [r["severity"] for r in rows]
+    assert sev == sorted(sev, reverse=True) and sev[0] == 2
+    ours = set(s.ids.values())
+    assert all(r["connection_id"] in ours for r in rows)
+    everyone = cli_json(s.config, "--worst", "--since", "3650d", "--limit", "1000")
+    assert len(everyone["connections"]) == len(ours)
+    # the clean calls come after every call with a bad interval
+    order = [r["connection_id"] for r in everyone["connections"]]
+    clean = [s.ids[(b, "clean", side)] for b in scenarios("clean") for side in
+             ("sender", "receiver")]
+    bad = [r["connection_id"] for r in everyone["connections"] if r["severity"] == 2]
+    assert max(order.index(b) for b in bad) < min(order.index(c) for c in clean)
+    # nothing in the last second
+    assert cli_json(s.config, "--worst", "--since", "1s")["connections"] == []
+
+
+def test_cli_errors(stored, tmp_path):
+    s = stored("sqlite")
+    out = cli(s.config, "0" * 26)
+    assert out.returncode == 1 and "no quality rows for connection" in out.stderr
+    assert out.stdout == ""
+    out = cli(s.config, "--channel", "nope")
+    assert out.returncode == 1 and "no connections stored for channel nope" in out.stderr
+    missing = tmp_path / "missing.ini"
+    missing.write_text(f"sqlite_path = {tmp_path}/none.db\n")
+    out = cli(str(missing), "--worst")
+    assert out.returncode == 2 and "no database at" in out.stderr
+    assert not os.path.exists(tmp_path / "none.db")  # reading never creates one
+    for args, msg in [((), "needs one connection id"), (("a", "b"), "unexpected argument"),
+                      (("--since", "1h", "x"), "only go with quality --worst"),
+                      (("--worst", "--since", "soon"), "not a duration"),
+                      (("--worst", "--limit", "0"), "--limit"),
+                      (("--channel", "c", "--intervals"), "--intervals only goes")]:
+        out = cli(s.config, *args)
+        assert out.returncode == 2 and msg in out.stderr, (args, out.stderr)
+    out = subprocess.run([KOHAKU_BIN, "-C", s.config, "migrate", "--json"], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "only go with quality" in out.stderr
+
+
+def test_cli_old_schema(tmp_path):
+    db = tmp_path / "old.db"
+    ini = tmp_path / "old.ini"
+    ini.write_text(f"sqlite_path = {db}\nlog_stdout = true\n")
+    out = subprocess.run([KOHAKU_BIN, "-C", str(ini), "--schema-version", "4", "migrate"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    out = cli(str(ini), "--worst")
+    assert out.returncode == 2 and "schema is version 4" in out.stderr
+    assert "run kohaku migrate" in out.stderr
+
+
+# --- /metrics --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_fleet_metrics(stored, kind):
+    s = stored(kind)
+    m = s.metrics
+    node = frozenset({("node", "sora@127.0.0.1")})
+    rated = [r for r in s.streams.values() if not r["since_start"]]
+    with_loss = [r for r in rated if r["loss_percent"] is not None]
+    assert m[("kohaku_quality_interval_loss_percent_count", node)] == len(with_loss)
+    with_mos = [r for r in rated if r["mos"] is not None]
+    assert m[("kohaku_quality_interval_mos_count", node)] == len(with_mos)
+    assert m[("kohaku_quality_interval_mos_sum", node)] == pytest.approx(
+        sum(r["mos"] for r in with_mos), rel=1e-5)
+    assert m[("kohaku_quality_interval_rtt_ms_count", node)] > 0
+    by = {v: m[("kohaku_quality_connections", frozenset({("node", "sora@127.0.0.1"),
+                                                         ("verdict", v)}))]
+          for v in ("ok", "warning", "bad")}
+    assert sum(by.values()) == len(s.ids)
+    worst = {}
+    for (side, _), r in s.connections.items():
+        worst[side] = max(worst.get(side, 0), r["severity"])
+    assert by["bad"] == sum(1 for v in worst.values() if v == 2)
+    assert m[("kohaku_quality_reports_total", frozenset({("result", "rated")}))] == len(
+        s.connections)
+    for cid in list(s.ids.values()) + sorted(s.channels):  # never a connection's or channel's id
+        assert cid not in s.metrics_text
+    assert "connection_id" not in s.metrics_text and "channel_id" not in s.metrics_text
