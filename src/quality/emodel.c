@@ -7,6 +7,7 @@
 #include "quality/emodel.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <strings.h>
 
 /* G.107 Table 3 defaults. */
@@ -62,15 +63,21 @@ static double listener_echo(double ro)
     return (ro - rle) / 2 + sqrt(pow(ro - rle, 2) / 4 + 169);
 }
 
-/* Ro - Is - Idle: the part of R that does not depend on delay or loss (93.2062). */
+/* Ro - Is - Idle: the part of R that does not depend on delay or loss (93.2062), computed
+ * once (writer threads rate streams at the same time). */
+static double base;
+static pthread_once_t base_once = PTHREAD_ONCE_INIT;
+
+static void compute_base(void)
+{
+    double no = noise();
+    double ro = 15 - 1.5 * (SLR + no);
+    base = ro - simultaneous(no, ro) - listener_echo(ro);
+}
+
 static double base_rating(void)
 {
-    static double base;
-    if (base == 0) {
-        double no = noise();
-        double ro = 15 - 1.5 * (SLR + no);
-        base = ro - simultaneous(no, ro) - listener_echo(ro);
-    }
+    pthread_once(&base_once, compute_base);
     return base;
 }
 
