@@ -240,7 +240,10 @@ static uint64_t m_inflight(void *arg)
     kh_batcher_get_stats(((struct runtime *)arg)->batcher, &st);
     return st.inflight_bytes;
 }
-static uint64_t m_pending(void *arg) { return kh_batcher_pending(((struct runtime *)arg)->batcher); }
+static uint64_t m_pending(void *arg)
+{
+    return kh_batcher_pending(((struct runtime *)arg)->batcher);
+}
 static uint64_t m_connections(void *arg, int proto)
 {
     return kh_server_count(((struct runtime *)arg)->srv, proto);

@@ -486,8 +486,9 @@ static int t_streams(struct kh_buf *b, const struct table *t)
 
 static int t_intervals(struct kh_buf *b, const struct table *t)
 {
-    int rc = kh_buf_printf(b, "Intervals:\n  time      dir      kind  seconds  kbit/s  loss%%  rtt ms"
-                              "  jitter ms  mos   score  fps   height  severity\n");
+    int rc = kh_buf_printf(b,
+                           "Intervals:\n  time      dir      kind  seconds  kbit/s  loss%%  rtt ms"
+                           "  jitter ms  mos   score  fps   height  severity\n");
     for (size_t i = 0; rc == 0 && i < t->n; i++) {
         char when[KH_TIME_TEXT_LEN + 1], c[10][24];
         time_text(inum(t, i, I_TIME), when);

@@ -88,7 +88,8 @@ static int histogram(struct kh_buf *b, const char *name, const char *help,
     uint64_t cum = 0;
     for (int i = 0; rc == 0 && i < KH_METRICS_BUCKETS; i++) {
         cum += h->counts[i];
-        rc = kh_buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long)cum);
+        rc = kh_buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i],
+                           (unsigned long long)cum);
     }
     cum += h->counts[KH_METRICS_BUCKETS];
     if (rc == 0)
@@ -228,8 +229,8 @@ int kh_metrics_render(struct kh_buf *b)
         rc = head(b, "kohaku_reports_rejected_total", "counter",
                   "Reports refused (not stored), by reason.");
     for (int i = 0; rc == 0 && i < KH_REJECT_COUNT; i++)
-        rc = kh_buf_printf(b, "kohaku_reports_rejected_total{reason=\"%s\"} %llu\n", reject_names[i],
-                 (unsigned long long)m->rejected[i]);
+        rc = kh_buf_printf(b, "kohaku_reports_rejected_total{reason=\"%s\"} %llu\n",
+                           reject_names[i], (unsigned long long)m->rejected[i]);
     if (rc == 0)
         rc = histogram(b, "kohaku_batch_reports", "Reports per storage transaction.",
                        &m->batch_reports, batch_bounds);
@@ -273,7 +274,8 @@ int kh_metrics_render(struct kh_buf *b)
         if (rc == 0)
             rc = head(b, "kohaku_http2_streams", "gauge", "Open HTTP/2 streams.");
         if (rc == 0)
-            rc = kh_buf_printf(b, "kohaku_http2_streams %llu\n", (unsigned long long)s->streams(s->arg));
+            rc = kh_buf_printf(b, "kohaku_http2_streams %llu\n",
+                               (unsigned long long)s->streams(s->arg));
     }
     const char *mode = atomic_load(&kh_metrics.storage_mode);
     if (rc == 0)

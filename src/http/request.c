@@ -162,8 +162,9 @@ void kh_request_header(struct kh_request *req, const char *name, size_t nlen, co
     if (name_is(name, nlen, "content-length")) {
         int64_t v = 0;
         for (size_t i = 0; i < vlen && v >= 0; i++)
-            v = (value[i] >= '0' && value[i] <= '9' && v < INT64_MAX / 10) ? v * 10 + (value[i] - '0')
-                                                                           : -1;
+            v = (value[i] >= '0' && value[i] <= '9' && v < INT64_MAX / 10)
+                    ? v * 10 + (value[i] - '0')
+                    : -1;
         req->content_length = vlen ? v : -1;
     } else if (name_is(name, nlen, "upgrade")) {
         /* any token naming h2c, e.g. "h2c" or "websocket, h2c" */

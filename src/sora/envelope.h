@@ -1,9 +1,10 @@
 /*
  * envelope: the streaming parser and validator of a Sora report body (the envelope rules
  * are in the README, "What it accepts"). Bytes are fed as they arrive (yajl, one pass, no
- * DOM); stats objects become rows of a kh_report while the body streams. On the first problem parsing stops and kh_envelope_error() names the
- * field and the rule ("connection_id: must be 26 characters, got 27"); nothing of a failed
- * report is handed out. This module is the only user of yajl.
+ * DOM); stats objects become rows of a kh_report while the body streams. On the first
+ * problem parsing stops and kh_envelope_error() names the field and the rule
+ * ("connection_id: must be 26 characters, got 27"); nothing of a failed report is handed
+ * out. This module is the only user of yajl.
  */
 #ifndef KH_ENVELOPE_H
 #define KH_ENVELOPE_H

@@ -16,8 +16,9 @@
  *
  * Threads: each slot (and its connection) is used by its writer thread alone; the
  * maintenance thread owns mconn and merr; query's caller qconn and qerr; healthy, migrated,
- * reconnects and lose_acks are atomics any thread reads; mu/cv guard quit and wake. ts_mode is decided by a migration
- * (the main thread, then the maintenance thread) before any writer connects.
+ * reconnects and lose_acks are atomics any thread reads; mu/cv guard quit and wake. ts_mode
+ * is decided by a migration (the main thread, then the maintenance thread) before any writer
+ * connects.
  */
 #ifndef KH_PG_INTERNAL_H
 #define KH_PG_INTERNAL_H

@@ -4,9 +4,9 @@
  * the fixtures, its counters growing from report to report) and sends their reports over K
  * connections, HTTP/2 with up to M concurrent streams each or HTTP/1.1 with up to M pipelined
  * requests each, in cleartext or TLS (optionally with a client certificate), at a fixed rate
- * or as fast as answers come, for a duration or a count. It prints reports/s, bytes/s, ack latency percentiles and
- * statuses, can write the ids of acknowledged reports to a file, and exits non-zero when a
- * status outside --allow came back or a stream failed.
+ * or as fast as answers come, for a duration or a count. It prints reports/s, bytes/s, ack
+ * latency percentiles and statuses, can write the ids of acknowledged reports to a file, and
+ * exits non-zero when a status outside --allow came back or a stream failed.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -131,8 +131,8 @@ static int load_dir(struct lg *lg, const char *dir)
     for (int i = 0; i < n; i++) {
         char early[8192], late[8192], err[512];
         snprintf(early, sizeof(early), "%.4000s/%.200s", dir, names[i]);
-        snprintf(late, sizeof(late), "%.4000s/%.*st10.json", dir, (int)strlen(names[i]) - 7 > 200 ? 200 : (int)strlen(names[i]) - 7,
-                 names[i]);
+        snprintf(late, sizeof(late), "%.4000s/%.*st10.json", dir,
+                 (int)strlen(names[i]) - 7 > 200 ? 200 : (int)strlen(names[i]) - 7, names[i]);
         FILE *fp = fopen(late, "r");
         if (fp)
             fclose(fp);

@@ -494,7 +494,8 @@ static void test_cross_key_errors_cite_lines(void **state)
                         "got 6000 like listen_port");
     expect_finish_error("\nstorage = postgres\n",
                         "2: postgres_uri: required when storage = postgres");
-    expect_finish_error("collector_path = in\n", "1: collector_path: must start with '/', got 'in'");
+    expect_finish_error("collector_path = in\n",
+                        "1: collector_path: must start with '/', got 'in'");
     expect_finish_error("collector_path = /in\nstats_webhook_path = /in\n",
                         "2: stats_webhook_path: must start with '/' and differ from "
                         "collector_path, got '/in'");

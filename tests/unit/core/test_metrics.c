@@ -57,7 +57,8 @@ static void test_requests_by_route_protocol_status(void **state)
     has_line(t, "kohaku_http_requests_total{route=\"collector\",protocol=\"h1\",status=\"400\"} 1");
     has_line(t, "kohaku_http_requests_total{route=\"health\",protocol=\"h1\",status=\"204\"} 1");
     has_line(t, "kohaku_http_requests_total{route=\"other\",protocol=\"h2\",status=\"404\"} 2");
-    has_line(t, "kohaku_http_requests_total{route=\"collector\",protocol=\"h2\",status=\"other\"} 1");
+    has_line(t,
+             "kohaku_http_requests_total{route=\"collector\",protocol=\"h2\",status=\"other\"} 1");
     assert_null(strstr(t, "status=\"200\"")); /* zero rows are left out */
 }
 

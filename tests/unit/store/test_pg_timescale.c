@@ -151,7 +151,8 @@ static void test_one_warning_per_state(void **state)
     t = warnings((struct kh_pg_ts_facts){.available = "2.17.2"});
     assert_non_null(strstr(t, "\"shared_preload_libraries\":\"(not readable)\""));
     free(t);
-    t = warnings((struct kh_pg_ts_facts){.available = "2.17.2", .created = "2.14.2", .loader = true});
+    t = warnings(
+        (struct kh_pg_ts_facts){.available = "2.17.2", .created = "2.14.2", .loader = true});
     assert_int_equal(lines(t), 1);
     assert_non_null(strstr(t, "another version than the installed default; using it as it is"));
     assert_non_null(strstr(t, "\"version\":\"2.14.2\""));
@@ -163,7 +164,8 @@ static void test_one_warning_per_state(void **state)
     assert_int_equal(lines(t), 1);
     assert_non_null(strstr(t, "timescaledb.license = apache"));
     free(t);
-    t = warnings((struct kh_pg_ts_facts){.available = "2.17.2", .created = "2.17.2", .loader = true});
+    t = warnings(
+        (struct kh_pg_ts_facts){.available = "2.17.2", .created = "2.17.2", .loader = true});
     assert_int_equal(lines(t), 0);
     free(t);
     t = warnings((struct kh_pg_ts_facts){0});
