@@ -34,6 +34,8 @@ def test_dashboards_are_current_valid_and_linked():
         assert names[0] == "datasource" and b["templating"]["list"][0]["type"] == "datasource"
         ids = [p["id"] for p in b["panels"]]
         assert len(set(ids)) == len(ids)
+        titles = [p["title"] for p in b["panels"]]  # run_dashboard's results are by title
+        assert len(set(titles)) == len(titles)
         for p in b["panels"]:
             assert p["datasource"]["uid"] == "${datasource}"
             assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
@@ -44,7 +46,8 @@ def test_dashboards_are_current_valid_and_linked():
     for l in links:
         assert l["url"].startswith("/d/kohaku-connection/")
         assert "var-connection_id=${__value.raw}" in l["url"]
-        assert "from=${__data.fields.from_ms}" in l["url"] and "to=${__data.fields.to_ms}" in l["url"]
+        assert "from=${__data.fields.from_ms}" in l["url"]
+        assert "to=${__data.fields.to_ms}" in l["url"]
     for f in ("provisioning/datasources/kohaku.yaml", "provisioning/dashboards/kohaku.yaml"):
         assert os.path.exists(os.path.join(GRAFANA, f))
 
@@ -117,32 +120,33 @@ def loaded(request, tmp_path_factory):
 
 
 def run_dashboard(store, board, variables):
+    """{panel title: (columns, rows)} of every query of the board over the last hour, on one
+    database connection."""
+    import psycopg2
     frm = datetime.now(timezone.utc) - timedelta(hours=1)
     to = datetime.now(timezone.utc) + timedelta(minutes=1)
     timescale = bool(store.query("SELECT count(*) FROM pg_extension WHERE extname = "
                                  "'timescaledb'")[0][0])
     if timescale:  # Grafana's $__timeGroup becomes time_bucket, on hypertables
         assert store.query("SELECT count(*) FROM timescaledb_information.hypertables")[0][0]
-    results = {}
     for v in board["templating"]["list"]:
         if v["type"] == "query":
             rows = store.query(expand(v["query"], frm, to, 10, variables, timescale))
             assert rows, f"variable {v['name']}: no values"
-    for p in board["panels"]:
-        for t in p["targets"]:
-            sql = expand(t["rawSql"], frm, to, 10, variables, timescale)
-            import psycopg2
-            con = psycopg2.connect(store.uri)
-            try:
-                with con.cursor() as cur:
-                    cur.execute(sql)
-                    cols = [d[0] for d in cur.description]
-                    rows = cur.fetchall()
-            finally:
-                con.close()
-            results[p["title"]] = (cols, rows)
-            if t["format"] == "time_series":
-                assert cols[0] == "time", (p["title"], cols)
+    queries = [(p["title"], t["rawSql"], t["format"]) for p in board["panels"]
+               for t in p["targets"]]
+    results = {}
+    con = psycopg2.connect(store.uri)
+    try:
+        for title, sql, fmt in queries:
+            with con.cursor() as cur:
+                cur.execute(expand(sql, frm, to, 10, variables, timescale))
+                cols = [d[0] for d in cur.description]
+                results[title] = (cols, cur.fetchall())
+            if fmt == "time_series":
+                assert cols[0] == "time", (title, cols)
+    finally:
+        con.close()
     return results
 
 
