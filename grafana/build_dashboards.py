@@ -26,7 +26,7 @@ _ids = [0]
 
 
 def panel(title, sql, kind="timeseries", fmt="time_series", w=12, h=8, unit=None,
-          overrides=None, description=None):
+          overrides=None, description=None, defaults=None):
     _ids[0] += 1
     p = {"id": _ids[0], "type": kind, "title": title, "datasource": DS,
          "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
@@ -36,6 +36,7 @@ def panel(title, sql, kind="timeseries", fmt="time_series", w=12, h=8, unit=None
          "options": {}}
     if unit:
         p["fieldConfig"]["defaults"]["unit"] = unit
+    p["fieldConfig"]["defaults"].update(defaults or {})
     if description:
         p["description"] = description
     return p
@@ -61,6 +62,33 @@ def dashboard(uid, title, variables, panels, links=()):
             "links": list(links)}
 
 
+# Kohaku's severities (0, 1, 2) and verdicts as words and colours, in tables and timelines.
+SEVERITY_WORDS = {"0": ("ok", "green"), "1": ("warning", "orange"), "2": ("bad", "red")}
+SEVERITY_MAPPING = {"type": "value", "options": dict(
+    [(k, {"text": t, "color": c, "index": int(k)}) for k, (t, c) in SEVERITY_WORDS.items()] +
+    [(t, {"color": c, "index": 3 + int(k)}) for k, (t, c) in SEVERITY_WORDS.items()])}
+SEVERITY_COLOURS = {"type": "value", "options": {
+    k: {"color": c, "index": int(k)} for k, (t, c) in SEVERITY_WORDS.items()}}
+
+
+def severity_cells(pattern, words=True):
+    """Columns matching pattern on their severity's colour; severities as words, or kept as
+    numbers (words=False)."""
+    return {"matcher": {"id": "byRegexp", "options": pattern},
+            "properties": [{"id": "mappings",
+                            "value": [SEVERITY_MAPPING if words else SEVERITY_COLOURS]},
+                           {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}
+
+
+TIMELINE = {"mappings": [SEVERITY_MAPPING], "color": {"mode": "thresholds"}}
+
+# The quality panels read kohaku's ratings: quality_stream (a row per RTP stream per report),
+# quality_connection (a row per report), and the views quality_issue_span and
+# quality_connection_verdict (schema version 5). A span is in the time range when it
+# overlaps it.
+SPAN_IN_RANGE = "began <= $__timeTo() AND ended >= $__timeFrom()"
+
+
 CONN_FILTER = ("channel_id IN ($channel) AND label IN ($label) AND node_name IN ($node) "
                "AND client_id IN ($client)")
 
@@ -75,6 +103,38 @@ CONNECTION_LINK = {
 def hidden(name):
     return {"matcher": {"id": "byName", "options": name},
             "properties": [{"id": "custom.hidden", "value": True}]}
+
+
+LINKED = [{"matcher": {"id": "byName", "options": "connection_id"},
+           "properties": [{"id": "links", "value": [CONNECTION_LINK]}]},
+          hidden("from_ms"), hidden("to_ms")]
+LIFETIME = ("(extract(epoch FROM c.first_seen) * 1000 - 60000)::bigint AS from_ms,\n"
+            "  (extract(epoch FROM c.last_seen) * 1000 + 60000)::bigint AS to_ms")
+
+
+def verdict_list(where):
+    """Connections (sora_connection c, filtered by where) with their verdict over all their
+    reports (quality_connection_verdict) and every issue they had, worst first. OFFSET 0 keeps
+    the verdict a lookup per listed connection (PostgreSQL would otherwise join the view as a
+    whole, aggregating every connection's reports)."""
+    return ("SELECT c.channel_id, c.connection_id, c.client_id, c.role, c.node_name, v.verdict, "
+            "v.severity, v.severity_outbound AS uplink, v.severity_inbound AS downlink, "
+            "v.mos_min, v.mos_avg, v.video_score_min,\n"
+            "  (SELECT string_agg(DISTINCT n, ' ' ORDER BY n) FROM quality_connection q, "
+            "regexp_split_to_table(q.issue_names, ' ') n\n"
+            "   WHERE q.connection_id = c.connection_id AND n <> '') AS issue_names,\n"
+            "  c.first_seen, c.last_seen, " + LIFETIME + "\n"
+            "FROM sora_connection c LEFT JOIN LATERAL (SELECT verdict, severity, "
+            "severity_outbound, severity_inbound, mos_min, mos_avg, video_score_min\n"
+            "  FROM quality_connection_verdict v WHERE v.connection_id = c.connection_id "
+            "OFFSET 0) v ON true\n"
+            f"WHERE {where}\n"
+            "ORDER BY v.severity DESC NULLS LAST, v.mos_min NULLS LAST, "
+            "v.video_score_min NULLS LAST, c.last_seen DESC LIMIT 500")
+
+
+VERDICT_CELLS = [severity_cells("^(verdict|uplink|downlink)$"),
+                 severity_cells("^severity$", words=False)]
 
 
 overview = dashboard(
@@ -109,10 +169,17 @@ overview = dashboard(
            "FROM sora_connection c WHERE $__timeFilter(c.last_seen) AND c." +
            CONN_FILTER.replace(" AND ", " AND c.") + " ORDER BY c.last_seen DESC LIMIT 500",
            kind="table", fmt="table", w=24, h=12,
-           overrides=[{"matcher": {"id": "byName", "options": "connection_id"},
-                       "properties": [{"id": "links", "value": [CONNECTION_LINK]}]},
-                      hidden("from_ms"), hidden("to_ms")],
-           description="Click a connection id to open its dashboard over its lifetime.")])
+           overrides=LINKED,
+           description="Click a connection id to open its dashboard over its lifetime."),
+     panel("Connections by quality, worst first",
+           verdict_list("$__timeFilter(c.last_seen) AND c." +
+                        CONN_FILTER.replace(" AND ", " AND c.")),
+           kind="table", fmt="table", w=24, h=12, overrides=LINKED + VERDICT_CELLS,
+           description="Kohaku's verdict on each connection seen in the time range, over all "
+                       "its reports (quality_connection_verdict): the worst severity, that of "
+                       "its uplink (what it sends) and downlink (what it receives), the lowest "
+                       "and mean audio MOS, the lowest video score and every issue it had. "
+                       "Click a connection id to open its dashboard.")])
 
 # --- Connection -----------------------------------------------------------------------------
 
@@ -225,6 +292,19 @@ def chan_panel(title, view, column, unit, extra=""):
                  f"GROUP BY 1, 2 ORDER BY 1", unit=unit)
 
 
+def direction_issues(name, stats_type):
+    """The issues of a connection's streams of one direction, spans overlapping the range."""
+    return ("  (SELECT string_agg(DISTINCT s.issue, ' ' ORDER BY s.issue) FROM quality_issue_span "
+            f"s WHERE s.connection_id = q.connection_id\n   AND s.stats_type = '{stats_type}' AND "
+            f"s.{SPAN_IN_RANGE.replace(' AND ', ' AND s.')}) AS {name}_issues,\n")
+
+
+def severity_timeline(title, column):
+    return panel(title, f"SELECT $__timeGroupAlias(\"time\", $__interval), connection_id AS "
+                 f"metric, max({column}) AS value FROM quality_connection WHERE {WHERE_CHAN} "
+                 "GROUP BY 1, 2 ORDER BY 1", kind="state-timeline", defaults=TIMELINE)
+
+
 channel = dashboard(
     "kohaku-channel", "Kohaku: channel",
     [ds_var(),
@@ -239,15 +319,27 @@ channel = dashboard(
                 "current_rtt_ms", "ms", " AND current_rtt_ms IS NOT NULL"),
      chan_panel("Inbound video frames/s per connection", "rtc_inbound_rtp_rates",
                 "frames_per_second", "fps", " AND kind = 'video'"),
-     panel("Connections in this channel", "SELECT connection_id, client_id, role, node_name, "
-           "first_seen, last_seen, "
-           "(extract(epoch FROM first_seen) * 1000 - 60000)::bigint AS from_ms, "
-           "(extract(epoch FROM last_seen) * 1000 + 60000)::bigint AS to_ms "
-           "FROM sora_connection WHERE channel_id = '$channel' AND $__timeFilter(last_seen) "
-           "ORDER BY first_seen", kind="table", fmt="table", w=24,
-           overrides=[{"matcher": {"id": "byName", "options": "connection_id"},
-                       "properties": [{"id": "links", "value": [CONNECTION_LINK]}]},
-                      hidden("from_ms"), hidden("to_ms")])],
+     panel("Connections in this channel",
+           verdict_list("c.channel_id = '$channel' AND $__timeFilter(c.last_seen)"),
+           kind="table", fmt="table", w=24, overrides=LINKED + VERDICT_CELLS,
+           description="Kohaku's verdict on each connection, over all its reports, worst "
+                       "first. Click a connection id to open its dashboard."),
+     panel("Uplink and downlink per connection",
+           "SELECT q.connection_id, c.client_id, c.role, max(q.severity_outbound) AS uplink, "
+           "max(q.severity_inbound) AS downlink,\n" + direction_issues("uplink", "outbound-rtp") +
+           direction_issues("downlink", "inbound-rtp") + "  " + LIFETIME + "\n"
+           "FROM quality_connection q JOIN sora_connection c ON c.connection_id = q.connection_id"
+           "\nWHERE q.channel_id = '$channel' AND $__timeFilter(q.\"time\")\n"
+           "GROUP BY q.connection_id, c.client_id, c.role, c.first_seen, c.last_seen\n"
+           "ORDER BY uplink DESC, downlink DESC, q.connection_id",
+           kind="table", fmt="table", w=24, h=7,
+           overrides=LINKED + [severity_cells("^(uplink|downlink)$")],
+           description="Per participant, over the time range: the worst severity of what it "
+                       "sends (uplink: its outbound streams) and of what it receives "
+                       "(downlink: its inbound streams), and their issues. A bad uplink on one "
+                       "connection and bad downlinks on the others point at that sender."),
+     severity_timeline("Uplink severity per connection", "severity_outbound"),
+     severity_timeline("Downlink severity per connection", "severity_inbound")],
     links=[{"title": "Overview", "type": "link", "url": "/d/kohaku-overview/kohaku-overview",
             "keepTime": True}])
 
