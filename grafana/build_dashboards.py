@@ -54,12 +54,19 @@ def layout(panels):
     return panels
 
 
-def dashboard(uid, title, variables, panels, links=()):
+def dashboard(uid, title, variables, panels, links=(), annotations=()):
     return {"uid": uid, "title": title, "tags": ["kohaku", "webrtc"], "timezone": "utc",
             "schemaVersion": 39, "version": 1, "editable": True, "refresh": "30s",
             "time": {"from": "now-6h", "to": "now"},
             "templating": {"list": variables}, "panels": layout(panels),
-            "links": list(links)}
+            "links": list(links), "annotations": {"list": list(annotations)}}
+
+
+def annotation(name, color, sql):
+    """An annotation query: Grafana reads its time, timeend, text and tags columns."""
+    return {"name": name, "datasource": DS, "enable": True, "hide": False, "iconColor": color,
+            "target": {"refId": "Anno", "datasource": DS, "editorMode": "code",
+                       "format": "table", "rawQuery": True, "rawSql": sql}}
 
 
 # Kohaku's severities (0, 1, 2) and verdicts as words and colours, in tables and timelines.
@@ -193,6 +200,70 @@ def rate_panel(title, view, column, unit, kind=None, w=8):
                  unit=unit, w=w)
 
 
+STREAM = "replace(stats_type, '-rtp', '') || ' ' || coalesce(kind, '') || ' ' || stats_id"
+SPANS = f"quality_issue_span WHERE connection_id = '$connection_id' AND {SPAN_IN_RANGE}"
+
+
+def stream_panel(title, column, unit, extra="", w=6, defaults=None):
+    return panel(title, f"SELECT \"time\", {STREAM} AS metric, {column} AS value FROM "
+                 f"quality_stream WHERE {WHERE_CONN}{extra} AND {column} IS NOT NULL "
+                 "ORDER BY 1", unit=unit, w=w, defaults=defaults)
+
+
+def span_annotation(severity, color):
+    return annotation(
+        f"Issues ({severity})", color,
+        "SELECT began AS \"time\", ended AS timeend,\n"
+        "  concat_ws(' ', issue, severity, '-', stats_type, kind, stats_id) || ', ' ||\n"
+        "    CASE WHEN value_min IS NOT NULL THEN format('value %s to %s, ', "
+        "round(value_min::numeric, 2), round(value_max::numeric, 2)) ELSE '' END ||\n"
+        "    intervals || CASE intervals WHEN 1 THEN ' interval' ELSE ' intervals' END AS text,\n"
+        "  concat_ws(',', issue, severity, kind) AS tags\n"
+        f"FROM {SPANS} AND severity = '{severity}' ORDER BY 1")
+
+
+QUALITY_PANELS = [
+    panel("Verdict", "SELECT verdict, severity, severity_outbound AS uplink, "
+          "severity_inbound AS downlink, mos_min, mos_avg, video_score_min, seconds, reports, "
+          "first_report, last_report FROM quality_connection_verdict WHERE connection_id = "
+          "'$connection_id'", kind="table", fmt="table", w=24, h=4,
+          overrides=VERDICT_CELLS,
+          description="Kohaku's verdict over all the connection's reports, whatever the time "
+                      "range: the worst severity (uplink: its outbound streams, downlink: its "
+                      "inbound ones), the lowest and mean audio MOS, the lowest video score."),
+    panel("Issue spans", "SELECT began, ended, extract(epoch FROM ended - began) AS seconds, "
+          "issue, severity, stats_type, kind, stats_id, intervals, value_min, value_max FROM " +
+          SPANS + " ORDER BY began, issue, stats_id", kind="table", fmt="table", w=24,
+          overrides=[severity_cells("^severity$")],
+          description="Each span of an issue (quality_issue_span) overlapping the time range: "
+                      "when it began and ended, its worst severity, the stream (stats_type "
+                      "connection: the connection's own), the intervals it held and the "
+                      "range of its value. The spans are also annotations on the graphs."),
+    panel("Severity per stream", "SELECT \"time\", " + STREAM + " AS metric, severity AS "
+          "value FROM quality_stream WHERE " + WHERE_CONN + " UNION ALL SELECT \"time\", "
+          "'connection', severity FROM quality_connection WHERE " + WHERE_CONN + " ORDER BY 1",
+          kind="state-timeline", w=24, h=7, defaults=TIMELINE,
+          description="Each interval's worst issue per RTP stream, and the connection's (the "
+                      "worst of all)."),
+    stream_panel("Audio MOS per stream", "mos", "none", " AND kind = 'audio'", w=8,
+                 defaults={"min": 1, "max": 4.5, "decimals": 2}),
+    stream_panel("Video score per stream", "video_score", "none", " AND kind = 'video'", w=8,
+                 defaults={"min": 1, "max": 5, "decimals": 2}),
+    panel("Quality limitation shares", "SELECT q.\"time\", q.stats_id || ' ' || l.reason AS "
+          "metric, l.share AS value FROM quality_stream q CROSS JOIN LATERAL (VALUES "
+          "('bandwidth', q.limitation_bandwidth_percent), ('cpu', q.limitation_cpu_percent), "
+          "('other', q.limitation_other_percent)) l (reason, share) WHERE "
+          "q.connection_id = '$connection_id' AND $__timeFilter(q.\"time\") AND "
+          "l.share IS NOT NULL ORDER BY 1", unit="percent", w=8,
+          defaults={"min": 0, "max": 100},
+          description="Outbound video: the share of each interval the encoder was limited by "
+                      "bandwidth, CPU or otherwise."),
+    stream_panel("Loss per stream", "loss_percent", "percent"),
+    stream_panel("Round-trip time per stream", "round_trip_time_ms", "ms"),
+    stream_panel("Jitter per stream", "jitter_ms", "ms"),
+    stream_panel("Bitrate per stream", "bitrate", "bps"),
+]
+
 connection = dashboard(
     "kohaku-connection", "Kohaku: connection",
     [ds_var(),
@@ -202,8 +273,8 @@ connection = dashboard(
     [panel("Envelope", "SELECT channel_id, connection_id, session_id, client_id, bundle_id, "
            "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, "
            "last_seen FROM sora_connection WHERE connection_id = '$connection_id'",
-           kind="table", fmt="table", w=24, h=5),
-     rate_panel("Inbound audio bitrate", "rtc_inbound_rtp_rates", "bitrate", "bps", "audio"),
+           kind="table", fmt="table", w=24, h=5)] + QUALITY_PANELS +
+    [rate_panel("Inbound audio bitrate", "rtc_inbound_rtp_rates", "bitrate", "bps", "audio"),
      rate_panel("Inbound audio packets/s", "rtc_inbound_rtp_rates", "packets_per_second",
                 "pps", "audio"),
      rate_panel("Inbound audio loss", "rtc_inbound_rtp_rates", "loss_percent", "percent",
@@ -279,7 +350,8 @@ connection = dashboard(
            "rtc_data_channel_stats WHERE " + WHERE_CONN + " ORDER BY stats_id, \"time\" DESC",
            kind="table", fmt="table", w=24)],
     links=[{"title": "Overview", "type": "link", "url": "/d/kohaku-overview/kohaku-overview",
-            "keepTime": True}])
+            "keepTime": True}],
+    annotations=[span_annotation("bad", "red"), span_annotation("warning", "orange")])
 
 # --- Channel ----------------------------------------------------------------------------------
 

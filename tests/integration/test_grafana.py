@@ -1,9 +1,9 @@
 """Grafana dashboards and rate views (issue: Grafana dashboards that answer "why was this
-call bad"). Fixture reports go through kohaku into a real PostgreSQL; then every panel query
-and template-variable query of the dashboards is taken out of the JSON, Grafana's macros are
-expanded the way its PostgreSQL datasource does, and each query is run and checked. The
-impaired calls (tests/fixtures/impaired, sent as test_quality sends them) check the quality
-panels: verdicts, uplink and downlink."""
+call bad"). Fixture reports go through kohaku into a real PostgreSQL; then every panel query,
+annotation query and template-variable query of the dashboards is taken out of the JSON,
+Grafana's macros are expanded the way its PostgreSQL datasource does, and each query is run
+and checked. The impaired calls (tests/fixtures/impaired, sent as test_quality sends them)
+check the quality panels: verdicts, issue spans, MOS and video score, uplink and downlink."""
 import glob
 import json
 import os
@@ -16,7 +16,7 @@ import pytest
 from helpers import (FIXTURES_DIR, KOHAKU_BIN, REPO_ROOT, Kohaku, PgDb, load_fixture,
                      make_envelope, post_h2, sora_id)
 from pgcluster import unique_db_name
-from test_quality import post_to, send_calls
+from test_quality import CALLS, post_to, send_calls
 
 GRAFANA = os.path.join(REPO_ROOT, "grafana")
 BOARDS = {n: json.load(open(os.path.join(GRAFANA, "dashboards", n)))
@@ -42,6 +42,9 @@ def test_dashboards_are_current_valid_and_linked():
         for p in b["panels"]:
             assert p["datasource"]["uid"] == "${datasource}"
             assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
+        for a in b["annotations"]["list"]:
+            assert a["datasource"]["uid"] == "${datasource}"
+            assert a["target"]["datasource"]["uid"] == "${datasource}"
     links = [l for b in BOARDS.values() for p in b["panels"]
              for o in p["fieldConfig"]["overrides"] for prop in o["properties"]
              if prop["id"] == "links" for l in prop["value"]]
@@ -125,8 +128,8 @@ def loaded(request, tmp_path_factory):
 
 
 def run_dashboard(store, board, variables, frm=None, to=None):
-    """{panel title: (columns, rows)} of every query of the board over frm..to (default: the
-    last hour), on one database connection."""
+    """{panel title (or "annotation: name"): (columns, rows)} of every query of the board
+    over frm..to (default: the last hour)."""
     import psycopg2
     frm = frm or datetime.now(timezone.utc) - timedelta(hours=1)
     to = to or datetime.now(timezone.utc) + timedelta(minutes=1)
@@ -140,6 +143,8 @@ def run_dashboard(store, board, variables, frm=None, to=None):
             assert rows, f"variable {v['name']}: no values"
     queries = [(p["title"], t["rawSql"], t["format"]) for p in board["panels"]
                for t in p["targets"]]
+    queries += [("annotation: " + a["name"], a["target"]["rawSql"], "annotation")
+                for a in board["annotations"]["list"]]
     results = {}
     con = psycopg2.connect(store.uri)
     try:
@@ -150,6 +155,8 @@ def run_dashboard(store, board, variables, frm=None, to=None):
                 results[title] = (cols, cur.fetchall())
             if fmt == "time_series":
                 assert cols[0] == "time", (title, cols)
+            if fmt == "annotation":  # the columns Grafana reads
+                assert cols[0] == "time" and set(cols) <= {"time", "timeend", "text", "tags"}
     finally:
         con.close()
     return results
@@ -207,12 +214,23 @@ def test_overview_and_channel_queries(loaded):
             assert rows, f"channel {channel}: {title} is empty"
 
 
-def test_connection_queries(loaded):
+@pytest.fixture(scope="module")
+def impaired_boards(loaded):
+    """The connection dashboard of each side of each impaired call, over its lifetime as the
+    connection links open it: {(browser, scenario, side): run_dashboard's results}."""
+    store, _, impaired = loaded
+    return {key: run_dashboard(store, BOARDS["connection.json"], {"connection_id": cid},
+                               *lifetime(store, [cid]))
+            for key, cid in impaired.items()}
+
+
+def test_connection_queries(loaded, impaired_boards):
     store, conns, _ = loaded
     seen = {}
-    for name, cid in conns.items():
-        for title, (cols, rows) in run_dashboard(store, BOARDS["connection.json"],
-                                                 {"connection_id": cid}).items():
+    runs = [run_dashboard(store, BOARDS["connection.json"], {"connection_id": cid})
+            for cid in conns.values()] + list(impaired_boards.values())
+    for res in runs:
+        for title, (cols, rows) in res.items():
             seen[title] = seen.get(title, False) or bool(rows)
     empty = [t for t, ok in seen.items() if not ok]
     assert not empty, f"panels empty for every fixture connection: {empty}"
@@ -295,6 +313,71 @@ def test_quality_connection_lists(loaded):
         for t, cid, value in res["Uplink severity per connection"][1]:
             up[cid] = max(up.get(cid, 0), value)
         assert up == {c: expected[c]["uplink"] for c in cids}
+
+
+def test_connection_quality_panels(loaded, impaired_boards):
+    """The connection dashboard of each side of each impaired call, over its lifetime: its
+    verdict, its issue spans (table and annotations), the per-stream ratings."""
+    store, _, impaired = loaded
+    for key, cid in sorted(impaired.items()):
+        browser, scenario, side = key
+        res = impaired_boards[key]
+        verdict = rows_of(res["Verdict"])
+        assert len(verdict) == 1
+        for col, value in verdicts(store, [cid])[cid].items():
+            assert verdict[0][col] == pytest.approx(value), (key, col)
+        times = [t for t, _ in CALLS[(browser, scenario)][side]]  # a report per fixture
+        assert verdict[0]["reports"] == len(times)
+        assert float(verdict[0]["seconds"]) == times[-1] - times[0]
+        if scenario == "clean":
+            assert verdict[0]["verdict"] != "bad", key
+
+        spans = rows_of(res["Issue spans"])
+        stored = store.query("SELECT count(*) FROM quality_issue_span WHERE connection_id = ?",
+                             (cid,))[0][0]
+        assert len(spans) == stored, key  # every span is within the call's lifetime
+        for s in spans:
+            assert s["began"] <= s["ended"] and s["severity"] in ("warning", "bad")
+            assert float(s["seconds"]) == (s["ended"] - s["began"]).total_seconds()
+        names = {(s["issue"], s["began"] < s["ended"]) for s in spans}
+        if scenario == "bw" and side == "sender":
+            assert ("bandwidth_limited", True) in names, key
+        if scenario == "loss3" and side == "receiver":
+            assert ("high_loss", True) in names, key
+        if scenario == "delay":
+            assert any(n == "high_rtt" for n, _ in names), key
+        marks = []
+        for severity in ("bad", "warning"):
+            for time, timeend, text, tags in res[f"annotation: Issues ({severity})"][1]:
+                assert time <= timeend and text.split()[1] == severity
+                assert tags.split(",")[:2] == [text.split()[0], severity]
+                marks.append((time, timeend, text.split()[0], severity))
+        assert sorted(marks) == sorted((s["began"], s["ended"], s["issue"], s["severity"])
+                                       for s in spans)
+
+        mos = [r[2] for r in res["Audio MOS per stream"][1]]
+        assert mos and all(1 <= v <= 4.5 for v in mos), key
+        score = [r[2] for r in res["Video score per stream"][1]]
+        assert score and all(1 <= v <= 5 for v in score), key
+        states = res["Severity per stream"][1]
+        assert {r[2] for r in states} <= {0, 1, 2}
+        assert sum(1 for r in states if r[1] == "connection") == len(times)
+        for title in ("Loss per stream", "Round-trip time per stream", "Jitter per stream",
+                      "Bitrate per stream"):
+            assert res[title][1], (key, title)
+        assert all(r[2] >= 0 for r in res["Bitrate per stream"][1])
+        shares = res["Quality limitation shares"][1]
+        assert all(0 <= r[2] <= 100 for r in shares)
+        if side == "receiver":
+            assert not shares  # the limitation is the sender's encoder's
+        if scenario == "bw" and side == "sender" and shares:
+            assert max(r[2] for r in shares if r[1].endswith(" bandwidth")) > 90
+        if scenario == "loss3" and side == "receiver":
+            loss = [r[2] for r in res["Loss per stream"][1] if r[1].startswith("inbound audio")]
+            assert 1 < sum(loss) / len(loss) < 10, loss
+        if scenario == "delay":
+            rtt = [r[2] for r in res["Round-trip time per stream"][1]]
+            assert 200 < sum(rtt) / len(rtt) < 450, rtt
 
 
 def test_rate_views_match_the_fixture_numbers(loaded):
