@@ -26,7 +26,7 @@ _ids = [0]
 
 
 def panel(title, sql, kind="timeseries", fmt="time_series", w=12, h=8, unit=None,
-          overrides=None, description=None):
+          overrides=None, description=None, defaults=None):
     _ids[0] += 1
     p = {"id": _ids[0], "type": kind, "title": title, "datasource": DS,
          "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
@@ -36,6 +36,7 @@ def panel(title, sql, kind="timeseries", fmt="time_series", w=12, h=8, unit=None
          "options": {}}
     if unit:
         p["fieldConfig"]["defaults"]["unit"] = unit
+    p["fieldConfig"]["defaults"].update(defaults or {})
     if description:
         p["description"] = description
     return p
@@ -53,12 +54,46 @@ def layout(panels):
     return panels
 
 
-def dashboard(uid, title, variables, panels, links=()):
+def dashboard(uid, title, variables, panels, links=(), annotations=()):
     return {"uid": uid, "title": title, "tags": ["kohaku", "webrtc"], "timezone": "utc",
             "schemaVersion": 39, "version": 1, "editable": True, "refresh": "30s",
             "time": {"from": "now-6h", "to": "now"},
             "templating": {"list": variables}, "panels": layout(panels),
-            "links": list(links)}
+            "links": list(links), "annotations": {"list": list(annotations)}}
+
+
+def annotation(name, color, sql):
+    """An annotation query: Grafana reads its time, timeend, text and tags columns."""
+    return {"name": name, "datasource": DS, "enable": True, "hide": False, "iconColor": color,
+            "target": {"refId": "Anno", "datasource": DS, "editorMode": "code",
+                       "format": "table", "rawQuery": True, "rawSql": sql}}
+
+
+# Kohaku's severities (0, 1, 2) and verdicts as words and colours, in tables and timelines.
+SEVERITY_WORDS = {"0": ("ok", "green"), "1": ("warning", "orange"), "2": ("bad", "red")}
+SEVERITY_MAPPING = {"type": "value", "options": dict(
+    [(k, {"text": t, "color": c, "index": int(k)}) for k, (t, c) in SEVERITY_WORDS.items()] +
+    [(t, {"color": c, "index": 3 + int(k)}) for k, (t, c) in SEVERITY_WORDS.items()])}
+SEVERITY_COLOURS = {"type": "value", "options": {
+    k: {"color": c, "index": int(k)} for k, (t, c) in SEVERITY_WORDS.items()}}
+
+
+def severity_cells(pattern, words=True):
+    """Columns matching pattern on their severity's colour; severities as words, or kept as
+    numbers (words=False)."""
+    return {"matcher": {"id": "byRegexp", "options": pattern},
+            "properties": [{"id": "mappings",
+                            "value": [SEVERITY_MAPPING if words else SEVERITY_COLOURS]},
+                           {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}
+
+
+TIMELINE = {"mappings": [SEVERITY_MAPPING], "color": {"mode": "thresholds"}}
+
+# The quality panels read kohaku's ratings: quality_stream (a row per RTP stream per report),
+# quality_connection (a row per report), and the views quality_issue_span and
+# quality_connection_verdict (schema version 5). A span is in the time range when it
+# overlaps it.
+SPAN_IN_RANGE = "began <= $__timeTo() AND ended >= $__timeFrom()"
 
 
 CONN_FILTER = ("channel_id IN ($channel) AND label IN ($label) AND node_name IN ($node) "
@@ -75,6 +110,38 @@ CONNECTION_LINK = {
 def hidden(name):
     return {"matcher": {"id": "byName", "options": name},
             "properties": [{"id": "custom.hidden", "value": True}]}
+
+
+LINKED = [{"matcher": {"id": "byName", "options": "connection_id"},
+           "properties": [{"id": "links", "value": [CONNECTION_LINK]}]},
+          hidden("from_ms"), hidden("to_ms")]
+LIFETIME = ("(extract(epoch FROM c.first_seen) * 1000 - 60000)::bigint AS from_ms,\n"
+            "  (extract(epoch FROM c.last_seen) * 1000 + 60000)::bigint AS to_ms")
+
+
+def verdict_list(where):
+    """Connections (sora_connection c, filtered by where) with their verdict over all their
+    reports (quality_connection_verdict) and every issue they had, worst first. OFFSET 0 keeps
+    the verdict a lookup per listed connection (PostgreSQL would otherwise join the view as a
+    whole, aggregating every connection's reports)."""
+    return ("SELECT c.channel_id, c.connection_id, c.client_id, c.role, c.node_name, v.verdict, "
+            "v.severity, v.severity_outbound AS uplink, v.severity_inbound AS downlink, "
+            "v.mos_min, v.mos_avg, v.video_score_min,\n"
+            "  (SELECT string_agg(DISTINCT n, ' ' ORDER BY n) FROM quality_connection q, "
+            "regexp_split_to_table(q.issue_names, ' ') n\n"
+            "   WHERE q.connection_id = c.connection_id AND n <> '') AS issue_names,\n"
+            "  c.first_seen, c.last_seen, " + LIFETIME + "\n"
+            "FROM sora_connection c LEFT JOIN LATERAL (SELECT verdict, severity, "
+            "severity_outbound, severity_inbound, mos_min, mos_avg, video_score_min\n"
+            "  FROM quality_connection_verdict v WHERE v.connection_id = c.connection_id "
+            "OFFSET 0) v ON true\n"
+            f"WHERE {where}\n"
+            "ORDER BY v.severity DESC NULLS LAST, v.mos_min NULLS LAST, "
+            "v.video_score_min NULLS LAST, c.last_seen DESC LIMIT 500")
+
+
+VERDICT_CELLS = [severity_cells("^(verdict|uplink|downlink)$"),
+                 severity_cells("^severity$", words=False)]
 
 
 overview = dashboard(
@@ -109,10 +176,17 @@ overview = dashboard(
            "FROM sora_connection c WHERE $__timeFilter(c.last_seen) AND c." +
            CONN_FILTER.replace(" AND ", " AND c.") + " ORDER BY c.last_seen DESC LIMIT 500",
            kind="table", fmt="table", w=24, h=12,
-           overrides=[{"matcher": {"id": "byName", "options": "connection_id"},
-                       "properties": [{"id": "links", "value": [CONNECTION_LINK]}]},
-                      hidden("from_ms"), hidden("to_ms")],
-           description="Click a connection id to open its dashboard over its lifetime.")])
+           overrides=LINKED,
+           description="Click a connection id to open its dashboard over its lifetime."),
+     panel("Connections by quality, worst first",
+           verdict_list("$__timeFilter(c.last_seen) AND c." +
+                        CONN_FILTER.replace(" AND ", " AND c.")),
+           kind="table", fmt="table", w=24, h=12, overrides=LINKED + VERDICT_CELLS,
+           description="Kohaku's verdict on each connection seen in the time range, over all "
+                       "its reports (quality_connection_verdict): the worst severity, that of "
+                       "its uplink (what it sends) and downlink (what it receives), the lowest "
+                       "and mean audio MOS, the lowest video score and every issue it had. "
+                       "Click a connection id to open its dashboard.")])
 
 # --- Connection -----------------------------------------------------------------------------
 
@@ -126,6 +200,70 @@ def rate_panel(title, view, column, unit, kind=None, w=8):
                  unit=unit, w=w)
 
 
+STREAM = "replace(stats_type, '-rtp', '') || ' ' || coalesce(kind, '') || ' ' || stats_id"
+SPANS = f"quality_issue_span WHERE connection_id = '$connection_id' AND {SPAN_IN_RANGE}"
+
+
+def stream_panel(title, column, unit, extra="", w=6, defaults=None):
+    return panel(title, f"SELECT \"time\", {STREAM} AS metric, {column} AS value FROM "
+                 f"quality_stream WHERE {WHERE_CONN}{extra} AND {column} IS NOT NULL "
+                 "ORDER BY 1", unit=unit, w=w, defaults=defaults)
+
+
+def span_annotation(severity, color):
+    return annotation(
+        f"Issues ({severity})", color,
+        "SELECT began AS \"time\", ended AS timeend,\n"
+        "  concat_ws(' ', issue, severity, '-', stats_type, kind, stats_id) || ', ' ||\n"
+        "    CASE WHEN value_min IS NOT NULL THEN format('value %s to %s, ', "
+        "round(value_min::numeric, 2), round(value_max::numeric, 2)) ELSE '' END ||\n"
+        "    intervals || CASE intervals WHEN 1 THEN ' interval' ELSE ' intervals' END AS text,\n"
+        "  concat_ws(',', issue, severity, kind) AS tags\n"
+        f"FROM {SPANS} AND severity = '{severity}' ORDER BY 1")
+
+
+QUALITY_PANELS = [
+    panel("Verdict", "SELECT verdict, severity, severity_outbound AS uplink, "
+          "severity_inbound AS downlink, mos_min, mos_avg, video_score_min, seconds, reports, "
+          "first_report, last_report FROM quality_connection_verdict WHERE connection_id = "
+          "'$connection_id'", kind="table", fmt="table", w=24, h=4,
+          overrides=VERDICT_CELLS,
+          description="Kohaku's verdict over all the connection's reports, whatever the time "
+                      "range: the worst severity (uplink: its outbound streams, downlink: its "
+                      "inbound ones), the lowest and mean audio MOS, the lowest video score."),
+    panel("Issue spans", "SELECT began, ended, extract(epoch FROM ended - began) AS seconds, "
+          "issue, severity, stats_type, kind, stats_id, intervals, value_min, value_max FROM " +
+          SPANS + " ORDER BY began, issue, stats_id", kind="table", fmt="table", w=24,
+          overrides=[severity_cells("^severity$")],
+          description="Each span of an issue (quality_issue_span) overlapping the time range: "
+                      "when it began and ended, its worst severity, the stream (stats_type "
+                      "connection: the connection's own), the intervals it held and the "
+                      "range of its value. The spans are also annotations on the graphs."),
+    panel("Severity per stream", "SELECT \"time\", " + STREAM + " AS metric, severity AS "
+          "value FROM quality_stream WHERE " + WHERE_CONN + " UNION ALL SELECT \"time\", "
+          "'connection', severity FROM quality_connection WHERE " + WHERE_CONN + " ORDER BY 1",
+          kind="state-timeline", w=24, h=7, defaults=TIMELINE,
+          description="Each interval's worst issue per RTP stream, and the connection's (the "
+                      "worst of all)."),
+    stream_panel("Audio MOS per stream", "mos", "none", " AND kind = 'audio'", w=8,
+                 defaults={"min": 1, "max": 4.5, "decimals": 2}),
+    stream_panel("Video score per stream", "video_score", "none", " AND kind = 'video'", w=8,
+                 defaults={"min": 1, "max": 5, "decimals": 2}),
+    panel("Quality limitation shares", "SELECT q.\"time\", q.stats_id || ' ' || l.reason AS "
+          "metric, l.share AS value FROM quality_stream q CROSS JOIN LATERAL (VALUES "
+          "('bandwidth', q.limitation_bandwidth_percent), ('cpu', q.limitation_cpu_percent), "
+          "('other', q.limitation_other_percent)) l (reason, share) WHERE "
+          "q.connection_id = '$connection_id' AND $__timeFilter(q.\"time\") AND "
+          "l.share IS NOT NULL ORDER BY 1", unit="percent", w=8,
+          defaults={"min": 0, "max": 100},
+          description="Outbound video: the share of each interval the encoder was limited by "
+                      "bandwidth, CPU or otherwise."),
+    stream_panel("Loss per stream", "loss_percent", "percent"),
+    stream_panel("Round-trip time per stream", "round_trip_time_ms", "ms"),
+    stream_panel("Jitter per stream", "jitter_ms", "ms"),
+    stream_panel("Bitrate per stream", "bitrate", "bps"),
+]
+
 connection = dashboard(
     "kohaku-connection", "Kohaku: connection",
     [ds_var(),
@@ -135,8 +273,8 @@ connection = dashboard(
     [panel("Envelope", "SELECT channel_id, connection_id, session_id, client_id, bundle_id, "
            "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, "
            "last_seen FROM sora_connection WHERE connection_id = '$connection_id'",
-           kind="table", fmt="table", w=24, h=5),
-     rate_panel("Inbound audio bitrate", "rtc_inbound_rtp_rates", "bitrate", "bps", "audio"),
+           kind="table", fmt="table", w=24, h=5)] + QUALITY_PANELS +
+    [rate_panel("Inbound audio bitrate", "rtc_inbound_rtp_rates", "bitrate", "bps", "audio"),
      rate_panel("Inbound audio packets/s", "rtc_inbound_rtp_rates", "packets_per_second",
                 "pps", "audio"),
      rate_panel("Inbound audio loss", "rtc_inbound_rtp_rates", "loss_percent", "percent",
@@ -212,7 +350,8 @@ connection = dashboard(
            "rtc_data_channel_stats WHERE " + WHERE_CONN + " ORDER BY stats_id, \"time\" DESC",
            kind="table", fmt="table", w=24)],
     links=[{"title": "Overview", "type": "link", "url": "/d/kohaku-overview/kohaku-overview",
-            "keepTime": True}])
+            "keepTime": True}],
+    annotations=[span_annotation("bad", "red"), span_annotation("warning", "orange")])
 
 # --- Channel ----------------------------------------------------------------------------------
 
@@ -223,6 +362,19 @@ def chan_panel(title, view, column, unit, extra=""):
     return panel(title, f"SELECT $__timeGroupAlias(\"time\", $__interval), connection_id AS "
                  f"metric, avg({column}) AS value FROM {view} WHERE {WHERE_CHAN}{extra} "
                  f"GROUP BY 1, 2 ORDER BY 1", unit=unit)
+
+
+def direction_issues(name, stats_type):
+    """The issues of a connection's streams of one direction, spans overlapping the range."""
+    return ("  (SELECT string_agg(DISTINCT s.issue, ' ' ORDER BY s.issue) FROM quality_issue_span "
+            f"s WHERE s.connection_id = q.connection_id\n   AND s.stats_type = '{stats_type}' AND "
+            f"s.{SPAN_IN_RANGE.replace(' AND ', ' AND s.')}) AS {name}_issues,\n")
+
+
+def severity_timeline(title, column):
+    return panel(title, f"SELECT $__timeGroupAlias(\"time\", $__interval), connection_id AS "
+                 f"metric, max({column}) AS value FROM quality_connection WHERE {WHERE_CHAN} "
+                 "GROUP BY 1, 2 ORDER BY 1", kind="state-timeline", defaults=TIMELINE)
 
 
 channel = dashboard(
@@ -239,15 +391,27 @@ channel = dashboard(
                 "current_rtt_ms", "ms", " AND current_rtt_ms IS NOT NULL"),
      chan_panel("Inbound video frames/s per connection", "rtc_inbound_rtp_rates",
                 "frames_per_second", "fps", " AND kind = 'video'"),
-     panel("Connections in this channel", "SELECT connection_id, client_id, role, node_name, "
-           "first_seen, last_seen, "
-           "(extract(epoch FROM first_seen) * 1000 - 60000)::bigint AS from_ms, "
-           "(extract(epoch FROM last_seen) * 1000 + 60000)::bigint AS to_ms "
-           "FROM sora_connection WHERE channel_id = '$channel' AND $__timeFilter(last_seen) "
-           "ORDER BY first_seen", kind="table", fmt="table", w=24,
-           overrides=[{"matcher": {"id": "byName", "options": "connection_id"},
-                       "properties": [{"id": "links", "value": [CONNECTION_LINK]}]},
-                      hidden("from_ms"), hidden("to_ms")])],
+     panel("Connections in this channel",
+           verdict_list("c.channel_id = '$channel' AND $__timeFilter(c.last_seen)"),
+           kind="table", fmt="table", w=24, overrides=LINKED + VERDICT_CELLS,
+           description="Kohaku's verdict on each connection, over all its reports, worst "
+                       "first. Click a connection id to open its dashboard."),
+     panel("Uplink and downlink per connection",
+           "SELECT q.connection_id, c.client_id, c.role, max(q.severity_outbound) AS uplink, "
+           "max(q.severity_inbound) AS downlink,\n" + direction_issues("uplink", "outbound-rtp") +
+           direction_issues("downlink", "inbound-rtp") + "  " + LIFETIME + "\n"
+           "FROM quality_connection q JOIN sora_connection c ON c.connection_id = q.connection_id"
+           "\nWHERE q.channel_id = '$channel' AND $__timeFilter(q.\"time\")\n"
+           "GROUP BY q.connection_id, c.client_id, c.role, c.first_seen, c.last_seen\n"
+           "ORDER BY uplink DESC, downlink DESC, q.connection_id",
+           kind="table", fmt="table", w=24, h=7,
+           overrides=LINKED + [severity_cells("^(uplink|downlink)$")],
+           description="Per participant, over the time range: the worst severity of what it "
+                       "sends (uplink: its outbound streams) and of what it receives "
+                       "(downlink: its inbound streams), and their issues. A bad uplink on one "
+                       "connection and bad downlinks on the others point at that sender."),
+     severity_timeline("Uplink severity per connection", "severity_outbound"),
+     severity_timeline("Downlink severity per connection", "severity_inbound")],
     links=[{"title": "Overview", "type": "link", "url": "/d/kohaku-overview/kohaku-overview",
             "keepTime": True}])
 
