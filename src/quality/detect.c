@@ -32,10 +32,12 @@ static double v_jitter(const struct kh_q_interval *iv, const struct kh_q_conn *c
     return iv->jitter_ms;
 }
 
+/* Not judged since a stream began: a receiver conceals while its jitter buffer fills at the
+ * start of a stream, and the first report's average since then is mostly that. */
 static double v_concealment(const struct kh_q_interval *iv, const struct kh_q_conn *cn,
                             const struct kh_q_state *st, const struct kh_q_thresholds *th)
 {
-    return iv->concealment_percent;
+    return iv->since_start ? NAN : iv->concealment_percent;
 }
 
 /* The share of the interval the picture was frozen, in percent (a freeze lasts at least

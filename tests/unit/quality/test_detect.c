@@ -93,6 +93,8 @@ static void test_rtt_jitter_concealment(void **state)
     assert_int_equal(judge(&iv, KH_QS_AUDIO_OUT).warnings, 0); /* the receiver's own */
     iv.concealment_percent = 10;
     assert_int_equal(judge(&iv, KH_QS_AUDIO_IN).bads, BIT(KH_QI_CONCEALMENT));
+    iv.since_start = true; /* the start of a stream conceals while its buffer fills */
+    assert_int_equal(judge(&iv, KH_QS_AUDIO_IN).bads | judge(&iv, KH_QS_AUDIO_IN).warnings, 0);
 }
 
 static void test_freezes(void **state)
