@@ -60,7 +60,8 @@ static const char *const qs_names[QS_COUNT] = {
 
 enum qc {
     QC_SINCE_START, QC_SECONDS, QC_RTT, QC_AVAILABLE, QC_SEND, QC_RECEIVE, QC_PAIR_CHANGES,
-    QC_CONNECTED, QC_RELAY_TCP, QC_PAIR_ID, QC_LOCAL_TYPE, QC_RELAY_PROTOCOL, QC_SEVERITY,
+    QC_CONNECTED, QC_RELAY_TCP, QC_PAIR_ID, QC_LOCAL_TYPE, QC_RELAY_PROTOCOL, QC_BROWSER,
+    QC_SEVERITY,
     QC_SEVERITY_OUT, QC_SEVERITY_IN, QC_ISSUES, QC_ISSUE_NAMES, QC_STREAMS, QC_MOS_MIN,
     QC_MOS_AVG, QC_VIDEO_MIN, QC_STATE, QC_BYTES_SENT, QC_BYTES_RECEIVED, QC_CHANGES, QC_COUNT
 };
@@ -70,7 +71,8 @@ static const char *const qc_names[QC_COUNT] = {
     [QC_RECEIVE] = "receiveBitrate", [QC_PAIR_CHANGES] = "pairChanges",
     [QC_CONNECTED] = "connected", [QC_RELAY_TCP] = "relayTcp",
     [QC_PAIR_ID] = "candidatePairId", [QC_LOCAL_TYPE] = "localCandidateType",
-    [QC_RELAY_PROTOCOL] = "relayProtocol", [QC_SEVERITY] = "severity",
+    [QC_RELAY_PROTOCOL] = "relayProtocol", [QC_BROWSER] = "browser",
+    [QC_SEVERITY] = "severity",
     [QC_SEVERITY_OUT] = "severityOutbound", [QC_SEVERITY_IN] = "severityInbound",
     [QC_ISSUES] = "issues", [QC_ISSUE_NAMES] = "issueNames", [QC_STREAMS] = "streams",
     [QC_MOS_MIN] = "mosMin", [QC_MOS_AVG] = "mosAvg", [QC_VIDEO_MIN] = "videoScoreMin",
@@ -498,9 +500,19 @@ static int stream_row(struct kh_report *r, const struct kh_q_stream *s,
     return 0;
 }
 
+static struct kh_str browser_name(enum kh_q_browser b)
+{
+    if (b == KH_Q_BROWSER_FIREFOX)
+        return (struct kh_str){"firefox", 7};
+    if (b == KH_Q_BROWSER_LIBWEBRTC)
+        return (struct kh_str){"libwebrtc", 9};
+    return (struct kh_str){NULL, 0};
+}
+
 static int connection_row(struct kh_report *r, const struct kh_q_transport *t,
-                          const struct kh_q_prev *prev, const struct kh_q_thresholds *th,
-                          struct texts *tx, struct totals *tot)
+                          enum kh_q_browser browser, const struct kh_q_prev *prev,
+                          const struct kh_q_thresholds *th, struct texts *tx,
+                          struct totals *tot)
 {
     static const struct kh_str conn_id = {"connection", 10};
     struct kh_row *row = new_row(r, kh_table_quality_connection, "connection", conn_id,
@@ -545,6 +557,7 @@ static int connection_row(struct kh_report *r, const struct kh_q_transport *t,
     v[qc_member[QC_PAIR_ID]] = str_value(t->pair_id, KH_COL_TEXT);
     v[qc_member[QC_LOCAL_TYPE]] = str_value(t->local_type, KH_COL_TEXT);
     v[qc_member[QC_RELAY_PROTOCOL]] = str_value(t->relay_protocol, KH_COL_TEXT);
+    v[qc_member[QC_BROWSER]] = str_value(browser_name(browser), KH_COL_TEXT);
     v[qc_member[QC_SEVERITY]] = int_value(tot->worst);
     v[qc_member[QC_SEVERITY_OUT]] = int_value(tot->worst_out);
     v[qc_member[QC_SEVERITY_IN]] = int_value(tot->worst_in);
@@ -593,7 +606,7 @@ int kh_q_assess(struct kh_report *r, const struct kh_q_prev *prev,
     for (size_t i = 0; rc == 0 && i < w->cur.nstreams; i++)
         rc = stream_row(r, &w->cur.streams[i], &w->cur.transport, prev, th, &tx, &tot, sum);
     if (rc == 0)
-        rc = connection_row(r, &w->cur.transport, prev, th, &tx, &tot);
+        rc = connection_row(r, &w->cur.transport, w->cur.browser, prev, th, &tx, &tot);
     kh_buf_cleanup(&tx.issues);
     kh_buf_cleanup(&tx.state);
     kh_buf_cleanup(&tx.names);

@@ -35,7 +35,9 @@ enum m {
     M_COUNT
 };
 
-enum t { T_IN, T_OUT, T_RI, T_RO, T_VSRC, T_CODEC, T_TRANSPORT, T_PAIR, T_CAND, T_COUNT };
+enum t {
+    T_IN, T_OUT, T_RI, T_RO, T_VSRC, T_CODEC, T_TRANSPORT, T_PAIR, T_CAND, T_CERT, T_COUNT
+};
 
 static const struct {
     const char *type, *kind;
@@ -44,7 +46,7 @@ static const struct {
     [T_RI] = {"remote-inbound-rtp", NULL}, [T_RO] = {"remote-outbound-rtp", NULL},
     [T_VSRC] = {"media-source", "video"},  [T_CODEC] = {"codec", NULL},
     [T_TRANSPORT] = {"transport", NULL},   [T_PAIR] = {"candidate-pair", NULL},
-    [T_CAND] = {"local-candidate", NULL},
+    [T_CAND] = {"local-candidate", NULL},    [T_CERT] = {"certificate", NULL},
 };
 
 static const struct {
@@ -346,6 +348,16 @@ static void transport(const struct kh_report *r, struct kh_q_transport *t)
     }
 }
 
+static enum kh_q_browser browser(const struct kh_report *r, const struct kh_q_transport *t)
+{
+    for (const struct kh_row *row = r->rows; row; row = row->next)
+        if (row->table == table_of[T_PAIR] && row->vals[member_of[CP_SELECTED]].type)
+            return KH_Q_BROWSER_FIREFOX;
+    if (r->table_rows[table_of[T_CERT]] > 0 || t->pair_id.p)
+        return KH_Q_BROWSER_LIBWEBRTC;
+    return KH_Q_BROWSER_UNKNOWN;
+}
+
 void kh_q_sample_report(const struct kh_report *r, struct kh_q_report *out)
 {
     out->nstreams = 0;
@@ -356,4 +368,5 @@ void kh_q_sample_report(const struct kh_report *r, struct kh_q_report *out)
             add_stream(r, row, KH_Q_OUT, out);
     }
     transport(r, &out->transport);
+    out->browser = browser(r, &out->transport);
 }

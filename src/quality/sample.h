@@ -53,10 +53,16 @@ struct kh_q_transport {
 
 #define KH_Q_MAX_STREAMS 64
 
+/* Which WebRTC stack the stats come from, by what only it reports: Firefox marks its
+ * candidate pairs `selected`; libwebrtc (Chromium and the browsers built on it, Safari, the
+ * native SDKs) does not, and reports certificates. */
+enum kh_q_browser { KH_Q_BROWSER_UNKNOWN, KH_Q_BROWSER_LIBWEBRTC, KH_Q_BROWSER_FIREFOX };
+
 struct kh_q_report {
     struct kh_q_stream streams[KH_Q_MAX_STREAMS];
     size_t nstreams; /* beyond KH_Q_MAX_STREAMS, streams are not rated */
     struct kh_q_transport transport;
+    enum kh_q_browser browser;
 };
 
 /* Looks up the member indexes it reads. Call once after kh_schema_init; 0 or KH_ENOMEM. */

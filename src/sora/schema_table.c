@@ -429,6 +429,10 @@ static const struct kh_member q_conn_interval[] = {
     Q("candidatePairId", KH_COL_TEXT, "the selected candidate pair's `id`"),
     Q("localCandidateType", KH_COL_TEXT, "its local candidate's `candidateType`"),
     Q("relayProtocol", KH_COL_TEXT, "its local candidate's `relayProtocol`"),
+    Q("browser", KH_COL_TEXT,
+      "the WebRTC stack by what only it reports: `firefox` (candidate pairs marked "
+      "`selected`), `libwebrtc` (Chromium-based browsers, Safari, native SDKs: certificates, "
+      "no `selected`), NULL when neither shows"),
 };
 static const struct kh_member q_conn_rating[] = {
     Q("severity", KH_COL_INT, "the worst of the connection's and its streams' issues"),

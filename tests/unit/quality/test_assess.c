@@ -154,6 +154,7 @@ static void test_first_report_is_since_start(void **state)
     assert_false(flag(c, "relayTcp"));
     assert_non_null(text(c, "candidatePairId"));
     assert_int_equal(real(c, "streams"), 2);
+    assert_string_equal(text(c, "browser"), "libwebrtc");
     /* the rows carry the stream's own id, type and timestamp */
     const struct kh_row *in = kht_row(r, a->stats_id.p);
     assert_int_equal(in->table, kht_table("rtc_inbound_rtp_stream_stats"));
@@ -285,6 +286,19 @@ static void test_prev_round_trip(void **state)
     free_call(&c);
 }
 
+static void test_browser_told_apart(void **state)
+{
+    (void)state;
+    struct kh_report *r = fixture("firefox-clean-sender", 2);
+    assert_int_equal(kh_q_assess(r, NULL, &th, work, NULL), 0);
+    assert_string_equal(text(connection(r), "browser"), "firefox");
+    kh_report_free(r);
+    r = kht_report(NULL, NULL, NULL); /* a transport and a codec: neither shows */
+    assert_int_equal(kh_q_assess(r, NULL, &th, work, NULL), 0);
+    assert_null(text(connection(r), "browser"));
+    kh_report_free(r);
+}
+
 static void test_prev_not_older_is_ignored(void **state)
 {
     (void)state;
@@ -348,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_loss_call),
         cmocka_unit_test(test_span_start_carried),
         cmocka_unit_test(test_prev_round_trip),
+        cmocka_unit_test(test_browser_told_apart),
         cmocka_unit_test(test_prev_not_older_is_ignored),
         cmocka_unit_test(test_full_arena_leaves_report_alone),
         cmocka_unit_test(test_summary),
