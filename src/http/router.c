@@ -3,6 +3,7 @@
  */
 #include "http/router.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,16 @@ static void refuse_method(struct kh_request *req, const char *allow)
     kh_request_respond_error(req, 405, msg);
 }
 
+/* An exact path, or a prefix: a route ending in a slash and an asterisk ("/api/" then "*")
+ * takes "/api/x" and "/api/x/y", not "/api" nor "/apix". */
+static bool matches(const char *route, const char *path, size_t plen)
+{
+    size_t n = strlen(route);
+    if (n >= 2 && route[n - 1] == '*' && route[n - 2] == '/')
+        return plen >= n && strncmp(route, path, n - 1) == 0;
+    return n == plen && strncmp(route, path, plen) == 0;
+}
+
 void kh_router_dispatch(const struct kh_router *r, struct kh_request *req)
 {
     if (req->upgrade_h2c) {
@@ -90,8 +101,7 @@ void kh_router_dispatch(const struct kh_router *r, struct kh_request *req)
     char allow[64] = "";
     for (size_t i = 0; i < r->n; i++) {
         const struct route *rt = &r->routes[i];
-        const char *p = *rt->path;
-        if (strlen(p) != plen || strncmp(p, req->path, plen) != 0)
+        if (!matches(*rt->path, req->path, plen))
             continue;
         req->route_label = rt->label;
         if (rt->method == req->method) {

@@ -2,7 +2,8 @@
  * router: maps (method, path) to a handler, answering 404/405 itself. Its routes are
  * registered by the program that serves (h2o-style: handlers are added on a path at start-up);
  * the router only calls through them. Paths are matched without their query string and
- * without trailing slashes.
+ * without trailing slashes; a route path ending in a slash and an asterisk takes every path
+ * below it. Routes are tried in the order they were added.
  */
 #ifndef KH_ROUTER_H
 #define KH_ROUTER_H

@@ -165,6 +165,31 @@ static void test_path_follows_its_pointer(void **state)
     collector = before;
 }
 
+/* A route ending in a slash and an asterisk takes every path below it, and only those. */
+static void test_prefix_route(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const api = "/api/*";
+    static int arg_c;
+    assert_int_equal(kh_router_add(f->router, &api, KH_METHOD_GET, &get_handler, &arg_c, 5), 0);
+    const char *below[] = {"/api/x", "/api/connections/ABC", "/api/x/?q=1", "/api/x/y/z"};
+    for (size_t i = 0; i < sizeof(below) / sizeof(below[0]); i++) {
+        struct kh_request *req = request(f, "GET", below[i]);
+        assert_ptr_equal(req->handler_arg, &arg_c);
+        assert_int_equal(req->route_label, 5);
+        kh_request_release(req);
+    }
+    const char *others[] = {"/api", "/api/", "/apix", "/ap"};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        struct kh_request *req = request(f, "GET", others[i]);
+        assert_int_equal(req->status, 404);
+        kh_request_release(req);
+    }
+    struct kh_request *req = request(f, "POST", "/api/x");
+    assert_int_equal(req->status, 405);
+    kh_request_release(req);
+}
+
 static void test_pick_codec(void **state)
 {
     (void)state;
@@ -188,6 +213,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_path_is_404, setup, teardown),
         cmocka_unit_test_setup_teardown(test_h2c_upgrade_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_path_follows_its_pointer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefix_route, setup, teardown),
         cmocka_unit_test(test_pick_codec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
