@@ -177,6 +177,9 @@ static const struct param params[] = {
      "with spool_fsync = interval: time between fsyncs of the spool (ms)"},
     {"spool_backlog_reports", P_INT, OFF(spool_backlog_reports), "2048", 1, 10000000, NULL,
      "with a spool: reports waiting for storage beyond which new reports go to the spool"},
+    {"query_timeout", P_INT, OFF(query_timeout), "5000", 10, 600000, NULL,
+     "time limit of a read-only query (the console, kohaku quality), ms: longer ones are "
+     "stopped and answered with an error"},
     {"quality", P_BOOL, OFF(quality), "true", 0, 0, NULL,
      "rate each connection report as it is stored: per-interval quality rows, audio MOS, "
      "issues (README, \"Quality\")"},

@@ -89,6 +89,7 @@ struct kh_config {
     char *spool_fsync;
     int64_t spool_fsync_interval_ms;
     int64_t spool_backlog_reports;
+    int64_t query_timeout; /* ms */
     /* quality */
     bool quality;
     int64_t quality_max_gap;

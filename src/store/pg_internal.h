@@ -76,6 +76,7 @@ struct kh_pg {
     PGconn *mconn;
     char merr[768];
     PGconn *qconn; /* query's (pg_read.c), one thread at a time */
+    int64_t query_timeout_ms;
     char qerr[768];
 };
 

@@ -253,6 +253,11 @@ int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *par
     if (pg->qconn == NULL || PQstatus(pg->qconn) != CONNECTION_OK) {
         kh_pg_drop_conn(&pg->qconn);
         pg->qconn = kh_pg_connect(pg, pg->qerr, sizeof(pg->qerr));
+        char set[64];
+        snprintf(set, sizeof(set), "SET statement_timeout = %lld",
+                 (long long)pg->query_timeout_ms);
+        if (pg->qconn && kh_pg_exec(pg->qconn, set, pg->qerr, sizeof(pg->qerr)) != 0)
+            kh_pg_drop_conn(&pg->qconn);
         if (pg->qconn == NULL) {
             *err = pg->qerr;
             return KH_ERETRY;

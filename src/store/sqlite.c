@@ -33,6 +33,8 @@ struct sq {
     /* query: a read-only connection of its own, opened when first needed */
     sqlite3 *rdb;
     char *path;
+    int64_t query_timeout_usec;
+    uint64_t deadline; /* of the query running on rdb (kh_mono_usec) */
     atomic_bool healthy;
     char err[512];
 };
@@ -76,6 +78,7 @@ static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char *
     }
     sqlite3_busy_timeout(q->db, 5000);
     q->path = strdup(cfg->sqlite_path);
+    q->query_timeout_usec = cfg->query_timeout * 1000;
     q->anchor = calloc(kh_stats_ntables, sizeof(*q->anchor));
     q->at_time = calloc(kh_stats_ntables, sizeof(*q->at_time));
     if (q->path == NULL || q->anchor == NULL || q->at_time == NULL) {
@@ -500,6 +503,13 @@ static int sq_latest(struct kh_store *s, int slot, struct kh_latest_query *lq, c
     return rc;
 }
 
+/* Stops a query past its deadline (sqlite3_progress_handler: nonzero interrupts). */
+static int past_deadline(void *arg)
+{
+    const struct sq *q = arg;
+    return kh_mono_usec() > q->deadline;
+}
+
 static void bind_params(sqlite3_stmt *st, const struct kh_value *params, int n)
 {
     for (int i = 0; i < n; i++)
@@ -521,6 +531,8 @@ static int sq_query(struct kh_store *s, const char *sql, const struct kh_value *
         return KH_EIO;
     }
     sqlite3_busy_timeout(q->rdb, 5000);
+    q->deadline = kh_mono_usec() + (uint64_t)q->query_timeout_usec;
+    sqlite3_progress_handler(q->rdb, 1000, past_deadline, q);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(q->rdb, sql, -1, &st, NULL) != SQLITE_OK) {
         snprintf(q->err, sizeof(q->err), "query: %s", sqlite3_errmsg(q->rdb));
@@ -537,7 +549,12 @@ static int sq_query(struct kh_store *s, const char *sql, const struct kh_value *
             rc = cell(st, c, 0, NULL, &cells[c]);
         rc = rc ? rc : fn(arg, cells, ncols);
     }
-    if (rc == 0 && step_rc != SQLITE_DONE) {
+    if (rc == 0 && step_rc == SQLITE_INTERRUPT) {
+        snprintf(q->err, sizeof(q->err), "query: stopped after query_timeout (%lld ms)",
+                 (long long)(q->query_timeout_usec / 1000));
+        *err = q->err;
+        rc = KH_EIO;
+    } else if (rc == 0 && step_rc != SQLITE_DONE) {
         snprintf(q->err, sizeof(q->err), "query: %s", sqlite3_errmsg(q->rdb));
         *err = q->err;
         rc = KH_EIO;
