@@ -146,69 +146,41 @@ static void fmt(char *out, size_t len, double v, int decimals)
 
 /* --- JSON ---------------------------------------------------------------------------------- */
 
-static int j_key(struct kh_buf *b, bool *first, const char *key)
-{
-    int rc = kh_buf_printf(b, "%s\"%s\":", *first ? "" : ",", key);
-    *first = false;
-    return rc;
-}
-
-static int j_str(struct kh_buf *b, bool *first, const char *key, const char *v)
-{
-    int rc = j_key(b, first, key);
-    if (rc == 0 && v == NULL)
-        return kh_buf_printf(b, "null");
-    return rc ? rc : kh_buf_put_json_str(b, v, strlen(v));
-}
-
-static int j_num(struct kh_buf *b, bool *first, const char *key, double v)
-{
-    int rc = j_key(b, first, key);
-    return rc ? rc : isfinite(v) ? kh_buf_printf(b, "%.10g", v) : kh_buf_printf(b, "null");
-}
-
-static int j_time(struct kh_buf *b, bool *first, const char *key, int64_t usec)
-{
-    char t[KH_TIME_TEXT_LEN + 1];
-    kh_time_format(usec, t);
-    return j_str(b, first, key, t);
-}
-
 static int j_span(struct kh_buf *b, const struct kh_ask_table *s, size_t i)
 {
     bool f = true;
     int rc = kh_buf_append(b, "{", 1);
-    rc |= j_str(b, &f, "issue", kh_ask_str(s, i, S_ISSUE));
-    rc |= j_str(b, &f, "severity", kh_ask_str(s, i, S_SEV));
-    rc |= j_str(b, &f, "direction", direction(kh_ask_str(s, i, S_TYPE)));
-    rc |= j_str(b, &f, "kind", kh_ask_str(s, i, S_KIND));
-    rc |= j_str(b, &f, "stats_id", kh_ask_str(s, i, S_ID));
-    rc |= j_time(b, &f, "began", kh_ask_int(s, i, S_BEGAN));
-    rc |= j_time(b, &f, "ended", kh_ask_int(s, i, S_ENDED));
-    rc |= j_num(b, &f, "intervals", kh_ask_num(s, i, S_INTERVALS));
-    rc |= j_num(b, &f, "value_min", kh_ask_num(s, i, S_MIN));
-    rc |= j_num(b, &f, "value_max", kh_ask_num(s, i, S_MAX));
+    rc |= kh_json_str_member(b, &f, "issue", kh_ask_str(s, i, S_ISSUE));
+    rc |= kh_json_str_member(b, &f, "severity", kh_ask_str(s, i, S_SEV));
+    rc |= kh_json_str_member(b, &f, "direction", direction(kh_ask_str(s, i, S_TYPE)));
+    rc |= kh_json_str_member(b, &f, "kind", kh_ask_str(s, i, S_KIND));
+    rc |= kh_json_str_member(b, &f, "stats_id", kh_ask_str(s, i, S_ID));
+    rc |= kh_json_time_member(b, &f, "began", kh_ask_int(s, i, S_BEGAN));
+    rc |= kh_json_time_member(b, &f, "ended", kh_ask_int(s, i, S_ENDED));
+    rc |= kh_json_num_member(b, &f, "intervals", kh_ask_num(s, i, S_INTERVALS));
+    rc |= kh_json_num_member(b, &f, "value_min", kh_ask_num(s, i, S_MIN));
+    rc |= kh_json_num_member(b, &f, "value_max", kh_ask_num(s, i, S_MAX));
     return rc | kh_buf_append(b, "}", 1);
 }
 
 static int j_verdict(struct kh_buf *b, bool *f, const struct kh_ask_table *v)
 {
-    int rc = j_str(b, f, "verdict", kh_ask_str(v, 0, V_VERDICT));
-    rc |= j_num(b, f, "severity", kh_ask_num(v, 0, V_SEV));
-    rc |= j_str(b, f, "uplink", severity_name(kh_ask_int(v, 0, V_SEV_OUT)));
-    rc |= j_str(b, f, "downlink", severity_name(kh_ask_int(v, 0, V_SEV_IN)));
-    rc |= j_num(b, f, "mos_min", kh_ask_num(v, 0, V_MOS_MIN));
-    rc |= j_num(b, f, "mos_avg", kh_ask_num(v, 0, V_MOS_AVG));
-    rc |= j_num(b, f, "video_score_min", kh_ask_num(v, 0, V_VIDEO_MIN));
-    rc |= j_time(b, f, "first_report", kh_ask_int(v, 0, V_FIRST));
-    rc |= j_time(b, f, "last_report", kh_ask_int(v, 0, V_LAST));
-    rc |= j_num(b, f, "seconds", kh_ask_num(v, 0, V_SECONDS));
-    return rc | j_num(b, f, "reports", kh_ask_num(v, 0, V_REPORTS));
+    int rc = kh_json_str_member(b, f, "verdict", kh_ask_str(v, 0, V_VERDICT));
+    rc |= kh_json_num_member(b, f, "severity", kh_ask_num(v, 0, V_SEV));
+    rc |= kh_json_str_member(b, f, "uplink", severity_name(kh_ask_int(v, 0, V_SEV_OUT)));
+    rc |= kh_json_str_member(b, f, "downlink", severity_name(kh_ask_int(v, 0, V_SEV_IN)));
+    rc |= kh_json_num_member(b, f, "mos_min", kh_ask_num(v, 0, V_MOS_MIN));
+    rc |= kh_json_num_member(b, f, "mos_avg", kh_ask_num(v, 0, V_MOS_AVG));
+    rc |= kh_json_num_member(b, f, "video_score_min", kh_ask_num(v, 0, V_VIDEO_MIN));
+    rc |= kh_json_time_member(b, f, "first_report", kh_ask_int(v, 0, V_FIRST));
+    rc |= kh_json_time_member(b, f, "last_report", kh_ask_int(v, 0, V_LAST));
+    rc |= kh_json_num_member(b, f, "seconds", kh_ask_num(v, 0, V_SECONDS));
+    return rc | kh_json_num_member(b, f, "reports", kh_ask_num(v, 0, V_REPORTS));
 }
 
 static int j_spans(struct kh_buf *b, bool *f, const struct kh_ask_table *s)
 {
-    int rc = j_key(b, f, "issues") | kh_buf_append(b, "[", 1);
+    int rc = kh_json_key(b, f, "issues") | kh_buf_append(b, "[", 1);
     for (size_t i = 0; rc == 0 && i < s->n; i++)
         rc = (i ? kh_buf_append(b, ",", 1) : 0) | j_span(b, s, i);
     return rc | kh_buf_append(b, "]", 1);
@@ -218,12 +190,12 @@ static int j_stream(struct kh_buf *b, const struct kh_ask_table *t, size_t i)
 {
     bool f = true;
     int rc = kh_buf_append(b, "{", 1);
-    rc |= j_str(b, &f, "direction", direction(kh_ask_str(t, i, ST_TYPE)));
-    rc |= j_str(b, &f, "kind", kh_ask_str(t, i, ST_KIND));
-    rc |= j_str(b, &f, "stats_id", kh_ask_str(t, i, ST_ID));
-    rc |= j_str(b, &f, "codec", kh_ask_str(t, i, ST_MIME));
-    rc |= j_num(b, &f, "reports", kh_ask_num(t, i, ST_SAMPLES));
-    rc |= j_num(b, &f, "intervals", kh_ask_num(t, i, ST_INTERVALS));
+    rc |= kh_json_str_member(b, &f, "direction", direction(kh_ask_str(t, i, ST_TYPE)));
+    rc |= kh_json_str_member(b, &f, "kind", kh_ask_str(t, i, ST_KIND));
+    rc |= kh_json_str_member(b, &f, "stats_id", kh_ask_str(t, i, ST_ID));
+    rc |= kh_json_str_member(b, &f, "codec", kh_ask_str(t, i, ST_MIME));
+    rc |= kh_json_num_member(b, &f, "reports", kh_ask_num(t, i, ST_SAMPLES));
+    rc |= kh_json_num_member(b, &f, "intervals", kh_ask_num(t, i, ST_INTERVALS));
     const struct {
         const char *key;
         int col;
@@ -235,7 +207,7 @@ static int j_stream(struct kh_buf *b, const struct kh_ask_table *t, size_t i)
                 {"freeze_seconds", ST_FROZEN}, {"limitation_bandwidth_percent_avg", ST_LIM_BW},
                 {"limitation_cpu_percent_avg", ST_LIM_CPU}, {"severity", ST_SEV}};
     for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]); k++)
-        rc |= j_num(b, &f, nums[k].key, kh_ask_num(t, i, nums[k].col));
+        rc |= kh_json_num_member(b, &f, nums[k].key, kh_ask_num(t, i, nums[k].col));
     return rc | kh_buf_append(b, "}", 1);
 }
 
@@ -243,11 +215,11 @@ static int j_interval(struct kh_buf *b, const struct kh_ask_table *t, size_t i)
 {
     bool f = true;
     int rc = kh_buf_append(b, "{", 1);
-    rc |= j_time(b, &f, "time", kh_ask_int(t, i, I_TIME));
-    rc |= j_str(b, &f, "direction", direction(kh_ask_str(t, i, I_TYPE)));
-    rc |= j_str(b, &f, "kind", kh_ask_str(t, i, I_KIND));
-    rc |= j_str(b, &f, "stats_id", kh_ask_str(t, i, I_ID));
-    rc |= j_key(b, &f, "since_start") |
+    rc |= kh_json_time_member(b, &f, "time", kh_ask_int(t, i, I_TIME));
+    rc |= kh_json_str_member(b, &f, "direction", direction(kh_ask_str(t, i, I_TYPE)));
+    rc |= kh_json_str_member(b, &f, "kind", kh_ask_str(t, i, I_KIND));
+    rc |= kh_json_str_member(b, &f, "stats_id", kh_ask_str(t, i, I_ID));
+    rc |= kh_json_key(b, &f, "since_start") |
           kh_buf_printf(b, kh_ask_num(t, i, I_SINCE) > 0 ? "true" : "false");
     const struct {
         const char *key;
@@ -258,9 +230,9 @@ static int j_interval(struct kh_buf *b, const struct kh_ask_table *t, size_t i)
                 {"video_score", I_VS},      {"frames_per_second", I_FPS},
                 {"frame_height", I_HEIGHT}, {"severity", I_SEV}};
     for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]); k++)
-        rc |= j_num(b, &f, nums[k].key, kh_ask_num(t, i, nums[k].col));
+        rc |= kh_json_num_member(b, &f, nums[k].key, kh_ask_num(t, i, nums[k].col));
     const char *issues = kh_ask_str(t, i, I_ISSUES);
-    rc |= j_key(b, &f, "issues");
+    rc |= kh_json_key(b, &f, "issues");
     rc |= issues ? kh_buf_append(b, issues, strlen(issues)) : kh_buf_printf(b, "null");
     return rc | kh_buf_append(b, "}", 1);
 }
@@ -395,18 +367,18 @@ static int answer_connection(struct kh_ask *c, const struct kh_qr_request *q, st
     if (rc == 0 && q->json) {
         bool f = true;
         rc = kh_buf_append(out, "{", 1);
-        rc |= j_str(out, &f, "connection_id", q->id);
-        rc |= j_str(out, &f, "channel_id", kh_ask_str(&k.verdict, 0, V_CHANNEL));
-        rc |= j_str(out, &f, "client_id", client);
-        rc |= j_str(out, &f, "role", role);
+        rc |= kh_json_str_member(out, &f, "connection_id", q->id);
+        rc |= kh_json_str_member(out, &f, "channel_id", kh_ask_str(&k.verdict, 0, V_CHANNEL));
+        rc |= kh_json_str_member(out, &f, "client_id", client);
+        rc |= kh_json_str_member(out, &f, "role", role);
         rc |= j_verdict(out, &f, &k.verdict);
         rc |= j_spans(out, &f, &k.spans);
-        rc |= j_key(out, &f, "streams") | kh_buf_append(out, "[", 1);
+        rc |= kh_json_key(out, &f, "streams") | kh_buf_append(out, "[", 1);
         for (size_t i = 0; i < streams.n; i++)
             rc |= (i ? kh_buf_append(out, ",", 1) : 0) | j_stream(out, &streams, i);
         rc |= kh_buf_append(out, "]", 1);
         if (q->intervals) {
-            rc |= j_key(out, &f, "intervals") | kh_buf_append(out, "[", 1);
+            rc |= kh_json_key(out, &f, "intervals") | kh_buf_append(out, "[", 1);
             for (size_t i = 0; i < ivs.n; i++)
                 rc |= (i ? kh_buf_append(out, ",", 1) : 0) | j_interval(out, &ivs, i);
             rc |= kh_buf_append(out, "]", 1);
@@ -487,15 +459,15 @@ static int channel_participant(struct kh_buf *out, bool json, const struct conn 
     if (json) {
         bool f = true;
         int rc = kh_buf_append(out, "{", 1);
-        rc |= j_str(out, &f, "connection_id", k->id);
-        rc |= j_str(out, &f, "client_id", k->client);
+        rc |= kh_json_str_member(out, &f, "connection_id", k->id);
+        rc |= kh_json_str_member(out, &f, "client_id", k->client);
         if (v->n)
             rc |= j_verdict(out, &f, v);
-        rc |= j_str(out, &f, "uplink_issues", up);
-        rc |= j_str(out, &f, "downlink_issues", down);
-        rc |= j_str(out, &f, "connection_issues", conn);
-        rc |= j_str(out, &f, "downlink_from_others_uplink", others);
-        rc |= j_str(out, &f, "downlink_own", own);
+        rc |= kh_json_str_member(out, &f, "uplink_issues", up);
+        rc |= kh_json_str_member(out, &f, "downlink_issues", down);
+        rc |= kh_json_str_member(out, &f, "connection_issues", conn);
+        rc |= kh_json_str_member(out, &f, "downlink_from_others_uplink", others);
+        rc |= kh_json_str_member(out, &f, "downlink_own", own);
         rc |= j_spans(out, &f, s);
         return rc | kh_buf_append(out, "}", 1);
     }
@@ -574,18 +546,18 @@ static int answer_worst(struct kh_ask *c, const struct kh_qr_request *q, struct 
         if (q->json) {
             bool f = true;
             rc = (i ? kh_buf_append(out, ",", 1) : 0) | kh_buf_append(out, "{", 1);
-            rc |= j_str(out, &f, "connection_id", kh_ask_str(&w, i, W_ID));
-            rc |= j_str(out, &f, "channel_id", kh_ask_str(&w, i, W_CHANNEL));
-            rc |= j_str(out, &f, "client_id", kh_ask_str(&w, i, W_CLIENT));
-            rc |= j_str(out, &f, "verdict", severity_name(kh_ask_int(&w, i, W_SEV)));
-            rc |= j_num(out, &f, "severity", kh_ask_num(&w, i, W_SEV));
-            rc |= j_str(out, &f, "uplink", severity_name(kh_ask_int(&w, i, W_SEV_OUT)));
-            rc |= j_str(out, &f, "downlink", severity_name(kh_ask_int(&w, i, W_SEV_IN)));
-            rc |= j_num(out, &f, "mos_min", kh_ask_num(&w, i, W_MOS_MIN));
-            rc |= j_num(out, &f, "mos_avg", kh_ask_num(&w, i, W_MOS_AVG));
-            rc |= j_num(out, &f, "video_score_min", kh_ask_num(&w, i, W_VIDEO_MIN));
-            rc |= j_num(out, &f, "reports", kh_ask_num(&w, i, W_REPORTS));
-            rc |= j_time(out, &f, "last_report", kh_ask_int(&w, i, W_LAST));
+            rc |= kh_json_str_member(out, &f, "connection_id", kh_ask_str(&w, i, W_ID));
+            rc |= kh_json_str_member(out, &f, "channel_id", kh_ask_str(&w, i, W_CHANNEL));
+            rc |= kh_json_str_member(out, &f, "client_id", kh_ask_str(&w, i, W_CLIENT));
+            rc |= kh_json_str_member(out, &f, "verdict", severity_name(kh_ask_int(&w, i, W_SEV)));
+            rc |= kh_json_num_member(out, &f, "severity", kh_ask_num(&w, i, W_SEV));
+            rc |= kh_json_str_member(out, &f, "uplink", severity_name(kh_ask_int(&w, i, W_SEV_OUT)));
+            rc |= kh_json_str_member(out, &f, "downlink", severity_name(kh_ask_int(&w, i, W_SEV_IN)));
+            rc |= kh_json_num_member(out, &f, "mos_min", kh_ask_num(&w, i, W_MOS_MIN));
+            rc |= kh_json_num_member(out, &f, "mos_avg", kh_ask_num(&w, i, W_MOS_AVG));
+            rc |= kh_json_num_member(out, &f, "video_score_min", kh_ask_num(&w, i, W_VIDEO_MIN));
+            rc |= kh_json_num_member(out, &f, "reports", kh_ask_num(&w, i, W_REPORTS));
+            rc |= kh_json_time_member(out, &f, "last_report", kh_ask_int(&w, i, W_LAST));
             rc |= kh_buf_append(out, "}", 1);
             continue;
         }

@@ -3,7 +3,11 @@
  */
 #include "core/jsonw.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "core/timeutil.h"
 
 static const char hex[] = "0123456789abcdef";
 
@@ -60,4 +64,50 @@ int kh_buf_put_json_str(struct kh_buf *b, const char *s, size_t n)
     p[w] = '"';
     b->len += w + 2;
     return 0;
+}
+
+int kh_json_num(struct kh_buf *b, double v)
+{
+    return isfinite(v) ? kh_buf_printf(b, "%.10g", v) : kh_buf_append(b, "null", 4);
+}
+
+int kh_json_key(struct kh_buf *b, bool *first, const char *key)
+{
+    int rc = *first ? 0 : kh_buf_append(b, ",", 1);
+    *first = false;
+    rc = rc ? rc : kh_buf_put_json_str(b, key, strlen(key));
+    return rc ? rc : kh_buf_append(b, ":", 1);
+}
+
+int kh_json_str_member(struct kh_buf *b, bool *first, const char *key, const char *v)
+{
+    int rc = kh_json_key(b, first, key);
+    if (rc == 0 && v == NULL)
+        return kh_buf_append(b, "null", 4);
+    return rc ? rc : kh_buf_put_json_str(b, v, strlen(v));
+}
+
+int kh_json_num_member(struct kh_buf *b, bool *first, const char *key, double v)
+{
+    int rc = kh_json_key(b, first, key);
+    return rc ? rc : kh_json_num(b, v);
+}
+
+int kh_json_int_member(struct kh_buf *b, bool *first, const char *key, int64_t v)
+{
+    int rc = kh_json_key(b, first, key);
+    return rc ? rc : kh_buf_printf(b, "%lld", (long long)v);
+}
+
+int kh_json_bool_member(struct kh_buf *b, bool *first, const char *key, bool v)
+{
+    int rc = kh_json_key(b, first, key);
+    return rc ? rc : kh_buf_printf(b, "%s", v ? "true" : "false");
+}
+
+int kh_json_time_member(struct kh_buf *b, bool *first, const char *key, int64_t usec)
+{
+    char t[KH_TIME_TEXT_LEN + 1];
+    kh_time_format(usec, t);
+    return kh_json_str_member(b, first, key, t);
 }
