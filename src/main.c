@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "api/app.h"
+#include "api/console.h"
 #include "api/quality_report.h"
 #include "core/config.h"
 #include "core/errors.h"
@@ -38,6 +39,7 @@
 struct runtime {
     struct event_base *base;
     struct kh_server *metrics_srv;
+    struct kh_server *console_srv;
     struct event *log_flush;
     struct kh_app app;
     struct kh_server *srv;
@@ -352,12 +354,15 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     kh_app_apply_config(&rt->app);
     const char *why = NULL;
     if (kh_server_reload_tls(rt->srv, &rt->app.tls_files, &why) != 0 ||
-        kh_server_reload_tls(rt->metrics_srv, &rt->app.tls_files, &why) != 0) {
+        kh_server_reload_tls(rt->metrics_srv, &rt->app.tls_files, &why) != 0 ||
+        (rt->console_srv &&
+         kh_server_reload_tls(rt->console_srv, &rt->app.console_tls_files, &why) != 0)) {
         char cited[1500];
         kh_config_cite(hup.cfg, why, cited, sizeof(cited));
         kh_log(KH_LOG_ERROR, "reload failed; keeping the previous certificates", cited);
     }
-    else if (rt->app.cfg->https || rt->app.cfg->exporter_https)
+    else if (rt->app.cfg->https || rt->app.cfg->exporter_https ||
+             (rt->console_srv && rt->app.cfg->console_https))
         kh_log(KH_LOG_INFO, "reloaded: tls certificates", NULL);
 }
 
@@ -381,6 +386,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     rt->deadline_usec = kh_mono_usec() + (uint64_t)rt->app.cfg->shutdown_timeout * 1000000;
     kh_server_stop(rt->srv);
     kh_server_stop(rt->metrics_srv);
+    if (rt->console_srv) /* its answers acknowledge nothing: not waited for */
+        kh_server_stop(rt->console_srv);
     if (rt->app.spool)
         kh_spool_stop_drain(rt->app.spool); /* what is spooled waits for the next start */
     struct timeval tv = {0, 20000};
@@ -396,6 +403,8 @@ static void close_runtime(struct runtime *rt)
         if (evs[i])
             event_free(evs[i]);
     kh_metrics.src = (struct kh_metrics_sources){0};
+    kh_server_free(rt->console_srv);
+    kh_console_free(rt->app.console); /* its calls in progress end first */
     kh_server_free(rt->metrics_srv);
     kh_server_free(rt->srv);
     kh_app_cleanup(&rt->app);
@@ -462,25 +471,38 @@ static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
     return 0;
 }
 
-/* The stats and the metrics listeners, with their routes. */
+/* The stats, metrics and console listeners, with their routes. */
 static int open_listeners(struct runtime *rt, struct kh_config *cfg)
 {
     const char *err = NULL;
+    if (cfg->console &&
+        (rt->app.console = kh_console_new(rt->base, cfg, rt->app.store, &err)) == NULL) {
+        fatal_cited(cfg, "console failed", err);
+        return -1;
+    }
     if (kh_app_init(&rt->app) != 0) {
         fatal("out of memory", NULL);
         return -1;
     }
-    struct kh_listen spec = kh_app_listen_spec(&rt->app, false);
+    struct kh_listen spec = kh_app_listen_spec(&rt->app, KH_LISTEN_STATS);
     rt->srv = kh_server_new(rt->base, &spec, &err);
     if (rt->srv == NULL) {
         fatal_cited(cfg, "listener failed", err);
         return -1;
     }
-    struct kh_listen mspec = kh_app_listen_spec(&rt->app, true);
+    struct kh_listen mspec = kh_app_listen_spec(&rt->app, KH_LISTEN_METRICS);
     rt->metrics_srv = kh_server_new(rt->base, &mspec, &err);
     if (rt->metrics_srv == NULL) {
         fatal_cited(cfg, "metrics listener failed", err);
         return -1;
+    }
+    if (rt->app.console) {
+        struct kh_listen cspec = kh_app_listen_spec(&rt->app, KH_LISTEN_CONSOLE);
+        rt->console_srv = kh_server_new(rt->base, &cspec, &err);
+        if (rt->console_srv == NULL) {
+            fatal_cited(cfg, "console listener failed", err);
+            return -1;
+        }
     }
     return 0;
 }

@@ -5,6 +5,8 @@
  */
 #include "api/app.h"
 
+#include "api/console.h"
+
 #include <stdlib.h>
 
 #include "core/errors.h"
@@ -13,7 +15,7 @@
 #include "sora/schema.h"
 
 static const char *const route_names[KH_ROUTE_COUNT] = {"collector", "webhook", "health",
-                                                        "metrics"};
+                                                        "metrics", "console"};
 static const char *const path_ok = "/.ok";
 static const char *const path_health = "/health";
 static const char *const path_metrics = "/metrics";
@@ -57,6 +59,19 @@ static int route_metrics(struct kh_app *app, struct kh_router *r)
     return rc;
 }
 
+/* The console's pages, files and API: every path is the console handler's, which tells them
+ * apart (console.c). */
+static int route_console(struct kh_app *app, struct kh_router *r)
+{
+    static const char *const paths[] = {"/", "/connections", "/overview", "/connection/*",
+                                        "/channel/*", "/static/*", "/vendor/*", "/api/*"};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof(paths) / sizeof(paths[0]); i++)
+        rc = kh_router_add(r, &paths[i], KH_METHOD_GET, &kh_console_handler, app->console,
+                           KH_ROUTE_CONSOLE);
+    return rc;
+}
+
 static int set_metric_labels(void)
 {
     if (table_names == NULL) {
@@ -75,15 +90,20 @@ int kh_app_init(struct kh_app *app)
     kh_app_apply_config(app);
     app->stats_router = kh_router_new();
     app->metrics_router = kh_router_new();
+    app->console_router = kh_router_new();
     if (app->stats_router == NULL || app->metrics_router == NULL ||
-        route_stats(app, app->stats_router) != 0 ||
-        route_metrics(app, app->metrics_router) != 0 || set_metric_labels() != 0) {
+        app->console_router == NULL || route_stats(app, app->stats_router) != 0 ||
+        route_metrics(app, app->metrics_router) != 0 ||
+        (app->console && route_console(app, app->console_router) != 0) ||
+        set_metric_labels() != 0) {
         kh_app_cleanup(app);
         return KH_ENOMEM;
     }
     app->stats_site = (struct kh_http_site){&app->http_limits, app->stats_router,
                                             count_request};
     app->metrics_site = (struct kh_http_site){&app->http_limits, app->metrics_router,
+                                              count_request};
+    app->console_site = (struct kh_http_site){&app->http_limits, app->console_router,
                                               count_request};
     return 0;
 }
@@ -92,7 +112,8 @@ void kh_app_cleanup(struct kh_app *app)
 {
     kh_router_free(app->stats_router);
     kh_router_free(app->metrics_router);
-    app->stats_router = app->metrics_router = NULL;
+    kh_router_free(app->console_router);
+    app->stats_router = app->metrics_router = app->console_router = NULL;
 }
 
 void kh_app_apply_config(struct kh_app *app)
@@ -111,18 +132,32 @@ void kh_app_apply_config(struct kh_app *app)
         .http2_max_read_frame_size = cfg->http2_max_read_frame_size};
     app->tls_files = (struct kh_tls_files){cfg->tls_fullchain_file, cfg->tls_privkey_file,
                                            cfg->tls_verify_cacert_path};
+    app->console_tls_files = (struct kh_tls_files){cfg->tls_fullchain_file,
+                                                   cfg->tls_privkey_file, ""};
 }
 
-struct kh_listen kh_app_listen_spec(struct kh_app *app, bool metrics)
+struct kh_listen kh_app_listen_spec(struct kh_app *app, enum kh_listener which)
 {
     const struct kh_config *cfg = app->cfg;
-    bool tls = metrics ? cfg->exporter_https : cfg->https;
-    return (struct kh_listen){
-        .addr = metrics ? cfg->exporter_listen_addr : cfg->listen_addr,
-        .port = (int)(metrics ? cfg->exporter_listen_port : cfg->listen_port),
-        .key = metrics ? "exporter_listen" : "listen",
-        .tls = tls ? &app->tls_files : NULL,
-        .limits = &app->net_limits,
-        .pick = kh_http_pick_codec,
-        .ctx = metrics ? &app->metrics_site : &app->stats_site};
+    struct kh_listen l = {.limits = &app->net_limits, .pick = kh_http_pick_codec};
+    switch (which) {
+    case KH_LISTEN_STATS:
+        l.addr = cfg->listen_addr, l.port = (int)cfg->listen_port, l.key = "listen";
+        l.tls = cfg->https ? &app->tls_files : NULL;
+        l.ctx = &app->stats_site;
+        break;
+    case KH_LISTEN_METRICS:
+        l.addr = cfg->exporter_listen_addr, l.port = (int)cfg->exporter_listen_port;
+        l.key = "exporter_listen";
+        l.tls = cfg->exporter_https ? &app->tls_files : NULL;
+        l.ctx = &app->metrics_site;
+        break;
+    case KH_LISTEN_CONSOLE:
+        l.addr = cfg->console_listen_addr, l.port = (int)cfg->console_listen_port;
+        l.key = "console_listen";
+        l.tls = cfg->console_https ? &app->console_tls_files : NULL;
+        l.ctx = &app->console_site;
+        break;
+    }
+    return l;
 }

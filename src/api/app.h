@@ -21,7 +21,10 @@
 
 /* The routes, as the request counter labels them. */
 enum kh_route { KH_ROUTE_COLLECTOR, KH_ROUTE_WEBHOOK, KH_ROUTE_HEALTH, KH_ROUTE_METRICS,
-                KH_ROUTE_COUNT };
+                KH_ROUTE_CONSOLE, KH_ROUTE_COUNT };
+
+/* The listeners. */
+enum kh_listener { KH_LISTEN_STATS, KH_LISTEN_METRICS, KH_LISTEN_CONSOLE };
 
 struct kh_app {
     const struct kh_config *cfg;
@@ -29,12 +32,14 @@ struct kh_app {
     struct kh_batcher *batcher;
     struct kh_spool *spool;         /* NULL without spool_dir */
     struct kh_parsepool *parsepool; /* NULL with parse_threads = 0: parse on the loop */
+    struct kh_console *console;     /* NULL with console = false */
     /* from cfg (kh_app_apply_config): what the listeners and the HTTP layer read */
     struct kh_net_limits net_limits;
     struct kh_http_limits http_limits;
     struct kh_tls_files tls_files;
-    struct kh_router *stats_router, *metrics_router;
-    struct kh_http_site stats_site, metrics_site; /* the listeners' kh_listen.ctx */
+    struct kh_tls_files console_tls_files; /* the same certificate, no client certificates */
+    struct kh_router *stats_router, *metrics_router, *console_router;
+    struct kh_http_site stats_site, metrics_site, console_site; /* kh_listen.ctx */
 };
 
 extern const struct kh_handler kh_collector_handler;
@@ -42,13 +47,14 @@ extern const struct kh_handler kh_webhook_handler;
 extern const struct kh_handler kh_health_handler;
 extern const struct kh_handler kh_metrics_handler;
 
-/* Routes both sites and hands the metrics their labels; app->cfg is set. 0 or KH_ENOMEM. */
+/* Routes the sites (the console's when app->console is set) and hands the metrics their
+ * labels; app->cfg is set. 0 or KH_ENOMEM. */
 int kh_app_init(struct kh_app *app);
 void kh_app_cleanup(struct kh_app *app);
 /* Copies the limits and TLS file names from app->cfg: at start and after SIGHUP. */
 void kh_app_apply_config(struct kh_app *app);
-/* The spec of the stats listener (metrics = false) or of the metrics listener. */
-struct kh_listen kh_app_listen_spec(struct kh_app *app, bool metrics);
+/* The spec of a listener. */
+struct kh_listen kh_app_listen_spec(struct kh_app *app, enum kh_listener which);
 
 /* The spool's replay function (kh_spool_replay_fn); arg is the app. */
 int kh_collector_replay(void *arg, const struct kh_spool_meta *m, const uint8_t *body,

@@ -551,8 +551,10 @@ static int answer_worst(struct kh_ask *c, const struct kh_qr_request *q, struct 
             rc |= kh_json_str_member(out, &f, "client_id", kh_ask_str(&w, i, W_CLIENT));
             rc |= kh_json_str_member(out, &f, "verdict", severity_name(kh_ask_int(&w, i, W_SEV)));
             rc |= kh_json_num_member(out, &f, "severity", kh_ask_num(&w, i, W_SEV));
-            rc |= kh_json_str_member(out, &f, "uplink", severity_name(kh_ask_int(&w, i, W_SEV_OUT)));
-            rc |= kh_json_str_member(out, &f, "downlink", severity_name(kh_ask_int(&w, i, W_SEV_IN)));
+            rc |=
+                kh_json_str_member(out, &f, "uplink", severity_name(kh_ask_int(&w, i, W_SEV_OUT)));
+            rc |=
+                kh_json_str_member(out, &f, "downlink", severity_name(kh_ask_int(&w, i, W_SEV_IN)));
             rc |= kh_json_num_member(out, &f, "mos_min", kh_ask_num(&w, i, W_MOS_MIN));
             rc |= kh_json_num_member(out, &f, "mos_avg", kh_ask_num(&w, i, W_MOS_AVG));
             rc |= kh_json_num_member(out, &f, "video_score_min", kh_ask_num(&w, i, W_VIDEO_MIN));

@@ -7,6 +7,7 @@
  */
 #include "core/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <ini.h>
@@ -177,6 +178,26 @@ static const struct param params[] = {
      "with spool_fsync = interval: time between fsyncs of the spool (ms)"},
     {"spool_backlog_reports", P_INT, OFF(spool_backlog_reports), "2048", 1, 10000000, NULL,
      "with a spool: reports waiting for storage beyond which new reports go to the spool"},
+    {"console", P_BOOL, OFF(console), "true", 0, 0, NULL,
+     "serve kohaku's console (web pages and /api) on console_listen_addr:console_listen_port"},
+    {"console_listen_addr", P_STR, OFF(console_listen_addr), "127.0.0.1", 0, 0, NULL,
+     "address of the console; other than loopback it needs console_token or "
+     "console_user/console_password"},
+    {"console_listen_port", P_INT, OFF(console_listen_port), "5892", 1, 65535, NULL,
+     "port of the console; must differ from listen_port and exporter_listen_port"},
+    {"console_https", P_BOOL, OFF(console_https), "false", 0, 0, NULL,
+     "serve the console over TLS with the tls_* certificate files (no client certificates)"},
+    {"console_token", P_STR, OFF(console_token), "", 0, 0, NULL,
+     "when set, the console wants 'authorization: Bearer TOKEN' (or the user and password)"},
+    {"console_user", P_STR, OFF(console_user), "", 0, 0, NULL,
+     "with console_password: HTTP basic authentication for the console (browsers ask)"},
+    {"console_password", P_STR, OFF(console_password), "", 0, 0, NULL,
+     "the console user's password"},
+    {"console_dir", P_STR, OFF(console_dir), "", 0, 0, NULL,
+     "the console's pages; empty = the source tree's console/ when kohaku runs from it, else "
+     "the installed copy"},
+    {"console_vendor_dir", P_STR, OFF(console_vendor_dir), "/usr/share/javascript/dygraphs", 0,
+     0, NULL, "where the charting library is (Debian package libjs-dygraphs)"},
     {"query_timeout", P_INT, OFF(query_timeout), "5000", 10, 600000, NULL,
      "time limit of a read-only query (the console, kohaku quality), ms: longer ones are "
      "stopped and answered with an error"},
@@ -720,6 +741,46 @@ static int check_paths_and_ports(const struct kh_config *cfg, const char **err)
                       "exporter_listen_port: the metrics listener needs a port of its own, got "
                       "%lld like listen_port",
                       (long long)cfg->listen_port);
+    if (cfg->console && (cfg->console_listen_port == cfg->listen_port ||
+                         cfg->console_listen_port == cfg->exporter_listen_port))
+        return refuse(cfg, "console_listen_port", NULL, err,
+                      "console_listen_port: the console needs a port of its own, got %lld",
+                      (long long)cfg->console_listen_port);
+    return 0;
+}
+
+static bool loopback(const char *addr)
+{
+    unsigned char a[16];
+    if (inet_pton(AF_INET, addr, a) == 1)
+        return a[0] == 127;
+    return inet_pton(AF_INET6, addr, a) == 1 && strcmp(addr, "::1") == 0;
+}
+
+/* The console is read-only but shows what clients sent: off loopback it wants a secret. */
+static int check_console(const struct kh_config *cfg, const char **err)
+{
+    if (!cfg->console)
+        return 0;
+    if (cfg->console_user[0] && !cfg->console_password[0])
+        return refuse(cfg, "console_user", NULL, err,
+                      "console_user: needs console_password");
+    if (cfg->console_password[0] && !cfg->console_user[0])
+        return refuse(cfg, "console_password", NULL, err,
+                      "console_password: needs console_user");
+    if (strchr(cfg->console_user, ':'))
+        return refuse(cfg, "console_user", NULL, err,
+                      "console_user: HTTP basic authentication allows no ':' in a user name");
+    bool auth = cfg->console_token[0] || cfg->console_user[0];
+    if (!auth && !loopback(cfg->console_listen_addr))
+        return refuse(cfg, "console_listen_addr", NULL, err,
+                      "console_listen_addr: %s is not loopback; set console_token or "
+                      "console_user and console_password (or console = false)",
+                      cfg->console_listen_addr);
+    bool files = cfg->tls_fullchain_file[0] && cfg->tls_privkey_file[0];
+    if (cfg->console_https && !files)
+        return refuse(cfg, "console_https", NULL, err,
+                      "console_https: needs tls_fullchain_file and tls_privkey_file");
     return 0;
 }
 
@@ -749,6 +810,8 @@ int kh_config_finish(struct kh_config *cfg, const char **err)
         rc = check_paths_and_ports(cfg, err);
     if (rc == 0)
         rc = check_storage(cfg, err);
+    if (rc == 0)
+        rc = check_console(cfg, err);
     return rc;
 }
 
@@ -876,6 +939,12 @@ void kh_config_print_example(FILE *fp)
     }
 }
 
+static bool secret(const char *key)
+{
+    return strcmp(key, "postgres_uri") == 0 || strcmp(key, "console_token") == 0 ||
+           strcmp(key, "console_password") == 0;
+}
+
 void kh_config_log(const struct kh_config *cfg)
 {
     if (!kh_log_enabled(KH_LOG_DEBUG))
@@ -891,9 +960,8 @@ void kh_config_log(const struct kh_config *cfg)
         case P_INT: kh_log_int(&l, "value", *(const int64_t *)field); break;
         case P_REAL: kh_log_dbl(&l, "value", *(const double *)field); break;
         default:
-            /* never print credentials that may sit in a URI */
-            kh_log_str(&l, "value", strcmp(p->name, "postgres_uri") == 0 &&
-                                            (*(char *const *)field)[0]
+            /* never print a secret, nor credentials that may sit in a URI */
+            kh_log_str(&l, "value", secret(p->name) && (*(char *const *)field)[0]
                                         ? "(set)"
                                         : *(char *const *)field);
         }

@@ -89,6 +89,16 @@ struct kh_config {
     char *spool_fsync;
     int64_t spool_fsync_interval_ms;
     int64_t spool_backlog_reports;
+    /* console */
+    bool console;
+    char *console_listen_addr;
+    int64_t console_listen_port;
+    bool console_https;
+    char *console_token;
+    char *console_user;
+    char *console_password;
+    char *console_dir;
+    char *console_vendor_dir;
     int64_t query_timeout; /* ms */
     /* quality */
     bool quality;

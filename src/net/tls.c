@@ -4,6 +4,9 @@
 #include "net/tls.h"
 
 #include <dirent.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -216,3 +219,12 @@ void kh_tls_peer_subject(struct ssl_st *ssl, char *out, size_t len)
 }
 
 const char *kh_tls_library(void) { return OpenSSL_version(OPENSSL_VERSION); }
+
+size_t kh_tls_base64(const void *in, size_t n, char *out, size_t cap)
+{
+    if (cap < 4 * ((n + 2) / 3) + 1 || n > INT_MAX)
+        return 0;
+    return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+}
+
+bool kh_tls_equal(const void *a, const void *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }

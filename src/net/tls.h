@@ -43,4 +43,10 @@ void kh_tls_error_string(unsigned long code, char *out, size_t len);
 void kh_tls_session_info(struct ssl_st *ssl, const char **version, const char **alpn,
                          size_t *alpn_len);
 
+/* base64 of in[0, n) into out (NUL-terminated; cap at least 4 * ((n + 2) / 3) + 1): its
+ * length, or 0 when it does not fit. OpenSSL's encoder (for HTTP basic authentication). */
+size_t kh_tls_base64(const void *in, size_t n, char *out, size_t cap);
+/* a[0, n) == b[0, n) in time that does not depend on where they differ (CRYPTO_memcmp). */
+bool kh_tls_equal(const void *a, const void *b, size_t n);
+
 #endif

@@ -422,8 +422,8 @@ class Kohaku:
     """The daemon as a child process: its config, log (stdout) and stderr files in a directory
     of its own.
 
-    settings: keys over the test defaults (127.0.0.1, free ports for both listeners, debug, a
-    short shutdown_timeout). config_text: a hand-written config file used as it is instead
+    settings: keys over the test defaults (127.0.0.1, free ports for the three listeners, debug,
+    a short shutdown_timeout). config_text: a hand-written config file used as it is instead
     (then set listen_port to self.port). env: variables over this process's environment.
     directory: where the files go; without one, a temporary directory that close() removes.
     Nothing runs until start()."""
@@ -437,6 +437,7 @@ class Kohaku:
         self.settings = {"listen_addr": "127.0.0.1", "listen_port": free_port(),
                          "exporter_listen_addr": "127.0.0.1",
                          "exporter_listen_port": free_port(),
+                         "console_listen_port": free_port(),
                          "debug": "true", "shutdown_timeout": 10}
         self.settings.update(settings or {})
         self.port = int(self.settings["listen_port"])
@@ -452,6 +453,10 @@ class Kohaku:
     @property
     def metrics_port(self):
         return int(self.settings["exporter_listen_port"])
+
+    @property
+    def console_port(self):
+        return int(self.settings["console_listen_port"])
 
     @property
     def https(self):
