@@ -432,7 +432,8 @@ def print_quality(r):
     q0 = next(r[k] for k in r if k.startswith("quality_cost_"))
     print(f"\nQuality at ingest: quality = true against false, {q0['reports']} reports from "
           f"{q0['connections']} connections per run (the same reports), {q0['pairs']} pair(s) "
-          f"alternated, medians")
+          f"alternated, medians" + (" -- ONE pair (--quick): a smoke test, no verdict to trust"
+                                    if q0["pairs"] < 3 else ""))
     print("(on/off and loss: of the medians; pair ratios: on/off of each pair, their median "
           "after the colon; CPU: kohaku's, and the PostgreSQL server's, per report)")
     print(f"{'backend':10} {'on r/s':>8} {'off r/s':>8} {'on/off':>7} {'loss':>6} "
