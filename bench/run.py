@@ -8,9 +8,12 @@
   4. kohaku with PostgreSQL (unnest and copy write methods) next to `psql \\copy`;
   5. for each kohaku run: reports/s, rows/s, ack latency p50/p99, CPU us per report, peak
      RSS; p99 at half the peak rate; and instructions per report of the null path under
-     callgrind.
+     callgrind;
+  6. quality at ingest (issue #14): kohaku with quality on and off, alternated, on SQLite and
+     PostgreSQL; and the "50 worst connections of the last hour" query over a database of
+     10,000 connections and a million stats rows filled through kohaku.
 
-Usage: bench/run.py [--reports N] [--quick] [--json FILE]
+Usage: bench/run.py [--reports N] [--quick] [--json FILE] [--quality-only] [--pairs N]
 """
 import argparse
 import json
@@ -19,10 +22,13 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -157,31 +163,330 @@ def callgrind_per_report(tmp, body):
     return (totals[1] - totals[0]) / 2000
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reports", type=int, default=30000)
-    ap.add_argument("--quick", action="store_true", help="small counts, for the test suite")
-    ap.add_argument("--json", help="write the results here as JSON")
-    ap.add_argument("--no-postgres", action="store_true")
-    ap.add_argument("--check", action="store_true",
-                    help="exit 1 unless every number is present and sane (the test suite)")
-    args = ap.parse_args()
-    n = 3000 if args.quick else args.reports
-    tmp = tempfile.mkdtemp(prefix="kohaku-bench-")
-    res = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
-           "reports": n}
-    # a real report body, as the load generator sends it (about 9 KB)
-    body = os.path.join(tmp, "report.json")
-    subprocess.run([sys.executable, "-c", f"""
-import json,glob
-stats=json.load(open({os.path.join(FIXTURES, 'chromium-av-sender-t10.json')!r}))
-env={{"type":"connection.user-agent","id":"Q4M2G8T1ZK7B3X9H5N6R0PWC2D","timestamp":"2026-11-24T06:15:42.123456Z","label":"WebRTC SFU Sora","version":"2024.1.0","node_name":"sora@127.0.0.1","multistream":True,"simulcast":False,"spotlight":False,"role":"sendrecv","channel_id":"bench","session_id":"7H3KQ2M9ZV1B8C4X6N0R5T2W9E","client_id":"c","connection_id":"F2ZK8Q1M7C3V9B5X0N6T4R2W8H","stats":stats}}
-open({body!r},"w").write(json.dumps(env))
-"""], check=True)
-    res["body_bytes"] = os.path.getsize(body)
-    rpr = rows_per_report(tmp)
-    res["rows_per_report"] = rpr
+# --- 6. quality at ingest (issue #14) ------------------------------------------------------
 
+# the issue's query: the 50 worst connections of the last hour
+WORST50_SQLITE = """SELECT connection_id, channel_id, max(severity) AS severity, min(mos_min) AS mos_min,
+       avg(mos_avg) AS mos_avg, min(video_score_min) AS video_score_min,
+       count(*) AS reports, max("time") AS last_report
+FROM quality_connection WHERE "time" >= ?1
+GROUP BY connection_id, channel_id
+ORDER BY severity DESC, mos_min IS NULL, mos_min ASC, video_score_min ASC LIMIT 50"""
+WORST50_PG = (WORST50_SQLITE.replace("?1", "$1")
+              .replace("mos_min IS NULL, mos_min ASC", "mos_min ASC NULLS LAST"))
+WORST50_CEILING_MS = 500
+QUALITY_LOSS_CEILING = 0.10
+SEED = 14  # the same reports in every run of a comparison
+
+
+def pg_server_ticks(cluster):
+    """CPU ticks of the whole PostgreSQL server: the postmaster with its reaped children, plus
+    its live children (kohaku's backends among them)."""
+    with open(os.path.join(cluster.data, "postmaster.pid")) as f:
+        pm = int(f.readline())
+    with open(f"/proc/{pm}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pm:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+class Store:
+    """A fresh database for one run: a SQLite file or a PostgreSQL database of the cluster."""
+
+    def __init__(self, tmp, backend, cluster, name):
+        self.backend, self.cluster, self.name = backend, cluster, name
+        if backend == "sqlite":
+            self.path = os.path.join(tmp, f"{name}.db")
+            self.settings = {"storage": "sqlite", "sqlite_path": self.path}
+        else:
+            self.uri = cluster.create_db(name)
+            self.settings = {"storage": "postgres", "postgres_uri": self.uri}
+
+    def connect(self):
+        if self.backend == "sqlite":
+            return sqlite3.connect(self.path)
+        import psycopg2
+        return psycopg2.connect(self.uri)
+
+    def tables(self, db):
+        cur = db.cursor()
+        if self.backend == "sqlite":
+            cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        else:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return sorted(r[0] for r in cur.fetchall())
+
+    def drop(self):
+        if self.backend == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.unlink(self.path + suffix)
+        else:
+            self.cluster.psql("postgres", f'DROP DATABASE "{self.name}"')
+
+
+def scalar(db, sql, params=()):
+    cur = db.cursor()
+    cur.execute(sql, params)
+    return cur.fetchone()[0]
+
+
+def quality_run(tmp, backend, cluster, quality, n, label):
+    """kohaku on a fresh database with quality on or off: a warm-up (other connections), then
+    n reports from SORA_CONNS connections (the same reports in every run: one seed), as fast as
+    answers allow. Counts the quality rows afterwards."""
+    st = Store(tmp, backend, cluster, label)
+    d = Daemon(tmp, {**st.settings, "quality": "true" if quality else "false"})
+    try:
+        run_loadgen(d.port, "-N", 1000, "-c", 4, "-m", 32, "-n", 100, "-s", SEED + 1)
+        t0, s0 = cpu_ticks(d.proc.pid), pg_server_ticks(cluster) if cluster else 0
+        lg = run_loadgen(d.port, "-N", n, "-c", 4, "-m", 32, "-n", SORA_CONNS, "-s", SEED)
+        t1, s1 = cpu_ticks(d.proc.pid), pg_server_ticks(cluster) if cluster else 0
+    finally:
+        rc = d.stop()
+    assert rc == 0, f"{label}: kohaku exited {rc}"
+    db = st.connect()
+    try:
+        out = {
+            "quality": quality, "reports_per_s": lg["reports_per_s"], "answered": lg["answered"],
+            "cpu_us_per_report": (t1 - t0) / CLK * 1e6 / max(lg["answered"], 1),
+            "reports_stored": scalar(db, "SELECT count(*) FROM sora_report"),
+            "quality_connection_rows": scalar(db, "SELECT count(*) FROM quality_connection"),
+            "quality_stream_rows": scalar(db, "SELECT count(*) FROM quality_stream"),
+            # intervals rated against an earlier report (not since the stream began)
+            "quality_stream_intervals": scalar(
+                db, "SELECT count(*) FROM quality_stream WHERE NOT since_start"),
+        }
+        if cluster:
+            out["server_cpu_us_per_report"] = (s1 - s0) / CLK * 1e6 / max(lg["answered"], 1)
+    finally:
+        db.close()
+        st.drop()
+    return out
+
+
+def quality_cost(tmp, backend, cluster, n, pairs):
+    """Quality on against off, alternated on, off, off, on, on, off... (so that a drift of the
+    machine falls on both alike); medians over the pairs."""
+    runs = []
+    for i in range(pairs):
+        for quality in ((True, False) if i % 2 == 0 else (False, True)):
+            r = quality_run(tmp, backend, cluster, quality, n,
+                            f"bench_q_{backend}_{i}_{'on' if quality else 'off'}")
+            r["pair"] = i
+            runs.append(r)
+            print(f"  quality {backend} pair {i} {'on ' if quality else 'off'}: "
+                  f"{r['reports_per_s']:.0f} reports/s, {r['cpu_us_per_report']:.1f} us/report, "
+                  f"{r['quality_stream_rows']} quality_stream rows", flush=True)
+    on = [r for r in runs if r["quality"]]
+    off = [r for r in runs if not r["quality"]]
+    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+    res = {"reports": n, "connections": SORA_CONNS, "pairs": pairs, "runs": runs,
+           "on_reports_per_s": med(on, "reports_per_s"),
+           "off_reports_per_s": med(off, "reports_per_s"),
+           "on_cpu_us_per_report": med(on, "cpu_us_per_report"),
+           "off_cpu_us_per_report": med(off, "cpu_us_per_report"),
+           "pair_ratios": [a["reports_per_s"] / b["reports_per_s"]
+                           for a, b in zip(on, off)]}
+    if cluster:
+        res["on_server_cpu_us_per_report"] = med(on, "server_cpu_us_per_report")
+        res["off_server_cpu_us_per_report"] = med(off, "server_cpu_us_per_report")
+    res["ratio"] = res["on_reports_per_s"] / res["off_reports_per_s"]
+    res["median_pair_ratio"] = statistics.median(res["pair_ratios"])
+    res["loss"] = 1 - res["ratio"]
+    # met when both say so: the ratio of the medians, and the median of the pairs' ratios
+    # (each pair ran back to back, so it is the less exposed to the machine's other load);
+    # when they disagree, the noise decides, and the verdict says so
+    within = [res["loss"] <= QUALITY_LOSS_CEILING,
+              1 - res["median_pair_ratio"] <= QUALITY_LOSS_CEILING]
+    res["met"] = all(within)
+    res["verdict"] = "met" if all(within) else "NOT met" if not any(within) else \
+        "unclear (the two ratios disagree)"
+    return res
+
+
+def time_query(run, runs=5):
+    """One warm-up, then the median of `runs` timed runs (ms); run() returns the rows."""
+    rows = run()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        rows = run()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), times, rows
+
+
+def worst50(tmp, backend, cluster, nconns, nreports):
+    """Fills a fresh database through kohaku (quality on, the default): nreports from nconns
+    connections, timed; then the issue's query over the last hour, timed, and its plan."""
+    st = Store(tmp, backend, cluster, f"bench_worst50_{backend}")
+    d = Daemon(tmp, st.settings)
+    try:
+        t0 = time.time()
+        lg = run_loadgen(d.port, "-N", nreports, "-c", 4, "-m", 32, "-n", nconns, "-s", SEED)
+        fill_s = time.time() - t0
+    finally:
+        rc = d.stop()
+    assert rc == 0, f"worst50 {backend}: kohaku exited {rc}"
+    res = {"connections_sent": nconns, "reports_sent": nreports, "fill_s": fill_s,
+           "fill_reports_per_s": lg["reports_per_s"], "answered": lg["answered"]}
+    db = st.connect()
+    try:
+        tables = st.tables(db)
+        per_table = {t: scalar(db, f'SELECT count(*) FROM "{t}"') for t in tables
+                     if t.startswith("rtc_")}
+        res["stats_rows"] = sum(per_table.values())
+        res["stats_rows_per_table"] = per_table
+        res["connections"] = scalar(db, "SELECT count(*) FROM sora_connection")
+        res["reports"] = scalar(db, "SELECT count(*) FROM sora_report")
+        res["quality_connection_rows"] = scalar(db, "SELECT count(*) FROM quality_connection")
+        res["quality_stream_rows"] = scalar(db, "SELECT count(*) FROM quality_stream")
+        # the bound: now - 1 hour (loadgen stamps its reports with the wall clock)
+        since = datetime.now(timezone.utc) - timedelta(hours=1)
+        if backend == "sqlite":
+            bound = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            sql, ph = WORST50_SQLITE, "?"
+        else:
+            bound = since
+            sql, ph = WORST50_PG, "%s"
+        res["bound"] = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        cur = db.cursor()
+        cur.execute(f'SELECT count(*), min("time"), max("time") FROM quality_connection '
+                    f'WHERE "time" >= {ph}', (bound,))
+        covered, first, last = cur.fetchone()
+        res["bound_covers_rows"] = covered
+        res["rows_time_range"] = [str(first), str(last)]
+        if backend == "sqlite":
+            def run():
+                cur.execute(sql, (bound,))
+                return cur.fetchall()
+            res["query_ms"], res["query_runs_ms"], rows = time_query(run)
+            cur.execute("EXPLAIN QUERY PLAN " + sql, (bound,))
+            res["plan"] = [r[3] for r in cur.fetchall()]
+        else:
+            # the query with $1 as the issue writes it, prepared; planned for its bound at each
+            # execution (as a query with the bound in its text is), so that the plan EXPLAIN
+            # shows is the one timed: after five executions PostgreSQL could otherwise switch to
+            # a generic plan. Statistics fresh, as autovacuum would have them.
+            cur.execute("ANALYZE quality_connection")
+            cur.execute("SET plan_cache_mode = force_custom_plan")
+            cur.execute(f"PREPARE worst50(timestamptz) AS {sql}")
+
+            def run():
+                cur.execute("EXECUTE worst50(%s)", (bound,))
+                return cur.fetchall()
+            res["query_ms"], res["query_runs_ms"], rows = time_query(run)
+            t0 = time.perf_counter()
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS) EXECUTE worst50(%s)", (bound,))
+            plan = [r[0] for r in cur.fetchall()]
+            res["explain_analyze_wall_ms"] = (time.perf_counter() - t0) * 1000
+            res["plan"] = plan
+            for line in plan:
+                m = re.match(r"\s*Execution Time: ([\d.]+) ms", line)
+                if m:
+                    res["explain_analyze_execution_ms"] = float(m.group(1))
+        res["result_rows"] = len(rows)
+        res["met"] = res["query_ms"] <= WORST50_CEILING_MS
+    finally:
+        db.close()
+        st.drop()
+    return res
+
+
+def quality_benchmarks(tmp, res, args, rpr):
+    quick = args.quick
+    n = 2000 if quick else 20000
+    pairs = args.pairs or (1 if quick else 5)
+    nconns = 500 if quick else 10000
+    target_rows = 30000 if quick else 1000000
+    # reports enough for the stats rows wanted, 5% over the average measured above
+    nreports = int(target_rows * 1.05 / rpr) + 1
+    res["worst50_size"] = "quick" if quick else "full"
+    cluster = None if args.no_postgres else PgCluster()
+    try:
+        backends = ("sqlite",) if args.no_postgres else ("sqlite", "postgres")
+        for backend in backends:
+            c = cluster if backend == "postgres" else None
+            res[f"quality_cost_{backend}"] = quality_cost(tmp, backend, c, n, pairs)
+            t0 = time.time()
+            res[f"worst50_{backend}"] = worst50(tmp, backend, c, nconns, nreports)
+            res[f"worst50_{backend}"]["part_s"] = time.time() - t0
+    finally:
+        if cluster:
+            cluster.close()
+
+
+def print_quality(r):
+    if not any(k.startswith("quality_cost_") for k in r):
+        return
+    q0 = next(r[k] for k in r if k.startswith("quality_cost_"))
+    print(f"\nQuality at ingest: quality = true against false, {q0['reports']} reports from "
+          f"{q0['connections']} connections per run (the same reports), {q0['pairs']} pair(s) "
+          f"alternated, medians" + (" -- ONE pair (--quick): a smoke test, no verdict to trust"
+                                    if q0["pairs"] < 3 else ""))
+    print("(on/off and loss: of the medians; pair ratios: on/off of each pair, their median "
+          "after the colon; CPU: kohaku's, and the PostgreSQL server's, per report)")
+    print(f"{'backend':10} {'on r/s':>8} {'off r/s':>8} {'on/off':>7} {'loss':>6} "
+          f"{'pair ratios':>30} {'CPU us/rep on':>14} {'off':>6} {'server us on':>13} "
+          f"{'off':>6}  ceiling")
+    for backend in ("sqlite", "postgres"):
+        q = r.get(f"quality_cost_{backend}")
+        if not q:
+            continue
+        ratios = (" ".join(f"{x:.2f}" for x in q["pair_ratios"]) +
+                  f": {q['median_pair_ratio']:.2f}")
+        srv = (f"{q['on_server_cpu_us_per_report']:>13.1f} {q['off_server_cpu_us_per_report']:>6.1f}"
+               if "on_server_cpu_us_per_report" in q else f"{'':>13} {'':>6}")
+        print(f"{backend:10} {q['on_reports_per_s']:>8.0f} {q['off_reports_per_s']:>8.0f} "
+              f"{q['ratio']:>7.3f} {q['loss']:>6.1%} {ratios:>30} "
+              f"{q['on_cpu_us_per_report']:>14.1f} {q['off_cpu_us_per_report']:>6.1f} {srv}  "
+              f"loss <= {QUALITY_LOSS_CEILING:.0%}: {q['verdict']}")
+        on = [x for x in q["runs"] if x["quality"]]
+        off = [x for x in q["runs"] if not x["quality"]]
+        print(f"{'':10} quality rows written: on runs {[x['quality_stream_rows'] for x in on]} "
+              f"quality_stream ({[x['quality_stream_intervals'] for x in on]} rated intervals), "
+              f"off runs {[x['quality_stream_rows'] for x in off]}")
+    w0 = next((r[k] for k in ("worst50_sqlite", "worst50_postgres") if k in r), None)
+    if not w0:
+        return
+    size = ("QUICK size (not the issue's)" if r.get("worst50_size") == "quick"
+            else "the issue's size")
+    print(f"\nWorst 50 connections of the last hour, {size}: {w0['connections_sent']} "
+          f"connections, {w0['reports_sent']} reports through kohaku (quality on)")
+    print(f"{'backend':10} {'conns':>6} {'stats rows':>11} {'q_conn rows':>11} {'fill s':>7} "
+          f"{'fill r/s':>8} {'query ms':>9} {'runs ms':>32}  ceiling")
+    for backend in ("sqlite", "postgres"):
+        w = r.get(f"worst50_{backend}")
+        if not w:
+            continue
+        runs = " ".join(f"{x:.1f}" for x in w["query_runs_ms"])
+        print(f"{backend:10} {w['connections']:>6} {w['stats_rows']:>11,} "
+              f"{w['quality_connection_rows']:>11,} {w['fill_s']:>7.1f} "
+              f"{w['fill_reports_per_s']:>8.0f} {w['query_ms']:>9.1f} {runs:>32}  "
+              f"<= {WORST50_CEILING_MS} ms: {'met' if w['met'] else 'NOT met'}")
+        print(f"{'':10} bound {w['bound']} covers {w['bound_covers_rows']:,} of "
+              f"{w['quality_connection_rows']:,} quality_connection rows "
+              f"(time {w['rows_time_range'][0]} .. {w['rows_time_range'][1]}); "
+              f"{w['result_rows']} rows returned")
+        if "explain_analyze_execution_ms" in w:
+            print(f"{'':10} EXPLAIN ANALYZE: execution {w['explain_analyze_execution_ms']:.1f} ms "
+                  f"(wall {w['explain_analyze_wall_ms']:.1f} ms)")
+        for line in w["plan"]:
+            print(f"{'':10} | {line}")
+
+
+def ingest_benchmarks(tmp, res, args, n, body, rpr):
+    """Parts 1 to 5: the ingest table."""
     # 1. HTTP/2 ceiling
     www = os.path.join(tmp, "www")
     os.makedirs(www)
@@ -256,22 +561,71 @@ open({body!r},"w").write(json.dumps(env))
     out = subprocess.run([BENCHTOOL, "parse", "3000" if args.quick else "20000", body],
                          capture_output=True, text=True, check=True).stdout
     res["parse"] = json.loads(out.strip().splitlines()[-1])
-    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reports", type=int, default=30000)
+    ap.add_argument("--quick", action="store_true", help="small counts, for the test suite")
+    ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every number is present and sane (the test suite)")
+    ap.add_argument("--quality-only", action="store_true",
+                    help="only part 6: quality's ingest cost and the worst-50 query")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="quality on/off pairs per backend (default 5, 1 with --quick)")
+    args = ap.parse_args()
+    n = 3000 if args.quick else args.reports
+    # everything temporary (databases, the PostgreSQL cluster, logs) under /tmp/bench-kohaku-*,
+    # removed at the end whatever happens; the cluster runs as postgres, which must get in
+    top = tempfile.mkdtemp(prefix="bench-kohaku-", dir="/tmp")
+    os.chmod(top, 0o711)
+    tempfile.tempdir = top
+    try:
+        res = run_all(args, n, os.path.join(top, "run"))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
     print_table(res)
+    print_quality(res)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
     if args.check:
-        problems = sanity(res)
+        problems = sanity(res, args)
         for p in problems:
             print("not sane:", p)
         print(f"bench: {'1 passed, 0 failed' if not problems else '0 passed, 1 failed'}")
         sys.exit(1 if problems else 0)
 
 
-def sanity(r):
+def run_all(args, n, tmp):
+    os.makedirs(tmp)
+    res = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+           "reports": n}
+    # a real report body, as the load generator sends it (about 9 KB)
+    body = os.path.join(tmp, "report.json")
+    subprocess.run([sys.executable, "-c", f"""
+import json,glob
+stats=json.load(open({os.path.join(FIXTURES, 'chromium-av-sender-t10.json')!r}))
+env={{"type":"connection.user-agent","id":"Q4M2G8T1ZK7B3X9H5N6R0PWC2D","timestamp":"2026-11-24T06:15:42.123456Z","label":"WebRTC SFU Sora","version":"2024.1.0","node_name":"sora@127.0.0.1","multistream":True,"simulcast":False,"spotlight":False,"role":"sendrecv","channel_id":"bench","session_id":"7H3KQ2M9ZV1B8C4X6N0R5T2W9E","client_id":"c","connection_id":"F2ZK8Q1M7C3V9B5X0N6T4R2W8H","stats":stats}}
+open({body!r},"w").write(json.dumps(env))
+"""], check=True)
+    res["body_bytes"] = os.path.getsize(body)
+    rpr = rows_per_report(tmp)
+    res["rows_per_report"] = rpr
+
+    if not args.quality_only:
+        ingest_benchmarks(tmp, res, args, n, body, rpr)
+    quality_benchmarks(tmp, res, args, rpr)
+    return res
+
+
+def sanity(r, args):
     """Numbers a working run must have: no speed target, just signs of life and order."""
-    bad = []
+    bad = sanity_quality(r, ("sqlite",) if args.no_postgres else ("sqlite", "postgres"))
+    if args.quality_only:
+        return bad
     for key in ("nghttpd", "null_h2load", "null_h2load_loop", "null", "sqlite", "sqlite_direct",
                 "pg_direct_copy",
                 "pg_unnest", "pg_copy", "psql_copy"):
@@ -298,7 +652,45 @@ def sanity(r):
     return bad
 
 
+def sanity_quality(r, backends):
+    """Part 6: every run measured; quality rows in each "on" run (one quality_connection row
+    per stored report, intervals rated against the report before) and none in the "off" runs;
+    the worst-50 database filled as asked and the bound covering all its rows."""
+    bad = []
+    for b in backends:
+        q = r.get(f"quality_cost_{b}")
+        if not q:
+            bad.append(f"quality_cost_{b}: missing")
+            continue
+        for x in q["runs"]:
+            tag = f"quality_cost_{b} pair {x['pair']} {'on' if x['quality'] else 'off'}"
+            if not (x["reports_per_s"] > 0 and 0 < x["cpu_us_per_report"] < 100000):
+                bad.append(f"{tag}: no rate or CPU")
+            if x["quality"] and not (x["quality_connection_rows"] == x["reports_stored"] and
+                                     x["quality_stream_intervals"] > 0):
+                bad.append(f"{tag}: {x['quality_connection_rows']} quality_connection rows for "
+                           f"{x['reports_stored']} reports, {x['quality_stream_intervals']} "
+                           "rated intervals")
+            if not x["quality"] and (x["quality_connection_rows"] or x["quality_stream_rows"]):
+                bad.append(f"{tag}: quality rows written with quality = false")
+        w = r.get(f"worst50_{b}")
+        if not w:
+            bad.append(f"worst50_{b}: missing")
+            continue
+        if w["connections"] != w["connections_sent"]:
+            bad.append(f"worst50_{b}: {w['connections']} connections stored")
+        if w["stats_rows"] < (1000000 if r.get("worst50_size") == "full" else 30000):
+            bad.append(f"worst50_{b}: only {w['stats_rows']} stats rows")
+        if not (w["quality_connection_rows"] == w["reports"] == w["bound_covers_rows"]):
+            bad.append(f"worst50_{b}: the bound does not cover every report's quality row")
+        if not (w["result_rows"] == 50 and 0 < w["query_ms"] < 600000 and w["plan"]):
+            bad.append(f"worst50_{b}: no answer, time or plan")
+    return bad
+
+
 def print_table(r):
+    if "nghttpd" not in r:
+        return
     print(f"\nKohaku benchmark: {r['reports']} reports of {r['body_bytes']} bytes "
           f"({r['rows_per_report']:.1f} stats rows each), {r['machine']['cpus']} CPUs\n")
     print(f"{'run':34} {'reports/s':>10} {'rows/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
