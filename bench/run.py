@@ -77,7 +77,8 @@ class Daemon:
         cfg = os.path.join(tmp, f"kohaku-{self.port}.ini")
         with open(cfg, "w") as f:
             f.write(f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
-                    f"exporter_listen_addr = 127.0.0.1\nexporter_listen_port = {free_port()}\n")
+                    f"exporter_listen_addr = 127.0.0.1\nexporter_listen_port = {free_port()}\n"
+                    f"console_listen_port = {free_port()}\n")
             for k, v in settings.items():
                 f.write(f"{k} = {v}\n")
         self.log = open(os.path.join(tmp, f"kohaku-{self.port}.log"), "w")
