@@ -554,13 +554,18 @@ static void test_envelope_tables_as_before(void **state)
         write_one(c, reports[i]);
         old_write_envelope(st, reports[i]);
     }
-    for (size_t t = 0; t < kh_env_ntables; t++) {
+    for (size_t t = 0; t < 3; t++) { /* the tables the statements written by hand knew */
         char *got = dump_table(c->db, kh_env_tables[t].table);
         char *want = dump_table(old, kh_env_tables[t].table);
         assert_string_equal(got, want);
         assert_true(strlen(got) > 0);
         free(got);
         free(want);
+    }
+    for (size_t t = 3; t < kh_env_ntables; t++) { /* the webhooks': stats reports fill none */
+        char *got = dump_table(c->db, kh_env_tables[t].table);
+        assert_string_equal(got, "");
+        free(got);
     }
     for (size_t i = 0; i < n; i++)
         kh_report_free(reports[i]);
