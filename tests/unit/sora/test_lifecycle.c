@@ -217,8 +217,8 @@ static void test_refusals_name_the_field(void **state)
         {EV_HEAD "\"timestamp\":\"2026-11-30T09:01:14.5Z\",\"session_id\":\"" SID
                  "\",\"connection_id\":\"" CID "\"}",
          "channel_id: required"},
-        {EV_HEAD "\"timestamp\":\"2026-11-30T09:01:14.5Z\",\"channel_id\":\"c\",\"session_id\":\"" SID
-                 "\"}",
+        {EV_HEAD "\"timestamp\":\"2026-11-30T09:01:14.5Z\",\"channel_id\":\"c\","
+                 "\"session_id\":\"" SID "\"}",
          "connection_id: required"},
         {EV_HEAD EV_IDS ",\"channel_id\":\"\"}", "channel_id: must not be empty"},
         {EV_HEAD EV_IDS ",\"client_id\":7}", "client_id: must be a string, got number"},
@@ -226,7 +226,8 @@ static void test_refusals_name_the_field(void **state)
         {EV_HEAD EV_IDS ",\"client_id\":\"a\\u0000b\"}", "client_id: must not contain \\u0000"},
         {EV_HEAD EV_IDS ",\"data\":{\"destroyed_timestamp\":1796029274}}",
          "data.destroyed_timestamp: must be an RFC 3339 time string, got number"},
-        {EV_HEAD EV_IDS ",\"data\":{\"note\":\"a\\u0000\"}}", "data: strings must not contain \\u0000"},
+        {EV_HEAD EV_IDS ",\"data\":{\"note\":\"a\\u0000\"}}",
+         "data: strings must not contain \\u0000"},
         {EV_HEAD EV_IDS ",\"data\":{\"\xc0\xaf\":1}}", "data: member names must be valid UTF-8"},
         {EV_HEAD EV_IDS ",\"client_id\":\"\\udc00\"}", "client_id: must be valid UTF-8"},
     };
@@ -362,7 +363,8 @@ static void test_limits(void **state)
     lim.max_stats = 2;
     lim.max_depth = 6;
     const char *three = SESS_HEAD ",\"connections\":[{\"connection_id\":\"" CID "\"},"
-                                  "{\"connection_id\":\"" CID "\"},{\"connection_id\":\"" CID "\"}]}";
+                                  "{\"connection_id\":\"" CID "\"},"
+                                  "{\"connection_id\":\"" CID "\"}]}";
     struct kh_report *r;
     char err[256];
     assert_int_equal(kh_lifecycle_parse(KH_LC_SESSION, KH_LC_BODY, three, strlen(three), &lim,
