@@ -226,6 +226,22 @@ def test_bad_webhooks_get_400_naming_the_field(kohaku, db, path, header, body, m
     assert all(l["reason"].startswith(message) for l in bad)
 
 
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+
+
+def readme_queries(pg):
+    """The README's lifecycle-and-quality queries, as written (SQLite) or as it says to run
+    them in PostgreSQL."""
+    text = open(README).read()
+    block = text[text.index("-- each connection of a session"):]
+    block = block[:block.index("```")]
+    queries = [q.strip() for q in block.split(";") if q.strip()]
+    if pg:
+        queries = [q.replace("(julianday(l.destroyed) - julianday(l.created)) * 86400",
+                             "extract(epoch FROM l.destroyed - l.created)") for q in queries]
+    return [q.replace("?1", "?") for q in queries]
+
+
 def report_for(cid, t, stats):
     return make_envelope(stats, connection_id=cid, session_id=SID, channel_id="sample-room",
                          client_id=cid, timestamp=t)
@@ -259,6 +275,15 @@ def test_stats_untouched_and_joined_to_quality(db, kohaku):
     assert [(r[0], r[3], int(r[4]), r[6]) for r in rows] == [
         (CA, "normal", 78, 2), (CB, "websocket-closed", 78, 2)]
     assert all(r[5] in ("ok", "warning", "bad") for r in rows)
+    # the README's queries, as it gives them
+    each, ended_badly, span = readme_queries(pg)
+    rows = db.query(each, (SID,))
+    assert [(r[0], int(r[5]), r[7], r[11]) for r in rows] == [(CA, 78, "normal", 2),
+                                                              (CB, 78, "websocket-closed", 2)]
+    rows = db.query(ended_badly, ("2026-11-29T00:00:00.000000Z",))
+    assert {r[1] for r in rows} <= {CA, CB} and all(r[4] == "bad" for r in rows)
+    rows = db.query(span, ("sample-room",))
+    assert [(r[0], r[4], r[5]) for r in rows] == [(SID, 2, 2)]
 
 
 def test_no_webhook_no_lifecycle(kohaku, db):
