@@ -9,6 +9,7 @@
  *
  * It only reads the schema; it writes nothing but stdout or FILE.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,18 +47,29 @@ static const char *source_text(enum kh_common_src src)
     case KH_SRC_STATS_COUNT: return "the rows the report gave";
     case KH_SRC_BODY_BYTES: return "the request body's size in bytes";
     case KH_SRC_RECEIVED_AT: return "when kohaku had read the report";
+    case KH_SRC_TYPE: return "the report's `type`";
     }
     return "";
 }
 
-static const char *merge_text(enum kh_merge m)
+/* How an upsert merges a column, in words: a time's smallest is its earliest; a column that
+ * may be NULL keeps the one side known. */
+static const char *merge_text(const struct kh_env_column *c)
 {
-    switch (m) {
+    bool time = c->type == KH_COL_TIME;
+    switch (c->merge) {
     case KH_MERGE_KEEP: return "kept";
-    case KH_MERGE_MIN: return "the earliest";
-    case KH_MERGE_MAX: return "the latest";
+    case KH_MERGE_MIN:
+        if (c->not_null)
+            return time ? "the earliest" : "the smallest";
+        return time ? "the earliest known" : "the smallest known";
+    case KH_MERGE_MAX:
+        if (c->not_null)
+            return time ? "the latest" : "the largest";
+        return time ? "the latest known" : "the largest known";
     case KH_MERGE_COALESCE: return "the new one, unless it is NULL";
     case KH_MERGE_REPLACE: return "the new one";
+    case KH_MERGE_FILL: return "the first one known";
     }
     return "";
 }
@@ -90,7 +102,9 @@ static int env_head(struct kh_buf *b, const struct kh_env_table *et)
                               "|---|---|---|---|%s\n",
                            et->upsert ? "; a row that is there already is updated column by "
                                         "column as \"on conflict\" says"
-                                      : " (a report stored already is not stored again)",
+                           : et->kind == KH_ENV_WEBHOOKS
+                               ? " (a webhook stored already is not stored again)"
+                               : " (a report stored already is not stored again)",
                            et->upsert ? " on conflict |" : "", et->upsert ? "---|" : "");
     return rc;
 }
@@ -107,9 +121,9 @@ static int env_table(struct kh_buf *b, const struct kh_env_table *et)
                            kh_schema_env_sqltype(KH_DIALECT_POSTGRES, col->type),
                            primary ? " PRIMARY KEY" : col->not_null ? " NOT NULL" : "");
         if (rc == 0)
-            rc = kh_buf_printf(b, " %s |", source_text(col->src));
+            rc = kh_buf_printf(b, " %s |", col->doc ? col->doc : source_text(col->src));
         if (rc == 0 && et->upsert)
-            rc = kh_buf_printf(b, " %s |", primary ? "(the key)" : merge_text(col->merge));
+            rc = kh_buf_printf(b, " %s |", primary ? "(the key)" : merge_text(col));
         if (rc == 0)
             rc = kh_buf_printf(b, "\n");
     }

@@ -1,7 +1,8 @@
 /*
  * app: the routes of both listeners, their limits and the metrics' labels. See app.h.
- * Route paths are read through pointers into the config (collector_path and
- * stats_webhook_path change on SIGHUP), fixed ones through the constants here.
+ * Route paths are read through pointers into the config (collector_path, stats_webhook_path,
+ * session_webhook_path and event_webhook_path change on SIGHUP), fixed ones through the
+ * constants here.
  */
 #include "api/app.h"
 
@@ -14,8 +15,8 @@
 #include "http/router.h"
 #include "sora/schema.h"
 
-static const char *const route_names[KH_ROUTE_COUNT] = {"collector", "webhook", "health",
-                                                        "metrics", "console"};
+static const char *const route_names[KH_ROUTE_COUNT] = {
+    "collector", "webhook", "health", "metrics", "session_webhook", "event_webhook", "console"};
 static const char *const path_ok = "/.ok";
 static const char *const path_health = "/health";
 static const char *const path_metrics = "/metrics";
@@ -36,6 +37,12 @@ static int route_stats(struct kh_app *app, struct kh_router *r)
     if (rc == 0)
         rc = kh_router_add(r, (const char *const *)&cfg->stats_webhook_path, KH_METHOD_POST,
                            &kh_webhook_handler, app, KH_ROUTE_WEBHOOK);
+    if (rc == 0)
+        rc = kh_router_add(r, (const char *const *)&cfg->session_webhook_path, KH_METHOD_POST,
+                           &kh_session_webhook_handler, app, KH_ROUTE_SESSION_WEBHOOK);
+    if (rc == 0)
+        rc = kh_router_add(r, (const char *const *)&cfg->event_webhook_path, KH_METHOD_POST,
+                           &kh_event_webhook_handler, app, KH_ROUTE_EVENT_WEBHOOK);
     if (rc == 0)
         rc = kh_router_add(r, &path_ok, KH_METHOD_GET, &kh_health_handler, app,
                            KH_ROUTE_HEALTH);

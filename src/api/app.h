@@ -20,8 +20,16 @@
 #include "store/store.h"
 
 /* The routes, as the request counter labels them. */
-enum kh_route { KH_ROUTE_COLLECTOR, KH_ROUTE_WEBHOOK, KH_ROUTE_HEALTH, KH_ROUTE_METRICS,
-                KH_ROUTE_CONSOLE, KH_ROUTE_COUNT };
+enum kh_route {
+    KH_ROUTE_COLLECTOR,
+    KH_ROUTE_WEBHOOK,
+    KH_ROUTE_HEALTH,
+    KH_ROUTE_METRICS,
+    KH_ROUTE_SESSION_WEBHOOK,
+    KH_ROUTE_EVENT_WEBHOOK,
+    KH_ROUTE_CONSOLE,
+    KH_ROUTE_COUNT
+};
 
 /* The listeners. */
 enum kh_listener { KH_LISTEN_STATS, KH_LISTEN_METRICS, KH_LISTEN_CONSOLE };
@@ -44,6 +52,8 @@ struct kh_app {
 
 extern const struct kh_handler kh_collector_handler;
 extern const struct kh_handler kh_webhook_handler;
+extern const struct kh_handler kh_session_webhook_handler;
+extern const struct kh_handler kh_event_webhook_handler;
 extern const struct kh_handler kh_health_handler;
 extern const struct kh_handler kh_metrics_handler;
 

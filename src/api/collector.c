@@ -5,7 +5,13 @@
  *     node.erlang-vm (a Sora node's memory);
  *   POST stats_webhook_path, Sora's stats webhook (2024.1 and later): HTTP/1.1 or HTTP/2,
  *     header sora-stats-webhook-type connection.rtc, multistream optional.
- * (README, "What it accepts".)
+ * (README, "What it accepts".) And the same path for Sora's lifecycle webhooks (README,
+ * "Lifecycle webhooks"), whose bodies the lifecycle parser reads on the loop as they stream
+ * (they are small and few, so never on the parse pool) and whose answer is 200 with "{}":
+ *   POST session_webhook_path, the session webhook: session.created ... (header, when Sora
+ *     sends it, sora-session-webhook-type);
+ *   POST event_webhook_path, the event webhook: connection.created ... (header
+ *     sora-event-webhook-type).
  *
  * A report's route, step by step (each step is one function below):
  *   on_body       the body is kept whole as it arrives when a parse pool or a spool needs
@@ -35,11 +41,13 @@
 #include "core/timeutil.h"
 #include "pipeline/parsepool.h"
 #include "sora/envelope.h"
+#include "sora/lifecycle.h"
 #include "spool/spool.h"
 
 /* Per-request state: the parser and, with a spool or a parse pool, the body as it arrived. */
 struct collect {
     struct kh_envelope *e;
+    struct kh_lifecycle *lc; /* instead of e, for a session or event webhook */
     bool storage_refused; /* the 400 comes from the database, not the envelope */
     struct kh_spool_meta meta;
     struct kh_buf body;
@@ -49,26 +57,45 @@ struct collect {
 
 static struct kh_app *app_of(const struct kh_request *req) { return req->handler_arg; }
 
-static void start(struct kh_request *req, enum kh_report_kind kind,
-                  enum kh_envelope_flavor flavor)
+static struct kh_envelope_limits limits_of(const struct kh_config *cfg)
 {
-    const struct kh_config *cfg = app_of(req)->cfg;
     struct kh_envelope_limits lim = kh_envelope_default_limits;
     lim.arena_max = (size_t)cfg->max_body_bytes * 4 + (1u << 20);
     lim.max_depth = (size_t)cfg->max_json_depth;
     lim.max_stats = (size_t)cfg->max_stats_per_report;
+    return lim;
+}
+
+static bool is_webhook(enum kh_report_kind kind)
+{
+    return kind == KH_REPORT_SESSION_WEBHOOK || kind == KH_REPORT_EVENT_WEBHOOK;
+}
+
+/* The parser of a report of this kind: the envelope's, or the lifecycle webhooks'. */
+static bool new_parser(struct collect *c, const struct kh_config *cfg, enum kh_report_kind kind,
+                       enum kh_envelope_flavor flavor)
+{
+    struct kh_envelope_limits lim = limits_of(cfg);
+    if (!is_webhook(kind))
+        return (c->e = kh_envelope_new(kind, flavor, &lim)) != NULL;
+    enum kh_lifecycle_flavor lf = kind == KH_REPORT_SESSION_WEBHOOK ? KH_LC_SESSION : KH_LC_EVENT;
+    return (c->lc = kh_lifecycle_new(lf, KH_LC_BODY, &lim)) != NULL;
+}
+
+static struct collect *start(struct kh_request *req, enum kh_report_kind kind,
+                             enum kh_envelope_flavor flavor)
+{
+    const struct kh_config *cfg = app_of(req)->cfg;
     struct collect *c = calloc(1, sizeof(*c));
-    if (c)
-        c->e = kh_envelope_new(kind, flavor, &lim);
-    if (c == NULL || c->e == NULL) {
+    if (c == NULL || !new_parser(c, cfg, kind, flavor)) {
         free(c);
         req->retry_after = (int)cfg->retry_after;
         kh_request_respond_error(req, 503, "server: out of memory");
-        return;
+        return NULL;
     }
     c->meta.kind = (uint8_t)kind;
     c->meta.flavor = (uint8_t)flavor;
-    c->pooled = app_of(req)->parsepool != NULL;
+    c->pooled = app_of(req)->parsepool != NULL && c->lc == NULL;
     c->keep_body = app_of(req)->spool != NULL || c->pooled;
     if (c->keep_body) {
         kh_buf_init(&c->body, (size_t)cfg->max_body_bytes);
@@ -78,6 +105,7 @@ static void start(struct kh_request *req, enum kh_report_kind kind,
             (void)kh_buf_reserve(&c->body, (size_t)req->content_length);
     }
     req->hstate = c;
+    return c;
 }
 
 static void exporter_headers(struct kh_request *req)
@@ -124,6 +152,27 @@ static void webhook_headers(struct kh_request *req)
     start(req, KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK);
 }
 
+/* A lifecycle webhook: the header, when there is one, says the type the body must have
+ * (Sora sends it; a body posted by hand or from a log may come without). */
+static void lifecycle_headers(struct kh_request *req, enum kh_report_kind kind,
+                              const char *header)
+{
+    const char *type = kh_request_header_value(req, header);
+    struct collect *c = start(req, kind, KH_FLAVOR_WEBHOOK);
+    if (c && type && type[0])
+        kh_lifecycle_expect_type(c->lc, header, type);
+}
+
+static void session_webhook_headers(struct kh_request *req)
+{
+    lifecycle_headers(req, KH_REPORT_SESSION_WEBHOOK, "sora-session-webhook-type");
+}
+
+static void event_webhook_headers(struct kh_request *req)
+{
+    lifecycle_headers(req, KH_REPORT_EVENT_WEBHOOK, "sora-event-webhook-type");
+}
+
 /* The ids of the report, as far as the envelope was read, go on the access line. */
 static void log_ids(struct kh_request *req, const struct kh_str *channel_id,
                     const struct kh_str *connection_id, const struct kh_str *node_name)
@@ -136,11 +185,43 @@ static void log_ids(struct kh_request *req, const struct kh_str *channel_id,
         kh_request_log_field(req, "node_name", node_name->p, node_name->len);
 }
 
-static void log_envelope_ids(struct kh_request *req, const struct kh_envelope *e)
+static void log_str(struct kh_request *req, const char *key, const struct kh_str *s)
 {
-    struct kh_str channel_id, connection_id, node_name;
-    kh_envelope_ids(e, &channel_id, &connection_id, &node_name);
-    log_ids(req, &channel_id, &connection_id, &node_name);
+    if (s->p)
+        kh_request_log_field(req, key, s->p, s->len);
+}
+
+/* What the parser had read when it stopped, for the access line. */
+static void log_parser_ids(struct kh_request *req, const struct collect *c)
+{
+    struct kh_str a, b, n;
+    if (c->lc) {
+        kh_lifecycle_ids(c->lc, &a, &b, &n);
+        log_str(req, "type", &a);
+        log_str(req, "session_id", &b);
+        log_str(req, "connection_id", &n);
+        return;
+    }
+    kh_envelope_ids(c->e, &a, &b, &n);
+    log_ids(req, &a, &b, &n);
+}
+
+/* The parser's message, whichever parser it is. */
+static const char *parser_error(const struct collect *c)
+{
+    return c->lc ? kh_lifecycle_error(c->lc) : kh_envelope_error(c->e);
+}
+
+/* Stored (or durably spooled): 204 for a report; 200 with an empty object for a lifecycle
+ * webhook, which is what Sora expects back from its session and event webhooks and, for
+ * session.created, configures nothing. */
+static void answer_stored(struct kh_request *req)
+{
+    const struct collect *c = req->hstate;
+    if (c && is_webhook((enum kh_report_kind)c->meta.kind))
+        kh_request_respond(req, 200, "{}", 2);
+    else
+        kh_request_respond(req, 204, NULL, 0);
 }
 
 static void refuse(struct kh_request *req, int rc, const char *why)
@@ -156,10 +237,12 @@ static void refuse(struct kh_request *req, int rc, const char *why)
 static void on_body(struct kh_request *req, const uint8_t *data, size_t len)
 {
     struct collect *c = req->hstate;
-    int rc = c->pooled ? 0 : kh_envelope_feed(c->e, data, len);
+    int rc = c->lc       ? kh_lifecycle_feed(c->lc, data, len)
+             : c->pooled ? 0
+                         : kh_envelope_feed(c->e, data, len);
     if (rc != 0) {
-        log_envelope_ids(req, c->e);
-        refuse(req, rc, kh_envelope_error(c->e));
+        log_parser_ids(req, c);
+        refuse(req, rc, parser_error(c));
         return;
     }
     /* the request layer has already held the body to max_body_bytes */
@@ -177,7 +260,7 @@ static void on_spooled(void *arg, int result)
 {
     struct kh_request *req = arg;
     if (result == 0)
-        kh_request_respond(req, 204, NULL, 0);
+        answer_stored(req);
     else
         unavailable(req, "spool: write failed; retry later");
     kh_request_release(req);
@@ -201,7 +284,7 @@ static void on_stored(void *arg, int result, const char *err)
 {
     struct kh_request *req = arg;
     if (result == 0)
-        kh_request_respond(req, 204, NULL, 0);
+        answer_stored(req);
     else if (result == KH_EREJECT) {
         struct collect *c = req->hstate;
         c->storage_refused = true;
@@ -246,6 +329,10 @@ static void store_report(struct kh_request *req, struct kh_report *r)
 {
     struct collect *c = req->hstate;
     struct kh_app *app = app_of(req);
+    if (kh_report_is_webhook(r)) {
+        log_str(req, "type", &r->type);
+        log_str(req, "session_id", &r->session_id);
+    }
     log_ids(req, &r->channel_id, &r->connection_id, &r->node_name);
     if (c->keep_body && app->spool == NULL) {
         kh_buf_cleanup(&c->body); /* kept for the parse pool only */
@@ -268,7 +355,9 @@ static void on_pool_parsed(void *arg, int rc, struct kh_report *r, const struct 
 {
     struct kh_request *req = arg;
     if (rc != 0) {
-        log_envelope_ids(req, e);
+        struct kh_str channel_id, connection_id, node_name;
+        kh_envelope_ids(e, &channel_id, &connection_id, &node_name);
+        log_ids(req, &channel_id, &connection_id, &node_name);
         refuse(req, rc, kh_envelope_error(e));
     } else
         store_report(req, r);
@@ -289,15 +378,18 @@ static void on_end(struct kh_request *req)
         c->e = NULL; /* the pool's now */
         return;
     }
-    int rc = kh_envelope_finish(c->e);
+    int rc = c->lc ? kh_lifecycle_finish(c->lc) : kh_envelope_finish(c->e);
     if (rc != 0) {
-        log_envelope_ids(req, c->e);
-        refuse(req, rc, kh_envelope_error(c->e));
+        log_parser_ids(req, c);
+        refuse(req, rc, parser_error(c));
         return;
     }
-    struct kh_report *r = kh_envelope_take_report(c->e);
-    kh_envelope_free(c->e); /* the parser is done: give its memory back before the batch */
+    struct kh_report *r = c->lc ? kh_lifecycle_take_report(c->lc) : kh_envelope_take_report(c->e);
+    /* the parser is done: give its memory back before the batch */
+    kh_envelope_free(c->e);
+    kh_lifecycle_free(c->lc);
     c->e = NULL;
+    c->lc = NULL;
     store_report(req, r);
 }
 
@@ -325,10 +417,39 @@ static void on_free(struct kh_request *req)
     if (c == NULL)
         return;
     kh_envelope_free(c->e);
+    kh_lifecycle_free(c->lc);
     if (c->keep_body)
         kh_buf_cleanup(&c->body);
     free(c);
     req->hstate = NULL;
+}
+
+/* A spooled body parsed again into its report: 0, KH_EINVAL (errbuf says why) or KH_ENOMEM.
+ * It passed the limits in force when it was received: it is not refused now because they
+ * have been lowered since. */
+static int reparse(const struct kh_spool_meta *m, const uint8_t *body, size_t len,
+                   struct kh_report **out, char *errbuf, size_t errlen)
+{
+    struct kh_envelope_limits lim = kh_envelope_default_limits;
+    lim.arena_max = len * 4 + (1u << 20);
+    lim.max_depth = 64;
+    lim.max_stats = 1000000;
+    if (is_webhook((enum kh_report_kind)m->kind))
+        return kh_lifecycle_parse(m->kind == KH_REPORT_SESSION_WEBHOOK ? KH_LC_SESSION
+                                                                        : KH_LC_EVENT,
+                                  KH_LC_BODY, body, len, &lim, out, errbuf, errlen);
+    struct kh_envelope *e = kh_envelope_new((enum kh_report_kind)m->kind,
+                                            (enum kh_envelope_flavor)m->flavor, &lim);
+    if (e == NULL)
+        return KH_ENOMEM;
+    int rc = kh_envelope_feed(e, body, len);
+    if (rc == 0)
+        rc = kh_envelope_finish(e);
+    if (rc != 0)
+        snprintf(errbuf, errlen, "%s", kh_envelope_error(e));
+    *out = rc == 0 ? kh_envelope_take_report(e) : NULL;
+    kh_envelope_free(e);
+    return rc;
 }
 
 int kh_collector_replay(void *arg, const struct kh_spool_meta *m, const uint8_t *body,
@@ -346,33 +467,18 @@ int kh_collector_replay(void *arg, const struct kh_spool_meta *m, const uint8_t 
             return KH_ERETRY;
         last_probe_usec = now;
     }
-    if (m->kind > KH_REPORT_NODE || m->flavor > KH_FLAVOR_WEBHOOK) {
+    if (m->kind >= KH_REPORT_KINDS || m->flavor > KH_FLAVOR_WEBHOOK) {
         *why = "spool: unknown report kind in the record";
         return KH_EINVAL;
     }
-    /* it passed the limits in force when it was received: do not refuse it now because
-     * they have been lowered since */
-    struct kh_envelope_limits lim = kh_envelope_default_limits;
-    lim.arena_max = len * 4 + (1u << 20);
-    lim.max_depth = 64;
-    lim.max_stats = 1000000;
-    struct kh_envelope *e = kh_envelope_new((enum kh_report_kind)m->kind,
-                                            (enum kh_envelope_flavor)m->flavor, &lim);
-    if (e == NULL)
+    struct kh_report *r;
+    int rc = reparse(m, body, len, &r, errbuf, sizeof(errbuf));
+    if (rc == KH_ENOMEM)
         return KH_ERETRY;
-    int rc = kh_envelope_feed(e, body, len);
-    if (rc == 0)
-        rc = kh_envelope_finish(e);
     if (rc != 0) {
-        snprintf(errbuf, sizeof(errbuf), "%s", kh_envelope_error(e));
-        kh_envelope_free(e);
-        if (rc == KH_ENOMEM)
-            return KH_ERETRY;
         *why = errbuf;
         return KH_EINVAL;
     }
-    struct kh_report *r = kh_envelope_take_report(e);
-    kh_envelope_free(e);
     kh_time_format(m->received_usec, r->received_text);
     rc = kh_batcher_submit(app->batcher, r, done, ctx);
     if (rc != 0) {
@@ -394,6 +500,24 @@ const struct kh_handler kh_collector_handler = {
 const struct kh_handler kh_webhook_handler = {
     .name = "webhook",
     .on_headers = webhook_headers,
+    .on_body = on_body,
+    .on_end = on_end,
+    .on_answered = on_answered,
+    .on_free = on_free,
+};
+
+const struct kh_handler kh_session_webhook_handler = {
+    .name = "session_webhook",
+    .on_headers = session_webhook_headers,
+    .on_body = on_body,
+    .on_end = on_end,
+    .on_answered = on_answered,
+    .on_free = on_free,
+};
+
+const struct kh_handler kh_event_webhook_handler = {
+    .name = "event_webhook",
+    .on_headers = event_webhook_headers,
     .on_body = on_body,
     .on_end = on_end,
     .on_answered = on_answered,

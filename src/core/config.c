@@ -80,6 +80,12 @@ static const struct param params[] = {
      "path of the stats exporter endpoint", RELOAD},
     {"stats_webhook_path", P_STR, OFF(stats_webhook_path), "/webhook/stats", 0, 0, NULL,
      "path of the stats webhook endpoint (HTTP/1.1 and HTTP/2)", RELOAD},
+    {"session_webhook_path", P_STR, OFF(session_webhook_path), "/webhook/session", 0, 0, NULL,
+     "path of the endpoint for Sora's session webhook (session.created ...; HTTP/1.1 and "
+     "HTTP/2; answered 200 {} once stored)", RELOAD},
+    {"event_webhook_path", P_STR, OFF(event_webhook_path), "/webhook/event", 0, 0, NULL,
+     "path of the endpoint for Sora's event webhook (connection.created ...; HTTP/1.1 and "
+     "HTTP/2; answered 200 {} once stored)", RELOAD},
     {"tls_fullchain_file", P_STR, OFF(tls_fullchain_file), "", 0, 0, NULL,
      "PEM certificate chain, server certificate first (https = true)", RELOAD},
     {"tls_privkey_file", P_STR, OFF(tls_privkey_file), "", 0, 0, NULL,
@@ -725,6 +731,22 @@ static int check_tls(const struct kh_config *cfg, const char **err)
     return 0;
 }
 
+/* A lifecycle webhook's path: absolute, and no other route's. */
+static int check_lifecycle_path(const struct kh_config *cfg, const char *key, const char **err)
+{
+    static const char *const keys[] = {"collector_path", "stats_webhook_path",
+                                       "session_webhook_path", "event_webhook_path"};
+    const char *const paths[] = {cfg->collector_path, cfg->stats_webhook_path,
+                                 cfg->session_webhook_path, cfg->event_webhook_path};
+    const char *path = strcmp(key, "session_webhook_path") == 0 ? paths[2] : paths[3];
+    if (path[0] != '/')
+        return refuse(cfg, key, NULL, err, "%s: must start with '/', got '%s'", key, path);
+    for (size_t i = 0; i < 4; i++)
+        if (paths[i] != path && strcmp(paths[i], path) == 0)
+            return refuse(cfg, key, keys[i], err, "%s: '%s' is %s already", key, path, keys[i]);
+    return 0;
+}
+
 static int check_paths_and_ports(const struct kh_config *cfg, const char **err)
 {
     if (cfg->stats_webhook_path[0] != '/' ||
@@ -736,6 +758,11 @@ static int check_paths_and_ports(const struct kh_config *cfg, const char **err)
     if (cfg->collector_path[0] != '/')
         return refuse(cfg, "collector_path", NULL, err,
                       "collector_path: must start with '/', got '%s'", cfg->collector_path);
+    int rc = check_lifecycle_path(cfg, "session_webhook_path", err);
+    if (rc == 0)
+        rc = check_lifecycle_path(cfg, "event_webhook_path", err);
+    if (rc != 0)
+        return rc;
     if (cfg->exporter_listen_port == cfg->listen_port)
         return refuse(cfg, "exporter_listen_port", "listen_port", err,
                       "exporter_listen_port: the metrics listener needs a port of its own, got "

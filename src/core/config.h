@@ -42,6 +42,8 @@ struct kh_config {
     int64_t listen_port;
     char *collector_path;
     char *stats_webhook_path;
+    char *session_webhook_path;
+    char *event_webhook_path;
     char *tls_fullchain_file;
     char *tls_privkey_file;
     char *tls_verify_cacert_path;

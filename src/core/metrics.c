@@ -197,6 +197,24 @@ static int render_requests(struct kh_buf *b, const struct kh_metrics *m)
     return rc;
 }
 
+/* Sora's session and event webhooks stored, and those stored already. */
+static int render_webhooks(struct kh_buf *b, const struct kh_metrics *m)
+{
+    int rc = head(b, "kohaku_webhooks_stored_total", "counter",
+                  "Session and event webhooks stored (committed, not there before), by kind.");
+    if (rc == 0)
+        rc = kh_buf_printf(b, "kohaku_webhooks_stored_total{kind=\"session\"} %llu\n"
+                              "kohaku_webhooks_stored_total{kind=\"event\"} %llu\n",
+                           (unsigned long long)m->webhooks_stored[0],
+                           (unsigned long long)m->webhooks_stored[1]);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_webhooks_duplicate_total", "counter",
+                    "Session and event webhooks accepted that were stored already: their "
+                    "lifecycle rows merged to what they were.",
+                    m->webhooks_duplicate);
+    return rc;
+}
+
 int kh_metrics_render(struct kh_buf *b)
 {
     const struct kh_metrics *m = &kh_metrics;
@@ -219,6 +237,8 @@ int kh_metrics_render(struct kh_buf *b)
                     "Reports accepted that were stored already (a redelivery or a replay): "
                     "nothing was written for them.",
                     m->reports_duplicate);
+    if (rc == 0)
+        rc = render_webhooks(b, m);
     if (rc == 0)
         rc = head(b, "kohaku_rows_stored_total", "counter",
                   "Stats rows inserted, by table (rows already stored are not counted).");

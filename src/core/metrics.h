@@ -57,6 +57,8 @@ struct kh_metrics {
     uint64_t requests[KH_METRICS_ROUTES + 1][2][KH_METRICS_STATUSES];
     uint64_t reports_stored[2]; /* connection, node: newly stored */
     uint64_t reports_duplicate; /* accepted, and found stored already (redelivered) */
+    uint64_t webhooks_stored[2]; /* session and event webhooks newly stored */
+    uint64_t webhooks_duplicate; /* session and event webhooks found stored already */
     uint64_t rows_stored[KH_METRICS_TABLES]; /* rows inserted, by table */
     uint64_t rejected[KH_REJECT_COUNT];
     uint64_t batches_failed;

@@ -187,6 +187,9 @@ static void count_stored(const struct kh_batch *kb)
     kh_metrics.reports_stored[0] += kb->reports_stored[0];
     kh_metrics.reports_stored[1] += kb->reports_stored[1];
     kh_metrics.reports_duplicate += kb->reports_duplicate;
+    kh_metrics.webhooks_stored[0] += kb->webhooks_stored[0];
+    kh_metrics.webhooks_stored[1] += kb->webhooks_stored[1];
+    kh_metrics.webhooks_duplicate += kb->webhooks_duplicate;
     for (size_t t = 0; t < KH_REPORT_MAX_TABLES && t < KH_METRICS_TABLES; t++)
         kh_metrics.rows_stored[t] += kb->rows_stored[t];
 }

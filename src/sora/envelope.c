@@ -30,6 +30,7 @@
 #include "core/errors.h"
 #include "core/jsonw.h"
 #include "core/numparse.h"
+#include "core/text.h"
 #include "sora/schema.h"
 
 const struct kh_envelope_limits kh_envelope_default_limits = {
@@ -140,51 +141,10 @@ static bool node_key(enum ekey k)
            k == K_NODE_NAME || k == K_STATS;
 }
 
-/* Strings kohaku keeps must be text PostgreSQL accepts: no U+0000, and strictly valid UTF-8
- * (yajl's own check lets overlong forms, surrogates and code points past U+10FFFF through,
- * and decodes a lone "\udc00" escape into a surrogate). NULL when fine, else the rule. */
+/* Strings kohaku keeps must be text PostgreSQL accepts (core/text.h). */
 static const char *string_problem(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        /* eight bytes at a time while they are all ASCII and none is zero */
-        if (i + 8 <= n) {
-            uint64_t v;
-            memcpy(&v, s + i, 8);
-            const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
-            if (((v | ((v - ones) & ~v)) & highs) == 0) {
-                i += 8;
-                continue;
-            }
-        }
-        unsigned char c = s[i];
-        if (c >= 0x01 && c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c == 0)
-            return "must not contain \\u0000";
-        size_t len;
-        uint32_t cp, min;
-        if ((c & 0xE0) == 0xC0)
-            len = 2, cp = c & 0x1F, min = 0x80;
-        else if ((c & 0xF0) == 0xE0)
-            len = 3, cp = c & 0x0F, min = 0x800;
-        else if ((c & 0xF8) == 0xF0)
-            len = 4, cp = c & 0x07, min = 0x10000;
-        else
-            return "must be valid UTF-8";
-        if (i + len > n)
-            return "must be valid UTF-8";
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return "must be valid UTF-8";
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return "must be valid UTF-8";
-        i += len;
-    }
-    return NULL;
+    return kh_text_problem(s, n);
 }
 
 static bool copy_str(struct kh_envelope *e, struct kh_str *dst, const unsigned char *s, size_t n)

@@ -16,6 +16,7 @@ struct kh_report *kh_report_new(enum kh_report_kind kind, size_t arena_max)
     r->kind = kind;
     kh_arena_init(&r->arena, 16384, arena_max);
     r->rows_tail = &r->rows;
+    r->env_tail = &r->env_rows;
     r->multistream = r->simulcast = r->spotlight = -1;
     return r;
 }
@@ -36,6 +37,14 @@ void kh_report_add_row(struct kh_report *r, struct kh_row *row)
     r->nrows++;
     if (row->table >= 0 && row->table < KH_REPORT_MAX_TABLES)
         r->table_rows[row->table]++;
+}
+
+void kh_report_add_env_row(struct kh_report *r, struct kh_env_row *row)
+{
+    row->next = NULL;
+    *r->env_tail = row;
+    r->env_tail = &row->next;
+    r->nenv++;
 }
 
 size_t kh_report_stats_rows(const struct kh_report *r)
@@ -78,8 +87,9 @@ static struct kh_value time_value(const char *text)
 /* The sources that need the report alone. */
 static struct kh_value envelope_value(const struct kh_report *r, enum kh_common_src src)
 {
-    bool conn = r->kind == KH_REPORT_CONNECTION;
-    static const struct kh_str kinds[] = {{"connection", 10}, {"node", 4}};
+    bool conn = r->kind != KH_REPORT_NODE;
+    static const struct kh_str kinds[KH_REPORT_KINDS] = {
+        {"connection", 10}, {"node", 4}, {"session_webhook", 15}, {"event_webhook", 13}};
     switch (src) {
     case KH_SRC_SESSION_ID: return text_value(&r->session_id);
     case KH_SRC_CLIENT_ID: return text_value(&r->client_id);
@@ -91,7 +101,8 @@ static struct kh_value envelope_value(const struct kh_report *r, enum kh_common_
     case KH_SRC_SPOTLIGHT: return flag_value(r->spotlight);
     case KH_SRC_REPORT_ID: return text_value(&r->id);
     case KH_SRC_SOURCE: return text_value(conn ? &r->connection_id : &r->node_name);
-    case KH_SRC_KIND: return text_value(&kinds[!conn]);
+    case KH_SRC_KIND: return text_value(&kinds[r->kind]);
+    case KH_SRC_TYPE: return text_value(&r->type);
     case KH_SRC_STATS_COUNT: return int_value((int64_t)kh_report_stats_rows(r));
     case KH_SRC_BODY_BYTES: return int_value((int64_t)r->body_bytes);
     case KH_SRC_RECEIVED_AT: return time_value(r->received_text);

@@ -2,7 +2,8 @@
  * report: one validated Sora report turned into rows, ready for storage. Everything it points
  * to lives in its arena; kh_report_free releases it all at once. A report is built on the
  * loop thread or a parse pool thread, read by a writer thread while its batch is stored, then
- * freed on the loop.
+ * freed on the loop. A session or event webhook is a report too: its envelope (type, id,
+ * timestamp, ids) and the lifecycle rows it carries (env_rows), and no stats rows.
  */
 #ifndef KH_REPORT_H
 #define KH_REPORT_H
@@ -15,9 +16,12 @@
 #include "core/timeutil.h"
 
 enum kh_report_kind {
-    KH_REPORT_CONNECTION, /* connection.user-agent (exporter) or connection.rtc (webhook) */
-    KH_REPORT_NODE        /* node.erlang-vm */
+    KH_REPORT_CONNECTION,      /* connection.user-agent (exporter) or connection.rtc (webhook) */
+    KH_REPORT_NODE,            /* node.erlang-vm */
+    KH_REPORT_SESSION_WEBHOOK, /* Sora's session webhook: session.created ... */
+    KH_REPORT_EVENT_WEBHOOK    /* Sora's event webhook: connection.created ... */
 };
+#define KH_REPORT_KINDS 4
 
 struct kh_str {
     const char *p; /* NUL-terminated, in the arena */
@@ -47,6 +51,14 @@ struct kh_row {
     struct kh_str extra;      /* JSON object text, or p == NULL when nothing is left over */
 };
 
+/* A row of an envelope table the report carries (a KH_ENV_CARRIED table: a webhook's
+ * session and connections), one value per column of the table. */
+struct kh_env_row {
+    struct kh_env_row *next;
+    int table;             /* index in kh_env_tables */
+    struct kh_value *vals; /* one per column */
+};
+
 /* Tables counted per report (kh_stats_ntables is below this). */
 #define KH_REPORT_MAX_TABLES 32
 
@@ -73,12 +85,22 @@ struct kh_report {
      * the arena; pipeline/quality_metrics.h), or NULL */
     bool assessed;
     const void *quality_note;
+    /* the envelope rows it carries (webhooks), in the order they were added */
+    struct kh_env_row *env_rows;
+    struct kh_env_row **env_tail;
+    size_t nenv;
 };
 
 /* NULL on allocation failure. arena_max bounds everything the report may hold. */
 struct kh_report *kh_report_new(enum kh_report_kind kind, size_t arena_max);
 void kh_report_free(struct kh_report *r);
 void kh_report_add_row(struct kh_report *r, struct kh_row *row);
+void kh_report_add_env_row(struct kh_report *r, struct kh_env_row *row);
+/* A session or event webhook (no stats rows; env_rows instead). */
+static inline bool kh_report_is_webhook(const struct kh_report *r)
+{
+    return r->kind == KH_REPORT_SESSION_WEBHOOK || r->kind == KH_REPORT_EVENT_WEBHOOK;
+}
 
 /* The rows of the report's own stats objects: nrows without those kohaku computed (the
  * quality rows). */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "sora/report.h"
 
 struct derived {
     size_t type_len, type2_len, kind_len;
@@ -645,6 +646,58 @@ static int env_row_source(enum kh_dialect d, const struct kh_env_table *et, stru
     return rc ? rc : kh_buf_printf(b, ")");
 }
 
+/* A column of a carried table over the rows of one key, as its merge rule says: the smallest
+ * or largest (NULL ignored), else the first or the last value known, in the arrays' order. */
+static int grouped_value(const struct kh_env_column *c, bool key, struct kh_buf *b)
+{
+    if (key)
+        return kh_buf_printf(b, "u.\"%s\"", c->name);
+    if (c->merge == KH_MERGE_MIN || c->merge == KH_MERGE_MAX)
+        return kh_buf_printf(b, "%s(u.\"%s\")", c->merge == KH_MERGE_MIN ? "min" : "max",
+                             c->name);
+    bool last = c->merge == KH_MERGE_COALESCE || c->merge == KH_MERGE_REPLACE;
+    return kh_buf_printf(b,
+                         "(array_agg(u.\"%s\" ORDER BY u.kh_ord%s) FILTER (WHERE u.\"%s\" IS "
+                         "NOT NULL))[1]",
+                         c->name, last ? " DESC" : "", c->name);
+}
+
+/* PostgreSQL, a carried table: the arrays' rows merged per key, in key order. */
+static int grouped_row_source(const struct kh_env_table *et, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "SELECT ");
+    for (size_t c = 0; rc == 0 && c < et->ncols; c++) {
+        rc = c ? kh_buf_printf(b, ", ") : 0;
+        if (rc == 0)
+            rc = grouped_value(&et->cols[c], strcmp(et->cols[c].name, et->key[0]) == 0, b);
+    }
+    if (rc == 0)
+        rc = kh_buf_printf(b, " FROM unnest(");
+    for (size_t c = 0; rc == 0 && c < et->ncols; c++)
+        rc = kh_buf_printf(b, "%s$%zu::%s[]", c ? ", " : "", c + 1,
+                           kh_schema_pg_cast(et->cols[c].type));
+    if (rc == 0)
+        rc = kh_buf_printf(b, ") WITH ORDINALITY AS u(");
+    if (rc == 0)
+        rc = env_column_list(et, ", ", b);
+    return rc ? rc
+              : kh_buf_printf(b, ", kh_ord) GROUP BY u.\"%s\" ORDER BY u.\"%s\"", et->key[0],
+                              et->key[0]);
+}
+
+bool kh_schema_env_applies(int t, int report_kind)
+{
+    int kind = kh_env_tables[t].kind;
+    bool webhook = report_kind == KH_REPORT_SESSION_WEBHOOK ||
+                   report_kind == KH_REPORT_EVENT_WEBHOOK;
+    switch (kind) {
+    case KH_ENV_STATS: return !webhook;
+    case KH_ENV_WEBHOOKS: return webhook;
+    case KH_ENV_CARRIED: return false;
+    default: return kind == report_kind;
+    }
+}
+
 int kh_schema_env_rows_sql(enum kh_dialect d, int t, struct kh_buf *out)
 {
     const struct kh_env_table *et = &kh_env_tables[t];
@@ -654,6 +707,8 @@ int kh_schema_env_rows_sql(enum kh_dialect d, int t, struct kh_buf *out)
         rc = env_column_list(et, ", ", out);
     if (rc == 0)
         rc = kh_buf_printf(out, ") ");
+    if (rc == 0 && d == KH_DIALECT_POSTGRES && et->kind == KH_ENV_CARRIED)
+        return grouped_row_source(et, out);
     return rc ? rc : env_row_source(d, et, out);
 }
 
@@ -671,17 +726,44 @@ static int put_new(struct kh_buf *b, enum kh_dialect d, const char *col)
     return kh_buf_printf(b, "%s.\"%s\"", d == KH_DIALECT_POSTGRES ? "EXCLUDED" : "excluded", col);
 }
 
+/* SQLite's two-argument min() and max() are NULL when either side is: for a column that may
+ * be NULL the merge falls back to whichever side is not (PostgreSQL's LEAST and GREATEST
+ * ignore NULLs themselves). */
+static int null_safe_sqlite(const char *table, const struct kh_env_column *c, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "coalesce(%s(", c->merge == KH_MERGE_MIN ? "min" : "max");
+    if (rc == 0)
+        rc = put_stored(b, KH_DIALECT_SQLITE, table, c->name);
+    if (rc == 0)
+        rc = kh_buf_printf(b, ", ");
+    if (rc == 0)
+        rc = put_new(b, KH_DIALECT_SQLITE, c->name);
+    if (rc == 0)
+        rc = kh_buf_printf(b, "), ");
+    if (rc == 0)
+        rc = put_stored(b, KH_DIALECT_SQLITE, table, c->name);
+    if (rc == 0)
+        rc = kh_buf_printf(b, ", ");
+    if (rc == 0)
+        rc = put_new(b, KH_DIALECT_SQLITE, c->name);
+    return rc ? rc : kh_buf_printf(b, ")");
+}
+
 /* One assignment of DO UPDATE SET: min/max/coalesce in SQLite, LEAST/GREATEST/COALESCE in
- * PostgreSQL (coalesce takes the new value first). */
+ * PostgreSQL (coalesce takes the new value first, fill the stored one). */
 static int merge_sql(enum kh_dialect d, const char *table, const struct kh_env_column *c,
                      struct kh_buf *b)
 {
     static const char *const fn[][2] = {[KH_MERGE_MIN] = {"min", "LEAST"},
                                         [KH_MERGE_MAX] = {"max", "GREATEST"},
-                                        [KH_MERGE_COALESCE] = {"coalesce", "COALESCE"}};
+                                        [KH_MERGE_COALESCE] = {"coalesce", "COALESCE"},
+                                        [KH_MERGE_FILL] = {"coalesce", "COALESCE"}};
     int rc = kh_buf_printf(b, "\"%s\" = ", c->name);
     if (rc != 0 || c->merge == KH_MERGE_REPLACE)
         return rc ? rc : put_new(b, d, c->name);
+    bool min_max = c->merge == KH_MERGE_MIN || c->merge == KH_MERGE_MAX;
+    if (min_max && !c->not_null && d == KH_DIALECT_SQLITE)
+        return null_safe_sqlite(table, c, b);
     bool new_first = c->merge == KH_MERGE_COALESCE;
     rc = kh_buf_printf(b, "%s(", fn[c->merge][d == KH_DIALECT_POSTGRES]);
     if (rc == 0)

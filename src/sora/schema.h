@@ -4,7 +4,9 @@
  * their members and SQL types, and the envelope tables column by column; from it this module
  * derives column names (snake_case), member lookup, the DDL of both SQL dialects and the
  * envelope tables' statements. Adding a member is one line in schema_table.c (with the
- * schema version that adds it; the migration is derived).
+ * schema version that adds it; the migration is derived). The lifecycle tables Sora's session
+ * and event webhooks fill (schema version 6) are envelope tables too, whose rows the webhook
+ * carries (kh_report.env_rows) instead of one row per report.
  */
 #ifndef KH_SCHEMA_H
 #define KH_SCHEMA_H
@@ -59,7 +61,8 @@ enum kh_common_src {
     KH_SRC_KIND,            /* "connection" or "node" */
     KH_SRC_STATS_COUNT,     /* the report's rows */
     KH_SRC_BODY_BYTES,      /* the request body's size */
-    KH_SRC_RECEIVED_AT      /* when kohaku finished reading it (KH_COL_TIME) */
+    KH_SRC_RECEIVED_AT,     /* when kohaku finished reading it (KH_COL_TIME) */
+    KH_SRC_TYPE             /* the body's "type" */
 };
 
 struct kh_common_column {
@@ -143,8 +146,12 @@ enum kh_merge {
     KH_MERGE_MIN,      /* the smaller of the two: first_seen keeps the first */
     KH_MERGE_MAX,      /* the larger: last_seen takes the newest */
     KH_MERGE_COALESCE, /* the new value, unless it is NULL */
-    KH_MERGE_REPLACE   /* the new value */
+    KH_MERGE_REPLACE,  /* the new value */
+    KH_MERGE_FILL      /* the stored value, unless it is NULL: the first one known */
 };
+/* MIN and MAX of a column that may be NULL ignore a NULL side, in both dialects. With MIN,
+ * MAX and FILL alone a row ends up the same whatever order its webhooks came in, and a
+ * webhook delivered twice changes nothing. */
 
 struct kh_env_column {
     const char *name;
@@ -152,6 +159,7 @@ struct kh_env_column {
     bool not_null;
     enum kh_common_src src; /* where its value comes from in a struct kh_report */
     enum kh_merge merge;    /* upserted tables only */
+    const char *doc;        /* where the value comes from, for the docs; NULL: from src */
 };
 
 struct kh_env_index {
@@ -159,11 +167,18 @@ struct kh_env_index {
     const char *const *cols; /* NULL-terminated */
 };
 
+/* kh_env_table.kind, besides one enum kh_report_kind: */
+enum {
+    KH_ENV_STATS = -1,    /* a row for every stats report (connection or node) */
+    KH_ENV_WEBHOOKS = -2, /* a row for every session or event webhook */
+    KH_ENV_CARRIED = -3   /* the rows a report carries (kh_report.env_rows), any number */
+};
+
 struct kh_env_table {
     const char *table;
     const char *about; /* one line for the docs */
     int since;         /* the schema version that creates it */
-    int kind;          /* rows for reports of this enum kh_report_kind; -1: for every report */
+    int kind;          /* whose rows: an enum kh_report_kind, or KH_ENV_* above */
     /* true: one row per key, merged column by column (enum kh_merge) when it is there; the
      * key is the PRIMARY KEY, one column. false: one row per report, a row whose key is there
      * already is left out (a redelivered report); the key is a unique index "<table>_key". */
@@ -181,8 +196,60 @@ struct kh_env_table {
 extern const struct kh_env_table kh_env_tables[];
 extern const size_t kh_env_ntables;
 /* Index of sora_report in kh_env_tables: whether its row was inserted says whether the report
- * was new (not a redelivery). */
+ * was new (not a redelivery). sora_webhook says the same of a session or event webhook. */
 extern const int kh_env_report;
+extern const int kh_env_webhook;
+/* The lifecycle tables (KH_ENV_CARRIED): one row per Sora session, one per connection. */
+extern const int kh_env_session;
+extern const int kh_env_lifecycle;
+
+/* Their columns, in table order (schema_table.c places each by these). */
+enum kh_session_col {
+    KH_SESS_SESSION_ID,
+    KH_SESS_CHANNEL_ID,
+    KH_SESS_NODE_NAME,
+    KH_SESS_CREATED,
+    KH_SESS_DESTROYED,
+    KH_SESS_END_TYPE,
+    KH_SESS_MAX_CONNECTIONS,
+    KH_SESS_TOTAL_CONNECTIONS,
+    KH_SESS_SPOTLIGHT,
+    KH_SESS_FIRST_WEBHOOK,
+    KH_SESS_LAST_WEBHOOK,
+    KH_SESS_NCOLS
+};
+enum kh_lifecycle_col {
+    KH_LIFE_CONNECTION_ID,
+    KH_LIFE_SESSION_ID,
+    KH_LIFE_CHANNEL_ID,
+    KH_LIFE_CLIENT_ID,
+    KH_LIFE_BUNDLE_ID,
+    KH_LIFE_ROLE,
+    KH_LIFE_CREATED,
+    KH_LIFE_DESTROYED,
+    KH_LIFE_END_TYPE,
+    KH_LIFE_END_REASON,
+    KH_LIFE_END_DATA,
+    KH_LIFE_MULTISTREAM,
+    KH_LIFE_SIMULCAST,
+    KH_LIFE_SPOTLIGHT,
+    KH_LIFE_AUDIO,
+    KH_LIFE_VIDEO,
+    KH_LIFE_AUDIO_CODEC_TYPE,
+    KH_LIFE_VIDEO_CODEC_TYPE,
+    KH_LIFE_VIDEO_BIT_RATE,
+    KH_LIFE_MINUTES,
+    KH_LIFE_TOTAL_RECEIVED_BYTES,
+    KH_LIFE_TOTAL_SENT_BYTES,
+    KH_LIFE_TURN_TRANSPORT_TYPE,
+    KH_LIFE_FIRST_WEBHOOK,
+    KH_LIFE_LAST_WEBHOOK,
+    KH_LIFE_NCOLS
+};
+
+/* Whether a report of this kind (enum kh_report_kind) has its own row in envelope table t:
+ * never for a KH_ENV_CARRIED table, whose rows the report carries. */
+bool kh_schema_env_applies(int t, int report_kind);
 
 enum kh_dialect { KH_DIALECT_SQLITE, KH_DIALECT_POSTGRES };
 
@@ -212,9 +279,12 @@ int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out);
  * order: kh_schema_env_rows_sql then kh_schema_env_conflict_sql. SQLite: one row of `?`
  * placeholders, one per column. PostgreSQL: any number of rows as arrays, one
  * $n::type[] per column, read through unnest(...) AS u (so a caller may filter on u's columns
- * between the two parts). The conflict part: an upsert's ON CONFLICT (key) DO UPDATE SET, the
- * merged columns in column order; otherwise nothing in SQLite (the INSERT is OR IGNORE) and ON
- * CONFLICT DO NOTHING in PostgreSQL. 0, or KH_ENOSPC/KH_ENOMEM from the buffer. */
+ * between the two parts); for a KH_ENV_CARRIED table the rows of one key are first merged
+ * into one (GROUP BY the key, each column as its merge rule says, in the arrays' order: one
+ * statement may not update a row twice), and go in key order. The conflict part: an upsert's
+ * ON CONFLICT (key) DO UPDATE SET, the merged columns in column order; otherwise nothing in
+ * SQLite (the INSERT is OR IGNORE) and ON CONFLICT DO NOTHING in PostgreSQL. 0, or
+ * KH_ENOSPC/KH_ENOMEM from the buffer. */
 int kh_schema_env_sql(enum kh_dialect d, int t, struct kh_buf *out);
 int kh_schema_env_rows_sql(enum kh_dialect d, int t, struct kh_buf *out);
 int kh_schema_env_conflict_sql(enum kh_dialect d, int t, struct kh_buf *out);

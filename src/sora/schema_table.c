@@ -10,8 +10,10 @@
  * stats_timestamp and are not listed. A member added later carries the schema version that
  * adds its column as a third field; its column comes after those of earlier versions,
  * whatever dictionary it is in (ALTER TABLE ADD COLUMN puts it at the end).
- * Then the envelope tables (sora_connection, sora_node, sora_report), column by column.
- * Nothing here is code: schema.c derives the rest.
+ * Then the envelope tables (sora_connection, sora_node, sora_report), column by column, and
+ * those of Sora's session and event webhooks (sora_webhook, sora_session,
+ * sora_connection_lifecycle; schema version 6). Nothing here is code: schema.c derives the
+ * rest.
  */
 #include "sora/schema.h"
 
@@ -581,15 +583,150 @@ static const struct kh_env_index report_indexes[] = {
     {"id", report_by_id},
 };
 
+/* Schema version 6: Sora's session and event webhooks. One row per webhook stored (its
+ * insert says whether the webhook was new, as sora_report's does for a report). */
+#define WH(name, type, not_null, src, doc) {name, type, not_null, src, KH_MERGE_KEEP, doc}
+static const struct kh_env_column webhook_cols[] = {
+    WH("time", KH_COL_TIME, true, KH_SRC_TIME, "the webhook's `timestamp`"),
+    WH("webhook_id", KH_COL_TEXT, true, KH_SRC_REPORT_ID, "the webhook's `id`"),
+    WH("type", KH_COL_TEXT, true, KH_SRC_TYPE,
+       "the webhook's `type` (`session.created`, `connection.destroyed` ...)"),
+    WH("channel_id", KH_COL_TEXT, false, KH_SRC_CHANNEL_ID, "its `channel_id`"),
+    WH("session_id", KH_COL_TEXT, false, KH_SRC_SESSION_ID, "its `session_id`"),
+    WH("connection_id", KH_COL_TEXT, false, KH_SRC_CONNECTION_ID,
+       "its `connection_id` (event webhooks about a connection)"),
+    WH("node_name", KH_COL_TEXT, false, KH_SRC_NODE_NAME, "its `node_name`"),
+    WH("body_bytes", KH_COL_INT, true, KH_SRC_BODY_BYTES, NULL),
+    WH("received_at", KH_COL_TIME, true, KH_SRC_RECEIVED_AT, "when kohaku had read the webhook"),
+};
+static const char *const webhook_key[] = {"webhook_id", NULL};
+static const char *const webhook_by_time[] = {"time", NULL};
+static const char *const webhook_by_session[] = {"session_id", NULL};
+static const struct kh_env_index webhook_indexes[] = {
+    {"time", webhook_by_time},
+    {"session", webhook_by_session},
+};
+
+/* The lifecycle tables: rows the webhooks carry, merged column by column with MIN, MAX and
+ * FILL only, so that a row is the same whatever order its webhooks came in and a webhook
+ * stored twice changes nothing. (The key's merge is never used.) */
+#define LIFE(name, type, not_null, merge, doc) {name, type, not_null, 0, KH_MERGE_##merge, doc}
+
+/* One row per Sora session. */
+static const struct kh_env_column session_cols[KH_SESS_NCOLS] = {
+    [KH_SESS_SESSION_ID] = LIFE("session_id", KH_COL_TEXT, true, KEEP,
+                                "the webhook's `session_id`"),
+    [KH_SESS_CHANNEL_ID] = LIFE("channel_id", KH_COL_TEXT, true, FILL, "its `channel_id`"),
+    [KH_SESS_NODE_NAME] = LIFE("node_name", KH_COL_TEXT, false, FILL,
+                               "the `node_name` of the first webhook about it"),
+    [KH_SESS_CREATED] = LIFE("created", KH_COL_TIME, false, MIN,
+                             "session webhook: `created_timestamp`"),
+    [KH_SESS_DESTROYED] = LIFE("destroyed", KH_COL_TIME, false, MAX,
+                               "`session.destroyed` or `session.vanished`: "
+                               "`destroyed_timestamp`, else its `timestamp`"),
+    [KH_SESS_END_TYPE] = LIFE("end_type", KH_COL_TEXT, false, FILL,
+                              "the `type` that ended it: `session.destroyed` or "
+                              "`session.vanished`"),
+    [KH_SESS_MAX_CONNECTIONS] = LIFE("max_connections", KH_COL_INT, false, MAX,
+                                     "session webhook: `max_connections`, the most connections "
+                                     "it had at once (its peak)"),
+    [KH_SESS_TOTAL_CONNECTIONS] = LIFE("total_connections", KH_COL_INT, false, MAX,
+                                       "session webhook: `total_connections`, the connections "
+                                       "it has had"),
+    [KH_SESS_SPOTLIGHT] = LIFE("spotlight", KH_COL_BOOL, false, FILL,
+                               "session webhook: `spotlight`"),
+    [KH_SESS_FIRST_WEBHOOK] = LIFE("first_webhook", KH_COL_TIME, true, MIN,
+                                   "the `timestamp` of the earliest webhook about it (session "
+                                   "or connection)"),
+    [KH_SESS_LAST_WEBHOOK] = LIFE("last_webhook", KH_COL_TIME, true, MAX,
+                                  "the `timestamp` of the latest one"),
+};
+static const char *const session_key[] = {"session_id", NULL};
+static const char *const session_by_channel[] = {"channel_id", "first_webhook", NULL};
+static const struct kh_env_index session_indexes[] = {
+    {"channel", session_by_channel},
+};
+
+/* One row per connection, joined to the stats by connection_id. */
+static const struct kh_env_column lifecycle_cols[KH_LIFE_NCOLS] = {
+    [KH_LIFE_CONNECTION_ID] = LIFE("connection_id", KH_COL_TEXT, true, KEEP,
+                                   "the event webhook's `connection_id`, or one of a session "
+                                   "webhook's `connections`"),
+    [KH_LIFE_SESSION_ID] = LIFE("session_id", KH_COL_TEXT, true, FILL, "its `session_id`"),
+    [KH_LIFE_CHANNEL_ID] = LIFE("channel_id", KH_COL_TEXT, true, FILL, "its `channel_id`"),
+    [KH_LIFE_CLIENT_ID] = LIFE("client_id", KH_COL_TEXT, false, FILL, "its `client_id`"),
+    [KH_LIFE_BUNDLE_ID] = LIFE("bundle_id", KH_COL_TEXT, false, FILL, "its `bundle_id`"),
+    [KH_LIFE_ROLE] = LIFE("role", KH_COL_TEXT, false, FILL, "its `role`"),
+    [KH_LIFE_CREATED] = LIFE("created", KH_COL_TIME, false, MIN,
+                             "`connection.created`: `created_timestamp` (in `data` or the "
+                             "body), else its `timestamp`; session webhook: "
+                             "`connection_created_timestamp`"),
+    [KH_LIFE_DESTROYED] = LIFE("destroyed", KH_COL_TIME, false, MAX,
+                               "`connection.destroyed` / `connection.failed`: "
+                               "`destroyed_timestamp`, else its `timestamp`; session webhook: "
+                               "`connection_destroyed_timestamp`"),
+    [KH_LIFE_END_TYPE] = LIFE("end_type", KH_COL_TEXT, false, FILL,
+                              "how it ended: the event webhook's `type`, "
+                              "`connection.destroyed` or `connection.failed`"),
+    [KH_LIFE_END_REASON] = LIFE("end_reason", KH_COL_TEXT, false, FILL,
+                                "that webhook's `reason` (in `data` or the body)"),
+    [KH_LIFE_END_DATA] = LIFE("end_data", KH_COL_JSON, false, FILL,
+                              "that webhook's `data` object, whole"),
+    [KH_LIFE_MULTISTREAM] = LIFE("multistream", KH_COL_BOOL, false, FILL, "`multistream`"),
+    [KH_LIFE_SIMULCAST] = LIFE("simulcast", KH_COL_BOOL, false, FILL, "`simulcast`"),
+    [KH_LIFE_SPOTLIGHT] = LIFE("spotlight", KH_COL_BOOL, false, FILL, "`spotlight`"),
+    [KH_LIFE_AUDIO] = LIFE("audio", KH_COL_BOOL, false, FILL, "`audio`"),
+    [KH_LIFE_VIDEO] = LIFE("video", KH_COL_BOOL, false, FILL, "`video`"),
+    [KH_LIFE_AUDIO_CODEC_TYPE] = LIFE("audio_codec_type", KH_COL_TEXT, false, FILL,
+                                      "`audio_codec_type`"),
+    [KH_LIFE_VIDEO_CODEC_TYPE] = LIFE("video_codec_type", KH_COL_TEXT, false, FILL,
+                                      "`video_codec_type`"),
+    [KH_LIFE_VIDEO_BIT_RATE] = LIFE("video_bit_rate", KH_COL_INT, false, FILL,
+                                    "`video_bit_rate` (kbps)"),
+    [KH_LIFE_MINUTES] = LIFE("minutes", KH_COL_INT, false, MAX,
+                             "event webhook: `minutes` connected"),
+    [KH_LIFE_TOTAL_RECEIVED_BYTES] = LIFE("total_received_bytes", KH_COL_INT, false, MAX,
+                                          "event webhook: `total_received_bytes`"),
+    [KH_LIFE_TOTAL_SENT_BYTES] = LIFE("total_sent_bytes", KH_COL_INT, false, MAX,
+                                      "event webhook: `total_sent_bytes`"),
+    [KH_LIFE_TURN_TRANSPORT_TYPE] = LIFE("turn_transport_type", KH_COL_TEXT, false, FILL,
+                                         "event webhook: `turn_transport_type`"),
+    [KH_LIFE_FIRST_WEBHOOK] = LIFE("first_webhook", KH_COL_TIME, true, MIN,
+                                   "the `timestamp` of the earliest webhook about it"),
+    [KH_LIFE_LAST_WEBHOOK] = LIFE("last_webhook", KH_COL_TIME, true, MAX,
+                                  "the `timestamp` of the latest one"),
+};
+static const char *const lifecycle_key[] = {"connection_id", NULL};
+static const char *const lifecycle_by_session[] = {"session_id", NULL};
+static const char *const lifecycle_by_channel[] = {"channel_id", "first_webhook", NULL};
+static const struct kh_env_index lifecycle_indexes[] = {
+    {"session", lifecycle_by_session},
+    {"channel", lifecycle_by_channel},
+};
+
 const struct kh_env_table kh_env_tables[] = {
     {"sora_connection", "One row per connection_id, upserted by every report", 1,
      KH_REPORT_CONNECTION, true, connection_cols, N(connection_cols), connection_key,
      connection_indexes, N(connection_indexes), NULL, NULL},
     {"sora_node", "One row per Sora node, upserted by every node.erlang-vm report", 1,
      KH_REPORT_NODE, true, node_cols, N(node_cols), node_key, NULL, 0, NULL, NULL},
-    {"sora_report", "One row per stored report", 2, -1,
+    {"sora_report", "One row per stored report", 2, KH_ENV_STATS,
      false, report_cols, N(report_cols), report_key, report_indexes, N(report_indexes),
      "source", "time"},
+    {"sora_webhook", "One row per session or event webhook stored", 6, KH_ENV_WEBHOOKS, false,
+     webhook_cols, N(webhook_cols), webhook_key, webhook_indexes, N(webhook_indexes), NULL,
+     NULL},
+    {"sora_session", "One row per Sora session, from the session and event webhooks", 6,
+     KH_ENV_CARRIED, true, session_cols, N(session_cols), session_key, session_indexes,
+     N(session_indexes), NULL, NULL},
+    {"sora_connection_lifecycle",
+     "One row per connection, from the session and event webhooks: when it was created and "
+     "destroyed and how it ended, joined to the stats by `connection_id`",
+     6, KH_ENV_CARRIED, true, lifecycle_cols, N(lifecycle_cols), lifecycle_key,
+     lifecycle_indexes, N(lifecycle_indexes), NULL, NULL},
 };
 const size_t kh_env_ntables = N(kh_env_tables);
 const int kh_env_report = 2;
+const int kh_env_webhook = 3;
+const int kh_env_session = 4;
+const int kh_env_lifecycle = 5;

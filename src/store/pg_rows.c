@@ -2,8 +2,9 @@
  * pg_rows: a batch's values, laid out for the postgres writers in the slot's buffers: per
  * stats table either one array literal per column (the unnest statements' parameters) or
  * COPY data (text or binary) in cols[0]; per envelope table one array per column. Columns
- * come from the schema's descriptions, values from the reports (kh_report_common_value),
- * encodings from pg_encode. Nothing here talks to the server.
+ * come from the schema's descriptions, values from the reports (kh_report_common_value) or,
+ * for the tables a webhook carries rows of, from those rows; encodings from pg_encode.
+ * Nothing here talks to the server.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -143,9 +144,10 @@ static int key_src(const struct kh_env_table *et)
 
 /* s->order gets the indexes of the subset's reports that have a row in the table: for an
  * upsert sorted by key, so that concurrent writers lock rows in the same order. */
-static int select_reports(struct kh_pg_slot *s, const struct kh_pg_subset *sub,
-                          const struct kh_env_table *et, size_t *n)
+static int select_reports(struct kh_pg_slot *s, const struct kh_pg_subset *sub, int t,
+                          size_t *n)
 {
+    const struct kh_env_table *et = &kh_env_tables[t];
     if (s->order_cap < sub->n) {
         size_t *o = realloc(s->order, sub->n * sizeof(*o));
         if (o == NULL)
@@ -155,7 +157,7 @@ static int select_reports(struct kh_pg_slot *s, const struct kh_pg_subset *sub,
     }
     *n = 0;
     for (size_t i = 0; i < sub->n; i++)
-        if (et->kind < 0 || (int)sub->reports[i]->kind == et->kind)
+        if (kh_schema_env_applies(t, (int)sub->reports[i]->kind))
             s->order[(*n)++] = i;
     struct env_order eo = {sub->reports, key_src(et)};
     if (et->upsert)
@@ -178,14 +180,38 @@ static int put_env_row(struct kh_pg_slot *s, const struct kh_env_table *et, bool
     return rc;
 }
 
+/* The rows of a carried table the subset's reports hold, in their order; the statement
+ * merges those of one key (kh_schema_env_rows_sql). */
+static int build_carried(struct kh_pg_slot *s, const struct kh_pg_subset *sub, int t,
+                         size_t *count)
+{
+    const struct kh_env_table *et = &kh_env_tables[t];
+    int rc = 0;
+    cols_begin(s, (int)et->ncols);
+    *count = 0;
+    for (size_t i = 0; rc == 0 && i < sub->n; i++)
+        for (const struct kh_env_row *row = sub->reports[i]->env_rows; rc == 0 && row;
+             row = row->next) {
+            if (row->table != t)
+                continue;
+            bool first = (*count)++ == 0;
+            for (size_t c = 0; c < et->ncols; c++)
+                rc |= kh_pg_put_value(&s->cols[c], KH_PG_ARRAY, first, &row->vals[c]);
+        }
+    return rc ? KH_ENOMEM : cols_end(s, (int)et->ncols);
+}
+
 /* For an upsert one row per key (a batch may hold several reports of one connection, and
- * one statement may not update a row twice), otherwise one per report. */
+ * one statement may not update a row twice), otherwise one per report; a carried table's
+ * rows as the reports hold them. */
 int kh_pg_build_envelopes(struct kh_pg_slot *s, const struct kh_pg_subset *sub, int t,
                           size_t *count)
 {
     const struct kh_env_table *et = &kh_env_tables[t];
+    if (et->kind == KH_ENV_CARRIED)
+        return build_carried(s, sub, t, count);
     size_t n;
-    int rc = select_reports(s, sub, et, &n);
+    int rc = select_reports(s, sub, t, &n);
     if (rc != 0)
         return rc;
     struct env_order eo = {sub->reports, key_src(et)};

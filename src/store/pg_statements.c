@@ -89,15 +89,18 @@ static int unnest_sql(const struct kh_pg *pg, int t, struct kh_buf *b)
 
 /* An envelope table's statement (see kh_schema_env_sql). sora_report's inserts leave out,
  * with compression, reports that are stored (see skip_stored) and return the kind of each
- * report they inserted: what the write stored, counted by kind. */
+ * report they inserted: what the write stored, counted by kind. sora_webhook's (not a time
+ * series) return the type of each webhook they inserted. */
 static int env_sql(const struct kh_pg *pg, int t, struct kh_buf *b)
 {
     const struct kh_env_table *et = &kh_env_tables[t];
     int rc = kh_schema_env_rows_sql(KH_DIALECT_POSTGRES, t, b);
-    if (rc == 0 && !et->upsert && pg->ts_mode == KH_PG_TS_FULL)
+    if (rc == 0 && !et->upsert && et->segment_by && pg->ts_mode == KH_PG_TS_FULL)
         rc = skip_stored(b, et->table, et->key);
     if (rc == 0)
         rc = kh_schema_env_conflict_sql(KH_DIALECT_POSTGRES, t, b);
+    if (rc == 0 && t == kh_env_webhook)
+        rc = kh_buf_printf(b, " RETURNING \"type\"");
     return rc == 0 && t == kh_env_report ? kh_buf_printf(b, " RETURNING \"kind\"") : rc;
 }
 

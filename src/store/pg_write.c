@@ -25,11 +25,12 @@
 #include "store/pg_internal.h"
 
 /* What a pipelined statement's result counts towards. */
-enum { LBL_NONE = -1, LBL_REPORTS = -2 }; /* >= 0: rows of that stats table */
+enum { LBL_NONE = -1, LBL_REPORTS = -2, LBL_WEBHOOKS = -3 }; /* >= 0: rows of a stats table */
 #define MAX_PIPELINE 64
 
 /* Result of an exchange: the first error's SQLSTATE and message, and what it stored: rows
- * per table from each statement's command tag, reports from sora_report's RETURNING. */
+ * per table from each statement's command tag, reports from sora_report's RETURNING,
+ * webhooks (session, event) from sora_webhook's. */
 struct outcome {
     bool failed;
     char state[6];
@@ -37,6 +38,7 @@ struct outcome {
     size_t nlabels, next_label;
     uint64_t rows[KH_REPORT_MAX_TABLES];
     uint64_t reports[2];
+    uint64_t webhooks[2];
 };
 
 static void tally(struct outcome *o, int label, PGresult *r)
@@ -47,6 +49,10 @@ static void tally(struct outcome *o, int label, PGresult *r)
         /* RETURNING kind: one row per report inserted */
         for (int i = 0, n = PQntuples(r); i < n; i++)
             o->reports[PQgetvalue(r, i, 0)[0] == 'n']++;
+    } else if (label == LBL_WEBHOOKS) {
+        /* RETURNING type: session.* from the session webhook, the rest from the event one */
+        for (int i = 0, n = PQntuples(r); i < n; i++)
+            o->webhooks[strncmp(PQgetvalue(r, i, 0), "session.", 8) != 0]++;
     }
 }
 
@@ -109,10 +115,12 @@ static int send_envelopes(struct kh_pg_slot *s, const struct kh_pg_subset *sub,
     for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++) {
         size_t n;
         rc = kh_pg_build_envelopes(s, sub, (int)t, &n);
+        int label = (int)t == kh_env_report    ? LBL_REPORTS
+                    : (int)t == kh_env_webhook ? LBL_WEBHOOKS
+                                               : LBL_NONE;
         if (rc == 0 && n > 0)
             rc = send_prepared(s, o, kh_pg_statement(true, t, name),
-                               (int)kh_env_tables[t].ncols,
-                               (int)t == kh_env_report ? LBL_REPORTS : LBL_NONE);
+                               (int)kh_env_tables[t].ncols, label);
     }
     return rc;
 }
@@ -310,11 +318,17 @@ static bool is_data_error(const char *state)
 static void count_stored(struct kh_batch *b, const struct kh_pg_subset *sub,
                          const struct outcome *o)
 {
+    size_t webhooks = 0;
+    for (size_t i = 0; i < sub->n; i++)
+        webhooks += kh_report_is_webhook(sub->reports[i]);
     for (size_t t = 0; t < KH_REPORT_MAX_TABLES; t++)
         b->rows_stored[t] += o->rows[t];
     b->reports_stored[0] += o->reports[0];
     b->reports_stored[1] += o->reports[1];
-    b->reports_duplicate += sub->n - o->reports[0] - o->reports[1];
+    b->reports_duplicate += sub->n - webhooks - o->reports[0] - o->reports[1];
+    b->webhooks_stored[0] += o->webhooks[0];
+    b->webhooks_stored[1] += o->webhooks[1];
+    b->webhooks_duplicate += webhooks - o->webhooks[0] - o->webhooks[1];
 }
 
 /* direct_copy, and when rows were there already the unnest way, which skips them. */

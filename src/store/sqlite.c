@@ -1,9 +1,11 @@
 /*
  * sqlite: the embedded storage backend (default). One connection, used by the writer thread
  * for writes; WAL mode so readers (Grafana, the sqlite3 shell) never block the writer.
- * A batch is one IMMEDIATE transaction; any failure rolls the whole batch back and is
- * reported as KH_ERETRY (values are already typed, so SQLite has no per-row data errors to
- * refuse). Prepared statements are cached per table. This module is the only user of SQLite.
+ * A batch is one IMMEDIATE transaction (its webhooks' lifecycle rows included, each upserted
+ * on its own: the statement's merge rules apply to them in turn); any failure rolls the whole
+ * batch back and is reported as KH_ERETRY (values are already typed, and the parsers fill
+ * every NOT NULL column, so SQLite has no per-row data errors to refuse). Prepared statements
+ * are cached per table. This module is the only user of SQLite.
  *
  * Checkpoints are SQLite's own automatic ones, on the writer, every 1,000 WAL pages. (A
  * separate checkpointer thread measured about 45% more reports/s here but 80-100 ms writer
@@ -282,16 +284,31 @@ static int write_row(struct sq *q, struct kh_batch *b, const struct kh_report *r
     return insert(q, st, err, kh_stats_tables[row->table].table, &b->rows_stored[row->table]);
 }
 
+/* What the insert of a report's sora_report or sora_webhook row says: new, or a
+ * redelivery. */
+static void count_report(struct kh_batch *b, const struct kh_report *r, int t, uint64_t inserted)
+{
+    if (t == kh_env_report && inserted > 0)
+        b->reports_stored[r->kind == KH_REPORT_NODE]++;
+    else if (t == kh_env_report)
+        b->reports_duplicate++;
+    else if (t == kh_env_webhook && inserted > 0)
+        b->webhooks_stored[r->kind == KH_REPORT_EVENT_WEBHOOK]++;
+    else if (t == kh_env_webhook)
+        b->webhooks_duplicate++;
+}
+
 /* The report's rows in the envelope tables: its connection's (or node's) upsert and its
- * sora_report row, whose insert says whether the report was new or a redelivery. */
+ * sora_report row, or a webhook's sora_webhook row; the insert of either says whether the
+ * report was new or a redelivery. */
 static int write_envelope(struct sq *q, struct kh_batch *b, const struct kh_report *r,
                           const char **err)
 {
     int rc = 0;
     for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++) {
-        const struct kh_env_table *et = &kh_env_tables[t];
-        if (et->kind >= 0 && et->kind != (int)r->kind)
+        if (!kh_schema_env_applies((int)t, (int)r->kind))
             continue;
+        const struct kh_env_table *et = &kh_env_tables[t];
         sqlite3_stmt *st = q->env[t];
         for (size_t c = 0; c < et->ncols; c++) {
             struct kh_value v = kh_report_common_value(r, NULL, (int)et->cols[c].src);
@@ -299,12 +316,22 @@ static int write_envelope(struct sq *q, struct kh_batch *b, const struct kh_repo
         }
         uint64_t inserted = 0;
         rc = insert(q, st, err, et->table, &inserted);
-        if (rc == 0 && (int)t == kh_env_report) {
-            if (inserted > 0)
-                b->reports_stored[r->kind == KH_REPORT_NODE]++;
-            else
-                b->reports_duplicate++;
-        }
+        if (rc == 0)
+            count_report(b, r, (int)t, inserted);
+    }
+    return rc;
+}
+
+/* The rows a webhook carries, each upserted by its table's merge rules. */
+static int write_env_rows(struct sq *q, const struct kh_report *r, const char **err)
+{
+    int rc = 0;
+    for (const struct kh_env_row *row = r->env_rows; rc == 0 && row; row = row->next) {
+        const struct kh_env_table *et = &kh_env_tables[row->table];
+        sqlite3_stmt *st = q->env[row->table];
+        for (size_t c = 0; c < et->ncols; c++)
+            bind_value(st, (int)c + 1, &row->vals[c]);
+        rc = step(q, st, err, et->table);
     }
     return rc;
 }
@@ -323,6 +350,8 @@ static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char
     for (size_t i = 0; rc == 0 && i < b->nreports; i++) {
         const struct kh_report *r = b->reports[i];
         rc = write_envelope(q, b, r, err);
+        if (rc == 0)
+            rc = write_env_rows(q, r, err);
         for (const struct kh_row *row = r->rows; rc == 0 && row; row = row->next)
             rc = write_row(q, b, r, row, err);
         b->results[i] = 0;

@@ -21,4 +21,6 @@ void kh_batch_reset_counts(struct kh_batch *b)
     memset(b->rows_stored, 0, sizeof(b->rows_stored));
     memset(b->reports_stored, 0, sizeof(b->reports_stored));
     b->reports_duplicate = 0;
+    memset(b->webhooks_stored, 0, sizeof(b->webhooks_stored));
+    b->webhooks_duplicate = 0;
 }

@@ -14,6 +14,9 @@
  *   KH_ERETRY    nothing is stored, try later (database busy, unreachable, disk full ...);
  *   KH_EREJECT   some reports were refused as bad data: their results[] entries are
  *                KH_EREJECT, the others are stored.
+ * A batch may hold session and event webhooks beside stats reports: each has its sora_webhook
+ * row and the lifecycle rows it carries (kh_report.env_rows), upserted by the merge rules of
+ * their tables, in the same transaction.
  */
 #ifndef KH_STORE_H
 #define KH_STORE_H
@@ -37,6 +40,9 @@ struct kh_batch {
     uint64_t rows_stored[KH_REPORT_MAX_TABLES];
     uint64_t reports_stored[2];
     uint64_t reports_duplicate;
+    /* the same of session and event webhooks (sora_webhook had them) */
+    uint64_t webhooks_stored[2];
+    uint64_t webhooks_duplicate;
 };
 
 /* Zeroes what a write stored (the start of every write). */

@@ -45,6 +45,14 @@ for i, path in enumerate(sorted(glob.glob(os.path.join(fixtures, "*-t*.json"))))
 write("envelope", "node", b"\x01" + node)
 write("envelope", "webhook", b"\x02" + envelope([], type="connection.rtc"))
 
+logs = os.path.join(root, "tests", "fixtures", "sora-logs-sample")
+for log, first in (("session_webhook.jsonl", 0x00), ("event_webhook.jsonl", 0x01)):
+    for i, line in enumerate(open(os.path.join(logs, log), "rb")):
+        line = line.rstrip(b"\n")
+        write("lifecycle", f"{log[:5]}-line{i}", bytes([first | 0x04 | 0x30]) + line)
+        body = json.dumps(json.loads(line)["req"]).encode()
+        write("lifecycle", f"{log[:5]}-body{i}", bytes([first | 0x10]) + body)
+
 write("config", "example", open(os.path.join(root, "config.example.ini"), "rb").read())
 write("config", "kohaku2023", b"debug = false\nlisten_port = 5890\nhttps = false\n"
       b"postgres_uri = postgres://u:p@127.0.0.1:5432/k?sslmode=disable\n"
@@ -75,3 +83,5 @@ for name, path, hdrs, body in (
         c.send_data(1, body[:16000], end_stream=True)
     data = c.data_to_send()
     write("h2", name, data[24:])  # the target adds the preface itself
+write("h1", "session-webhook", b"POST /webhook/session HTTP/1.1\r\nHost: x\r\n"
+      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))

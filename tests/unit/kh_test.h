@@ -1,8 +1,9 @@
 /*
  * kh_test: helpers shared by the unit tests (header only, everything static inline): the Sora
  * envelopes every test builds on (defined here once), building them as text, parsing a body
- * with the real envelope parser, reading fixture files, finding rows and values. Include
- * after <cmocka.h>. Nothing here may hide a failure: helpers assert what they rely on.
+ * with the real envelope parser, reading fixture files (and a line of Sora's log samples),
+ * finding rows and values (and a webhook's lifecycle rows). Include after <cmocka.h>.
+ * Nothing here may hide a failure: helpers assert what they rely on.
  */
 #ifndef KH_TEST_H
 #define KH_TEST_H
@@ -233,6 +234,37 @@ static inline const struct kh_value *kht_val(const struct kh_row *row, const cha
     if (idx < 0)
         fail_msg("%s has no column for %s", kh_stats_tables[row->table].table, name);
     return &row->vals[idx];
+}
+
+/* Line n (from 0) of a file, without its newline; caller frees. */
+static inline char *kht_read_line(const char *path, int n, size_t *len)
+{
+    char *all = kht_read_file(path, NULL), *p = all;
+    for (int i = 0; i < n && p; i++) {
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    if (p == NULL || *p == '\0')
+        fail_msg("%s has no line %d", path, n);
+    size_t k = strcspn(p, "\n");
+    char *line = malloc(k + 1);
+    assert_non_null(line);
+    memcpy(line, p, k);
+    line[k] = '\0';
+    free(all);
+    if (len)
+        *len = k;
+    return line;
+}
+
+/* The report's row of envelope table t whose key (its first column) is `key`, or NULL. */
+static inline const struct kh_env_row *kht_env_row(const struct kh_report *r, int t,
+                                                   const char *key)
+{
+    for (const struct kh_env_row *row = r->env_rows; row; row = row->next)
+        if (row->table == t && row->vals[0].type && strcmp(row->vals[0].u.s, key) == 0)
+            return row;
+    return NULL;
 }
 
 static inline int kht_table(const char *name)

@@ -175,10 +175,11 @@ static int put_env_row(struct kh_buf *b, const struct kh_env_table *et,
  * i % clients' (make_reports), so the last `clients` reports are each connection's latest and
  * report i % clients its first: an upsert is written once per connection (kohaku upserts per
  * batch; a bulk load writes the end result once). */
-static size_t put_env_rows(struct kh_buf *b, const struct kh_env_table *et,
-                           struct kh_report **reports, long n, int clients)
+static size_t put_env_rows(struct kh_buf *b, int t, struct kh_report **reports, long n,
+                           int clients)
 {
-    if (et->kind >= 0 && et->kind != KH_REPORT_CONNECTION)
+    const struct kh_env_table *et = &kh_env_tables[t];
+    if (!kh_schema_env_applies(t, KH_REPORT_CONNECTION))
         return 0;
     long from = et->upsert && n > clients ? n - clients : 0;
     for (long i = from; i < n; i++)
@@ -229,7 +230,7 @@ static int copy_files(const char *dir, long n, int clients, const char *out)
     /* the envelope rows kohaku stores beside the stats */
     for (size_t t = 0; t < kh_env_ntables; t++) {
         kh_buf_reset(&b);
-        if (put_env_rows(&b, &kh_env_tables[t], reports, n, clients) > 0)
+        if (put_env_rows(&b, (int)t, reports, n, clients) > 0)
             write_table(out, kh_env_tables[t].table, &b, list);
     }
     fclose(list);

@@ -1,7 +1,10 @@
 /*
  * Unit tests of src/sora/schema.c and schema_table.c: snake_case column names, the tables of
  * DESIGN 2, type -> table and member lookups, and the derived SQL (migration DDL in both
- * dialects, executed in SQLite; INSERT placeholders).
+ * dialects, executed in SQLite; INSERT placeholders). The lifecycle tables of the session and
+ * event webhooks (version 6): declared as their column enums say, merged only in ways that
+ * make the order of webhooks and redeliveries not matter (checked by upserting rows in every
+ * order in SQLite), and PostgreSQL's statement merging one key's rows before its upsert.
  */
 #include <setjmp.h>
 #include <sqlite3.h>
@@ -703,9 +706,9 @@ static void parse_stmt(const char *sql, struct stmt *st)
 static void test_envelope_statements_mean_what_they_did(void **state)
 {
     (void)state;
-    assert_int_equal(kh_env_ntables, 3);
+    assert_int_equal(kh_env_ntables, 6);
     assert_string_equal(kh_env_tables[kh_env_report].table, "sora_report");
-    for (size_t t = 0; t < kh_env_ntables; t++) {
+    for (size_t t = 0; t < 3; t++) { /* the tables of the statements written by hand */
         bool report = (int)t == kh_env_report;
         for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) {
             bool pg = d == KH_DIALECT_POSTGRES;
@@ -737,7 +740,7 @@ static void check_env_values(const struct kh_report *r)
 {
     for (size_t t = 0; t < kh_env_ntables; t++) {
         const struct kh_env_table *et = &kh_env_tables[t];
-        if (et->kind >= 0 && et->kind != (int)r->kind)
+        if (!kh_schema_env_applies((int)t, (int)r->kind))
             continue;
         for (size_t c = 0; c < et->ncols; c++) {
             struct kh_value v = kh_report_common_value(r, NULL, (int)et->cols[c].src);
@@ -779,6 +782,173 @@ static void test_envelope_values_fit_their_columns(void **state)
     kh_report_free(r);
 }
 
+
+/* --- the lifecycle tables (schema version 6) ------------------------------------------------ */
+
+static void test_lifecycle_tables_declared(void **state)
+{
+    (void)state;
+    assert_string_equal(kh_env_tables[kh_env_webhook].table, "sora_webhook");
+    assert_string_equal(kh_env_tables[kh_env_session].table, "sora_session");
+    assert_string_equal(kh_env_tables[kh_env_lifecycle].table, "sora_connection_lifecycle");
+    assert_int_equal(kh_schema_latest_version(), 6);
+    assert_int_equal(kh_env_tables[kh_env_session].ncols, KH_SESS_NCOLS);
+    assert_int_equal(kh_env_tables[kh_env_lifecycle].ncols, KH_LIFE_NCOLS);
+    const struct kh_env_column *sc = kh_env_tables[kh_env_session].cols;
+    const struct kh_env_column *lc = kh_env_tables[kh_env_lifecycle].cols;
+    assert_string_equal(sc[KH_SESS_MAX_CONNECTIONS].name, "max_connections");
+    assert_string_equal(sc[KH_SESS_LAST_WEBHOOK].name, "last_webhook");
+    assert_string_equal(lc[KH_LIFE_END_REASON].name, "end_reason");
+    assert_string_equal(lc[KH_LIFE_TURN_TRANSPORT_TYPE].name, "turn_transport_type");
+    for (int t = kh_env_session; t <= kh_env_lifecycle; t++) {
+        const struct kh_env_table *et = &kh_env_tables[t];
+        assert_int_equal(et->kind, KH_ENV_CARRIED);
+        assert_true(et->upsert && et->since == 6 && et->segment_by == NULL);
+        assert_string_equal(et->cols[0].name, et->key[0]);
+        for (size_t c = 0; c < et->ncols; c++) {
+            const struct kh_env_column *col = &et->cols[c];
+            if (col->name == NULL || col->doc == NULL)
+                fail_msg("%s: column %zu undeclared or without a doc", et->table, c);
+            bool min_max = col->merge == KH_MERGE_MIN || col->merge == KH_MERGE_MAX;
+            /* order-independent merges only; min/max only where both dialects have them */
+            if (c > 0 && !min_max && col->merge != KH_MERGE_FILL)
+                fail_msg("%s.%s: merge %d", et->table, col->name, col->merge);
+            if (min_max && col->type != KH_COL_TIME && col->type != KH_COL_INT)
+                fail_msg("%s.%s: min/max of type %d", et->table, col->name, col->type);
+        }
+    }
+    /* which reports have rows of their own where */
+    assert_true(kh_schema_env_applies(kh_env_report, KH_REPORT_CONNECTION));
+    assert_true(kh_schema_env_applies(kh_env_report, KH_REPORT_NODE));
+    assert_false(kh_schema_env_applies(kh_env_report, KH_REPORT_SESSION_WEBHOOK));
+    assert_true(kh_schema_env_applies(kh_env_webhook, KH_REPORT_EVENT_WEBHOOK));
+    assert_false(kh_schema_env_applies(kh_env_webhook, KH_REPORT_CONNECTION));
+    for (int k = 0; k < KH_REPORT_KINDS; k++) {
+        assert_false(kh_schema_env_applies(kh_env_session, k));
+        assert_false(kh_schema_env_applies(kh_env_lifecycle, k));
+        assert_int_equal(kh_schema_env_applies(0, k), k == KH_REPORT_CONNECTION);
+    }
+}
+
+static void test_lifecycle_statements(void **state)
+{
+    (void)state;
+    char *sql = env_sql(KH_DIALECT_SQLITE, kh_env_session, false);
+    assert_non_null(strstr(sql, "INSERT INTO \"sora_session\" (\"session_id\", "));
+    assert_non_null(strstr(sql, " ON CONFLICT (\"session_id\") DO UPDATE SET "));
+    assert_non_null(strstr(sql, "\"channel_id\" = coalesce(\"channel_id\", "
+                                "excluded.\"channel_id\")"));
+    assert_non_null(strstr(sql, "\"created\" = coalesce(min(\"created\", excluded.\"created\"), "
+                                "\"created\", excluded.\"created\")"));
+    /* NOT NULL: the plain two-argument form */
+    assert_non_null(strstr(sql, "\"first_webhook\" = min(\"first_webhook\", "
+                                "excluded.\"first_webhook\")"));
+    assert_int_equal(count(sql, "?"), KH_SESS_NCOLS);
+    free(sql);
+    sql = env_sql(KH_DIALECT_POSTGRES, kh_env_lifecycle, false);
+    assert_non_null(strstr(sql, ") WITH ORDINALITY AS u(\"connection_id\", "));
+    assert_non_null(strstr(sql, ", kh_ord) GROUP BY u.\"connection_id\" ORDER BY "
+                                "u.\"connection_id\" ON CONFLICT (\"connection_id\") DO UPDATE"));
+    assert_non_null(strstr(sql, "SELECT u.\"connection_id\", (array_agg(u.\"session_id\" ORDER "
+                                "BY u.kh_ord) FILTER (WHERE u.\"session_id\" IS NOT NULL))[1], "));
+    assert_non_null(strstr(sql, "min(u.\"created\")"));
+    assert_non_null(strstr(sql, "max(u.\"destroyed\")"));
+    assert_non_null(strstr(sql, "\"created\" = LEAST(\"sora_connection_lifecycle\".\"created\", "
+                                "EXCLUDED.\"created\")"));
+    assert_non_null(strstr(sql, "\"end_reason\" = COALESCE(\"sora_connection_lifecycle\"."
+                                "\"end_reason\", EXCLUDED.\"end_reason\")"));
+    assert_non_null(strstr(sql, "$25::timestamptz[]"));
+    free(sql);
+    /* the webhook log: insert-or-ignore on its id */
+    sql = env_sql(KH_DIALECT_SQLITE, kh_env_webhook, false);
+    assert_non_null(strstr(sql, "INSERT OR IGNORE INTO \"sora_webhook\" (\"time\", "));
+    free(sql);
+}
+
+/* One row of sora_session in SQLite: session, created, destroyed, end, peak, webhook time. */
+struct srow {
+    const char *created, *destroyed, *end;
+    int peak; /* -1: NULL */
+    const char *seen;
+};
+
+static void upsert_session(sqlite3 *db, sqlite3_stmt *st, const struct srow *r)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    sqlite3_bind_text(st, 1 + KH_SESS_SESSION_ID, "S", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1 + KH_SESS_CHANNEL_ID, "room", -1, SQLITE_STATIC);
+    if (r->created)
+        sqlite3_bind_text(st, 1 + KH_SESS_CREATED, r->created, -1, SQLITE_STATIC);
+    if (r->destroyed)
+        sqlite3_bind_text(st, 1 + KH_SESS_DESTROYED, r->destroyed, -1, SQLITE_STATIC);
+    if (r->end)
+        sqlite3_bind_text(st, 1 + KH_SESS_END_TYPE, r->end, -1, SQLITE_STATIC);
+    if (r->peak >= 0)
+        sqlite3_bind_int(st, 1 + KH_SESS_MAX_CONNECTIONS, r->peak);
+    sqlite3_bind_text(st, 1 + KH_SESS_FIRST_WEBHOOK, r->seen, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1 + KH_SESS_LAST_WEBHOOK, r->seen, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        fail_msg("upsert: %s", sqlite3_errmsg(db));
+}
+
+static void session_text(sqlite3 *db, char *out, size_t cap)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT quote(created) || quote(destroyed) || "
+                                        "quote(end_type) || quote(max_connections) || "
+                                        "quote(first_webhook) || quote(last_webhook) FROM "
+                                        "sora_session",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_exec(db, "DELETE FROM sora_session", NULL, NULL, NULL), SQLITE_OK);
+}
+
+/* created, updated (twice, peaks 2 then 3), destroyed: in every order, some twice, the row
+ * is the same. */
+static void test_lifecycle_merges_any_order(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    for (int v = 1; v <= kh_schema_latest_version(); v++) {
+        char *sql = migration(KH_DIALECT_SQLITE, v);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        free(sql);
+    }
+    char *sql = env_sql(KH_DIALECT_SQLITE, kh_env_session, false);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    free(sql);
+    const char *c = "2026-11-30T08:59:55.123456Z", *d = "2026-11-30T09:01:15.123456Z";
+    const struct srow rows[] = {
+        {c, NULL, NULL, -1, c},
+        {c, NULL, NULL, 2, "2026-11-30T09:00:35.123456Z"},
+        {c, NULL, NULL, 3, "2026-11-30T09:00:45.123456Z"},
+        {c, d, "session.destroyed", 3, d},
+    };
+    const int orders[][6] = {{0, 1, 2, 3, -1}, {3, 2, 1, 0, -1}, {3, 0, 3, 2, 1, -1},
+                             {1, 3, 1, 0, 2, 2}, {2, 0, 3, 1, -1}};
+    char first[512] = "", got[512];
+    for (size_t o = 0; o < sizeof(orders) / sizeof(orders[0]); o++) {
+        for (int i = 0; i < 6 && orders[o][i] >= 0; i++)
+            upsert_session(db, st, &rows[orders[o][i]]);
+        session_text(db, got, sizeof(got));
+        if (o == 0)
+            snprintf(first, sizeof(first), "%s", got);
+        assert_string_equal(got, first);
+    }
+    assert_string_equal(first, "'2026-11-30T08:59:55.123456Z''2026-11-30T09:01:15.123456Z'"
+                               "'session.destroyed'3'2026-11-30T08:59:55.123456Z'"
+                               "'2026-11-30T09:01:15.123456Z'");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -796,6 +966,9 @@ int main(void)
         cmocka_unit_test(test_envelope_ddl_unchanged),
         cmocka_unit_test(test_envelope_statements_mean_what_they_did),
         cmocka_unit_test(test_envelope_values_fit_their_columns),
+        cmocka_unit_test(test_lifecycle_tables_declared),
+        cmocka_unit_test(test_lifecycle_statements),
+        cmocka_unit_test(test_lifecycle_merges_any_order),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2,7 +2,10 @@
  * Unit tests of src/store/sqlite.c on a real database file: migrations (idempotent, versions
  * recorded), a batch built from a parsed browser fixture (row counts per table, typed values),
  * idempotent re-delivery on the natural key, sora_connection first_seen/last_seen, and the
- * envelope tables left as the statements written out by hand before them left them.
+ * envelope tables left as the statements written out by hand before them left them. Session
+ * and event webhooks (the sample logs): their lifecycle rows end up the same whatever order
+ * the webhooks come in and however often, in one batch or one by one, a redelivery is
+ * counted as such, and they touch no stats table.
  * Results are read back through a separate sqlite3 connection.
  */
 #include <setjmp.h>
@@ -17,6 +20,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "kh_test.h"
+#include "sora/lifecycle.h"
 #include "store/store.h"
 
 #define FIXTURE KH_FIXTURES_DIR "/chromium-av-sender-t10.json"
@@ -554,7 +558,7 @@ static void test_envelope_tables_as_before(void **state)
         write_one(c, reports[i]);
         old_write_envelope(st, reports[i]);
     }
-    for (size_t t = 0; t < kh_env_ntables; t++) {
+    for (size_t t = 0; t < 3; t++) { /* the tables the statements written by hand knew */
         char *got = dump_table(c->db, kh_env_tables[t].table);
         char *want = dump_table(old, kh_env_tables[t].table);
         assert_string_equal(got, want);
@@ -562,12 +566,136 @@ static void test_envelope_tables_as_before(void **state)
         free(got);
         free(want);
     }
+    for (size_t t = 3; t < kh_env_ntables; t++) { /* the webhooks': stats reports fill none */
+        char *got = dump_table(c->db, kh_env_tables[t].table);
+        assert_string_equal(got, "");
+        free(got);
+    }
     for (size_t i = 0; i < n; i++)
         kh_report_free(reports[i]);
     for (int i = 0; i < 3; i++)
         sqlite3_finalize(st[i]);
     sqlite3_close(old);
     unlink(old_path);
+}
+
+/* --- session and event webhooks ------------------------------------------------------------ */
+
+#define LOGS KH_SORA_LOGS_DIR
+#define NWEBHOOKS 8 /* the session log's 3 lines and the event log's 5 */
+
+static struct kh_report *webhook_line(int i)
+{
+    char *line = kht_read_line(i < 3 ? LOGS "/session_webhook.jsonl" : LOGS "/event_webhook.jsonl",
+                               i < 3 ? i : i - 3, NULL);
+    struct kh_report *r;
+    char err[256] = "";
+    if (kh_lifecycle_parse(KH_LC_ANY, KH_LC_LOG_LINE, line, strlen(line), NULL, &r, err,
+                           sizeof(err)) != 0)
+        fail_msg("line %d: %s", i, err);
+    free(line);
+    return r;
+}
+
+/* The webhooks in `order` (indexes; -1 ends) written in one batch; what it stored. */
+static struct kh_batch write_webhooks(struct ctx *c, const int *order)
+{
+    struct kh_report *reports[32];
+    int results[32];
+    size_t n = 0;
+    for (; order[n] >= 0; n++)
+        reports[n] = webhook_line(order[n]);
+    struct kh_batch b = {.reports = reports, .results = results, .nreports = n};
+    const char *err = NULL;
+    if (c->store.ops->write(&c->store, 0, &b, &err) != 0)
+        fail_msg("write: %s", err);
+    for (size_t i = 0; i < n; i++)
+        kh_report_free(reports[i]);
+    return b;
+}
+
+static char *lifecycle_dump(struct ctx *c)
+{
+    char *s = dump_table(c->db, "sora_session");
+    char *l = dump_table(c->db, "sora_connection_lifecycle");
+    char *both = malloc(strlen(s) + strlen(l) + 1);
+    strcat(strcpy(both, s), l);
+    free(s);
+    free(l);
+    return both;
+}
+
+static void clear_webhooks(struct ctx *c)
+{
+    assert_int_equal(sqlite3_exec(c->db,
+                                  "DELETE FROM sora_session; DELETE FROM "
+                                  "sora_connection_lifecycle; DELETE FROM sora_webhook",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+}
+
+static int64_t count_rows(struct ctx *c, const char *sql)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(c->db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+static void test_webhooks_any_order(void **state)
+{
+    struct ctx *c = *state;
+    migrate(c);
+    static const int forward[] = {0, 1, 2, 3, 4, 5, 6, 7, -1};
+    struct kh_batch b = write_webhooks(c, forward);
+    assert_int_equal(b.webhooks_stored[0], 3);
+    assert_int_equal(b.webhooks_stored[1], 5);
+    assert_int_equal(b.webhooks_duplicate + b.reports_duplicate, 0);
+    assert_int_equal(b.reports_stored[0] + b.reports_stored[1], 0);
+    char *want = lifecycle_dump(c);
+    assert_int_equal(count_rows(c, "SELECT count(*) FROM sora_session"), 1);
+    assert_int_equal(count_rows(c, "SELECT count(*) FROM sora_connection_lifecycle"), 2);
+    assert_int_equal(count_rows(c, "SELECT count(*) FROM sora_webhook"), NWEBHOOKS);
+    assert_int_equal(count_rows(c, "SELECT count(*) FROM sora_connection_lifecycle WHERE "
+                                   "created IS NOT NULL AND destroyed IS NOT NULL AND end_type = "
+                                   "'connection.destroyed'"),
+                     2);
+    assert_int_equal(count_rows(c, "SELECT max_connections FROM sora_session WHERE destroyed = "
+                                   "'2026-11-30T09:01:15.123456Z'"),
+                     2);
+    /* all of it again: nothing changes, every webhook a duplicate */
+    b = write_webhooks(c, forward);
+    assert_int_equal(b.webhooks_duplicate, NWEBHOOKS);
+    assert_int_equal(b.webhooks_stored[0] + b.webhooks_stored[1], 0);
+    char *got = lifecycle_dump(c);
+    assert_string_equal(got, want);
+    free(got);
+    /* destroyed before created, each twice, in one batch and one by one */
+    static const int backward[] = {7, 6, 2, 5, 1, 4, 3, 0, 7, 2, 0, -1};
+    clear_webhooks(c);
+    write_webhooks(c, backward);
+    got = lifecycle_dump(c);
+    assert_string_equal(got, want);
+    free(got);
+    clear_webhooks(c);
+    for (size_t i = 0; backward[i] >= 0; i++) {
+        int one[] = {backward[i], -1};
+        write_webhooks(c, one);
+    }
+    got = lifecycle_dump(c);
+    assert_string_equal(got, want);
+    free(got);
+    free(want);
+    /* and no stats table, sora_connection or sora_report has a row */
+    assert_int_equal(count_rows(c, "SELECT count(*) FROM sora_connection"), 0);
+    assert_int_equal(count_rows(c, "SELECT count(*) FROM sora_report"), 0);
+    for (size_t t = 0; t < kh_stats_ntables; t++) {
+        char sql[128];
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM \"%s\"", kh_stats_tables[t].table);
+        assert_int_equal(count_rows(c, sql), 0);
+    }
 }
 
 int main(void)
@@ -582,6 +710,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_node_report_and_multi_report_batch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_envelope_tables_as_before, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_webhooks_any_order, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
