@@ -62,6 +62,7 @@ struct kh_batcher {
     struct batch *cur;
     size_t pending;  /* reports submitted, not completed */
     size_t inflight; /* bytes of those reports */
+    uint64_t dispatched; /* batches handed to the writers */
     bool stopping;
     struct event *timer;
     struct kh_batcher_stats stats;
@@ -159,6 +160,7 @@ static void dispatch(struct kh_batcher *b)
     if (bt == NULL || bt->b.nreports == 0)
         return;
     b->cur = NULL;
+    b->dispatched++;
     evtimer_del(b->timer);
     kh_workq_submit(b->q, &bt->node);
 }
@@ -312,6 +314,8 @@ void kh_batcher_stop(struct kh_batcher *b)
 }
 
 size_t kh_batcher_pending(const struct kh_batcher *b) { return b->pending; }
+
+uint64_t kh_batcher_dispatched(const struct kh_batcher *b) { return b->dispatched; }
 
 void kh_batcher_get_stats(const struct kh_batcher *b, struct kh_batcher_stats *out)
 {

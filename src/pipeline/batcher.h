@@ -43,6 +43,10 @@ int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb,
 void kh_batcher_stop(struct kh_batcher *b);
 /* Reports submitted and not yet completed. */
 size_t kh_batcher_pending(const struct kh_batcher *b);
+/* Batches handed to the writers so far. A report submitted now goes into the batch that
+ * gathers, number kh_batcher_dispatched() counting from 0; once the count has passed it,
+ * that batch is out (being written, or waiting for a writer). */
+uint64_t kh_batcher_dispatched(const struct kh_batcher *b);
 /* Joins the writer threads; reports still queued are written and completed first. */
 void kh_batcher_free(struct kh_batcher *b);
 
