@@ -165,15 +165,28 @@ static int select_reports(struct kh_pg_slot *s, const struct kh_pg_subset *sub, 
     return 0;
 }
 
-/* One row of an envelope table from reports first..last of one key (sorted by time): merged
- * as the upsert merges, the earliest report's value for a min column, the latest's for the
- * rest. */
+/* The report of one key's run (reports[run[0..n)], sorted by time) whose value a column
+ * takes, merged as the upsert merges reports stored one after the other: the earliest for a
+ * kept or min column, the latest non-NULL one for coalesce, the latest for the rest. */
+static const struct kh_report *merged_from(struct kh_report **reports, const size_t *run,
+                                           size_t n, const struct kh_env_column *col)
+{
+    if (col->merge == KH_MERGE_KEEP || col->merge == KH_MERGE_MIN)
+        return reports[run[0]];
+    if (col->merge == KH_MERGE_COALESCE)
+        for (size_t k = n; k-- > 1;)
+            if (kh_report_common_value(reports[run[k]], NULL, (int)col->src).type != 0)
+                return reports[run[k]];
+    return reports[run[n - 1]];
+}
+
+/* One row of an envelope table from a run of reports of one key. */
 static int put_env_row(struct kh_pg_slot *s, const struct kh_env_table *et, bool f,
-                       const struct kh_report *first, const struct kh_report *last)
+                       struct kh_report **reports, const size_t *run, size_t n)
 {
     int rc = 0;
     for (size_t c = 0; c < et->ncols; c++) {
-        const struct kh_report *r = et->cols[c].merge == KH_MERGE_MIN ? first : last;
+        const struct kh_report *r = merged_from(reports, run, n, &et->cols[c]);
         struct kh_value v = kh_report_common_value(r, NULL, (int)et->cols[c].src);
         rc |= kh_pg_put_value(&s->cols[c], KH_PG_ARRAY, f, &v);
     }
@@ -221,8 +234,7 @@ int kh_pg_build_envelopes(struct kh_pg_slot *s, const struct kh_pg_subset *sub, 
         size_t j = i;
         while (et->upsert && j + 1 < n && same_key(&eo, s->order[i], s->order[j + 1]))
             j++;
-        rc = put_env_row(s, et, (*count)++ == 0, sub->reports[s->order[i]],
-                         sub->reports[s->order[j]]);
+        rc = put_env_row(s, et, (*count)++ == 0, sub->reports, s->order + i, j - i + 1);
         i = j + 1;
     }
     return rc ? KH_ENOMEM : cols_end(s, (int)et->ncols);
