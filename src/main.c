@@ -17,6 +17,7 @@
 
 #include "api/app.h"
 #include "api/console.h"
+#include "api/import.h"
 #include "api/quality_report.h"
 #include "core/config.h"
 #include "core/errors.h"
@@ -67,6 +68,16 @@ static void usage(FILE *fp)
             "  quality --worst   the worst connections (--since 1h, --limit 50 by default)\n"
             "                    quality reads what is stored (README, \"Quality\"); --json\n"
             "                    prints JSON for scripts\n"
+            "  import [--format F] [--json] FILE...\n"
+            "                    store the reports of Sora's log files (- for standard input,\n"
+            "                    gzip read as such) through the same checks and pipeline as\n"
+            "                    the collector; F: auto (default: from each file's first\n"
+            "                    line), rtc-stats (rtc_stats.jsonl), webhook-log (a webhook\n"
+            "                    log: stats webhooks stored, others counted as not stats) or\n"
+            "                    bodies (one report body a line). Prints a summary (--json:\n"
+            "                    as JSON) with each refused report's FILE:LINE and reason;\n"
+            "                    a progress line on a terminal. Exit 0: all stored or there\n"
+            "                    already, 1: some refused, 2: a file or the database failed\n"
             "\n"
             "Options:\n"
             "  -C, --config FILE read settings from FILE (default ./config.ini; defaults are\n"
@@ -606,6 +617,22 @@ static int quality_command(const struct kh_config *cfg, const struct kh_qr_reque
     return rc == 0 ? 0 : rc == KH_EINVAL ? 1 : 2;
 }
 
+/* kohaku import: the summary on stdout, warnings and errors on stderr (no other log lines,
+ * but with debug = true). */
+static int import_command(struct kh_config *cfg, const struct kh_import_options *opt)
+{
+    kh_log_set_stream(stderr);
+    kh_log_set_level(cfg->debug ? KH_LOG_DEBUG : KH_LOG_WARN);
+    int rc = 2;
+    if (kh_schema_init() != 0 || kh_q_init() != 0)
+        fprintf(stderr, "kohaku: out of memory\n");
+    else
+        rc = kh_import_run(cfg, opt);
+    kh_schema_cleanup();
+    kh_config_cleanup(cfg);
+    return rc;
+}
+
 struct args {
     const char *config_path;
     bool explicit_path;
@@ -613,7 +640,11 @@ struct args {
     const char *command;
     /* quality */
     struct kh_qr_request q;
-    bool q_options; /* a quality option was given */
+    bool q_options; /* an option of quality alone was given */
+    /* import (and --json, which quality takes too) */
+    bool json;
+    const char *format;
+    struct kh_import_options imp;
 };
 
 /* A bad option gets one line naming it; the whole usage is kohaku --help. optopt is the short
@@ -650,11 +681,12 @@ static int parse_options(int argc, char **argv, struct args *a)
                                          {"worst", no_argument, NULL, 'w'},
                                          {"since", required_argument, NULL, 's'},
                                          {"limit", required_argument, NULL, 'l'},
+                                         {"format", required_argument, NULL, 'F'},
                                          {NULL, 0, NULL, 0}};
     int opt;
     opterr = 0; /* bad_option says it, once */
     while ((opt = getopt_long(argc, argv, ":C:Vh", opts, NULL)) != -1) {
-        if (strchr("jIcwsl", opt))
+        if (strchr("Icwsl", opt))
             a->q_options = true;
         switch (opt) {
         case 'C':
@@ -665,7 +697,8 @@ static int parse_options(int argc, char **argv, struct args *a)
         case 'h': usage(stdout); return 0;
         case 'E': kh_config_print_example(stdout); return 0;
         case 'S': a->schema_target = atoi(optarg); break;
-        case 'j': a->q.json = true; break;
+        case 'j': a->q.json = a->json = true; break;
+        case 'F': a->format = optarg; break;
         case 'I': a->q.intervals = true; break;
         case 'c':
             a->q.what = KH_QR_CHANNEL;
@@ -733,6 +766,35 @@ static int parse_quality(int argc, char **argv, struct args *a)
     return -1;
 }
 
+/* import [--format F] [--json] FILE... */
+static int parse_import(int argc, char **argv, struct args *a)
+{
+    a->imp.files = argv + optind + 1;
+    a->imp.nfiles = (size_t)(argc - optind - 1);
+    a->imp.json = a->json;
+    if (a->imp.nfiles == 0) {
+        fprintf(stderr, "kohaku: import needs at least one FILE (- for standard input); see "
+                        "kohaku --help\n");
+        return 2;
+    }
+    if (a->format && kh_soralog_format_parse(a->format, &a->imp.format) != 0) {
+        fprintf(stderr, "kohaku: --format: must be auto, rtc-stats, webhook-log or bodies, got "
+                        "'%s'\n", a->format);
+        return 2;
+    }
+    if (a->q_options) {
+        fprintf(stderr, "kohaku: --intervals, --channel, --worst, --since and --limit only go "
+                        "with quality\n");
+        return 2;
+    }
+    if (a->schema_target != 0) {
+        fprintf(stderr, "kohaku: --schema-version only goes with migrate\n");
+        return 2;
+    }
+    a->imp.progress = isatty(STDERR_FILENO) == 1;
+    return -1;
+}
+
 /* Options, then the command; returns -1 to go on, or the exit status. */
 static int parse_args(int argc, char **argv, struct args *a)
 {
@@ -740,6 +802,12 @@ static int parse_args(int argc, char **argv, struct args *a)
     if (rc >= 0)
         return rc;
     a->command = optind < argc ? argv[optind] : "serve";
+    if (strcmp(a->command, "import") == 0)
+        return parse_import(argc, argv, a);
+    if (a->format) {
+        fprintf(stderr, "kohaku: --format only goes with import\n");
+        return 2;
+    }
     bool quality = strcmp(a->command, "quality") == 0;
     if (quality)
         return parse_quality(argc, argv, a);
@@ -749,13 +817,14 @@ static int parse_args(int argc, char **argv, struct args *a)
         return 2;
     }
     if (strcmp(a->command, "serve") != 0 && strcmp(a->command, "migrate") != 0) {
-        fprintf(stderr, "kohaku: unknown command '%s' (expected serve, migrate or quality)\n",
+        fprintf(stderr, "kohaku: unknown command '%s' (expected serve, migrate, quality or "
+                        "import)\n",
                 a->command);
         return 2;
     }
-    if (a->q_options) {
+    if (a->q_options || a->json) {
         fprintf(stderr, "kohaku: --json, --intervals, --channel, --worst, --since and --limit "
-                        "only go with quality\n");
+                        "only go with quality (--json also with import)\n");
         return 2;
     }
     if (a->schema_target != 0 && strcmp(a->command, "migrate") != 0) {
@@ -775,6 +844,8 @@ int main(int argc, char **argv)
     struct kh_config cfg;
     if (load_config(&cfg, args.config_path, args.explicit_path) != 0)
         return 2;
+    if (strcmp(args.command, "import") == 0)
+        return import_command(&cfg, &args.imp);
     if (strcmp(args.command, "quality") == 0) {
         /* stdout is the answer's: only warnings and errors, on stderr */
         kh_log_set_stream(stderr);
