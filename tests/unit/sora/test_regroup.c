@@ -6,8 +6,8 @@
  * object; lines of two connections interleaved give two reports; a connection's next report
  * closes the one before; a timestamp or id of its own is another report; the open reports
  * are bounded (count and bytes: the oldest is handed out) and handed out oldest first at the
- * end; a report over max_body comes out as too large (a 610-byte one, 550 allowed) with its size; a line without
- * rtc_data is refused and leaves nothing behind.
+ * end; a report over max_body comes out as too large, with its size (a 610-byte one, 550
+ * allowed); a line without rtc_data is refused and leaves nothing behind.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -43,8 +43,8 @@ static void test_detect(void **state)
     (void)state;
     assert_int_equal(parse(rtc_line, false), 0);
     assert_int_equal(kh_soralog_detect(&l), KH_SORALOG_RTC_STATS);
-    assert_int_equal(parse("{\"id\":\"X\",\"timestamp\":\"t\",\"req\":{\"type\":\"session.created\"}}",
-                           false), 0);
+    assert_int_equal(parse("{\"id\":\"X\",\"timestamp\":\"t\",\"req\":{\"type\":"
+                           "\"session.created\"}}", false), 0);
     assert_int_equal(kh_soralog_detect(&l), KH_SORALOG_WEBHOOK_LOG);
     assert_int_equal(parse("{\"type\":\"connection.user-agent\",\"stats\":[]}", false), 0);
     assert_int_equal(kh_soralog_detect(&l), KH_SORALOG_BODIES);
