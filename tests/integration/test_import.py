@@ -382,6 +382,11 @@ def test_import_bad_bodies_and_webhook_lines(db, work):
 
 # --- memory --------------------------------------------------------------------------------------
 
+def sanitizer_build():
+    with open(KOHAKU_BIN, "rb") as f:
+        return b"libasan.so" in f.read()
+
+
 def peak_rss_mib(config, path):
     """Runs kohaku import on path; (exit status, summary, peak RSS in MiB, from wait4)."""
     pid = os.fork()
@@ -413,8 +418,12 @@ def test_import_100mb_in_bounded_memory(db, work):
     assert db.count("sora_report") == info_small["reports"] + info_big["reports"]
     print(f"peak RSS: {rss_small:.1f} MiB for 30 MB, {rss_big:.1f} MiB for 100 MB "
           f"({s['reports_per_s']:.0f} reports/s)")
-    assert rss_big < 160, rss_big
-    assert rss_big < rss_small + 40, (rss_small, rss_big)
+    if sanitizer_build():
+        # ASan's quarantine (256 MiB) fills as memory is freed: measured 477 and 597 MiB
+        assert rss_big < 1024 and rss_big < rss_small + 300, (rss_small, rss_big)
+    else:
+        assert rss_big < 160, rss_big
+        assert rss_big < rss_small + 40, (rss_small, rss_big)
 
 
 # --- beside a daemon -----------------------------------------------------------------------------
