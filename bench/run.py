@@ -11,9 +11,12 @@
      callgrind;
   6. quality at ingest (issue #14): kohaku with quality on and off, alternated, on SQLite and
      PostgreSQL; and the "50 worst connections of the last hour" query over a database of
-     10,000 connections and a million stats rows filled through kohaku.
+     10,000 connections and a million stats rows filled through kohaku;
+  7. kohaku import of a generated rtc_stats.jsonl (about 1 GB; 20 MB with --quick) into
+     SQLite and PostgreSQL, its rows/s next to the live path's of the same run.
 
 Usage: bench/run.py [--reports N] [--quick] [--json FILE] [--quality-only] [--pairs N]
+                    [--only-import]
 """
 import argparse
 import json
@@ -34,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from pgcluster import PgCluster, free_port  # noqa: E402
+import sora_logs  # noqa: E402
 
 BUILD = os.path.join(ROOT, "build")
 KOHAKU = os.path.join(BUILD, "kohaku")
@@ -576,6 +580,8 @@ def main():
                     help="only part 6: quality's ingest cost and the worst-50 query")
     ap.add_argument("--pairs", type=int, default=0,
                     help="quality on/off pairs per backend (default 5, 1 with --quick)")
+    ap.add_argument("--only-import", action="store_true",
+                    help="only part 7: kohaku import, and the live runs it is compared with")
     args = ap.parse_args()
     n = 3000 if args.quick else args.reports
     # everything temporary (databases, the PostgreSQL cluster, logs) under /tmp/bench-kohaku-*,
@@ -589,11 +595,14 @@ def main():
         shutil.rmtree(top, ignore_errors=True)
     print_table(res)
     print_quality(res)
+    print_import(res)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
     if args.check:
-        problems = sanity(res, args)
+        problems = [] if args.quality_only else import_sanity(res)
+        if not args.only_import:
+            problems = sanity(res, args) + problems
         for p in problems:
             print("not sane:", p)
         print(f"bench: {'1 passed, 0 failed' if not problems else '0 passed, 1 failed'}")
@@ -616,8 +625,12 @@ open({body!r},"w").write(json.dumps(env))
     rpr = rows_per_report(tmp)
     res["rows_per_report"] = rpr
 
+    if args.only_import:
+        res["import"] = measure_import(tmp, args.quick, args.no_postgres, res, n, rpr)
+        return res
     if not args.quality_only:
         ingest_benchmarks(tmp, res, args, n, body, rpr)
+        res["import"] = measure_import(tmp, args.quick, args.no_postgres, res, n, rpr)
     quality_benchmarks(tmp, res, args, rpr)
     return res
 
@@ -732,6 +745,102 @@ def print_table(r):
         p = r["parse"]
         print(f"parse alone, one core, {p['bytes']} bytes: yajl syntax only {p['yajl_us']:.1f} us, "
               f"kohaku envelope {p['envelope_us']:.1f} us")
+
+
+# --- 7. kohaku import ------------------------------------------------------------------------
+
+
+def run_import(tmp, settings, log):
+    """kohaku import of log with these storage settings: its --json summary and peak RSS."""
+    cfg = os.path.join(tmp, f"import-{free_port()}.ini")
+    with open(cfg, "w") as f:
+        for k, v in settings.items():
+            f.write(f"{k} = {v}\n")
+    out = os.path.join(tmp, "import.out")
+    pid = os.fork()
+    if pid == 0:
+        with open(out, "wb") as o:
+            os.dup2(o.fileno(), 1)
+        os.execv(KOHAKU, [KOHAKU, "-C", cfg, "import", "--json", log])
+    _, status, usage = os.wait4(pid, 0)
+    with open(out) as f:
+        summary = json.load(f)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"kohaku import exited {status}: {summary}")
+    summary["peak_rss_mib"] = usage.ru_maxrss / 1024
+    summary["cpu_s"] = usage.ru_utime + usage.ru_stime
+    return summary
+
+
+def measure_import(tmp, quick, no_postgres, res, n, rpr):
+    """kohaku import of a generated rtc_stats.jsonl (1,000 connections reporting in turn,
+    the browser fixtures' objects) into SQLite and PostgreSQL direct_copy, fresh databases;
+    the live path's rows/s of the same backends come from this run's peak runs (measured
+    here when the run has none: --only-import)."""
+    log = os.path.join(tmp, "rtc_stats.jsonl")
+    info = sora_logs.write_big_rtc_stats(log, (20 if quick else 1024) << 20,
+                                         connections=SORA_CONNS)
+    out = {"log": info}
+    if "sqlite" not in res:
+        res["sqlite"] = measure_kohaku(tmp, {"storage": "sqlite",
+                                             "sqlite_path": os.path.join(tmp, "live.db")},
+                                       n, rpr, "kohaku sqlite")
+    out["sqlite"] = run_import(tmp, {"storage": "sqlite",
+                                     "sqlite_path": os.path.join(tmp, "import.db")}, log)
+    out["sqlite"]["live_rows_per_s"] = res["sqlite"]["rows_per_s"]
+    if not no_postgres:
+        cluster = PgCluster()
+        try:
+            if "pg_direct_copy" not in res:
+                res["pg_direct_copy"] = measure_kohaku(
+                    tmp, {"storage": "postgres", "postgres_uri": cluster.create_db("live")},
+                    n, rpr, "kohaku postgres direct_copy")
+            out["postgres"] = run_import(tmp, {"storage": "postgres",
+                                               "postgres_uri": cluster.create_db("import")},
+                                         log)
+            out["postgres"]["live_rows_per_s"] = res["pg_direct_copy"]["rows_per_s"]
+        finally:
+            cluster.close()
+    os.unlink(log)
+    return out
+
+
+def print_import(r):
+    x = r.get("import")
+    if not x:
+        return
+    info = x["log"]
+    print(f"\nkohaku import: rtc_stats.jsonl of {info['bytes'] / 1048576:.0f} MiB, "
+          f"{info['lines']} lines, {info['reports']} reports of {info['connections']} "
+          "connections\n")
+    print(f"{'backend':24} {'reports/s':>10} {'rows/s':>10} {'live rows/s':>12} "
+          f"{'import/live':>12} {'seconds':>8} {'CPU s':>6} {'RSS MiB':>8}")
+    for key, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL direct_copy")):
+        if key not in x:
+            continue
+        s = x[key]
+        print(f"{label:24} {s['reports_per_s']:>10.0f} {s['rows_per_s']:>10.0f} "
+              f"{s['live_rows_per_s']:>12.0f} {s['rows_per_s'] / s['live_rows_per_s']:>11.0%} "
+              f"{s['seconds']:>8.1f} {s['cpu_s']:>6.1f} {s['peak_rss_mib']:>8.1f}")
+
+
+def import_sanity(r):
+    """The import stored every report of its log, at a rate, in bounded memory."""
+    bad = []
+    x = r.get("import", {})
+    for key in ("sqlite", "postgres"):
+        if key not in x:
+            if key == "sqlite" or "pg_direct_copy" in r:
+                bad.append(f"import {key}: not measured")
+            continue
+        s = x[key]
+        if s.get("stored") != x["log"]["reports"] or s.get("refused"):
+            bad.append(f"import {key}: stored {s.get('stored')} of {x['log']['reports']}")
+        if not s.get("rows_per_s", 0) > 0:
+            bad.append(f"import {key}: no rows/s")
+        if not 1 < s.get("peak_rss_mib", 0) < 1024:
+            bad.append(f"import {key}: peak RSS")
+    return bad
 
 
 if __name__ == "__main__":
