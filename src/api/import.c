@@ -2,11 +2,12 @@
  * import: see import.h. The files become jobs, the jobs reports, the reports rows:
  *
  *   pump        reads lines (a few ms a turn, while there is room), tells the file's format
- *               from its first line (auto), and makes a job of each report: a line holding
- *               a body (bodies, webhook-log), or the lines of one report regrouped
- *               (rtc-stats, sora/regroup.c); a line that is no report is refused alone
- *   job_start   the job's body goes to the envelope parser, on the parse pool when
- *               parse_threads > 0, and jobs wait in file order for their parse (import_jobs.c)
+ *               from its first line (auto), and makes a job of each report or webhook: a
+ *               line holding a body (bodies, webhook-log), or the lines of one report
+ *               regrouped (rtc-stats, sora/regroup.c); a line that is neither is refused alone
+ *   job_start   a report's body goes to the envelope parser, on the parse pool when
+ *               parse_threads > 0, a webhook's to the lifecycle parser, on the loop; jobs
+ *               wait in file order for their parse (import_jobs.c)
  *   advance     parsed jobs go to the batcher in file order; the refused are noted
  *   on_stored   the batch's outcome, counted; the room it frees lets the pump go on
  *
@@ -38,7 +39,7 @@
 
 static void refuse_line(struct importer *im, uint64_t line, const char *why)
 {
-    kh_import_refused(&im->t, false, im->name, line, why);
+    kh_import_refused(&im->t, KH_IMPORT_LINE, im->name, line, why);
 }
 
 /* A body of its own line (bodies) or of part of it (webhook-log): a job, unless it is over
@@ -46,24 +47,47 @@ static void refuse_line(struct importer *im, uint64_t line, const char *why)
 static void body_job(struct importer *im, uint64_t line, const char *p, size_t n,
                      enum kh_report_kind kind, enum kh_envelope_flavor flavor)
 {
-    im->t.reports++;
+    enum kh_import_item what = kh_import_item_of(kind);
+    if (what == KH_IMPORT_WEBHOOK)
+        im->t.webhooks++;
+    else
+        im->t.reports++;
     if ((int64_t)n > im->cfg->max_body_bytes) {
         char why[160];
         snprintf(why, sizeof(why), "body: %zu bytes is over max_body_bytes (%lld)", n,
                  (long long)im->cfg->max_body_bytes);
-        kh_import_refused(&im->t, true, im->name, line, why);
+        kh_import_refused(&im->t, what, im->name, line, why);
         return;
     }
     struct job *j = kh_import_job_new(im, line, kind, flavor);
     if (j == NULL || kh_buf_append(&j->body, p, n) != 0) {
         kh_import_job_free(j);
-        kh_import_refused(&im->t, true, im->name, line, "import: out of memory");
+        kh_import_refused(&im->t, what, im->name, line, "import: out of memory");
         return;
     }
     kh_import_job_start(im, j);
 }
 
-/* bodies: the type says which rules apply (the header does it on the live path). */
+/* The route a body of this type is posted to live, told by its type (a header does it on
+ * the live path): the exporter's, the stats webhook's, or Sora's session webhook for
+ * session.* and the event webhook for any other type (connection.created, recording.* ...),
+ * whose rules then apply. */
+static void typed_body(struct importer *im, uint64_t line, const char *p, size_t n,
+                       const char *type)
+{
+    if (strcmp(type, "connection.user-agent") == 0)
+        body_job(im, line, p, n, KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER);
+    else if (strcmp(type, "node.erlang-vm") == 0)
+        body_job(im, line, p, n, KH_REPORT_NODE, KH_FLAVOR_EXPORTER);
+    else if (strcmp(type, "connection.rtc") == 0)
+        body_job(im, line, p, n, KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK);
+    else if (strncmp(type, "session.", 8) == 0)
+        body_job(im, line, p, n, KH_REPORT_SESSION_WEBHOOK, KH_FLAVOR_WEBHOOK);
+    else
+        body_job(im, line, p, n, KH_REPORT_EVENT_WEBHOOK, KH_FLAVOR_WEBHOOK);
+}
+
+/* bodies: one body a line, of any route. */
 static void body_line(struct importer *im, const struct kh_line *ln)
 {
     struct kh_soraline *l = &im->line;
@@ -72,30 +96,19 @@ static void body_line(struct importer *im, const struct kh_line *ln)
         char why[300];
         /* the message the envelope parser would give: the line is the body */
         snprintf(why, sizeof(why), "body:%s", strncmp(l->err, "line:", 5) ? l->err : l->err + 5);
-        kh_import_refused(&im->t, true, im->name, ln->number, why);
+        kh_import_refused(&im->t, KH_IMPORT_REPORT, im->name, ln->number, why);
         return;
     }
     if (!l->has_type) {
         im->t.reports++;
-        kh_import_refused(&im->t, true, im->name, ln->number, "type: required");
+        kh_import_refused(&im->t, KH_IMPORT_REPORT, im->name, ln->number, "type: required");
         return;
     }
-    if (strcmp(l->type, "connection.user-agent") == 0)
-        body_job(im, ln->number, ln->p, ln->len, KH_REPORT_CONNECTION, KH_FLAVOR_EXPORTER);
-    else if (strcmp(l->type, "node.erlang-vm") == 0)
-        body_job(im, ln->number, ln->p, ln->len, KH_REPORT_NODE, KH_FLAVOR_EXPORTER);
-    else if (strcmp(l->type, "connection.rtc") == 0)
-        body_job(im, ln->number, ln->p, ln->len, KH_REPORT_CONNECTION, KH_FLAVOR_WEBHOOK);
-    else {
-        im->t.reports++;
-        char why[200];
-        snprintf(why, sizeof(why), "type: must be connection.user-agent, node.erlang-vm or "
-                                   "connection.rtc, got '%s'", l->type);
-        kh_import_refused(&im->t, true, im->name, ln->number, why);
-    }
+    typed_body(im, ln->number, ln->p, ln->len, l->type);
 }
 
-/* webhook-log: {"id", "timestamp", "req": body}; only the stats webhook's bodies are stats. */
+/* webhook-log: {"id", "timestamp", "req": body}, the body of any webhook Sora logs: the
+ * stats webhook's (stats_webhook.jsonl), the session and event webhooks' (their .jsonl). */
 static void webhook_line(struct importer *im, const struct kh_line *ln)
 {
     struct kh_soraline *l = &im->line;
@@ -111,11 +124,8 @@ static void webhook_line(struct importer *im, const struct kh_line *ln)
         refuse_line(im, ln->number, "req: must be an object");
     else if (!l->has_req_type)
         refuse_line(im, ln->number, "req.type: required");
-    else if (strcmp(l->req_type, "connection.rtc") != 0)
-        im->t.not_stats++;
     else
-        body_job(im, ln->number, ln->p + req->off, req->len, KH_REPORT_CONNECTION,
-                 KH_FLAVOR_WEBHOOK);
+        typed_body(im, ln->number, ln->p + req->off, req->len, l->req_type);
 }
 
 /* rtc-stats: the line joins its report; reports come out through on_regrouped. */
@@ -144,14 +154,15 @@ static int on_regrouped(void *arg, struct kh_regroup_report *rep)
                                    "of lines %llu-%llu)",
                  rep->too_large, (long long)im->cfg->max_body_bytes,
                  (unsigned long long)rep->first_line, (unsigned long long)rep->last_line);
-        kh_import_refused(&im->t, true, im->name, rep->first_line, why);
+        kh_import_refused(&im->t, KH_IMPORT_REPORT, im->name, rep->first_line, why);
         kh_regroup_report_free(rep);
         return 0;
     }
     struct job *j = kh_import_job_new(im, rep->first_line, KH_REPORT_CONNECTION,
                                       KH_FLAVOR_WEBHOOK);
     if (j == NULL) {
-        kh_import_refused(&im->t, true, im->name, rep->first_line, "import: out of memory");
+        kh_import_refused(&im->t, KH_IMPORT_REPORT, im->name, rep->first_line,
+                          "import: out of memory");
         kh_regroup_report_free(rep);
         return 0;
     }

@@ -1,10 +1,11 @@
 /*
  * import: `kohaku import`, Sora's log files into the configured storage (README, "Importing
  * Sora's log files"). Every report a file holds goes through the live path's envelope parser
- * (the stats webhook's rules for connection.rtc, the exporter's for the others), the same
- * batcher with its group commit and quality stage, and the same backend, so what it stores
- * and what it counts as stored already are what the live path would have; it can run while
- * a daemon writes the same database.
+ * (the stats webhook's rules for connection.rtc, the exporter's for the others), every session
+ * and event webhook through the lifecycle parser (sora/lifecycle.h, as on /webhook/session
+ * and /webhook/event), then the same batcher with its group commit and quality stage, and the
+ * same backend, so what it stores and what it counts as stored already are what the live
+ * path would have; it can run while a daemon writes the same database.
  */
 #ifndef KH_IMPORT_H
 #define KH_IMPORT_H

@@ -80,6 +80,14 @@ struct importer {
     struct kh_import_tally t;
 };
 
+/* A report of this kind is a stats report or a session or event webhook. */
+static inline enum kh_import_item kh_import_item_of(enum kh_report_kind kind)
+{
+    return kind == KH_REPORT_SESSION_WEBHOOK || kind == KH_REPORT_EVENT_WEBHOOK
+               ? KH_IMPORT_WEBHOOK
+               : KH_IMPORT_REPORT;
+}
+
 /* import.c */
 void kh_import_resume(struct importer *im);
 void kh_import_check_done(struct importer *im);

@@ -22,6 +22,7 @@
 
 #include "api/import_internal.h"
 #include "core/errors.h"
+#include "sora/lifecycle.h"
 #include "sora/schema.h"
 
 /* --- connections with reports out (ordered mode) ------------------------------------------ */
@@ -165,7 +166,7 @@ static void refuse_parsed(struct importer *im, struct job *j)
                  (unsigned long long)j->line, (unsigned long long)j->last_line);
     size_t n = strlen(text);
     snprintf(text + n, sizeof(text) - n, "%s", suffix);
-    kh_import_refused(&im->t, true, j->file, line, text);
+    kh_import_refused(&im->t, kh_import_item_of(j->kind), j->file, line, text);
 }
 
 static void stop(struct importer *im, const char *err)
@@ -190,10 +191,13 @@ static void on_stored(void *arg, int result, const char *err)
         j->conn->inflight--;
         conn_put(im, j->conn);
     }
-    if (result == 0)
+    enum kh_import_item what = kh_import_item_of(j->kind);
+    if (result == 0 && what == KH_IMPORT_WEBHOOK)
+        im->t.webhooks_accepted++;
+    else if (result == 0)
         im->t.accepted++;
     else if (result == KH_EREJECT)
-        kh_import_refused(&im->t, true, j->file, j->line, err ? err : "storage: refused");
+        kh_import_refused(&im->t, what, j->file, j->line, err ? err : "storage: refused");
     else {
         im->t.not_stored++;
         stop(im, err);
@@ -245,7 +249,7 @@ static void advance(struct importer *im)
             return; /* a completion makes room */
         pop(im);
         if (rc != 0) {
-            kh_import_refused(&im->t, true, j->file, j->line,
+            kh_import_refused(&im->t, kh_import_item_of(j->kind), j->file, j->line,
                               rc == KH_ENOSPC ? "import: the report is larger than "
                                                 "max_inflight_bytes"
                                               : "import: out of memory");
@@ -254,19 +258,36 @@ static void advance(struct importer *im)
     }
 }
 
-/* Loop thread: the envelope parser is done with the job's body. */
-static void on_parsed(void *arg, int rc, struct kh_report *r, const struct kh_envelope *e)
+/* Loop thread: the job's body is parsed (why: the reason when rc != 0, NULL for none). */
+static void parsed(struct job *j, int rc, struct kh_report *r, const char *why)
 {
-    struct job *j = arg;
     struct importer *im = j->im;
     j->parsed = true;
     j->rc = rc;
     if (rc != 0)
-        j->why = strdup(e ? kh_envelope_error(e) : "import: out of memory");
+        j->why = strdup(why ? why : "import: out of memory");
     j->r = r;
     kh_buf_cleanup(&j->body);
     account(im, j, r ? r->arena.total + sizeof(*r) : 0);
     advance(im);
+}
+
+static void on_parsed(void *arg, int rc, struct kh_report *r, const struct kh_envelope *e)
+{
+    parsed(arg, rc, r, rc != 0 && e ? kh_envelope_error(e) : NULL);
+}
+
+/* A session or event webhook: parsed on the loop, as the live path does (they are small and
+ * few beside the stats), by the rules of the webhook its type says. */
+static void parse_lifecycle(struct job *j)
+{
+    char err[400];
+    struct kh_report *r = NULL;
+    enum kh_lifecycle_flavor lf = j->kind == KH_REPORT_SESSION_WEBHOOK ? KH_LC_SESSION
+                                                                        : KH_LC_EVENT;
+    int rc = kh_lifecycle_parse(lf, KH_LC_BODY, j->body.data, j->body.len, &j->im->lim, &r,
+                                err, sizeof(err));
+    parsed(j, rc, r, rc != 0 ? err : NULL);
 }
 
 void kh_import_job_start(struct importer *im, struct job *j)
@@ -278,6 +299,10 @@ void kh_import_job_start(struct importer *im, struct job *j)
     im->tail = j;
     im->jobs++;
     account(im, j, j->body.cap);
+    if (kh_import_item_of(j->kind) == KH_IMPORT_WEBHOOK) {
+        parse_lifecycle(j);
+        return;
+    }
     struct kh_envelope *e = kh_envelope_new(j->kind, j->flavor, &im->lim);
     if (e == NULL) {
         on_parsed(j, KH_ENOMEM, NULL, NULL);
@@ -309,6 +334,7 @@ static void stage_done(void *arg, const struct kh_batch *b, int rc)
     if (rc != 0 && rc != KH_EREJECT)
         return;
     im->t.present += b->reports_duplicate;
+    im->t.webhooks_present += b->webhooks_duplicate;
     for (size_t t = 0; t < kh_stats_ntables && t < KH_REPORT_MAX_TABLES; t++) {
         if (kh_stats_tables[t].computed)
             im->t.quality_rows += b->rows_stored[t];

@@ -75,11 +75,13 @@ static void note(struct kh_import_note *list, size_t *n, const char *file, uint6
     list[(*n)++] = (struct kh_import_note){.file = file, .line = line, .reason = copy};
 }
 
-void kh_import_refused(struct kh_import_tally *t, bool report, const char *file, uint64_t line,
-                       const char *reason)
+void kh_import_refused(struct kh_import_tally *t, enum kh_import_item what, const char *file,
+                       uint64_t line, const char *reason)
 {
-    if (report)
+    if (what == KH_IMPORT_REPORT)
         t->refused_reports++;
+    else if (what == KH_IMPORT_WEBHOOK)
+        t->refused_webhooks++;
     else
         t->refused_lines++;
     note(t->refused, &t->nrefused, file, line, reason);
@@ -94,11 +96,21 @@ void kh_import_error(struct kh_import_tally *t, const char *file, uint64_t line,
 
 uint64_t kh_import_stored(const struct kh_import_tally *t) { return t->accepted - t->present; }
 
+uint64_t kh_import_webhooks_stored(const struct kh_import_tally *t)
+{
+    return t->webhooks_accepted - t->webhooks_present;
+}
+
+static uint64_t refused_total(const struct kh_import_tally *t)
+{
+    return t->refused_reports + t->refused_webhooks + t->refused_lines;
+}
+
 int kh_import_status(const struct kh_import_tally *t)
 {
     if (t->errors_total || t->not_stored)
         return 2;
-    return t->refused_reports || t->refused_lines ? 1 : 0;
+    return refused_total(t) ? 1 : 0;
 }
 
 static double seconds(const struct kh_import_tally *t)
@@ -170,18 +182,19 @@ static int text(const struct kh_import_tally *t, struct kh_buf *out)
         "Imported %llu file%s: %llu lines, %llu reports in %.1f s (%.0f reports/s, %.0f rows/s)\n"
         "  stored            %llu\n"
         "  already present   %llu\n"
-        "  refused           %llu (%llu reports, %llu lines that are no report)\n"
-        "  not stats         %llu\n",
+        "  refused           %llu (%llu reports, %llu webhooks, %llu lines that are no report)\n"
+        "  webhooks          %llu (stored %llu, already present %llu)\n",
         (unsigned long long)t->files, t->files == 1 ? "" : "s", (unsigned long long)t->lines,
         (unsigned long long)t->reports, s, (double)t->accepted / s, (double)t->rows / s,
         (unsigned long long)kh_import_stored(t), (unsigned long long)t->present,
-        (unsigned long long)(t->refused_reports + t->refused_lines),
-        (unsigned long long)t->refused_reports, (unsigned long long)t->refused_lines,
-        (unsigned long long)t->not_stats);
+        (unsigned long long)refused_total(t), (unsigned long long)t->refused_reports,
+        (unsigned long long)t->refused_webhooks, (unsigned long long)t->refused_lines,
+        (unsigned long long)t->webhooks, (unsigned long long)kh_import_webhooks_stored(t),
+        (unsigned long long)t->webhooks_present);
     if (rc == 0 && t->not_stored)
         rc = kh_buf_printf(out, "  not stored        %llu (the database failed)\n",
                            (unsigned long long)t->not_stored);
-    uint64_t refused = t->refused_reports + t->refused_lines;
+    uint64_t refused = refused_total(t);
     if (rc == 0)
         rc = text_notes(out, "Refused", t->refused, t->nrefused, refused);
     if (rc == 0)
@@ -209,19 +222,23 @@ static int json_notes(struct kh_buf *out, const char *name, const struct kh_impo
 static int json(const struct kh_import_tally *t, struct kh_buf *out)
 {
     double s = seconds(t);
-    uint64_t refused = t->refused_reports + t->refused_lines;
+    uint64_t refused = refused_total(t);
     int rc = kh_buf_printf(
         out,
         "{\"files\":%llu,\"lines\":%llu,\"reports\":%llu,\"stored\":%llu,"
         "\"already_present\":%llu,\"refused\":%llu,\"refused_reports\":%llu,"
-        "\"refused_lines\":%llu,\"not_stats\":%llu,\"not_stored\":%llu,\"rows\":%llu,"
+        "\"refused_lines\":%llu,\"refused_webhooks\":%llu,\"webhooks\":%llu,"
+        "\"webhooks_stored\":%llu,\"webhooks_already_present\":%llu,\"not_stored\":%llu,"
+        "\"rows\":%llu,"
         "\"quality_rows\":%llu,\"bytes\":%llu,\"seconds\":%.3f,\"reports_per_s\":%.1f,"
         "\"rows_per_s\":%.1f",
         (unsigned long long)t->files, (unsigned long long)t->lines,
         (unsigned long long)t->reports, (unsigned long long)kh_import_stored(t),
         (unsigned long long)t->present, (unsigned long long)refused,
         (unsigned long long)t->refused_reports, (unsigned long long)t->refused_lines,
-        (unsigned long long)t->not_stats, (unsigned long long)t->not_stored,
+        (unsigned long long)t->refused_webhooks, (unsigned long long)t->webhooks,
+        (unsigned long long)kh_import_webhooks_stored(t),
+        (unsigned long long)t->webhooks_present, (unsigned long long)t->not_stored,
         (unsigned long long)t->rows, (unsigned long long)t->quality_rows,
         (unsigned long long)t->bytes_done, s, (double)t->accepted / s, (double)t->rows / s);
     rc = rc ? rc : json_notes(out, "refused_list", t->refused, t->nrefused);

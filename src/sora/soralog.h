@@ -4,7 +4,8 @@
  * "Importing Sora's log files"):
  *   rtc-stats    rtc_stats.jsonl: a report's envelope flattened, and one stats object in
  *                `rtc_data` (with rtc_id, rtc_timestamp, rtc_type repeating its own);
- *   webhook-log  {"id": ..., "timestamp": ..., "req": <the webhook's body>};
+ *   webhook-log  {"id": ..., "timestamp": ..., "req": <the webhook's body>} (the stats,
+ *                session and event webhooks' logs);
  *   bodies       one report body per line.
  * Nothing here applies the envelope rules: the report a line gives is checked by the
  * envelope parser, as the live path's is. Positions are byte offsets into the line as
