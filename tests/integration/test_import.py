@@ -5,6 +5,8 @@
   (the stats webhook over HTTP/1.1, the exporter over h2c) stored; only when kohaku read a
   report (received_at) differs, and the size of a body rebuilt from rtc_stats.jsonl lines;
 - importing again, or importing what arrived live, stores nothing (already present);
+- Sora's session and event webhook logs fill the lifecycle tables as the same webhooks
+  posted live do, and a webhook breaking the rules is refused with its line and field;
 - broken, invalid, too long and truncated lines are refused with their line numbers and
   reasons, and the rest is stored; gzip (several members) and standard input (gzip too);
 - a 100 MB log imports in bounded memory (peak RSS, against a 30 MB one);
@@ -142,11 +144,17 @@ def normal(value):
     return value
 
 
-def dump(db, skip=("received_at",)):
-    """{table: sorted rows as tuples of normalised values} of every table but the schema's."""
+# what Sora's session and event webhooks fill (and stats never do)
+LIFECYCLE = ("sora_webhook", "sora_session", "sora_connection_lifecycle")
+
+
+def dump(db, skip=("received_at",), without=(), only=None):
+    """{table: sorted rows as tuples of normalised values} of every table but the schema's
+    (and those of without; only those of only, when given)."""
     out = {}
     for table in db.tables():
-        if table == "kohaku_schema_version":
+        if table == "kohaku_schema_version" or table in without or \
+                (only is not None and table not in only):
             continue
         cols = [c for c in db.columns(table) if c not in skip]
         sel = ", ".join(f'"{c}"' for c in cols)
@@ -222,11 +230,17 @@ def test_import_matches_live(db, live, work, fmt):
     assert rc == 0, err
     assert s["reports"] == len(reports) and s["stored"] == len(reports), s
     assert s["already_present"] == 0 and s["refused"] == 0 and s["errors"] == [], s
-    if fmt == "webhook-log":
-        assert s["not_stats"] == (len(reports) + 9) // 10, s
+    # webhook-log: a line of the sample session webhook log every ten (the three in turn)
+    hooks = (len(reports) + 9) // 10 if fmt == "webhook-log" else 0
+    assert s["webhooks"] == hooks and s["webhooks_stored"] == min(hooks, 3), s
+    assert s["webhooks_already_present"] == hooks - min(hooks, 3), s
     skip = ("received_at",) if fmt == "bodies" else ("received_at", "body_bytes")
-    want = dump(live_db, skip)
-    got = dump(db, skip)
+    # the live path had the reports only: the lifecycle tables are test_import_webhook_logs'
+    want = dump(live_db, skip, without=LIFECYCLE)
+    got = dump(db, skip, without=LIFECYCLE)
+    if fmt == "webhook-log":
+        assert len(db.rows("sora_session")) == 1 and db.count("sora_webhook") == 3
+        assert db.count("sora_connection_lifecycle") == 2
     assert sum(len(r) for r in want.values()) > 1000
     assert want["quality_stream"] and want["quality_connection"]
     diff = differences(want, got)
@@ -238,11 +252,12 @@ def test_import_matches_live(db, live, work, fmt):
     rc, s, _, err = run_import(cfg, "--json", path)
     assert rc == 0, err
     assert s["stored"] == 0 and s["already_present"] == len(reports) and s["rows"] == 0, s
-    assert not differences(want, dump(db, skip))
+    assert s["webhooks_stored"] == 0 and s["webhooks_already_present"] == hooks, s
+    assert not differences(want, dump(db, skip, without=LIFECYCLE))
     # into the database the live path stored them in: nothing new either
     rc, s, _, err = run_import(config_for(live_db, work), "--json", path)
     assert rc == 0 and s["stored"] == 0 and s["already_present"] == len(reports), (s, err)
-    assert not differences(want, dump(live_db, skip))
+    assert not differences(want, dump(live_db, skip, without=LIFECYCLE))
 
 
 @pytest.mark.storage("sqlite", "postgres")
@@ -264,12 +279,96 @@ def test_import_gzip_and_stdin(db, live, work):
     assert rc == 0, err
     assert s["stored"] == len(reports) and s["lines"] == len(lines), s
     skip = ("received_at", "body_bytes")
-    assert not differences(dump(live_db, skip), dump(db, skip))
+    assert not differences(dump(live_db, skip, without=LIFECYCLE),
+                           dump(db, skip, without=LIFECYCLE))
     # standard input: plain, then gzip; all there already
     for data in (text, open(gz, "rb").read()):
         rc, s, _, err = run_import(cfg, "--json", "-", stdin=data)
         assert rc == 0, err
         assert s["already_present"] == len(reports) and s["lines"] == len(lines), s
+
+
+# --- Sora's session and event webhook logs ------------------------------------------------------
+
+SESSION_LOG = os.path.join(SAMPLE, "session_webhook.jsonl")
+EVENT_LOG = os.path.join(SAMPLE, "event_webhook.jsonl")
+
+
+def logged_webhooks():
+    """[(route, header, type, body as logged)] of the two sample logs, in Sora's order: the
+    body is the text of the line's "req", byte for byte."""
+    out = []
+    for path, route, header in ((SESSION_LOG, "/webhook/session", "sora-session-webhook-type"),
+                                (EVENT_LOG, "/webhook/event", "sora-event-webhook-type")):
+        for line in open(path).read().splitlines():
+            req = json.loads(line)["req"]
+            raw = line[line.index('"req":') + len('"req":'):line.rindex("}")]
+            assert json.loads(raw) == req
+            out.append((req["timestamp"], route, header, req["type"], raw.encode()))
+    return [w[1:] for w in sorted(out)]
+
+
+@pytest.mark.storage("sqlite", "postgres")
+def test_import_webhook_logs(db, db_factory, kohaku_factory, work):
+    """session_webhook.jsonl and event_webhook.jsonl imported fill sora_webhook, sora_session
+    and sora_connection_lifecycle row by row as the same webhooks posted live to
+    /webhook/session and /webhook/event do (the event log first, not Sora's order: the
+    merge rules make it the same); importing again, or into the live database, stores
+    nothing twice; the stats tables are left alone."""
+    live_db = db_factory(db.kind)
+    k = kohaku_factory(live_db.settings())
+    hooks = logged_webhooks()
+    for route, header, typ, body in hooks:
+        r = curl(f"http://127.0.0.1:{k.port}{route}", "--http1.1", "-H", f"{header}: {typ}",
+                 "-H", "content-type: application/json", data=body)
+        assert r.status == 200 and r.body == b"{}", (typ, r)
+    want = dump(live_db, only=LIFECYCLE)
+    assert [len(want[t]) for t in LIFECYCLE] == [len(hooks), 1, 2], want
+    cfg = config_for(db, work)
+    rc, s, _, err = run_import(cfg, "--json", EVENT_LOG, SESSION_LOG)
+    assert rc == 0, (s, err)
+    assert s["webhooks"] == len(hooks) and s["webhooks_stored"] == len(hooks), s
+    assert s["reports"] == 0 and s["refused"] == 0 and s["lines"] == len(hooks), s
+    diff = differences(want, dump(db, only=LIFECYCLE))
+    assert not diff, "\n".join(diff)
+    assert all(not rows for t, rows in dump(db, without=LIFECYCLE).items()), \
+        "webhooks wrote beside the lifecycle tables"
+    # again, in Sora's order, and through standard input: all there already
+    for args, stdin in ((("--json", SESSION_LOG, EVENT_LOG), None),
+                        (("--json", "-"), open(EVENT_LOG, "rb").read())):
+        rc, s, _, err = run_import(cfg, *args, stdin=stdin)
+        assert rc == 0, (s, err)
+        assert s["webhooks_stored"] == 0 and s["webhooks_already_present"] == s["webhooks"], s
+        assert not differences(want, dump(db, only=LIFECYCLE))
+    # into the database the live path stored them in: nothing new
+    rc, s, _, err = run_import(config_for(live_db, work), "--json", SESSION_LOG, EVENT_LOG)
+    assert rc == 0 and s["webhooks_already_present"] == len(hooks), (s, err)
+    assert not differences(want, dump(live_db, only=LIFECYCLE))
+
+
+@pytest.mark.storage("sqlite")
+def test_import_bad_webhook_lines(db, work):
+    """A webhook breaking the lifecycle rules is refused with its line and the field (as
+    the live route's 400 names it), a broken line as a line; the others are stored."""
+    lines = open(SESSION_LOG).read().splitlines()
+    updated = json.loads(lines[1])
+    updated["req"]["connections"][1]["connection_id"] = "short"
+    destroyed = json.loads(lines[2])
+    destroyed["req"]["timestamp"] = "yesterday"
+    path = write_lines(os.path.join(work, "session_webhook.jsonl"),
+                       [lines[0], json.dumps(updated), lines[1][:60], json.dumps(destroyed),
+                        lines[2]])
+    rc, s, _, err = run_import(config_for(db, work), "--json", path)
+    assert rc == 1, (s, err)
+    assert refused_of(s) == [
+        (2, "connections[1].connection_id: must be 26 characters, got 5"),
+        (3, "line: truncated JSON (ends after 60 bytes)"),
+        (4, "timestamp: must be RFC 3339 UTC with a fraction, like "
+            "2026-11-24T06:15:42.123456Z, got 'yesterday'"),
+    ], refused_of(s)
+    assert s["webhooks"] == 4 and s["webhooks_stored"] == 2 and s["refused_webhooks"] == 2, s
+    assert s["refused_lines"] == 1 and s["reports"] == 0, s
+    assert db.count("sora_webhook") == 2 and db.count("sora_connection_lifecycle") == 2
 
 
 # --- bad lines -----------------------------------------------------------------------------------
@@ -347,8 +446,11 @@ def test_import_bad_bodies_and_webhook_lines(db, work):
     node = make_erlang_vm_envelope()
     body_lines = [json.dumps(good), json.dumps(make_envelope(stats, role="listener")),
                   '{"type": "connection.user-agent", "stats": [', json.dumps({"stats": []}),
-                  json.dumps(make_envelope(stats, type="session.created")),
-                  json.dumps(node), json.dumps(make_envelope(stats, type="node.erlang-vm"))]
+                  json.dumps({"type": "session.created", "id": "x", "channel_id": "c",
+                              "timestamp": ts(0, 1)}),
+                  json.dumps(node), json.dumps(make_envelope(stats, type="node.erlang-vm")),
+                  *[json.dumps(json.loads(line)["req"]) for line in
+                    open(os.path.join(SAMPLE, "event_webhook.jsonl")).read().splitlines()[:2]]]
     path = write_lines(os.path.join(work, "bodies.jsonl"), body_lines)
     cfg = config_for(db, work)
     rc, s, _, err = run_import(cfg, "--json", "--format", "bodies", path)
@@ -357,12 +459,15 @@ def test_import_bad_bodies_and_webhook_lines(db, work):
         (2, "role: must be sendrecv, sendonly or recvonly, got 'listener'"),
         (3, "body: truncated JSON (ends after 44 bytes)"),
         (4, "type: required"),
-        (5, "type: must be connection.user-agent, node.erlang-vm or connection.rtc, got "
-            "'session.created'"),
+        (5, "session_id: required"),
     ], refused_of(s)
-    # the last one is a node report by its type: its objects are kept as other node stats
-    assert s["stored"] == 3 and s["reports"] == 7, s
-    # webhook logs: other webhooks are not stats; lines that are no webhook are refused
+    # the seventh is a node report by its type: its objects are kept as other node stats;
+    # a session or event webhook's body is one by its type, as on its own route
+    assert s["stored"] == 3 and s["reports"] == 6, s
+    assert s["webhooks"] == 3 and s["webhooks_stored"] == 2 and s["refused_webhooks"] == 1, s
+    assert s["refused_reports"] == 3, s
+    # webhook logs: the stats webhook's body is a report, the session webhook's a webhook;
+    # lines that are no webhook are refused
     hook = webhook_body(stats)
     wl = [webhook_log_line(hook), '{"id": "x", "timestamp": "t", "req": "text"}',
           '{"id": "x", "timestamp": "t"}', '{"id": "x", "req": {"stats": []}}',
@@ -377,7 +482,8 @@ def test_import_bad_bodies_and_webhook_lines(db, work):
         (4, "req.type: required"),
         (8, "channel_id: must not be empty"),
     ], refused_of(s)
-    assert s["not_stats"] == 3 and s["stored"] == 1 and s["reports"] == 2, s
+    assert s["webhooks"] == 3 and s["webhooks_stored"] == 3, s
+    assert s["stored"] == 1 and s["reports"] == 2, s
 
 
 # --- memory --------------------------------------------------------------------------------------
