@@ -182,7 +182,7 @@ static int text(const struct kh_import_tally *t, struct kh_buf *out)
         "Imported %llu file%s: %llu lines, %llu reports in %.1f s (%.0f reports/s, %.0f rows/s)\n"
         "  stored            %llu\n"
         "  already present   %llu\n"
-        "  refused           %llu (%llu reports, %llu webhooks, %llu lines that are no report)\n"
+        "  refused           %llu (%llu reports, %llu webhooks, %llu lines holding neither)\n"
         "  webhooks          %llu (stored %llu, already present %llu)\n",
         (unsigned long long)t->files, t->files == 1 ? "" : "s", (unsigned long long)t->lines,
         (unsigned long long)t->reports, s, (double)t->accepted / s, (double)t->rows / s,

@@ -34,7 +34,7 @@ struct kh_import_tally {
     uint64_t accepted;        /* reports the batches took (stored or already present) */
     uint64_t present;         /* of those, stored already (sora_report had them) */
     uint64_t refused_reports; /* by the envelope rules, the size limit or the database */
-    uint64_t refused_lines;   /* lines that are no report at all */
+    uint64_t refused_lines;   /* lines that hold no report or webhook at all */
     /* session and event webhooks: read, taken by the batches, of those stored already
      * (sora_webhook had their id), refused (the lifecycle rules, the size, the database) */
     uint64_t webhooks, webhooks_accepted, webhooks_present, refused_webhooks;
