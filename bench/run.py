@@ -626,11 +626,11 @@ open({body!r},"w").write(json.dumps(env))
     res["rows_per_report"] = rpr
 
     if args.only_import:
-        res["import"] = measure_import(tmp, args.quick, args.no_postgres, res, n, rpr)
+        res["import"] = measure_import(tmp, args.quick, args.no_postgres, n)
         return res
     if not args.quality_only:
         ingest_benchmarks(tmp, res, args, n, body, rpr)
-        res["import"] = measure_import(tmp, args.quick, args.no_postgres, res, n, rpr)
+        res["import"] = measure_import(tmp, args.quick, args.no_postgres, n)
     quality_benchmarks(tmp, res, args, rpr)
     return res
 
@@ -772,36 +772,69 @@ def run_import(tmp, settings, log):
     return summary
 
 
-def measure_import(tmp, quick, no_postgres, res, n, rpr):
+def stats_rows(st):
+    """The rows of the stats tables (rtc_*) of a Store's database."""
+    db = st.connect()
+    try:
+        return sum(scalar(db, f'SELECT count(*) FROM "{t}"') for t in st.tables(db)
+                   if t.startswith("rtc_"))
+    finally:
+        db.close()
+
+
+def live_stored(tmp, backend, cluster, n):
+    """The live path on a fresh database, as the import is measured: kohaku-loadgen's peak run
+    (n reports from SORA_CONNS connections, after a warm-up of other connections) and the
+    stats rows it stored, counted in the database (rows inserted: objects that did not change
+    are not stored again, as for the import). Every report is answered after its commit, so
+    the rows are all there when loadgen is done."""
+    st = Store(tmp, backend, cluster, f"bench_live_{backend}")
+    d = Daemon(tmp, st.settings)
+    try:
+        run_loadgen(d.port, "-N", 2000, "-c", 4, "-m", 32, "-n", 100, "-s", SEED + 1)
+        before = stats_rows(st)
+        lg = run_loadgen(d.port, "-N", n, "-c", 4, "-m", 32, "-n", SORA_CONNS, "-s", SEED)
+        rows = stats_rows(st) - before
+        rss = peak_rss_kib(d.proc.pid)
+    finally:
+        rc = d.stop()
+        st.drop()
+    assert rc == 0, f"live {backend}: kohaku exited {rc}"
+    seconds = lg["answered"] / lg["reports_per_s"]
+    return {"reports": lg["answered"], "reports_per_s": lg["reports_per_s"], "rows": rows,
+            "rows_per_s": rows / seconds, "rows_per_report": rows / max(lg["answered"], 1),
+            "seconds": seconds, "peak_rss_mib": rss / 1024}
+
+
+def measure_import(tmp, quick, no_postgres, n):
     """kohaku import of a generated rtc_stats.jsonl (1,000 connections reporting in turn,
-    the browser fixtures' objects) into SQLite and PostgreSQL direct_copy, fresh databases;
-    the live path's rows/s of the same backends come from this run's peak runs (measured
-    here when the run has none: --only-import)."""
+    the browser fixtures' objects) into a fresh SQLite and PostgreSQL (direct_copy) database,
+    next to the live path's stored rows/s on a fresh database of the same backend."""
     log = os.path.join(tmp, "rtc_stats.jsonl")
+    t0 = time.time()
     info = sora_logs.write_big_rtc_stats(log, (20 if quick else 1024) << 20,
                                          connections=SORA_CONNS)
-    out = {"log": info}
-    if "sqlite" not in res:
-        res["sqlite"] = measure_kohaku(tmp, {"storage": "sqlite",
-                                             "sqlite_path": os.path.join(tmp, "live.db")},
-                                       n, rpr, "kohaku sqlite")
-    out["sqlite"] = run_import(tmp, {"storage": "sqlite",
-                                     "sqlite_path": os.path.join(tmp, "import.db")}, log)
-    out["sqlite"]["live_rows_per_s"] = res["sqlite"]["rows_per_s"]
-    if not no_postgres:
-        cluster = PgCluster()
-        try:
-            if "pg_direct_copy" not in res:
-                res["pg_direct_copy"] = measure_kohaku(
-                    tmp, {"storage": "postgres", "postgres_uri": cluster.create_db("live")},
-                    n, rpr, "kohaku postgres direct_copy")
-            out["postgres"] = run_import(tmp, {"storage": "postgres",
-                                               "postgres_uri": cluster.create_db("import")},
-                                         log)
-            out["postgres"]["live_rows_per_s"] = res["pg_direct_copy"]["rows_per_s"]
-        finally:
+    info["write_s"] = time.time() - t0
+    out = {"log": info, "backends": ["sqlite"] if no_postgres else ["sqlite", "postgres"]}
+    cluster = None if no_postgres else PgCluster()
+    try:
+        for backend in out["backends"]:
+            c = cluster if backend == "postgres" else None
+            live = live_stored(tmp, backend, c, n)
+            st = Store(tmp, backend, c, f"bench_import_{backend}")
+            try:
+                x = run_import(tmp, st.settings, log)
+            finally:
+                st.drop()
+            x["rows_per_report"] = x["rows"] / max(x["stored"], 1)
+            x["live"] = live
+            out[backend] = x
+            print(f"  import {backend}: {x['rows_per_s']:.0f} rows/s, live "
+                  f"{live['rows_per_s']:.0f} rows/s", flush=True)
+    finally:
+        if cluster:
             cluster.close()
-    os.unlink(log)
+        os.unlink(log)
     return out
 
 
@@ -810,38 +843,40 @@ def print_import(r):
     if not x:
         return
     info = x["log"]
-    print(f"\nkohaku import: rtc_stats.jsonl of {info['bytes'] / 1048576:.0f} MiB, "
-          f"{info['lines']} lines, {info['reports']} reports of {info['connections']} "
-          "connections\n")
-    print(f"{'backend':24} {'reports/s':>10} {'rows/s':>10} {'live rows/s':>12} "
-          f"{'import/live':>12} {'seconds':>8} {'CPU s':>6} {'RSS MiB':>8}")
-    for key, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL direct_copy")):
-        if key not in x:
-            continue
-        s = x[key]
-        print(f"{label:24} {s['reports_per_s']:>10.0f} {s['rows_per_s']:>10.0f} "
-              f"{s['live_rows_per_s']:>12.0f} {s['rows_per_s'] / s['live_rows_per_s']:>11.0%} "
-              f"{s['seconds']:>8.1f} {s['cpu_s']:>6.1f} {s['peak_rss_mib']:>8.1f}")
+    print(f"\nkohaku import: a generated rtc_stats.jsonl of {info['bytes'] / 1048576:.0f} MiB, "
+          f"{info['lines']:,} lines, {info['reports']:,} reports of {info['connections']} "
+          "connections; live: kohaku-loadgen's peak run on a fresh database of the backend")
+    print("(rows: stats rows inserted, counted by the import / in the database; objects that "
+          "did not change are not stored again)\n")
+    print(f"{'backend':11} {'path':7} {'reports':>8} {'reports/s':>10} {'rows/s':>9} "
+          f"{'rows/rep':>8} {'seconds':>8} {'CPU s':>6} {'RSS MiB':>8}  import/live rows/s")
+    for key in x.get("backends", ()):
+        s, lv = x[key], x[key]["live"]
+        print(f"{key:11} {'import':7} {s['stored']:>8} {s['reports_per_s']:>10.0f} "
+              f"{s['rows_per_s']:>9.0f} {s['rows_per_report']:>8.1f} {s['seconds']:>8.1f} "
+              f"{s['cpu_s']:>6.1f} {s['peak_rss_mib']:>8.1f}  "
+              f"{s['rows_per_s'] / lv['rows_per_s']:.2f}")
+        print(f"{'':11} {'live':7} {lv['reports']:>8} {lv['reports_per_s']:>10.0f} "
+              f"{lv['rows_per_s']:>9.0f} {lv['rows_per_report']:>8.1f} {lv['seconds']:>8.1f} "
+              f"{'':>6} {lv['peak_rss_mib']:>8.1f}")
 
 
 def import_sanity(r):
-    """The import stored every report of its log, at a rate, in bounded memory."""
+    """The import stored every report of its log, at a rate, in bounded memory; the live run
+    beside it stored rows."""
     bad = []
-    x = r.get("import", {})
-    for key in ("sqlite", "postgres"):
-        if key not in x:
-            if key == "sqlite" or "pg_direct_copy" in r:
-                bad.append(f"import {key}: not measured")
-            continue
+    x = r.get("import")
+    if not x or not x.get("backends"):
+        return ["import: not measured"]
+    for key in x["backends"]:
         s = x[key]
         if s.get("stored") != x["log"]["reports"] or s.get("refused"):
             bad.append(f"import {key}: stored {s.get('stored')} of {x['log']['reports']}")
-        if not s.get("rows_per_s", 0) > 0:
+        if not s.get("rows_per_s", 0) > 0 or not s["live"].get("rows_per_s", 0) > 0:
             bad.append(f"import {key}: no rows/s")
         if not 1 < s.get("peak_rss_mib", 0) < 1024:
             bad.append(f"import {key}: peak RSS")
     return bad
-
 
 if __name__ == "__main__":
     main()
