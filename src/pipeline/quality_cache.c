@@ -21,7 +21,8 @@ struct entry {
     uint64_t hash;
     int64_t time_usec;
     uint64_t epoch;
-    size_t bytes; /* the whole allocation */
+    size_t bytes;            /* the whole allocation */
+    size_t structs, strings; /* of the rows' copy (measure) */
     struct kh_row *rows;
     uint32_t keylen;
     char key[];
@@ -236,8 +237,7 @@ int kh_qcache_get(struct kh_qcache *c, struct kh_str connection_id, struct kh_ar
     if (e) {
         unlink_use(c, e);
         link_first(c, e);
-        size_t s, t;
-        measure(e->rows, &s, &t);
+        size_t s = e->structs, t = e->strings;
         char *dst = s + t ? kh_arena_alloc(arena, s + t) : NULL;
         if (s + t && dst == NULL)
             rc = KH_ENOMEM;
@@ -269,7 +269,8 @@ void kh_qcache_put(struct kh_qcache *c, struct kh_str connection_id, int64_t tim
     struct entry *e = bytes <= c->max_bytes ? malloc(bytes) : NULL;
     if (e) {
         *e = (struct entry){.hash = h, .time_usec = time_usec, .epoch = epoch,
-                            .bytes = bytes, .keylen = connection_id.len};
+                            .bytes = bytes, .structs = s, .strings = t,
+                            .keylen = connection_id.len};
         memcpy(e->key, connection_id.p, connection_id.len);
         e->rows = lay_out(rows, (char *)e + hb, s);
         while (c->last && c->bytes + bytes > c->max_bytes) {
