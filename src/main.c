@@ -452,6 +452,7 @@ static int open_quality(struct runtime *rt, struct kh_config *cfg)
         return -1;
     }
     kh_batcher_set_stage(rt->batcher, kh_quality_stage_fn, kh_quality_stage_done, rt->quality);
+    kh_batcher_set_after(rt->batcher, kh_quality_stage_after);
     return 0;
 }
 

@@ -213,6 +213,9 @@ static const struct param params[] = {
     {"quality_max_gap", P_INT, OFF(quality_max_gap), "300", 1, 86400, NULL,
      "seconds: a connection's previous report older than this is not an interval's start "
      "(the next report is rated since its streams began)"},
+    {"quality_cache_mb", P_INT, OFF(quality_cache_mb), "64", 0, 65536, NULL,
+     "MiB for each connection's latest quality rows in memory, so they are not read back "
+     "from the database for every batch (checked against it; 0: always read back)"},
     {"quality_bandwidth_headroom", P_REAL, OFF(quality_bandwidth_headroom), "3", 1, 100, NULL,
      "bandwidth_limited counts only while the path's availableOutgoingBitrate is below this "
      "many times what the connection sends (above it the limit is the encoder's ramp-up)"},

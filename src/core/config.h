@@ -105,6 +105,7 @@ struct kh_config {
     /* quality */
     bool quality;
     int64_t quality_max_gap;
+    int64_t quality_cache_mb;
     double quality_bandwidth_headroom;
     /* quality_<name>_warning/_bad, indexed as quality/detect.h's detectors (the flags, which
      * have no threshold, at the end, unused) */

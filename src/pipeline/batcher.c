@@ -57,6 +57,7 @@ struct kh_batcher {
     struct kh_workq *q; /* the writers; its pending count is the batches out */
     kh_batch_stage_fn stage; /* before each write attempt, on the writer */
     kh_batch_done_fn stage_done; /* after the write, on the loop */
+    kh_batch_after_fn stage_after; /* after the write, on the writer */
     void *stage_arg;
     /* loop side */
     struct batch *cur;
@@ -137,6 +138,8 @@ static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
         if (backoff < 1000000)
             backoff *= 2;
     }
+    if (b->stage_after)
+        b->stage_after(b->stage_arg, slot, &bt->b, bt->rc);
     bt->write_usec = kh_mono_usec() - t0;
 }
 
@@ -144,6 +147,11 @@ static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
 static void on_write(struct kh_workq_item *it, int slot, void *arg)
 {
     write_batch(arg, slot, KH_WORKQ_ENTRY(it, struct batch, node));
+}
+
+void kh_batcher_set_after(struct kh_batcher *b, kh_batch_after_fn after)
+{
+    b->stage_after = after;
 }
 
 void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, kh_batch_done_fn done,

@@ -36,6 +36,12 @@ typedef void (*kh_batch_done_fn)(void *arg, const struct kh_batch *b, int rc);
 void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, kh_batch_done_fn done,
                           void *arg);
 
+/* A step on the writer thread once a batch's write attempts are over, before the next batch
+ * of the slot (rc as for done; the stage's arg): what must follow a commit at once. Set
+ * before the first submit. */
+typedef void (*kh_batch_after_fn)(void *arg, int slot, const struct kh_batch *b, int rc);
+void kh_batcher_set_after(struct kh_batcher *b, kh_batch_after_fn after);
+
 /* Takes the report on success (0). KH_ENOSPC when the in-flight byte budget is full,
  * KH_ESHUTDOWN after kh_batcher_stop: the report stays the caller's and cb is never called. */
 int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb, void *arg);

@@ -7,8 +7,15 @@
  * it, read through the same kh_q_prev_read as the database's rows. Two reports of one
  * connection with the same time are a redelivery: the second gets no rows (its first's stand).
  *
+ * The database's rows are asked for only where the cache (quality_cache.h) cannot stand in:
+ * a connection it holds, whose cached report is older than the first report of the batch and
+ * within quality_max_gap, is taken from memory when the store says nobody else wrote since
+ * this slot's last batch, or after a read of the connections' latest times agrees (another
+ * instance's later report makes it stale: read as before). The after step puts each stored
+ * report's rows in, on the writer thread, so the slot's next batch sees them.
+ *
  * Each writer slot has its own work area (the sample and the previous report are large);
- * nothing is shared between slots but the two counters.
+ * nothing is shared between slots but the counters and the cache.
  */
 #include "pipeline/quality.h"
 
@@ -20,6 +27,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/timeutil.h"
+#include "pipeline/quality_cache.h"
 #include "pipeline/quality_metrics.h"
 #include "quality/assess.h"
 #include "sora/schema.h"
@@ -34,7 +42,23 @@ struct slot {
     int64_t *before, *found;
     struct kh_row **rows;
     size_t *query_of; /* per report in order: its query, or SIZE_MAX */
+    int64_t *cached;  /* per query: the time of the cache's report standing in (0: none) */
+    uint64_t *cached_epoch;
+    bool *trusted;  /* per query: the cache stands in, as the connection's latest of all */
+    uint64_t epoch; /* the epoch of the slot's last batch */
+    size_t planned; /* reports in order (its last run): the after step's */
+    struct kh_row **cached_rows;
+    /* a subset of the queries asked of the store: which query, and the query's arrays */
+    size_t *sub_of;
+    struct kh_str *sub_ids;
+    int64_t *sub_before, *sub_found;
+    struct kh_row **sub_rows;
 };
+
+/* Where the previous reports came from, for the metrics. */
+enum { FROM_CACHE, FROM_CACHE_CHECKED, FROM_CACHE_STALE, FROM_DATABASE, FROM_COUNT };
+static const char *const from_names[FROM_COUNT] = {"cache", "cache_checked", "cache_stale",
+                                                   "database"};
 
 struct kh_quality_stage {
     struct kh_store *store;
@@ -43,7 +67,12 @@ struct kh_quality_stage {
     struct slot **slots;
     atomic_uint_fast64_t assessed, skipped, read_failures;
     atomic_uint_fast64_t last_warned; /* kh_mono_usec of the last warning (one a minute) */
+    atomic_uint_fast64_t from[FROM_COUNT];
     struct kh_qm *qm; /* the loop thread's */
+    struct kh_qcache *cache; /* NULL: none (quality_cache_mb = 0) */
+    /* a new epoch whenever a slot's store says someone else wrote: a cached report is
+     * trusted without a read only in the epoch it was stored or confirmed in (from 1) */
+    atomic_uint_fast64_t epoch;
 };
 
 _Static_assert(KH_QI_COUNT <= KH_CONFIG_DETECTORS, "raise KH_CONFIG_DETECTORS in config.h");
@@ -68,6 +97,7 @@ int kh_quality_settings_from(const struct kh_config *cfg, struct kh_quality_sett
     }
     out->th.bandwidth_headroom = cfg->quality_bandwidth_headroom;
     out->max_gap_usec = cfg->quality_max_gap * 1000000;
+    out->cache_bytes = (size_t)cfg->quality_cache_mb << 20;
     return 0;
 }
 
@@ -88,9 +118,11 @@ struct kh_quality_stage *kh_quality_stage_new(struct kh_store *store, int nslots
     q->store = store;
     q->set = *set;
     q->qm = kh_qm_new(set->max_gap_usec);
+    q->cache = set->cache_bytes ? kh_qcache_new(set->cache_bytes) : NULL;
+    atomic_store(&q->epoch, 1); /* 0: an entry never trusted */
     q->nslots = nslots > 0 ? nslots : 1;
     q->slots = calloc((size_t)q->nslots, sizeof(*q->slots));
-    if (q->slots == NULL || q->qm == NULL) {
+    if (q->slots == NULL || q->qm == NULL || (set->cache_bytes && q->cache == NULL)) {
         kh_quality_stage_free(q);
         return NULL;
     }
@@ -116,6 +148,15 @@ static void slot_free(struct slot *s)
     free(s->found);
     free(s->rows);
     free(s->query_of);
+    free(s->cached);
+    free(s->cached_epoch);
+    free(s->trusted);
+    free(s->cached_rows);
+    free(s->sub_of);
+    free(s->sub_ids);
+    free(s->sub_before);
+    free(s->sub_found);
+    free(s->sub_rows);
     free(s);
 }
 
@@ -127,6 +168,7 @@ void kh_quality_stage_free(struct kh_quality_stage *q)
         slot_free(q->slots[i]);
     free(q->slots);
     kh_qm_free(q->qm);
+    kh_qcache_free(q->cache);
     free(q);
 }
 
@@ -144,7 +186,9 @@ static int reserve(struct slot *s, size_t n)
     size_t cap = n < 64 ? 64 : n;
 #define GROW(p) ((p) = realloc((p), cap * sizeof(*(p))))
     if (!GROW(s->order) || !GROW(s->ids) || !GROW(s->before) || !GROW(s->found) ||
-        !GROW(s->rows) || !GROW(s->query_of))
+        !GROW(s->rows) || !GROW(s->query_of) || !GROW(s->cached) || !GROW(s->cached_epoch) ||
+        !GROW(s->trusted) || !GROW(s->cached_rows) || !GROW(s->sub_of) || !GROW(s->sub_ids) ||
+        !GROW(s->sub_before) || !GROW(s->sub_found) || !GROW(s->sub_rows))
         return KH_ENOMEM;
 #undef GROW
     s->cap = cap;
@@ -200,16 +244,104 @@ static size_t plan(struct slot *s, struct kh_batch *b, size_t *nqueries)
     return n;
 }
 
+/* The time before which the latest-time check looks: the last second kh_time_format writes
+ * (9999-12-31T23:59:59Z), so it finds a connection's latest report of all. */
+#define CHECK_BEFORE_USEC (253402300799LL * 1000000)
+
+/* Asks the store about the queries in sub_of[0..n): their rows as for a previous report, or
+ * (check) the time of each connection's latest report of all. The answers land in the
+ * subset's arrays. */
+static int ask(struct kh_quality_stage *q, int slot, struct slot *s, size_t n, bool check,
+               const char **err)
+{
+    const int tables[2] = {kh_table_quality_connection, kh_table_quality_stream};
+    for (size_t k = 0; k < n; k++) {
+        s->sub_ids[k] = s->ids[s->sub_of[k]];
+        s->sub_before[k] = check ? CHECK_BEFORE_USEC : s->before[s->sub_of[k]];
+    }
+    struct kh_latest_query lq = {
+        .n = n, .connection_ids = s->sub_ids, .before_usec = s->sub_before,
+        .window_usec = check ? INT64_MAX : q->set.max_gap_usec,
+        .anchor = kh_table_quality_connection, .tables = tables, .ntables = check ? 0 : 2,
+        .arena = &s->arena, .found_usec = s->sub_found, .rows = s->sub_rows};
+    return n ? q->store->ops->latest(q->store, slot, &lq, err) : 0;
+}
+
+/* The cache's report for each query that it can stand in for (cached[i], else 0). */
+static void from_cache(struct kh_quality_stage *q, struct slot *s, size_t nq)
+{
+    for (size_t i = 0; i < nq; i++) {
+        s->cached[i] = 0;
+        s->cached_rows[i] = NULL;
+        s->trusted[i] = false;
+        int64_t t;
+        struct kh_row *rows;
+        if (q->cache == NULL ||
+            kh_qcache_get(q->cache, s->ids[i], &s->arena, &t, &s->cached_epoch[i], &rows) != 0 ||
+            t == 0)
+            continue;
+        if (t < s->before[i] && t >= s->before[i] - q->set.max_gap_usec) {
+            s->cached[i] = t;
+            s->cached_rows[i] = rows;
+        }
+    }
+}
+
+/* found/rows of every query: the cache's where it stands in, the database's elsewhere. A
+ * cached report stands in when it is the connection's latest report of all: known so in
+ * this epoch, or checked now. trusted[i] says so (then the batch's last report of the
+ * connection is the latest of all once it commits: the after step trusts it in turn). */
+static int previous(struct kh_quality_stage *q, int slot, struct slot *s, size_t nq,
+                    const char **err)
+{
+    bool others = q->store->ops->others_wrote == NULL ||
+                  q->store->ops->others_wrote(q->store, slot);
+    uint64_t epoch = others ? atomic_fetch_add(&q->epoch, 1) + 1 : atomic_load(&q->epoch);
+    s->epoch = epoch;
+    from_cache(q, s, nq);
+    size_t n = 0;
+    for (size_t i = 0; i < nq; i++) {
+        if (s->cached[i] == 0)
+            continue;
+        if (s->cached_epoch[i] == epoch) {
+            s->trusted[i] = true;
+            atomic_fetch_add(&q->from[FROM_CACHE], 1);
+        } else {
+            s->sub_of[n++] = i; /* to check */
+        }
+    }
+    int rc = ask(q, slot, s, n, true, err);
+    for (size_t k = 0; rc == 0 && k < n; k++) {
+        size_t i = s->sub_of[k];
+        bool same = s->sub_found[k] == s->cached[i];
+        atomic_fetch_add(&q->from[same ? FROM_CACHE_CHECKED : FROM_CACHE_STALE], 1);
+        s->trusted[i] = same;
+        if (same)
+            kh_qcache_confirm(q->cache, s->ids[i], s->cached[i], epoch);
+    }
+    n = 0;
+    for (size_t i = 0; rc == 0 && i < nq; i++) {
+        if (s->trusted[i]) {
+            s->found[i] = s->cached[i];
+            s->rows[i] = s->cached_rows[i];
+            continue;
+        }
+        s->sub_of[n++] = i;
+        if (s->cached[i] == 0) /* not in memory (stale ones are counted above) */
+            atomic_fetch_add(&q->from[FROM_DATABASE], 1);
+    }
+    rc = rc ? rc : ask(q, slot, s, n, false, err);
+    for (size_t k = 0; rc == 0 && k < n; k++) {
+        s->found[s->sub_of[k]] = s->sub_found[k];
+        s->rows[s->sub_of[k]] = s->sub_rows[k];
+    }
+    return rc;
+}
+
 static int read_back(struct kh_quality_stage *q, int slot, struct slot *s, size_t nq,
                      const char **err)
 {
-    int tables[2] = {kh_table_quality_connection, kh_table_quality_stream};
-    struct kh_latest_query lq = {
-        .n = nq, .connection_ids = s->ids, .before_usec = s->before,
-        .window_usec = q->set.max_gap_usec, .anchor = kh_table_quality_connection,
-        .tables = tables, .ntables = 2, .arena = &s->arena, .found_usec = s->found,
-        .rows = s->rows};
-    int rc = q->store->ops->latest(q->store, slot, &lq, err);
+    int rc = previous(q, slot, s, nq, err);
     if (rc == 0 || rc == KH_ERETRY)
         return rc; /* the database is away: the batch waits, as its write would */
     /* too much to read back, or a read the database refused: rated without it (since its
@@ -291,12 +423,15 @@ int kh_quality_stage_run(struct kh_quality_stage *q, int slot, struct kh_batch *
         *err = "quality: out of memory";
         return KH_ERETRY;
     }
+    s->planned = 0;
     size_t nq, n = plan(s, b, &nq);
     if (n == 0)
         return 0;
     int rc = read_back(q, slot, s, nq, err);
-    if (rc == 0)
+    if (rc == 0) {
         assess(q, s, b, n);
+        s->planned = n;
+    }
     kh_arena_cleanup(&s->arena);
     kh_arena_init(&s->arena, 65536, READ_ARENA_MAX);
     return rc;
@@ -314,8 +449,69 @@ void kh_quality_stage_done(void *arg, const struct kh_batch *b, int rc)
     }
 }
 
+void kh_quality_stage_after(void *arg, int slot, const struct kh_batch *b, int rc)
+{
+    struct kh_quality_stage *q = arg;
+    if (q->cache == NULL)
+        return;
+    if (slot < 0 || slot >= q->nslots)
+        slot = 0;
+    struct slot *s = q->slots[slot];
+    /* the reports the slot's last run planned (this batch's; none when a retry found them
+     * all rated: then nothing goes in, and the next batch reads the database) */
+    bool trusted = false;
+    for (size_t k = 0; k < s->planned; k++) {
+        size_t i = s->order[k];
+        const struct kh_report *r = b->reports[i];
+        if (s->query_of[k] != SIZE_MAX)
+            trusted = s->trusted[s->query_of[k]];
+        bool stored = rc == 0 || (rc == KH_EREJECT && b->results[i] == 0);
+        if (stored && r->quality_note) /* rated: its rows are in the database now */
+            kh_qcache_put(q->cache, r->connection_id, r->time_usec, trusted ? s->epoch : 0,
+                          r->rows);
+    }
+}
+
+/* The cache's series of /metrics. */
+static int render_cache(const struct kh_quality_stage *q, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "# HELP kohaku_quality_previous_total Where the quality stage "
+                              "found each connection's previous report: in memory (cache), "
+                              "in memory once the database confirmed it (cache_checked), in "
+                              "the database (cache_stale: memory had an older one; database: "
+                              "memory had none).\n"
+                              "# TYPE kohaku_quality_previous_total counter\n");
+    for (int f = 0; rc == 0 && f < FROM_COUNT; f++)
+        rc = kh_buf_printf(b, "kohaku_quality_previous_total{from=\"%s\"} %llu\n",
+                           from_names[f], (unsigned long long)atomic_load(&q->from[f]));
+    struct kh_qcache_counts c = {0};
+    if (q->cache)
+        kh_qcache_counts(q->cache, &c);
+    return rc ? rc
+              : kh_buf_printf(b,
+                              "# HELP kohaku_quality_cache_entries Connections whose latest "
+                              "quality rows are in memory.\n"
+                              "# TYPE kohaku_quality_cache_entries gauge\n"
+                              "kohaku_quality_cache_entries %llu\n"
+                              "# HELP kohaku_quality_cache_bytes Their memory.\n"
+                              "# TYPE kohaku_quality_cache_bytes gauge\n"
+                              "kohaku_quality_cache_bytes %llu\n"
+                              "# HELP kohaku_quality_cache_max_bytes Its bound "
+                              "(quality_cache_mb).\n"
+                              "# TYPE kohaku_quality_cache_max_bytes gauge\n"
+                              "kohaku_quality_cache_max_bytes %llu\n"
+                              "# HELP kohaku_quality_cache_evictions_total Entries dropped "
+                              "for room (least recently used first).\n"
+                              "# TYPE kohaku_quality_cache_evictions_total counter\n"
+                              "kohaku_quality_cache_evictions_total %llu\n",
+                              (unsigned long long)c.entries, (unsigned long long)c.bytes,
+                              (unsigned long long)c.max_bytes,
+                              (unsigned long long)c.evictions);
+}
+
 int kh_quality_stage_render(const struct kh_quality_stage *q, struct kh_buf *b)
 {
+
     int rc = kh_buf_printf(b,
                            "# HELP kohaku_quality_reports_total Connection reports the quality "
                            "stage rated, or left without quality rows (their memory limit).\n"
@@ -329,5 +525,6 @@ int kh_quality_stage_render(const struct kh_quality_stage *q, struct kh_buf *b)
                            (unsigned long long)atomic_load(&q->assessed),
                            (unsigned long long)atomic_load(&q->skipped),
                            (unsigned long long)atomic_load(&q->read_failures));
+    rc = rc ? rc : render_cache(q, b);
     return rc ? rc : kh_qm_render(q->qm, b, kh_mono_usec());
 }

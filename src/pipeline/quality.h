@@ -5,6 +5,11 @@
  * what the database holds (store latest: written by this process or by another kohaku
  * instance sharing the database, or before a restart). The rows go into the same transaction
  * as the report, so stored quality always belongs to a stored report.
+ *
+ * What this process stored last for each connection is kept in memory (quality_cache.h) and
+ * stands in for the database's rows when the database still has that report as the latest:
+ * no read at all when the store knows nobody else wrote since the last batch (SQLite), else
+ * one read of the latest times.
  */
 #ifndef KH_PIPELINE_QUALITY_H
 #define KH_PIPELINE_QUALITY_H
@@ -21,6 +26,7 @@ struct kh_quality_stage;
 struct kh_quality_settings {
     struct kh_q_thresholds th;
     int64_t max_gap_usec; /* a previous report older than this is not used */
+    size_t cache_bytes;   /* quality_cache.h's bound; 0: no cache */
 };
 
 /* The settings from the config: the thresholds (quality_<name>_warning/_bad; a bad one on
@@ -47,6 +53,9 @@ int kh_quality_stage_run(struct kh_quality_stage *q, int slot, struct kh_batch *
 /* The batcher's done step (loop thread, once a batch's write is over with result rc): the
  * stored reports' notes go into the metrics. */
 void kh_quality_stage_done(void *arg, const struct kh_batch *b, int rc);
+/* The batcher's after step (the writer thread, once the batch is committed or given up):
+ * the stored reports' rows go into the cache. */
+void kh_quality_stage_after(void *arg, int slot, const struct kh_batch *b, int rc);
 /* The quality series of /metrics (loop thread). 0 or KH_ENOSPC/KH_ENOMEM. */
 int kh_quality_stage_render(const struct kh_quality_stage *q, struct kh_buf *b);
 

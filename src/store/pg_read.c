@@ -81,6 +81,21 @@ static int latest_sql(int anchor, int t, struct kh_buf *b)
     return rc;
 }
 
+/* SELECT q.i, the anchor's time (µs) of every query that has one: times only. */
+static int times_sql(int anchor, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "SELECT q.i, ");
+    rc = rc ? rc : kh_schema_time_usec_sql(KH_DIALECT_POSTGRES, "a.\"time\"", b);
+    rc = rc ? rc
+            : kh_buf_printf(b,
+                            " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) "
+                            "WITH ORDINALITY AS q(cid, t, lo, i) CROSS JOIN LATERAL (SELECT "
+                            "\"time\" FROM \"%s\" WHERE \"connection_id\" = q.cid AND \"time\" "
+                            "< q.t AND \"time\" >= q.lo ORDER BY \"time\" DESC LIMIT 1) a",
+                            kh_stats_tables[anchor].table);
+    return rc;
+}
+
 /* The three array parameters: connection ids, before and window start, as array text. */
 static int latest_params(struct kh_pg_slot *s, const struct kh_latest_query *q)
 {
@@ -103,6 +118,17 @@ static int latest_params(struct kh_pg_slot *s, const struct kh_latest_query *q)
         s->params[c] = s->cols[c].data;
     }
     return rc ? KH_ENOMEM : 0;
+}
+
+/* Row k of a times-only result: its query's time. */
+static int latest_time(PGresult *r, int k, struct kh_latest_query *q)
+{
+    struct kh_value idx, when;
+    if (cell(r, k, 0, KH_COL_INT, NULL, &idx) != 0 || cell(r, k, 1, KH_COL_INT, NULL, &when) ||
+        idx.u.i < 1 || (size_t)idx.u.i > q->n)
+        return KH_EINVAL;
+    q->found_usec[idx.u.i - 1] = when.u.i;
+    return 0;
 }
 
 /* Row k of the result as a row of table t, appended to query i's list. */
@@ -133,13 +159,13 @@ static int latest_row(PGresult *r, int k, int t, struct kh_latest_query *q, int6
     return rc;
 }
 
-/* Table t's rows for every query, in one statement. */
+/* Table t's rows for every query, in one statement (t < 0: the anchor's times only). */
 static int latest_table(struct kh_pg_slot *s, struct kh_latest_query *q, int t,
                         struct kh_row ***tails, const char **err)
 {
     struct kh_buf sql;
     kh_buf_init(&sql, 1u << 20);
-    int rc = latest_sql(q->anchor, t, &sql);
+    int rc = t < 0 ? times_sql(q->anchor, &sql) : latest_sql(q->anchor, t, &sql);
     PGresult *r = NULL;
     if (rc == 0)
         r = PQexecParams(s->conn, sql.data, 3, NULL, s->params, NULL, NULL, 0);
@@ -160,6 +186,10 @@ static int latest_table(struct kh_pg_slot *s, struct kh_latest_query *q, int t,
     for (int k = 0; rc == 0 && k < PQntuples(r); k++) {
         int64_t i;
         struct kh_row *row;
+        if (t < 0) {
+            rc = latest_time(r, k, q);
+            continue;
+        }
         rc = latest_row(r, k, t, q, &i, &row);
         if (rc == 0) {
             *tails[i] = row;
@@ -195,6 +225,8 @@ int kh_pg_latest(struct kh_store *st, int slot, struct kh_latest_query *q, const
     }
     for (size_t i = 0; i < q->n; i++)
         tails[i] = &q->rows[i];
+    if (q->ntables == 0)
+        rc = latest_table(s, q, -1, tails, err);
     for (size_t k = 0; rc == 0 && k < q->ntables; k++)
         rc = latest_table(s, q, q->tables[k], tails, err);
     free(tails);

@@ -30,6 +30,9 @@ struct sq {
     sqlite3_stmt **insert; /* per stats table */
     sqlite3_stmt **env;    /* per envelope table (kh_env_tables) */
     sqlite3_stmt *begin, *commit, *rollback;
+    /* others_wrote: PRAGMA data_version on the writer's connection, and its last value */
+    sqlite3_stmt *data_version;
+    int64_t last_data_version; /* -1: not read yet */
     /* latest (the writer's connection): per stats table, prepared when first needed */
     sqlite3_stmt **anchor, **at_time;
     /* query: a read-only connection of its own, opened when first needed */
@@ -187,6 +190,9 @@ static int prepare_all(struct sq *q, const char **err)
         rc = prepare(q, "COMMIT", &q->commit, err);
     if (rc == 0)
         rc = prepare(q, "ROLLBACK", &q->rollback, err);
+    if (rc == 0)
+        rc = prepare(q, "PRAGMA data_version", &q->data_version, err);
+    q->last_data_version = -1;
     return rc;
 }
 
@@ -425,7 +431,7 @@ static int latest_statements(struct sq *q, int anchor, int t, const char **err)
                            kh_stats_tables[anchor].table);
         rc = rc ? rc : prepare_sql(q, &sql, &q->anchor[anchor], err);
     }
-    if (rc == 0 && q->at_time[t] == NULL) {
+    if (rc == 0 && t >= 0 && q->at_time[t] == NULL) {
         kh_buf_reset(&sql);
         rc = kh_buf_printf(&sql, "SELECT ");
         rc = rc ? rc : kh_schema_select_columns(t, NULL, &sql);
@@ -524,12 +530,29 @@ static int latest_one(struct sq *q, struct kh_latest_query *lq, size_t i, const 
 static int sq_latest(struct kh_store *s, int slot, struct kh_latest_query *lq, const char **err)
 {
     struct sq *q = s->impl;
-    int rc = 0;
+    int rc = latest_statements(q, lq->anchor, -1, err);
     for (size_t k = 0; rc == 0 && k < lq->ntables; k++)
         rc = latest_statements(q, lq->anchor, lq->tables[k], err);
     for (size_t i = 0; rc == 0 && i < lq->n; i++)
         rc = latest_one(q, lq, i, err);
     return rc;
+}
+
+/* SQLite's data_version changes when another connection (another process: a second
+ * kohaku, kohaku import) commits to the file, and never for the connection's own commits. */
+static bool sq_others_wrote(struct kh_store *s, int slot)
+{
+    (void)slot;
+    struct sq *q = s->impl;
+    if (q->data_version == NULL)
+        return true;
+    int64_t v = -1;
+    if (sqlite3_step(q->data_version) == SQLITE_ROW)
+        v = sqlite3_column_int64(q->data_version, 0);
+    sqlite3_reset(q->data_version);
+    bool changed = v < 0 || v != q->last_data_version;
+    q->last_data_version = v;
+    return changed;
 }
 
 /* Stops a query past its deadline (sqlite3_progress_handler: nonzero interrupts). */
@@ -620,6 +643,7 @@ static void sq_close(struct kh_store *s)
     sqlite3_finalize(q->begin);
     sqlite3_finalize(q->commit);
     sqlite3_finalize(q->rollback);
+    sqlite3_finalize(q->data_version);
     sqlite3_close(q->db);
     sqlite3_close(q->rdb);
     free(q->path);
@@ -636,6 +660,7 @@ const struct kh_store_ops kh_store_sqlite_ops = {
     .writers = sq_writers,
     .write = sq_write,
     .latest = sq_latest,
+    .others_wrote = sq_others_wrote,
     .query = sq_query,
     .healthy = sq_healthy,
     .reconnects = sq_reconnects,

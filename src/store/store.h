@@ -52,7 +52,8 @@ void kh_batch_reset_counts(struct kh_batch *b);
  * tables: for query i, the latest `time` of table `anchor` (a table with one row per report)
  * for connection_ids[i] in [before_usec[i] - window_usec, before_usec[i]) (never before
  * KH_TIME_MIN_USEC), and the rows of
- * each table of `tables` (stats tables of the connection scope) at that time. */
+ * each table of `tables` (stats tables of the connection scope) at that time. With no
+ * tables (ntables 0), the times alone. */
 struct kh_latest_query {
     size_t n;
     const struct kh_str *connection_ids;
@@ -101,6 +102,10 @@ struct kh_store_ops {
      * database is away), KH_EIO (it refused the read) or KH_ENOMEM (the arena is full), with
      * *err. */
     int (*latest)(struct kh_store *s, int slot, struct kh_latest_query *q, const char **err);
+    /* Whether a connection other than writer slot's may have changed the database since
+     * the last call for the slot (true when the backend cannot tell; NULL: always true). On
+     * the slot's writer thread. */
+    bool (*others_wrote)(struct kh_store *s, int slot);
     /* Runs one read-only statement with parameters ($1.. in PostgreSQL, ?1.. in SQLite: the
      * caller writes the dialect's SQL, from constants only; text parameters NUL-terminated)
      * and calls fn for each row. Its

@@ -334,23 +334,69 @@ def test_two_instances_alternating(request, tmp_path_factory, stored, kind):
     rows are those one daemon stores."""
     db = make_db(request, tmp_path_factory, kind)
     daemons = [run_daemon(db, tmp_path_factory.mktemp(f"alt-{kind}-{i}")) for i in (0, 1)]
-    turn = [0]
+    turns = {}  # per connection: its reports so far
 
     def post(env):
-        post_to(daemons[turn[0] % 2])(env)
-        turn[0] += 1
+        n = turns.get(env["connection_id"], 0)
+        post_to(daemons[n % 2])(env)
+        turns[env["connection_id"]] = n + 1
     try:
         ids = send_calls(post)
+        stale = sum(previous_from(k.metrics(), "cache_stale") for k in daemons)
     finally:
         for k in daemons:
             assert k.stop() == 0, k.describe()
     alternating = Stored(db, ids)
+    # each daemon's memory holds the report before the other daemon's: stale, read again
+    assert stale > 0
     one = stored(kind)
     # the same calls under other connection ids: compare by call side
     diff = differences(one, alternating)
     assert not diff, "one daemon and two alternating differ:\n" + "\n".join(diff[:20])
     assert not any(r["since_start"] for k, r in alternating.connections.items()
                    if k[1] != min(t for (side, t) in alternating.connections if side == k[0]))
+
+
+def previous_from(metrics, source):
+    return metrics.get(("kohaku_quality_previous_total", frozenset({("from", source)})), 0)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_previous_reports_from_memory(stored, kind):
+    """One daemon: each connection's first report finds nothing in memory (the database is
+    asked); every later one finds its previous report in memory. On SQLite (nobody else
+    wrote the file) the second report of a connection checks the latest time once and the
+    rest need no read; on PostgreSQL every one is checked. The rows are still those of
+    test_same_on_every_store and test_two_instances_alternating."""
+    s = stored(kind)
+    first, later = len(s.ids), len(s.connections) - len(s.ids)
+    assert later > first
+    assert previous_from(s.metrics, "database") == first
+    assert previous_from(s.metrics, "cache_stale") == 0
+    if kind == "sqlite":
+        assert previous_from(s.metrics, "cache_checked") == first
+        assert previous_from(s.metrics, "cache") == later - first
+    else:
+        assert previous_from(s.metrics, "cache_checked") == later
+        assert previous_from(s.metrics, "cache") == 0
+    assert s.metrics[("kohaku_quality_cache_entries", frozenset())] == first
+    assert 0 < s.metrics[("kohaku_quality_cache_bytes", frozenset())] <= 64 << 20
+    assert s.metrics[("kohaku_quality_cache_max_bytes", frozenset())] == 64 << 20
+
+
+def test_without_the_cache(request, tmp_path_factory, stored):
+    """quality_cache_mb = 0: every previous report read from the database, the same rows."""
+    db = make_db(request, tmp_path_factory, "sqlite")
+    k = run_daemon(db, tmp_path_factory.mktemp("nocache"), quality_cache_mb=0)
+    try:
+        ids = send_calls(post_to(k))
+        m = k.metrics()
+    finally:
+        assert k.stop() == 0, k.describe()
+    assert previous_from(m, "database") == len(Stored(db, ids).connections)
+    assert previous_from(m, "cache") == 0
+    diff = differences(stored("sqlite"), Stored(db, ids))
+    assert not diff, "with and without the cache differ:\n" + "\n".join(diff[:20])
 
 
 # --- kohaku quality ------------------------------------------------------------------------

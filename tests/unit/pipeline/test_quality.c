@@ -7,7 +7,10 @@
  * write does not rate a report twice; KH_ERETRY from the read holds the batch back while a
  * refused read (KH_EIO) rates it without history. Also the settings from the config: the
  * keys are the detectors' names, their defaults the detectors', a bad threshold on the good
- * side of its warning is refused with the key named.
+ * side of its warning is refused with the key named. With the cache of the latest rows: it
+ * stands in without a read when the store says nobody else wrote, after a read of the times
+ * when it cannot say, and a later report of another instance in the database wins over it;
+ * the rows come out the same as from the database.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -35,8 +38,11 @@ static struct {
     struct kh_report *stored[MAX_STORED]; /* reports whose quality rows are "in the database" */
     size_t nstored;
     int latest_calls;
-    size_t last_n; /* queries in the last call */
-    int fail;      /* what latest returns (0: answers) */
+    size_t last_n;       /* queries in the last call */
+    size_t last_ntables; /* tables asked for in the last call (0: the times only) */
+    int times_calls;     /* calls for the times only */
+    int fail;            /* what latest returns (0: answers) */
+    bool others;         /* what others_wrote says */
 } fake;
 
 static struct kh_row *copy_row(struct kh_arena *a, const struct kh_row *src)
@@ -58,6 +64,8 @@ static int fake_latest(struct kh_store *s, int slot, struct kh_latest_query *q,
 {
     fake.latest_calls++;
     fake.last_n = q->n;
+    fake.last_ntables = q->ntables;
+    fake.times_calls += q->ntables == 0;
     if (fake.fail) {
         *err = "fake: no";
         return fake.fail;
@@ -78,6 +86,8 @@ static int fake_latest(struct kh_store *s, int slot, struct kh_latest_query *q,
         if (best == NULL)
             continue;
         q->found_usec[i] = best->time_usec;
+        if (q->ntables == 0)
+            continue;
         struct kh_row **tail = &q->rows[i];
         for (const struct kh_row *row = best->rows; row; row = row->next)
             if (kh_stats_tables[row->table].computed) {
@@ -88,7 +98,15 @@ static int fake_latest(struct kh_store *s, int slot, struct kh_latest_query *q,
     return 0;
 }
 
-static const struct kh_store_ops fake_ops = {.name = "fake", .latest = fake_latest};
+static bool fake_others_wrote(struct kh_store *s, int slot)
+{
+    (void)s;
+    (void)slot;
+    return fake.others;
+}
+
+static const struct kh_store_ops fake_ops = {
+    .name = "fake", .latest = fake_latest, .others_wrote = fake_others_wrote};
 static struct kh_store store = {.ops = &fake_ops};
 
 /* --- reports ------------------------------------------------------------------------------ */
@@ -138,7 +156,8 @@ static bool since_start(const struct kh_report *r)
     return false;
 }
 
-static struct kh_quality_stage *stage;
+static struct kh_quality_stage *stage, *cached; /* without a cache, with one */
+static struct kh_quality_settings cached_set;
 
 static int setup(void **state)
 {
@@ -148,14 +167,19 @@ static int setup(void **state)
     struct kh_quality_settings set;
     kh_q_thresholds_default(&set.th);
     set.max_gap_usec = 300 * 1000000LL;
+    set.cache_bytes = 0;
     stage = kh_quality_stage_new(&store, 2, &set);
-    return stage ? 0 : -1;
+    set.cache_bytes = 1u << 20;
+    cached_set = set;
+    cached = kh_quality_stage_new(&store, 2, &set);
+    return stage && cached ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
     kh_quality_stage_free(stage);
+    kh_quality_stage_free(cached);
     kh_schema_cleanup();
     return 0;
 }
@@ -166,15 +190,72 @@ static int reset(void **state)
     for (size_t i = 0; i < fake.nstored; i++)
         kh_report_free(fake.stored[i]);
     memset(&fake, 0, sizeof(fake));
+    kh_quality_stage_free(cached); /* a cache and counters of its own for each test */
+    cached = kh_quality_stage_new(&store, 2, &cached_set);
+    assert_non_null(cached);
     return 0;
 }
 
-static void run(struct kh_report **reports, size_t n, int want)
+static void run_on(struct kh_quality_stage *st, struct kh_report **reports, size_t n,
+                   int want)
 {
-    int results[16];
+    int results[16] = {0};
     struct kh_batch b = {.reports = reports, .results = results, .nreports = n};
     const char *err = NULL;
-    assert_int_equal(kh_quality_stage_run(stage, 1, &b, &err), want);
+    assert_int_equal(kh_quality_stage_run(st, 1, &b, &err), want);
+}
+
+static void run(struct kh_report **reports, size_t n, int want) { run_on(stage, reports, n, want); }
+
+/* Rated by st, "committed" (the fake database has it) and st's after step. */
+static void store_on(struct kh_quality_stage *st, struct kh_report *r)
+{
+    run_on(st, &r, 1, 0);
+    int results[1] = {0};
+    struct kh_batch b = {.reports = &r, .results = results, .nreports = 1};
+    kh_quality_stage_after(st, 1, &b, 0);
+    fake.stored[fake.nstored++] = r;
+}
+
+/* The two reports' quality rows hold the same values. */
+static void assert_same_quality(const struct kh_report *a, const struct kh_report *b)
+{
+    const struct kh_row *x = a->rows, *y = b->rows;
+    size_t n = 0;
+    for (;; x = x->next, y = y->next) {
+        while (x && !kh_stats_tables[x->table].computed)
+            x = x->next;
+        while (y && !kh_stats_tables[y->table].computed)
+            y = y->next;
+        if (x == NULL || y == NULL)
+            break;
+        assert_int_equal(x->table, y->table);
+        for (size_t m = 0; m < kh_stats_tables[x->table].nmembers; m++) {
+            const struct kh_value *u = &x->vals[m], *v = &y->vals[m];
+            assert_int_equal(u->type, v->type);
+            if (u->type == KH_COL_TEXT || u->type == KH_COL_JSON)
+                assert_memory_equal(u->u.s, v->u.s, u->len);
+            else if (u->type == KH_COL_REAL)
+                assert_true(u->u.d == v->u.d || (isnan(u->u.d) && isnan(v->u.d)));
+            else if (u->type)
+                assert_int_equal(u->u.i, v->u.i);
+        }
+        n++;
+    }
+    assert_null(x);
+    assert_null(y);
+    assert_int_equal(n, 3);
+}
+
+static bool metric_is(struct kh_quality_stage *st, const char *line)
+{
+    struct kh_buf b;
+    kh_buf_init(&b, 1u << 20);
+    assert_int_equal(kh_quality_stage_render(st, &b), 0);
+    assert_int_equal(kh_buf_append(&b, "", 1), 0);
+    bool found = strstr(b.data, line) != NULL;
+    kh_buf_cleanup(&b);
+    return found;
 }
 
 /* The batch's order does not matter: t04 follows t02 of the same batch, and t02 follows
@@ -249,6 +330,98 @@ static void test_read_failures(void **state)
     uint64_t assessed, skipped;
     kh_quality_stage_counts(stage, &assessed, &skipped);
     assert_true(assessed >= 2);
+    kh_report_free(r);
+}
+
+/* Nobody else wrote (the store says so): a report read from the database is checked once
+ * (is it the latest of all?), the next one stands in without any read, and the rows are
+ * those the database's copy gives. */
+static void test_cache_stands_in_without_a_read(void **state)
+{
+    store_on(cached, report("G", 2)); /* nothing before it: the database is asked */
+    int calls = fake.latest_calls;
+    store_on(cached, report("G", 4)); /* t02 came from a miss: checked, then trusted */
+    assert_int_equal(fake.latest_calls, calls + 1);
+    assert_int_equal(fake.last_ntables, 0);
+    calls = fake.latest_calls;
+    struct kh_report *r = report("G", 6), *ref = report("G", 6);
+    run_on(cached, &r, 1, 0);
+    assert_int_equal(fake.latest_calls, calls); /* t04 stands in: no read */
+    assert_false(since_start(r));
+    run(&ref, 1, 0); /* the uncached stage reads the fake database */
+    assert_int_equal(fake.latest_calls, calls + 1);
+    assert_same_quality(r, ref);
+    assert_true(metric_is(cached, "kohaku_quality_previous_total{from=\"cache\"} 1\n"));
+    assert_true(metric_is(cached, "kohaku_quality_previous_total{from=\"cache_checked\"} 1\n"));
+    assert_true(metric_is(cached, "kohaku_quality_cache_entries 1\n"));
+    kh_report_free(r);
+    kh_report_free(ref);
+}
+
+/* A late report (older than the cached one) is rated after the database's and does not
+ * replace the cached latest: the next report follows the latest. */
+static void test_cache_keeps_the_latest_of_late_reports(void **state)
+{
+    store_on(cached, report("K", 2));
+    store_on(cached, report("K", 6));
+    store_on(cached, report("K", 4)); /* late: read from the database (t02 before it) */
+    assert_int_equal(fake.last_ntables, 2);
+    int calls = fake.latest_calls;
+    struct kh_report *r = report("K", 8), *ref = report("K", 8);
+    run_on(cached, &r, 1, 0);
+    assert_int_equal(fake.latest_calls, calls);
+    run(&ref, 1, 0);
+    assert_same_quality(r, ref); /* after t06, not t04 */
+    kh_report_free(r);
+    kh_report_free(ref);
+}
+
+/* The store cannot tell: one read of the times confirms the cached report; no rows read. */
+static void test_cache_checked_by_the_times(void **state)
+{
+    fake.others = true;
+    store_on(cached, report("H", 2));
+    int calls = fake.latest_calls, times = fake.times_calls;
+    struct kh_report *r = report("H", 4), *ref = report("H", 4);
+    run_on(cached, &r, 1, 0);
+    assert_int_equal(fake.latest_calls, calls + 1);
+    assert_int_equal(fake.times_calls, times + 1);
+    assert_int_equal(fake.last_ntables, 0);
+    run(&ref, 1, 0);
+    assert_same_quality(r, ref);
+    assert_true(metric_is(cached, "kohaku_quality_previous_total{from=\"cache_checked\"} 1\n"));
+    kh_report_free(r);
+    kh_report_free(ref);
+}
+
+/* Another instance stored a later report of the connection: the cached one is stale, the
+ * database's is read and followed, as without a cache. */
+static void test_cache_stale_after_another_instance(void **state)
+{
+    fake.others = true;
+    store_on(cached, report("I", 2));
+    store_on(stage, report("I", 4)); /* "another instance": not in the cache */
+    struct kh_report *r = report("I", 6), *ref = report("I", 6);
+    run_on(cached, &r, 1, 0);
+    assert_int_equal(fake.last_ntables, 2); /* the rows, after the times */
+    run(&ref, 1, 0);
+    assert_same_quality(r, ref);
+    assert_true(metric_is(cached, "kohaku_quality_previous_total{from=\"cache_stale\"} 1\n"));
+    kh_report_free(r);
+    kh_report_free(ref);
+}
+
+/* A report older than the cached one (out of order) or past quality_max_gap is not stood in
+ * for: the database answers. */
+static void test_cache_not_for_older_reports(void **state)
+{
+    store_on(cached, report("J", 6));
+    int calls = fake.latest_calls;
+    struct kh_report *r = report("J", 4);
+    run_on(cached, &r, 1, 0);
+    assert_int_equal(fake.latest_calls, calls + 1);
+    assert_int_equal(fake.last_ntables, 2);
+    assert_true(since_start(r)); /* nothing before t04 */
     kh_report_free(r);
 }
 
@@ -347,6 +520,11 @@ int main(void)
         cmocka_unit_test_teardown(test_retried_write_rates_once, reset),
         cmocka_unit_test_teardown(test_read_failures, reset),
         cmocka_unit_test_teardown(test_node_reports_left_alone, reset),
+        cmocka_unit_test_teardown(test_cache_stands_in_without_a_read, reset),
+        cmocka_unit_test_teardown(test_cache_checked_by_the_times, reset),
+        cmocka_unit_test_teardown(test_cache_keeps_the_latest_of_late_reports, reset),
+        cmocka_unit_test_teardown(test_cache_stale_after_another_instance, reset),
+        cmocka_unit_test_teardown(test_cache_not_for_older_reports, reset),
         cmocka_unit_test(test_settings_defaults_are_the_detectors),
         cmocka_unit_test(test_settings_keys_are_the_detectors_names),
         cmocka_unit_test(test_settings_refuse_inverted_thresholds),
