@@ -343,6 +343,13 @@ static void stage_done(void *arg, const struct kh_batch *b, int rc)
     }
 }
 
+static void stage_after(void *arg, int slot, const struct kh_batch *b, int rc)
+{
+    struct importer *im = arg;
+    if (im->quality)
+        kh_quality_stage_after(im->quality, slot, b, rc);
+}
+
 int kh_import_open_quality(struct importer *im)
 {
     const struct kh_config *cfg = im->cfg;
@@ -360,6 +367,7 @@ int kh_import_open_quality(struct importer *im)
             return KH_ENOMEM;
     }
     kh_batcher_set_stage(im->batcher, stage, stage_done, im);
+    kh_batcher_set_after(im->batcher, stage_after);
     return 0;
 }
 
