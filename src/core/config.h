@@ -18,6 +18,9 @@
 #define KH_CONFIG_MAX_KEYS 96
 /* Room for the quality detectors' thresholds (quality/detect.h checks that its fit). */
 #define KH_CONFIG_DETECTORS 16
+/* privacy_hash_key's length bounds, in bytes (sora/privacy.h holds the same). */
+#define KH_CONFIG_HASH_KEY_MIN 16
+#define KH_CONFIG_HASH_KEY_MAX 256
 
 /* Where the values came from: the file (or name) of the last kh_config_load, and for each key,
  * in table order, the line of that file that set it last (0: not set there). */
@@ -91,6 +94,10 @@ struct kh_config {
     char *spool_fsync;
     int64_t spool_fsync_interval_ms;
     int64_t spool_backlog_reports;
+    /* IP privacy (sora/privacy.h) */
+    char *privacy_ip; /* "keep", "truncate", "hash" or "drop" */
+    char *privacy_keep_networks;
+    char *privacy_hash_key;
     /* console */
     bool console;
     char *console_listen_addr;

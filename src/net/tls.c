@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -228,3 +229,11 @@ size_t kh_tls_base64(const void *in, size_t n, char *out, size_t cap)
 }
 
 bool kh_tls_equal(const void *a, const void *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }
+
+void kh_tls_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
+                        uint8_t out[32])
+{
+    unsigned int outlen = 32;
+    if (HMAC(EVP_sha256(), key, (int)keylen, msg, len, out, &outlen) == NULL)
+        memset(out, 0, 32); /* OpenSSL out of memory: one token for every address */
+}

@@ -2,13 +2,15 @@
  * tls: the server's TLS context (OpenSSL): certificate chain and key, TLS 1.2 and 1.3, ALPN
  * h2 and http/1.1, and client certificates (mTLS) when a CA file or directory is given. The
  * context can be rebuilt from the same files at run time (SIGHUP); connections already open
- * keep the context they started with. This module is the only user of OpenSSL.
+ * keep the context they started with. This module is the only user of OpenSSL (so it also
+ * holds the few other things kohaku needs of it: base64, constant-time compare, HMAC).
  */
 #ifndef KH_TLS_H
 #define KH_TLS_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct kh_tls;
 struct ssl_st;
@@ -48,5 +50,9 @@ void kh_tls_session_info(struct ssl_st *ssl, const char **version, const char **
 size_t kh_tls_base64(const void *in, size_t n, char *out, size_t cap);
 /* a[0, n) == b[0, n) in time that does not depend on where they differ (CRYPTO_memcmp). */
 bool kh_tls_equal(const void *a, const void *b, size_t n);
+/* HMAC-SHA256 of msg[0, len) under key[0, keylen) into out (IP privacy's hash, a
+ * kh_privacy_mac_fn: sora/privacy.h). Any thread. */
+void kh_tls_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
+                        uint8_t out[32]);
 
 #endif

@@ -157,6 +157,19 @@ static bool copy_str(struct kh_envelope *e, struct kh_str *dst, const unsigned c
     return true;
 }
 
+/* A string value that goes into JSON (extra, or a nested value): an IP literal as the privacy
+ * policy has it (README, "IP privacy"). */
+static int put_string(struct kh_envelope *e, struct kh_buf *x, const char *s, size_t n)
+{
+    char repl[KH_PRIVACY_ADDR_LEN];
+    size_t len;
+    switch (kh_privacy_address(e->lim.privacy, s, n, repl, &len)) {
+    case KH_PRIVACY_CHANGED: return kh_buf_put_json_str(x, repl, len);
+    case KH_PRIVACY_NULL: return kh_buf_append(x, "null", 4);
+    default: return kh_buf_put_json_str(x, s, n);
+    }
+}
+
 /* --- capture of nested member values ------------------------------------------------ */
 
 static bool cap_prefix(struct kh_envelope *e)
@@ -175,7 +188,7 @@ static int cap_scalar(struct kh_envelope *e, const char *text, size_t n, bool qu
 {
     if (!cap_prefix(e))
         return oom(e);
-    int rc = quote ? kh_buf_put_json_str(&e->cap, text, n) : kh_buf_append(&e->cap, text, n);
+    int rc = quote ? put_string(e, &e->cap, text, n) : kh_buf_append(&e->cap, text, n);
     return rc == 0 ? 1 : fail(e, rc, "body: nested value too large");
 }
 
@@ -281,7 +294,7 @@ static int extra_add(struct kh_envelope *e, const struct pmember *m)
     switch (m->type) {
     case J_NULL: return kh_buf_append(x, "null", 4);
     case J_BOOL: return kh_buf_append(x, m->b ? "true" : "false", m->b ? 4 : 5);
-    case J_STR: return kh_buf_put_json_str(x, m->text.p, m->text.len);
+    case J_STR: return put_string(e, x, m->text.p, m->text.len);
     case J_NUM:
     case J_JSON: return kh_buf_append(x, m->text.p, m->text.len);
     }
@@ -459,6 +472,8 @@ static int end_stats_object(struct kh_envelope *e)
     }
     if (!map_members(e, row))
         return 0;
+    if (kh_privacy_row(e->lim.privacy, row, &e->r->arena) != 0)
+        return oom(e);
     kh_report_add_row(e->r, row);
     return 1;
 }

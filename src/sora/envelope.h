@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "sora/privacy.h"
 #include "sora/report.h"
 
 struct kh_envelope_limits {
@@ -19,6 +20,9 @@ struct kh_envelope_limits {
     size_t max_stats;   /* objects in "stats" */
     size_t max_members; /* members in one stats object */
     size_t arena_max;   /* memory one report may hold */
+    /* not a limit but goes with them to every parser: what is done to IP addresses as each
+     * row is finished (NULL: nothing). Read only, by any thread; outlives the parser. */
+    const struct kh_privacy *privacy;
 };
 
 enum kh_envelope_flavor {
