@@ -459,6 +459,11 @@ static int open_quality(struct runtime *rt, struct kh_config *cfg)
 static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
 {
     const char *err = NULL;
+    /* before the spool can replay anything: every parse applies it */
+    if (kh_app_privacy_init(&rt->app.privacy, cfg, &err) != 0) {
+        fatal_cited(cfg, "config", err);
+        return -1;
+    }
     rt->app.batcher = rt->batcher = kh_batcher_new(rt->base, rt->app.store, cfg);
     if (rt->batcher == NULL) {
         fatal("batcher: cannot start the writer threads", NULL);

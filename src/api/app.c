@@ -13,6 +13,7 @@
 #include "core/errors.h"
 #include "core/metrics.h"
 #include "http/router.h"
+#include "net/tls.h"
 #include "sora/schema.h"
 
 static const char *const route_names[KH_ROUTE_COUNT] = {
@@ -121,6 +122,12 @@ void kh_app_cleanup(struct kh_app *app)
     kh_router_free(app->metrics_router);
     kh_router_free(app->console_router);
     app->stats_router = app->metrics_router = app->console_router = NULL;
+}
+
+int kh_app_privacy_init(struct kh_privacy *p, const struct kh_config *cfg, const char **err)
+{
+    return kh_privacy_init(p, cfg->privacy_ip, cfg->privacy_keep_networks, cfg->privacy_hash_key,
+                           kh_tls_hmac_sha256, err);
 }
 
 void kh_app_apply_config(struct kh_app *app)

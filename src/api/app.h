@@ -16,6 +16,7 @@
 #include "net/server.h"
 #include "pipeline/batcher.h"
 #include "pipeline/parsepool.h"
+#include "sora/privacy.h"
 #include "spool/spool.h"
 #include "store/store.h"
 
@@ -41,6 +42,7 @@ struct kh_app {
     struct kh_spool *spool;         /* NULL without spool_dir */
     struct kh_parsepool *parsepool; /* NULL with parse_threads = 0: parse on the loop */
     struct kh_console *console;     /* NULL with console = false */
+    struct kh_privacy privacy;      /* what the parsers do to IP addresses (kh_app_privacy_init) */
     /* from cfg (kh_app_apply_config): what the listeners and the HTTP layer read */
     struct kh_net_limits net_limits;
     struct kh_http_limits http_limits;
@@ -61,6 +63,10 @@ extern const struct kh_handler kh_metrics_handler;
  * labels; app->cfg is set. 0 or KH_ENOMEM. */
 int kh_app_init(struct kh_app *app);
 void kh_app_cleanup(struct kh_app *app);
+/* The IP privacy policy of cfg (privacy_*), its hash made by OpenSSL's HMAC (net/tls.h): at
+ * start, for serve and import alike; it needs a restart to change. 0 or KH_EINVAL with *err
+ * ("privacy_...: reason"), which kh_config_finish has ruled out already. */
+int kh_app_privacy_init(struct kh_privacy *p, const struct kh_config *cfg, const char **err);
 /* Copies the limits and TLS file names from app->cfg: at start and after SIGHUP. */
 void kh_app_apply_config(struct kh_app *app);
 /* The spec of a listener. */

@@ -57,9 +57,11 @@ struct collect {
 
 static struct kh_app *app_of(const struct kh_request *req) { return req->handler_arg; }
 
-static struct kh_envelope_limits limits_of(const struct kh_config *cfg)
+static struct kh_envelope_limits limits_of(const struct kh_app *app)
 {
+    const struct kh_config *cfg = app->cfg;
     struct kh_envelope_limits lim = kh_envelope_default_limits;
+    lim.privacy = &app->privacy;
     lim.arena_max = (size_t)cfg->max_body_bytes * 4 + (1u << 20);
     lim.max_depth = (size_t)cfg->max_json_depth;
     lim.max_stats = (size_t)cfg->max_stats_per_report;
@@ -72,10 +74,10 @@ static bool is_webhook(enum kh_report_kind kind)
 }
 
 /* The parser of a report of this kind: the envelope's, or the lifecycle webhooks'. */
-static bool new_parser(struct collect *c, const struct kh_config *cfg, enum kh_report_kind kind,
+static bool new_parser(struct collect *c, const struct kh_app *app, enum kh_report_kind kind,
                        enum kh_envelope_flavor flavor)
 {
-    struct kh_envelope_limits lim = limits_of(cfg);
+    struct kh_envelope_limits lim = limits_of(app);
     if (!is_webhook(kind))
         return (c->e = kh_envelope_new(kind, flavor, &lim)) != NULL;
     enum kh_lifecycle_flavor lf = kind == KH_REPORT_SESSION_WEBHOOK ? KH_LC_SESSION : KH_LC_EVENT;
@@ -87,7 +89,7 @@ static struct collect *start(struct kh_request *req, enum kh_report_kind kind,
 {
     const struct kh_config *cfg = app_of(req)->cfg;
     struct collect *c = calloc(1, sizeof(*c));
-    if (c == NULL || !new_parser(c, cfg, kind, flavor)) {
+    if (c == NULL || !new_parser(c, app_of(req), kind, flavor)) {
         free(c);
         req->retry_after = (int)cfg->retry_after;
         kh_request_respond_error(req, 503, "server: out of memory");
@@ -427,10 +429,11 @@ static void on_free(struct kh_request *req)
 /* A spooled body parsed again into its report: 0, KH_EINVAL (errbuf says why) or KH_ENOMEM.
  * It passed the limits in force when it was received: it is not refused now because they
  * have been lowered since. */
-static int reparse(const struct kh_spool_meta *m, const uint8_t *body, size_t len,
-                   struct kh_report **out, char *errbuf, size_t errlen)
+static int reparse(const struct kh_app *app, const struct kh_spool_meta *m, const uint8_t *body,
+                   size_t len, struct kh_report **out, char *errbuf, size_t errlen)
 {
     struct kh_envelope_limits lim = kh_envelope_default_limits;
+    lim.privacy = &app->privacy; /* the spool keeps the body as it came: applied as it is read */
     lim.arena_max = len * 4 + (1u << 20);
     lim.max_depth = 64;
     lim.max_stats = 1000000;
@@ -472,7 +475,7 @@ int kh_collector_replay(void *arg, const struct kh_spool_meta *m, const uint8_t 
         return KH_EINVAL;
     }
     struct kh_report *r;
-    int rc = reparse(m, body, len, &r, errbuf, sizeof(errbuf));
+    int rc = reparse(app, m, body, len, &r, errbuf, sizeof(errbuf));
     if (rc == KH_ENOMEM)
         return KH_ERETRY;
     if (rc != 0) {

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/app.h"
 #include "api/import_internal.h"
 #include "core/errors.h"
 #include "core/timeutil.h"
@@ -439,6 +440,7 @@ static void set_limits(struct importer *im)
     im->lim.arena_max = (size_t)cfg->max_body_bytes * 4 + (1u << 20);
     im->lim.max_depth = (size_t)cfg->max_json_depth;
     im->lim.max_stats = (size_t)cfg->max_stats_per_report;
+    im->lim.privacy = &im->privacy;
 }
 
 static void close_runtime(struct importer *im)
@@ -485,6 +487,11 @@ int kh_import_run(const struct kh_config *cfg, const struct kh_import_options *o
     im->opt = opt;
     kh_import_tally_init(&im->t);
     int status = 2;
+    const char *err;
+    if (kh_app_privacy_init(&im->privacy, cfg, &err) != 0) {
+        fprintf(stderr, "kohaku: %s\n", err);
+        goto out;
+    }
     if (check_files(opt, &im->t.bytes_total) != 0 || open_storage(im) != 0)
         goto out;
     signal(SIGPIPE, SIG_IGN);

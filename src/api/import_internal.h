@@ -60,6 +60,7 @@ struct importer {
     struct kh_parsepool *pool; /* NULL with parse_threads = 0: parsed on the loop */
     struct kh_quality_stage *quality;
     struct kh_envelope_limits lim;
+    struct kh_privacy privacy; /* lim.privacy: what the parses do to IP addresses */
     struct event *pump, *tick;
     /* input */
     size_t next_file;

@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "core/errors.h"
+#include "core/ipnet.h"
 #include "core/log.h"
 
 enum param_type { P_BOOL, P_INT, P_STR, P_ENUM, P_REAL };
@@ -184,6 +185,17 @@ static const struct param params[] = {
      "with spool_fsync = interval: time between fsyncs of the spool (ms)"},
     {"spool_backlog_reports", P_INT, OFF(spool_backlog_reports), "2048", 1, 10000000, NULL,
      "with a spool: reports waiting for storage beyond which new reports go to the spool"},
+    {"privacy_ip", P_ENUM, OFF(privacy_ip), "keep", 0, 0, "keep|truncate|hash|drop",
+     "what is stored of the IP addresses clients report (candidates' address, ip, "
+     "relatedAddress, the host of their STUN/TURN url, IP literals in extra): keep them; "
+     "truncate them (IPv4 to /24, IPv6 to /48); hash them (a keyed token h:<16 hex>, the same "
+     "for the same address, with privacy_hash_key); drop them (NULL). README, \"IP privacy\""},
+    {"privacy_keep_networks", P_STR, OFF(privacy_keep_networks), "", 0, 0, NULL,
+     "comma-separated CIDR networks (IPv4 and IPv6, e.g. 192.0.2.0/24, 2001:db8::/32) whose "
+     "addresses privacy_ip keeps as they are: the operator's own TURN servers and SFUs"},
+    {"privacy_hash_key", P_STR, OFF(privacy_hash_key), "", 0, 0, NULL,
+     "the secret key of privacy_ip = hash (required then; 16 to 256 bytes, e.g. from "
+     "'openssl rand -hex 32'); another key gives other tokens. Never logged"},
     {"console", P_BOOL, OFF(console), "true", 0, 0, NULL,
      "serve kohaku's console (web pages and /api) on console_listen_addr:console_listen_port"},
     {"console_listen_addr", P_STR, OFF(console_listen_addr), "127.0.0.1", 0, 0, NULL,
@@ -825,6 +837,28 @@ static int check_storage(const struct kh_config *cfg, const char **err)
     return 0;
 }
 
+/* The same rules as sora/privacy.c's, checked here so that a bad value names its line, at
+ * start-up and on SIGHUP alike. */
+static int check_privacy(const struct kh_config *cfg, const char **err)
+{
+    struct kh_ipnet nets[KH_IPNET_MAX];
+    size_t n, keylen = strlen(cfg->privacy_hash_key);
+    const char *why;
+    if (kh_ipnet_parse_list(cfg->privacy_keep_networks, nets, KH_IPNET_MAX, &n, &why) != 0)
+        return refuse(cfg, "privacy_keep_networks", NULL, err, "privacy_keep_networks: %s", why);
+    if (strcmp(cfg->privacy_ip, "hash") == 0 && keylen == 0)
+        return refuse(cfg, "privacy_hash_key", "privacy_ip", err,
+                      "privacy_hash_key: required when privacy_ip = hash (a secret of %d to %d "
+                      "bytes, e.g. from 'openssl rand -hex 32')",
+                      KH_CONFIG_HASH_KEY_MIN, KH_CONFIG_HASH_KEY_MAX);
+    if (keylen > 0 && (keylen < KH_CONFIG_HASH_KEY_MIN || keylen > KH_CONFIG_HASH_KEY_MAX))
+        return refuse(cfg, "privacy_hash_key", NULL, err,
+                      "privacy_hash_key: must be %d to %d bytes, got %zu (e.g. from 'openssl "
+                      "rand -hex 32')",
+                      KH_CONFIG_HASH_KEY_MIN, KH_CONFIG_HASH_KEY_MAX, keylen);
+    return 0;
+}
+
 int kh_config_finish(struct kh_config *cfg, const char **err)
 {
     if (cfg->storage[0] == '\0') {
@@ -842,6 +876,8 @@ int kh_config_finish(struct kh_config *cfg, const char **err)
         rc = check_storage(cfg, err);
     if (rc == 0)
         rc = check_console(cfg, err);
+    if (rc == 0)
+        rc = check_privacy(cfg, err);
     return rc;
 }
 
@@ -972,7 +1008,7 @@ void kh_config_print_example(FILE *fp)
 static bool secret(const char *key)
 {
     return strcmp(key, "postgres_uri") == 0 || strcmp(key, "console_token") == 0 ||
-           strcmp(key, "console_password") == 0;
+           strcmp(key, "console_password") == 0 || strcmp(key, "privacy_hash_key") == 0;
 }
 
 void kh_config_log(const struct kh_config *cfg)

@@ -513,6 +513,41 @@ static void test_cross_key_errors_cite_lines(void **state)
     kh_config_cleanup(&cfg);
 }
 
+/* IP privacy: the mode's choices, the hash key it needs, the networks it keeps. */
+static void test_privacy_keys(void **state)
+{
+    (void)state;
+    struct kh_config cfg;
+    const char *err = NULL;
+    char *path;
+    assert_int_equal(load(&cfg, "privacy_ip = hash\nprivacy_hash_key = 0123456789abcdef\n"
+                                "privacy_keep_networks = 192.0.2.0/24, 2001:db8::/32\n",
+                          &err, &path),
+                     0);
+    assert_int_equal(kh_config_finish(&cfg, &err), 0);
+    assert_string_equal(cfg.privacy_ip, "hash");
+    assert_string_equal(cfg.privacy_keep_networks, "192.0.2.0/24, 2001:db8::/32");
+    free(path);
+    kh_config_cleanup(&cfg);
+    assert_int_equal(kh_config_init(&cfg), 0);
+    assert_string_equal(cfg.privacy_ip, "keep");
+    kh_config_cleanup(&cfg);
+    expect_error("privacy_ip = anonymize\n", 1,
+                 "privacy_ip: must be one of keep|truncate|hash|drop, got 'anonymize'");
+    expect_finish_error("\nprivacy_ip = hash\n",
+                        "2: privacy_hash_key: required when privacy_ip = hash (a secret of 16 "
+                        "to 256 bytes, e.g. from 'openssl rand -hex 32')");
+    expect_finish_error("privacy_ip = hash\nprivacy_hash_key = short\n",
+                        "2: privacy_hash_key: must be 16 to 256 bytes, got 5 (e.g. from "
+                        "'openssl rand -hex 32')");
+    expect_finish_error("privacy_keep_networks = 10.0.0.0/8, 10.1.2.3/16\n",
+                        "1: privacy_keep_networks: '10.1.2.3/16': has bits set past its prefix "
+                        "length (the network's first address, e.g. 10.0.0.0/8, not 10.0.0.1/8)");
+    expect_finish_error("privacy_keep_networks = relay.example.com\n",
+                        "1: privacy_keep_networks: 'relay.example.com': not an IPv4 or IPv6 "
+                        "address (ADDRESS/PREFIX, e.g. 192.0.2.0/24 or 2001:db8::/32)");
+}
+
 /* What other modules find wrong in a value ("tls_fullchain_file: ...") gets the key's line. */
 static void test_cite_module_errors(void **state)
 {
@@ -885,6 +920,7 @@ int main(void)
         cmocka_unit_test(test_quote_errors),
         cmocka_unit_test(test_lines_through_long_lines),
         cmocka_unit_test(test_cross_key_errors_cite_lines),
+        cmocka_unit_test(test_privacy_keys),
         cmocka_unit_test(test_cite_module_errors),
         cmocka_unit_test(test_reload_takes_the_new_lines),
         cmocka_unit_test(test_yaml_hints),
