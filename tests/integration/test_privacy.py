@@ -165,6 +165,43 @@ def test_hash_is_stable_per_key(db, kohaku_factory):
     assert leaks(db) == []
 
 
+def test_spool_replay_applies_it(tmp_path):
+    """The spool keeps bodies as they came; what is stored from them when they are replayed
+    follows privacy_ip (here a daemon whose PostgreSQL is away spools the reports, and the
+    next one, on SQLite, replays them)."""
+    spool = str(tmp_path / "spool")
+    away = Kohaku({"storage": "postgres", "spool_dir": spool, "privacy_ip": "truncate",
+                   "postgres_uri": "postgresql://127.0.0.1:1/none?connect_timeout=1",
+                   "console": "false"}, directory=tmp_path / "away").start(health=None)
+    try:
+        post_all(away)
+    finally:
+        assert away.close() == 0
+    raw = b"".join(open(os.path.join(spool, f), "rb").read() for f in os.listdir(spool)
+                   if f.endswith(".spool"))
+    assert b"192.0.2.2" in raw  # the body as it arrived, until it is stored
+    db_path = str(tmp_path / "replay.db")
+    k = Kohaku({"storage": "sqlite", "sqlite_path": db_path, "spool_dir": spool,
+                "privacy_ip": "truncate", "console": "false"},
+               directory=tmp_path / "replay").start()
+    try:
+        wait_until(lambda: not [f for f in os.listdir(spool) if f.endswith(".spool")], 30,
+                   message="the spool drained")
+    finally:
+        assert k.close() == 0
+    import sqlite3
+    con = sqlite3.connect(db_path)
+    try:
+        text = "\n".join(str(v) for r in con.execute("SELECT * FROM rtc_ice_candidate_stats")
+                         for v in r)
+        n = con.execute("SELECT count(*) FROM rtc_ice_candidate_stats").fetchone()[0]
+    finally:
+        con.close()
+    assert n >= 4 * len(fixture_files()) // 2
+    assert not any(a in text for a in RAW)
+    assert "192.0.2.0" in text
+
+
 def test_import_applies_it(tmp_path):
     """kohaku import of Sora's rtc_stats.jsonl: the same rules."""
     db_path = str(tmp_path / "import.db")
