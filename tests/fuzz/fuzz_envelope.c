@@ -1,13 +1,19 @@
 /*
  * libFuzzer target: the report body parser. The first byte picks the payload type and the
- * chunk size the body is fed in, so splits at every place get exercised.
+ * chunk size the body is fed in, so splits at every place get exercised. The body's length
+ * picks the IP privacy mode (keep, truncate, hash, drop, with a kept network), so every value
+ * also goes through the address and url rewriting.
  */
 #include <stddef.h>
 #include <stdint.h>
 
 #include "core/log.h"
+#include "net/tls.h"
 #include "sora/envelope.h"
+#include "sora/privacy.h"
 #include "sora/schema.h"
+
+static struct kh_privacy policies[4];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -15,6 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!ready) {
         kh_log_set_level(KH_LOG_ERROR);
         kh_schema_init();
+        static const char *const modes[] = {"keep", "truncate", "hash", "drop"};
+        const char *err;
+        for (int i = 0; i < 4; i++)
+            if (kh_privacy_init(&policies[i], modes[i], "192.0.2.0/24,2001:db8::/32",
+                                "a-fuzzing-key-of-16-bytes", kh_tls_hmac_sha256, &err) != 0)
+                __builtin_trap();
         ready = 1;
     }
     if (size < 1)
@@ -26,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size--;
     struct kh_envelope_limits lim = kh_envelope_default_limits;
     lim.arena_max = 8u << 20;
+    lim.privacy = &policies[size % 4];
     struct kh_envelope *e = kh_envelope_new(kind, flavor, &lim);
     if (e == NULL)
         return 0;
