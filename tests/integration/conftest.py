@@ -34,9 +34,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from helpers import STORAGE_KINDS, Kohaku, PgDb, SqliteDb  # noqa: E402
-from pgcluster import PgCluster, timescaledb_cluster, unique_db_name  # noqa: E402
+from pgcluster import (CitusCluster, PgCluster, timescaledb_cluster,  # noqa: E402
+                       unique_db_name)
 
-KINDS = ("sqlite", "postgres", "timescaledb")
+KINDS = ("sqlite", "postgres", "timescaledb", "citus")
 
 
 def pytest_configure(config):
@@ -73,6 +74,15 @@ def ts_cluster():
     cluster.close()
 
 
+@pytest.fixture(scope="module")
+def citus_cluster():
+    """A Citus coordinator and two workers (skipped, or failed with KOHAKU_REQUIRE_CITUS=1,
+    where Citus is not installed)."""
+    cluster = CitusCluster(workers=2)
+    yield cluster
+    cluster.close()
+
+
 @pytest.fixture
 def db_factory(request, tmp_path):
     made = []
@@ -87,6 +97,8 @@ def db_factory(request, tmp_path):
             return PgDb(request.getfixturevalue("pg_cluster"), unique_db_name())
         if kind == "timescaledb":
             return PgDb(request.getfixturevalue("ts_cluster"), unique_db_name("tsdb"))
+        if kind == "citus":
+            return PgDb(request.getfixturevalue("citus_cluster"), unique_db_name("citus"))
         raise AssertionError(f"no storage kind {kind!r} (one of {', '.join(KINDS)})")
 
     return make

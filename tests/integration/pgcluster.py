@@ -155,3 +155,74 @@ def timescaledb_cluster(**settings):
     """A cluster that preloads TimescaleDB (after require_timescaledb)."""
     require_timescaledb()
     return PgCluster(preload=["timescaledb"], settings=settings)
+
+
+# --- Citus ---------------------------------------------------------------------------------------
+# Debian does not package Citus either: scripts/install-deps --test builds it from
+# ../shared/third_party as it does TimescaleDB, and scripts/test sets KOHAKU_REQUIRE_CITUS=1 there,
+# so that a Citus that could not be built fails its tests instead of skipping them.
+
+def citus_installed():
+    """Citus is installed into this PostgreSQL (loaded only by clusters that preload it)."""
+    return os.path.exists(os.path.join(_pg_sharedir(), "extension", "citus.control"))
+
+
+def require_citus():
+    """Returns when Citus is installed. Otherwise the calling test (or fixture) fails when
+    KOHAKU_REQUIRE_CITUS=1 and is skipped, saying why, when not."""
+    import pytest
+    if citus_installed():
+        return
+    if os.environ.get("KOHAKU_REQUIRE_CITUS") == "1":
+        pytest.fail("Citus is required (KOHAKU_REQUIRE_CITUS=1) but is not installed in "
+                    f"{_pg_sharedir()}: scripts/install-deps --test builds it with "
+                    "../shared/third_party/build-pg-extension citus", pytrace=False)
+    if not os.path.isdir(THIRD_PARTY):
+        pytest.skip("Citus not available (../shared/third_party not present)")
+    pytest.skip("Citus not available (not installed; scripts/install-deps --test builds it "
+                "from ../shared/third_party)")
+
+
+class CitusCluster:
+    """A Citus cluster on 127.0.0.1: a coordinator and `workers` workers, each a PgCluster
+    preloading citus (first in the list, as Citus requires). Databases are made with
+    create_db, which creates them on every node, runs CREATE EXTENSION citus in each and
+    registers the workers with the coordinator (Citus keeps its node list per database).
+    `coordinator` takes the PgCluster calls (uri, psql, log_text); a worker may be stopped and
+    started again to simulate an outage."""
+
+    def __init__(self, workers=2):
+        require_citus()
+        self.nodes = []
+        try:
+            for _ in range(workers + 1):
+                self.nodes.append(PgCluster(preload=["citus"],
+                                            settings={"max_prepared_transactions": 100}))
+        except Exception:
+            self.close()
+            raise
+        self.coordinator = self.nodes[0]
+        self.workers = self.nodes[1:]
+        self.port = self.coordinator.port
+
+    def uri(self, db):
+        return self.coordinator.uri(db)
+
+    def psql(self, db, sql):
+        return self.coordinator.psql(db, sql)
+
+    def log_text(self):
+        return self.coordinator.log_text()
+
+    def create_db(self, name):
+        for node in self.nodes:
+            node.psql("postgres", f'CREATE DATABASE "{name}"')
+            node.psql(name, "CREATE EXTENSION citus")
+        self.psql(name, f"SELECT citus_set_coordinator_host('127.0.0.1', {self.port})")
+        for w in self.workers:
+            self.psql(name, f"SELECT citus_add_node('127.0.0.1', {w.port})")
+        return self.uri(name)
+
+    def close(self):
+        for node in self.nodes:
+            node.close()
