@@ -155,13 +155,15 @@ overview = dashboard(
                "WHERE $__timeFilter(last_seen) ORDER BY 1"),
      query_var("client", "Client", "SELECT DISTINCT client_id FROM sora_connection "
                "WHERE $__timeFilter(last_seen) AND channel_id IN ($channel) ORDER BY 1")],
+    # a connection's reports join on source (its connection_id): the column sora_report is
+    # distributed by on Citus, so that the join runs shard by shard there
     [panel("Reports", "SELECT $__timeGroupAlias(r.\"time\", $__interval), count(*) AS reports "
-           "FROM sora_report r JOIN sora_connection c ON c.connection_id = r.connection_id "
+           "FROM sora_report r JOIN sora_connection c ON c.connection_id = r.source "
            "WHERE $__timeFilter(r.\"time\") AND r.kind = 'connection' AND c." +
            CONN_FILTER.replace(" AND ", " AND c.") + " GROUP BY 1 ORDER BY 1", unit="short"),
      panel("Connections reporting", "SELECT $__timeGroupAlias(r.\"time\", $__interval), "
            "count(DISTINCT r.connection_id) AS connections FROM sora_report r JOIN "
-           "sora_connection c ON c.connection_id = r.connection_id WHERE "
+           "sora_connection c ON c.connection_id = r.source WHERE "
            "$__timeFilter(r.\"time\") AND r.kind = 'connection' AND c." +
            CONN_FILTER.replace(" AND ", " AND c.") + " GROUP BY 1 ORDER BY 1", unit="short"),
      panel("Latest connections",

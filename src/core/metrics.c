@@ -301,7 +301,7 @@ int kh_metrics_render(struct kh_buf *b)
     if (rc == 0)
         rc = head(b, "kohaku_storage_mode", "gauge",
                   "1 for the storage mode in use (sqlite, null, postgresql, timescaledb, "
-                  "timescaledb-apache).");
+                  "timescaledb-apache, citus).");
     if (rc == 0 && mode)
         rc = kh_buf_printf(b, "kohaku_storage_mode{mode=\"%s\"} 1\n", mode);
     if (rc == 0 && m->spool_enabled)

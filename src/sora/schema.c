@@ -566,11 +566,10 @@ static int create_quality_views(enum kh_dialect d, struct kh_buf *b)
     return rc ? rc : kh_buf_append(b, verdict, strlen(verdict));
 }
 
-int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
+/* A version's new stats tables and columns. */
+static int stats_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
 {
-    int rc = create_env_tables(d, version, out);
-    if (rc == 0 && version == RATE_VIEWS_VERSION)
-        rc = create_rate_views(d, out);
+    int rc = 0;
     for (size_t t = 0; rc == 0 && t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         if (since(st->since) == version) {
@@ -584,9 +583,34 @@ int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
                 rc = kh_buf_printf(out, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", st->table,
                           derived[t].columns[m], kh_schema_sqltype(d, st->members[m].type));
     }
+    return rc;
+}
+
+int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out)
+{
+    int rc = create_env_tables(d, version, out);
+    if (rc == 0 && version == RATE_VIEWS_VERSION)
+        rc = create_rate_views(d, out);
+    if (rc == 0)
+        rc = stats_migration_sql(d, version, out);
     if (rc == 0 && version == QUALITY_VIEWS_VERSION)
         rc = create_quality_views(d, out);
     return rc;
+}
+
+int kh_schema_migration_tables_sql(enum kh_dialect d, int version, struct kh_buf *out)
+{
+    int rc = create_env_tables(d, version, out);
+    return rc ? rc : stats_migration_sql(d, version, out);
+}
+
+int kh_schema_migration_views_sql(enum kh_dialect d, int version, struct kh_buf *out)
+{
+    if (version == RATE_VIEWS_VERSION)
+        return create_rate_views(d, out);
+    if (version == QUALITY_VIEWS_VERSION)
+        return create_quality_views(d, out);
+    return 0;
 }
 
 int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out)

@@ -272,6 +272,10 @@ int kh_schema_latest_version(void);
 /* Appends the SQL statements (each ending in ";\n") that take a database from version-1 to
  * version. 0, or KH_ENOSPC/KH_ENOMEM from the buffer. */
 int kh_schema_migration_sql(enum kh_dialect d, int version, struct kh_buf *out);
+/* The same statements in two parts, tables (and columns) then views, for a database that has
+ * to do something to a version's new tables before views are made on them (Citus). */
+int kh_schema_migration_tables_sql(enum kh_dialect d, int version, struct kh_buf *out);
+int kh_schema_migration_views_sql(enum kh_dialect d, int version, struct kh_buf *out);
 /* Appends a parameterised INSERT that ignores conflicts on the natural key, with one
  * placeholder per column in kh_schema_insert_columns order: common columns, members, extra. */
 int kh_schema_insert_sql(enum kh_dialect d, int table, struct kh_buf *out);

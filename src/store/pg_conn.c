@@ -142,12 +142,17 @@ int kh_pg_ensure_conn(struct kh_pg_slot *s)
 
 /* One retention statement on one table: a batch of old rows deleted (plain PostgreSQL) or
  * its old chunks dropped (timescaledb-apache, where TimescaleDB's policies are not there).
- * The table name comes from the schema; the age is a parameter. */
+ * Citus: every old row at once, each shard deleting its own in parallel (a batch by ctid is
+ * not plannable on a distributed table). The table name comes from the schema; the age is
+ * a parameter. */
 static int retention_sql(const struct kh_pg *pg, const char *table, struct kh_buf *b)
 {
     if (pg->ts_mode == KH_PG_TS_APACHE)
         return kh_buf_printf(b, "SELECT count(*) FROM drop_chunks('\"%s\"', older_than => "
                                 "$1::interval)",
+                             table);
+    if (pg->citus)
+        return kh_buf_printf(b, "DELETE FROM \"%s\" WHERE \"time\" < now() - $1::interval",
                              table);
     return kh_buf_printf(b, "DELETE FROM \"%s\" WHERE ctid = ANY(ARRAY(SELECT ctid FROM \"%s\" "
                             "WHERE \"time\" < now() - $1::interval LIMIT %d))",
@@ -198,7 +203,7 @@ static bool retention_table(struct kh_pg *pg, const char *table, const char *int
             return false;
         }
         *total += n;
-        if (pg->ts_mode == KH_PG_TS_APACHE || n < RETENTION_BATCH)
+        if (pg->ts_mode == KH_PG_TS_APACHE || pg->citus || n < RETENTION_BATCH)
             return true;
         if (quitting(pg))
             return false;
@@ -225,7 +230,24 @@ static void retention_pass(struct kh_pg *pg)
 
 /* --- the maintenance thread --------------------------------------------------------------- */
 
-/* One contact attempt: connect (if needed), migrate (once), check the connection. */
+/* Citus: the coordinator answering is not enough, every write needs the workers that hold
+ * its shards. False, with merr set, when one does not answer. */
+static bool citus_workers_reachable(struct kh_pg *pg)
+{
+    long long away = 0;
+    if (kh_pg_query_int(pg->mconn,
+                        "SELECT count(*) FROM run_command_on_workers('SELECT 1') WHERE NOT success",
+                        &away, pg->merr, sizeof(pg->merr)) != 0) {
+        kh_pg_drop_conn(&pg->mconn);
+        return false;
+    }
+    if (away > 0)
+        snprintf(pg->merr, sizeof(pg->merr), "citus: %lld worker node(s) not answering", away);
+    return away == 0;
+}
+
+/* One contact attempt: connect (if needed), migrate (once), check the connection (and with
+ * Citus, the workers). */
 static bool maint_contact(struct kh_pg *pg)
 {
     if (pg->mconn && PQstatus(pg->mconn) != CONNECTION_OK)
@@ -245,7 +267,7 @@ static bool maint_contact(struct kh_pg *pg)
         kh_pg_drop_conn(&pg->mconn);
         return false;
     }
-    return true;
+    return !pg->citus || citus_workers_reachable(pg);
 }
 
 struct maint {

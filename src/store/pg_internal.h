@@ -5,6 +5,7 @@
  *   pg_conn.c        connections: connect, reconnect with backoff, health, the maintenance
  *                    thread and retention;
  *   pg_schema.c      migrations under the advisory lock, TimescaleDB (pg_timescale decides);
+ *   pg_citus.c       Citus mode: the tables distributed when the database has citus;
  *   pg_statements.c  the SQL text the writers send (from the schema, never from a report) and
  *                    the prepared statements of a writer's connection;
  *   pg_rows.c        a batch's values in the writers' column buffers (pg_encode encodes);
@@ -67,6 +68,8 @@ struct kh_pg {
     enum kh_pg_ts_mode ts_mode; /* decided by the migration (main, then maintenance thread) */
     bool ts_create_failed;      /* CREATE EXTENSION failed: never run again in this process */
     bool ts_warned;             /* TimescaleDB warnings are logged once per process */
+    bool citus;                 /* the database has citus: decided by the migration too */
+    char citus_version[32];
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool quit;
@@ -105,10 +108,18 @@ void kh_pg_mark_down(struct kh_pg *pg, const char *why);
 int kh_pg_maint_start(struct kh_pg *pg);
 void kh_pg_maint_stop(struct kh_pg *pg);
 
+/* --- pg_citus.c --------------------------------------------------------------------------- */
+
+/* Reads whether the database has citus (pg->citus, pg->citus_version). KH_EIO when the
+ * query fails, or when timescaledb is created there as well (refused, err says why). */
+int kh_pg_citus_check(struct kh_pg *pg, PGconn *c, char *err, size_t errlen);
+/* Distributes the tables not distributed yet (in the caller's transaction). 0 or KH_EIO. */
+int kh_pg_citus_tables(PGconn *c, char *err, size_t errlen);
+
 /* --- pg_schema.c -------------------------------------------------------------------------- */
 
 /* Applies migrations up to target (0 = newest) in one transaction under the advisory lock,
- * deciding the TimescaleDB mode first. 0 or KH_EIO with err set. */
+ * deciding the Citus and TimescaleDB modes first. 0 or KH_EIO with err set. */
 int kh_pg_migrate_conn(struct kh_pg *pg, PGconn *c, int target, char *err, size_t errlen);
 /* The start-up line that says which mode is in use; the metrics' mode gauge follows it. */
 void kh_pg_log_schema_ready(const struct kh_pg *pg);

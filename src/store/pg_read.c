@@ -81,9 +81,48 @@ static int latest_sql(int anchor, int t, struct kh_buf *b)
     return rc;
 }
 
-/* SELECT q.i, the anchor's time (µs) of every query that has one: times only. */
-static int times_sql(int anchor, struct kh_buf *b)
+/* Citus cannot plan the LATERAL join above (a correlated subquery on a distributed table):
+ * the queries are materialised (Citus sends them to the shards as an intermediate result)
+ * and each one's newest anchor time is a max() grouped by the distribution column, so that
+ * the anchor and table t join on it shard by shard. The same rows as latest_sql. */
+static int citus_anchor_sql(int anchor, struct kh_buf *b)
 {
+    return kh_buf_printf(b,
+                         "WITH q AS MATERIALIZED (SELECT * FROM unnest($1::text[], "
+                         "$2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS q(cid, t, lo, "
+                         "i)) SELECT q.i, n.\"connection_id\", max(n.\"time\") AS \"time\" FROM "
+                         "\"%s\" n JOIN q ON n.\"connection_id\" = q.cid AND n.\"time\" < q.t "
+                         "AND n.\"time\" >= q.lo WHERE n.\"connection_id\" = ANY($1::text[]) "
+                         "GROUP BY n.\"connection_id\", q.i",
+                         kh_stats_tables[anchor].table);
+}
+
+static int citus_latest_sql(int anchor, int t, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "SELECT a.i, ");
+    rc = rc ? rc : kh_schema_time_usec_sql(KH_DIALECT_POSTGRES, "a.\"time\"", b);
+    rc = rc ? rc : kh_buf_printf(b, ", ");
+    rc = rc ? rc : kh_schema_select_columns(t, "x", b);
+    rc = rc ? rc : kh_buf_printf(b, " FROM (");
+    rc = rc ? rc : citus_anchor_sql(anchor, b);
+    rc = rc ? rc
+            : kh_buf_printf(b,
+                            ") a JOIN \"%s\" x ON x.\"connection_id\" = a.\"connection_id\" "
+                            "AND x.\"time\" = a.\"time\"",
+                            kh_stats_tables[t].table);
+    return rc;
+}
+
+/* SELECT q.i, the anchor's time (µs) of every query that has one: times only. */
+static int times_sql(bool citus, int anchor, struct kh_buf *b)
+{
+    if (citus) {
+        int rc = kh_buf_printf(b, "SELECT a.i, ");
+        rc = rc ? rc : kh_schema_time_usec_sql(KH_DIALECT_POSTGRES, "a.\"time\"", b);
+        rc = rc ? rc : kh_buf_printf(b, " FROM (");
+        rc = rc ? rc : citus_anchor_sql(anchor, b);
+        return rc ? rc : kh_buf_printf(b, ") a");
+    }
     int rc = kh_buf_printf(b, "SELECT q.i, ");
     rc = rc ? rc : kh_schema_time_usec_sql(KH_DIALECT_POSTGRES, "a.\"time\"", b);
     rc = rc ? rc
@@ -165,7 +204,10 @@ static int latest_table(struct kh_pg_slot *s, struct kh_latest_query *q, int t,
 {
     struct kh_buf sql;
     kh_buf_init(&sql, 1u << 20);
-    int rc = t < 0 ? times_sql(q->anchor, &sql) : latest_sql(q->anchor, t, &sql);
+    bool citus = s->pg->citus;
+    int rc = t < 0              ? times_sql(citus, q->anchor, &sql)
+             : citus ? citus_latest_sql(q->anchor, t, &sql)
+                     : latest_sql(q->anchor, t, &sql);
     PGresult *r = NULL;
     if (rc == 0)
         r = PQexecParams(s->conn, sql.data, 3, NULL, s->params, NULL, NULL, 0);

@@ -3,7 +3,8 @@
  * DDL, applied in one transaction under an advisory lock, so several kohaku processes can
  * start together on an empty database), the TimescaleDB decision (facts read from the
  * server, the plan from pg_timescale.c, CREATE EXTENSION at most once per process) and the
- * hypertable set-up. It never drops data and builds no SQL from anything but the schema.
+ * hypertable set-up; in a database with citus, pg_citus distributes the tables instead. It
+ * never drops data and builds no SQL from anything but the schema.
  */
 #include <stdio.h>
 #include <string.h>
@@ -186,13 +187,11 @@ static int schema_version(PGconn *c, int latest, long long *have, char *err, siz
     return rc;
 }
 
-/* One version's DDL and its record in kohaku_schema_version. */
-static int apply_version(PGconn *c, int v, struct kh_buf *sql, char *err, size_t errlen)
+/* Runs the statements built in sql, if any (rc: how building them went). */
+static int run_built(PGconn *c, int rc, struct kh_buf *sql, char *err, size_t errlen)
 {
-    kh_buf_reset(sql);
-    int rc = kh_schema_migration_sql(KH_DIALECT_POSTGRES, v, sql);
-    if (rc == 0)
-        rc = kh_buf_printf(sql, "INSERT INTO kohaku_schema_version (version) VALUES (%d);", v);
+    if (rc == 0 && sql->len == 0)
+        return 0;
     if (rc == 0)
         rc = kh_buf_append(sql, "", 1);
     if (rc != 0) {
@@ -200,6 +199,34 @@ static int apply_version(PGconn *c, int v, struct kh_buf *sql, char *err, size_t
         return rc;
     }
     rc = kh_pg_exec(c, sql->data, err, errlen);
+    kh_buf_reset(sql);
+    return rc;
+}
+
+/* With Citus, a version's new tables are distributed before its views are made on them, so
+ * that the views are created on the workers too. */
+static int citus_tables_first(struct kh_pg *pg, PGconn *c, int v, struct kh_buf *sql,
+                              char *err, size_t errlen)
+{
+    int rc = run_built(c, kh_schema_migration_tables_sql(KH_DIALECT_POSTGRES, v, sql), sql, err,
+                       errlen);
+    if (rc == 0)
+        rc = kh_pg_citus_tables(c, err, errlen);
+    return rc ? rc : kh_schema_migration_views_sql(KH_DIALECT_POSTGRES, v, sql);
+}
+
+/* One version's DDL and its record in kohaku_schema_version. */
+static int apply_version(struct kh_pg *pg, PGconn *c, int v, struct kh_buf *sql, char *err,
+                         size_t errlen)
+{
+    kh_buf_reset(sql);
+    int rc = pg->citus ? citus_tables_first(pg, c, v, sql, err, errlen)
+                       : kh_schema_migration_sql(KH_DIALECT_POSTGRES, v, sql);
+    if (rc == KH_EIO)
+        return rc;
+    if (rc == 0)
+        rc = kh_buf_printf(sql, "INSERT INTO kohaku_schema_version (version) VALUES (%d);", v);
+    rc = run_built(c, rc, sql, err, errlen);
     struct kh_logline l;
     if (rc == 0 && kh_log_begin(&l, KH_LOG_INFO, "schema migrated")) {
         kh_log_str(&l, "storage", "postgres");
@@ -209,13 +236,14 @@ static int apply_version(PGconn *c, int v, struct kh_buf *sql, char *err, size_t
     return rc;
 }
 
-static int apply_versions(PGconn *c, int from, int to, char *err, size_t errlen)
+static int apply_versions(struct kh_pg *pg, PGconn *c, int from, int to, char *err,
+                          size_t errlen)
 {
     struct kh_buf sql;
     kh_buf_init(&sql, 16u << 20);
     int rc = 0;
     for (int v = from + 1; rc == 0 && v <= to; v++)
-        rc = apply_version(c, v, &sql, err, errlen);
+        rc = apply_version(pg, c, v, &sql, err, errlen);
     kh_buf_cleanup(&sql);
     return rc;
 }
@@ -227,13 +255,18 @@ int kh_pg_migrate_conn(struct kh_pg *pg, PGconn *c, int target, char *err, size_
     long long have = 0;
     if (kh_pg_exec(c, ADVISORY_LOCK, err, errlen) != 0)
         return KH_EIO;
-    int rc = timescale_prepare(pg, c, err, errlen);
+    /* Citus first: with it, TimescaleDB is neither created nor used */
+    int rc = kh_pg_citus_check(pg, c, err, errlen);
+    if (rc == 0 && !pg->citus)
+        rc = timescale_prepare(pg, c, err, errlen);
     if (rc == 0)
         rc = schema_version(c, latest, &have, err, errlen);
     if (rc == 0)
-        rc = apply_versions(c, (int)have, want, err, errlen);
+        rc = apply_versions(pg, c, (int)have, want, err, errlen);
     if (rc == 0 && want == latest && pg->ts_mode != KH_PG_TS_OFF)
         rc = timescale_tables(pg, c, err, errlen);
+    if (rc == 0 && want == latest && pg->citus)
+        rc = kh_pg_citus_tables(c, err, errlen);
     if (rc == 0)
         rc = kh_pg_exec(c, "COMMIT", err, errlen);
     if (rc != 0) {
@@ -249,10 +282,13 @@ void kh_pg_log_schema_ready(const struct kh_pg *pg)
                                             [KH_PG_TS_FULL] = "timescaledb policy",
                                             [KH_PG_TS_APACHE] = "kohaku drop_chunks"};
     const char *method = pg->use_direct_copy ? "direct_copy" : pg->use_copy ? "copy" : "unnest";
-    kh_metrics_storage_mode(kh_pg_ts_mode_name(pg->ts_mode));
+    const char *mode = pg->citus ? "citus" : kh_pg_ts_mode_name(pg->ts_mode);
+    kh_metrics_storage_mode(mode);
     struct kh_logline l;
     if (kh_log_begin(&l, KH_LOG_INFO, "postgres schema ready")) {
-        kh_log_str(&l, "mode", kh_pg_ts_mode_name(pg->ts_mode));
+        kh_log_str(&l, "mode", mode);
+        if (pg->citus)
+            kh_log_str(&l, "citus_version", pg->citus_version);
         kh_log_bool(&l, "compression", pg->ts_mode == KH_PG_TS_FULL);
         kh_log_str(&l, "retention", retention[pg->ts_mode]);
         kh_log_int(&l, "retention_days", pg->retention_days);

@@ -10,7 +10,8 @@
  *   direct_copy: BEGIN; the envelope statements; COPY straight into each stats table;
  *           COMMIT. COPY has no ON CONFLICT: a row already stored (a replay, a redelivery)
  *           fails the batch with unique_violation, which is rolled back and written again
- *           with the unnest statements. Fast when replays are rare, as they are.
+ *           with the unnest statements. Fast when replays are rare, as they are. (Citus
+ *           reports that unique_violation as XX000: see maybe_stored_already.)
  * A data error (a value PostgreSQL refuses) makes it write the batch's reports one by one,
  * so only the offending reports are refused (KH_EREJECT). It does not retry a batch that
  * could not be stored: the batcher owns retries.
@@ -331,12 +332,20 @@ static void count_stored(struct kh_batch *b, const struct kh_pg_subset *sub,
     b->webhooks_duplicate += webhooks - o->webhooks[0] - o->webhooks[1];
 }
 
+/* Whether a failed direct_copy may have met rows already stored. Citus's COPY reports a
+ * worker's unique_violation as internal_error (XX000), with the worker's message: then the
+ * unnest way tells, as it gives any real error its own SQLSTATE. */
+static bool maybe_stored_already(const struct kh_pg_slot *s, const struct outcome *o)
+{
+    return strcmp(o->state, "23505") == 0 || (s->pg->citus && strcmp(o->state, "XX000") == 0);
+}
+
 /* direct_copy, and when rows were there already the unnest way, which skips them. */
 static void write_direct_or_unnest(struct kh_pg_slot *s, const struct kh_pg_subset *sub,
                                    struct outcome *o)
 {
     write_direct_copy(s, sub, o);
-    if (o->failed && strcmp(o->state, "23505") == 0 && PQstatus(s->conn) == CONNECTION_OK) {
+    if (o->failed && maybe_stored_already(s, o) && PQstatus(s->conn) == CONNECTION_OK) {
         kh_log(KH_LOG_DEBUG, "direct_copy: rows already stored; batch written with unnest",
                NULL);
         *o = (struct outcome){0};
@@ -373,6 +382,10 @@ static int write_subset(struct kh_pg_slot *s, const struct kh_pg_subset *sub, st
         kh_pg_mark_down(s->pg, s->err);
         return KH_ERETRY;
     }
+    /* connection_exception with our connection fine: a node behind it (a Citus worker) is
+     * away; down until the maintenance thread sees every node again */
+    if (strncmp(o.state, "08", 2) == 0)
+        kh_pg_mark_down(s->pg, s->err);
     return is_data_error(o.state) ? KH_EREJECT : KH_ERETRY;
 }
 

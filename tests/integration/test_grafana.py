@@ -88,15 +88,16 @@ def expand(sql, frm, to, interval_s, variables, timescale):
     return sql
 
 
-@pytest.fixture(scope="module", params=["postgresql", "timescaledb"])
+@pytest.fixture(scope="module", params=["postgresql", "timescaledb", "citus"])
 def loaded(request, tmp_path_factory):
     """Every browser call in the fixtures as one connection with its t=3 and t=10 snapshots,
     7 s apart in Sora's time as in the browser's, in two channels; then the impaired calls,
     each call's two sides as two connections of one channel (test_quality.send_calls: at
-    their own fixed time, 2 s apart); on plain PostgreSQL and on TimescaleDB (conftest's
-    ts_cluster: time_bucket against hypertables), its chunks compressed."""
-    cluster = request.getfixturevalue("pg_cluster" if request.param == "postgresql"
-                                      else "ts_cluster")
+    their own fixed time, 2 s apart); on plain PostgreSQL, on TimescaleDB (conftest's
+    ts_cluster: time_bucket against hypertables), its chunks compressed, and on Citus
+    (conftest's citus_cluster: every table distributed over two workers)."""
+    cluster = request.getfixturevalue({"postgresql": "pg_cluster", "timescaledb": "ts_cluster",
+                                       "citus": "citus_cluster"}[request.param])
     store = PgDb(cluster, unique_db_name("grafana"))
     k = Kohaku(store.settings()).start()
     k.wait_log('"msg":"postgres schema ready"', timeout=30)

@@ -1,0 +1,274 @@
+"""Citus mode (issue: several kohaku behind HAProxy, the stats distributed on Citus): the real
+daemon against a Citus 13.2 cluster the suite builds itself (conftest's citus_cluster: a
+coordinator and two workers on 127.0.0.1, three PostgreSQL instances preloading citus, the
+extension created in each test database and the workers registered):
+
+- the migrations distribute every table by the first column of its unique key, co-located
+  with sora_connection; sora_node and kohaku_schema_version are reference tables; shards on
+  both workers; a second start changes nothing;
+- kohaku-loadgen's acknowledged reports are stored exactly once with every write method, and
+  they are on both workers; a report delivered twice is stored once;
+- the rate views, the quality views and the console API answer, and their per-connection
+  queries go to one shard (EXPLAIN: a router plan), the fleet-wide ones run on the shards;
+- a worker stopped and started under load loses nothing acknowledged (the spool);
+- timescaledb created next to citus is refused.
+
+Without Citus the tests are skipped with the reason, or fail when KOHAKU_REQUIRE_CITUS=1
+(scripts/test sets it where ../shared/third_party exists). The Grafana panel queries run on
+Citus in test_grafana.py. Load is bounded in count and time."""
+import json
+import subprocess
+
+import pytest
+
+from helpers import (FIXTURES_DIR, KOHAKU_BIN, KOHAKU_LOADGEN, STATS_TABLES, Kohaku, PgDb, curl,
+                     fixture_envelope, fixture_files, loadgen, post_h2, wait_until)
+from pgcluster import PgCluster, require_citus, require_timescaledb, unique_db_name
+from test_spool import acked_ids, assert_stored_once, wait_drained
+
+CONNECTION_TABLES = STATS_TABLES + ["quality_connection", "quality_stream", "sora_connection",
+                                    "sora_connection_lifecycle"]
+DISTRIBUTED = dict({t: "connection_id" for t in CONNECTION_TABLES},
+                   sora_report="source", erlang_vm_memory_stats="node_name",
+                   node_other_stats="node_name", sora_session="session_id",
+                   sora_webhook="webhook_id")
+REFERENCE = ["kohaku_schema_version", "sora_node"]
+METHODS = ["direct_copy", "unnest", "copy"]
+
+
+@pytest.fixture
+def daemon(kohaku_factory):
+    """kohaku_factory, waiting for the PostgreSQL schema as well."""
+    def start(settings=None, **keys):
+        k = kohaku_factory(settings, **keys)
+        k.wait_log('"msg":"postgres schema ready"', timeout=60)
+        return k
+
+    return start
+
+
+def schema_ready(k):
+    lines = [l for l in k.log_lines() if l.get("msg") == "postgres schema ready"]
+    assert len(lines) == 1, k.log_text()[-3000:]
+    return lines[0]
+
+
+def problems(k):
+    return [l for l in k.log_lines() if l.get("level") in ("warn", "error")]
+
+
+def worker_ports(cluster):
+    return {w.port for w in cluster.workers}
+
+
+def reports_per_worker(store):
+    """{worker port: sora_report rows on it}, from each row's shard."""
+    port = dict(store.query("SELECT shardid, nodeport FROM citus_shards "
+                            "WHERE table_name = 'sora_report'::regclass"))
+    out = {}
+    for shard, n in store.query("SELECT get_shard_id_for_distribution_column('sora_report', "
+                                "source), count(*) FROM sora_report GROUP BY 1"):
+        out[port[shard]] = out.get(port[shard], 0) + n
+    return out
+
+
+def assert_keys_unique_once(store):
+    for t in CONNECTION_TABLES:
+        if t in ("sora_connection", "sora_connection_lifecycle"):
+            key = "connection_id"
+        else:
+            key = 'connection_id, "time", stats_id'
+        dup = store.query(f'SELECT count(*) FROM (SELECT 1 FROM "{t}" GROUP BY {key} '
+                          'HAVING count(*) > 1) d')[0][0]
+        assert dup == 0, t
+
+
+def plan(store, sql, params=()):
+    return "\n".join(r[0] for r in store.query("EXPLAIN " + sql, params))
+
+
+@pytest.mark.storage("citus")
+def test_tables_distributed_by_their_key_and_colocated(citus_cluster, db, daemon):
+    store = db
+    k = daemon()
+    ready = schema_ready(k)
+    assert ready["mode"] == "citus" and ready["citus_version"].startswith("13.")
+    assert ready["compression"] is False and ready["retention"] == "kohaku"
+    assert k.metric("kohaku_storage_mode", mode="citus") == 1
+    assert not problems(k), k.log_text()[-3000:]
+
+    rows = store.query("SELECT logicalrelid::text, partmethod, "
+                       "column_to_column_name(logicalrelid, partkey), colocationid "
+                       "FROM pg_dist_partition")
+    got = {t: (m, c) for t, m, c, _ in rows}
+    want = {t: ("h", c) for t, c in DISTRIBUTED.items()}
+    want.update({t: ("n", None) for t in REFERENCE})
+    assert got == want
+    assert sorted(got) == store.tables()  # every table kohaku has is distributed
+    assert len({g for t, m, _, g in rows if m == "h"}) == 1  # one co-location group
+
+    # every unique index starts with its table's distribution column
+    for t, col in DISTRIBUTED.items():
+        firsts = store.query(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = i.indkey[0] WHERE i.indrelid = ?::regclass AND i.indisunique",
+            (t,))
+        assert firsts and {f for (f,) in firsts} == {col}, (t, firsts)
+
+    nodes = {p for (p,) in store.query("SELECT DISTINCT nodeport FROM citus_shards "
+                                       "WHERE citus_table_type = 'distributed'")}
+    assert nodes == worker_ports(citus_cluster)
+    assert store.query("SELECT count(*) FROM citus_shards WHERE table_name = "
+                       "'sora_node'::regclass")[0][0] == 3  # a reference table is everywhere
+
+    # a second start: nothing to do, the same tables, still Citus
+    assert k.stop() == 0
+    k = daemon()
+    assert schema_ready(k)["mode"] == "citus" and not problems(k)
+    assert store.query("SELECT count(*) FROM pg_dist_partition")[0][0] == len(want)
+    assert post_h2(k.port, fixture_envelope(fixture_files()[0])).status == 204
+    assert store.count("sora_report") == 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.storage("citus")
+def test_loadgen_reports_stored_once_on_both_workers(citus_cluster, db, daemon, tmp_path,
+                                                     method):
+    store = db
+    k = daemon(postgres_write_method=method, batch_max_delay_ms=20)
+    acked = str(tmp_path / "acked.txt")
+    rc, s, out = loadgen(k.port, "-N", 1500, "-n", 150, "-c", 4, "-m", 32, "-a", acked)
+    assert rc == 0 and s["status"] == {"204": 1500}, out
+    ids = acked_ids(acked)
+    assert len(ids) == 1500
+    assert_stored_once(store, ids)
+    assert store.count("sora_connection") == 150
+    assert_keys_unique_once(store)
+    per_worker = reports_per_worker(store)
+    assert set(per_worker) == worker_ports(citus_cluster) and min(per_worker.values()) > 100
+
+    # the same report twice, and again among new ones: stored once
+    env = fixture_envelope(fixture_files()[0])
+    before = {t: store.count(t) for t in STATS_TABLES}
+    for _ in range(2):
+        r = post_h2(k.port, env)
+        assert r.status == 204, (r, problems(k))
+    once = {t: store.count(t) for t in STATS_TABLES}
+    assert sum(once.values()) - sum(before.values()) == len(env["stats"])
+    assert post_h2(k.port, env).status == 204
+    assert {t: store.count(t) for t in STATS_TABLES} == once
+    assert not problems(k), k.log_text()[-3000:]
+
+
+@pytest.mark.storage("citus")
+def test_views_and_console_answer_with_shard_local_plans(citus_cluster, db, daemon):
+    store = db
+    k = daemon(batch_max_delay_ms=20)
+    rc, s, out = loadgen(k.port, "-N", 600, "-n", 60, "-c", 2, "-m", 16, "-i", 10)
+    assert rc == 0 and s["status"] == {"204": 600}, out
+    # the rate views and quality views answer, fleet-wide and for one connection
+    for view in ("rtc_inbound_rtp_rates", "rtc_outbound_rtp_rates",
+                 "rtc_ice_candidate_pair_rates", "quality_connection_verdict"):
+        per = dict(store.query(f'SELECT connection_id, count(*) FROM "{view}" GROUP BY 1'))
+        assert per, view
+        one = next(iter(per))
+        assert store.query(f'SELECT count(*) FROM "{view}" WHERE connection_id = ?',
+                           (one,))[0][0] == per[one], view
+    cid = store.query("SELECT connection_id FROM rtc_inbound_rtp_rates LIMIT 1")[0][0]
+    assert store.query("SELECT count(*) FROM rtc_outbound_rtp_rates WHERE bitrate > 0")[0][0]
+    store.query("SELECT count(*) FROM quality_issue_span")
+
+    # one connection's rows: one task on one shard (a router plan), no subplan
+    for sql in ('SELECT * FROM rtc_inbound_rtp_rates WHERE connection_id = ?',
+                'SELECT * FROM quality_connection_verdict WHERE connection_id = ?',
+                'SELECT * FROM rtc_outbound_rtp_stream_stats WHERE connection_id = ? '
+                'ORDER BY "time" DESC LIMIT 10'):
+        p = plan(store, sql, (cid,))
+        assert "Task Count: 1" in p and "Subplan" not in p, p
+    # fleet-wide: the window and the grouping run on the shards (no intermediate results)
+    for sql in ('SELECT connection_id, avg(bitrate) FROM rtc_outbound_rtp_rates '
+                'GROUP BY connection_id',
+                'SELECT verdict, count(*) FROM quality_connection_verdict GROUP BY verdict'):
+        p = plan(store, sql)
+        assert "Task Count: 32" in p and "Subplan" not in p and "repartition" not in p, p
+
+    # the console API on Citus
+    base = f"http://127.0.0.1:{k.console_port}/api"
+    r = curl(f"{base}/connections")
+    assert r.status == 200, r.body
+    listed = json.loads(r.body)
+    assert cid in json.dumps(listed)
+    for path in (f"/connections/{cid}", f"/connections/{cid}/series", "/overview"):
+        r = curl(base + path)
+        assert r.status == 200, (path, r.body[:500])
+        json.loads(r.body)
+    assert not problems(k), k.log_text()[-3000:]
+
+
+def start_loadgen(port, acked, seconds, seed, rate=800):
+    cmd = [KOHAKU_LOADGEN, "-u", f"http://127.0.0.1:{port}/collector", "-F", FIXTURES_DIR,
+           "-d", str(seconds), "-r", str(rate), "-n", "80", "-c", "4", "-m", "16", "-a", acked,
+           "-s", str(seed), "--allow", "204,503"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.storage("citus")
+def test_worker_restarted_under_load_loses_nothing_acknowledged(citus_cluster, db, tmp_path):
+    """A worker stopped for a few seconds and started again while loadgen runs: kohaku spools
+    what it cannot commit and replays it; every acknowledged report is stored once."""
+    store = db
+    k = Kohaku(dict(store.settings(), spool_dir=str(tmp_path / "spool"),
+                    storage_retry_ms=300, debug="false"), directory=tmp_path / "k").start()
+    try:
+        k.wait_log('"msg":"postgres schema ready"', timeout=60)
+        acked = str(tmp_path / "acked.txt")
+        lg = start_loadgen(k.port, acked, 12, 7)
+        wait_until(lambda: len(acked_ids(acked)) > 1000, 20, message="first acks")
+        worker = citus_cluster.workers[0]
+        worker.stop()
+        before = len(acked_ids(acked))
+        wait_until(lambda: len(acked_ids(acked)) > before + 1000, 20,
+                   message="acks with a worker away")
+        worker.start()
+        out, _ = lg.communicate(timeout=60)
+        assert lg.returncode == 0, out
+        wait_drained(k, timeout=90)
+        ids = acked_ids(acked)
+        assert len(ids) > 3000
+        assert_stored_once(store, ids)
+        assert val_spooled(k) > 0, "the worker's outage never reached the spool"
+    finally:
+        assert k.close() == 0
+
+
+def val_spooled(k):
+    return k.metric("kohaku_spool_appended_total") or 0
+
+
+def test_timescaledb_next_to_citus_is_refused(tmp_path):
+    """One server preloading both, citus and timescaledb created in one database: kohaku
+    refuses it at start-up (and `kohaku migrate` too) with the reason, and drops neither."""
+    require_citus()
+    require_timescaledb()
+    cluster = PgCluster(preload=["citus", "timescaledb"])
+    try:
+        name = unique_db_name("both")
+        uri = cluster.create_db(name)
+        cluster.psql(name, "CREATE EXTENSION citus; CREATE EXTENSION timescaledb")
+        cfg = tmp_path / "config.ini"
+        cfg.write_text(f"storage = postgres\npostgres_uri = {uri}\n")
+        out = subprocess.run([KOHAKU_BIN, "-C", str(cfg), "migrate"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode != 0, out.stdout + out.stderr
+        assert "citus and timescaledb are both created in this database; they cannot share " \
+            "one" in out.stdout + out.stderr
+        k = Kohaku({"storage": "postgres", "postgres_uri": uri}).start(wait=False)
+        assert k.proc.wait(30) != 0
+        assert "storage failed to open" in k.log_text() and "cannot share one" in k.log_text()
+        k.close()
+        assert cluster.psql(name, "SELECT string_agg(extname, ',' ORDER BY extname) FROM "
+                                  "pg_extension") == "citus,plpgsql,timescaledb"
+        assert cluster.psql(name, "SELECT count(*) FROM pg_class WHERE relname = "
+                                  "'sora_connection'") == "0"
+    finally:
+        cluster.close()
