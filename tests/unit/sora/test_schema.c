@@ -180,6 +180,46 @@ static char *migration(enum kh_dialect d, int version)
     return b.data;
 }
 
+/* Each ";\n"-ended statement of part is in whole; when views, each one makes a view, else
+ * none does. */
+static void statements_in(const char *part, const char *whole, bool views)
+{
+    for (const char *p = part; *p;) {
+        const char *end = strstr(p, ";\n");
+        assert_non_null(end);
+        size_t n = (size_t)(end - p) + 2;
+        char *one = strndup(p, n);
+        assert_non_null(strstr(whole, one));
+        bool view = strstr(one, "VIEW \"") != NULL;
+        assert_true(view == views);
+        free(one);
+        p += n;
+    }
+}
+
+/* Citus runs a version's tables, then its views: the two parts are the whole, split. */
+static void test_migration_in_two_parts(void **state)
+{
+    (void)state;
+    for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++)
+        for (int v = 1; v <= kh_schema_latest_version(); v++) {
+            struct kh_buf t, w;
+            kh_buf_init(&t, 4u << 20);
+            kh_buf_init(&w, 4u << 20);
+            assert_int_equal(kh_schema_migration_tables_sql((enum kh_dialect)d, v, &t), 0);
+            assert_int_equal(kh_schema_migration_views_sql((enum kh_dialect)d, v, &w), 0);
+            assert_int_equal(kh_buf_append(&t, "", 1), 0);
+            assert_int_equal(kh_buf_append(&w, "", 1), 0);
+            char *all = migration((enum kh_dialect)d, v);
+            assert_int_equal(strlen(t.data) + strlen(w.data), strlen(all));
+            statements_in(t.data, all, false);
+            statements_in(w.data, all, true);
+            free(all);
+            kh_buf_cleanup(&t);
+            kh_buf_cleanup(&w);
+        }
+}
+
 /* An envelope table's statement: whole, or its rows part alone. */
 static char *env_sql(enum kh_dialect d, int t, bool rows_only)
 {
@@ -969,6 +1009,7 @@ int main(void)
         cmocka_unit_test(test_lifecycle_tables_declared),
         cmocka_unit_test(test_lifecycle_statements),
         cmocka_unit_test(test_lifecycle_merges_any_order),
+        cmocka_unit_test(test_migration_in_two_parts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
