@@ -624,7 +624,7 @@ static int find_table(const char *name)
         if (kh_stats_tables[t].scope == KH_SCOPE_CONNECTION &&
             strcmp(kh_stats_tables[t].table, name) == 0)
             return (int)t;
-    return FAILED;
+    return -1;
 }
 
 static int samples(struct api *a, const char *id)
@@ -638,6 +638,11 @@ static int samples(struct api *a, const char *id)
     int t = find_table(name);
     if (t < 0)
         return fail(a, 400, kh_errf("table: '%s' is not a stats table of connections", name));
+    struct kh_ask_table env = {0};
+    int found = envelope(a, id, &env);
+    kh_ask_table_free(&env);
+    if (found != 0)
+        return FAILED;
     struct kh_buf cols;
     kh_buf_init(&cols, 1u << 20);
     int rc = kh_schema_select_columns(t, NULL, &cols);
@@ -861,7 +866,7 @@ void kh_console_api(struct kh_store *st, const char *path, const char *query,
         rc = fail(&a, 404, "path: not found");
     else
         rc = -1;
-    if (rc > 0 || (rc < -1 && a.status == 200))
+    if (rc < 0 && a.status == 200) /* FAILED: answered with its error already */
         fail(&a, 500, "console: out of memory writing the answer");
     *status = a.status;
     kh_ask_cleanup(&a.ask);
