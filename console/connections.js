@@ -70,7 +70,7 @@ window.addEventListener('popstate', show);
 
 function row(c) {
     return el('tr', { class: 'row-' + (['ok', 'warning', 'bad'].includes(c.verdict) ? c.verdict
-        : 'unrated') },
+        : 'unrated'), 'data-connection': c.connection_id },
     el('td', { class: 'id' }, link(paths.connection, c.connection_id)),
     el('td', {}, link(paths.channel, c.channel_id)),
     el('td', {}, c.client_id ?? '-'),
@@ -89,12 +89,14 @@ function row(c) {
 async function show() {
     const s = state();
     fill(s);
+    document.body.dataset.ready = 'loading';
     const body = clear(byId('list').tBodies[0]);
     let answer;
     try {
         answer = await api('connections', s);
     } catch (e) {
         showError(e);
+        document.body.dataset.ready = 'error';
         return;
     }
     byId('error').hidden = true;
@@ -120,6 +122,7 @@ async function show() {
     if (answer.page < pages)
         pager.append(' ', el('a', { href: withState({ page: answer.page + 1 }), rel: 'next' },
             'next >'));
+    document.body.dataset.ready = 'true';
 }
 
 show();
