@@ -658,6 +658,11 @@ static int samples(struct api *a, const char *id)
     struct kh_value p[3] = {kh_ask_text(id), kh_ask_integer(limit), kh_ask_integer(offset)};
     struct kh_ask_table rows = {0};
     rc = rc ? rc : kh_ask_run(&a->ask, &rows, p, 3);
+    if (rc == 0 && rows.n &&
+        rows.ncols != 4 + (int)kh_stats_tables[t].nmembers + (kh_schema_has_extra(t) ? 1 : 0)) {
+        a->err = "samples: the database answered other columns than the schema's";
+        rc = KH_EIO;
+    }
     if (rc != 0) {
         kh_ask_table_free(&rows);
         return db_fail(a, rc);
@@ -823,10 +828,11 @@ static int overview(struct api *a)
 
 /* --- dispatch --------------------------------------------------------------------------------- */
 
-/* An id from the path: a Sora id or a channel name, as stored (any printable text). */
+/* An id from the path: a Sora id or a channel name, as stored (any printable text; the path
+ * was split at its slashes before, so an encoded one, %2F, is part of the id). */
 static int path_id(struct api *a, const char *s, size_t n, char *out, size_t cap)
 {
-    if (n == 0 || decode(s, n, out, cap) < 0 || strchr(out, '/'))
+    if (n == 0 || decode(s, n, out, cap) < 0)
         return fail(a, 400, "path: a bad or too long id");
     return 0;
 }
