@@ -647,6 +647,21 @@ def test_browser_connection_charts_are_drawn_from_the_stored_values(loaded, page
         for s in c["series"]:
             assert all(close(r[s["key"]], v) for r, v in zip(rows, s["values"])), \
                 (c["id"], s["key"])
+    # and, where a chart shows a member as the browser reported it, the stored stats rows:
+    # the received resolution and jitter (ms) of each inbound stream
+    raw_checked = 0
+    for c in charts:
+        m = re.fullmatch(r"inbound:(.+):(frame_height|jitter_ms)", c["id"])
+        if not m:
+            continue
+        raw = {ms_of(r["time"]): r for r in loaded.db.rows(
+            "rtc_inbound_rtp_stream_stats", "connection_id = ? AND stats_id = ?", (cid, m[1]))}
+        column, scale = ("frame_height", 1) if m[2] == "frame_height" else ("jitter", 1000)
+        for t, v in zip(c["x"], c["series"][0]["values"]):
+            if v is not None:
+                assert close(raw[t][column] * scale, v), (c["id"], t)
+                raw_checked += 1
+    assert raw_checked > 20
     # the issues of the connection are spans of its charts and lines of the table
     q = loaded.quality(cid)
     issues = page.js("return document.querySelectorAll('#issues tbody tr').length")
