@@ -666,15 +666,18 @@ class Browsing:
         self.thread.join(120)
 
 
-def console_ingest(d, browsed, n, seed):
-    """n reports from SORA_CONNS new connections (seed) as fast as answers allow, with the
-    console browsed meanwhile or not."""
+def console_ingest(d, browsed, seconds, seed):
+    """Reports from SORA_CONNS new connections (seed) for `seconds`, as fast as answers allow,
+    with the console browsed meanwhile or not. A run of a fixed time, not of a fixed count:
+    the browsing is then the same per second on both backends, however fast each ingests (a
+    short run would see mostly the first page views, the heaviest)."""
     b = Browsing(d.console_port) if browsed else None
+    args = ("-d", seconds, "-c", 4, "-m", 32, "-n", SORA_CONNS, "-s", seed)
     if b:
         with b:
-            lg = run_loadgen(d.port, "-N", n, "-c", 4, "-m", 32, "-n", SORA_CONNS, "-s", seed)
+            lg = run_loadgen(d.port, *args)
     else:
-        lg = run_loadgen(d.port, "-N", n, "-c", 4, "-m", 32, "-n", SORA_CONNS, "-s", seed)
+        lg = run_loadgen(d.port, *args)
     return {"browsed": browsed, "reports_per_s": lg["reports_per_s"],
             "answered": lg["answered"], "api_calls": b.calls if b else 0,
             "page_views": b.views if b else 0, "api_errors": b.errors if b else 0}
@@ -713,10 +716,21 @@ def console_list_timing(d, runs=5):
     return res
 
 
-def console_bench(tmp, backend, cluster, nconns, nreports, n, pairs):
+def browsing_cpu(d, cluster, seconds=10):
+    """What browsing alone costs: CPU seconds of kohaku and of the PostgreSQL server while
+    Browsing runs for `seconds` and nothing is ingested."""
+    k0, s0 = cpu_ticks(d.proc.pid), pg_server_ticks(cluster) if cluster else 0
+    with Browsing(d.console_port) as b:
+        time.sleep(seconds)
+    k1, s1 = cpu_ticks(d.proc.pid), pg_server_ticks(cluster) if cluster else 0
+    return {"seconds": seconds, "api_calls": b.calls, "kohaku_cpu_s": (k1 - k0) / CLK,
+            "server_cpu_s": (s1 - s0) / CLK if cluster else None}
+
+
+def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs):
     """A database filled through kohaku as the worst-50 one is (nreports from nconns
-    connections); the list's first page worst first, timed; then ingest with the console
-    browsed and not, alternated, on that same kohaku and database."""
+    connections); the list's first page worst first, timed; what browsing costs alone; then
+    ingest with the console browsed and not, alternated, on that same kohaku and database."""
     st = Store(tmp, backend, cluster, f"bench_console_{backend}")
     d = Daemon(tmp, st.settings)
     try:
@@ -734,22 +748,30 @@ def console_bench(tmp, backend, cluster, nconns, nreports, n, pairs):
         finally:
             db.close()
         res["list"] = console_list_timing(d)
+        res["browsing_cpu"] = browsing_cpu(d, cluster, seconds + 2)
         runs = []
         for i in range(pairs):
             for browsed in ((True, False) if i % 2 == 0 else (False, True)):
-                r = console_ingest(d, browsed, n, SEED + 100 + len(runs))
+                r = console_ingest(d, browsed, seconds, SEED + 100 + len(runs))
                 r["pair"] = i
                 runs.append(r)
                 print(f"  console {backend} pair {i} {'browsed' if browsed else 'alone  '}: "
                       f"{r['reports_per_s']:.0f} reports/s, {r['api_calls']} API calls",
                       flush=True)
+        db = st.connect()
+        try:
+            res["end_connections"] = scalar(db, "SELECT count(*) FROM sora_connection")
+            res["end_quality_connection_rows"] = scalar(db, "SELECT count(*) FROM "
+                                                            "quality_connection")
+        finally:
+            db.close()
     finally:
         rc = d.stop()
         st.drop()
     assert rc == 0, f"console {backend}: kohaku exited {rc}"
     on = [r for r in runs if r["browsed"]]
     off = [r for r in runs if not r["browsed"]]
-    res.update(runs=runs, reports=n, pairs=pairs,
+    res.update(runs=runs, seconds=seconds, pairs=pairs,
                browsed_reports_per_s=statistics.median(r["reports_per_s"] for r in on),
                alone_reports_per_s=statistics.median(r["reports_per_s"] for r in off),
                pair_ratios=[a["reports_per_s"] / b["reports_per_s"] for a, b in zip(on, off)])
@@ -767,7 +789,7 @@ def console_benchmarks(tmp, res, args, rpr):
     quick = args.quick
     nconns = 500 if quick else 10000
     nreports = int((30000 if quick else 1000000) * 1.05 / rpr) + 1
-    n = 2000 if quick else 10000
+    seconds = 2 if quick else 8
     pairs = args.pairs or (1 if quick else 3)
     res["console_size"] = "quick" if quick else "full"
     cluster = None if args.no_postgres else PgCluster()
@@ -776,7 +798,8 @@ def console_benchmarks(tmp, res, args, rpr):
             t0 = time.time()
             res[f"console_{backend}"] = console_bench(tmp, backend,
                                                       cluster if backend == "postgres"
-                                                      else None, nconns, nreports, n, pairs)
+                                                      else None, nconns, nreports, seconds,
+                                                      pairs)
             res[f"console_{backend}"]["part_s"] = time.time() - t0
     finally:
         if cluster:
@@ -810,10 +833,15 @@ def print_console(r):
                           for k, v in li["other_ms"].items())
         print(f"{'':10} list total {li['total']} counts {li['counts']}; other calls, server "
               f"ms: {other}")
+        bc = c["browsing_cpu"]
+        srv = f", PostgreSQL server {bc['server_cpu_s']:.2f}" if bc["server_cpu_s"] is not None \
+            else ""
+        print(f"{'':10} browsing alone for {bc['seconds']} s ({bc['api_calls']} API calls): CPU "
+              f"s kohaku {bc['kohaku_cpu_s']:.2f}{srv}")
     print(f"\nIngest with the console browsed (a page view every second: {CONSOLE_LIST}, a "
           f"connection with its series and samples, its channel, the overview) against alone, "
-          f"{c0['reports']} reports from {SORA_CONNS} new connections per run, {c0['pairs']} "
-          f"pair(s) alternated, medians")
+          f"{c0['seconds']} s of reports from {SORA_CONNS} new connections per run, "
+          f"{c0['pairs']} pair(s) alternated, medians")
     print(f"{'backend':10} {'browsed r/s':>11} {'alone r/s':>10} {'ratio':>6} "
           f"{'pair ratios':>24} {'API calls/run':>14}  ceiling")
     for backend in ("sqlite", "postgres"):
@@ -826,6 +854,8 @@ def print_console(r):
         print(f"{backend:10} {c['browsed_reports_per_s']:>11.0f} {c['alone_reports_per_s']:>10.0f} "
               f"{c['ratio']:>6.3f} {ratios:>24} {str(calls):>14}  loss <= "
               f"{CONSOLE_LOSS_CEILING:.0%}: {c['ingest_verdict']}")
+        print(f"{'':10} database at the end: {c['end_connections']} connections, "
+              f"{c['end_quality_connection_rows']:,} quality_connection rows")
 
 
 def sanity_console(r, backends):
