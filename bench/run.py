@@ -19,7 +19,7 @@
      polling the console's API against ingest alone, alternated.
 
 Usage: bench/run.py [--reports N] [--quick] [--json FILE] [--quality-only] [--pairs N]
-                    [--only-import] [--console-only]
+                    [--only-import] [--console-only] [--core-only] [--no-postgres] [--check]
 """
 import argparse
 import json
@@ -896,6 +896,8 @@ def main():
     ap.add_argument("--pairs", type=int, default=0,
                     help="on/off pairs per backend (quality: default 5, console: 3; 1 with "
                          "--quick)")
+    ap.add_argument("--core-only", action="store_true",
+                    help="only parts 1 to 5 (HTTP/2, the stores, CPU and instructions per report)")
     ap.add_argument("--only-import", action="store_true",
                     help="only part 7: kohaku import, and the live runs it is compared with")
     args = ap.parse_args()
@@ -917,7 +919,8 @@ def main():
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
     if args.check:
-        problems = [] if args.quality_only or args.console_only else import_sanity(res)
+        problems = ([] if args.quality_only or args.console_only or args.core_only
+                    else import_sanity(res))
         if not args.only_import:
             problems = sanity(res, args) + problems
         for p in problems:
@@ -947,6 +950,8 @@ open({body!r},"w").write(json.dumps(env))
         return res
     if not (args.quality_only or args.console_only):
         ingest_benchmarks(tmp, res, args, n, body, rpr)
+        if args.core_only:
+            return res
         res["import"] = measure_import(tmp, args.quick, args.no_postgres, n)
     if not args.console_only:
         quality_benchmarks(tmp, res, args, rpr)
@@ -958,8 +963,8 @@ open({body!r},"w").write(json.dumps(env))
 def sanity(r, args):
     """Numbers a working run must have: no speed target, just signs of life and order."""
     backends = ("sqlite",) if args.no_postgres else ("sqlite", "postgres")
-    bad = [] if args.console_only else sanity_quality(r, backends)
-    if not args.quality_only:
+    bad = [] if args.console_only or args.core_only else sanity_quality(r, backends)
+    if not (args.quality_only or args.core_only):
         bad += sanity_console(r, backends)
     if args.quality_only or args.console_only:
         return bad
