@@ -13,10 +13,13 @@
      PostgreSQL; and the "50 worst connections of the last hour" query over a database of
      10,000 connections and a million stats rows filled through kohaku;
   7. kohaku import of a generated rtc_stats.jsonl (about 1 GB; 20 MB with --quick) into
-     SQLite and PostgreSQL, its rows/s next to the live path's of the same run.
+     SQLite and PostgreSQL, its rows/s next to the live path's of the same run;
+  8. the console (issue #15): over a database like part 6's, its connections list (first
+     page, worst first) timed by the daemon itself, and ingest with a browser-like client
+     polling the console's API against ingest alone, alternated.
 
 Usage: bench/run.py [--reports N] [--quick] [--json FILE] [--quality-only] [--pairs N]
-                    [--only-import]
+                    [--only-import] [--console-only] [--core-only] [--no-postgres] [--check]
 """
 import argparse
 import json
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,14 +82,16 @@ def peak_rss_kib(pid):
 class Daemon:
     def __init__(self, tmp, settings, wrapper=()):
         self.port = free_port()
+        self.console_port = free_port()
         cfg = os.path.join(tmp, f"kohaku-{self.port}.ini")
+        self.log_path = os.path.join(tmp, f"kohaku-{self.port}.log")
         with open(cfg, "w") as f:
             f.write(f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
                     f"exporter_listen_addr = 127.0.0.1\nexporter_listen_port = {free_port()}\n"
-                    f"console_listen_port = {free_port()}\n")
+                    f"console_listen_port = {self.console_port}\n")
             for k, v in settings.items():
                 f.write(f"{k} = {v}\n")
-        self.log = open(os.path.join(tmp, f"kohaku-{self.port}.log"), "w")
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([*wrapper, KOHAKU, "-C", cfg], stdout=self.log,
                                      stderr=subprocess.STDOUT)
         wait_port(self.port, 120)
@@ -568,6 +574,312 @@ def ingest_benchmarks(tmp, res, args, n, body, rpr):
     res["parse"] = json.loads(out.strip().splitlines()[-1])
 
 
+# --- 8. the console (issue #15) ----------------------------------------------------------
+
+CONSOLE_LIST = "/api/connections?sort=worst&page=1&per_page=50"
+CONSOLE_LIST_CEILING_MS = 300
+CONSOLE_LOSS_CEILING = 0.05
+
+
+def console_get(port, path):
+    """A GET on the console over loopback: (status, body, wall ms as the client saw it)."""
+    import http.client
+    t0 = time.perf_counter()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        c.request("GET", path, headers={"accept": "application/json"})
+        r = c.getresponse()
+        body = r.read()
+    finally:
+        c.close()
+    return r.status, body, (time.perf_counter() - t0) * 1000
+
+
+def access_ms(log_path, offset, path, n):
+    """The daemon's own times (ms) of the last n requests for `path` in its log after byte
+    `offset`: the access line's usec, from the request's first byte to its answer. Info lines
+    are written within about 100 ms: polls for them a little."""
+    deadline = time.time() + 3
+    while True:
+        with open(log_path) as f:
+            f.seek(offset)
+            times = []
+            for line in f:
+                if '"msg":"access"' not in line:
+                    continue
+                a = json.loads(line)
+                if a.get("path") == path and "usec" in a:
+                    times.append(a["usec"] / 1000)
+        if len(times) >= n or time.time() > deadline:
+            return times[-n:]
+        time.sleep(0.05)
+
+
+class Browsing:
+    """A browser-like client in a thread: page views of the console one after another, each
+    the API calls its page makes (the list, worst first; its worst connection with its series
+    and three sample pages; that connection's channel; the overview), `pause` seconds between
+    page views (a quick operator)."""
+
+    def __init__(self, port, pause=1.0):
+        import threading
+        self.port, self.pause = port, pause
+        self.calls = self.views = self.errors = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def get(self, path):
+        status, body, _ = console_get(self.port, path)
+        self.calls += 1
+        if status != 200:
+            self.errors += 1
+        return json.loads(body) if status == 200 else None
+
+    def run(self):
+        while not self.stop.is_set():
+            top = self.get(CONSOLE_LIST)
+            rows = top["rows"] if top else []
+            if rows and not self.stop.wait(self.pause):
+                cid, chan = rows[0]["connection_id"], rows[0]["channel_id"]
+                base = "/api/connections/" + cid
+                self.get(base)
+                self.get(base + "/series")
+                for t in ("rtc_inbound_rtp_stream_stats", "rtc_ice_candidate_pair_stats",
+                          "rtc_ice_candidate_stats"):
+                    self.get(f"{base}/samples?table={t}&limit=10")
+                self.views += 1
+                if not self.stop.wait(self.pause):
+                    self.get("/api/channels/" + urllib.parse.quote(chan, safe=""))
+                    self.views += 1
+            if not self.stop.wait(self.pause):
+                self.get("/api/overview?last=1h")
+                self.views += 1
+            self.views += 1
+            self.stop.wait(self.pause)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(120)
+
+
+def console_ingest(d, browsed, seconds, seed):
+    """Reports from SORA_CONNS new connections (seed) for `seconds`, as fast as answers allow,
+    with the console browsed meanwhile or not. A run of a fixed time, not of a fixed count:
+    the browsing is then the same per second on both backends, however fast each ingests (a
+    short run would see mostly the first page views, the heaviest)."""
+    b = Browsing(d.console_port) if browsed else None
+    args = ("-d", seconds, "-c", 4, "-m", 32, "-n", SORA_CONNS, "-s", seed)
+    if b:
+        with b:
+            lg = run_loadgen(d.port, *args)
+    else:
+        lg = run_loadgen(d.port, *args)
+    return {"browsed": browsed, "reports_per_s": lg["reports_per_s"],
+            "answered": lg["answered"], "api_calls": b.calls if b else 0,
+            "page_views": b.views if b else 0, "api_errors": b.errors if b else 0}
+
+
+def console_list_timing(d, runs=5):
+    """GET CONSOLE_LIST: one warm-up, then `runs` timed; the daemon's time and the client's."""
+    offset = os.path.getsize(d.log_path)
+    walls, answer = [], None
+    for _ in range(runs + 1):
+        status, body, ms = console_get(d.console_port, CONSOLE_LIST)
+        if status != 200:
+            raise RuntimeError(f"console list: {status} {body[:300]!r}")
+        walls.append(ms)
+        answer = json.loads(body)
+    server = access_ms(d.log_path, offset, CONSOLE_LIST, runs + 1)
+    res = {"client_runs_ms": walls[1:], "client_ms": statistics.median(walls[1:]),
+           "total": answer["total"], "counts": answer["counts"], "rows": len(answer["rows"])}
+    if len(server) == runs + 1:
+        res["server_runs_ms"] = server[1:]
+        res["server_ms"] = statistics.median(server[1:])
+    # the other pages' calls, once each after a warm-up (the daemon's time), for the record
+    cid, chan = answer["rows"][0]["connection_id"], answer["rows"][0]["channel_id"]
+    others = {"connection": f"/api/connections/{cid}", "series": f"/api/connections/{cid}/series",
+              "channel": "/api/channels/" + urllib.parse.quote(chan, safe=""),
+              "overview": "/api/overview?last=1h"}
+    res["other_ms"] = {}
+    for name, path in others.items():
+        offset = os.path.getsize(d.log_path)
+        console_get(d.console_port, path)
+        console_get(d.console_port, path)
+        got = access_ms(d.log_path, offset, path, 2)
+        res["other_ms"][name] = got[-1] if len(got) == 2 else None
+    key = "server_ms" if "server_ms" in res else "client_ms"
+    res["met"] = res[key] <= CONSOLE_LIST_CEILING_MS
+    return res
+
+
+def browsing_cpu(d, cluster, seconds=10):
+    """What browsing alone costs: CPU seconds of kohaku and of the PostgreSQL server while
+    Browsing runs for `seconds` and nothing is ingested."""
+    k0, s0 = cpu_ticks(d.proc.pid), pg_server_ticks(cluster) if cluster else 0
+    with Browsing(d.console_port) as b:
+        time.sleep(seconds)
+    k1, s1 = cpu_ticks(d.proc.pid), pg_server_ticks(cluster) if cluster else 0
+    return {"seconds": seconds, "api_calls": b.calls, "kohaku_cpu_s": (k1 - k0) / CLK,
+            "server_cpu_s": (s1 - s0) / CLK if cluster else None}
+
+
+def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs):
+    """A database filled through kohaku as the worst-50 one is (nreports from nconns
+    connections); the list's first page worst first, timed; what browsing costs alone; then
+    ingest with the console browsed and not, alternated, on that same kohaku and database."""
+    st = Store(tmp, backend, cluster, f"bench_console_{backend}")
+    d = Daemon(tmp, st.settings)
+    try:
+        t0 = time.time()
+        lg = run_loadgen(d.port, "-N", nreports, "-c", 4, "-m", 32, "-n", nconns, "-s", SEED)
+        res = {"connections_sent": nconns, "reports_sent": nreports,
+               "fill_s": time.time() - t0, "fill_reports_per_s": lg["reports_per_s"]}
+        db = st.connect()
+        try:
+            res["stats_rows"] = sum(scalar(db, f'SELECT count(*) FROM "{t}"')
+                                    for t in st.tables(db) if t.startswith("rtc_"))
+            res["connections"] = scalar(db, "SELECT count(*) FROM sora_connection")
+            res["quality_connection_rows"] = scalar(db, "SELECT count(*) FROM "
+                                                        "quality_connection")
+        finally:
+            db.close()
+        res["list"] = console_list_timing(d)
+        res["browsing_cpu"] = browsing_cpu(d, cluster, seconds + 2)
+        runs = []
+        for i in range(pairs):
+            for browsed in ((True, False) if i % 2 == 0 else (False, True)):
+                r = console_ingest(d, browsed, seconds, SEED + 100 + len(runs))
+                r["pair"] = i
+                runs.append(r)
+                print(f"  console {backend} pair {i} {'browsed' if browsed else 'alone  '}: "
+                      f"{r['reports_per_s']:.0f} reports/s, {r['api_calls']} API calls",
+                      flush=True)
+        db = st.connect()
+        try:
+            res["end_connections"] = scalar(db, "SELECT count(*) FROM sora_connection")
+            res["end_quality_connection_rows"] = scalar(db, "SELECT count(*) FROM "
+                                                            "quality_connection")
+        finally:
+            db.close()
+    finally:
+        rc = d.stop()
+        st.drop()
+    assert rc == 0, f"console {backend}: kohaku exited {rc}"
+    on = [r for r in runs if r["browsed"]]
+    off = [r for r in runs if not r["browsed"]]
+    res.update(runs=runs, seconds=seconds, pairs=pairs,
+               browsed_reports_per_s=statistics.median(r["reports_per_s"] for r in on),
+               alone_reports_per_s=statistics.median(r["reports_per_s"] for r in off),
+               pair_ratios=[a["reports_per_s"] / b["reports_per_s"] for a, b in zip(on, off)])
+    res["ratio"] = res["browsed_reports_per_s"] / res["alone_reports_per_s"]
+    res["median_pair_ratio"] = statistics.median(res["pair_ratios"])
+    within = [1 - res["ratio"] <= CONSOLE_LOSS_CEILING,
+              1 - res["median_pair_ratio"] <= CONSOLE_LOSS_CEILING]
+    res["ingest_met"] = all(within)
+    res["ingest_verdict"] = "met" if all(within) else "NOT met" if not any(within) else \
+        "unclear (the two ratios disagree)"
+    return res
+
+
+def console_benchmarks(tmp, res, args, rpr):
+    quick = args.quick
+    nconns = 500 if quick else 10000
+    nreports = int((30000 if quick else 1000000) * 1.05 / rpr) + 1
+    seconds = 2 if quick else 8
+    pairs = args.pairs or (1 if quick else 3)
+    res["console_size"] = "quick" if quick else "full"
+    cluster = None if args.no_postgres else PgCluster()
+    try:
+        for backend in ("sqlite",) if args.no_postgres else ("sqlite", "postgres"):
+            t0 = time.time()
+            res[f"console_{backend}"] = console_bench(tmp, backend,
+                                                      cluster if backend == "postgres"
+                                                      else None, nconns, nreports, seconds,
+                                                      pairs)
+            res[f"console_{backend}"]["part_s"] = time.time() - t0
+    finally:
+        if cluster:
+            cluster.close()
+
+
+def print_console(r):
+    c0 = next((r[k] for k in ("console_sqlite", "console_postgres") if k in r), None)
+    if not c0:
+        return
+    size = "QUICK size (not the issue's)" if r.get("console_size") == "quick" else \
+        "the issue's size"
+    print(f"\nConsole, {size}: {c0['connections_sent']} connections, {c0['reports_sent']} "
+          f"reports through kohaku; GET {CONSOLE_LIST}, median of 5 after a warm-up")
+    print("(server: the daemon's access-log usec, first byte to answer; client: wall time over "
+          "loopback)")
+    print(f"{'backend':10} {'conns':>6} {'stats rows':>11} {'server ms':>10} {'client ms':>10} "
+          f"{'server runs ms':>32}  ceiling")
+    for backend in ("sqlite", "postgres"):
+        c = r.get(f"console_{backend}")
+        if not c:
+            continue
+        li = c["list"]
+        runs = " ".join(f"{x:.1f}" for x in li.get("server_runs_ms", []))
+        server = f"{li['server_ms']:>10.1f}" if "server_ms" in li else f"{'n/a':>10}"
+        print(f"{backend:10} {c['connections']:>6} {c['stats_rows']:>11,} {server} "
+              f"{li['client_ms']:>10.1f} {runs:>32}  <= {CONSOLE_LIST_CEILING_MS} ms "
+              f"({'server' if 'server_ms' in li else 'client'}): "
+              f"{'met' if li['met'] else 'NOT met'}")
+        other = ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} n/a"
+                          for k, v in li["other_ms"].items())
+        print(f"{'':10} list total {li['total']} counts {li['counts']}; other calls, server "
+              f"ms: {other}")
+        bc = c["browsing_cpu"]
+        srv = f", PostgreSQL server {bc['server_cpu_s']:.2f}" if bc["server_cpu_s"] is not None \
+            else ""
+        print(f"{'':10} browsing alone for {bc['seconds']} s ({bc['api_calls']} API calls): CPU "
+              f"s kohaku {bc['kohaku_cpu_s']:.2f}{srv}")
+    print(f"\nIngest with the console browsed (a page view every second: {CONSOLE_LIST}, a "
+          f"connection with its series and samples, its channel, the overview) against alone, "
+          f"{c0['seconds']} s of reports from {SORA_CONNS} new connections per run, "
+          f"{c0['pairs']} pair(s) alternated, medians")
+    print(f"{'backend':10} {'browsed r/s':>11} {'alone r/s':>10} {'ratio':>6} "
+          f"{'pair ratios':>24} {'API calls/run':>14}  ceiling")
+    for backend in ("sqlite", "postgres"):
+        c = r.get(f"console_{backend}")
+        if not c:
+            continue
+        ratios = " ".join(f"{x:.3f}" for x in c["pair_ratios"]) + \
+            f": {c['median_pair_ratio']:.3f}"
+        calls = [x["api_calls"] for x in c["runs"] if x["browsed"]]
+        print(f"{backend:10} {c['browsed_reports_per_s']:>11.0f} {c['alone_reports_per_s']:>10.0f} "
+              f"{c['ratio']:>6.3f} {ratios:>24} {str(calls):>14}  loss <= "
+              f"{CONSOLE_LOSS_CEILING:.0%}: {c['ingest_verdict']}")
+        print(f"{'':10} database at the end: {c['end_connections']} connections, "
+              f"{c['end_quality_connection_rows']:,} quality_connection rows")
+
+
+def sanity_console(r, backends):
+    """Part 8: the database filled, the list answered with 50 rows, every browsed run made
+    API calls without errors."""
+    bad = []
+    for b in backends:
+        c = r.get(f"console_{b}")
+        if not c:
+            bad.append(f"console_{b}: missing")
+            continue
+        if c["connections"] != c["connections_sent"] or c["list"]["rows"] != 50 or \
+                c["list"]["total"] != c["connections"]:
+            bad.append(f"console_{b}: {c['connections']} connections, the list "
+                       f"{c['list']['rows']} rows of {c['list']['total']}")
+        if "server_ms" not in c["list"]:
+            bad.append(f"console_{b}: no access-log time for the list")
+        for x in c["runs"]:
+            if not x["reports_per_s"] > 0 or (x["browsed"] and (not x["api_calls"] or
+                                                                 x["api_errors"])):
+                bad.append(f"console_{b} pair {x['pair']}: {x}")
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reports", type=int, default=30000)
@@ -578,8 +890,14 @@ def main():
                     help="exit 1 unless every number is present and sane (the test suite)")
     ap.add_argument("--quality-only", action="store_true",
                     help="only part 6: quality's ingest cost and the worst-50 query")
+    ap.add_argument("--console-only", action="store_true",
+                    help="only part 8: the console's list over the worst-50 database, and "
+                         "ingest with the console browsed against alone")
     ap.add_argument("--pairs", type=int, default=0,
-                    help="quality on/off pairs per backend (default 5, 1 with --quick)")
+                    help="on/off pairs per backend (quality: default 5, console: 3; 1 with "
+                         "--quick)")
+    ap.add_argument("--core-only", action="store_true",
+                    help="only parts 1 to 5 (HTTP/2, the stores, CPU and instructions per report)")
     ap.add_argument("--only-import", action="store_true",
                     help="only part 7: kohaku import, and the live runs it is compared with")
     args = ap.parse_args()
@@ -596,11 +914,13 @@ def main():
     print_table(res)
     print_quality(res)
     print_import(res)
+    print_console(res)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
     if args.check:
-        problems = [] if args.quality_only else import_sanity(res)
+        problems = ([] if args.quality_only or args.console_only or args.core_only
+                    else import_sanity(res))
         if not args.only_import:
             problems = sanity(res, args) + problems
         for p in problems:
@@ -628,17 +948,25 @@ open({body!r},"w").write(json.dumps(env))
     if args.only_import:
         res["import"] = measure_import(tmp, args.quick, args.no_postgres, n)
         return res
-    if not args.quality_only:
+    if not (args.quality_only or args.console_only):
         ingest_benchmarks(tmp, res, args, n, body, rpr)
+        if args.core_only:
+            return res
         res["import"] = measure_import(tmp, args.quick, args.no_postgres, n)
-    quality_benchmarks(tmp, res, args, rpr)
+    if not args.console_only:
+        quality_benchmarks(tmp, res, args, rpr)
+    if not args.quality_only:
+        console_benchmarks(tmp, res, args, rpr)
     return res
 
 
 def sanity(r, args):
     """Numbers a working run must have: no speed target, just signs of life and order."""
-    bad = sanity_quality(r, ("sqlite",) if args.no_postgres else ("sqlite", "postgres"))
-    if args.quality_only:
+    backends = ("sqlite",) if args.no_postgres else ("sqlite", "postgres")
+    bad = [] if args.console_only or args.core_only else sanity_quality(r, backends)
+    if not (args.quality_only or args.core_only):
+        bad += sanity_console(r, backends)
+    if args.quality_only or args.console_only:
         return bad
     for key in ("nghttpd", "null_h2load", "null_h2load_loop", "null", "sqlite", "sqlite_direct",
                 "pg_direct_copy",

@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "api/console_api.h"
 #include "api/console_files.h"
@@ -37,6 +40,7 @@ struct kh_console {
     char bearer[1024]; /* "Bearer TOKEN", or "" */
     char basic[1024];  /* "Basic base64(user:password)", or "" */
     size_t pending;
+    bool niced; /* the worker's own: its thread is at the lowest CPU priority */
 };
 
 struct job {
@@ -67,9 +71,17 @@ const char *kh_console_default_dir(void)
 
 /* --- the worker --------------------------------------------------------------------------- */
 
+/* The console must not take CPU from ingest: its one worker thread runs at nice 19 (on
+ * Linux a thread's own priority, by its thread id), so the loop, the parsers and the writers
+ * come first when the CPUs are busy. A SQLite query runs on this thread; a PostgreSQL one in
+ * the server, which this cannot reach. Failing to lower it changes nothing else. */
 static void on_work(struct kh_workq_item *it, int worker, void *arg)
 {
     struct job *j = KH_WORKQ_ENTRY(it, struct job, node);
+    if (!j->c->niced) {
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+        j->c->niced = true;
+    }
     kh_console_api(j->c->store, j->path, j->query, &j->out, &j->status);
 }
 

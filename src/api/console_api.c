@@ -624,7 +624,7 @@ static int find_table(const char *name)
         if (kh_stats_tables[t].scope == KH_SCOPE_CONNECTION &&
             strcmp(kh_stats_tables[t].table, name) == 0)
             return (int)t;
-    return FAILED;
+    return -1;
 }
 
 static int samples(struct api *a, const char *id)
@@ -638,6 +638,11 @@ static int samples(struct api *a, const char *id)
     int t = find_table(name);
     if (t < 0)
         return fail(a, 400, kh_errf("table: '%s' is not a stats table of connections", name));
+    struct kh_ask_table env = {0};
+    int found = envelope(a, id, &env);
+    kh_ask_table_free(&env);
+    if (found != 0)
+        return FAILED;
     struct kh_buf cols;
     kh_buf_init(&cols, 1u << 20);
     int rc = kh_schema_select_columns(t, NULL, &cols);
@@ -653,6 +658,11 @@ static int samples(struct api *a, const char *id)
     struct kh_value p[3] = {kh_ask_text(id), kh_ask_integer(limit), kh_ask_integer(offset)};
     struct kh_ask_table rows = {0};
     rc = rc ? rc : kh_ask_run(&a->ask, &rows, p, 3);
+    if (rc == 0 && rows.n &&
+        rows.ncols != 4 + (int)kh_stats_tables[t].nmembers + (kh_schema_has_extra(t) ? 1 : 0)) {
+        a->err = "samples: the database answered other columns than the schema's";
+        rc = KH_EIO;
+    }
     if (rc != 0) {
         kh_ask_table_free(&rows);
         return db_fail(a, rc);
@@ -818,10 +828,11 @@ static int overview(struct api *a)
 
 /* --- dispatch --------------------------------------------------------------------------------- */
 
-/* An id from the path: a Sora id or a channel name, as stored (any printable text). */
+/* An id from the path: a Sora id or a channel name, as stored (any printable text; the path
+ * was split at its slashes before, so an encoded one, %2F, is part of the id). */
 static int path_id(struct api *a, const char *s, size_t n, char *out, size_t cap)
 {
-    if (n == 0 || decode(s, n, out, cap) < 0 || strchr(out, '/'))
+    if (n == 0 || decode(s, n, out, cap) < 0)
         return fail(a, 400, "path: a bad or too long id");
     return 0;
 }
@@ -861,7 +872,7 @@ void kh_console_api(struct kh_store *st, const char *path, const char *query,
         rc = fail(&a, 404, "path: not found");
     else
         rc = -1;
-    if (rc > 0 || (rc < -1 && a.status == 200))
+    if (rc < 0 && a.status == 200) /* FAILED: answered with its error already */
         fail(&a, 500, "console: out of memory writing the answer");
     *status = a.status;
     kh_ask_cleanup(&a.ask);

@@ -312,7 +312,6 @@ static int text_params(const struct kh_value *params, int n, char (*num)[32],
 }
 
 #define MAX_PARAMS 16
-#define MAX_CELLS 64
 
 int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *params,
                 int nparams, kh_store_row_fn fn, void *arg, const char **err)
@@ -344,8 +343,13 @@ int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *par
         *err = pg->qerr;
         return PQstatus(pg->qconn) == CONNECTION_OK ? KH_EIO : KH_ERETRY;
     }
-    int ncols = PQnfields(r) < MAX_CELLS ? PQnfields(r) : MAX_CELLS, rc = 0;
-    struct kh_value cells[MAX_CELLS];
+    int ncols = PQnfields(r), rc = 0;
+    struct kh_value cells[KH_STORE_MAX_CELLS];
+    if (ncols > KH_STORE_MAX_CELLS) {
+        PQclear(r);
+        *err = "query: more columns than kohaku reads at once";
+        return KH_EINVAL;
+    }
     for (int k = 0; rc == 0 && k < PQntuples(r); k++) {
         for (int c = 0; rc == 0 && c < ncols; c++)
             rc = cell(r, k, c, type_of(PQftype(r, c)), NULL, &cells[c]);

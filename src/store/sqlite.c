@@ -592,10 +592,14 @@ static int sq_query(struct kh_store *s, const char *sql, const struct kh_value *
         return KH_EIO;
     }
     bind_params(st, params, nparams);
-    int ncols = sqlite3_column_count(st), rc = 0, step_rc;
-    struct kh_value cells[64];
-    if (ncols > 64)
-        ncols = 64;
+    int ncols = sqlite3_column_count(st), rc = 0, step_rc = SQLITE_DONE;
+    struct kh_value cells[KH_STORE_MAX_CELLS];
+    if (ncols > KH_STORE_MAX_CELLS) {
+        snprintf(q->err, sizeof(q->err), "query: %d columns, more than %d", ncols,
+                 KH_STORE_MAX_CELLS);
+        *err = q->err;
+        rc = KH_EINVAL;
+    }
     while (rc == 0 && (step_rc = sqlite3_step(st)) == SQLITE_ROW) {
         for (int c = 0; rc == 0 && c < ncols; c++)
             rc = cell(st, c, 0, NULL, &cells[c]);

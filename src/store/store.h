@@ -81,6 +81,10 @@ static inline int64_t kh_latest_after(const struct kh_latest_query *q, size_t i)
  * query, and query returns it. */
 typedef int (*kh_store_row_fn)(void *arg, const struct kh_value *cells, int ncells);
 
+/* The most columns a query may answer (the widest stats table with its common columns fits
+ * three times over); a statement with more is refused, never cut short. */
+#define KH_STORE_MAX_CELLS 256
+
 struct kh_store;
 
 struct kh_store_ops {

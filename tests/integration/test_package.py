@@ -90,10 +90,11 @@ def test_package_fields_and_files(deb):
     fields = run(["dpkg-deb", "--field", deb, "Package", "Version", "Depends"])
     assert f"Version: {project_version()}" in fields
     depends = fields.split("Depends:", 1)[1]
-    # dpkg-shlibdeps' work (debian/control names none of them): every library kohaku links
+    # dpkg-shlibdeps' work (debian/control names none of them but adduser and the console's
+    # charting library): every library kohaku links
     for lib in ("libnghttp2-14", "libevent-2.1-7", "libevent-openssl-2.1-7", "libyajl2",
                 "libinih1", "libsqlite3-0", "libpq5", "libssl3", "libhttp-parser2.9",
-                "zlib1g", "libc6", "adduser"):
+                "zlib1g", "libc6", "adduser", "libjs-dygraphs"):
         assert re.search(rf"(^|[ ,]){re.escape(lib)}( |,|$)", depends), (lib, depends)
     names = {line.split()[-1].lstrip(".") for line in
              run(["dpkg-deb", "--contents", deb]).splitlines()}
@@ -103,6 +104,8 @@ def test_package_fields_and_files(deb):
                  f"{FIXTURES}/chromium-av-sender-t3.json", f"{FIXTURES}/manifest.json",
                  "/usr/share/kohaku/grafana/dashboards/overview.json",
                  "/usr/share/kohaku/grafana/provisioning/datasources/kohaku.yaml",
+                 "/usr/share/kohaku/console/connections.html",
+                 "/usr/share/kohaku/console/common.js",
                  "/usr/share/doc/kohaku/copyright"):
         assert path in names, f"{path} is not in {deb}"
     assert "/usr/bin/kohaku-benchtool" not in names

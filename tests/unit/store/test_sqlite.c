@@ -5,7 +5,8 @@
  * envelope tables left as the statements written out by hand before them left them. Session
  * and event webhooks (the sample logs): their lifecycle rows end up the same whatever order
  * the webhooks come in and however often, in one batch or one by one, a redelivery is
- * counted as such, and they touch no stats table.
+ * counted as such, and they touch no stats table. The read side's query answers rows of every
+ * width up to KH_STORE_MAX_CELLS and refuses wider ones.
  * Results are read back through a separate sqlite3 connection.
  */
 #include <setjmp.h>
@@ -644,6 +645,49 @@ static int64_t count_rows(struct ctx *c, const char *sql)
     return n;
 }
 
+/* The read side's query answers every column of a wide row (the console reads stats rows of
+ * 80 columns), and refuses one wider than KH_STORE_MAX_CELLS instead of cutting it. */
+struct wide {
+    int rows, ncells;
+    long long last;
+};
+
+static int on_wide_row(void *arg, const struct kh_value *cells, int ncells)
+{
+    struct wide *w = arg;
+    w->rows++;
+    w->ncells = ncells;
+    w->last = cells[ncells - 1].type == KH_COL_INT ? (long long)cells[ncells - 1].u.i : -1;
+    return 0;
+}
+
+static int wide_query(struct ctx *c, int ncols, struct wide *w, const char **err)
+{
+    char sql[8192];
+    int n = snprintf(sql, sizeof(sql), "SELECT 0");
+    for (int i = 1; i < ncols; i++)
+        n += snprintf(sql + n, sizeof(sql) - (size_t)n, ", %d", i);
+    *w = (struct wide){0};
+    return c->store.ops->query(&c->store, sql, NULL, 0, on_wide_row, w, err);
+}
+
+static void test_query_wide_rows(void **state)
+{
+    struct ctx *c = *state;
+    migrate(c);
+    struct wide w;
+    const char *err = NULL;
+    assert_int_equal(wide_query(c, 100, &w, &err), 0);
+    assert_int_equal(w.rows, 1);
+    assert_int_equal(w.ncells, 100);
+    assert_int_equal(w.last, 99);
+    assert_int_equal(wide_query(c, KH_STORE_MAX_CELLS, &w, &err), 0);
+    assert_int_equal(w.ncells, KH_STORE_MAX_CELLS);
+    assert_int_equal(wide_query(c, KH_STORE_MAX_CELLS + 1, &w, &err), KH_EINVAL);
+    assert_int_equal(w.rows, 0);
+    assert_non_null(strstr(err, "columns"));
+}
+
 static void test_webhooks_any_order(void **state)
 {
     struct ctx *c = *state;
@@ -711,6 +755,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_envelope_tables_as_before, setup, teardown),
         cmocka_unit_test_setup_teardown(test_webhooks_any_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_wide_rows, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
