@@ -56,6 +56,15 @@ UNKNOWN_MEMBERS = {"fooFutureMetric": 12.5, "barVendorNote": "x"}
 
 # --- tools and ports ------------------------------------------------------------------------
 
+def sanitizer_build(path=KOHAKU_BIN):
+    """Whether the binary at path is an ASan build (it links libasan)."""
+    try:
+        with open(path, "rb") as f:
+            return b"libasan.so" in f.read()
+    except OSError:
+        return False
+
+
 def need_tool(name):
     """A test that needs a tool FAILS (never skips) when it is missing."""
     path = shutil.which(name)

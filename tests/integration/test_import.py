@@ -32,7 +32,7 @@ import pytest
 
 from helpers import (ERLANG_VM, FIXTURES_DIR, KOHAKU_BIN, curl, fixture_files, load_fixture,
                      loadgen, make_envelope, make_erlang_vm_envelope, post_h2, sora_id,
-                     write_config)
+                     sanitizer_build, write_config)
 from sora_logs import (rtc_stats_lines, webhook_body, webhook_log_line, write_big_rtc_stats,
                        write_lines)
 
@@ -487,11 +487,6 @@ def test_import_bad_bodies_and_webhook_lines(db, work):
 
 
 # --- memory --------------------------------------------------------------------------------------
-
-def sanitizer_build():
-    with open(KOHAKU_BIN, "rb") as f:
-        return b"libasan.so" in f.read()
-
 
 def peak_rss_mib(config, path):
     """Runs kohaku import on path; (exit status, summary, peak RSS in MiB, from wait4)."""

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import loadgen
+from helpers import loadgen, sanitizer_build
 
 
 @pytest.mark.storage("sqlite")
@@ -88,4 +88,8 @@ def test_soak_memory_stays_flat(kohaku):
     assert summary["status"]["204"] >= 600 * 55
     third = max(1, len(samples) // 3)
     early, late = max(samples[:third]), max(samples[-third:])
-    assert late <= early * 1.15 + 4096, f"RSS grew from {early} to {late} KiB: {samples}"
+    # an ASan build's RSS holds its quarantine of freed memory (256 MiB), which fills and
+    # churns with the allocation pattern (in one run 358 -> 427 MiB): there the bound is the
+    # quarantine, and its leak check at exit is what finds memory kept per report
+    margin = 256 << 10 if sanitizer_build() else early * 0.15 + 4096
+    assert late <= early + margin, f"RSS grew from {early} to {late} KiB: {samples}"

@@ -26,7 +26,7 @@ import tempfile
 import pytest
 
 from helpers import (KOHAKU_BIN, REPO_ROOT, Kohaku, SqliteDb, expected_counts,
-                     fixture_envelope, free_port, need_tool, post_h2)
+                     fixture_envelope, free_port, need_tool, post_h2, sanitizer_build)
 
 DEB_TOOLS = ("dpkg-buildpackage", "dh", "fakeroot", "dpkg-shlibdeps", "dpkg-deb", "apt-get",
              "systemd-analyze", "setpriv", "curl")
@@ -37,14 +37,6 @@ APT = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "-y", "-q"]
 # the keys a test run must not share with a real installation
 OVERRIDES = ("listen_addr", "listen_port", "exporter_listen_addr", "exporter_listen_port",
              "sqlite_path", "log_dir")
-
-
-def sanitizer_build(path):
-    try:
-        with open(path, "rb") as f:
-            return b"libasan.so" in f.read()
-    except OSError:
-        return False
 
 
 pytestmark = pytest.mark.skipif(
