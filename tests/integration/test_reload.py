@@ -40,7 +40,11 @@ def change_config(k, **changes):
 
 
 def lines_of(text):
+    """The log's complete lines, parsed. A last line without its newline is still being
+    written by the daemon (read while it writes): left for the next read."""
     out = []
+    if not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
     for line in text.splitlines():
         out.append(json.loads(line) if line.startswith("{") else {"raw": line})
     return out
