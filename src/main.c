@@ -425,6 +425,7 @@ static void close_runtime(struct runtime *rt)
      * batcher: a batch that fails now still hands its reports to the spool */
     kh_parsepool_free(rt->app.parsepool);
     kh_batcher_free(rt->batcher);
+    rt->app.batcher = NULL; /* logged reports whose sync completes now stay in the log */
     kh_quality_stage_free(rt->quality); /* the writers are gone */
     kh_spool_free(rt->app.spool);
     if (rt->base)
@@ -481,6 +482,7 @@ static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
             fatal("spool: cannot start its thread", NULL);
             return -1;
         }
+        rt->app.log_first = strcmp(cfg->ack_mode, "log") == 0;
     }
     if (cfg->parse_threads > 0 &&
         (rt->app.parsepool = kh_parsepool_new(rt->base, (int)cfg->parse_threads)) == NULL) {

@@ -92,6 +92,7 @@ struct kh_config {
     int64_t spool_max_bytes;
     int64_t spool_segment_bytes;
     char *spool_fsync;
+    char *ack_mode; /* "commit" or "log" */
     int64_t spool_fsync_interval_ms;
     int64_t spool_backlog_reports;
     /* IP privacy (sora/privacy.h) */
