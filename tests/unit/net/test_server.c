@@ -186,7 +186,7 @@ static void test_counts_and_max_connections(void **state)
     }
     assert_int_equal(read(c, buf, sizeof(buf)), 0);
     assert_int_equal(kh_server_nconns(srv), 2);
-    kh_server_stop(srv); /* every codec is asked to wind down */
+    kh_server_drain(srv); /* every codec is asked to wind down */
     assert_int_equal(shutdowns, inits);
     close(a);
     close(b);
