@@ -450,7 +450,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     rt->drain_end_usec = rt->drain_start_usec + (uint64_t)drain * 1000000;
     rt->deadline_usec = rt->drain_start_usec + (uint64_t)cfg->shutdown_timeout * 1000000;
     struct kh_logline l;
-    if (kh_log_begin(&l, KH_LOG_INFO, "shutting down: draining")) {
+    if (kh_log_begin(&l, KH_LOG_INFO, "shutting down")) {
         kh_log_str(&l, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         kh_log_int(&l, "connections", (int64_t)kh_server_nconns(rt->srv));
         kh_log_int(&l, "streams", (int64_t)kh_server_streams(rt->srv));

@@ -158,7 +158,7 @@ def test_h2_two_goaways_and_streams_between_them_answered(db, kohaku_factory):
     assert k.wait_exit(20) == 0, k.describe()
     assert db.count("sora_report") == 7
     log = k.log_text()
-    for msg in ("shutting down: draining", "http/2 goaway notice sent", "http/2 goaway sent",
+    for msg in ("shutting down", "http/2 goaway notice sent", "http/2 goaway sent",
                 "drain done: connections closed"):
         assert f'"msg":"{msg}"' in log, (msg, log[-3000:])
 
