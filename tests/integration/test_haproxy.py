@@ -164,8 +164,9 @@ def test_two_kohaku_behind_haproxy_one_stopped_under_load(db, kohaku_factory, ha
     assert s["status"] == {"204": s["sent"]} and s["answered"] == s["sent"], \
         (s, h.log_text()[-3000:])
     assert s["status"]["204"] == len(ids)
-    # Citus on these 2 shared cores takes some 25-40 reports/s in all
-    assert len(ids) > at_stop + 100, "no load after the stop"
+    # the load went on after the stop (Citus on these 2 shared cores takes some 10-40
+    # reports/s in all, fewer while other builds run)
+    assert len(ids) > at_stop + 50, "no load after the stop"
     drain = [l for l in a.log_lines() if l.get("msg", "").startswith("drain")]
     assert drain and drain[-1]["msg"] == "drain done: connections closed", a.log_text()[-3000:]
     print("drain:", json.dumps(drain[-1]), "sent:", s["sent"], "after the stop:",
