@@ -287,3 +287,24 @@ def test_listener_closed_when_drained(kohaku_factory):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", k.port), timeout=2).close()
     assert k.wait_exit(20) == 0
+
+
+def test_h2_connection_opened_while_draining_is_served(kohaku_factory):
+    """A connection that arrives after SIGTERM (a load balancer that has not seen the 503
+    yet) is accepted, gets the two GOAWAYs, and its streams are answered."""
+    k = kohaku_factory(batch_max_delay_ms=2000)
+    first = FrameClient(k.port)
+    first.post(1)  # keeps the drain going
+    wait_until(streams_open(k, 1), 10, message="a stream in flight")
+    k.signal(15)
+    k.wait_log('"msg":"shutting down"', timeout=5)
+    late = FrameClient(k.port)
+    late.post(2)
+    late.run()
+    first.run()
+    assert [g[0] for g in late.goaways] == [NOTICE_ID, 3], late.goaways
+    assert [st["status"] for st in late.sent.values()] == [204, 204], late.sent
+    assert first.sent[1]["status"] == 204
+    for c in (first, late):
+        c.close()
+    assert k.wait_exit(20) == 0
