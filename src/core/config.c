@@ -170,6 +170,10 @@ static const struct param params[] = {
      "seconds in the retry-after header of a 503", RELOAD},
     {"shutdown_timeout", P_INT, OFF(shutdown_timeout), "30", 1, 3600, NULL,
      "seconds SIGTERM waits for in-flight reports before exiting anyway", RELOAD},
+    {"shutdown_drain_seconds", P_INT, OFF(shutdown_drain_seconds), "10", 0, 3600, NULL,
+     "seconds SIGTERM's drain lets connections finish (HTTP/2 GOAWAY, HTTP/1.1 Connection: "
+     "close, /.ok answering 503, new connections still served) before closing what is left; "
+     "at most shutdown_timeout", RELOAD},
     {"spool_dir", P_STR, OFF(spool_dir), "", 0, 0, NULL,
      "directory of the durable spool: reports are written there (and acknowledged) while "
      "storage is away or behind, and drained into it later; empty = no spool (503 instead)"},

@@ -87,6 +87,7 @@ struct kh_config {
     int64_t storage_retry_ms;
     int64_t retry_after;
     int64_t shutdown_timeout;
+    int64_t shutdown_drain_seconds;
     /* spool */
     char *spool_dir;
     int64_t spool_max_bytes;
