@@ -15,7 +15,7 @@
 #include <stdio.h>
 
 /* Room for the table's keys (config.c checks that they fit). */
-#define KH_CONFIG_MAX_KEYS 96
+#define KH_CONFIG_MAX_KEYS 112
 /* Room for the quality detectors' thresholds (quality/detect.h checks that its fit). */
 #define KH_CONFIG_DETECTORS 16
 /* privacy_hash_key's length bounds, in bytes (sora/privacy.h holds the same). */
