@@ -15,7 +15,7 @@
 #include <stdio.h>
 
 /* Room for the table's keys (config.c checks that they fit). */
-#define KH_CONFIG_MAX_KEYS 96
+#define KH_CONFIG_MAX_KEYS 112
 /* Room for the quality detectors' thresholds (quality/detect.h checks that its fit). */
 #define KH_CONFIG_DETECTORS 16
 /* privacy_hash_key's length bounds, in bytes (sora/privacy.h holds the same). */
@@ -84,6 +84,9 @@ struct kh_config {
     int64_t batch_max_reports;
     int64_t batch_max_rows;
     int64_t batch_max_delay_ms;
+    bool dedup;
+    int64_t dedup_cache_mb;
+    int64_t dedup_refresh; /* s */
     int64_t storage_retry_ms;
     int64_t retry_after;
     int64_t shutdown_timeout;
