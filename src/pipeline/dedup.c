@@ -397,9 +397,11 @@ static void learn(struct entry *e, const struct kh_report *r, const struct kh_ro
 {
     int64_t t = r->time_usec;
     if (e->known && t <= e->seen_usec) {
-        /* a report older than one the map knows (late, or redelivered): a new content here
-         * may shadow skipped samples after it; forget, so the next one is stored */
-        if (row->dedup == KH_DEDUP_STORED && !content_is(e->content, row->content)) {
+        /* a report older than one the map knows (late, or redelivered) with another
+         * content, after the key's last stored row: it shadows the samples skipped since;
+         * forget, so the next one is stored (before that row, the row hides it again) */
+        if (row->dedup == KH_DEDUP_STORED && t >= e->stored_usec &&
+            !content_is(e->content, row->content)) {
             e->known = false;
             (*late)++;
         }
