@@ -144,7 +144,7 @@ static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
             backoff *= 2;
     }
     if (b->dedup) /* what committed, before the next batch of any slot reads the map */
-        kh_dedup_settle(b->dedup, bt->seq, &bt->b, bt->rc);
+        kh_dedup_settle(b->dedup, &bt->b, bt->rc);
     if (b->stage_after)
         b->stage_after(b->stage_arg, slot, &bt->b, bt->rc);
     bt->write_usec = kh_mono_usec() - t0;

@@ -6,9 +6,9 @@
  * evict. An entry holds what committed (the content hash, the time of the report that last
  * stored a row of it, the newest report time known to carry it) and how many rows of
  * dispatched batches not settled yet have its key (pending; such an entry is not evicted, so
- * the count stays true). While one batch alone holds the key, the rows of that batch's later
- * reports are decided against what its earlier rows will make of the entry (a batch commits
- * all or nothing): `prov_*`.
+ * the count stays true). A row is skipped only against what committed, never against an
+ * earlier report of its own batch: a backend that meets bad data writes the batch's reports
+ * one by one (store.h, KH_EREJECT), and the earlier report may be the one refused.
  */
 #include "pipeline/dedup.h"
 
@@ -34,11 +34,6 @@ struct entry {
     uint64_t content[2];
     int64_t stored_usec, seen_usec;
     uint32_t pending;          /* rows of batches out with this key */
-    uint64_t pending_seq;      /* the batch decided last with a row of it */
-    uint32_t seq_rows;         /* that batch's rows of them */
-    uint64_t prov[2];          /* its view while it alone holds the key: content, times */
-    int64_t prov_stored, prov_seen;
-    bool prov_known;
     size_t bytes;
     uint32_t keylen;
     char key[];
@@ -323,8 +318,7 @@ static bool may_skip(const struct kh_dedup *d, bool known, const uint64_t conten
            t - stored < d->refresh_usec;
 }
 
-static void decide_row(struct kh_dedup *d, uint64_t seq, const struct kh_report *r,
-                       struct kh_row *row)
+static void decide_row(struct kh_dedup *d, const struct kh_report *r, struct kh_row *row)
 {
     int64_t t = r->time_usec;
     struct entry *e = find(d, r->connection_id, row->stats_id, true);
@@ -333,31 +327,11 @@ static void decide_row(struct kh_dedup *d, uint64_t seq, const struct kh_report 
         d->stored++;
         return;
     }
-    if (e->pending == 0) { /* nobody out with the key: this batch's view starts as the map's */
-        e->pending_seq = seq;
-        e->seq_rows = 0;
-        e->prov_known = e->known;
-        memcpy(e->prov, e->content, sizeof(e->prov));
-        e->prov_stored = e->stored_usec;
-        e->prov_seen = e->seen_usec;
-    }
-    bool mine = e->pending_seq == seq && e->pending == e->seq_rows;
-    bool skip = mine && may_skip(d, e->prov_known, e->prov, e->prov_stored, e->prov_seen, row, t);
-    if (e->pending_seq != seq) { /* another batch is out with the key: it is no longer alone */
-        e->pending_seq = seq;
-        e->seq_rows = 0;
-    }
+    /* with a batch out holding the key (or an earlier report of this one), what the entry
+     * says may not be what the database will hold: store */
+    bool skip = e->pending == 0 &&
+                may_skip(d, e->known, e->content, e->stored_usec, e->seen_usec, row, t);
     e->pending++;
-    e->seq_rows++;
-    /* the batch's view moves on with its row, while it alone holds the key (it commits all
-     * or nothing) */
-    if (mine && (!e->prov_known || t > e->prov_seen)) {
-        if (!skip)
-            e->prov_stored = t;
-        memcpy(e->prov, row->content, sizeof(e->prov));
-        e->prov_seen = t;
-        e->prov_known = true;
-    }
     row->dedup = skip ? KH_DEDUP_SKIPPED : KH_DEDUP_STORED;
     if (skip)
         d->skipped++;
@@ -384,7 +358,7 @@ void kh_dedup_decide(struct kh_dedup *d, uint64_t seq, struct kh_batch *b)
             continue;
         for (struct kh_row *row = r->rows; row; row = row->next)
             if (kh_dedup_table(row->table))
-                decide_row(d, seq, r, row);
+                decide_row(d, r, row);
     }
     d->next_seq = seq + 1;
     pthread_cond_broadcast(&d->turn);
@@ -408,8 +382,8 @@ static void learn(struct entry *e, const struct kh_report *r, const struct kh_ro
         return;
     }
     if (row->dedup == KH_DEDUP_SKIPPED) {
-        /* left out because the entry (or the batch's earlier row, learnt just before) had
-         * this content */
+        /* left out because the entry had this content (nothing else moved it since: the
+         * key had no other row out) */
         if (!e->known || !content_is(e->content, row->content))
             return;
     } else {
@@ -420,7 +394,7 @@ static void learn(struct entry *e, const struct kh_report *r, const struct kh_ro
     e->seen_usec = t;
 }
 
-void kh_dedup_settle(struct kh_dedup *d, uint64_t seq, const struct kh_batch *b, int rc)
+void kh_dedup_settle(struct kh_dedup *d, const struct kh_batch *b, int rc)
 {
     pthread_mutex_lock(&d->mu);
     for (size_t i = 0; i < b->nreports; i++) {
@@ -438,8 +412,6 @@ void kh_dedup_settle(struct kh_dedup *d, uint64_t seq, const struct kh_batch *b,
             if (stored)
                 learn(e, r, row, &d->late);
             e->pending--;
-            if (e->pending_seq == seq)
-                e->seq_rows--;
         }
     }
     pthread_mutex_unlock(&d->mu);

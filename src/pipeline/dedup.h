@@ -11,8 +11,9 @@
  * calls kh_dedup_decide once per batch before its first write attempt, in the order the
  * batches were dispatched, and kh_dedup_settle once its attempts are over; only a stored
  * report's rows move an entry, so a failed or retried batch never leaves the map claiming
- * rows that are not in the database. While a batch holding a key is out, other batches'
- * objects of that key are stored (the map does not know yet what will commit).
+ * rows that are not in the database. While a row of a key is out (in a batch not settled,
+ * this one's earlier reports included), other rows of that key are stored: the map does not
+ * know yet what will commit.
  *
  * A row is skipped only when it is newer than everything the map knows of its key, and at
  * most dedup_refresh after the key's last stored row (so a reader's look-back is bounded and
@@ -58,7 +59,7 @@ void kh_dedup_row_hash(const uint8_t key[16], const struct kh_row *r, uint64_t o
 void kh_dedup_decide(struct kh_dedup *d, uint64_t seq, struct kh_batch *b);
 /* The batch's write attempts are over with rc (0, KH_EREJECT: b->results says which reports
  * were stored, or a failure): what was stored becomes what the map knows. */
-void kh_dedup_settle(struct kh_dedup *d, uint64_t seq, const struct kh_batch *b, int rc);
+void kh_dedup_settle(struct kh_dedup *d, const struct kh_batch *b, int rc);
 
 struct kh_dedup_counts {
     uint64_t entries, bytes, max_bytes, evictions;

@@ -3,7 +3,7 @@
  * sees every member, the extra JSON, NULL against empty; an unchanged object is skipped
  * only after its batch-mate committed, a changed one (or one changed back) is stored; a
  * failed batch teaches the map nothing; a key held by a batch still out is stored by the
- * next batch; in one batch a later report's unchanged object is skipped; an older
+ * next batch, and in one batch a later report's by the earlier's; an older
  * (redelivered) report is stored, and one with another content makes the map forget; the
  * refresh stores again; the bound evicts the least recently used, a map of 0 bytes stores
  * everything; other tables are left alone; decisions wait for dispatch order.
@@ -101,7 +101,8 @@ static int one(struct kh_dedup *d, const char *conn, int64_t sec, const char *co
     kh_dedup_decide(d, seq, b);
     int got = bt.reports[0]->rows->dedup;
     assert_int_equal(bt.reports[0]->rows->next->dedup, KH_DEDUP_NONE); /* inbound-rtp */
-    kh_dedup_settle(d, seq++, b, rc);
+    seq++;
+    kh_dedup_settle(d, b, rc);
     batch_free(&bt);
     return got;
 }
@@ -215,7 +216,8 @@ static void test_failed_batch_teaches_nothing(void **state)
     struct kh_batch *b = batch(&bt, report("A", 50, "h264"), report("B", 50, "h264"));
     kh_dedup_decide(d, seq, b);
     bt.results[0] = KH_EREJECT;
-    kh_dedup_settle(d, seq++, b, KH_EREJECT);
+    seq++;
+    kh_dedup_settle(d, b, KH_EREJECT);
     batch_free(&bt);
     assert_int_equal(one(d, "A", 60, "opus", 0), KH_DEDUP_SKIPPED);
     assert_int_equal(one(d, "B", 60, "h264", 0), KH_DEDUP_SKIPPED);
@@ -236,8 +238,8 @@ static void test_key_held_by_a_batch_out(void **state)
     kh_dedup_decide(d, 2, k2);
     assert_int_equal(b1.reports[0]->rows->dedup, KH_DEDUP_STORED);
     assert_int_equal(b2.reports[0]->rows->dedup, KH_DEDUP_STORED); /* not skipped */
-    kh_dedup_settle(d, 2, k2, 0); /* settled out of order */
-    kh_dedup_settle(d, 1, k1, 0);
+    kh_dedup_settle(d, k2, 0); /* settled out of order */
+    kh_dedup_settle(d, k1, 0);
     batch_free(&b1);
     batch_free(&b2);
     seq = 3;
@@ -245,26 +247,31 @@ static void test_key_held_by_a_batch_out(void **state)
     kh_dedup_free(d);
 }
 
+/* Two reports of one connection in one batch: the later is not skipped against the
+ * earlier, which a backend meeting bad data may refuse alone (store.h, KH_EREJECT). */
 static void test_one_batch_two_reports(void **state)
 {
     (void)state;
     struct kh_dedup *d = kh_dedup_new(1 << 20, 3600 * SEC);
+    seq = 0;
+    assert_int_equal(one(d, "A", 10, "opus", 0), KH_DEDUP_STORED);
     struct batch bt;
-    struct kh_batch *b = batch(&bt, report("A", 10, "opus"), report("A", 20, "opus"));
-    kh_dedup_decide(d, 0, b);
-    assert_int_equal(bt.reports[0]->rows->dedup, KH_DEDUP_STORED);
-    assert_int_equal(bt.reports[1]->rows->dedup, KH_DEDUP_SKIPPED);
-    kh_dedup_settle(d, 0, b, 0);
+    struct kh_batch *b = batch(&bt, report("A", 20, "opus"), report("A", 30, "opus"));
+    kh_dedup_decide(d, seq++, b);
+    assert_int_equal(bt.reports[0]->rows->dedup, KH_DEDUP_SKIPPED); /* against what committed */
+    assert_int_equal(bt.reports[1]->rows->dedup, KH_DEDUP_STORED);
+    kh_dedup_settle(d, b, 0);
     batch_free(&bt);
-    seq = 1;
-    assert_int_equal(one(d, "A", 30, "opus", 0), KH_DEDUP_SKIPPED);
-    /* the same two failing: nothing learnt */
+    assert_int_equal(one(d, "A", 40, "opus", 0), KH_DEDUP_SKIPPED);
+    /* a new object twice in one batch, the first report refused: the second was stored */
     b = batch(&bt, report("B", 10, "opus"), report("B", 20, "opus"));
-    kh_dedup_decide(d, seq, b);
-    assert_int_equal(bt.reports[1]->rows->dedup, KH_DEDUP_SKIPPED);
-    kh_dedup_settle(d, seq++, b, KH_ERETRY);
+    kh_dedup_decide(d, seq++, b);
+    assert_int_equal(bt.reports[0]->rows->dedup, KH_DEDUP_STORED);
+    assert_int_equal(bt.reports[1]->rows->dedup, KH_DEDUP_STORED);
+    bt.results[0] = KH_EREJECT;
+    kh_dedup_settle(d, b, KH_EREJECT);
     batch_free(&bt);
-    assert_int_equal(one(d, "B", 30, "opus", 0), KH_DEDUP_STORED);
+    assert_int_equal(one(d, "B", 30, "opus", 0), KH_DEDUP_SKIPPED); /* B@20 is stored */
     kh_dedup_free(d);
 }
 
@@ -329,7 +336,7 @@ static void test_bound(void **state)
     kh_dedup_decide(d, 0, b);
     seq = 1;
     assert_int_equal(one(d, "B", 10, "opus", 0), KH_DEDUP_UNTRACKED);
-    kh_dedup_settle(d, 0, b, 0);
+    kh_dedup_settle(d, b, 0);
     batch_free(&bt);
     assert_int_equal(one(d, "A", 20, "opus", 0), KH_DEDUP_SKIPPED);
     kh_dedup_free(d);
@@ -390,8 +397,8 @@ static void test_dispatch_order(void **state)
     assert_int_equal(l.done, 1);
     assert_int_equal(b0.reports[0]->rows->dedup, KH_DEDUP_STORED);
     assert_int_equal(b1.reports[0]->rows->dedup, KH_DEDUP_STORED); /* 0 was out */
-    kh_dedup_settle(d, 0, k0, 0);
-    kh_dedup_settle(d, 1, l.b, 0);
+    kh_dedup_settle(d, k0, 0);
+    kh_dedup_settle(d, l.b, 0);
     batch_free(&b0);
     batch_free(&b1);
     kh_dedup_free(d);
