@@ -22,10 +22,6 @@
 #include "core/siphash.h"
 #include "sora/schema.h"
 
-struct hash128 {
-    uint64_t h[2];
-};
-
 struct entry {
     struct entry *chain;       /* the bucket's next */
     struct entry *prev, *next; /* use order */
