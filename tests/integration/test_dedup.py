@@ -359,7 +359,7 @@ def answers(db, cid):
             if r[1] == cid]
 
 
-@pytest.mark.storage("sqlite", "postgres")
+@pytest.mark.storage("sqlite", "postgres", "timescaledb")
 def test_redelivery_and_restart(db, kohaku_factory):
     n = codec_objects()
     cid, envs = call_envs(6, datetime.now(timezone.utc) - timedelta(minutes=5))
