@@ -65,7 +65,8 @@ function transport(t) {
     ]));
 }
 
-// The last rows of a table (the latest report's objects are at its end).
+// The last rows of a table: each object's latest row is near its end (codecs, certificates
+// and candidates have a row per change, not per report: README, "Unchanged objects").
 async function latest(tables, table, n) {
     const t = tables.find((x) => x.table === table);
     if (!t)

@@ -337,10 +337,16 @@ connection = dashboard(
            "p.state, p.nominated, l.candidate_type AS local_type, l.protocol AS local_protocol, "
            "r.candidate_type AS remote_type, r.protocol AS remote_protocol, "
            "1000.0 * p.current_round_trip_time AS rtt_ms FROM rtc_ice_candidate_pair_stats p "
-           "LEFT JOIN rtc_ice_candidate_stats l ON l.connection_id = p.connection_id AND "
-           "l.stats_id = p.local_candidate_id AND l.\"time\" = p.\"time\" "
-           "LEFT JOIN rtc_ice_candidate_stats r ON r.connection_id = p.connection_id AND "
-           "r.stats_id = p.remote_candidate_id AND r.\"time\" = p.\"time\" "
+           # candidates are stored when they change (dedup): the latest row at or before
+           # the pair's time, not one at that very time
+           "LEFT JOIN LATERAL (SELECT x.candidate_type, x.protocol FROM "
+           "rtc_ice_candidate_stats x WHERE x.connection_id = p.connection_id AND "
+           "x.stats_id = p.local_candidate_id AND x.\"time\" <= p.\"time\" "
+           "ORDER BY x.\"time\" DESC LIMIT 1) l ON true "
+           "LEFT JOIN LATERAL (SELECT x.candidate_type, x.protocol FROM "
+           "rtc_ice_candidate_stats x WHERE x.connection_id = p.connection_id AND "
+           "x.stats_id = p.remote_candidate_id AND x.\"time\" <= p.\"time\" "
+           "ORDER BY x.\"time\" DESC LIMIT 1) r ON true "
            "WHERE p.connection_id = '$connection_id' AND $__timeFilter(p.\"time\") "
            "ORDER BY p.stats_id, p.\"time\" DESC", kind="table", fmt="table", w=16),
      panel("Transport", "SELECT DISTINCT ON (stats_id) \"time\", stats_id, dtls_state, "

@@ -26,6 +26,7 @@
 #include "core/timeutil.h"
 #include "net/server.h"
 #include "pipeline/batcher.h"
+#include "pipeline/dedup.h"
 #include "pipeline/quality.h"
 #include "quality/assess.h"
 #include "sora/envelope.h"
@@ -46,6 +47,7 @@ struct runtime {
     struct kh_server *srv;
     struct kh_batcher *batcher;
     struct kh_quality_stage *quality;
+    struct kh_dedup *dedup;
     struct event *sig_term, *sig_int, *sig_hup, *tick;
     int signals;
     /* the drain (SIGTERM): since when, until when connections may finish, when the process
@@ -495,6 +497,7 @@ static void close_runtime(struct runtime *rt)
     kh_batcher_free(rt->batcher);
     rt->app.batcher = NULL; /* logged reports whose sync completes now stay in the log */
     kh_quality_stage_free(rt->quality); /* the writers are gone */
+    kh_dedup_free(rt->dedup);
     kh_spool_free(rt->app.spool);
     if (rt->base)
         event_base_free(rt->base);
@@ -537,6 +540,15 @@ static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
     if (rt->batcher == NULL) {
         fatal("batcher: cannot start the writer threads", NULL);
         return -1;
+    }
+    if (cfg->dedup && cfg->dedup_cache_mb > 0) {
+        rt->dedup = kh_dedup_new((size_t)cfg->dedup_cache_mb << 20,
+                                 cfg->dedup_refresh * 1000000);
+        if (rt->dedup == NULL) {
+            fatal("dedup: out of memory or no random key", NULL);
+            return -1;
+        }
+        kh_batcher_set_dedup(rt->batcher, rt->dedup);
     }
     if (open_quality(rt, cfg) != 0)
         return -1;
@@ -596,10 +608,11 @@ static int open_listeners(struct runtime *rt, struct kh_config *cfg)
     return 0;
 }
 
-static int m_quality(void *arg, struct kh_buf *b)
+static int m_more(void *arg, struct kh_buf *b)
 {
     const struct runtime *rt = arg;
-    return kh_quality_stage_render(rt->quality, b);
+    int rc = rt->quality ? kh_quality_stage_render(rt->quality, b) : 0;
+    return rc == 0 && rt->dedup ? kh_dedup_render(rt->dedup, b) : rc;
 }
 
 /* Signals, the shutdown tick, the log flush and the gauges /metrics reads. */
@@ -609,7 +622,7 @@ static void add_events(struct runtime *rt)
         .arg = rt, .storage_up = m_storage_up, .storage_reconnects = m_reconnects,
         .inflight_bytes = m_inflight, .pending_reports = m_pending,
         .connections = m_connections, .streams = m_streams,
-        .spool = rt->app.spool ? m_spool : NULL, .more = rt->quality ? m_quality : NULL};
+        .spool = rt->app.spool ? m_spool : NULL, .more = rt->quality || rt->dedup ? m_more : NULL};
     rt->sig_term = evsignal_new(rt->base, SIGTERM, on_signal, rt);
     rt->sig_int = evsignal_new(rt->base, SIGINT, on_signal, rt);
     rt->sig_hup = evsignal_new(rt->base, SIGHUP, on_hup, rt);

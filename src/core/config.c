@@ -161,6 +161,16 @@ static const struct param params[] = {
     {"batch_max_delay_ms", P_INT, OFF(batch_max_delay_ms), "0", 0, 10000, NULL,
      "extra wait for more reports before a batch goes to an idle writer (ms); 0: at once "
      "(batches still grow while the writers are busy)"},
+    {"dedup", P_BOOL, OFF(dedup), "true", 0, 0, NULL,
+     "store a codec, certificate or ICE candidate object only when its content (every "
+     "member but timestamp) changed since its last stored sample; false: store every sample "
+     "(README, \"Unchanged objects stored once\")"},
+    {"dedup_cache_mb", P_INT, OFF(dedup_cache_mb), "32", 0, 65536, NULL,
+     "MiB for the content hashes of the last stored samples (about 200 bytes an object, "
+     "some 10 objects a call): an object not in memory is stored; 0: store every sample"},
+    {"dedup_refresh", P_INT, OFF(dedup_refresh), "3600", 1, 86400 * 30, NULL,
+     "seconds: an unchanged object is stored again at least this often, so the latest row "
+     "at or before any time is never older than this"},
     {"parse_threads", P_INT, OFF(parse_threads), "1", 0, 64, NULL,
      "threads that parse and validate report bodies once received, beside the event loop; "
      "0: parse on the event loop as the body streams in"},

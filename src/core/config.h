@@ -84,6 +84,9 @@ struct kh_config {
     int64_t batch_max_reports;
     int64_t batch_max_rows;
     int64_t batch_max_delay_ms;
+    bool dedup;
+    int64_t dedup_cache_mb;
+    int64_t dedup_refresh; /* s */
     int64_t storage_retry_ms;
     int64_t retry_after;
     int64_t shutdown_timeout;

@@ -30,6 +30,7 @@
 #include "core/metrics.h"
 #include "core/timeutil.h"
 #include "core/workq.h"
+#include "pipeline/dedup.h"
 
 struct entry {
     kh_batch_cb cb;
@@ -46,6 +47,7 @@ struct batch {
     const char *err;
     char errbuf[256];
     uint64_t write_usec;
+    uint64_t seq; /* its number in dispatch order (from 0) */
 };
 
 struct kh_batcher {
@@ -58,6 +60,7 @@ struct kh_batcher {
     kh_batch_stage_fn stage; /* before each write attempt, on the writer */
     kh_batch_done_fn stage_done; /* after the write, on the loop */
     kh_batch_after_fn stage_after; /* after the write, on the writer */
+    struct kh_dedup *dedup;        /* NULL: every sample stored */
     void *stage_arg;
     /* loop side */
     struct batch *cur;
@@ -113,6 +116,8 @@ static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
     bool was_healthy = st->ops->healthy(st);
     uint64_t t0 = kh_mono_usec();
     uint64_t backoff = 20000;
+    if (b->dedup) /* once, before the first attempt: a retry writes what was decided */
+        kh_dedup_decide(b->dedup, bt->seq, &bt->b);
     for (int attempt = 1;; attempt++) {
         const char *err = NULL;
         bt->rc = b->stage ? b->stage(b->stage_arg, slot, &bt->b, &err) : 0;
@@ -138,6 +143,8 @@ static void write_batch(struct kh_batcher *b, int slot, struct batch *bt)
         if (backoff < 1000000)
             backoff *= 2;
     }
+    if (b->dedup) /* what committed, before the next batch of any slot reads the map */
+        kh_dedup_settle(b->dedup, &bt->b, bt->rc);
     if (b->stage_after)
         b->stage_after(b->stage_arg, slot, &bt->b, bt->rc);
     bt->write_usec = kh_mono_usec() - t0;
@@ -154,6 +161,8 @@ void kh_batcher_set_after(struct kh_batcher *b, kh_batch_after_fn after)
     b->stage_after = after;
 }
 
+void kh_batcher_set_dedup(struct kh_batcher *b, struct kh_dedup *d) { b->dedup = d; }
+
 void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, kh_batch_done_fn done,
                           void *arg)
 {
@@ -168,7 +177,7 @@ static void dispatch(struct kh_batcher *b)
     if (bt == NULL || bt->b.nreports == 0)
         return;
     b->cur = NULL;
-    b->dispatched++;
+    bt->seq = b->dispatched++;
     evtimer_del(b->timer);
     kh_workq_submit(b->q, &bt->node);
 }

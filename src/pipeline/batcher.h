@@ -42,6 +42,13 @@ void kh_batcher_set_stage(struct kh_batcher *b, kh_batch_stage_fn fn, kh_batch_d
 typedef void (*kh_batch_after_fn)(void *arg, int slot, const struct kh_batch *b, int rc);
 void kh_batcher_set_after(struct kh_batcher *b, kh_batch_after_fn after);
 
+/* Leaves unchanged stats objects out of the writes (pipeline/dedup.h; NULL: none, the
+ * default): each batch is decided once before its first attempt, in dispatch order, and
+ * settled after its last, on its writer. The batcher does not own d. Set before the first
+ * submit. */
+struct kh_dedup;
+void kh_batcher_set_dedup(struct kh_batcher *b, struct kh_dedup *d);
+
 /* Takes the report on success (0). KH_ENOSPC when the in-flight byte budget is full,
  * KH_ESHUTDOWN after kh_batcher_stop: the report stays the caller's and cb is never called. */
 int kh_batcher_submit(struct kh_batcher *b, struct kh_report *r, kh_batch_cb cb, void *arg);

@@ -43,13 +43,20 @@ struct kh_value {
 struct kh_row {
     struct kh_row *next;
     int table;                /* index in kh_stats_tables */
+    uint8_t dedup;            /* pipeline/dedup.h: 2 (KH_DEDUP_SKIPPED) = not written */
     struct kh_str stats_type; /* connection scope */
     struct kh_str stats_id;   /* connection scope */
     double stats_timestamp;   /* connection scope */
     uint32_t stats_index;     /* node item scope: the object's position in "stats" */
     struct kh_value *vals;    /* one per member of the table */
     struct kh_str extra;      /* JSON object text, or p == NULL when nothing is left over */
+    uint64_t content[2];      /* pipeline/dedup.h: its content hash, once decided */
 };
+
+/* Whether the backends leave the row out (pipeline/dedup.h: unchanged since its last
+ * stored sample). */
+#define KH_ROW_SKIPPED 2
+static inline bool kh_row_written(const struct kh_row *row) { return row->dedup != KH_ROW_SKIPPED; }
 
 /* A row of an envelope table the report carries (a KH_ENV_CARRIED table: a webhook's
  * session and connections), one value per column of the table. */

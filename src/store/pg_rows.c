@@ -89,7 +89,7 @@ size_t kh_pg_build_table(struct kh_pg_slot *s, enum kh_pg_format f, int t,
         if (sub->reports[i]->table_rows[t] > 0) /* the rows counted as they were added */
             for (const struct kh_row *row = sub->reports[i]->rows; *rc == 0 && row;
                  row = row->next)
-                if (row->table == t)
+                if (row->table == t && kh_row_written(row))
                     *rc = put_row(s, f, count++ == 0, sub->reports[i], row);
     if (*rc == 0 && f == KH_PG_ARRAY)
         *rc = cols_end(s, kh_pg_ncols(t));

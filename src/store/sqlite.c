@@ -359,7 +359,8 @@ static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char
         if (rc == 0)
             rc = write_env_rows(q, r, err);
         for (const struct kh_row *row = r->rows; rc == 0 && row; row = row->next)
-            rc = write_row(q, b, r, row, err);
+            if (kh_row_written(row))
+                rc = write_row(q, b, r, row, err);
         b->results[i] = 0;
     }
     if (rc == 0)

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "kh_test.h"
 #include "pipeline/batcher.h"
+#include "pipeline/dedup.h"
 #include "store/store.h"
 
 /* --- the fake backend ------------------------------------------------------------------- */
@@ -36,6 +37,7 @@ static struct {
     int fail_next; /* writes still to fail with KH_ERETRY; -1: all */
     bool gate;     /* while true, write waits */
     size_t sizes[64];
+    size_t written[64]; /* rows the write would store (kh_row_written) */
     size_t nwrites;
     bool wrote_off_loop, wrote_on_loop;
 } fake = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -58,8 +60,13 @@ static int fake_write(struct kh_store *s, int slot, struct kh_batch *b, const ch
     pthread_mutex_lock(&fake.mu);
     while (fake.gate)
         pthread_cond_wait(&fake.cv, &fake.mu);
-    if (fake.nwrites < 64)
+    if (fake.nwrites < 64) {
         fake.sizes[fake.nwrites] = b->nreports;
+        fake.written[fake.nwrites] = 0;
+        for (size_t i = 0; i < b->nreports; i++)
+            for (const struct kh_row *row = b->reports[i]->rows; row; row = row->next)
+                fake.written[fake.nwrites] += kh_row_written(row);
+    }
     fake.nwrites++;
     if (pthread_equal(pthread_self(), loop_thread))
         fake.wrote_on_loop = true;
@@ -377,6 +384,54 @@ static void test_retry_then_success(void **state)
     kh_batcher_free(b);
 }
 
+/* With a dedup map: a connection's unchanged codec is left out of its second report's write,
+ * decided once before the first attempt (a retried write leaves it out too), and a failed
+ * batch's rows teach the map nothing (the codec it left out is still the stored one). */
+static void test_dedup_leaves_unchanged_objects_out(void **state)
+{
+    struct ctx *c = *state;
+    c->cfg.storage_retry_ms = 5000;
+    fake.writers = 2;
+    struct kh_dedup *d = kh_dedup_new(1 << 20, 3600LL * 1000000);
+    assert_non_null(d);
+    struct kh_batcher *b = batcher(c);
+    kh_batcher_set_dedup(b, d);
+    const char *times[] = {"\"2026-11-24T06:00:01.5Z\"", "\"2026-11-24T06:00:02.5Z\"",
+                           "\"2026-11-24T06:00:03.5Z\"", "\"2026-11-24T06:00:04.5Z\""};
+    /* 1: stored; 2: the codec left out; 3: fails once, retried, the codec left out both
+     * times; 4: storage known down, fails; 5 (after): the codec still left out */
+    for (int i = 0; i < 3; i++) {
+        if (i == 2)
+            fake.fail_next = 1;
+        assert_int_equal(kh_batcher_submit(b, parsed(times[i]), on_stored, &c->done[i]), 0);
+        pump(c, i + 1);
+    }
+    assert_all_done(c, 3, 0);
+    assert_int_equal(writes(), 4);
+    assert_int_equal(fake.written[0], 2); /* transport and codec */
+    assert_int_equal(fake.written[1], 1); /* transport */
+    assert_int_equal(fake.written[2], 1);
+    assert_int_equal(fake.written[3], 1);
+    fake.healthy = false;
+    fake.fail_next = -1;
+    assert_int_equal(kh_batcher_submit(b, parsed(times[3]), on_stored, &c->done[3]), 0);
+    pump(c, 4);
+    assert_int_equal(c->done[3].result, KH_ERETRY);
+    fake.healthy = true;
+    fake.fail_next = 0;
+    assert_int_equal(
+        kh_batcher_submit(b, parsed("\"2026-11-24T06:00:05.5Z\""), on_stored, &c->done[4]), 0);
+    pump(c, 5);
+    assert_int_equal(c->done[4].result, 0);
+    assert_int_equal(fake.written[writes() - 1], 1);
+    struct kh_dedup_counts n;
+    kh_dedup_counts(d, &n);
+    assert_int_equal(n.stored, 1);
+    assert_int_equal(n.skipped, 4);
+    kh_batcher_free(b);
+    kh_dedup_free(d);
+}
+
 static void assert_sizes(const size_t *want, size_t n)
 {
     pthread_mutex_lock(&fake.mu);
@@ -491,6 +546,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parsed_reports_retry_and_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_failure_gives_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_then_success, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedup_leaves_unchanged_objects_out, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_batch_max_reports_splits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batches_grow_while_writer_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight_budget, setup, teardown),
