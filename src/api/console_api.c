@@ -785,6 +785,22 @@ static const char nodes_sql[] =
     "FROM quality_connection WHERE \"time\" >= @1 AND \"time\" < @2 GROUP BY 1, 2) g "
     "JOIN sora_connection c ON c.connection_id = g.connection_id GROUP BY 1, 2 ORDER BY 1, 2";
 
+/* PostgreSQL: the same with date_bin, so that each row's time is binned as a timestamp and
+ * only the buckets are turned into microseconds (extract(epoch ...) is numeric arithmetic,
+ * dear over every row of the range). */
+#define PG_BIN "date_bin(make_interval(secs => @3::float8 / 1000000), \"time\", " \
+               "TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+static const char reports_sql_pg[] =
+    "SELECT #(b), n FROM (SELECT " PG_BIN " AS b, count(*) AS n FROM sora_report "
+    "WHERE \"time\" >= @1 AND \"time\" < @2 GROUP BY 1) x ORDER BY 1";
+static const char nodes_sql_pg[] =
+    "SELECT c.node_name, #(g.b), count(*), sum(CASE WHEN g.s > 0 THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN g.s > 1 THEN 1 ELSE 0 END) "
+    "FROM (SELECT connection_id, " PG_BIN " AS b, max(severity) AS s "
+    "FROM quality_connection WHERE \"time\" >= @1 AND \"time\" < @2 GROUP BY 1, 2) g "
+    "JOIN sora_connection c ON c.connection_id = g.connection_id GROUP BY c.node_name, g.b "
+    "ORDER BY 1, 2";
+
 /* A bucket of about a 300th of the range, at least 10 s, in whole seconds (µs). */
 static int64_t bucket_of(const struct range *r)
 {
@@ -800,8 +816,9 @@ static int overview(struct api *a)
     int64_t bucket = bucket_of(&r);
     struct kh_value p[3] = {kh_ask_text(r.from), kh_ask_text(r.to), kh_ask_integer(bucket)};
     struct kh_ask_table rep = {0}, nodes = {0};
-    int rc = kh_ask(&a->ask, reports_sql, &rep, p, 3);
-    rc = rc ? rc : kh_ask(&a->ask, nodes_sql, &nodes, p, 3);
+    bool pg = a->ask.pg;
+    int rc = kh_ask(&a->ask, pg ? reports_sql_pg : reports_sql, &rep, p, 3);
+    rc = rc ? rc : kh_ask(&a->ask, pg ? nodes_sql_pg : nodes_sql, &nodes, p, 3);
     if (rc != 0) {
         kh_ask_table_free(&rep);
         kh_ask_table_free(&nodes);

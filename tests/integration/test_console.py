@@ -325,6 +325,16 @@ def test_overview(loaded):
     nodes = {n["node_name"] for n in o["nodes"]}
     assert nodes == {"sora@127.0.0.1", "sora@" + XSS}
     assert all(max(n["connections"]) > 0 for n in o["nodes"])
+    # the buckets are those of the stored reports' times (date_bin on PostgreSQL, integer
+    # arithmetic on SQLite: the same bucket starts), in ms
+    b_ms = round(o["bucket_seconds"] * 1000)
+    want = {}
+    for (t,) in loaded.db.query("SELECT time FROM sora_report"):
+        start = ms_of(t) // b_ms * b_ms
+        want[start] = want.get(start, 0) + 1
+    got = {round(t): round(n * o["bucket_seconds"])
+           for t, n in zip(o["reports"]["time"], o["reports"]["per_second"])}
+    assert got == want
 
 
 BAD_PARAMS = [
