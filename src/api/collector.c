@@ -409,11 +409,9 @@ static bool spool_first(const struct kh_app *app)
 {
     if (app->spool == NULL)
         return false;
-    if (!app->store->ops->healthy(app->store))
-        return true;
-    /* logged reports wait in memory up to max_inflight_bytes (the batcher's budget); past
-     * it they are released to the log's replay */
-    return !app->log_first &&
+    /* with ack_mode = log too: the backlog bounds the reports held in memory (a burst past
+     * it is logged as spooled reports are, and replayed from the log) */
+    return !app->store->ops->healthy(app->store) ||
            kh_batcher_pending(app->batcher) >= (size_t)app->cfg->spool_backlog_reports;
 }
 
