@@ -212,8 +212,11 @@ def test_log_first_acknowledgement_stores_from_memory(own_pg, tmp_path):
     replayed from the log while the database keeps up), and the log is cut as they commit."""
     store = PgDb(own_pg, unique_db_name())
     spool = tmp_path / "spool"
+    # room for every report in memory (spool_backlog_reports bounds it: past it a burst is
+    # logged as spooled reports are, and replayed)
     k = Kohaku(dict(store.settings(), spool_dir=str(spool), ack_mode="log",
-                    spool_segment_bytes=1048576, debug="false")).start()
+                    spool_segment_bytes=1048576, spool_backlog_reports=100000,
+                    debug="false")).start()
     try:
         a = str(tmp_path / "acked.txt")
         rc, s, out = loadgen(k.port, "-N", 3000, "-n", 300, "-c", 4, "-m", 32, "-a", a)
