@@ -2,7 +2,7 @@
  * pg_partition: plain PostgreSQL's time partitions (not TimescaleDB, not Citus). Every time
  * series (kh_pg_time_series: the stats tables, the quality tables, sora_report) is a table
  * PARTITION BY RANGE ("time"), one partition per postgres_partition_interval hours, named
- * <table>_pYYYYMMDDTHHMM (UTC), PARTITIONS_AHEAD intervals created ahead by the maintenance
+ * <table>_pYYYYMMDD (UTC; _pYYYYMMDD_HHMM when the interval is not whole days), PARTITIONS_AHEAD intervals created ahead by the maintenance
  * thread; a DEFAULT partition (<table>_default) takes rows no partition covers (a far past or
  * future `time`), so no batch ever fails for want of a partition, and a partition created
  * later takes its rows out of it. Retention drops whole partitions older than retention_days.
@@ -104,7 +104,9 @@ static const char functions_sql[] =
     "    SELECT min(b.lo) INTO nxt FROM kohaku_partition_bounds(rel) b WHERE b.lo > s;\n"
     "    e := date_bin(iv, s, epoch) + iv;\n"
     "    IF nxt IS NOT NULL AND nxt < e THEN e := nxt; END IF;\n"
-    "    p := t || '_p' || to_char(s AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MI');\n"
+    "    p := t || '_p' || to_char(s AT TIME ZONE 'UTC', CASE WHEN extract(epoch FROM iv)\n"
+    "      ::bigint % 86400 = 0 AND s = date_bin('1 day', s, epoch) THEN 'YYYYMMDD'\n"
+    "      ELSE 'YYYYMMDD_HH24MI' END);\n"
     "    EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '\n"
     "                   'INCLUDING STORAGE)', p, t);\n"
     "    EXECUTE format('WITH m AS (DELETE FROM %I WHERE \"time\" >= %L AND \"time\" < %L '\n"

@@ -133,3 +133,206 @@ def test_sqlite_retention_deletes_only_old_rows(db, kohaku_factory):
     for table in ("rtc_codec_stats", "rtc_transport_stats", "quality_connection"):
         assert store.count(table, '"time" < ?', (cutoff,)) == 0, table
     assert store.count("rtc_transport_stats", "connection_id = ?", (cid,)) > 0
+
+
+# --- plain PostgreSQL: partitions ---------------------------------------------------------
+
+def time_series_tables(store):
+    """Every table PostgreSQL's retention covers: the stats tables (quality ones included)
+    and sora_report, read from the database."""
+    return sorted(t for (t,) in store.query(
+        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+        "AND relkind IN ('r', 'p') AND NOT relispartition AND (relname LIKE 'rtc\\_%%' OR "
+        "relname LIKE 'quality\\_%%' OR relname IN ('sora_report', 'erlang_vm_memory_stats', "
+        "'node_other_stats'))"))
+
+
+def partitions(store, table):
+    """{partition name: bound text} of a partitioned table."""
+    return dict(store.query(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)", (table,)))
+
+
+def relkind(store, table):
+    return store.query("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (table,))[0][0]
+
+
+def day_name(table, days_from_now):
+    t = time.gmtime(time.time() + 86400 * days_from_now)
+    return f"{table}_p{time.strftime('%Y%m%d', t)}"
+
+
+@pytest.mark.storage("postgres")
+def test_new_database_is_partitioned_ahead(db, kohaku_factory):
+    """A new database: every time series partitioned by time, today's partition and 3 days
+    ahead made, a DEFAULT one; reports land in today's partition, a far past one in DEFAULT;
+    a redelivery answers 204 and stores nothing twice (COPY and its ON CONFLICT fallback on
+    the partitioned tables)."""
+    store = db
+    k = kohaku_factory(retention_days=0)  # the empty partition of times before 1970 stays
+    tables = time_series_tables(store)
+    assert "sora_report" in tables and "quality_connection" in tables and len(tables) > 15
+    for t in tables:
+        assert relkind(store, t) == "p", t
+        names = set(partitions(store, t))
+        for d in range(4):
+            assert day_name(t, d) in names, (t, sorted(names))
+        assert f"{t}_default" in names and f"{t}_unpartitioned" in names, sorted(names)
+    stats = load_fixture(fixture_files()[0])
+    envs = [make_envelope(stats) for _ in range(3)]
+    far = make_envelope(stats, timestamp="0001-01-01T00:00:00.5Z")
+    future = make_envelope(stats, timestamp=rfc3339_now(86400 * 400))
+    for env in envs + [far, future]:
+        assert post_h2(k.port, env).status == 204
+    counts = {t: store.count(t) for t in ("rtc_transport_stats", "rtc_codec_stats",
+                                          "sora_report")}
+    for env in envs + [far, future]:
+        assert post_h2(k.port, env).status == 204
+    assert {t: store.count(t) for t in counts} == counts
+    assert store.count("sora_report") == 5
+    today = day_name("rtc_transport_stats", 0)
+    assert store.count(today) == 3 * store.count(
+        "rtc_transport_stats", "connection_id = %s", (envs[0]["connection_id"],))
+    assert store.count("rtc_transport_stats_default") > 0  # the far future's
+    assert store.count("rtc_transport_stats_unpartitioned") > 0  # year 1 is before 1970
+    m = k.metrics()
+    assert m[("kohaku_reports_duplicate_total", frozenset())] == 5
+
+
+@pytest.mark.storage("postgres")
+def test_old_partitions_dropped_and_ahead_made_while_ingesting(db, kohaku_factory):
+    """Partitions of 35 and 40 days ago (as kohaku made them then) are dropped whole by a
+    pass with retention_days 30; old rows in DEFAULT are deleted; partitions ahead keep
+    being there; reports keep being acknowledged meanwhile; the pass is logged and counted."""
+    store = db
+    k = kohaku_factory(retention_days=0)
+    k.stop()
+    stats = load_fixture(fixture_files()[0])
+    tables = time_series_tables(store)
+    for t in tables:
+        for d in (-40, -35):
+            lo = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400 * d))
+            store.execute(f'CREATE TABLE "{day_name(t, d)}" PARTITION OF "{t}" FOR VALUES '
+                          f"FROM ('{lo} 00:00:00+00') TO (('{lo} 00:00:00+00'::timestamptz "
+                          "+ interval '1 day'))")
+    k = kohaku_factory(retention_days=30, retention_interval=1)
+    old = [make_envelope(stats, timestamp=rfc3339_now(-86400 * d)) for d in (40, 35)]
+    default = make_envelope(stats, timestamp=rfc3339_now(-86400 * 50))  # no partition
+    for env in old + [default]:
+        assert post_h2(k.port, env).status == 204
+    acked = []
+    stop = threading.Event()
+
+    def ingest():
+        while not stop.is_set():
+            env = make_envelope(stats)
+            assert post_h2(k.port, env).status == 204
+            acked.append(env["id"])
+    th = threading.Thread(target=ingest)
+    th.start()
+    try:
+        wait_until(lambda: all(day_name(t, d) not in partitions(store, t)
+                               for t in tables for d in (-40, -35)), 30, interval=0.2,
+                   message="the old partitions dropped")
+        wait_until(lambda: store.count("sora_report", "\"time\" < now() - interval '30 days'")
+                   == 0, 30, interval=0.2, message="DEFAULT's old rows deleted")
+    finally:
+        stop.set()
+        th.join()
+    assert acked
+    assert store.count("sora_report") == len(acked)
+    for t in tables:
+        names = partitions(store, t)
+        assert all(day_name(t, d) in names for d in range(4))
+        assert f"{t}_unpartitioned" not in names  # the empty one before 1970: dropped too
+    k.wait_log('"dropped_partitions"')
+    passes = [l for l in k.log_lines() if l.get("msg") == "retention pass"]
+    assert sum(p["dropped_partitions"] for p in passes) == 3 * len(tables)
+    m = k.metrics()
+    assert m[("kohaku_retention_dropped_partitions_total", frozenset())] == 3 * len(tables)
+
+
+@pytest.mark.storage("postgres")
+def test_unpartitioned_database_migrated_with_its_rows(db, kohaku_factory, tmp_path):
+    """A database made unpartitioned (postgres_partition_interval 0, what kohaku before
+    partitions made) with reports in it: the next start partitions it under the migration
+    lock; every row is still there, in <table>_unpartitioned; the rate views, the quality
+    view, `kohaku quality` and the console answer as before; a redelivered old report is
+    stored once; new reports go to today's partition."""
+    store = db
+    k = kohaku_factory(postgres_partition_interval=0, retention_days=0)
+    assert relkind(store, "rtc_inbound_rtp_stream_stats") == "r"
+    ready = [l for l in k.log_lines() if l.get("msg") == "postgres schema ready"][0]
+    assert ready["partitioned"] is False and ready["retention"] == "kohaku"
+    cid = sora_id()
+    envs = []
+    for p in fixture_files()[:6]:
+        for i in range(3):  # three reports of one connection: rates between them
+            envs.append(make_envelope(load_fixture(p), connection_id=cid if p == fixture_files()[0]
+                                      else sora_id(), timestamp=rfc3339_now(-3600 + 60 * i)))
+    envs.append(make_envelope(load_fixture(fixture_files()[0]),
+                              timestamp=rfc3339_now(-86400 * 20)))
+    for env in envs:
+        assert post_h2(k.port, env).status == 204
+    tables = time_series_tables(store)
+    before = {t: store.count(t) for t in tables}
+    views = ("rtc_inbound_rtp_rates", "rtc_outbound_rtp_rates", "rtc_ice_candidate_pair_rates",
+             "quality_connection_verdict", "quality_issue_span")
+    view_rows = {v: store.query(f'SELECT * FROM "{v}" ORDER BY 1, 2, 3, 4') for v in views}
+    assert view_rows["rtc_ice_candidate_pair_rates"]
+    verdict = subprocess_quality(k, cid)
+    status, api_before = console_connection(k, cid)
+    assert status == 200
+    k.stop()
+
+    k = kohaku_factory(retention_days=0)
+    k.wait_log('"msg":"table partitioned"')
+    for t in tables:
+        assert relkind(store, t) == "p", t
+        assert store.count(t) == before[t], t
+        assert store.count(f"{t}_unpartitioned") == before[t], t
+    assert {v: store.query(f'SELECT * FROM "{v}" ORDER BY 1, 2, 3, 4') for v in views} \
+        == view_rows
+    assert subprocess_quality(k, cid) == verdict
+    assert console_connection(k, cid) == (200, api_before)
+    for env in envs[:3]:  # redelivered: stored already, in the old partition
+        assert post_h2(k.port, env).status == 204
+    assert store.count("sora_report") == before["sora_report"]
+    # the old table covers up to the day after its newest row (today): partitions follow
+    assert day_name("sora_report", 0) not in partitions(store, "sora_report")
+    fresh = make_envelope(load_fixture(fixture_files()[0]), timestamp=rfc3339_now(86400))
+    assert post_h2(k.port, fresh).status == 204
+    assert store.count(day_name("sora_report", 1)) == 1
+    assert store.count("sora_report") == before["sora_report"] + 1
+    # the old table's indexes were attached to the new ones, not built again
+    idx = dict(store.query(
+        "SELECT c.relname, p.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE c.relname LIKE 'rtc_transport_stats%%' "
+        "AND c.relkind = 'i'"))
+    assert idx.get("rtc_transport_stats_key_unpartitioned") == "rtc_transport_stats_key"
+    # a second start finds nothing to convert
+    k.stop()
+    k = kohaku_factory(retention_days=0)
+    assert not [l for l in k.log_lines() if l.get("msg") == "table partitioned"]
+
+
+def subprocess_quality(k, cid):
+    import json
+    import subprocess
+    from helpers import KOHAKU_BIN
+    out = subprocess.run([KOHAKU_BIN, "-C", k.config_path, "quality", cid, "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def console_connection(k, cid):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{k.console_port}/api/connections/{cid}",
+                                    timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
