@@ -2,10 +2,11 @@
  * pg_partition: plain PostgreSQL's time partitions (not TimescaleDB, not Citus). Every time
  * series (kh_pg_time_series: the stats tables, the quality tables, sora_report) is a table
  * PARTITION BY RANGE ("time"), one partition per postgres_partition_interval hours, named
- * <table>_pYYYYMMDD (UTC; _pYYYYMMDD_HHMM when the interval is not whole days), PARTITIONS_AHEAD intervals created ahead by the maintenance
- * thread; a DEFAULT partition (<table>_default) takes rows no partition covers (a far past or
- * future `time`), so no batch ever fails for want of a partition, and a partition created
- * later takes its rows out of it. Retention drops whole partitions older than retention_days.
+ * <table>_pYYYYMMDD (UTC; _pYYYYMMDD_HHMM when the interval is not whole days),
+ * PARTITIONS_AHEAD intervals created ahead by the maintenance thread; a DEFAULT partition
+ * (<table>_default) takes rows no partition covers (a far past or future `time`), so no
+ * batch ever fails for want of a partition, and a partition created later takes its rows
+ * out of it. Retention drops whole partitions older than retention_days.
  *
  * Converting a table that is not partitioned yet (a database made by an older kohaku, or by
  * this one's migrations, which create plain tables) keeps its rows: under the migration's
