@@ -31,8 +31,11 @@
 
 #define PARTITIONS_AHEAD 3
 /* How long a partition's ATTACH or DETACH may wait for its lock: writers queue behind a
- * waiting ACCESS EXCLUSIVE request, so it gives up early and tries again next time. */
-#define MAINT_LOCK_TIMEOUT "SET LOCAL lock_timeout = '1s'"
+ * waiting ACCESS EXCLUSIVE request, so it gives up early and tries again next time. Then
+ * the migrations' advisory lock (pg_schema.c), so that two kohaku processes do not create
+ * the same partition at once, nor while one converts the tables. */
+#define MAINT_BEGIN                                                                            \
+    "BEGIN; SET LOCAL lock_timeout = '1s'; SELECT pg_advisory_xact_lock(7164746341)"
 
 /* The partitions of a table: the regex reads the bound PostgreSQL prints (FROM ('...') TO
  * ('...'), MINVALUE, DEFAULT) back as times, in the session's own time zone. */
@@ -266,9 +269,20 @@ int kh_pg_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t errlen)
     return 0;
 }
 
+/* MAINT_BEGIN; a failure (the advisory lock not had within lock_timeout, say) leaves no
+ * transaction open. */
+static int maint_begin(struct kh_pg *pg)
+{
+    if (kh_pg_exec(pg->mconn, MAINT_BEGIN, pg->merr, sizeof(pg->merr)) == 0)
+        return 0;
+    char ignored[256];
+    kh_pg_exec(pg->mconn, "ROLLBACK", ignored, sizeof(ignored));
+    return KH_EIO;
+}
+
 int kh_pg_partitions_ahead(struct kh_pg *pg, const char *table, int *made)
 {
-    if (kh_pg_exec(pg->mconn, "BEGIN; " MAINT_LOCK_TIMEOUT, pg->merr, sizeof(pg->merr)) != 0)
+    if (maint_begin(pg) != 0)
         return KH_EIO;
     int n = ahead(pg, pg->mconn, table, pg->merr, sizeof(pg->merr));
     char ignored[256];
@@ -284,7 +298,7 @@ int kh_pg_partitions_drop(struct kh_pg *pg, const char *table, const char *older
                           long long *partitions, long long *rows)
 {
     const char *params[2] = {table, older};
-    if (kh_pg_exec(pg->mconn, "BEGIN; " MAINT_LOCK_TIMEOUT, pg->merr, sizeof(pg->merr)) != 0)
+    if (maint_begin(pg) != 0)
         return KH_EIO;
     PGresult *r;
     char ignored[256];

@@ -76,9 +76,19 @@ def test_sqlite_retention_keeps_up_without_stalling_ingest(db, kohaku_factory):
     assert store.count("sora_report") == len(new) + 1
     assert store.count("rtc_transport_stats") > 0
     latencies.sort()
-    # post_h2 runs curl (a process per report): the bound is loose, a stall would not be
-    assert latencies[-1] < 1.0, latencies[-5:]
-    k.wait_log('"msg":"retention pass"', timeout=10)
+    # post_h2 runs curl (a process per report) on a shared machine: the bound is loose; the
+    # batches' own times (retention's steps included) say more
+    assert latencies[-1] < 3.0, latencies[-5:]
+    m = k.metrics()
+    batches = m[("kohaku_batch_commit_seconds_count", frozenset())]
+    quick = m[("kohaku_batch_commit_seconds_bucket", frozenset({("le", "0.1")}))]
+    assert batches >= len(new) // 4 and quick >= 0.9 * batches, (quick, batches)
+    # the pass ends at the step that finds the last table clean: a batch more may be needed
+    def one_more():
+        new.append(make_envelope(stats))
+        assert post_h2(k.port, new[-1]).status == 204
+        return any(l.get("msg") == "retention pass" for l in k.log_lines())
+    wait_until(one_more, 20, interval=0.1, message="the retention pass logged")
     done = [l for l in k.log_lines() if l.get("msg") == "retention pass"]
     assert done[-1]["deleted_rows"] == OLD_ROWS + OLD_ROWS // 100, done[-1]
     assert done[-1]["storage"] == "sqlite" and "free_pages" in done[-1]
@@ -86,9 +96,11 @@ def test_sqlite_retention_keeps_up_without_stalling_ingest(db, kohaku_factory):
     assert m[("kohaku_retention_deleted_rows_total", frozenset())] == OLD_ROWS + OLD_ROWS // 100
     assert m[("kohaku_retention_passes_total", frozenset())] >= 1
     assert m[("kohaku_retention_last_pass_seconds", frozenset())] > 0
+    print(f"slowest acks (s): {[round(x, 3) for x in latencies[-5:]]}")
     print(f"sqlite pass over {OLD_ROWS} rows: {done[-1]['seconds']:.2f} s, "
           f"{len(latencies)} reports, ack max {latencies[-1] * 1000:.0f} ms, "
-          f"p50 {latencies[len(latencies) // 2] * 1000:.0f} ms")
+          f"p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, batches {batches}, "
+          f"within 100 ms {quick}")
 
 
 @pytest.mark.storage("sqlite")
@@ -232,6 +244,12 @@ def test_old_partitions_dropped_and_ahead_made_while_ingesting(db, kohaku_factor
     th = threading.Thread(target=ingest)
     th.start()
     try:
+        # a partition ahead that is missing (as when its day comes into the window) is made
+        # at the next pass, with ingest running
+        gone = day_name("rtc_codec_stats", 3)
+        store.execute(f'DROP TABLE "{gone}"')
+        wait_until(lambda: gone in partitions(store, "rtc_codec_stats"), 30, interval=0.2,
+                   message="the partition ahead made again")
         wait_until(lambda: all(day_name(t, d) not in partitions(store, t)
                                for t in tables for d in (-40, -35)), 30, interval=0.2,
                    message="the old partitions dropped")
@@ -249,6 +267,7 @@ def test_old_partitions_dropped_and_ahead_made_while_ingesting(db, kohaku_factor
     k.wait_log('"dropped_partitions"')
     passes = [l for l in k.log_lines() if l.get("msg") == "retention pass"]
     assert sum(p["dropped_partitions"] for p in passes) == 3 * len(tables)
+    assert sum(p["created_partitions"] for p in passes) >= 1
     m = k.metrics()
     assert m[("kohaku_retention_dropped_partitions_total", frozenset())] == 3 * len(tables)
 
