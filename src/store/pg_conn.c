@@ -363,6 +363,8 @@ static uint64_t maint_round(struct kh_pg *pg, struct maint *m)
         kh_mono_usec() >= m->next_retention) {
         retention_pass(pg);
         m->next_retention = kh_mono_usec() + (uint64_t)pg->retention_interval * 1000000;
+        if (PQstatus(pg->mconn) != CONNECTION_OK) /* lost during the pass: say so */
+            kh_pg_mark_down(pg, pg->merr);
     }
     return CONTACT_EVERY_MS;
 }
