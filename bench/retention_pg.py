@@ -62,6 +62,9 @@ def run(cluster, rows, partitioned):
     cur.execute(f'VACUUM ANALYZE "{t}"')
     cur.execute("SELECT pg_total_relation_size(%s)", (f"{t}_old" if partitioned else t,))
     size = cur.fetchone()[0]
+    cur.execute("SELECT pg_current_wal_lsn()")
+    lsn = cur.fetchone()[0]
+    vacuum = 0.0
     if partitioned:
         spent = timed(cur, "SELECT * FROM kohaku_partitions_drop(%s, '60 days')", (t,))
         statements = 1
@@ -72,19 +75,23 @@ def run(cluster, rows, partitioned):
             statements += 1
             if cur.rowcount < 5000:
                 break
+        # the dead rows' space is reusable only once vacuumed: autovacuum's work, timed here
+        vacuum = timed(cur, f'VACUUM "{t}"')
+    cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,))
+    wal = float(cur.fetchone()[0])
     cur.execute(f'SELECT count(*) FROM "{t}"')
     left = cur.fetchone()[0]
     con.close()
     how = "DROP partition" if partitioned else "DELETE 5,000/statement"
     print(f"{how:24} rows {rows:>9,}  table+indexes {size / 2**20:7.1f} MiB  "
-          f"load {load:6.1f} s  retention {spent:8.3f} s in {statements} statement(s)  "
-          f"{rows / spent:12,.0f} rows/s  rows left {left}")
+          f"load {load:6.1f} s  retention {spent:8.3f} s in {statements} statement(s) "
+          f"({rows / spent:,.0f} rows/s)  then VACUUM {vacuum:6.3f} s  "
+          f"WAL {wal / 2**20:7.1f} MiB  rows left {left}")
 
 
 def main():
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    cluster = PgCluster()
-    cluster.start()
+    cluster = PgCluster()  # started
     try:
         run(cluster, rows, partitioned=False)
         run(cluster, rows, partitioned=True)

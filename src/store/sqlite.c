@@ -14,9 +14,10 @@
  * Retention (serve only, retention_days > 0) runs on the writer too, in the batches'
  * transactions: after a batch's rows, under a savepoint (a failed delete undoes only
  * itself), DELETEs of RETENTION_CHUNK rows at a time by each time series' "time" index,
- * oldest first, until RETENTION_BUDGET_USEC is spent; the rest waits for the next batch. So
- * a pass never holds the write lock on its own, never stalls a batch by more than the budget,
- * and shares the batch's commit (no extra fsync). The file does not shrink: freed pages are
+ * oldest first, until the budget is spent (RETENTION_BUDGET_USEC; more for a batch that
+ * wrote many rows, see there); the rest waits for the next batch. So a pass never holds the
+ * write lock on its own, never stalls a batch by more than the budget, and shares the
+ * batch's commit (no extra fsync). The file does not shrink: freed pages are
  * reused by new rows (README, Retention).
  */
 #include <sqlite3.h>
@@ -33,9 +34,13 @@
 #include "sora/schema.h"
 #include "store/store.h"
 
-/* Rows per retention DELETE, and the time retention may add to one batch. */
+/* Rows per retention DELETE, and the time retention may add to one batch: 4 ms, or longer
+ * (up to 50 ms) while it has deleted fewer than twice the rows the batch wrote, so that a
+ * pass keeps pace with any ingest rate (in steady state the rows going past the cutoff come
+ * as fast as new ones came retention_days ago) and still gains on a backlog. */
 #define RETENTION_CHUNK 500
 #define RETENTION_BUDGET_USEC 4000
+#define RETENTION_MAX_USEC 50000
 #define RETENTION_PROGRESS_USEC 10000000
 
 /* A retention pass in progress: the time series (ts_table) being cleared of rows older than
@@ -449,7 +454,13 @@ static bool retention_due(struct sq *q)
 /* The pass's step in the batch's transaction: old rows deleted, table by table, until the
  * budget is spent or every table is done. A failure undoes the step alone (the batch goes
  * on) and ends the pass until the next interval. */
-static void retention_step(struct sq *q)
+static bool step_more(const struct sq_retention *rt, uint64_t spent, uint64_t written)
+{
+    return spent < RETENTION_BUDGET_USEC ||
+           (spent < RETENTION_MAX_USEC && rt->uncommitted < 2 * written);
+}
+
+static void retention_step(struct sq *q, uint64_t written)
 {
     struct sq_retention *rt = &q->ret;
     uint64_t start = kh_mono_usec();
@@ -458,7 +469,7 @@ static void retention_step(struct sq *q)
     rt->uncommitted = 0;
     if (retention_prepare(q, 0, &err) != 0 || step(q, rt->savepoint, &err, "savepoint") != 0)
         goto failed;
-    while (time_series(rt->table) != NULL && kh_mono_usec() - start < RETENTION_BUDGET_USEC) {
+    while (time_series(rt->table) != NULL && step_more(rt, kh_mono_usec() - start, written)) {
         int n = retention_delete(q, rt->table, &err);
         if (n < 0) {
             const char *ignored;
@@ -571,8 +582,12 @@ static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char
         b->results[i] = 0;
     }
     bool retention = rc == 0 && retention_due(q);
-    if (retention)
-        retention_step(q);
+    if (retention) {
+        uint64_t written = 0;
+        for (size_t t = 0; t < kh_stats_ntables; t++)
+            written += b->rows_stored[t];
+        retention_step(q, written);
+    }
     if (rc == 0)
         rc = step(q, q->commit, err, "commit");
     if (rc != 0) {
