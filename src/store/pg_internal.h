@@ -135,6 +135,9 @@ int kh_pg_partitions_drop(struct kh_pg *pg, const char *table, const char *older
 /* The partitions of table retention deletes rows from: the one of all times before the
  * conversion (<table>_unpartitioned), then the DEFAULT one. Their count, or -1. */
 int kh_pg_partitions_unbounded(struct kh_pg *pg, const char *table, char names[2][64]);
+/* 0 when no time series is partitioned; KH_EIO with err saying why TimescaleDB cannot take
+ * the database otherwise. */
+int kh_pg_partitions_none(PGconn *c, char *err, size_t errlen);
 
 /* --- pg_schema.c -------------------------------------------------------------------------- */
 

@@ -328,3 +328,22 @@ int kh_pg_partitions_unbounded(struct kh_pg *pg, const char *table, char names[2
     PQclear(r);
     return n;
 }
+
+int kh_pg_partitions_none(PGconn *c, char *err, size_t errlen)
+{
+    struct kh_pg_ts_table ts;
+    for (size_t i = 0; kh_pg_time_series(i, &ts); i++) {
+        int p = is_partitioned(c, ts.table, err, errlen);
+        if (p < 0)
+            return KH_EIO;
+        if (p) {
+            snprintf(err, errlen,
+                     "%s is partitioned (kohaku's plain PostgreSQL mode) and TimescaleDB "
+                     "cannot make a partitioned table a hypertable: keep this database on plain "
+                     "PostgreSQL, or move its rows into a new database",
+                     ts.table);
+            return KH_EIO;
+        }
+    }
+    return 0;
+}

@@ -264,6 +264,8 @@ int kh_pg_migrate_conn(struct kh_pg *pg, PGconn *c, int target, char *err, size_
     if (rc == 0)
         rc = apply_versions(pg, c, (int)have, want, err, errlen);
     if (rc == 0 && want == latest && pg->ts_mode != KH_PG_TS_OFF)
+        rc = kh_pg_partitions_none(c, err, errlen);
+    if (rc == 0 && want == latest && pg->ts_mode != KH_PG_TS_OFF)
         rc = timescale_tables(pg, c, err, errlen);
     if (rc == 0 && want == latest && pg->citus)
         rc = kh_pg_citus_tables(c, err, errlen);

@@ -390,3 +390,27 @@ def test_version_6_database_upgraded_by_migrate(db, tmp_path):
     assert store.count("rtc_transport_stats_unpartitioned") == 10000
     assert store.query("SELECT sum(bytes_sent) FROM rtc_transport_stats")[0][0] == \
         sum(range(10000))
+
+
+@pytest.mark.storage("timescaledb")
+def test_partitioned_database_refused_by_timescaledb_with_the_reason(db, tmp_path):
+    """TimescaleDB cannot make a partitioned table a hypertable: a database whose time series
+    kohaku partitioned (plain PostgreSQL) is refused when TimescaleDB is there, with the reason,
+    and nothing is changed."""
+    import subprocess
+    from helpers import KOHAKU_BIN
+    store = db
+    cfg = tmp_path / "config.ini"
+    cfg.write_text("".join(f"{k} = {v}\n" for k, v in store.settings().items()))
+
+    def migrate(*extra):
+        return subprocess.run([KOHAKU_BIN, "-C", str(cfg), *extra, "migrate"],
+                              capture_output=True, text=True, timeout=120)
+    assert migrate("--schema-version", "6").returncode == 0
+    store.execute('ALTER TABLE rtc_codec_stats RENAME TO rtc_codec_stats_unpartitioned; '
+                  'CREATE TABLE rtc_codec_stats (LIKE rtc_codec_stats_unpartitioned) '
+                  'PARTITION BY RANGE ("time")')
+    out = migrate()
+    assert out.returncode != 0
+    assert "rtc_codec_stats is partitioned" in out.stdout + out.stderr, out.stdout + out.stderr
+    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 6
