@@ -18,8 +18,13 @@
      page, worst first) timed by the daemon itself, and ingest with a browser-like client
      polling the console's API against ingest alone, alternated.
 
+  9. log-first acknowledgement (issue #16): kohaku with its default configuration,
+     acknowledging at commit against from its log (ack_mode = log), alternated, on SQLite
+     and on a PostgreSQL with fsync on: answered and committed reports/s beside the targets.
+
 Usage: bench/run.py [--reports N] [--quick] [--json FILE] [--quality-only] [--pairs N]
-                    [--only-import] [--console-only] [--core-only] [--no-postgres] [--check]
+                    [--only-import] [--console-only] [--core-only] [--ack-only]
+                    [--no-postgres] [--check]
 """
 import argparse
 import json
@@ -85,9 +90,11 @@ class Daemon:
         self.console_port = free_port()
         cfg = os.path.join(tmp, f"kohaku-{self.port}.ini")
         self.log_path = os.path.join(tmp, f"kohaku-{self.port}.log")
+        self.metrics_port = free_port()
         with open(cfg, "w") as f:
             f.write(f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
-                    f"exporter_listen_addr = 127.0.0.1\nexporter_listen_port = {free_port()}\n"
+                    f"exporter_listen_addr = 127.0.0.1\n"
+                    f"exporter_listen_port = {self.metrics_port}\n"
                     f"console_listen_port = {self.console_port}\n")
             for k, v in settings.items():
                 f.write(f"{k} = {v}\n")
@@ -176,15 +183,35 @@ def callgrind_per_report(tmp, body):
 
 # --- 6. quality at ingest (issue #14) ------------------------------------------------------
 
-# the issue's query: the 50 worst connections of the last hour
-WORST50_SQLITE = """SELECT connection_id, channel_id, max(severity) AS severity, min(mos_min) AS mos_min,
+# the issue's query: the 50 worst connections of the last hour, as `kohaku quality --worst`
+# asks it (src/api/quality_report.c): the connections seen in the hour, by the verdict that
+# ingest keeps in sora_connection (schema version 7), then the 50's reports of the hour
+WORST50_SQLITE = """WITH w AS (SELECT connection_id, channel_id, client_id, severity, mos_min,
+       video_score_min, severity_outbound, severity_inbound FROM sora_connection
+  WHERE last_seen >= ?1 AND severity IS NOT NULL
+  ORDER BY severity DESC, mos_min IS NULL, mos_min, video_score_min IS NULL, video_score_min,
+           connection_id LIMIT 50)
+SELECT w.connection_id, w.channel_id, w.severity, w.mos_min, a.mos_avg, w.video_score_min,
+       a.reports, a.last_report, w.client_id, w.severity_outbound, w.severity_inbound
+FROM w LEFT JOIN (SELECT connection_id AS qid, avg(mos_avg) AS mos_avg, count(*) AS reports,
+                         max("time") AS last_report FROM quality_connection
+                  WHERE "time" >= ?1 AND connection_id IN (SELECT connection_id FROM w)
+                  GROUP BY connection_id) a ON a.qid = w.connection_id
+ORDER BY severity DESC, mos_min IS NULL, mos_min, video_score_min IS NULL, video_score_min,
+         connection_id"""
+WORST50_PG = (WORST50_SQLITE.replace("?1", "$1")
+              .replace("mos_min IS NULL, mos_min,", "mos_min ASC NULLS LAST,")
+              .replace("video_score_min IS NULL, video_score_min,",
+                       "video_score_min ASC NULLS LAST,"))
+# before schema version 7: every quality row of the hour, aggregated (kept for comparison)
+WORST50_HOUR_SQLITE = """SELECT connection_id, channel_id, max(severity) AS severity, min(mos_min) AS mos_min,
        avg(mos_avg) AS mos_avg, min(video_score_min) AS video_score_min,
        count(*) AS reports, max("time") AS last_report
 FROM quality_connection WHERE "time" >= ?1
 GROUP BY connection_id, channel_id
 ORDER BY severity DESC, mos_min IS NULL, mos_min ASC, video_score_min ASC LIMIT 50"""
-WORST50_PG = (WORST50_SQLITE.replace("?1", "$1")
-              .replace("mos_min IS NULL, mos_min ASC", "mos_min ASC NULLS LAST"))
+WORST50_HOUR_PG = (WORST50_HOUR_SQLITE.replace("?1", "$1")
+                   .replace("mos_min IS NULL, mos_min ASC", "mos_min ASC NULLS LAST"))
 WORST50_CEILING_MS = 500
 QUALITY_LOSS_CEILING = 0.10
 SEED = 14  # the same reports in every run of a comparison
@@ -384,14 +411,26 @@ def worst50(tmp, backend, cluster, nconns, nreports):
             res["query_ms"], res["query_runs_ms"], rows = time_query(run)
             cur.execute("EXPLAIN QUERY PLAN " + sql, (bound,))
             res["plan"] = [r[3] for r in cur.fetchall()]
+
+            def run_hour():
+                cur.execute(WORST50_HOUR_SQLITE, (bound,))
+                return cur.fetchall()
+            res["hour_query_ms"], res["hour_query_runs_ms"], _ = time_query(run_hour)
         else:
             # the query with $1 as the issue writes it, prepared; planned for its bound at each
             # execution (as a query with the bound in its text is), so that the plan EXPLAIN
             # shows is the one timed: after five executions PostgreSQL could otherwise switch to
             # a generic plan. Statistics fresh, as autovacuum would have them.
             cur.execute("ANALYZE quality_connection")
+            cur.execute("ANALYZE sora_connection")
             cur.execute("SET plan_cache_mode = force_custom_plan")
             cur.execute(f"PREPARE worst50(timestamptz) AS {sql}")
+            cur.execute(f"PREPARE worst50h(timestamptz) AS {WORST50_HOUR_PG}")
+
+            def run_hour():
+                cur.execute("EXECUTE worst50h(%s)", (bound,))
+                return cur.fetchall()
+            res["hour_query_ms"], res["hour_query_runs_ms"], _ = time_query(run_hour)
 
             def run():
                 cur.execute("EXECUTE worst50(%s)", (bound,))
@@ -485,6 +524,9 @@ def print_quality(r):
               f"{w['quality_connection_rows']:>11,} {w['fill_s']:>7.1f} "
               f"{w['fill_reports_per_s']:>8.0f} {w['query_ms']:>9.1f} {runs:>32}  "
               f"<= {WORST50_CEILING_MS} ms: {'met' if w['met'] else 'NOT met'}")
+        if "hour_query_ms" in w:
+            print(f"{'':10} the same over the hour's quality rows, aggregated (the query "
+                  f"before schema version 7): {w['hour_query_ms']:.1f} ms")
         print(f"{'':10} bound {w['bound']} covers {w['bound_covers_rows']:,} of "
               f"{w['quality_connection_rows']:,} quality_connection rows "
               f"(time {w['rows_time_range'][0]} .. {w['rows_time_range'][1]}); "
@@ -880,6 +922,138 @@ def sanity_console(r, backends):
     return bad
 
 
+# --- 9. log-first acknowledgement (issue #16) --------------------------------------------
+
+ACK_TARGETS = {"sqlite": 8000, "postgres": 12000}  # reports/s, the issue's
+
+
+def metric_values(port, names):
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in names:
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+def wait_committed(d, timeout=600):
+    """ack_mode = log: until nothing answered waits for its commit (held 0, log empty)."""
+    names = ("kohaku_log_held_reports", "kohaku_spool_waiting_reports")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = metric_values(d.metrics_port, names)
+        if all(m.get(k, 0) == 0 for k in names):
+            return
+        time.sleep(0.02)
+    raise RuntimeError("log-first run: reports still waiting for their commit")
+
+
+def ack_run(tmp, backend, cluster, mode, n, label):
+    """kohaku with its default configuration on a fresh database, acknowledging at commit or
+    from the log: a warm-up, then n reports from 1,000 emulated connections at Sora-like
+    concurrency (5 connections x 32 streams). The rate answers came at, and the rate the
+    reports were committed at (the same with commit)."""
+    st = Store(tmp, backend, cluster, label)
+    settings = dict(st.settings)
+    if mode == "log":
+        settings.update(spool_dir=os.path.join(tmp, f"{label}-log"), ack_mode="log")
+    d = Daemon(tmp, settings)
+    try:
+        run_loadgen(d.port, "-N", 1000, "-c", 5, "-m", 32, "-n", 100, "-s", SEED + 2)
+        if mode == "log":
+            wait_committed(d)
+        c0 = cpu_ticks(d.proc.pid)
+        b0 = metric_values(d.metrics_port, ("kohaku_batch_reports_count",))
+        t0 = time.time()
+        lg = run_loadgen(d.port, "-N", n, "-c", 5, "-m", 32, "-n", SORA_CONNS, "-s", SEED)
+        t_ack = time.time() - t0
+        if mode == "log":
+            wait_committed(d)
+        t_stored = time.time() - t0
+        c1 = cpu_ticks(d.proc.pid)
+        b1 = metric_values(d.metrics_port, ("kohaku_batch_reports_count",))
+        rss = peak_rss_kib(d.proc.pid)
+    finally:
+        rc = d.stop()
+    assert rc == 0, f"{label}: kohaku exited {rc}"
+    db = st.connect()
+    try:
+        stored = scalar(db, "SELECT count(*) FROM sora_report")
+        if backend == "sqlite":
+            size = sum(os.path.getsize(st.path + x) for x in ("", "-wal")
+                       if os.path.exists(st.path + x))
+        else:
+            size = scalar(db, "SELECT pg_database_size(current_database())")
+    finally:
+        db.close()
+        st.drop()
+    batches = b1.get("kohaku_batch_reports_count", 0) - b0.get("kohaku_batch_reports_count", 0)
+    return {"mode": mode, "ack_per_s": lg["reports_per_s"], "answered": lg["answered"],
+            "ack_s": t_ack, "stored_s": t_stored, "stored_per_s": lg["answered"] / t_stored,
+            "p50_ms": lg["p50_ms"], "p99_ms": lg["p99_ms"], "peak_rss_mib": rss / 1024,
+            "cpu_us_per_report": (c1 - c0) / CLK * 1e6 / max(lg["answered"], 1),
+            "reports_per_batch": lg["answered"] / batches if batches else None,
+            "reports_stored": stored, "bytes_per_report": size / max(stored, 1)}
+
+
+def ack_benchmarks(tmp, res, args):
+    """commit against log, alternated (commit, log, log, commit, ...), per backend."""
+    n = 3000 if args.quick else 20000
+    pairs = args.pairs or (1 if args.quick else 3)
+    clusters = {"sqlite": None}
+    if not args.no_postgres:
+        # durable commits: fsync and synchronous_commit on (the test clusters keep fsync off)
+        clusters["postgres"] = PgCluster(crash_safe=True,
+                                         settings={"fsync": "on", "full_page_writes": "on"})
+    out = {"reports": n, "connections": SORA_CONNS, "pairs": pairs}
+    try:
+        for backend, cluster in clusters.items():
+            runs = []
+            for i in range(pairs):
+                for mode in (("commit", "log") if i % 2 == 0 else ("log", "commit")):
+                    r = ack_run(tmp, backend, cluster, mode, n, f"bench_ack_{backend}_{i}_{mode}")
+                    r["pair"] = i
+                    runs.append(r)
+                    print(f"  ack {backend} pair {i} {mode:6}: answered {r['ack_per_s']:.0f}/s, "
+                          f"committed {r['stored_per_s']:.0f}/s, p99 {r['p99_ms']:.1f} ms, "
+                          f"{r['reports_per_batch'] or 0:.0f} reports/batch", flush=True)
+            med = lambda m, k: statistics.median(r[k] for r in runs if r["mode"] == m)  # noqa
+            out[backend] = {
+                "runs": runs, "target": ACK_TARGETS[backend],
+                **{f"{m}_{k}": med(m, k) for m in ("commit", "log")
+                   for k in ("ack_per_s", "stored_per_s", "p99_ms", "peak_rss_mib",
+                             "cpu_us_per_report", "bytes_per_report")},
+            }
+    finally:
+        for c in clusters.values():
+            if c:
+                c.close()
+    res["ack"] = out
+
+
+def print_ack(r):
+    a = r.get("ack")
+    if not a:
+        return
+    print(f"\nLog-first acknowledgement (ack_mode), default configuration, durable answers, "
+          f"{a['reports']} reports from {a['connections']} connections, 5 x 32 streams, "
+          f"medians of {a['pairs']} alternated pairs")
+    print(f"{'backend':10} {'mode':7} {'answered/s':>10} {'committed/s':>11} {'p99 ms':>7} "
+          f"{'RSS MiB':>8} {'us/report':>9} {'bytes/report':>12}  ceiling")
+    for backend in ("sqlite", "postgres"):
+        b = a.get(backend)
+        if not b:
+            continue
+        for m in ("commit", "log"):
+            rate = b[f"{m}_stored_per_s"]
+            print(f"{backend:10} {m:7} {b[f'{m}_ack_per_s']:>10.0f} {rate:>11.0f} "
+                  f"{b[f'{m}_p99_ms']:>7.1f} {b[f'{m}_peak_rss_mib']:>8.1f} "
+                  f"{b[f'{m}_cpu_us_per_report']:>9.1f} {b[f'{m}_bytes_per_report']:>12.0f}  "
+                  f">= {b['target']:,} committed/s: {'met' if rate >= b['target'] else 'NOT met'}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reports", type=int, default=30000)
@@ -900,6 +1074,9 @@ def main():
                     help="only parts 1 to 5 (HTTP/2, the stores, CPU and instructions per report)")
     ap.add_argument("--only-import", action="store_true",
                     help="only part 7: kohaku import, and the live runs it is compared with")
+    ap.add_argument("--ack-only", action="store_true",
+                    help="only part 9: ack_mode commit against log, on SQLite and a durable "
+                         "PostgreSQL")
     args = ap.parse_args()
     n = 3000 if args.quick else args.reports
     # everything temporary (databases, the PostgreSQL cluster, logs) under /tmp/bench-kohaku-*,
@@ -915,13 +1092,16 @@ def main():
     print_quality(res)
     print_import(res)
     print_console(res)
+    print_ack(res)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
     if args.check:
-        problems = ([] if args.quality_only or args.console_only or args.core_only
-                    else import_sanity(res))
-        if not args.only_import:
+        problems = ([] if args.quality_only or args.console_only or args.core_only or
+                    args.ack_only else import_sanity(res))
+        if args.ack_only:
+            problems += ack_sanity(res)
+        elif not args.only_import:
             problems = sanity(res, args) + problems
         for p in problems:
             print("not sane:", p)
@@ -948,6 +1128,9 @@ open({body!r},"w").write(json.dumps(env))
     if args.only_import:
         res["import"] = measure_import(tmp, args.quick, args.no_postgres, n)
         return res
+    if args.ack_only:
+        ack_benchmarks(tmp, res, args)
+        return res
     if not (args.quality_only or args.console_only):
         ingest_benchmarks(tmp, res, args, n, body, rpr)
         if args.core_only:
@@ -957,7 +1140,22 @@ open({body!r},"w").write(json.dumps(env))
         quality_benchmarks(tmp, res, args, rpr)
     if not args.quality_only:
         console_benchmarks(tmp, res, args, rpr)
+    if not (args.quality_only or args.console_only):
+        ack_benchmarks(tmp, res, args)
     return res
+
+
+def ack_sanity(r):
+    problems = []
+    a = r.get("ack") or {}
+    for backend in ("sqlite", "postgres"):
+        for run in (a.get(backend) or {}).get("runs", []):
+            if run["reports_stored"] < run["answered"]:
+                problems.append(f"ack {backend} {run['mode']}: {run['answered']} answered, "
+                                f"{run['reports_stored']} stored")
+    if "sqlite" not in a:
+        problems.append("ack: no SQLite runs")
+    return problems
 
 
 def sanity(r, args):
@@ -966,6 +1164,8 @@ def sanity(r, args):
     bad = [] if args.console_only or args.core_only else sanity_quality(r, backends)
     if not (args.quality_only or args.core_only):
         bad += sanity_console(r, backends)
+    if not (args.quality_only or args.console_only or args.core_only):
+        bad += ack_sanity(r)
     if args.quality_only or args.console_only:
         return bad
     for key in ("nghttpd", "null_h2load", "null_h2load_loop", "null", "sqlite", "sqlite_direct",

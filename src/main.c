@@ -48,7 +48,10 @@ struct runtime {
     struct kh_quality_stage *quality;
     struct event *sig_term, *sig_int, *sig_hup, *tick;
     int signals;
-    uint64_t deadline_usec;
+    /* the drain (SIGTERM): since when, until when connections may finish, when the process
+     * exits anyway (shutdown_timeout), when progress was last logged */
+    uint64_t drain_start_usec, drain_end_usec, deadline_usec, progress_usec;
+    bool drain_over;
 };
 
 static void usage(FILE *fp)
@@ -214,18 +217,61 @@ static int open_store(struct kh_store *store, const struct kh_config *cfg, int s
     return 0;
 }
 
+static size_t stats_conns(const struct runtime *rt)
+{
+    return kh_server_nconns(rt->srv) + kh_server_nconns(rt->metrics_srv);
+}
+
+static size_t pending_reports(const struct runtime *rt)
+{
+    return kh_batcher_pending(rt->batcher) + kh_parsepool_pending(rt->app.parsepool) +
+           (rt->app.spool ? kh_spool_pending(rt->app.spool) : 0);
+}
+
+static void log_drain(const struct runtime *rt, int level, const char *msg, size_t closed)
+{
+    struct kh_logline l;
+    if (kh_log_begin(&l, level, msg)) {
+        kh_log_int(&l, "elapsed_ms", (int64_t)((kh_mono_usec() - rt->drain_start_usec) / 1000));
+        kh_log_int(&l, "http2_connections", (int64_t)kh_server_count(rt->srv, 2));
+        kh_log_int(&l, "http1_connections", (int64_t)kh_server_count(rt->srv, 1));
+        kh_log_int(&l, "streams", (int64_t)kh_server_streams(rt->srv));
+        kh_log_int(&l, "pending_reports", (int64_t)pending_reports(rt));
+        if (closed)
+            kh_log_int(&l, "closed", (int64_t)closed);
+        kh_log_end(&l);
+    }
+}
+
+/* The connections are done, or their time (shutdown_drain_seconds) is over: the listeners
+ * stop accepting (a new connection is refused, which a load balancer retries elsewhere) and
+ * what is still open is closed. Reports already taken go on to storage or the spool. */
+static void end_drain(struct runtime *rt, size_t conns)
+{
+    rt->drain_over = true;
+    kh_server_close_listener(rt->srv);
+    kh_server_close_listener(rt->metrics_srv);
+    if (conns == 0) {
+        log_drain(rt, KH_LOG_INFO, "drain done: connections closed", 0);
+        return;
+    }
+    size_t closed = kh_server_close_all(rt->srv) + kh_server_close_all(rt->metrics_srv);
+    log_drain(rt, KH_LOG_WARN, "drain time over: closing the connections left", closed);
+}
+
+/* Every 20 ms while stopping. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct runtime *rt = arg;
-    size_t conns = kh_server_nconns(rt->srv) + kh_server_nconns(rt->metrics_srv);
-    size_t pending = kh_batcher_pending(rt->batcher) +
-                     kh_parsepool_pending(rt->app.parsepool) +
-                     (rt->app.spool ? kh_spool_pending(rt->app.spool) : 0);
+    uint64_t now = kh_mono_usec();
+    if (!rt->drain_over && (stats_conns(rt) == 0 || now > rt->drain_end_usec))
+        end_drain(rt, stats_conns(rt));
+    size_t conns = stats_conns(rt), pending = pending_reports(rt);
     if (conns == 0 && pending == 0) {
         event_base_loopbreak(rt->base);
         return;
     }
-    if (kh_mono_usec() > rt->deadline_usec) {
+    if (now > rt->deadline_usec) {
         struct kh_logline l;
         if (kh_log_begin(&l, KH_LOG_WARN, "shutdown timeout: exiting with work in progress")) {
             kh_log_int(&l, "connections", (int64_t)conns);
@@ -233,6 +279,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             kh_log_end(&l);
         }
         event_base_loopbreak(rt->base);
+        return;
+    }
+    if (now - rt->progress_usec >= 1000000) {
+        rt->progress_usec = now;
+        log_drain(rt, KH_LOG_INFO, rt->drain_over ? "draining: storing what was taken"
+                                                  : "draining",
+                  0);
     }
 }
 
@@ -389,18 +442,33 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         kh_log_flush();
         _exit(1);
     }
+    const struct kh_config *cfg = rt->app.cfg;
+    int64_t drain = cfg->shutdown_drain_seconds < cfg->shutdown_timeout
+                        ? cfg->shutdown_drain_seconds
+                        : cfg->shutdown_timeout;
+    rt->drain_start_usec = rt->progress_usec = kh_mono_usec();
+    rt->drain_end_usec = rt->drain_start_usec + (uint64_t)drain * 1000000;
+    rt->deadline_usec = rt->drain_start_usec + (uint64_t)cfg->shutdown_timeout * 1000000;
     struct kh_logline l;
     if (kh_log_begin(&l, KH_LOG_INFO, "shutting down")) {
         kh_log_str(&l, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         kh_log_int(&l, "connections", (int64_t)kh_server_nconns(rt->srv));
-        kh_log_int(&l, "pending_reports", (int64_t)kh_batcher_pending(rt->batcher));
+        kh_log_int(&l, "streams", (int64_t)kh_server_streams(rt->srv));
+        kh_log_int(&l, "pending_reports", (int64_t)pending_reports(rt));
+        kh_log_int(&l, "drain_seconds", drain);
+        kh_log_int(&l, "shutdown_timeout", cfg->shutdown_timeout);
         kh_log_end(&l);
     }
-    rt->deadline_usec = kh_mono_usec() + (uint64_t)rt->app.cfg->shutdown_timeout * 1000000;
-    kh_server_stop(rt->srv);
-    kh_server_stop(rt->metrics_srv);
-    if (rt->console_srv) /* its answers acknowledge nothing: not waited for */
-        kh_server_stop(rt->console_srv);
+    /* the health check answers 503 from now on; the listeners still accept, each connection
+     * (and each new one) is told to go: HTTP/2 GOAWAY in two steps, HTTP/1.1 Connection:
+     * close */
+    rt->app.draining = true;
+    kh_server_drain(rt->srv);
+    kh_server_drain(rt->metrics_srv);
+    if (rt->console_srv) { /* its answers acknowledge nothing: not waited for */
+        kh_server_close_listener(rt->console_srv);
+        kh_server_drain(rt->console_srv);
+    }
     if (rt->app.spool)
         kh_spool_stop_drain(rt->app.spool); /* what is spooled waits for the next start */
     struct timeval tv = {0, 20000};
@@ -425,6 +493,7 @@ static void close_runtime(struct runtime *rt)
      * batcher: a batch that fails now still hands its reports to the spool */
     kh_parsepool_free(rt->app.parsepool);
     kh_batcher_free(rt->batcher);
+    rt->app.batcher = NULL; /* logged reports whose sync completes now stay in the log */
     kh_quality_stage_free(rt->quality); /* the writers are gone */
     kh_spool_free(rt->app.spool);
     if (rt->base)
@@ -481,6 +550,7 @@ static int open_pipeline(struct runtime *rt, struct kh_config *cfg)
             fatal("spool: cannot start its thread", NULL);
             return -1;
         }
+        rt->app.log_first = strcmp(cfg->ack_mode, "log") == 0;
     }
     if (cfg->parse_threads > 0 &&
         (rt->app.parsepool = kh_parsepool_new(rt->base, (int)cfg->parse_threads)) == NULL) {

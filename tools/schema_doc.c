@@ -48,6 +48,12 @@ static const char *source_text(enum kh_common_src src)
     case KH_SRC_BODY_BYTES: return "the request body's size in bytes";
     case KH_SRC_RECEIVED_AT: return "when kohaku had read the report";
     case KH_SRC_TYPE: return "the report's `type`";
+    case KH_SRC_Q_SEVERITY:
+    case KH_SRC_Q_SEVERITY_OUTBOUND:
+    case KH_SRC_Q_SEVERITY_INBOUND:
+    case KH_SRC_Q_MOS_MIN:
+    case KH_SRC_Q_VIDEO_SCORE_MIN:
+    case KH_SRC_Q_BROWSER: return "the report's `quality_connection` row";
     }
     return "";
 }

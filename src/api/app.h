@@ -40,8 +40,11 @@ struct kh_app {
     struct kh_store *store;
     struct kh_batcher *batcher;
     struct kh_spool *spool;         /* NULL without spool_dir */
+    bool log_first;                 /* ack_mode = log: reports answered once in the spool's
+                                     * log, then stored from memory (collector.c) */
     struct kh_parsepool *parsepool; /* NULL with parse_threads = 0: parse on the loop */
     struct kh_console *console;     /* NULL with console = false */
+    bool draining; /* SIGTERM: the health check answers 503 so that load balancers move on */
     struct kh_privacy privacy;      /* what the parsers do to IP addresses (kh_app_privacy_init) */
     /* from cfg (kh_app_apply_config): what the listeners and the HTTP layer read */
     struct kh_net_limits net_limits;

@@ -21,6 +21,8 @@
  *   store_report  where it goes, decided in one place:
  *                   with a spool, storage down or spool_backlog_reports already waiting
  *                     -> to_spool: 204 once its record is synced
+ *                   ack_mode = log -> to_log: 204 once its record is synced, then on
+ *                     to the batcher from memory
  *                   otherwise -> to_batcher: 204 once its batch commits; when the batcher
  *                     has no room, the spool takes it (503 without a spool)
  *   on_stored     the batch's outcome: 204; 400 when storage refused this report's data;
@@ -37,6 +39,7 @@
 #include "api/app.h"
 #include "core/buf.h"
 #include "core/errors.h"
+#include "core/log.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
 #include "pipeline/parsepool.h"
@@ -316,13 +319,101 @@ static void to_batcher(struct kh_request *req, struct kh_report *r)
                                         : "server: too many reports waiting for storage");
 }
 
+/* --- log-first acknowledgement (ack_mode = log) -------------------------------------------
+ * The report is parsed; its body goes to the log (a held spool record) and is answered once
+ * synced; then the parsed report goes to the batcher, and its outcome settles the record
+ * (stored, or refused for good) or releases it (not stored: the drainer replays it from the
+ * log, parsing it again). */
+struct logged {
+    struct kh_app *app;
+    struct kh_request *req; /* until answered */
+    struct kh_report *r;    /* until submitted */
+    struct kh_spool_held h;
+};
+
+static void on_logged_stored(void *arg, int result, const char *err)
+{
+    struct logged *lg = arg;
+    struct kh_app *app = lg->app;
+    kh_metrics.log_held--;
+    if (result == 0) {
+        kh_metrics.log_stored++;
+        kh_spool_settle(app->spool, lg->h);
+    } else if (result == KH_EREJECT) {
+        /* answered 204 already: what the spool's replay does with such a report */
+        kh_metrics.log_refused++;
+        kh_log(KH_LOG_ERROR, "log: storage refused an acknowledged report; dropped", err);
+        kh_spool_settle(app->spool, lg->h);
+    } else {
+        kh_metrics.log_released++;
+        kh_spool_release(app->spool, lg->h);
+    }
+    free(lg);
+}
+
+static void on_logged(void *arg, int result, struct kh_spool_held h)
+{
+    struct logged *lg = arg;
+    struct kh_app *app = lg->app;
+    if (result != 0) {
+        unavailable(lg->req, result == KH_ENOMEM ? "server: out of memory for this report"
+                                                 : "log: write failed; retry later");
+        kh_request_release(lg->req);
+        kh_report_free(lg->r);
+        free(lg);
+        return;
+    }
+    answer_stored(lg->req);
+    kh_request_release(lg->req);
+    kh_metrics.log_acknowledged++;
+    kh_metrics.log_held++;
+    lg->req = NULL;
+    lg->h = h;
+    struct kh_report *r = lg->r;
+    lg->r = NULL;
+    int rc = app->batcher ? kh_batcher_submit(app->batcher, r, on_logged_stored, lg)
+                          : KH_ESHUTDOWN;
+    if (rc != 0) { /* no room, or shutting down: the log has it */
+        kh_report_free(r);
+        on_logged_stored(lg, KH_ERETRY, NULL);
+    }
+}
+
+/* Logs the kept body; the answer follows its sync, and the report goes on from memory. */
+static void to_log(struct kh_request *req, struct kh_report *r)
+{
+    struct collect *c = req->hstate;
+    struct kh_app *app = app_of(req);
+    struct logged *lg = malloc(sizeof(*lg));
+    if (lg == NULL) {
+        kh_report_free(r);
+        refuse(req, KH_ENOMEM, NULL);
+        return;
+    }
+    *lg = (struct logged){.app = app, .req = req, .r = r};
+    kh_request_retain(req);
+    int rc = kh_spool_append_held(app->spool, &c->meta, c->body.data, c->body.len, on_logged,
+                                  lg);
+    if (rc == 0)
+        return;
+    kh_request_release(req);
+    kh_report_free(r);
+    free(lg);
+    unavailable(req, rc == KH_ENOSPC ? "spool: full (spool_max_bytes); retry later"
+                                     : "server: out of memory for this report");
+}
+
 /* Whether a report goes to the spool rather than to storage: storage is down, or already has
  * spool_backlog_reports waiting (the database is slower than the reports coming in). */
 static bool spool_first(const struct kh_app *app)
 {
     if (app->spool == NULL)
         return false;
-    return !app->store->ops->healthy(app->store) ||
+    if (!app->store->ops->healthy(app->store))
+        return true;
+    /* logged reports wait in memory up to max_inflight_bytes (the batcher's budget); past
+     * it they are released to the log's replay */
+    return !app->log_first &&
            kh_batcher_pending(app->batcher) >= (size_t)app->cfg->spool_backlog_reports;
 }
 
@@ -348,6 +439,10 @@ static void store_report(struct kh_request *req, struct kh_report *r)
     if (spool_first(app)) {
         kh_report_free(r);
         to_spool(req);
+        return;
+    }
+    if (app->log_first) {
+        to_log(req, r);
         return;
     }
     to_batcher(req, r);

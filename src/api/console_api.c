@@ -249,30 +249,40 @@ enum { L_ID, L_CHANNEL, L_CLIENT, L_ROLE, L_LABEL, L_NODE, L_BROWSER, L_FIRST, L
        L_MOS_MIN, L_MOS_AVG, L_VIDEO_MIN, L_UP, L_DOWN, L_REPORTS, L_VERDICT,
        L_ALL, L_BAD, L_WARNING, L_OK, L_UNRATED, L_TOTAL };
 
+/* The connections of the range (seen in it) with their verdict so far, kept in
+ * sora_connection's verdict columns at ingest (schema version 7): the list reads one row per
+ * connection, not every quality row of the range. The counts per verdict are over all of
+ * them; the page's rows then get the mean MOS and the rated reports of the range from their
+ * own quality rows (50 connections' rows by the key). */
 static const char list_head[] =
-    "WITH q AS (SELECT connection_id, max(severity) AS severity, min(mos_min) AS mos_min, "
-    "avg(mos_avg) AS mos_avg, min(video_score_min) AS video_score_min, "
-    "max(severity_outbound) AS uplink, max(severity_inbound) AS downlink, "
-    "max(browser) AS browser, count(*) AS reports FROM quality_connection "
-    "WHERE \"time\" >= @1 AND \"time\" < @2 GROUP BY connection_id), "
-    "l AS (SELECT c.connection_id, c.channel_id, c.client_id, c.role, c.label, c.node_name, "
-    "q.browser, #(c.first_seen) AS first_us, #(c.last_seen) AS last_us, q.severity, "
-    "q.mos_min, q.mos_avg, q.video_score_min, q.uplink, q.downlink, q.reports, "
-    "CASE WHEN q.severity IS NULL THEN 'unrated' WHEN q.severity >= 2 THEN 'bad' "
-    "WHEN q.severity = 1 THEN 'warning' ELSE 'ok' END AS verdict "
-    "FROM sora_connection c LEFT JOIN q ON q.connection_id = c.connection_id "
-    "WHERE c.last_seen >= @1 AND c.first_seen < @2 "
+    "WITH l AS (SELECT c.connection_id, c.channel_id, c.client_id, c.role, c.label, "
+    "c.node_name, c.browser, #(c.first_seen) AS first_us, #(c.last_seen) AS last_us, "
+    "c.severity, c.mos_min, c.video_score_min, c.severity_outbound AS uplink, "
+    "c.severity_inbound AS downlink, "
+    "CASE WHEN c.severity IS NULL THEN 'unrated' WHEN c.severity >= 2 THEN 'bad' "
+    "WHEN c.severity = 1 THEN 'warning' ELSE 'ok' END AS verdict "
+    "FROM sora_connection c WHERE c.last_seen >= @1 AND c.first_seen < @2 "
     "AND (CAST(@3 AS TEXT) = '' OR c.channel_id = @3) "
     "AND (CAST(@4 AS TEXT) = '' OR c.client_id = @4) "
     "AND (CAST(@5 AS TEXT) = '' OR c.label = @5) "
     "AND (CAST(@6 AS TEXT) = '' OR c.node_name = @6) "
-    "AND (CAST(@7 AS TEXT) = '' OR q.browser = @7)) "
-    "SELECT *, count(*) OVER () FROM (SELECT l.*, count(*) OVER () AS n_all, "
+    "AND (CAST(@7 AS TEXT) = '' OR c.browser = @7)), "
+    "p AS (SELECT *, count(*) OVER () AS n_total FROM (SELECT l.*, count(*) OVER () AS n_all, "
     "sum(CASE WHEN verdict = 'bad' THEN 1 ELSE 0 END) OVER () AS n_bad, "
     "sum(CASE WHEN verdict = 'warning' THEN 1 ELSE 0 END) OVER () AS n_warning, "
     "sum(CASE WHEN verdict = 'ok' THEN 1 ELSE 0 END) OVER () AS n_ok, "
     "sum(CASE WHEN verdict = 'unrated' THEN 1 ELSE 0 END) OVER () AS n_unrated FROM l) x "
     "WHERE CAST(@8 AS TEXT) = '' OR verdict = @8 ORDER BY ";
+/* ... the page's order, then: */
+static const char list_page[] =
+    " LIMIT @9 OFFSET @10) "
+    "SELECT p.connection_id, p.channel_id, p.client_id, p.role, p.label, p.node_name, "
+    "p.browser, p.first_us, p.last_us, p.severity, p.mos_min, a.mos_avg, p.video_score_min, "
+    "p.uplink, p.downlink, a.reports, p.verdict, p.n_all, p.n_bad, p.n_warning, p.n_ok, "
+    "p.n_unrated, p.n_total FROM p LEFT JOIN (SELECT connection_id AS qid, "
+    "avg(mos_avg) AS mos_avg, count(*) AS reports FROM quality_connection "
+    "WHERE \"time\" >= @1 AND \"time\" < @2 AND connection_id IN (SELECT connection_id FROM p) "
+    "GROUP BY connection_id) a ON a.qid = p.connection_id ORDER BY ";
 
 static const struct {
     const char *name, *order;
@@ -341,7 +351,8 @@ static int connections(struct api *a)
     struct kh_ask_table t = {0};
     int rc = kh_ask_sql(&a->ask, list_head);
     rc = rc ? rc : kh_ask_raw(&a->ask, sorts[s].order);
-    rc = rc ? rc : kh_ask_add(&a->ask, " LIMIT @9 OFFSET @10");
+    rc = rc ? rc : kh_ask_add(&a->ask, list_page);
+    rc = rc ? rc : kh_ask_raw(&a->ask, sorts[s].order);
     rc = rc ? rc : kh_ask_run(&a->ask, &t, p, 10);
     if (rc != 0) {
         kh_ask_table_free(&t);
@@ -764,12 +775,15 @@ static int channel(struct api *a, const char *id)
 static const char reports_sql[] =
     "SELECT #(\"time\") / @3 * @3, count(*) FROM sora_report WHERE \"time\" >= @1 AND "
     "\"time\" < @2 GROUP BY 1 ORDER BY 1";
+/* Per node and bucket: the connections rated in it, those with issues, those bad. Each
+ * connection's rows of a bucket are grouped first (by the key's order, and where Citus keeps
+ * them), then the far fewer groups are joined to their node and counted. */
 static const char nodes_sql[] =
-    "SELECT c.node_name, #(q.\"time\") / @3 * @3, count(DISTINCT q.connection_id), "
-    "count(DISTINCT CASE WHEN q.severity > 0 THEN q.connection_id END), "
-    "count(DISTINCT CASE WHEN q.severity > 1 THEN q.connection_id END) "
-    "FROM quality_connection q JOIN sora_connection c ON c.connection_id = q.connection_id "
-    "WHERE q.\"time\" >= @1 AND q.\"time\" < @2 GROUP BY 1, 2 ORDER BY 1, 2";
+    "SELECT c.node_name, g.b, count(*), sum(CASE WHEN g.s > 0 THEN 1 ELSE 0 END), "
+    "sum(CASE WHEN g.s > 1 THEN 1 ELSE 0 END) "
+    "FROM (SELECT connection_id, #(\"time\") / @3 * @3 AS b, max(severity) AS s "
+    "FROM quality_connection WHERE \"time\" >= @1 AND \"time\" < @2 GROUP BY 1, 2) g "
+    "JOIN sora_connection c ON c.connection_id = g.connection_id GROUP BY 1, 2 ORDER BY 1, 2";
 
 /* A bucket of about a 300th of the range, at least 10 s, in whole seconds (µs). */
 static int64_t bucket_of(const struct range *r)

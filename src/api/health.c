@@ -9,6 +9,12 @@ static void on_headers(struct kh_request *req)
 {
     const struct kh_app *app = req->handler_arg;
     struct kh_store *s = app->store;
+    if (app->draining) {
+        /* no retry-after: this instance will not be back; the balancer's retries go elsewhere */
+        req->close_connection = true;
+        kh_request_respond_error(req, 503, "draining: shutting down");
+        return;
+    }
     if (s->ops->healthy(s)) {
         kh_request_respond(req, 204, NULL, 0);
         return;

@@ -72,21 +72,25 @@ static const char members_sql[] =
 
 enum { W_ID, W_CHANNEL, W_SEV, W_MOS_MIN, W_MOS_AVG, W_VIDEO_MIN, W_REPORTS, W_LAST, W_CLIENT,
        W_SEV_OUT, W_SEV_IN };
+/* The connections seen since the bound with a verdict, worst first, from sora_connection's
+ * verdict columns (kept at ingest, schema version 7: one row per connection, however often
+ * it reports); then the chosen ones' reports since the bound, their mean MOS and the latest,
+ * from their own quality rows. */
 #define WORST_SQL(order)                                                                       \
-    "SELECT w.connection_id, w.channel_id, w.severity, w.mos_min, w.mos_avg, "                 \
-    "w.video_score_min, w.reports, #(w.last_report), c.client_id, w.severity_outbound, "       \
-    "w.severity_inbound FROM (SELECT connection_id, channel_id, max(severity) AS severity, "   \
-    "min(mos_min) AS mos_min, avg(mos_avg) AS mos_avg, min(video_score_min) AS "               \
-    "video_score_min, count(*) AS reports, max(\"time\") AS last_report, "                     \
-    "max(severity_outbound) AS severity_outbound, max(severity_inbound) AS severity_inbound "  \
-    "FROM quality_connection WHERE \"time\" >= @1 GROUP BY connection_id, channel_id) w "      \
-    "LEFT JOIN sora_connection c ON c.connection_id = w.connection_id ORDER BY " order         \
-    " LIMIT @2"
+    "WITH w AS (SELECT connection_id, channel_id, client_id, severity, mos_min, "              \
+    "video_score_min, severity_outbound, severity_inbound FROM sora_connection "               \
+    "WHERE last_seen >= @1 AND severity IS NOT NULL ORDER BY " order " LIMIT @2) "             \
+    "SELECT w.connection_id, w.channel_id, w.severity, w.mos_min, a.mos_avg, "                 \
+    "w.video_score_min, a.reports, #(a.last_report), w.client_id, w.severity_outbound, "       \
+    "w.severity_inbound FROM w LEFT JOIN (SELECT connection_id AS qid, avg(mos_avg) AS "       \
+    "mos_avg, count(*) AS reports, max(\"time\") AS last_report FROM quality_connection "      \
+    "WHERE \"time\" >= @1 AND connection_id IN (SELECT connection_id FROM w) "                 \
+    "GROUP BY connection_id) a ON a.qid = w.connection_id ORDER BY " order
 static const char worst_sql_pg[] = WORST_SQL(
-    "w.severity DESC, w.mos_min ASC NULLS LAST, w.video_score_min ASC NULLS LAST, 1");
+    "severity DESC, mos_min ASC NULLS LAST, video_score_min ASC NULLS LAST, connection_id");
 static const char worst_sql_sqlite[] = WORST_SQL(
-    "w.severity DESC, w.mos_min IS NULL, w.mos_min, w.video_score_min IS NULL, "
-    "w.video_score_min, 1");
+    "severity DESC, mos_min IS NULL, mos_min, video_score_min IS NULL, video_score_min, "
+    "connection_id");
 
 /* One connection's verdict and spans (for the channel and the worst list too). */
 struct conn {

@@ -176,6 +176,10 @@ static const struct param params[] = {
      "seconds in the retry-after header of a 503", RELOAD},
     {"shutdown_timeout", P_INT, OFF(shutdown_timeout), "30", 1, 3600, NULL,
      "seconds SIGTERM waits for in-flight reports before exiting anyway", RELOAD},
+    {"shutdown_drain_seconds", P_INT, OFF(shutdown_drain_seconds), "10", 0, 3600, NULL,
+     "seconds SIGTERM's drain lets connections finish (HTTP/2 GOAWAY, HTTP/1.1 Connection: "
+     "close, /.ok answering 503, new connections still served) before closing what is left; "
+     "at most shutdown_timeout", RELOAD},
     {"spool_dir", P_STR, OFF(spool_dir), "", 0, 0, NULL,
      "directory of the durable spool: reports are written there (and acknowledged) while "
      "storage is away or behind, and drained into it later; empty = no spool (503 instead)"},
@@ -191,6 +195,11 @@ static const struct param params[] = {
      "with spool_fsync = interval: time between fsyncs of the spool (ms)"},
     {"spool_backlog_reports", P_INT, OFF(spool_backlog_reports), "2048", 1, 10000000, NULL,
      "with a spool: reports waiting for storage beyond which new reports go to the spool"},
+    {"ack_mode", P_ENUM, OFF(ack_mode), "commit", 0, 0, "commit|log",
+     "when a report is answered 204: commit, once its rows are committed to the database; "
+     "log, once it is appended and synced to the log in spool_dir (needed), its rows, parsed "
+     "already, then written from memory in large transactions, and replayed from the log "
+     "after a crash or a database outage. README, \"Log-first acknowledgement\""},
     {"privacy_ip", P_ENUM, OFF(privacy_ip), "keep", 0, 0, "keep|truncate|hash|drop",
      "what is stored of the IP addresses clients report (candidates' address, ip, "
      "relatedAddress, the host of their STUN/TURN url, IP literals in extra): keep them; "
@@ -834,6 +843,9 @@ static int check_console(const struct kh_config *cfg, const char **err)
 
 static int check_storage(const struct kh_config *cfg, const char **err)
 {
+    if (strcmp(cfg->ack_mode, "log") == 0 && !cfg->spool_dir[0])
+        return refuse(cfg, "ack_mode", "spool_dir", err,
+                      "ack_mode: log needs spool_dir (the log is the spool's segments)");
     if (strcmp(cfg->storage, "postgres") == 0 && cfg->postgres_uri[0] == '\0')
         return refuse(cfg, "storage", "postgres_uri", err,
                       "postgres_uri: required when storage = postgres");

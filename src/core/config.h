@@ -15,7 +15,7 @@
 #include <stdio.h>
 
 /* Room for the table's keys (config.c checks that they fit). */
-#define KH_CONFIG_MAX_KEYS 96
+#define KH_CONFIG_MAX_KEYS 112
 /* Room for the quality detectors' thresholds (quality/detect.h checks that its fit). */
 #define KH_CONFIG_DETECTORS 16
 /* privacy_hash_key's length bounds, in bytes (sora/privacy.h holds the same). */
@@ -88,11 +88,13 @@ struct kh_config {
     int64_t storage_retry_ms;
     int64_t retry_after;
     int64_t shutdown_timeout;
+    int64_t shutdown_drain_seconds;
     /* spool */
     char *spool_dir;
     int64_t spool_max_bytes;
     int64_t spool_segment_bytes;
     char *spool_fsync;
+    char *ack_mode; /* "commit" or "log" */
     int64_t spool_fsync_interval_ms;
     int64_t spool_backlog_reports;
     /* IP privacy (sora/privacy.h) */

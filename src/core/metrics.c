@@ -201,6 +201,19 @@ static int render_spool(struct kh_buf *b, const struct kh_metrics *m)
          "Spooled reports storage refused as bad data, or unreadable on disk.", m->spool_dropped},
         {"kohaku_spool_tails_cut_total", "counter",
          "Segments whose torn or corrupt tail was cut off at start-up.", m->spool_tails_cut},
+        {"kohaku_log_acknowledged_total", "counter",
+         "ack_mode = log: reports answered once synced to the log.", m->log_acknowledged},
+        {"kohaku_log_stored_total", "counter",
+         "ack_mode = log: logged reports then committed from memory.", m->log_stored},
+        {"kohaku_log_released_total", "counter",
+         "ack_mode = log: logged reports not stored from memory (storage failed or full), "
+         "replayed from the log instead.", m->log_released},
+        {"kohaku_log_refused_total", "counter",
+         "ack_mode = log: logged reports storage refused as bad data after their 204 "
+         "(dropped and logged).", m->log_refused},
+        {"kohaku_log_held_reports", "gauge",
+         "ack_mode = log: reports logged and answered, not yet committed or released.",
+         m->log_held},
     };
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < sizeof(rows) / sizeof(rows[0]); i++)

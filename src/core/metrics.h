@@ -74,6 +74,12 @@ struct kh_metrics {
     uint64_t spool_drained;       /* spooled reports replayed and committed */
     uint64_t spool_dropped;       /* spooled reports storage refused or could not be read */
     uint64_t spool_tails_cut;   /* segments whose torn/corrupt tail was cut at start-up */
+    /* log-first acknowledgement (ack_mode = log; loop thread) */
+    uint64_t log_acknowledged; /* reports answered 204 once logged */
+    uint64_t log_stored;       /* of those, stored from memory */
+    uint64_t log_released;     /* not stored from memory: replayed from the log */
+    uint64_t log_refused;      /* refused by storage as bad data after their 204 */
+    uint64_t log_held;         /* gauge: logged, not yet stored or released */
     struct kh_metrics_sources src;
     /* the storage backend's mode (a string literal), set by the backend from any thread */
     _Atomic(const char *) storage_mode;

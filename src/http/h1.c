@@ -33,6 +33,7 @@ struct h1 {
     bool in_execute;        /* inside http_parser_execute: its callbacks finish requests */
     bool paused;
     bool keep_alive;
+    uint64_t served; /* requests finished on the connection */
     struct kh_buf name, value; /* the header being read; each at most max_header_bytes */
     bool in_value;
     bool header_overflow;
@@ -55,6 +56,7 @@ static void finish_request(struct h1 *h)
     struct kh_request *req = h->req;
     h->req = NULL;
     h->msg_complete = false;
+    h->served++;
     kh_request_release(req);
 }
 
@@ -311,6 +313,17 @@ static void h1_shutdown(struct kh_conn *c)
     /* otherwise the answer in progress carries Connection: close */
 }
 
+/* A connection between requests is closed (lingering: a request that crossed the close is
+ * read and dropped, the client sees a clean end and sends it again elsewhere); one that has
+ * not had its first request yet is new (accepted while draining): its request is answered,
+ * with Connection: close, as is the one in progress. */
+static void h1_drain(struct kh_conn *c)
+{
+    struct h1 *h = c->codec_data;
+    if (h->req == NULL && h->served > 0)
+        kh_conn_close_after_write(c);
+}
+
 static bool h1_idle(struct kh_conn *c)
 {
     struct h1 *h = c->codec_data;
@@ -339,6 +352,7 @@ const struct kh_codec_ops kh_h1_codec = {
     .on_read = h1_on_read,
     .on_drained = h1_on_drained,
     .shutdown = h1_shutdown,
+    .drain = h1_drain,
     .idle = h1_idle,
     .active = h1_active,
     .sweep = h1_sweep,

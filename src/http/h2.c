@@ -5,6 +5,13 @@
  * frame that completed the request (after a batch commits): they are submitted then and the
  * session is flushed, unless we are inside nghttp2's own callbacks, where the flush happens
  * after mem_recv returns. This module is the only user of nghttp2.
+ *
+ * Draining (h2_drain) is nghttp2's and h2o's two-step GOAWAY: a shutdown notice (GOAWAY with
+ * last-stream-id 2^31-1: the peer stops opening streams, those already on their way are
+ * still taken) with a PING behind it; when the PING's ACK is back (one round trip: the peer
+ * has seen the notice, so every stream it opened before it has arrived) or after
+ * DRAIN_NOTICE_USEC, the final GOAWAY names the last stream processed. Streams up to it are
+ * answered; the connection closes once none is left.
  */
 #include <event2/buffer.h>
 #include <nghttp2/nghttp2.h>
@@ -32,6 +39,10 @@
  * stream is reset with NO_ERROR. Resetting at once would be as correct, but curl (7.88, the
  * one Debian 12 ships) then reports the upload as failed and never shows the answer. */
 #define EARLY_ANSWER_GRACE_USEC 1000000
+/* A drain's final GOAWAY goes out at the PING ACK, or this long after the notice (h2o waits
+ * one second). The sweep checks it once a second, so it may come up to a second later. */
+#define DRAIN_NOTICE_USEC 1000000
+static const uint8_t drain_ping[8] = {'k', 'h', 'd', 'r', 'a', 'i', 'n', '!'};
 
 struct h2 {
     struct kh_conn *conn;
@@ -39,7 +50,9 @@ struct h2 {
     struct kh_request *reqs; /* live streams */
     size_t nreqs;
     bool in_recv;
-    bool goaway_sent;
+    bool notice_sent;    /* the drain's first GOAWAY (2^31-1) and its PING */
+    uint64_t notice_usec;
+    bool goaway_sent;    /* the final GOAWAY: no stream above its last-stream-id */
     double control_tokens;
     uint64_t control_refill_usec;
 };
@@ -119,6 +132,8 @@ static void flush(struct h2 *h)
         kh_conn_close_after_write(c);
 }
 
+static void final_goaway(struct h2 *h);
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
     struct h2 *h = user;
@@ -156,6 +171,12 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
     struct h2 *h = user;
+    if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK) &&
+        h->notice_sent && !h->goaway_sent &&
+        memcmp(frame->ping.opaque_data, drain_ping, sizeof(drain_ping)) == 0) {
+        final_goaway(h); /* flushed after mem_recv */
+        return 0;
+    }
     if ((frame->hd.type == NGHTTP2_PING || frame->hd.type == NGHTTP2_SETTINGS) &&
         !(frame->hd.flags & NGHTTP2_FLAG_ACK) && !control_frame_allowed(h)) {
         abuse(h, NGHTTP2_ENHANCE_YOUR_CALM,
@@ -185,6 +206,13 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
 
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user)
 {
+    struct h2 *h = user;
+    /* the PING goes behind the notice, once the notice is out: nghttp2 sends a PING queued
+     * beside a GOAWAY first, and its ACK would then prove nothing about the notice */
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.last_stream_id == INT32_MAX &&
+        h->notice_sent && !h->goaway_sent &&
+        nghttp2_submit_ping(s, NGHTTP2_FLAG_NONE, drain_ping) != 0)
+        final_goaway(h);
     struct kh_request *req = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     /* nghttp2 resets a malformed request (DATA past content-length, bad pseudo-headers ...)
      * with PROTOCOL_ERROR: such a peer is not a Sora node; close the whole connection. Not
@@ -346,16 +374,48 @@ static int h2_on_read(struct kh_conn *c, struct evbuffer *in)
 
 static void h2_on_drained(struct kh_conn *c) { flush(c->codec_data); }
 
-static void h2_shutdown(struct kh_conn *c)
+static void log_goaway(struct h2 *h, const char *msg, int32_t last)
 {
-    struct h2 *h = c->codec_data;
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_DEBUG, msg)) {
+        kh_log_int(&l, "conn", (int64_t)h->conn->id);
+        kh_log_str(&l, "peer", h->conn->peer);
+        kh_log_int(&l, "last_stream_id", last);
+        kh_log_int(&l, "streams", (int64_t)h->nreqs);
+        kh_log_end(&l);
+    }
+}
+
+/* The last GOAWAY: streams already opened are finished; no new ones are accepted. */
+static void final_goaway(struct h2 *h)
+{
     if (h->goaway_sent)
         return;
     h->goaway_sent = true;
-    /* streams already opened are finished; no new ones are accepted */
-    nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
-                          nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR,
-                          NULL, 0);
+    int32_t last = nghttp2_session_get_last_proc_stream_id(h->session);
+    nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+    log_goaway(h, "http/2 goaway sent", last);
+}
+
+static void h2_shutdown(struct kh_conn *c)
+{
+    struct h2 *h = c->codec_data;
+    final_goaway(h);
+    flush(h);
+}
+
+static void h2_drain(struct kh_conn *c)
+{
+    struct h2 *h = c->codec_data;
+    if (h->notice_sent || h->goaway_sent)
+        return;
+    h->notice_sent = true;
+    h->notice_usec = kh_mono_usec();
+    if (nghttp2_submit_shutdown_notice(h->session) != 0) {
+        final_goaway(h);
+    } else {
+        log_goaway(h, "http/2 goaway notice sent", INT32_MAX);
+    }
     flush(h);
 }
 
@@ -389,6 +449,10 @@ static void h2_sweep(struct kh_conn *c, uint64_t now)
         any |= reset_if_overdue(h, req, now);
     }
     h->in_recv = false;
+    if (h->notice_sent && !h->goaway_sent && now - h->notice_usec >= DRAIN_NOTICE_USEC) {
+        final_goaway(h); /* the PING's ACK has not come */
+        any = true;
+    }
     if (any)
         flush(h);
 }
@@ -423,6 +487,7 @@ const struct kh_codec_ops kh_h2_codec = {
     .on_read = h2_on_read,
     .on_drained = h2_on_drained,
     .shutdown = h2_shutdown,
+    .drain = h2_drain,
     .idle = h2_idle,
     .active = h2_active,
     .sweep = h2_sweep,

@@ -24,6 +24,11 @@
 #include "net/tls.h"
 
 #define READ_HIGH_WATERMARK (256 * 1024)
+/* How long a draining connection that we have shut down keeps reading the peer's last bytes
+ * (a WINDOW_UPDATE, a request that crossed our GOAWAY) before the socket is closed: closing
+ * with unread input sends a reset, which can destroy the answers still in the peer's receive
+ * buffer (the lingering close of h2o and nginx). */
+#define LINGER_USEC 2000000
 
 struct kh_server {
     struct event_base *base;
@@ -100,11 +105,30 @@ int kh_conn_write(struct kh_conn *c, const void *data, size_t len)
     return bufferevent_write(c->bev, data, len) == 0 ? 0 : KH_ENOMEM;
 }
 
+/* Everything is written and the connection is to close. While draining, a plaintext one
+ * first lingers: our side is shut down (the peer reads EOF after our last bytes) and its input
+ * is read and dropped until it closes too, or LINGER_USEC. A TLS connection closes at once: a
+ * shutdown under the TLS layer would cut its close_notify. */
+static void close_written(struct kh_conn *c)
+{
+    int fd = (int)bufferevent_getfd(c->bev);
+    if (!c->srv->stopping || c->tls || fd < 0 || shutdown(fd, SHUT_WR) != 0) {
+        kh_conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    c->linger_usec = kh_mono_usec();
+    bufferevent_disable(c->bev, EV_WRITE);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    log_conn(c, "connection lingering");
+}
+
 void kh_conn_close_after_write(struct kh_conn *c)
 {
     c->close_after_write = true;
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        kh_conn_close(c);
+    if (!c->lingering && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        close_written(c);
 }
 
 void kh_conn_resume_read(struct kh_conn *c)
@@ -114,6 +138,14 @@ void kh_conn_resume_read(struct kh_conn *c)
 }
 
 bool kh_conn_stopping(const struct kh_conn *c) { return c->srv->stopping; }
+
+static void drain_conn(struct kh_conn *c)
+{
+    if (c->codec->drain)
+        c->codec->drain(c);
+    else
+        c->codec->shutdown(c);
+}
 
 /* The listener's pick function chooses the codec from the first bytes; 0 while it cannot
  * tell yet. */
@@ -134,7 +166,7 @@ static int sniff(struct kh_conn *c, struct evbuffer *in)
         return KH_ENOMEM;
     }
     if (c->srv->stopping)
-        c->codec->shutdown(c);
+        drain_conn(c);
     return 1;
 }
 
@@ -144,6 +176,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     if (c->dead)
         return;
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->lingering) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     if (c->codec == NULL) {
         int rc = sniff(c, in);
         if (rc < 0) {
@@ -163,7 +199,8 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->dead)
         return;
     if (c->close_after_write) {
-        kh_conn_close(c);
+        if (!c->lingering)
+            close_written(c);
         return;
     }
     if (c->codec)
@@ -215,7 +252,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
     if (c->tls && !c->handshake_done && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)))
         tls_failed(c);
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !c->lingering) {
         if (c->codec && !c->codec->idle(c)) {
             /* requests are waiting for storage: not idle, keep reading */
             bufferevent_enable(bev, EV_READ);
@@ -251,7 +288,10 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     while (c) {
         struct kh_conn *next = c->next;
         bool started = c->codec && (!c->tls || c->handshake_done);
-        if (!started && now - c->accepted_usec > limit) {
+        if (c->lingering) {
+            if (now - c->linger_usec > LINGER_USEC)
+                kh_conn_close(c);
+        } else if (!started && now - c->accepted_usec > limit) {
             log_conn(c, "connection did not start in time");
             kh_conn_close(c);
         } else if (c->codec && c->codec->sweep) {
@@ -408,22 +448,47 @@ fail:
     return NULL;
 }
 
-void kh_server_stop(struct kh_server *srv)
+void kh_server_drain(struct kh_server *srv)
 {
     if (srv->stopping)
         return;
     srv->stopping = true;
-    if (srv->listener)
-        evconnlistener_disable(srv->listener);
     struct kh_conn *c = srv->conns;
     while (c) {
-        struct kh_conn *next = c->next; /* shutdown may close c */
-        if (c->codec)
-            c->codec->shutdown(c);
-        else
-            kh_conn_close(c);
+        struct kh_conn *next = c->next; /* a drain may close c */
+        /* one whose first bytes have not come yet is drained once they tell its protocol */
+        if (c->codec && !c->dead)
+            drain_conn(c);
         c = next;
     }
+}
+
+void kh_server_close_listener(struct kh_server *srv)
+{
+    if (srv->listener == NULL)
+        return;
+    /* the connections the kernel has completed already would be reset by the close */
+    evutil_socket_t lfd = evconnlistener_get_fd(srv->listener);
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            break;
+        on_accept(srv->listener, fd, (struct sockaddr *)&ss, (int)len, srv);
+    }
+    evconnlistener_free(srv->listener);
+    srv->listener = NULL;
+}
+
+size_t kh_server_close_all(struct kh_server *srv)
+{
+    size_t n = 0;
+    while (srv->conns) {
+        kh_conn_close(srv->conns);
+        n++;
+    }
+    return n;
 }
 
 size_t kh_server_nconns(const struct kh_server *srv) { return srv->nconns; }

@@ -4,7 +4,11 @@
  * chooses from the first bytes (the HTTP layer's: HTTP/2 preface or HTTP/1.1); it knows no
  * protocol above TCP and TLS, and nothing of what is served. Owns every connection; frees
  * them only at a safe point (a deferred event), never inside a callback running for them.
- * Stops gracefully: no new connections, each codec winds its connection down.
+ * Drains gracefully (kh_server_drain): the listener keeps accepting, so that what a load
+ * balancer or a client has already queued is served rather than reset, each codec winds its
+ * connection down in its own steps (HTTP/2: a GOAWAY notice, then the final GOAWAY), closing
+ * connections linger for the peer's last bytes; kh_server_close_listener then stops accepting
+ * (the backlog still taken) and kh_server_close_all ends what is left.
  */
 #ifndef KH_SERVER_H
 #define KH_SERVER_H
@@ -37,8 +41,11 @@ struct kh_codec_ops {
     int (*on_read)(struct kh_conn *c, struct evbuffer *in);
     /* Everything queued has been written. */
     void (*on_drained)(struct kh_conn *c);
-    /* Graceful shutdown: finish what is in progress, accept nothing new. */
+    /* Shutdown now: finish what is in progress, accept nothing new (idle timeout). */
     void (*shutdown)(struct kh_conn *c);
+    /* Graceful drain: announce that the connection is going, let the peer's requests already
+     * on their way in, finish what is in progress, then close. NULL: shutdown. */
+    void (*drain)(struct kh_conn *c);
     /* True when no request is in progress (an idle timeout may close it). */
     bool (*idle)(struct kh_conn *c);
     /* Requests in progress on the connection. */
@@ -63,6 +70,8 @@ struct kh_conn {
     char subject[256]; /* client certificate subject (mTLS), "" otherwise */
     bool dead;
     bool close_after_write;
+    bool lingering;        /* our side shut down (draining): reading the peer's last bytes */
+    uint64_t linger_usec;  /* since when */
     struct kh_conn *prev, *next;
 };
 
@@ -93,8 +102,16 @@ void kh_server_free(struct kh_server *srv);
 /* Takes a connection that did not come through the listener (an in-process bufferevent, for
  * fuzzing and tests) as if it had just been accepted. */
 void kh_server_adopt(struct kh_server *srv, struct bufferevent *bev, const char *peer);
-/* Stop accepting and ask every connection to wind down. */
-void kh_server_stop(struct kh_server *srv);
+/* Starts the drain: every connection is asked to wind down (codec drain), and so is each one
+ * accepted from now on; the listener still accepts. */
+void kh_server_drain(struct kh_server *srv);
+/* Stops accepting for good: what is in the listen backlog is accepted first (and drained),
+ * then the socket is closed, so that a new connection is refused (a load balancer retries
+ * it elsewhere) rather than reset. */
+void kh_server_close_listener(struct kh_server *srv);
+/* Closes every connection now (the drain's time is over); requests in progress are
+ * detached. Returns how many were closed. */
+size_t kh_server_close_all(struct kh_server *srv);
 size_t kh_server_nconns(const struct kh_server *srv);
 /* The port the listener is bound to (what port 0 became), or 0. */
 int kh_server_port(const struct kh_server *srv);

@@ -581,6 +581,7 @@ static int connection_row(struct kh_report *r, const struct kh_q_transport *t,
     if (rc != 0)
         return KH_ENOMEM;
     kh_report_add_row(r, row);
+    r->rating = row;
     return 0;
 }
 

@@ -84,6 +84,24 @@ static struct kh_value time_value(const char *text)
     return v;
 }
 
+/* A member of the report's own rating (its quality_connection row). */
+static struct kh_value rating_value(const struct kh_report *r, enum kh_common_src src)
+{
+    static const char *const names[] = {
+        [KH_SRC_Q_SEVERITY - KH_SRC_Q_SEVERITY] = "severity",
+        [KH_SRC_Q_SEVERITY_OUTBOUND - KH_SRC_Q_SEVERITY] = "severityOutbound",
+        [KH_SRC_Q_SEVERITY_INBOUND - KH_SRC_Q_SEVERITY] = "severityInbound",
+        [KH_SRC_Q_MOS_MIN - KH_SRC_Q_SEVERITY] = "mosMin",
+        [KH_SRC_Q_VIDEO_SCORE_MIN - KH_SRC_Q_SEVERITY] = "videoScoreMin",
+        [KH_SRC_Q_BROWSER - KH_SRC_Q_SEVERITY] = "browser",
+    };
+    if (r->rating == NULL)
+        return (struct kh_value){0};
+    const char *name = names[src - KH_SRC_Q_SEVERITY];
+    int m = kh_schema_member(r->rating->table, name, strlen(name));
+    return m < 0 ? (struct kh_value){0} : r->rating->vals[m];
+}
+
 /* The sources that need the report alone. */
 static struct kh_value envelope_value(const struct kh_report *r, enum kh_common_src src)
 {
@@ -106,6 +124,12 @@ static struct kh_value envelope_value(const struct kh_report *r, enum kh_common_
     case KH_SRC_STATS_COUNT: return int_value((int64_t)kh_report_stats_rows(r));
     case KH_SRC_BODY_BYTES: return int_value((int64_t)r->body_bytes);
     case KH_SRC_RECEIVED_AT: return time_value(r->received_text);
+    case KH_SRC_Q_SEVERITY:
+    case KH_SRC_Q_SEVERITY_OUTBOUND:
+    case KH_SRC_Q_SEVERITY_INBOUND:
+    case KH_SRC_Q_MOS_MIN:
+    case KH_SRC_Q_VIDEO_SCORE_MIN:
+    case KH_SRC_Q_BROWSER: return rating_value(r, src);
     default: return (struct kh_value){0};
     }
 }

@@ -85,6 +85,8 @@ struct kh_report {
      * the arena; pipeline/quality_metrics.h), or NULL */
     bool assessed;
     const void *quality_note;
+    /* its quality_connection row (among `rows`), NULL without one: the sources KH_SRC_Q_* */
+    const struct kh_row *rating;
     /* the envelope rows it carries (webhooks), in the order they were added */
     struct kh_env_row *env_rows;
     struct kh_env_row **env_tail;

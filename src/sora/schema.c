@@ -232,18 +232,22 @@ const char *kh_schema_column(int table, int member) { return derived[table].colu
 /* The schema version of the rate views (written out below); the tables' versions come from
  * the declarative tables. */
 #define RATE_VIEWS_VERSION 3
-/* Version 7 changes no table here: PostgreSQL's time series become partitioned after it
+/* Version 8 changes no table here: PostgreSQL's time series become partitioned after it
  * (store/pg_partition.c). It is a version so that a kohaku from before refuses such a
  * database: its retention deletes by ctid through the parent table, and a ctid is unique
  * only within one partition. */
-#define PARTITIONS_VERSION 7
+#define PARTITIONS_VERSION 8
 
 int kh_schema_latest_version(void)
 {
     int latest = PARTITIONS_VERSION;
-    for (size_t t = 0; t < kh_env_ntables; t++)
+    for (size_t t = 0; t < kh_env_ntables; t++) {
         if (kh_env_tables[t].since > latest)
             latest = kh_env_tables[t].since;
+        for (size_t c = 0; c < kh_env_tables[t].ncols; c++)
+            if (kh_env_tables[t].cols[c].since > latest)
+                latest = kh_env_tables[t].cols[c].since;
+    }
     for (size_t t = 0; t < kh_stats_ntables; t++) {
         const struct kh_stats_table *st = &kh_stats_tables[t];
         if (since(st->since) > latest)
@@ -372,14 +376,20 @@ static int create_stats_table(enum kh_dialect d, int t, int version, struct kh_b
     return rc;
 }
 
+/* The schema version that adds an envelope table's column. */
+static int env_since(const struct kh_env_table *et, const struct kh_env_column *col)
+{
+    return col->since ? col->since : et->since;
+}
+
 static int put_column_def(enum kh_dialect d, const struct kh_env_table *et, size_t c,
-                          struct kh_buf *b)
+                          bool last, struct kh_buf *b)
 {
     const struct kh_env_column *col = &et->cols[c];
     bool primary = et->upsert && strcmp(col->name, et->key[0]) == 0;
     return kh_buf_printf(b, "  \"%s\" %s%s%s\n", col->name, kh_schema_env_sqltype(d, col->type),
                          primary ? " PRIMARY KEY" : col->not_null ? " NOT NULL" : "",
-                         c + 1 < et->ncols ? "," : "");
+                         last ? "" : ",");
 }
 
 static size_t count_names(const char *const *names)
@@ -404,8 +414,12 @@ static int create_index(const char *unique, const char *table, const char *suffi
 static int create_env_table(enum kh_dialect d, const struct kh_env_table *et, struct kh_buf *b)
 {
     int rc = kh_buf_printf(b, "CREATE TABLE IF NOT EXISTS \"%s\" (\n", et->table);
-    for (size_t c = 0; rc == 0 && c < et->ncols; c++)
-        rc = put_column_def(d, et, c, b);
+    size_t n = 0; /* the columns of the table's own version; later ones are added later */
+    for (size_t c = 0; c < et->ncols; c++)
+        n += env_since(et, &et->cols[c]) == et->since;
+    for (size_t c = 0, k = 0; rc == 0 && c < et->ncols; c++)
+        if (env_since(et, &et->cols[c]) == et->since)
+            rc = put_column_def(d, et, c, ++k == n, b);
     if (rc == 0)
         rc = kh_buf_printf(b, ");\n");
     if (rc == 0 && !et->upsert)
@@ -415,12 +429,35 @@ static int create_env_table(enum kh_dialect d, const struct kh_env_table *et, st
     return rc;
 }
 
+/* Version 7 fills the connections' verdict columns from the quality rows stored before it
+ * (UPDATE ... FROM: SQLite 3.33 and later, PostgreSQL, and Citus, co-located on
+ * connection_id). */
+static const char verdict_backfill[] =
+    "UPDATE sora_connection SET severity = q.severity, severity_outbound = q.so, "
+    "severity_inbound = q.si, mos_min = q.mos_min, video_score_min = q.vs, browser = q.browser "
+    "FROM (SELECT connection_id, max(severity) AS severity, max(severity_outbound) AS so, "
+    "max(severity_inbound) AS si, min(mos_min) AS mos_min, min(video_score_min) AS vs, "
+    "max(browser) AS browser FROM quality_connection GROUP BY connection_id) q "
+    "WHERE q.connection_id = sora_connection.connection_id;\n";
+#define VERDICT_COLUMNS_VERSION 7
+
+/* A version's new envelope tables, and the columns it adds to older ones. */
 static int create_env_tables(enum kh_dialect d, int version, struct kh_buf *b)
 {
     int rc = 0;
-    for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++)
-        if (kh_env_tables[t].since == version)
-            rc = create_env_table(d, &kh_env_tables[t], b);
+    for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++) {
+        const struct kh_env_table *et = &kh_env_tables[t];
+        if (et->since == version) {
+            rc = create_env_table(d, et, b);
+            continue;
+        }
+        for (size_t c = 0; rc == 0 && et->since < version && c < et->ncols; c++)
+            if (et->cols[c].since == version)
+                rc = kh_buf_printf(b, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", et->table,
+                                   et->cols[c].name, kh_schema_env_sqltype(d, et->cols[c].type));
+    }
+    if (rc == 0 && version == VERDICT_COLUMNS_VERSION)
+        rc = kh_buf_append(b, verdict_backfill, sizeof(verdict_backfill) - 1);
     return rc;
 }
 

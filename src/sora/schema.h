@@ -62,7 +62,14 @@ enum kh_common_src {
     KH_SRC_STATS_COUNT,     /* the report's rows */
     KH_SRC_BODY_BYTES,      /* the request body's size */
     KH_SRC_RECEIVED_AT,     /* when kohaku finished reading it (KH_COL_TIME) */
-    KH_SRC_TYPE             /* the body's "type" */
+    KH_SRC_TYPE,            /* the body's "type" */
+    /* the report's own rating, from its quality_connection row (NULL without one) */
+    KH_SRC_Q_SEVERITY,
+    KH_SRC_Q_SEVERITY_OUTBOUND,
+    KH_SRC_Q_SEVERITY_INBOUND,
+    KH_SRC_Q_MOS_MIN,
+    KH_SRC_Q_VIDEO_SCORE_MIN,
+    KH_SRC_Q_BROWSER
 };
 
 struct kh_common_column {
@@ -160,6 +167,7 @@ struct kh_env_column {
     enum kh_common_src src; /* where its value comes from in a struct kh_report */
     enum kh_merge merge;    /* upserted tables only */
     const char *doc;        /* where the value comes from, for the docs; NULL: from src */
+    int since;              /* the schema version that adds it (0: its table's) */
 };
 
 struct kh_env_index {

@@ -522,6 +522,7 @@ const int kh_table_quality_connection = 18;
 /* The envelope tables. Column order is the tables' order in the database (created by schema
  * versions 1 and 2); a column added later goes at the end, with a migration of its own. */
 #define ENV(name, type, not_null, src, merge) {name, type, not_null, src, KH_MERGE_##merge}
+#define VERDICT(name, type, src, merge, doc) {name, type, false, src, KH_MERGE_##merge, doc, 7}
 
 /* One row per connection_id, upserted by each of its reports: the connection's ids and
  * flags as its first stored report had them (they do not change), a bundle_id once one is
@@ -542,6 +543,23 @@ static const struct kh_env_column connection_cols[] = {
     ENV("node_name", KH_COL_TEXT, true, KH_SRC_NODE_NAME, KEEP),
     ENV("first_seen", KH_COL_TIME, true, KH_SRC_TIME, MIN),
     ENV("last_seen", KH_COL_TIME, true, KH_SRC_TIME, MAX),
+    /* Schema version 7: the connection's verdict so far, merged from each report's rating
+     * (its quality_connection row) with MAX, MIN and FILL alone, so that it is the same
+     * whichever instance stored which report, in whatever order, and a redelivery changes
+     * nothing. The connection list and the worst connections read it: 10,000 rows, not every
+     * quality row of the range. */
+    VERDICT("severity", KH_COL_INT, KH_SRC_Q_SEVERITY, MAX,
+            "the worst `quality_connection.severity` of its reports: 0 ok, 1 warning, 2 bad; "
+            "NULL while none was rated"),
+    VERDICT("severity_outbound", KH_COL_INT, KH_SRC_Q_SEVERITY_OUTBOUND, MAX,
+            "the worst `severity_outbound` (its uplink)"),
+    VERDICT("severity_inbound", KH_COL_INT, KH_SRC_Q_SEVERITY_INBOUND, MAX,
+            "the worst `severity_inbound` (what it received)"),
+    VERDICT("mos_min", KH_COL_REAL, KH_SRC_Q_MOS_MIN, MIN, "the lowest `mos_min` of its reports"),
+    VERDICT("video_score_min", KH_COL_REAL, KH_SRC_Q_VIDEO_SCORE_MIN, MIN,
+            "the lowest `video_score_min`"),
+    VERDICT("browser", KH_COL_TEXT, KH_SRC_Q_BROWSER, FILL,
+            "the first `quality_connection.browser` known"),
 };
 static const char *const connection_key[] = {"connection_id", NULL};
 static const char *const connection_by_channel[] = {"channel_id", "last_seen", NULL};

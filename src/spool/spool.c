@@ -67,6 +67,7 @@ static void segs_free(struct kh_spool *sp)
         nx = s->next;
         if (s->rfd >= 0)
             close(s->rfd);
+        free(s->held_bits);
         free(s);
     }
     sp->segs = NULL;
@@ -130,6 +131,8 @@ struct kh_spool *kh_spool_open(const struct kh_config *cfg, const char **err)
     sp->drain.rd.fd = -1;
     if (open_dir(sp, err) != 0 || kh_spool_recover(sp, err) != 0)
         goto fail;
+    for (struct kh_spool_seg *s = sp->segs; s; s = s->next)
+        s->replay = true; /* whatever a previous run left, held or not, is replayed */
     kh_metrics.spool_enabled = 1;
     kh_metrics.spool_bytes = sp->used;
     log_ready(sp);
@@ -164,6 +167,26 @@ void kh_spool_gauges(const struct kh_spool *sp, uint64_t *segments, uint64_t *wa
 }
 
 size_t kh_spool_pending(const struct kh_spool *sp) { return sp->pending; }
+
+uint64_t kh_spool_held_out(const struct kh_spool *sp) { return sp->held; }
+
+void kh_spool_settle(struct kh_spool *sp, struct kh_spool_held h)
+{
+    h.seg->held--;
+    h.seg->held_done++;
+    h.seg->done++;
+    sp->held--;
+    sp->done++;
+    kh_spool_drain_schedule(sp); /* its segment may go now */
+}
+
+void kh_spool_release(struct kh_spool *sp, struct kh_spool_held h)
+{
+    h.seg->held--;
+    sp->held--;
+    h.seg->held_bits[h.index / 8] &= (uint8_t)~(1u << (h.index % 8));
+    kh_spool_drain_released(sp, h.seg, h.index);
+}
 
 void kh_spool_stop_drain(struct kh_spool *sp) { kh_spool_drain_stop(sp); }
 

@@ -54,6 +54,27 @@ int kh_spool_start(struct kh_spool *sp, struct event_base *base, kh_spool_replay
  * KH_ENOMEM. The body is copied. */
 int kh_spool_append(struct kh_spool *sp, const struct kh_spool_meta *m, const void *body,
                     size_t len, kh_spool_cb cb, void *arg);
+/* Log-first acknowledgement (ack_mode = log): a held record is its caller's to settle. Its
+ * report, parsed already, goes to storage from memory, and the drainer passes over it; if it
+ * is released (not stored), the drainer replays it from disk as a spooled one. A segment goes
+ * once it is sealed and every record in it is settled, by its holder or by the drainer. At
+ * the next start every record on disk is replayed, held or not (storage is idempotent). */
+struct kh_spool_seg;
+struct kh_spool_held {
+    struct kh_spool_seg *seg; /* where the record is */
+    uint64_t index;           /* its place in the segment */
+};
+/* result as for kh_spool_cb; h (with 0 only) is for settle or release. */
+typedef void (*kh_spool_held_cb)(void *arg, int result, struct kh_spool_held h);
+int kh_spool_append_held(struct kh_spool *sp, const struct kh_spool_meta *m, const void *body,
+                         size_t len, kh_spool_held_cb cb, void *arg);
+/* A held record is stored (or refused for good): it needs no replay. Loop thread. */
+void kh_spool_settle(struct kh_spool *sp, struct kh_spool_held h);
+/* A held record was not stored: the drainer replays it from disk. Loop thread. */
+void kh_spool_release(struct kh_spool *sp, struct kh_spool_held h);
+/* Held records not yet settled or released. */
+uint64_t kh_spool_held_out(const struct kh_spool *sp);
+
 /* For /metrics: segment files, and durable records not yet replayed into storage. */
 void kh_spool_gauges(const struct kh_spool *sp, uint64_t *segments, uint64_t *waiting);
 /* Appends queued or being written, not yet completed. */

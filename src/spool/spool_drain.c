@@ -84,8 +84,11 @@ static void seg_delete(struct kh_spool *sp, struct kh_spool_seg *s)
 static bool deletable(const struct kh_spool *sp, const struct kh_spool_seg *s)
 {
     const struct kh_spool_drainer *d = &sp->drain;
-    bool passed = (d->seg != NULL && d->seg != s) || (d->seg == s && d->off >= s->end);
-    return s->sealed && passed && s->done >= s->records;
+    if (!s->sealed || s->held > 0 || s->done < s->records)
+        return false;
+    if (!s->replay) /* every record its holder's, and stored */
+        return true;
+    return (d->seg != NULL && d->seg != s) || (d->seg == s && d->off >= s->end);
 }
 
 /* Deletes sealed segments at the head whose every record is settled; when everything is
@@ -105,8 +108,8 @@ static void free_drained(struct kh_spool *sp)
         seg_delete(sp, s);
     }
     struct kh_spool_seg *l = kh_spool_seg_last(sp);
-    if (l && !l->sealed && sp->records == sp->done && sp->pending == 0 && !sp->group_out &&
-        d->out == 0)
+    if (l && !l->sealed && sp->records == sp->done && sp->held == 0 && sp->pending == 0 &&
+        !sp->group_out && d->out == 0)
         kh_spool_io_rotate(sp);
 }
 
@@ -142,15 +145,18 @@ static void replay_done(void *arg, int result, const char *err)
 }
 
 /* REWINDING: once every replay out has settled, start again from the oldest segment, with
- * every count cleared, after a pause. */
+ * the counts of the segments it replays cleared, after a pause. */
 static void rewind_when_settled(struct kh_spool *sp)
 {
     struct kh_spool_drainer *d = &sp->drain;
     if (d->out > 0)
         return;
-    for (struct kh_spool_seg *s = sp->segs; s; s = s->next)
-        s->done = s->read = 0;
     sp->done = 0;
+    for (struct kh_spool_seg *s = sp->segs; s; s = s->next) {
+        s->read = 0;
+        s->done = s->held_done; /* held records settled by their holders stay settled */
+        sp->done += s->done;
+    }
     d->seg = NULL;
     d->rd.fd = -1;
     d->state = KH_SPOOL_DRAIN_READING;
@@ -188,7 +194,9 @@ static void skip_damaged(struct kh_spool *sp, struct kh_spool_seg *s)
         kh_log_int(&l, "offset", (int64_t)d->off);
         kh_log_end(&l);
     }
-    uint64_t left = s->records - s->read;
+    uint64_t left = 0; /* the rest, but the held ones: their holders settle them */
+    for (uint64_t i = s->read; i < s->records; i++)
+        left += !kh_spool_is_held(s, i);
     kh_metrics.spool_dropped += left;
     settle(sp, s, left);
     s->read = s->records;
@@ -249,6 +257,11 @@ static enum step replay_next(struct kh_spool *sp, struct kh_spool_seg *s)
     int ioerr;
     enum kh_spool_check c =
         kh_spool_reader_record(&d->rd, d->off, s->end, &m, &body, &blen, &rlen, &ioerr);
+    if (c == KH_SPOOL_REC_OK && kh_spool_is_held(s, s->read)) {
+        d->off += rlen; /* its holder stores it from memory */
+        s->read++;
+        return STEP_NEXT;
+    }
     if (c == KH_SPOOL_REC_OK)
         return hand_over(sp, s, &m, body, blen, rlen);
     if (ioerr || c == KH_SPOOL_REC_SHORT) {
@@ -269,6 +282,17 @@ static enum step drain_one(struct kh_spool *sp)
         start_at(d, sp->segs);
     }
     struct kh_spool_seg *s = d->seg;
+    if (!s->replay) {
+        /* every record its holder's, stored from memory: passed over unread (a release of
+         * one of them sends the drainer back to the start) */
+        d->off = s->end;
+        s->read = s->records; /* the record at the end is number `records` */
+        if (s->sealed && s->next) {
+            start_at(d, s->next);
+            return STEP_NEXT;
+        }
+        return STEP_CAUGHT_UP;
+    }
     if (d->off < s->end)
         return replay_next(sp, s);
     if (s->sealed && s->next) {
@@ -311,6 +335,28 @@ static void drain_step(struct kh_spool *sp)
 }
 
 static void on_drain(evutil_socket_t fd, short what, void *arg) { drain_step(arg); }
+
+void kh_spool_drain_released(struct kh_spool *sp, struct kh_spool_seg *s, uint64_t i)
+{
+    struct kh_spool_drainer *d = &sp->drain;
+    s->replay = true;
+    /* whether the drainer still comes to record i: it has not started, or is at s before
+     * it, or at an older segment */
+    bool reaches = d->seg == NULL || (d->seg == s && s->read <= i);
+    for (const struct kh_spool_seg *t = d->seg ? d->seg->next : NULL; t && !reaches && d->seg != s;
+         t = t->next)
+        reaches = t == s;
+    if (!reaches && d->state == KH_SPOOL_DRAIN_READING) {
+        d->state = KH_SPOOL_DRAIN_REWINDING;
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "log: a report could not be stored from memory; "
+                                          "replaying it from the log")) {
+            kh_log_int(&l, "segment", (int64_t)s->seq);
+            kh_log_end(&l);
+        }
+    }
+    kh_spool_drain_schedule(sp);
+}
 
 int kh_spool_drain_start(struct kh_spool *sp, struct event_base *base,
                          kh_spool_replay_fn replay, void *arg)

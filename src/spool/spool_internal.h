@@ -31,6 +31,7 @@
 struct kh_spool_rec {
     struct kh_spool_rec *next;
     kh_spool_cb cb;
+    kh_spool_held_cb held_cb; /* instead of cb for a held record */
     void *arg;
     size_t len; /* of data: record header, metadata, body */
     uint8_t data[];
@@ -60,7 +61,15 @@ struct kh_spool_seg {
     uint64_t read;    /* of those, taken by the drainer since the last rewind */
     uint64_t done;    /* of those, replayed and settled since the last rewind */
     bool sealed;      /* no more appends */
-    int rfd;          /* the drainer's descriptor, -1 until it reads */
+    /* the drainer reads it: recovered at start, or a record in it is not held (spooled),
+     * or a held one was released; otherwise every record is its holder's, passed over */
+    bool replay;
+    /* held records: bit i set = record i is its holder's (the drainer skips it); NULL when
+     * none ever was; `held` of them not settled yet, `held_done` settled (in `done`) */
+    uint8_t *held_bits;
+    uint64_t held_cap; /* bits */
+    uint64_t held, held_done;
+    int rfd; /* the drainer's descriptor, -1 until it reads */
 };
 
 /* A buffered sequential reader over one segment file. */
@@ -117,6 +126,7 @@ struct kh_spool {
     /* the segments, oldest first */
     struct kh_spool_seg *segs, **segs_tail;
     uint64_t records, done;    /* totals over segs */
+    uint64_t held;             /* held records out, over segs */
     struct kh_spool_drainer drain;
 };
 
@@ -154,6 +164,13 @@ void kh_spool_io_stop(struct kh_spool *sp);
 /* 0 or KH_ENOMEM. */
 int kh_spool_drain_start(struct kh_spool *sp, struct event_base *base,
                          kh_spool_replay_fn replay, void *arg);
+/* Held record i of s was released: the drainer replays it (going back if it has passed it). */
+void kh_spool_drain_released(struct kh_spool *sp, struct kh_spool_seg *s, uint64_t i);
+/* Whether record i of s is held (its holder's to store). */
+static inline bool kh_spool_is_held(const struct kh_spool_seg *s, uint64_t i)
+{
+    return s->held_bits && i < s->held_cap && (s->held_bits[i / 8] >> (i % 8)) & 1;
+}
 /* Something changed (a group is durable, a replay settled): look again, soon. */
 void kh_spool_drain_schedule(struct kh_spool *sp);
 void kh_spool_drain_stop(struct kh_spool *sp);

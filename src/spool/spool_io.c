@@ -199,8 +199,8 @@ void kh_spool_io_rotate(struct kh_spool *sp)
     dispatch(sp);
 }
 
-int kh_spool_append(struct kh_spool *sp, const struct kh_spool_meta *m, const void *body,
-                    size_t len, kh_spool_cb cb, void *arg)
+static int append(struct kh_spool *sp, const struct kh_spool_meta *m, const void *body,
+                  size_t len, kh_spool_cb cb, kh_spool_held_cb held_cb, void *arg)
 {
     size_t rlen = kh_spool_record_size(len);
     if (len > KH_SPOOL_MAX_PAYLOAD - KH_SPOOL_META)
@@ -216,6 +216,7 @@ int kh_spool_append(struct kh_spool *sp, const struct kh_spool_meta *m, const vo
         return KH_ENOMEM;
     r->next = NULL;
     r->cb = cb;
+    r->held_cb = held_cb;
     r->arg = arg;
     r->len = rlen;
     kh_spool_encode(r->data, m, body, len);
@@ -229,6 +230,18 @@ int kh_spool_append(struct kh_spool *sp, const struct kh_spool_meta *m, const vo
     kh_metrics.spool_bytes = sp->used;
     dispatch(sp);
     return 0;
+}
+
+int kh_spool_append(struct kh_spool *sp, const struct kh_spool_meta *m, const void *body,
+                    size_t len, kh_spool_cb cb, void *arg)
+{
+    return append(sp, m, body, len, cb, NULL, arg);
+}
+
+int kh_spool_append_held(struct kh_spool *sp, const struct kh_spool_meta *m, const void *body,
+                         size_t len, kh_spool_held_cb cb, void *arg)
+{
+    return append(sp, m, body, len, NULL, cb, arg);
 }
 
 static void mark_sealed(struct kh_spool *sp, uint64_t seq)
@@ -249,6 +262,37 @@ static void log_write_failed(const struct kh_spool *sp, const struct kh_spool_gr
     }
 }
 
+/* Before the group's records are counted into s: the bits of its held ones set, and s
+ * marked for the drainer if any is not held (a spooled report). 0 or KH_ENOMEM. */
+static int mark_held(struct kh_spool_seg *s, const struct kh_spool_group *g)
+{
+    uint64_t i = s->records;
+    bool any = false;
+    for (const struct kh_spool_rec *r = g->head; r; r = r->next) {
+        if (r->held_cb == NULL)
+            s->replay = true;
+        any |= r->held_cb != NULL;
+    }
+    if (!any)
+        return 0;
+    uint64_t need = i + g->n;
+    if (need > s->held_cap) {
+        uint64_t cap = s->held_cap ? s->held_cap : 1024;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *bits = realloc(s->held_bits, (size_t)(cap / 8));
+        if (bits == NULL)
+            return KH_ENOMEM;
+        memset(bits + s->held_cap / 8, 0, (size_t)((cap - s->held_cap) / 8));
+        s->held_bits = bits;
+        s->held_cap = cap;
+    }
+    for (const struct kh_spool_rec *r = g->head; r; r = r->next, i++)
+        if (r->held_cb)
+            s->held_bits[i / 8] |= (uint8_t)(1u << (i % 8));
+    return 0;
+}
+
 /* The segment list and the counters learn what the group did; its callbacks run. */
 static void group_settled(struct kh_spool *sp, struct kh_spool_group *g)
 {
@@ -262,8 +306,16 @@ static void group_settled(struct kh_spool *sp, struct kh_spool_group *g)
             io_fail(g, "spool: out of memory", ENOMEM);
         }
     }
+    struct kh_spool_seg *s = NULL;
+    uint64_t first = 0; /* the group's first record's place in s */
+    int held_rc = 0;    /* KH_ENOMEM: the held records cannot be tracked; the drainer's now */
+    if (g->rc == 0 && g->n && mark_held(kh_spool_seg_last(sp), g) != 0) {
+        kh_spool_seg_last(sp)->replay = true;
+        held_rc = KH_ENOMEM;
+    }
     if (g->rc == 0 && g->n) {
-        struct kh_spool_seg *s = kh_spool_seg_last(sp);
+        s = kh_spool_seg_last(sp);
+        first = s->records;
         s->end = g->end;
         s->records += g->n;
         sp->records += g->n;
@@ -278,8 +330,19 @@ static void group_settled(struct kh_spool *sp, struct kh_spool_group *g)
     for (struct kh_spool_rec *r = g->head, *nx; r; r = nx) {
         nx = r->next;
         sp->pending--;
-        r->cb(r->arg, g->rc);
+        if (r->held_cb && g->rc == 0 && held_rc != 0) {
+            r->held_cb(r->arg, held_rc, (struct kh_spool_held){NULL, 0});
+        } else if (r->held_cb && g->rc == 0) {
+            s->held++;
+            sp->held++;
+            r->held_cb(r->arg, 0, (struct kh_spool_held){s, first});
+        } else if (r->held_cb) {
+            r->held_cb(r->arg, g->rc, (struct kh_spool_held){NULL, 0});
+        } else {
+            r->cb(r->arg, g->rc);
+        }
         free(r);
+        first++;
     }
     free(g);
 }

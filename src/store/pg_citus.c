@@ -11,7 +11,10 @@
  * Each key starting with the distribution column is what lets the unique indexes, ON
  * CONFLICT and COPY's unique_violation work per shard. Idempotent: a table already in
  * pg_dist_partition is left alone, so a table added by a later migration is distributed at
- * the next start. TimescaleDB cannot share a database with Citus: both created is refused.
+ * the next start. A plain PostgreSQL database converted to Citus mode (the operator creates
+ * the extension and adds the workers, README) has its tables distributed with their rows
+ * the same way, at the next start. TimescaleDB cannot share a database with Citus: both
+ * created is refused.
  * It builds no SQL from anything but the schema's own names.
  */
 #include <stdio.h>
@@ -61,9 +64,15 @@ int kh_pg_citus_check(struct kh_pg *pg, PGconn *c, char *err, size_t errlen)
 static int distribute(struct kh_buf *b, const char *table, const char *column)
 {
     const char *colocate = strcmp(table, COLOCATION_TABLE) == 0 ? "default" : COLOCATION_TABLE;
+    /* a table of a plain database converted to Citus mode has rows: create_distributed_table
+     * copies them into the shards and leaves the coordinator's own copy on disk, unseen;
+     * that copy goes in the same step (only for a table distributed now: at every other
+     * start the truncate's lock would stop the other kohaku's writes). OFFSET 0 keeps the
+     * inner query whole, so each table is distributed before it is truncated. */
     return kh_buf_printf(b,
-                         "SELECT create_distributed_table(t, '%s', colocate_with => '%s') "
-                         "FROM " TABLE_TO_DO ";\n",
+                         "SELECT truncate_local_data_after_distributing_table(t) FROM (SELECT "
+                         "t, create_distributed_table(t, '%s', colocate_with => '%s') FROM "
+                         TABLE_TO_DO " OFFSET 0) d;\n",
                          column, colocate, table);
 }
 
@@ -77,8 +86,11 @@ static bool is_reference(const char *table)
 
 static int reference(struct kh_buf *b, const char *table)
 {
+    /* as in distribute: the coordinator's own copy of the rows goes */
     return kh_buf_printf(b,
-                         "SELECT create_reference_table(t) FROM " TABLE_TO_DO ";\n", table);
+                         "SELECT truncate_local_data_after_distributing_table(t) FROM (SELECT "
+                         "t, create_reference_table(t) FROM " TABLE_TO_DO " OFFSET 0) d;\n",
+                         table);
 }
 
 /* The co-location table first, then the other envelope tables, the stats tables and the

@@ -165,14 +165,49 @@ static int select_reports(struct kh_pg_slot *s, const struct kh_pg_subset *sub, 
     return 0;
 }
 
+/* a < b for two non-NULL values of one column's type */
+static bool value_less(const struct kh_value *a, const struct kh_value *b)
+{
+    switch (a->type) {
+    case KH_COL_INT: return a->u.i < b->u.i;
+    case KH_COL_REAL: return a->u.d < b->u.d;
+    case KH_COL_BOOL: return !a->u.b && b->u.b;
+    default: {
+        int c = memcmp(a->u.s, b->u.s, a->len < b->len ? a->len : b->len);
+        return c < 0 || (c == 0 && a->len < b->len);
+    }
+    }
+}
+
 /* The report of one key's run (reports[run[0..n)], sorted by time) whose value a column
  * takes, merged as the upsert merges reports stored one after the other: the earliest for a
- * kept or min column, the latest non-NULL one for coalesce, the latest for the rest. */
+ * kept column, the smallest or largest non-NULL value for min and max (the envelope's time
+ * is the earliest and latest report's), the earliest non-NULL one for fill, the latest
+ * non-NULL one for coalesce, the latest for replace. */
 static const struct kh_report *merged_from(struct kh_report **reports, const size_t *run,
                                            size_t n, const struct kh_env_column *col)
 {
-    if (col->merge == KH_MERGE_KEEP || col->merge == KH_MERGE_MIN)
+    if (col->merge == KH_MERGE_KEEP || (col->merge == KH_MERGE_MIN && col->src == KH_SRC_TIME))
         return reports[run[0]];
+    if (col->merge == KH_MERGE_MAX && col->src == KH_SRC_TIME)
+        return reports[run[n - 1]];
+    if (col->merge == KH_MERGE_MIN || col->merge == KH_MERGE_MAX || col->merge == KH_MERGE_FILL) {
+        size_t best = 0;
+        struct kh_value bv = {0};
+        for (size_t k = 0; k < n; k++) {
+            struct kh_value v = kh_report_common_value(reports[run[k]], NULL, (int)col->src);
+            if (v.type == 0)
+                continue;
+            bool better = bv.type == 0 ||
+                          (col->merge == KH_MERGE_MIN && value_less(&v, &bv)) ||
+                          (col->merge == KH_MERGE_MAX && value_less(&bv, &v));
+            if (better)
+                best = k, bv = v;
+            if (col->merge == KH_MERGE_FILL)
+                break;
+        }
+        return reports[run[best]];
+    }
     if (col->merge == KH_MERGE_COALESCE)
         for (size_t k = n; k-- > 1;)
             if (kh_report_common_value(reports[run[k]], NULL, (int)col->src).type != 0)

@@ -6,8 +6,9 @@ that store into one database, on plain PostgreSQL and on Citus:
 - the migrations run once (under the advisory lock) although both start together;
 - kohaku-loadgen through HAProxy: both instances take reports, every acknowledged report is
   stored exactly once;
-- one instance stopped (SIGTERM) under load exits 0, HAProxy takes it out of the rotation and
-  sends the rest to the other: nothing acknowledged is lost.
+- one instance stopped (SIGTERM) under load drains (README "Stopping") and exits 0, HAProxy
+  takes it out of the rotation and sends the rest to the other: not one request fails (none
+  reset, none answered other than 204), nothing acknowledged is lost.
 
 Load is bounded in count and time."""
 import json
@@ -141,11 +142,13 @@ def test_two_kohaku_behind_haproxy_one_stopped_under_load(db, kohaku_factory, ha
     # a rate both stores keep up with on 2 shared cores (Citus here is three PostgreSQL
     # instances on them: some 40 reports/s with two kohaku and HAProxy beside them)
     lg = start_loadgen(h.port, acked, 20, 100, 11)
-    wait_until(lambda: len(acked_ids(acked)) > 200, 30, message="acks through HAProxy")
+    wait_until(lambda: len(acked_ids(acked)) > 100, 30, message="acks through HAProxy")
     assert stored(a) > 0 and stored(b) > 0, "HAProxy sent reports to one kohaku only"
     a.signal(signal.SIGTERM)
     assert a.wait_exit(30) == 0, a.describe()
     at_stop = len(acked_ids(acked))
+    assert lg.poll() is None, "the load ended before the stop was over"
+
     wait_until(lambda: h.servers().get("kohaku1") not in ("UP", None), 10,
                message="the stopped kohaku out of the rotation")
     out, _ = lg.communicate(timeout=60)
@@ -153,10 +156,18 @@ def test_two_kohaku_behind_haproxy_one_stopped_under_load(db, kohaku_factory, ha
     assert summary and lg.returncode in (0, 1), out
     s = json.loads(summary[-1])
     ids = acked_ids(acked)
-    assert len(ids) > at_stop + 200, "no load after the stop"
     assert_stored_once(store, ids)
-    # HAProxy retried what the stopping instance did not take; a request it had sent there
-    # already may end as a reset stream for the client (never acknowledged: Sora sends it
-    # again), a few at most
-    assert s["status"].get("204", 0) == len(ids) == s["answered"], (s, h.log_text()[-3000:])
-    assert s["failed_streams"] <= 0.01 * s["sent"], (s, h.log_text()[-3000:])
+    # the drain (two-step GOAWAY, /.ok 503, the listener open until it is done, lingering
+    # closes) and HAProxy's retries on connection failures: not one request fails, none is
+    # reset, every one is answered 204
+    assert s["failed_streams"] == 0, (s, h.log_text()[-3000:])
+    assert s["status"] == {"204": s["sent"]} and s["answered"] == s["sent"], \
+        (s, h.log_text()[-3000:])
+    assert s["status"]["204"] == len(ids)
+    # the load went on after the stop (Citus on these 2 shared cores takes some 10-40
+    # reports/s in all, fewer while other builds run)
+    assert len(ids) > at_stop + 50, "no load after the stop"
+    drain = [l for l in a.log_lines() if l.get("msg", "").startswith("drain")]
+    assert drain and drain[-1]["msg"] == "drain done: connections closed", a.log_text()[-3000:]
+    print("drain:", json.dumps(drain[-1]), "sent:", s["sent"], "after the stop:",
+          len(ids) - at_stop)

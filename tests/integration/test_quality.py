@@ -105,6 +105,13 @@ CONN_COLS = ["since_start", "seconds", "round_trip_time_ms", "send_bitrate", "co
              "video_score_min", "state"]
 
 
+VERDICT_COLS = ["severity", "severity_outbound", "severity_inbound", "mos_min",
+                "video_score_min"]
+VERDICT_MERGES = [("severity", "severity", max), ("severity_outbound", "severity_outbound", max),
+                  ("severity_inbound", "severity_inbound", max), ("mos_min", "mos_min", min),
+                  ("video_score_min", "video_score_min", min)]
+
+
 def normal(row, cols):
     out = {}
     for c in cols:
@@ -130,10 +137,31 @@ class Stored:
             self.streams[key] = normal(r, STREAM_COLS)
         self.connections = {}
         self.channels = set()
+        self.browsers = {}
         for r in db.rows("quality_connection"):
             self.channels.add(r["channel_id"])
             key = (side_of[r["connection_id"]], time_text(r["time"]))
             self.connections[key] = normal(r, CONN_COLS)
+            names = self.browsers.setdefault(key[0], set())
+            if r["browser"] is not None:
+                names.add(r["browser"])
+        # the verdict so far that ingest keeps in sora_connection (schema version 7)
+        self.verdicts = {side_of[r["connection_id"]]: {c: r[c] for c in VERDICT_COLS + ["browser"]}
+                         for r in db.rows("sora_connection") if r["connection_id"] in side_of}
+
+    def expected_verdicts(self):
+        """The verdict columns as the connections' quality rows say they should be."""
+        out = {}
+        for (side, _), r in self.connections.items():
+            v = out.setdefault(side, {c: None for c in VERDICT_COLS})
+            for col, src, fn in VERDICT_MERGES:
+                x = r[src] if src != "browser" else None
+                if x is not None:
+                    v[col] = x if v[col] is None else fn(v[col], x)
+        for side, names in self.browsers.items():
+            assert len(names) <= 1, (side, names)  # a connection's stack does not change
+            out[side]["browser"] = next(iter(names), None)
+        return out
 
     def of(self, browser, scenario, side, kind=None, stats_type=None):
         """The stream rows of one side in time order (optionally of one kind and type)."""
@@ -353,8 +381,69 @@ def test_two_instances_alternating(request, tmp_path_factory, stored, kind):
     # the same calls under other connection ids: compare by call side
     diff = differences(one, alternating)
     assert not diff, "one daemon and two alternating differ:\n" + "\n".join(diff[:20])
+    # the verdict merged in sora_connection by two writers is the one writer's
+    diff = same_verdicts(alternating.verdicts, one.verdicts)
+    assert not diff, "\n".join(diff[:20])
     assert not any(r["since_start"] for k, r in alternating.connections.items()
                    if k[1] != min(t for (side, t) in alternating.connections if side == k[0]))
+
+
+def same_verdicts(a, b):
+    """Differences between two {side: verdict columns} maps (MOS and scores to 1e-9)."""
+    out = []
+    for side in sorted(set(a) | set(b)):
+        va, vb = a.get(side), b.get(side)
+        if va is None or vb is None:
+            out.append(f"{side}: {va} / {vb}")
+            continue
+        for c in va:
+            x, y = va[c], vb[c]
+            if isinstance(x, float) or isinstance(y, float):
+                if x is None or y is None or abs(x - y) > 1e-9:
+                    out.append(f"{side} {c}: {x} / {y}")
+            elif x != y:
+                out.append(f"{side} {c}: {x} / {y}")
+    return out
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_connection_verdict_kept_at_ingest(stored, kind):
+    """sora_connection's verdict columns are the MAX and MIN of the connection's quality rows
+    (the list and the worst connections read them)."""
+    s = stored(kind)
+    want = s.expected_verdicts()
+    assert len(want) == len(s.ids)
+    assert any(v["severity"] == 2 for v in want.values())
+    assert any(v["mos_min"] is not None for v in want.values())
+    assert any(v["browser"] == "firefox" for v in want.values())
+    diff = same_verdicts(s.verdicts, want)
+    assert not diff, "\n".join(diff[:20])
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_verdict_columns_filled_by_the_migration(request, tmp_path_factory, stored, kind):
+    """A database of schema version 6 (no verdict columns) with quality rows: `kohaku migrate`
+    adds the columns and fills them from the quality rows, as ingest would have."""
+    db = make_db(request, tmp_path_factory, kind)
+    k = run_daemon(db, tmp_path_factory.mktemp(f"v6-{kind}"))
+    try:
+        ids = send_calls(post_to(k))
+    finally:
+        assert k.stop() == 0, k.describe()
+    for c in VERDICT_COLS + ["browser"]:
+        db.execute(f"ALTER TABLE sora_connection DROP COLUMN {c}")
+    db.execute("DELETE FROM kohaku_schema_version WHERE version >= 7")
+    ini = tmp_path_factory.mktemp(f"v6-{kind}-migrate") / "k.ini"
+    ini.write_text("".join(f"{a} = {b}\n" for a, b in db.settings().items()))
+    out = subprocess.run([KOHAKU_BIN, "-C", str(ini), "migrate"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert db.query("SELECT max(version) FROM kohaku_schema_version")[0][0] >= 7
+    migrated = Stored(db, ids)
+    diff = same_verdicts(migrated.verdicts, migrated.expected_verdicts())
+    assert not diff, "\n".join(diff[:20])
+    diff = same_verdicts(migrated.verdicts, stored(kind).verdicts)
+    assert not diff, "\n".join(diff[:20])
 
 
 def previous_from(metrics, source):

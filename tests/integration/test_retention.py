@@ -358,10 +358,10 @@ def console_connection(k, cid):
 
 
 @pytest.mark.storage("postgres")
-def test_version_6_database_upgraded_by_migrate(db, tmp_path):
-    """A database at schema version 6 (what kohaku before partitions made: `migrate
-    --schema-version 6` builds the same DDL) with rows in it: `kohaku migrate` takes it to
-    version 7 with every time series partitioned and the rows kept; a kohaku before version 7
+def test_version_7_database_upgraded_by_migrate(db, tmp_path):
+    """A database at schema version 7 (what kohaku before partitions made: `migrate
+    --schema-version 7` builds the same DDL) with rows in it: `kohaku migrate` takes it to
+    version 8 with every time series partitioned and the rows kept; a kohaku before version 8
     would refuse it (its ctid-batched DELETE is wrong on partitioned tables)."""
     import subprocess
     from helpers import KOHAKU_BIN
@@ -373,8 +373,8 @@ def test_version_6_database_upgraded_by_migrate(db, tmp_path):
         out = subprocess.run([KOHAKU_BIN, "-C", str(cfg), *extra, "migrate"],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
-    migrate("--schema-version", "6")
-    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 6
+    migrate("--schema-version", "7")
+    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 7
     assert relkind(store, "rtc_transport_stats") == "r"
     old = rfc3339_now(-86400 * 3)
     store.execute(
@@ -383,7 +383,7 @@ def test_version_6_database_upgraded_by_migrate(db, tmp_path):
         "'c', 'C' || (i / 10), 'transport', 'T' || (i %% 10), 1.5, i "
         "FROM generate_series(0, 9999) i", (old,))
     migrate()
-    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 7
+    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 8
     for t in time_series_tables(store):
         assert relkind(store, t) == "p", t
     assert store.count("rtc_transport_stats") == 10000
@@ -406,11 +406,11 @@ def test_partitioned_database_refused_by_timescaledb_with_the_reason(db, tmp_pat
     def migrate(*extra):
         return subprocess.run([KOHAKU_BIN, "-C", str(cfg), *extra, "migrate"],
                               capture_output=True, text=True, timeout=120)
-    assert migrate("--schema-version", "6").returncode == 0
+    assert migrate("--schema-version", "7").returncode == 0
     store.execute('ALTER TABLE rtc_codec_stats RENAME TO rtc_codec_stats_unpartitioned; '
                   'CREATE TABLE rtc_codec_stats (LIKE rtc_codec_stats_unpartitioned) '
                   'PARTITION BY RANGE ("time")')
     out = migrate()
     assert out.returncode != 0
     assert "rtc_codec_stats is partitioned" in out.stdout + out.stderr, out.stdout + out.stderr
-    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 6
+    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 7

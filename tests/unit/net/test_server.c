@@ -3,8 +3,10 @@
  * listener's pick function sees the first bytes (and is asked again while it cannot tell),
  * the codec gets the connection's input and its context, close-after-write closes once the
  * answer is out, connections are counted by the codec's protocol, max_connections closes the
- * ones over it, a connection that never starts is closed after start_timeout, stopping asks
- * every codec to wind down, and a bad address or a port in use is refused naming it.
+ * ones over it, a connection that never starts is closed after start_timeout, a drain asks
+ * every codec to wind down (and each connection accepted while draining), a connection
+ * closed while draining lingers until the peer's EOF, the listener closed refuses, and a bad
+ * address or a port in use is refused naming it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,7 +29,7 @@
 #include "core/timeutil.h"
 #include "net/server.h"
 
-static int inits, reads, shutdowns, frees, picks;
+static int inits, reads, shutdowns, drains, frees, picks;
 static char got[256];
 static size_t got_len;
 static void *seen_ctx;
@@ -57,13 +59,14 @@ static int fake_read(struct kh_conn *c, struct evbuffer *in)
 
 static void fake_drained(struct kh_conn *c) {}
 static void fake_shutdown(struct kh_conn *c) { shutdowns++; }
+static void fake_drain(struct kh_conn *c) { drains++; }
 static bool fake_idle(struct kh_conn *c) { return true; }
 static size_t fake_active(struct kh_conn *c) { return 0; }
 static void fake_free(struct kh_conn *c) { frees++; }
 
 static const struct kh_codec_ops fake_codec = {
     .name = "fake", .proto = 2, .init = fake_init, .on_read = fake_read,
-    .on_drained = fake_drained, .shutdown = fake_shutdown, .idle = fake_idle,
+    .on_drained = fake_drained, .shutdown = fake_shutdown, .drain = fake_drain, .idle = fake_idle,
     .active = fake_active, .free = fake_free};
 
 /* Decides on the third byte. */
@@ -79,7 +82,7 @@ static int ctx_token;
 
 static int setup(void **state)
 {
-    inits = reads = shutdowns = frees = picks = 0;
+    inits = reads = shutdowns = drains = frees = picks = 0;
     got_len = 0;
     seen_ctx = NULL;
     limits = (struct kh_net_limits){.max_connections = 8, .start_timeout = 10,
@@ -186,8 +189,9 @@ static void test_counts_and_max_connections(void **state)
     }
     assert_int_equal(read(c, buf, sizeof(buf)), 0);
     assert_int_equal(kh_server_nconns(srv), 2);
-    kh_server_stop(srv); /* every codec is asked to wind down */
-    assert_int_equal(shutdowns, inits);
+    kh_server_drain(srv); /* every codec is asked to wind down */
+    assert_int_equal(drains, inits);
+    assert_int_equal(shutdowns, 0);
     close(a);
     close(b);
     close(c);
@@ -207,6 +211,52 @@ static void test_silent_connection_closed_after_start_timeout(void **state)
     assert_true(run_until(conns_are, 4)); /* the once-a-second sweep, past 1 s */
     assert_int_equal(inits, 0);
     close(fd);
+    kh_server_free(srv);
+}
+
+static struct kh_server *drained_srv;
+static bool one_conn_left(void) { return kh_server_nconns(drained_srv) == 1; }
+
+static void test_drain_accepts_lingers_then_refuses(void **state)
+{
+    int port;
+    struct kh_server *srv = start(&port);
+    drained_srv = counted = srv;
+    int a = client(port);
+    assert_int_equal(write(a, "xyz", 3), 3);
+    assert_true(run_until(one_init, 2));
+    kh_server_drain(srv);
+    assert_int_equal(drains, 1);
+    /* accepted while draining: served, and drained as soon as its protocol is known */
+    int b = client(port);
+    assert_int_equal(write(b, "abc", 3), 3);
+    assert_true(run_until(two_inits, 2));
+    assert_int_equal(drains, 2);
+    /* its answer, then EOF from our shut-down side while the connection still lingers */
+    assert_int_equal(write(b, "\n", 1), 1);
+    assert_true(run_until(answered, 2));
+    want_conns = 2;
+    run_until(conns_are, 0.2);
+    assert_int_equal(kh_server_nconns(srv), 2);
+    char buf[8];
+    struct timeval tv = {2, 0};
+    setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    assert_int_equal(read(b, buf, sizeof(buf)), 2);
+    assert_int_equal(read(b, buf, sizeof(buf)), 0);
+    assert_int_equal(write(b, "late", 4), 4); /* read and dropped, no reset */
+    close(b);
+    assert_true(run_until(one_conn_left, 2)); /* the peer's EOF ends the linger */
+    /* the listener closed: a new connection is refused */
+    kh_server_close_listener(srv);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof(sa)), -1);
+    assert_int_equal(errno, ECONNREFUSED);
+    close(c);
+    assert_int_equal(kh_server_close_all(srv), 1);
+    assert_int_equal(kh_server_nconns(srv), 0);
+    close(a);
     kh_server_free(srv);
 }
 
@@ -237,6 +287,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counts_and_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_connection_closed_after_start_timeout,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_accepts_lingers_then_refuses, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_bad_address_and_port_in_use, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

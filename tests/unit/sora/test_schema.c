@@ -634,12 +634,24 @@ static void test_envelope_ddl_unchanged(void **state)
  * conflict clause, which the backend adds). */
 static const char *const old_sqlite_sql[] = {
     "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
-    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen, "
+    "severity, severity_outbound, severity_inbound, mos_min, video_score_min, browser) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16, ?17, "
+    "?18, ?19) "
     "ON CONFLICT (connection_id) DO UPDATE SET "
     "first_seen = min(first_seen, excluded.first_seen), "
     "last_seen = max(last_seen, excluded.last_seen), "
-    "bundle_id = coalesce(excluded.bundle_id, bundle_id)",
+    "bundle_id = coalesce(excluded.bundle_id, bundle_id), "
+    /* schema version 7: the verdict so far, NULL sides ignored */
+    "severity = coalesce(max(severity, excluded.severity), severity, excluded.severity), "
+    "severity_outbound = coalesce(max(severity_outbound, excluded.severity_outbound), "
+    "severity_outbound, excluded.severity_outbound), "
+    "severity_inbound = coalesce(max(severity_inbound, excluded.severity_inbound), "
+    "severity_inbound, excluded.severity_inbound), "
+    "mos_min = coalesce(min(mos_min, excluded.mos_min), mos_min, excluded.mos_min), "
+    "video_score_min = coalesce(min(video_score_min, excluded.video_score_min), "
+    "video_score_min, excluded.video_score_min), "
+    "browser = coalesce(browser, excluded.browser)",
     "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
     "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (node_name) DO UPDATE SET "
     "label = excluded.label, version = excluded.version, "
@@ -651,14 +663,23 @@ static const char *const old_sqlite_sql[] = {
 };
 static const char *const old_pg_sql[] = {
     "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
-    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen) "
+    "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen, "
+    "severity, severity_outbound, severity_inbound, mos_min, video_score_min, browser) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
     "$6::text[], $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::text[], $12::text[], "
-    "$13::timestamptz[], $14::timestamptz[]) "
+    "$13::timestamptz[], $14::timestamptz[], $15::int8[], $16::int8[], $17::int8[], "
+    "$18::float8[], $19::float8[], $20::text[]) "
     "ON CONFLICT (connection_id) DO UPDATE SET "
     "first_seen = LEAST(sora_connection.first_seen, EXCLUDED.first_seen), "
     "last_seen = GREATEST(sora_connection.last_seen, EXCLUDED.last_seen), "
-    "bundle_id = COALESCE(EXCLUDED.bundle_id, sora_connection.bundle_id)",
+    "bundle_id = COALESCE(EXCLUDED.bundle_id, sora_connection.bundle_id), "
+    "severity = GREATEST(sora_connection.severity, EXCLUDED.severity), "
+    "severity_outbound = GREATEST(sora_connection.severity_outbound, "
+    "EXCLUDED.severity_outbound), "
+    "severity_inbound = GREATEST(sora_connection.severity_inbound, EXCLUDED.severity_inbound), "
+    "mos_min = LEAST(sora_connection.mos_min, EXCLUDED.mos_min), "
+    "video_score_min = LEAST(sora_connection.video_score_min, EXCLUDED.video_score_min), "
+    "browser = COALESCE(sora_connection.browser, EXCLUDED.browser)",
     "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], "
     "$5::timestamptz[]) ON CONFLICT (node_name) DO UPDATE SET label = EXCLUDED.label, "
@@ -831,11 +852,11 @@ static void test_lifecycle_tables_declared(void **state)
     assert_string_equal(kh_env_tables[kh_env_webhook].table, "sora_webhook");
     assert_string_equal(kh_env_tables[kh_env_session].table, "sora_session");
     assert_string_equal(kh_env_tables[kh_env_lifecycle].table, "sora_connection_lifecycle");
-    assert_int_equal(kh_schema_latest_version(), 7); /* 7: PostgreSQL's partitions */
+    assert_int_equal(kh_schema_latest_version(), 8); /* 8: PostgreSQL's partitions */
     struct kh_buf sql;
     kh_buf_init(&sql, 1u << 20);
     for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) /* no DDL of its own */
-        assert_int_equal(kh_schema_migration_sql((enum kh_dialect)d, 7, &sql), 0);
+        assert_int_equal(kh_schema_migration_sql((enum kh_dialect)d, 8, &sql), 0);
     assert_int_equal(sql.len, 0);
     kh_buf_cleanup(&sql);
     assert_int_equal(kh_env_tables[kh_env_session].ncols, KH_SESS_NCOLS);

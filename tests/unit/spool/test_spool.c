@@ -463,6 +463,137 @@ static void segments_rotate_and_all_are_deleted_after_draining(void **state)
     run_until(f, no_files);
 }
 
+/* --- held records (ack_mode = log) ------------------------------------------------------- */
+
+struct held_slot {
+    int result; /* -100 = not yet */
+    struct kh_spool_held h;
+};
+static struct held_slot held[MAXREC];
+static size_t nheld;
+
+static void on_held(void *arg, int result, struct kh_spool_held h)
+{
+    struct held_slot *s = arg;
+    s->result = result;
+    s->h = h;
+}
+
+static void append_held(struct fixture *f, const char *body)
+{
+    struct kh_spool_meta m = {.flavor = 0, .kind = 0, .received_usec = 1};
+    assert_true(nheld < MAXREC);
+    held[nheld].result = -100;
+    assert_int_equal(kh_spool_append_held(f->sp, &m, body, strlen(body), on_held,
+                                          &held[nheld]), 0);
+    nheld++;
+}
+
+static bool all_held_acked(struct fixture *f)
+{
+    (void)f;
+    for (size_t i = 0; i < nheld; i++)
+        if (held[i].result == -100)
+            return false;
+    return true;
+}
+
+static void held_records_are_not_replayed_and_go_once_settled(void **state)
+{
+    struct fixture *f = *state;
+    const char *err = NULL;
+    assert_int_equal(kh_config_set(&f->cfg, "spool_segment_bytes", "65536", &err), 0);
+    open_spool(f);
+    f->storage_up = 1;
+    nheld = 0;
+    static char body[20001];
+    memset(body, 'h', sizeof(body) - 1);
+    for (int i = 0; i < 8; i++) {
+        append_held(f, body);
+        run_until(f, all_held_acked); /* one group per append: several segments */
+        assert_int_equal(held[i].result, 0);
+    }
+    assert_true(spool_files(f->dir) >= 2);
+    assert_int_equal(kh_spool_held_out(f->sp), 8);
+    uint64_t segs, waiting;
+    kh_spool_gauges(f->sp, &segs, &waiting);
+    assert_int_equal(waiting, 8);
+    for (int k = 0; k < 50; k++)
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_int_equal(f->nq, 0); /* the drainer replays none of them */
+    for (size_t i = 0; i < 7; i++)
+        kh_spool_settle(f->sp, held[i].h);
+    for (int k = 0; k < 50; k++)
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(spool_files(f->dir) >= 1); /* the last one's segment stays */
+    kh_spool_settle(f->sp, held[7].h);
+    run_until(f, no_files);
+    assert_int_equal(f->nq, 0);
+    assert_int_equal(kh_spool_held_out(f->sp), 0);
+}
+
+static void released_held_record_is_replayed_alone(void **state)
+{
+    struct fixture *f = *state;
+    open_spool(f);
+    f->storage_up = 1;
+    nheld = 0;
+    append_held(f, "h0");
+    append(f, "spooled-1"); /* a plain spooled record between held ones */
+    append_held(f, "h2");
+    append_held(f, "h3");
+    run_until(f, all_held_acked);
+    run_until(f, all_acked);
+    /* the spooled one is the drainer's; the held ones are not */
+    want_nq = 1;
+    run_until(f, has_nq);
+    assert_string_equal(f->q[0].body, "spooled-1");
+    settle(f, 0, 0);
+    kh_spool_settle(f->sp, held[0].h);
+    kh_spool_release(f->sp, held[1].h); /* h2 failed to store from memory */
+    /* the drainer has passed h2: it goes back and replays h2, and only h2 */
+    want_nq = 2;
+    run_until(f, has_nq);
+    for (int k = 0; k < 50; k++)
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+    size_t replays = f->nq;
+    bool h2 = false;
+    for (size_t i = 1; i < replays; i++) {
+        assert_string_not_equal(f->q[i].body, "h0");
+        assert_string_not_equal(f->q[i].body, "h3");
+        h2 |= strcmp(f->q[i].body, "h2") == 0;
+    }
+    assert_true(h2);
+    for (size_t i = 1; i < replays; i++)
+        settle(f, i, 0);
+    for (int k = 0; k < 50; k++)
+        event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_int_equal(spool_files(f->dir), 1); /* h3 is still held */
+    kh_spool_settle(f->sp, held[2].h);
+    run_until(f, no_files);
+}
+
+static void held_records_left_at_a_restart_are_replayed(void **state)
+{
+    struct fixture *f = *state;
+    open_spool(f);
+    f->storage_up = 1;
+    nheld = 0;
+    append_held(f, "a");
+    append_held(f, "b");
+    run_until(f, all_held_acked);
+    kh_spool_settle(f->sp, held[0].h); /* a committed, b still in memory: then a crash */
+    close_spool(f);
+    open_spool(f);
+    want_nq = 2; /* both replayed: storage is idempotent */
+    run_until(f, has_nq);
+    assert_string_equal(f->q[0].body, "a");
+    assert_string_equal(f->q[1].body, "b");
+    settle(f, 0, 0);
+    settle(f, 1, 0);
+    run_until(f, no_files);
+}
+
 static void second_process_cannot_share_the_directory(void **state)
 {
     struct fixture *f = *state;
@@ -519,6 +650,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(full_spool_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(segments_rotate_and_all_are_deleted_after_draining,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(held_records_are_not_replayed_and_go_once_settled,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(released_held_record_is_replayed_alone, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(held_records_left_at_a_restart_are_replayed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(second_process_cannot_share_the_directory, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(unreadable_header_is_set_aside_not_deleted, setup,
