@@ -149,11 +149,17 @@ static const struct param params[] = {
      "TimescaleDB chunk interval of the stats hypertables (hours)"},
     {"timescaledb_compress_after", P_INT, OFF(timescaledb_compress_after), "7", 1, 3650, NULL,
      "TimescaleDB compresses chunks older than this (days)"},
+    {"postgres_partition_interval", P_INT, OFF(postgres_partition_interval), "24", 0, 8760,
+     NULL,
+     "plain PostgreSQL: the time series tables are partitioned by time, one partition per "
+     "this many hours, created ahead by kohaku; retention drops whole partitions. 0: tables "
+     "not partitioned yet stay as they are (retention deletes rows)"},
     {"retention_days", P_INT, OFF(retention_days), "60", 0, 36500, NULL,
-     "delete stats older than this many days (0 = keep forever); PostgreSQL only"},
+     "delete stats older than this many days (0 = keep forever): SQLite, PostgreSQL (whole "
+     "partitions), TimescaleDB (its retention policy)"},
     {"retention_interval", P_INT, OFF(retention_interval), "600", 1, 86400, NULL,
-     "seconds between kohaku's own retention passes (plain PostgreSQL, and TimescaleDB's "
-     "Apache build, which has no retention policy)"},
+     "seconds between kohaku's own retention passes (SQLite, plain PostgreSQL, and "
+     "TimescaleDB's Apache build, which has no retention policy)"},
     {"batch_max_reports", P_INT, OFF(batch_max_reports), "256", 1, 100000, NULL,
      "reports per storage transaction at most"},
     {"batch_max_rows", P_INT, OFF(batch_max_rows), "20000", 1, 10000000, NULL,

@@ -76,6 +76,19 @@ void kh_metrics_storage_mode(const char *mode)
     atomic_store(&kh_metrics.storage_mode, mode);
 }
 
+void kh_metrics_retention_rows(uint64_t rows)
+{
+    atomic_fetch_add(&kh_metrics.retention_rows, rows);
+}
+
+void kh_metrics_retention_pass(uint64_t partitions, uint64_t usec, uint64_t end_unix)
+{
+    atomic_fetch_add(&kh_metrics.retention_partitions, partitions);
+    atomic_store(&kh_metrics.retention_last_usec, usec);
+    atomic_store(&kh_metrics.retention_last_end, end_unix);
+    atomic_fetch_add(&kh_metrics.retention_passes, 1);
+}
+
 static int head(struct kh_buf *b, const char *name, const char *type, const char *help)
 {
     return kh_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -128,6 +141,34 @@ static int scalar(struct kh_buf *b, const char *name, const char *type, const ch
 {
     int rc = head(b, name, type, help);
     return rc ? rc : kh_buf_printf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+/* kohaku's own retention (zero where TimescaleDB's policies do it, or retention_days 0) */
+static int render_retention(struct kh_buf *b, const struct kh_metrics *m)
+{
+    uint64_t last = atomic_load(&m->retention_last_usec);
+    int rc = scalar(b, "kohaku_retention_deleted_rows_total", "counter",
+                    "Rows deleted by kohaku's retention (row by row: SQLite, PostgreSQL without "
+                    "partitions, a DEFAULT partition).",
+                    atomic_load(&m->retention_rows));
+    if (rc == 0)
+        rc = scalar(b, "kohaku_retention_dropped_partitions_total", "counter",
+                    "Partitions (PostgreSQL) or chunks (TimescaleDB Apache build) dropped by "
+                    "kohaku's retention.",
+                    atomic_load(&m->retention_partitions));
+    if (rc == 0)
+        rc = scalar(b, "kohaku_retention_passes_total", "counter",
+                    "Retention passes finished.", atomic_load(&m->retention_passes));
+    if (rc == 0)
+        rc = head(b, "kohaku_retention_last_pass_seconds", "gauge",
+                  "Duration of the last finished retention pass, start to end.");
+    if (rc == 0)
+        rc = kh_buf_printf(b, "kohaku_retention_last_pass_seconds %.6f\n", (double)last / 1e6);
+    if (rc == 0)
+        rc = scalar(b, "kohaku_retention_last_pass_end_timestamp_seconds", "gauge",
+                    "When the last retention pass ended (Unix time; 0: none yet).",
+                    atomic_load(&m->retention_last_end));
+    return rc;
 }
 
 static int render_spool(struct kh_buf *b, const struct kh_metrics *m)
@@ -319,6 +360,8 @@ int kh_metrics_render(struct kh_buf *b)
         rc = kh_buf_printf(b, "kohaku_storage_mode{mode=\"%s\"} 1\n", mode);
     if (rc == 0 && m->spool_enabled)
         rc = render_spool(b, m);
+    if (rc == 0)
+        rc = render_retention(b, m);
     if (rc == 0 && s->more)
         rc = s->more(s->arg, b);
     if (rc == 0)

@@ -83,6 +83,12 @@ struct kh_metrics {
     struct kh_metrics_sources src;
     /* the storage backend's mode (a string literal), set by the backend from any thread */
     _Atomic(const char *) storage_mode;
+    /* kohaku's own retention (any thread: the SQLite writer, the PostgreSQL maintenance) */
+    _Atomic uint64_t retention_rows;       /* rows deleted */
+    _Atomic uint64_t retention_partitions; /* partitions (or chunks) dropped */
+    _Atomic uint64_t retention_passes;     /* passes finished */
+    _Atomic uint64_t retention_last_usec;  /* the last finished pass: start to end */
+    _Atomic uint64_t retention_last_end;   /* when it ended, seconds since the epoch */
 };
 
 extern struct kh_metrics kh_metrics;
@@ -99,6 +105,11 @@ void kh_metrics_batch(size_t reports, double seconds, int ok);
  * "timescaledb", "timescaledb-apache"); `mode` must outlive the process (a literal). Until it
  * is set (PostgreSQL not reached yet) the gauge has no sample. Any thread. */
 void kh_metrics_storage_mode(const char *mode);
+/* Retention: rows deleted (as they go, so a long pass shows progress), then each finished
+ * pass: partitions or chunks dropped in it, how long it took, when it ended (Unix seconds).
+ * Any thread. */
+void kh_metrics_retention_rows(uint64_t rows);
+void kh_metrics_retention_pass(uint64_t partitions, uint64_t usec, uint64_t end_unix);
 /* Appends the exposition text. 0 or KH_ENOSPC/KH_ENOMEM. */
 int kh_metrics_render(struct kh_buf *out);
 

@@ -232,10 +232,15 @@ const char *kh_schema_column(int table, int member) { return derived[table].colu
 /* The schema version of the rate views (written out below); the tables' versions come from
  * the declarative tables. */
 #define RATE_VIEWS_VERSION 3
+/* Version 8 changes no table here: PostgreSQL's time series become partitioned after it
+ * (store/pg_partition.c). It is a version so that a kohaku from before refuses such a
+ * database: its retention deletes by ctid through the parent table, and a ctid is unique
+ * only within one partition. */
+#define PARTITIONS_VERSION 8
 
 int kh_schema_latest_version(void)
 {
-    int latest = RATE_VIEWS_VERSION;
+    int latest = PARTITIONS_VERSION;
     for (size_t t = 0; t < kh_env_ntables; t++) {
         if (kh_env_tables[t].since > latest)
             latest = kh_env_tables[t].since;

@@ -3,8 +3,9 @@
  * the log), each writer's reconnect on demand, the health flag, and the maintenance thread:
  * it (re)connects with jittered exponential backoff while the database is away, applies the
  * schema on first contact (pg_schema.c), and runs kohaku's retention where TimescaleDB's
- * policies do not. It writes no report data; retention deletes by time only, from tables the
- * schema names.
+ * policies do not (with partitions, pg_partition.c's: partitions created ahead, old ones
+ * dropped). It writes no report data; retention deletes by time only, from tables the schema
+ * names (or their partitions).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "sora/schema.h"
 #include "store/pg_internal.h"
@@ -210,22 +212,80 @@ static bool retention_table(struct kh_pg *pg, const char *table, const char *int
     }
 }
 
+/* What a pass did, for its log line and the metrics. */
+struct pass {
+    long long deleted, dropped, dropped_rows, created;
+};
+
+/* A partitioned table: partitions ahead, then (retention_days > 0) its old partitions
+ * dropped whole and old rows deleted from the partitions no drop can take (the one of all
+ * times before the conversion, the DEFAULT one). False when a step failed (logged). */
+static bool partitioned_table(struct kh_pg *pg, const char *table, const char *interval,
+                              struct pass *p)
+{
+    int made = 0;
+    if (kh_pg_partitions_ahead(pg, table, &made) != 0) {
+        kh_log(KH_LOG_WARN, "creating partitions failed", pg->merr);
+        return false;
+    }
+    p->created += made;
+    if (pg->retention_days <= 0)
+        return true;
+    if (kh_pg_partitions_drop(pg, table, interval, &p->dropped, &p->dropped_rows) != 0) {
+        kh_log(KH_LOG_WARN, "retention pass failed", pg->merr);
+        return false;
+    }
+    char names[2][64];
+    int n = kh_pg_partitions_unbounded(pg, table, names);
+    if (n < 0)
+        kh_log(KH_LOG_WARN, "retention pass failed", pg->merr);
+    for (int i = 0; i < n; i++)
+        if (!retention_table(pg, names[i], interval, &p->deleted))
+            return false;
+    return n >= 0;
+}
+
+static void log_pass(const struct kh_pg *pg, const struct pass *p, uint64_t usec)
+{
+    struct kh_logline l;
+    bool did = p->deleted || p->dropped || p->created;
+    if (!kh_log_begin(&l, did ? KH_LOG_INFO : KH_LOG_DEBUG, "retention pass"))
+        return;
+    kh_log_str(&l, "storage", "postgres");
+    if (pg->ts_mode == KH_PG_TS_APACHE) {
+        kh_log_int(&l, "dropped_chunks", p->deleted);
+    } else {
+        kh_log_int(&l, "deleted_rows", p->deleted);
+    }
+    if (pg->partitioned) {
+        kh_log_int(&l, "dropped_partitions", p->dropped);
+        kh_log_int(&l, "dropped_rows_estimate", p->dropped_rows);
+        kh_log_int(&l, "created_partitions", p->created);
+    }
+    kh_log_dbl(&l, "seconds", (double)usec / 1e6);
+    kh_log_int(&l, "retention_days", pg->retention_days);
+    kh_log_end(&l);
+}
+
 static void retention_pass(struct kh_pg *pg)
 {
     char interval[32];
     snprintf(interval, sizeof(interval), "%lld days", (long long)pg->retention_days);
-    long long total = 0;
+    struct pass p = {0};
+    uint64_t start = kh_mono_usec();
     struct kh_pg_ts_table ts;
-    for (size_t t = 0; kh_pg_time_series(t, &ts); t++)
-        if (!retention_table(pg, ts.table, interval, &total))
-            return;
-    struct kh_logline l;
-    if (kh_log_begin(&l, total ? KH_LOG_INFO : KH_LOG_DEBUG, "retention pass")) {
-        kh_log_int(&l, pg->ts_mode == KH_PG_TS_APACHE ? "dropped_chunks" : "deleted_rows",
-                   total);
-        kh_log_int(&l, "retention_days", pg->retention_days);
-        kh_log_end(&l);
-    }
+    bool ok = true;
+    for (size_t t = 0; ok && kh_pg_time_series(t, &ts); t++)
+        ok = pg->partitioned ? partitioned_table(pg, ts.table, interval, &p)
+                             : retention_table(pg, ts.table, interval, &p.deleted);
+    bool chunks = pg->ts_mode == KH_PG_TS_APACHE;
+    kh_metrics_retention_rows(chunks ? 0 : (uint64_t)p.deleted);
+    if (!ok)
+        return;
+    uint64_t usec = kh_mono_usec() - start;
+    kh_metrics_retention_pass((uint64_t)(chunks ? p.deleted : p.dropped), usec,
+                              (uint64_t)(kh_time_now_usec() / 1000000));
+    log_pass(pg, &p, usec);
 }
 
 /* --- the maintenance thread --------------------------------------------------------------- */
@@ -299,10 +359,12 @@ static uint64_t maint_round(struct kh_pg *pg, struct maint *m)
         atomic_fetch_add(&pg->reconnects, 1);
     }
     m->backoff_ms = BACKOFF_FIRST_MS;
-    if (pg->ts_mode != KH_PG_TS_FULL && pg->retention_days > 0 &&
+    if (pg->ts_mode != KH_PG_TS_FULL && (pg->retention_days > 0 || pg->partitioned) &&
         kh_mono_usec() >= m->next_retention) {
         retention_pass(pg);
         m->next_retention = kh_mono_usec() + (uint64_t)pg->retention_interval * 1000000;
+        if (PQstatus(pg->mconn) != CONNECTION_OK) /* lost during the pass: say so */
+            kh_pg_mark_down(pg, pg->merr);
     }
     return CONTACT_EVERY_MS;
 }

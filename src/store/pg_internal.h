@@ -6,6 +6,7 @@
  *                    thread and retention;
  *   pg_schema.c      migrations under the advisory lock, TimescaleDB (pg_timescale decides);
  *   pg_citus.c       Citus mode: the tables distributed when the database has citus;
+ *   pg_partition.c   plain PostgreSQL's time partitions: converting, creating ahead, dropping;
  *   pg_statements.c  the SQL text the writers send (from the schema, never from a report) and
  *                    the prepared statements of a writer's connection;
  *   pg_rows.c        a batch's values in the writers' column buffers (pg_encode encodes);
@@ -60,6 +61,8 @@ struct kh_pg {
     bool use_direct_copy;
     enum kh_pg_format copy_format; /* KH_PG_BINARY or KH_PG_COPY (text) */
     int64_t chunk_hours, compress_days, retention_days, retention_interval;
+    int64_t partition_hours; /* postgres_partition_interval; 0: do not partition */
+    bool partitioned;        /* the time series are partitioned: decided by the migration */
     struct kh_pg_slot *slots;
     atomic_bool healthy;
     atomic_bool migrated;
@@ -115,6 +118,26 @@ void kh_pg_maint_stop(struct kh_pg *pg);
 int kh_pg_citus_check(struct kh_pg *pg, PGconn *c, char *err, size_t errlen);
 /* Distributes the tables not distributed yet (in the caller's transaction). 0 or KH_EIO. */
 int kh_pg_citus_tables(PGconn *c, char *err, size_t errlen);
+
+/* --- pg_partition.c ------------------------------------------------------------------------ */
+
+/* In the migration's transaction (plain PostgreSQL only): the partition functions, the time
+ * series converted when partition_hours > 0 (rows kept; views made again), their DEFAULT
+ * partitions and the partitions ahead; pg->partitioned set. 0 or KH_EIO with err. */
+int kh_pg_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t errlen);
+/* On the maintenance connection, each in a transaction of its own with a short lock_timeout:
+ * the partitions ahead of table (*made: how many were created); its partitions older than
+ * `older` (an interval) dropped, added to *partitions and *rows (the planner's estimate).
+ * 0 or KH_EIO with pg->merr. */
+int kh_pg_partitions_ahead(struct kh_pg *pg, const char *table, int *made);
+int kh_pg_partitions_drop(struct kh_pg *pg, const char *table, const char *older,
+                          long long *partitions, long long *rows);
+/* The partitions of table retention deletes rows from: the one of all times before the
+ * conversion (<table>_unpartitioned), then the DEFAULT one. Their count, or -1. */
+int kh_pg_partitions_unbounded(struct kh_pg *pg, const char *table, char names[2][64]);
+/* 0 when no time series is partitioned; KH_EIO with err saying why TimescaleDB cannot take
+ * the database otherwise. */
+int kh_pg_partitions_none(PGconn *c, char *err, size_t errlen);
 
 /* --- pg_schema.c -------------------------------------------------------------------------- */
 

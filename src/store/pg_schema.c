@@ -264,9 +264,13 @@ int kh_pg_migrate_conn(struct kh_pg *pg, PGconn *c, int target, char *err, size_
     if (rc == 0)
         rc = apply_versions(pg, c, (int)have, want, err, errlen);
     if (rc == 0 && want == latest && pg->ts_mode != KH_PG_TS_OFF)
+        rc = kh_pg_partitions_none(c, err, errlen);
+    if (rc == 0 && want == latest && pg->ts_mode != KH_PG_TS_OFF)
         rc = timescale_tables(pg, c, err, errlen);
     if (rc == 0 && want == latest && pg->citus)
         rc = kh_pg_citus_tables(c, err, errlen);
+    if (rc == 0 && want == latest && !pg->citus && pg->ts_mode == KH_PG_TS_OFF)
+        rc = kh_pg_partition_setup(pg, c, err, errlen);
     if (rc == 0)
         rc = kh_pg_exec(c, "COMMIT", err, errlen);
     if (rc != 0) {
@@ -281,6 +285,7 @@ void kh_pg_log_schema_ready(const struct kh_pg *pg)
     static const char *const retention[] = {[KH_PG_TS_OFF] = "kohaku",
                                             [KH_PG_TS_FULL] = "timescaledb policy",
                                             [KH_PG_TS_APACHE] = "kohaku drop_chunks"};
+    const char *how = pg->partitioned ? "kohaku drop partitions" : retention[pg->ts_mode];
     const char *method = pg->use_direct_copy ? "direct_copy" : pg->use_copy ? "copy" : "unnest";
     const char *mode = pg->citus ? "citus" : kh_pg_ts_mode_name(pg->ts_mode);
     kh_metrics_storage_mode(mode);
@@ -290,7 +295,10 @@ void kh_pg_log_schema_ready(const struct kh_pg *pg)
         if (pg->citus)
             kh_log_str(&l, "citus_version", pg->citus_version);
         kh_log_bool(&l, "compression", pg->ts_mode == KH_PG_TS_FULL);
-        kh_log_str(&l, "retention", retention[pg->ts_mode]);
+        kh_log_str(&l, "retention", how);
+        kh_log_bool(&l, "partitioned", pg->partitioned);
+        if (pg->partitioned)
+            kh_log_int(&l, "partition_hours", pg->partition_hours > 0 ? pg->partition_hours : 24);
         kh_log_int(&l, "retention_days", pg->retention_days);
         kh_log_int(&l, "schema_version", kh_schema_latest_version());
         kh_log_str(&l, "write_method", method);

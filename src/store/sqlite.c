@@ -10,6 +10,15 @@
  * Checkpoints are SQLite's own automatic ones, on the writer, every 1,000 WAL pages. (A
  * separate checkpointer thread measured about 45% more reports/s here but 80-100 ms writer
  * stalls about once a second, four times the p99 at half load: see BENCHMARKS.md.)
+ *
+ * Retention (serve only, retention_days > 0) runs on the writer too, in the batches'
+ * transactions: after a batch's rows, under a savepoint (a failed delete undoes only
+ * itself), DELETEs of RETENTION_CHUNK rows at a time by each time series' "time" index,
+ * oldest first, until the budget is spent (RETENTION_BUDGET_USEC; more for a batch that
+ * wrote many rows, see there); the rest waits for the next batch. So a pass never holds the
+ * write lock on its own, never stalls a batch by more than the budget, and shares the
+ * batch's commit (no extra fsync). The file does not shrink: freed pages are
+ * reused by new rows (README, Retention).
  */
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -24,6 +33,28 @@
 #include "core/timeutil.h"
 #include "sora/schema.h"
 #include "store/store.h"
+
+/* Rows per retention DELETE, and the time retention may add to one batch: 4 ms, or longer
+ * (up to 50 ms) while it has deleted fewer than twice the rows the batch wrote, so that a
+ * pass keeps pace with any ingest rate (in steady state the rows going past the cutoff come
+ * as fast as new ones came retention_days ago) and still gains on a backlog. */
+#define RETENTION_CHUNK 500
+#define RETENTION_BUDGET_USEC 4000
+#define RETENTION_MAX_USEC 50000
+#define RETENTION_PROGRESS_USEC 10000000
+
+/* A retention pass in progress: the time series (ts_table) being cleared of rows older than
+ * cutoff; what the batch's transaction deleted is counted once it commits. */
+struct sq_retention {
+    int64_t days, interval_usec;
+    bool on, active;
+    size_t table, table_before; /* the time series now, and before the batch's step */
+    char cutoff[KH_TIME_TEXT_LEN + 1];
+    uint64_t started, next_due, last_progress; /* kh_mono_usec */
+    uint64_t deleted, uncommitted;
+    sqlite3_stmt **del; /* per time series, prepared when first needed */
+    sqlite3_stmt *savepoint, *release, *rollback_to;
+};
 
 struct sq {
     sqlite3 *db;
@@ -41,6 +72,7 @@ struct sq {
     int64_t query_timeout_usec;
     uint64_t deadline; /* of the query running on rdb (kh_mono_usec) */
     atomic_bool healthy;
+    struct sq_retention ret;
     char err[512];
 };
 
@@ -83,6 +115,8 @@ static int sq_open(struct kh_store *s, const struct kh_config *cfg, const char *
     }
     sqlite3_busy_timeout(q->db, 5000);
     q->path = strdup(cfg->sqlite_path);
+    q->ret.days = cfg->retention_days;
+    q->ret.interval_usec = cfg->retention_interval * 1000000;
     q->query_timeout_usec = cfg->query_timeout * 1000;
     q->anchor = calloc(kh_stats_ntables, sizeof(*q->anchor));
     q->at_time = calloc(kh_stats_ntables, sizeof(*q->at_time));
@@ -342,7 +376,192 @@ static int write_env_rows(struct sq *q, const struct kh_report *r, const char **
     return rc;
 }
 
-static int sq_start(struct kh_store *s) { return 0; }
+/* --- retention ---------------------------------------------------------------------------- */
+
+/* The time series, i from 0: every stats table, then the envelope tables that are one (the
+ * set PostgreSQL's retention and TimescaleDB's hypertables cover); NULL past the last. */
+static const char *time_series(size_t i)
+{
+    if (i < kh_stats_ntables)
+        return kh_stats_tables[i].table;
+    for (size_t t = 0, n = kh_stats_ntables; t < kh_env_ntables; t++)
+        if (kh_env_tables[t].segment_by != NULL && n++ == i)
+            return kh_env_tables[t].table;
+    return NULL;
+}
+
+static int prepare_sql(struct sq *q, struct kh_buf *sql, sqlite3_stmt **st, const char **err);
+
+static int retention_prepare(struct sq *q, size_t i, const char **err)
+{
+    struct sq_retention *rt = &q->ret;
+    if (rt->savepoint == NULL &&
+        (prepare(q, "SAVEPOINT kh_retention", &rt->savepoint, err) != 0 ||
+         prepare(q, "RELEASE kh_retention", &rt->release, err) != 0 ||
+         prepare(q, "ROLLBACK TO kh_retention", &rt->rollback_to, err) != 0))
+        return KH_EIO;
+    if (rt->del[i] != NULL)
+        return 0;
+    struct kh_buf sql;
+    kh_buf_init(&sql, 4096);
+    const char *t = time_series(i);
+    int rc = kh_buf_printf(&sql, "DELETE FROM \"%s\" WHERE rowid IN (SELECT rowid FROM \"%s\" "
+                                 "WHERE \"time\" < ?1 ORDER BY \"time\" LIMIT %d)",
+                           t, t, RETENTION_CHUNK);
+    rc = rc ? rc : prepare_sql(q, &sql, &rt->del[i], err);
+    kh_buf_cleanup(&sql);
+    if (rc == KH_ENOSPC)
+        *err = "out of memory building a statement";
+    return rc;
+}
+
+/* One DELETE of up to RETENTION_CHUNK old rows of time series i: the rows it deleted, or -1
+ * with *err set. */
+static int retention_delete(struct sq *q, size_t i, const char **err)
+{
+    if (retention_prepare(q, i, err) != 0)
+        return -1;
+    sqlite3_stmt *st = q->ret.del[i];
+    sqlite3_bind_text(st, 1, q->ret.cutoff, KH_TIME_TEXT_LEN, SQLITE_STATIC);
+    if (step(q, st, err, time_series(i)) != 0)
+        return -1;
+    return sqlite3_changes(q->db);
+}
+
+/* Whether a pass is running, or starts now (its cutoff fixed for the whole pass). */
+static bool retention_due(struct sq *q)
+{
+    struct sq_retention *rt = &q->ret;
+    if (!rt->on || rt->days <= 0)
+        return false;
+    uint64_t now = kh_mono_usec();
+    if (rt->active || now < rt->next_due)
+        return rt->active;
+    kh_time_format(kh_time_now_usec() - rt->days * 86400 * 1000000, rt->cutoff);
+    rt->active = true;
+    rt->table = 0;
+    rt->deleted = 0;
+    rt->started = rt->last_progress = now;
+    struct kh_logline l;
+    if (kh_log_begin(&l, KH_LOG_DEBUG, "retention pass started")) {
+        kh_log_str(&l, "storage", "sqlite");
+        kh_log_str(&l, "older_than", rt->cutoff);
+        kh_log_end(&l);
+    }
+    return true;
+}
+
+/* The pass's step in the batch's transaction: old rows deleted, table by table, until the
+ * budget is spent or every table is done. A failure undoes the step alone (the batch goes
+ * on) and ends the pass until the next interval. */
+static bool step_more(const struct sq_retention *rt, uint64_t spent, uint64_t written)
+{
+    return spent < RETENTION_BUDGET_USEC ||
+           (spent < RETENTION_MAX_USEC && rt->uncommitted < 2 * written);
+}
+
+static void retention_step(struct sq *q, uint64_t written)
+{
+    struct sq_retention *rt = &q->ret;
+    uint64_t start = kh_mono_usec();
+    const char *err = NULL;
+    rt->table_before = rt->table;
+    rt->uncommitted = 0;
+    if (retention_prepare(q, 0, &err) != 0 || step(q, rt->savepoint, &err, "savepoint") != 0)
+        goto failed;
+    while (time_series(rt->table) != NULL && step_more(rt, kh_mono_usec() - start, written)) {
+        int n = retention_delete(q, rt->table, &err);
+        if (n < 0) {
+            const char *ignored;
+            step(q, rt->rollback_to, &ignored, "rollback to");
+            step(q, rt->release, &ignored, "release");
+            goto failed;
+        }
+        rt->uncommitted += (uint64_t)n;
+        if (n < RETENTION_CHUNK)
+            rt->table++;
+    }
+    if (step(q, rt->release, &err, "release") == 0)
+        return;
+failed:
+    kh_log(KH_LOG_WARN, "retention pass failed", err ? err : "unknown error");
+    rt->uncommitted = 0;
+    rt->active = false;
+    rt->next_due = kh_mono_usec() + (uint64_t)rt->interval_usec;
+}
+
+static int64_t pragma_int(struct sq *q, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void retention_log(struct sq *q, const char *msg, enum kh_log_level level,
+                          uint64_t now)
+{
+    struct sq_retention *rt = &q->ret;
+    struct kh_logline l;
+    if (!kh_log_begin(&l, level, msg))
+        return;
+    kh_log_str(&l, "storage", "sqlite");
+    kh_log_int(&l, "deleted_rows", (int64_t)rt->deleted);
+    kh_log_dbl(&l, "seconds", (double)(now - rt->started) / 1e6);
+    kh_log_int(&l, "retention_days", rt->days);
+    if (time_series(rt->table) != NULL)
+        kh_log_str(&l, "table", time_series(rt->table));
+    else /* pages the deletes freed, reused by new rows before the file grows */
+        kh_log_int(&l, "free_pages", pragma_int(q, "PRAGMA freelist_count"));
+    kh_log_end(&l);
+}
+
+/* After the batch's commit (ok) or rollback: what the step deleted counts, and a pass
+ * whose last table is done is logged and ends. */
+static void retention_after(struct sq *q, bool ok)
+{
+    struct sq_retention *rt = &q->ret;
+    if (!rt->active)
+        return;
+    if (!ok) {
+        rt->table = rt->table_before; /* its deletes were rolled back with the batch */
+        return;
+    }
+    rt->deleted += rt->uncommitted;
+    kh_metrics_retention_rows(rt->uncommitted);
+    rt->uncommitted = 0;
+    uint64_t now = kh_mono_usec();
+    if (time_series(rt->table) != NULL) {
+        if (now - rt->last_progress >= RETENTION_PROGRESS_USEC) {
+            rt->last_progress = now;
+            retention_log(q, "retention progress", KH_LOG_INFO, now);
+        }
+        return;
+    }
+    retention_log(q, "retention pass", rt->deleted ? KH_LOG_INFO : KH_LOG_DEBUG, now);
+    kh_metrics_retention_pass(0, now - rt->started, (uint64_t)(kh_time_now_usec() / 1000000));
+    rt->active = false;
+    rt->next_due = rt->started + (uint64_t)rt->interval_usec;
+}
+
+/* Serve: retention runs from the first batch on. */
+static int sq_start(struct kh_store *s)
+{
+    struct sq *q = s->impl;
+    size_t n = 0;
+    while (time_series(n) != NULL)
+        n++;
+    q->ret.del = calloc(n, sizeof(*q->ret.del));
+    if (q->ret.del == NULL)
+        return KH_ENOMEM;
+    q->ret.on = true;
+    q->ret.next_due = kh_mono_usec();
+    return 0;
+}
 
 static uint64_t sq_reconnects(struct kh_store *s) { return 0; }
 
@@ -363,6 +582,13 @@ static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char
                 rc = write_row(q, b, r, row, err);
         b->results[i] = 0;
     }
+    bool retention = rc == 0 && retention_due(q);
+    if (retention) {
+        uint64_t written = 0;
+        for (size_t t = 0; t < kh_stats_ntables; t++)
+            written += b->rows_stored[t];
+        retention_step(q, written);
+    }
     if (rc == 0)
         rc = step(q, q->commit, err, "commit");
     if (rc != 0) {
@@ -371,6 +597,8 @@ static int sq_write(struct kh_store *s, int slot, struct kh_batch *b, const char
             step(q, q->rollback, &ignored, "rollback");
         kh_batch_reset_counts(b); /* rolled back: nothing stored */
     }
+    if (retention)
+        retention_after(q, rc == 0);
     atomic_store(&q->healthy, rc == 0);
     return rc;
 }
@@ -645,6 +873,12 @@ static void sq_close(struct kh_store *s)
     }
     free(q->anchor);
     free(q->at_time);
+    for (size_t i = 0; q->ret.del && time_series(i) != NULL; i++)
+        sqlite3_finalize(q->ret.del[i]);
+    free(q->ret.del);
+    sqlite3_finalize(q->ret.savepoint);
+    sqlite3_finalize(q->ret.release);
+    sqlite3_finalize(q->ret.rollback_to);
     sqlite3_finalize(q->begin);
     sqlite3_finalize(q->commit);
     sqlite3_finalize(q->rollback);

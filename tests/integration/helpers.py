@@ -388,8 +388,9 @@ class PgDb(SqliteDb):
 
     def tables(self):
         return [name for (name,) in self.query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
-            "AND table_type = 'BASE TABLE' ORDER BY 1")]
+            "SELECT table_name FROM information_schema.tables t WHERE table_schema = 'public' "
+            "AND table_type = 'BASE TABLE' AND NOT EXISTS (SELECT 1 FROM pg_inherits i "
+            "WHERE i.inhrelid = to_regclass(quote_ident(t.table_name))) ORDER BY 1")]
 
     def columns(self, table):
         return [name for (name,) in self.query(

@@ -67,7 +67,8 @@ def problems(k):
 
 def test_plain_database_converted_to_citus_keeps_its_rows(citus_cluster, tmp_path):
     d = PlainDb(citus_cluster, unique_db_name("plain"))
-    settings = dict(d.settings(), batch_max_delay_ms=20)
+    # a database meant to become a Citus one is kept unpartitioned (README: Partitions)
+    settings = dict(d.settings(), batch_max_delay_ms=20, postgres_partition_interval=0)
     # 1. plain PostgreSQL: kohaku migrates and stores
     k = Kohaku(settings, directory=tmp_path / "k1").start()
     try:

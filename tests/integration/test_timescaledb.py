@@ -280,7 +280,7 @@ def test_installed_but_not_preloaded_is_plain_postgresql(pg_cluster, db, daemon)
     k.wait_health(204)
     ready = schema_ready(k)
     assert (ready["mode"], ready["compression"], ready["retention"]) == (
-        "postgresql", False, "kohaku")
+        "postgresql", False, "kohaku drop partitions")  # plain PostgreSQL partitions
     assert storage_mode(k) == "postgresql"
     w = warnings(k, "not in shared_preload_libraries")
     assert len(w) == 1 and w[0]["shared_preload_libraries"] == "", w

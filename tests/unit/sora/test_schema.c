@@ -852,7 +852,13 @@ static void test_lifecycle_tables_declared(void **state)
     assert_string_equal(kh_env_tables[kh_env_webhook].table, "sora_webhook");
     assert_string_equal(kh_env_tables[kh_env_session].table, "sora_session");
     assert_string_equal(kh_env_tables[kh_env_lifecycle].table, "sora_connection_lifecycle");
-    assert_int_equal(kh_schema_latest_version(), 7);
+    assert_int_equal(kh_schema_latest_version(), 8); /* 8: PostgreSQL's partitions */
+    struct kh_buf sql;
+    kh_buf_init(&sql, 1u << 20);
+    for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) /* no DDL of its own */
+        assert_int_equal(kh_schema_migration_sql((enum kh_dialect)d, 8, &sql), 0);
+    assert_int_equal(sql.len, 0);
+    kh_buf_cleanup(&sql);
     assert_int_equal(kh_env_tables[kh_env_session].ncols, KH_SESS_NCOLS);
     assert_int_equal(kh_env_tables[kh_env_lifecycle].ncols, KH_LIFE_NCOLS);
     const struct kh_env_column *sc = kh_env_tables[kh_env_session].cols;
