@@ -17,6 +17,20 @@
 #include "sora/envelope.h"
 #include "sora/schema.h"
 
+/* cmocka setup and teardown for the tests that need the schema (kh_schema_init). */
+static inline int kht_schema_setup(void **state)
+{
+    (void)state;
+    return kh_schema_init();
+}
+
+static inline int kht_schema_teardown(void **state)
+{
+    (void)state;
+    kh_schema_cleanup();
+    return 0;
+}
+
 struct kht_kv {
     const char *key;
     const char *value; /* JSON text; NULL in the base lists marks the "stats" slot */

@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "kh_test.h"
+
 #include "core/errors.h"
 #include "pipeline/dedup.h"
 #include "sora/schema.h"
@@ -105,19 +107,6 @@ static int one(struct kh_dedup *d, const char *conn, int64_t sec, const char *co
     kh_dedup_settle(d, b, rc);
     batch_free(&bt);
     return got;
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
 }
 
 static void test_types(void **state)
@@ -419,5 +408,5 @@ int main(void)
         cmocka_unit_test(test_many_keys),
         cmocka_unit_test(test_dispatch_order),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "kh_test.h"
+
 #include "core/arena.h"
 #include "core/errors.h"
 #include "pipeline/quality_cache.h"
@@ -62,19 +64,6 @@ static struct kh_row *make(struct rows *r, const char *tag, int64_t n)
 }
 
 static struct kh_str id(const char *s) { return (struct kh_str){s, (uint32_t)strlen(s)}; }
-
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
-}
 
 /* What came back is a copy of the two quality rows, not the stats row. */
 static void assert_copy_of(const struct kh_row *got, const struct kh_row *want)
@@ -254,5 +243,5 @@ int main(void)
         cmocka_unit_test(test_many_entries_grow_the_table),
         cmocka_unit_test(test_full_arena),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }

@@ -14,19 +14,6 @@
 
 #include "kh_test.h"
 
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
-}
-
 /* Parses a body expected to fail and checks the code and the message (whole, or its start
  * when prefix is set). */
 static void expect_refused(const char *body, const char *expect, bool prefix)
@@ -721,5 +708,5 @@ int main(void)
         cmocka_unit_test(test_optional_keys),
         cmocka_unit_test(test_type_matches_header),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }

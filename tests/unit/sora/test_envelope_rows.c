@@ -20,19 +20,6 @@
 
 #include "kh_test.h"
 
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
-}
-
 static yajl_val tree(const char *text)
 {
     char err[256];
@@ -578,5 +565,5 @@ int main(void)
         cmocka_unit_test(test_node_report),
         cmocka_unit_test(test_node_report_refused),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }

@@ -22,19 +22,6 @@
 #define SID "H45PD3HLXUKBBK2BP3ANE657ZM"
 #define CID "W56JLRJEYNIZ4TOADMXTOE3RRU"
 
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
-}
-
 /* Parses text whole (chunk 0) or chunk bytes at a time; the report or the message. */
 static int parse(enum kh_lifecycle_flavor f, enum kh_lifecycle_input in, const char *text,
                  size_t chunk, struct kh_report **out, char *err, size_t errlen)
@@ -400,5 +387,5 @@ int main(void)
         cmocka_unit_test(test_data_kept_whole),
         cmocka_unit_test(test_limits),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }

@@ -22,19 +22,6 @@
 #define CA "W56JLRJEYNIZ4TOADMXTOE3RRU"
 #define CB "QXC56Q55A2O5BXBRLJC2RRMOKE"
 
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
-}
-
 /* Every value fits its column; NOT NULL columns have one. */
 static void check_types(const struct kh_report *r)
 {
@@ -238,5 +225,5 @@ int main(void)
         cmocka_unit_test(test_connection_failed),
         cmocka_unit_test(test_other_events_give_no_rows),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }

@@ -391,19 +391,6 @@ static void test_fixtures(void **state)
     }
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,5 +401,5 @@ int main(void)
         cmocka_unit_test(test_rows_truncate),  cmocka_unit_test(test_rows_hash_drop_keep),
         cmocka_unit_test(test_fixtures),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }

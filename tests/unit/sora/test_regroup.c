@@ -44,19 +44,6 @@ static void out_free(struct out *o)
 static const struct kh_regroup_limits big = {
     .max_open = 64, .max_open_bytes = 64u << 20, .max_body = 4u << 20};
 
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
-}
-
 /* A line of connection `conn` and report `id` at second `sec`, its object `obj`. */
 static char *line_of(char conn, char id, int sec, const char *obj)
 {
@@ -310,5 +297,5 @@ int main(void)
         cmocka_unit_test(test_regroup_too_large),
         cmocka_unit_test(test_regroup_no_rtc_data),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }

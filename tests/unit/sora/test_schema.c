@@ -16,19 +16,6 @@
 
 #include "kh_test.h"
 
-static int setup(void **state)
-{
-    (void)state;
-    return kh_schema_init();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    kh_schema_cleanup();
-    return 0;
-}
-
 static const char *const design_tables[] = {
     "rtc_codec_stats",
     "rtc_inbound_rtp_stream_stats",
@@ -1038,5 +1025,5 @@ int main(void)
         cmocka_unit_test(test_lifecycle_merges_any_order),
         cmocka_unit_test(test_migration_in_two_parts),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }
