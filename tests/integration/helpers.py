@@ -433,7 +433,7 @@ class Kohaku:
     of its own.
 
     settings: keys over the test defaults (127.0.0.1, free ports for the three listeners, debug,
-    a short shutdown_timeout). config_text: a hand-written config file used as it is instead
+    a short shutdown_timeout, retention_days 0). config_text: a hand-written config file used as it is instead
     (then set listen_port to self.port). env: variables over this process's environment.
     directory: where the files go; without one, a temporary directory that close() removes.
     Nothing runs until start()."""
@@ -448,7 +448,11 @@ class Kohaku:
                          "exporter_listen_addr": "127.0.0.1",
                          "exporter_listen_port": free_port(),
                          "console_listen_port": free_port(),
-                         "debug": "true", "shutdown_timeout": 10}
+                         "debug": "true", "shutdown_timeout": 10,
+                         # the fixtures carry the times they were recorded at: without this
+                         # the default retention (60 days) would delete them as they age; the
+                         # retention tests set it
+                         "retention_days": 0}
         self.settings.update(settings or {})
         self.port = int(self.settings["listen_port"])
         self.config_text = config_text
