@@ -78,6 +78,7 @@ static void seg_delete(struct kh_spool *sp, struct kh_spool_seg *s)
     sp->records -= s->records;
     sp->done -= s->done;
     kh_metrics.spool_bytes = sp->used;
+    free(s->held_bits);
     free(s);
 }
 
