@@ -648,9 +648,15 @@ def access_ms(log_path, offset, path, n):
             f.seek(offset)
             times = []
             for line in f:
-                if '"msg":"access"' not in line:
+                # whole lines only: `offset` may fall inside a line the daemon was writing,
+                # and the last line may not be finished yet
+                if not (line.startswith("{") and line.endswith("\n")) or \
+                        '"msg":"access"' not in line:
                     continue
-                a = json.loads(line)
+                try:
+                    a = json.loads(line)
+                except ValueError:
+                    continue
                 if a.get("path") == path and "usec" in a:
                     times.append(a["usec"] / 1000)
         if len(times) >= n or time.time() > deadline:
