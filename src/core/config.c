@@ -153,7 +153,13 @@ static const struct param params[] = {
      NULL,
      "plain PostgreSQL: the time series tables are partitioned by time, one partition per "
      "this many hours, created ahead by kohaku; retention drops whole partitions. 0: tables "
-     "not partitioned yet stay as they are (retention deletes rows)"},
+     "not partitioned yet stay as they are (retention deletes rows). Citus: the same, with "
+     "Citus's create_time_partitions and drop_old_time_partitions, for tables kohaku "
+     "distributes itself"},
+    {"citus_columnar_after", P_INT, OFF(citus_columnar_after), "7", 0, 3650, NULL,
+     "Citus: partitions of the stats tables whose every row is older than this many days are "
+     "converted to columnar storage (alter_old_partitions_set_access_method; needs the "
+     "citus_columnar extension); 0: never"},
     {"retention_days", P_INT, OFF(retention_days), "60", 0, 36500, NULL,
      "delete stats older than this many days (0 = keep forever): SQLite, PostgreSQL (whole "
      "partitions), TimescaleDB (its retention policy)"},

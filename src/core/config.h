@@ -79,6 +79,7 @@ struct kh_config {
     int64_t timescaledb_chunk_interval;
     int64_t timescaledb_compress_after;
     int64_t postgres_partition_interval;
+    int64_t citus_columnar_after;
     int64_t retention_days;
     int64_t retention_interval;
     /* write path */

@@ -111,8 +111,11 @@ static int citus_sql(struct kh_buf *b)
     return rc ? rc : kh_buf_append(b, "", 1);
 }
 
-int kh_pg_citus_tables(PGconn *c, char *err, size_t errlen)
+int kh_pg_citus_tables(struct kh_pg *pg, PGconn *c, int upto, char *err, size_t errlen)
 {
+    int converted = 0;
+    if (kh_pg_citus_partition_tables(pg, c, &converted, err, errlen) != 0)
+        return KH_EIO;
     struct kh_buf b;
     kh_buf_init(&b, 1u << 20);
     /* the shards are created over the transaction's own connection to each worker: the
@@ -125,5 +128,7 @@ int kh_pg_citus_tables(PGconn *c, char *err, size_t errlen)
     if (rc == 0)
         rc = kh_pg_exec(c, b.data, err, errlen);
     kh_buf_cleanup(&b);
+    if (rc == 0 && converted > 0)
+        rc = kh_pg_partition_views(c, upto, err, errlen);
     return rc;
 }

@@ -214,7 +214,7 @@ static bool retention_table(struct kh_pg *pg, const char *table, const char *int
 
 /* What a pass did, for its log line and the metrics. */
 struct pass {
-    long long deleted, dropped, dropped_rows, created;
+    long long deleted, dropped, dropped_rows, created, columnar;
 };
 
 /* A partitioned table: partitions ahead, then (retention_days > 0) its old partitions
@@ -248,7 +248,7 @@ static bool partitioned_table(struct kh_pg *pg, const char *table, const char *i
 static void log_pass(const struct kh_pg *pg, const struct pass *p, uint64_t usec)
 {
     struct kh_logline l;
-    bool did = p->deleted || p->dropped || p->created;
+    bool did = p->deleted || p->dropped || p->created || p->columnar;
     if (!kh_log_begin(&l, did ? KH_LOG_INFO : KH_LOG_DEBUG, "retention pass"))
         return;
     kh_log_str(&l, "storage", "postgres");
@@ -259,9 +259,12 @@ static void log_pass(const struct kh_pg *pg, const struct pass *p, uint64_t usec
     }
     if (pg->partitioned) {
         kh_log_int(&l, "dropped_partitions", p->dropped);
-        kh_log_int(&l, "dropped_rows_estimate", p->dropped_rows);
+        if (!pg->citus) /* Citus: the coordinator's partitions hold no rows to count */
+            kh_log_int(&l, "dropped_rows_estimate", p->dropped_rows);
         kh_log_int(&l, "created_partitions", p->created);
     }
+    if (pg->columnar)
+        kh_log_int(&l, "columnar_partitions", p->columnar);
     kh_log_dbl(&l, "seconds", (double)usec / 1e6);
     kh_log_int(&l, "retention_days", pg->retention_days);
     kh_log_end(&l);
@@ -278,6 +281,15 @@ static void retention_pass(struct kh_pg *pg)
     for (size_t t = 0; ok && kh_pg_time_series(t, &ts); t++)
         ok = pg->partitioned ? partitioned_table(pg, ts.table, interval, &p)
                              : retention_table(pg, ts.table, interval, &p.deleted);
+    /* Citus: the stats tables' old partitions to columnar (quality and node series
+     * included); sora_report, small and written with ON CONFLICT ... RETURNING, stays heap */
+    for (size_t t = 0; ok && pg->columnar && t < kh_stats_ntables; t++) {
+        kh_pg_time_series(t, &ts);
+        if (kh_pg_citus_columnar(pg, ts.table, &p.columnar) != 0) {
+            kh_log(KH_LOG_WARN, "converting partitions to columnar failed", pg->merr);
+            ok = false;
+        }
+    }
     bool chunks = pg->ts_mode == KH_PG_TS_APACHE;
     kh_metrics_retention_rows(chunks ? 0 : (uint64_t)p.deleted);
     if (!ok)

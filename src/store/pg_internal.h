@@ -73,6 +73,12 @@ struct kh_pg {
     bool ts_warned;             /* TimescaleDB warnings are logged once per process */
     bool citus;                 /* the database has citus: decided by the migration too */
     char citus_version[32];
+    int64_t columnar_days; /* citus_columnar_after; 0: never */
+    /* Citus, partitioned, columnar_days > 0 and the columnar access method there: old stats
+     * partitions become columnar, so the stats inserts do without ON CONFLICT (columnar has
+     * no speculative insertion): decided by the migration */
+    bool columnar;
+    bool columnar_warned; /* the access method missing is logged once per process */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool quit;
@@ -116,8 +122,10 @@ void kh_pg_maint_stop(struct kh_pg *pg);
 /* Reads whether the database has citus (pg->citus, pg->citus_version). KH_EIO when the
  * query fails, or when timescaledb is created there as well (refused, err says why). */
 int kh_pg_citus_check(struct kh_pg *pg, PGconn *c, char *err, size_t errlen);
-/* Distributes the tables not distributed yet (in the caller's transaction). 0 or KH_EIO. */
-int kh_pg_citus_tables(PGconn *c, char *err, size_t errlen);
+/* Distributes the tables not distributed yet (in the caller's transaction), each time series
+ * first partitioned by time (pg_partition.c) when partition_hours > 0; when one was, the
+ * views of versions 1..upto are made again. 0 or KH_EIO. */
+int kh_pg_citus_tables(struct kh_pg *pg, PGconn *c, int upto, char *err, size_t errlen);
 
 /* --- pg_partition.c ------------------------------------------------------------------------ */
 
@@ -138,6 +146,20 @@ int kh_pg_partitions_unbounded(struct kh_pg *pg, const char *table, char names[2
 /* 0 when no time series is partitioned; KH_EIO with err saying why TimescaleDB cannot take
  * the database otherwise. */
 int kh_pg_partitions_none(PGconn *c, char *err, size_t errlen);
+/* kohaku's views of versions 1..upto made again (after tables were converted). */
+int kh_pg_partition_views(PGconn *c, int upto, char *err, size_t errlen);
+/* Citus, in the migration's transaction, before the tables are distributed: the partition
+ * functions, and (partition_hours > 0) each time series not distributed yet made a parent
+ * partitioned by time whose DEFAULT partition is the old table (*converted: how many). */
+int kh_pg_citus_partition_tables(struct kh_pg *pg, PGconn *c, int *converted, char *err,
+                                 size_t errlen);
+/* Citus, after the tables are distributed: pg->partitioned when every time series is
+ * partitioned (refused when only some are, or when plain PostgreSQL mode partitioned them),
+ * their partitions ahead, and pg->columnar. 0 or KH_EIO with err. */
+int kh_pg_citus_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t errlen);
+/* Citus, on the maintenance connection: table's partitions older than columnar_days
+ * converted to columnar, their count added to *converted. 0 or KH_EIO with pg->merr. */
+int kh_pg_citus_columnar(struct kh_pg *pg, const char *table, long long *converted);
 
 /* --- pg_schema.c -------------------------------------------------------------------------- */
 

@@ -211,7 +211,7 @@ static int citus_tables_first(struct kh_pg *pg, PGconn *c, int v, struct kh_buf 
     int rc = run_built(c, kh_schema_migration_tables_sql(KH_DIALECT_POSTGRES, v, sql), sql, err,
                        errlen);
     if (rc == 0)
-        rc = kh_pg_citus_tables(c, err, errlen);
+        rc = kh_pg_citus_tables(pg, c, v - 1, err, errlen);
     return rc ? rc : kh_schema_migration_views_sql(KH_DIALECT_POSTGRES, v, sql);
 }
 
@@ -268,7 +268,9 @@ int kh_pg_migrate_conn(struct kh_pg *pg, PGconn *c, int target, char *err, size_
     if (rc == 0 && want == latest && pg->ts_mode != KH_PG_TS_OFF)
         rc = timescale_tables(pg, c, err, errlen);
     if (rc == 0 && want == latest && pg->citus)
-        rc = kh_pg_citus_tables(c, err, errlen);
+        rc = kh_pg_citus_tables(pg, c, latest, err, errlen);
+    if (rc == 0 && want == latest && pg->citus)
+        rc = kh_pg_citus_partition_setup(pg, c, err, errlen);
     if (rc == 0 && want == latest && !pg->citus && pg->ts_mode == KH_PG_TS_OFF)
         rc = kh_pg_partition_setup(pg, c, err, errlen);
     if (rc == 0)
@@ -285,7 +287,9 @@ void kh_pg_log_schema_ready(const struct kh_pg *pg)
     static const char *const retention[] = {[KH_PG_TS_OFF] = "kohaku",
                                             [KH_PG_TS_FULL] = "timescaledb policy",
                                             [KH_PG_TS_APACHE] = "kohaku drop_chunks"};
-    const char *how = pg->partitioned ? "kohaku drop partitions" : retention[pg->ts_mode];
+    const char *how = pg->partitioned && pg->citus ? "citus drop_old_time_partitions"
+                      : pg->partitioned            ? "kohaku drop partitions"
+                                                   : retention[pg->ts_mode];
     const char *method = pg->use_direct_copy ? "direct_copy" : pg->use_copy ? "copy" : "unnest";
     const char *mode = pg->citus ? "citus" : kh_pg_ts_mode_name(pg->ts_mode);
     kh_metrics_storage_mode(mode);
@@ -294,7 +298,9 @@ void kh_pg_log_schema_ready(const struct kh_pg *pg)
         kh_log_str(&l, "mode", mode);
         if (pg->citus)
             kh_log_str(&l, "citus_version", pg->citus_version);
-        kh_log_bool(&l, "compression", pg->ts_mode == KH_PG_TS_FULL);
+        kh_log_bool(&l, "compression", pg->ts_mode == KH_PG_TS_FULL || pg->columnar);
+        if (pg->columnar)
+            kh_log_int(&l, "columnar_after_days", pg->columnar_days);
         kh_log_str(&l, "retention", how);
         kh_log_bool(&l, "partitioned", pg->partitioned);
         if (pg->partitioned)

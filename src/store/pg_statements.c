@@ -69,22 +69,81 @@ static int insert_tail(const struct kh_pg *pg, int t, struct kh_buf *b)
     return rc ? rc : kh_buf_printf(b, " ON CONFLICT DO NOTHING");
 }
 
-static int unnest_sql(const struct kh_pg *pg, int t, struct kh_buf *b)
+/* "a.k1 = b.k1 AND ..." over stats table t's key. */
+static int key_equal(int t, const char *a, const char *b_, struct kh_buf *b)
 {
-    int rc = kh_buf_printf(b, "INSERT INTO \"%s\" (", kh_stats_tables[t].table);
+    const char *const *key = kh_schema_scope(t)->key;
+    int rc = 0;
+    for (int i = 0; rc == 0 && key[i]; i++)
+        rc = kh_buf_printf(b, "%s%s.\"%s\" = %s.\"%s\"", i ? " AND " : "", a, key[i], b_,
+                           key[i]);
+    return rc;
+}
+
+/* Citus with columnar partitions (pg->columnar): columnar has no speculative insertion, so no
+ * ON CONFLICT. The rows (`source`, one per key) are materialised, the keys already stored
+ * among them read with a join (Citus sends the rows to the shards), and the others
+ * inserted; a concurrent writer's row fails the batch with unique_violation, and the retry
+ * finds it stored. */
+static int columnar_insert(int t, const char *source, struct kh_buf *b)
+{
+    const char *table = kh_stats_tables[t].table;
+    const char *const *key = kh_schema_scope(t)->key;
+    int rc = kh_buf_printf(b, "WITH u AS MATERIALIZED (SELECT DISTINCT ON (");
+    for (int i = 0; rc == 0 && key[i]; i++)
+        rc = kh_buf_printf(b, "%s\"%s\"", i ? ", " : "", key[i]);
+    if (rc == 0)
+        rc = kh_buf_printf(b, ") * FROM %s), have AS (SELECT ", source);
+    for (int i = 0; rc == 0 && key[i]; i++)
+        rc = kh_buf_printf(b, "%sx.\"%s\"", i ? ", " : "", key[i]);
+    if (rc == 0)
+        rc = kh_buf_printf(b, " FROM \"%s\" x JOIN u ON ", table);
+    if (rc == 0)
+        rc = key_equal(t, "x", "u", b);
+    if (rc == 0)
+        rc = kh_buf_printf(b, ") INSERT INTO \"%s\" (", table);
     if (rc == 0)
         rc = column_list(t, b);
     if (rc == 0)
-        rc = kh_buf_printf(b, ") SELECT u.* FROM unnest(");
+        rc = kh_buf_printf(b, ") SELECT u.* FROM u WHERE NOT EXISTS (SELECT 1 FROM have h WHERE ");
+    if (rc == 0)
+        rc = key_equal(t, "h", "u", b);
+    return rc ? rc : kh_buf_printf(b, ")");
+}
+
+/* unnest($1::type[], ...) AS u("time", ...): a stats table's rows as parameters. */
+static int unnest_source(int t, struct kh_buf *b)
+{
+    int rc = kh_buf_printf(b, "unnest(");
     for (int i = 0; rc == 0 && i < kh_pg_ncols(t); i++)
         rc = kh_buf_printf(b, "%s$%d::%s[]", i ? ", " : "", i + 1, col_type(t, i));
     if (rc == 0)
         rc = kh_buf_printf(b, ") AS u(");
     if (rc == 0)
         rc = column_list(t, b);
+    return rc ? rc : kh_buf_printf(b, ")");
+}
+
+static int unnest_sql(const struct kh_pg *pg, int t, struct kh_buf *b)
+{
+    struct kh_buf src;
+    kh_buf_init(&src, 1u << 20);
+    int rc = unnest_source(t, &src);
     if (rc == 0)
-        rc = kh_buf_printf(b, ")");
-    return rc ? rc : insert_tail(pg, t, b);
+        rc = kh_buf_append(&src, "", 1);
+    if (rc == 0 && pg->columnar) {
+        rc = columnar_insert(t, src.data, b);
+    } else if (rc == 0) {
+        rc = kh_buf_printf(b, "INSERT INTO \"%s\" (", kh_stats_tables[t].table);
+        if (rc == 0)
+            rc = column_list(t, b);
+        if (rc == 0)
+            rc = kh_buf_printf(b, ") SELECT u.* FROM %s", src.data);
+        if (rc == 0)
+            rc = insert_tail(pg, t, b);
+    }
+    kh_buf_cleanup(&src);
+    return rc;
 }
 
 /* An envelope table's statement (see kh_schema_env_sql). sora_report's inserts leave out,
@@ -116,6 +175,11 @@ int kh_pg_copy_sql(const struct kh_pg *pg, int t, bool staging, struct kh_buf *b
 
 int kh_pg_move_sql(const struct kh_pg *pg, int t, struct kh_buf *b)
 {
+    if (pg->columnar) {
+        char src[160];
+        snprintf(src, sizeof(src), "\"s_%s\"", kh_stats_tables[t].table);
+        return columnar_insert(t, src, b);
+    }
     int rc = kh_buf_printf(b, "INSERT INTO \"%s\" (", kh_stats_tables[t].table);
     if (rc == 0)
         rc = column_list(t, b);

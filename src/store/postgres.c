@@ -30,6 +30,7 @@ static void configure(struct kh_pg *pg, const struct kh_config *cfg)
     pg->retention_days = cfg->retention_days;
     pg->retention_interval = cfg->retention_interval;
     pg->partition_hours = cfg->postgres_partition_interval;
+    pg->columnar_days = cfg->citus_columnar_after;
     pg->query_timeout_ms = cfg->query_timeout;
     const char *fault = getenv("KOHAKU_FAULT_LOSE_COMMIT_ACKS");
     atomic_store(&pg->lose_acks, fault ? atoi(fault) : 0);

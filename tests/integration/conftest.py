@@ -114,7 +114,7 @@ def kohaku_factory(request, tmp_path):
     db = request.getfixturevalue("db") if "db" in request.fixturenames else None
     started = []
 
-    def start(settings=None, *, env=None, wait=True, health=204, **keys):
+    def start(settings=None, *, env=None, wait=True, health=204, timeout=None, **keys):
         directory = tmp_path / f"kohaku{len(started)}"
         conf = dict(db.settings()) if db is not None else {
             "storage": "sqlite", "sqlite_path": str(directory / "kohaku.db")}
@@ -122,7 +122,9 @@ def kohaku_factory(request, tmp_path):
         conf.update(keys)
         k = Kohaku(conf, directory=directory, env=env)
         started.append(k)
-        return k.start(wait=wait, health=health)
+        if timeout is None:  # a new Citus database's migration makes every time partition
+            timeout = 90 if conf.get("postgres_uri", "").find("/citus_") >= 0 else 20
+        return k.start(wait=wait, health=health, timeout=timeout)
 
     yield start
     failures = []

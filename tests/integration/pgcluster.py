@@ -183,21 +183,29 @@ def require_citus():
                 "from ../shared/third_party)")
 
 
+SHARD_COUNT = 8
+
+
 class CitusCluster:
     """A Citus cluster on 127.0.0.1: a coordinator and `workers` workers, each a PgCluster
     preloading citus (first in the list, as Citus requires). Databases are made with
-    create_db, which creates them on every node, runs CREATE EXTENSION citus in each and
-    registers the workers with the coordinator (Citus keeps its node list per database).
+    create_db, which creates them on every node, runs CREATE EXTENSION citus in each,
+    registers the workers with the coordinator (Citus keeps its node list per database) and
+    creates citus_columnar (unless columnar=False).
     `coordinator` takes the PgCluster calls (uri, psql, log_text); a worker may be stopped and
     started again to simulate an outage."""
 
-    def __init__(self, workers=2):
+    def __init__(self, workers=2, shard_count=SHARD_COUNT):
         require_citus()
         self.nodes = []
         try:
             for _ in range(workers + 1):
+                # 8 shards per table instead of Citus's 32: each time partition of each
+                # table is 8 tables on the workers, which keeps a new database's migration
+                # (about 15 s with 32 here) short for the many tests that make one
                 self.nodes.append(PgCluster(preload=["citus"],
-                                            settings={"max_prepared_transactions": 100}))
+                                            settings={"max_prepared_transactions": 100,
+                                                      "citus.shard_count": shard_count}))
         except Exception:
             self.close()
             raise
@@ -214,13 +222,15 @@ class CitusCluster:
     def log_text(self):
         return self.coordinator.log_text()
 
-    def create_db(self, name):
+    def create_db(self, name, columnar=True):
         for node in self.nodes:
             node.psql("postgres", f'CREATE DATABASE "{name}"')
             node.psql(name, "CREATE EXTENSION citus")
         self.psql(name, f"SELECT citus_set_coordinator_host('127.0.0.1', {self.port})")
         for w in self.workers:
             self.psql(name, f"SELECT citus_add_node('127.0.0.1', {w.port})")
+        if columnar:  # created on the coordinator, Citus creates it on the workers
+            self.psql(name, "CREATE EXTENSION citus_columnar")
         return self.uri(name)
 
     def close(self):

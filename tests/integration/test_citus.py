@@ -6,6 +6,9 @@ extension created in each test database and the workers registered):
 - the migrations distribute every table by the first column of its unique key, co-located
   with sora_connection; sora_node and kohaku_schema_version are reference tables; shards on
   both workers; a second start changes nothing;
+- the time series are partitioned with Citus's functions (create_time_partitions ahead,
+  drop_old_time_partitions past retention_days), old stats partitions become columnar, and
+  reports for columnar times are stored once with every write method;
 - kohaku-loadgen's acknowledged reports are stored exactly once with every write method, and
   they are on both workers; a report delivered twice is stored once;
 - the rate views, the quality views and the console API answer, and their per-connection
@@ -18,12 +21,14 @@ Without Citus the tests are skipped with the reason, or fail when KOHAKU_REQUIRE
 Citus in test_grafana.py. Load is bounded in count and time."""
 import json
 import subprocess
+import time
 
 import pytest
 
 from helpers import (FIXTURES_DIR, KOHAKU_BIN, KOHAKU_LOADGEN, STATS_TABLES, Kohaku, PgDb, curl,
-                     fixture_envelope, fixture_files, loadgen, post_h2, wait_until)
-from pgcluster import PgCluster, require_citus, require_timescaledb, unique_db_name
+                     fixture_envelope, fixture_files, load_fixture, loadgen, make_envelope, post_h2,
+                     rfc3339_now, wait_until)
+from pgcluster import SHARD_COUNT, PgCluster, require_citus, require_timescaledb, unique_db_name
 from test_spool import acked_ids, assert_stored_once, wait_drained
 
 CONNECTION_TABLES = STATS_TABLES + ["quality_connection", "quality_stream", "sora_connection",
@@ -93,13 +98,17 @@ def test_tables_distributed_by_their_key_and_colocated(citus_cluster, db, daemon
     k = daemon()
     ready = schema_ready(k)
     assert ready["mode"] == "citus" and ready["citus_version"].startswith("13.")
-    assert ready["compression"] is False and ready["retention"] == "kohaku"
+    assert ready["partitioned"] is True and ready["compression"] is True, k.log_text()[-3000:]
+    assert ready["retention"] == "citus drop_old_time_partitions"
+    assert ready["columnar_after_days"] == 7
     assert k.metric("kohaku_storage_mode", mode="citus") == 1
     assert not problems(k), k.log_text()[-3000:]
 
+    # the tables (their time partitions are distributed with them: see test_time_partitions_*)
     rows = store.query("SELECT logicalrelid::text, partmethod, "
                        "column_to_column_name(logicalrelid, partkey), colocationid "
-                       "FROM pg_dist_partition")
+                       "FROM pg_dist_partition JOIN pg_class c ON c.oid = logicalrelid "
+                       "WHERE NOT c.relispartition")
     got = {t: (m, c) for t, m, c, _ in rows}
     want = {t: ("h", c) for t, c in DISTRIBUTED.items()}
     want.update({t: ("n", None) for t in REFERENCE})
@@ -125,9 +134,173 @@ def test_tables_distributed_by_their_key_and_colocated(citus_cluster, db, daemon
     assert k.stop() == 0
     k = daemon()
     assert schema_ready(k)["mode"] == "citus" and not problems(k)
-    assert store.query("SELECT count(*) FROM pg_dist_partition")[0][0] == len(want)
+    assert store.query("SELECT count(*) FROM pg_dist_partition JOIN pg_class c ON c.oid = "
+                       "logicalrelid WHERE NOT c.relispartition")[0][0] == len(want)
     assert post_h2(k.port, fixture_envelope(fixture_files()[0])).status == 204
     assert store.count("sora_report") == 1
+
+
+DAY = 86400
+
+
+def today0():
+    return int(time.time()) // DAY * DAY
+
+
+def at_day(d, hour):
+    """RFC 3339 time of `hour` o'clock (UTC) on the day d days from today."""
+    return rfc3339_now(today0() + d * DAY + hour * 3600 - time.time())
+
+
+def partitioned_tables(store):
+    return sorted(t for (t,) in store.query(
+        "SELECT relname::text FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+        "AND relkind = 'p' AND NOT relispartition"))
+
+
+def time_partitions(store, table):
+    """{partition: (from, to as epoch seconds, or None for DEFAULT; access method)}, from
+    Citus's time_partitions view."""
+    return {p: (lo, hi, am) for p, lo, hi, am in store.query(
+        "SELECT partition::text, extract(epoch FROM from_value::timestamptz)::bigint, "
+        "extract(epoch FROM to_value::timestamptz)::bigint, access_method::text "
+        "FROM time_partitions WHERE parent_table = ?::regclass", (table,))}
+
+
+def day_partition(store, table, d):
+    """The name of table's partition of the day d days from today, or None."""
+    lo = today0() + d * DAY
+    names = [p for p, (a, b, _) in time_partitions(store, table).items() if a == lo]
+    return names[0] if names else None
+
+
+def rows_of(store, tables, cid):
+    return {t: store.count(t, "connection_id = ?", (cid,)) for t in tables}
+
+
+@pytest.mark.storage("citus")
+def test_time_partitions_columnar_and_drop(citus_cluster, db, daemon):
+    """Citus mode partitions the time series by time with Citus's own functions: a new
+    database's tables are partitioned (today and 3 days ahead, a DEFAULT partition) before
+    they are distributed, every partition distributed and co-located with its table. Old
+    partitions of the stats tables (quality and node series included) become columnar
+    (alter_old_partitions_set_access_method), sora_report stays heap; reports for times in
+    columnar partitions are stored, and stored once when delivered again, with each write
+    method (columnar has no ON CONFLICT); rows the DEFAULT partition holds for a day that gets its partition move
+    into it; drop_old_time_partitions drops the partitions past retention_days."""
+    store = db
+    k = daemon(retention_days=0)
+    tables = partitioned_tables(store)
+    assert "sora_report" in tables and "quality_connection" in tables
+    assert set(STATS_TABLES) <= set(tables)
+    t0 = today0()
+    for t in tables:
+        parts = time_partitions(store, t)
+        assert parts.get(f"{t}_default") == (None, None, "heap"), (t, parts)
+        assert sorted(lo for lo, _, _ in parts.values() if lo is not None) == [
+            t0 + d * DAY for d in range(4)], (t, parts)
+    distributed = {r for (r,) in store.query("SELECT logicalrelid::text "
+                                             "FROM pg_dist_partition")}
+    every = {p for (p,) in store.query(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE c.relkind = 'r'")}
+    assert every and every <= distributed
+    assert len({g for (g,) in store.query("SELECT DISTINCT colocationid FROM pg_dist_partition "
+                                           "WHERE partmethod = 'h'")}) == 1
+    today = day_partition(store, "rtc_inbound_rtp_stream_stats", 0)
+    nodes = {p for (p,) in store.query("SELECT DISTINCT nodeport FROM citus_shards WHERE "
+                                       "table_name = ?::regclass", (today,))}
+    assert nodes == worker_ports(citus_cluster)
+    assert k.stop() == 0
+
+    # a week of partitions behind, as a kohaku running since then would have made them
+    for t in tables:
+        store.execute("SELECT create_time_partitions(?::regclass, '24 hours', "
+                      "to_timestamp(?), to_timestamp(?))", (t, t0, t0 - 7 * DAY))
+    settings = dict(citus_columnar_after=5, retention_interval=1)
+    k = daemon(retention_days=0, **settings)
+    assert schema_ready(k)["compression"] is True
+    stats = load_fixture(fixture_files()[0])
+    six = make_envelope(stats, timestamp=at_day(-6, 1))
+    seven = make_envelope(stats, timestamp=at_day(-7, 1))
+    for env in (six, seven):
+        assert post_h2(k.port, env).status == 204
+
+    stats_tables = [t for t in tables if t != "sora_report"]
+
+    # waited for in the log: a reader of the partitions (as time_partitions is) while a
+    # partition is converted can deadlock with it, and the conversion waits for the next pass
+    def converted():
+        return sum(l.get("columnar_partitions", 0) for l in k.log_lines()
+                   if l.get("msg") == "retention pass")
+    wait_until(lambda: converted() >= 2 * len(stats_tables), 120, interval=0.5,
+               message="days -7 and -6 converted")
+    assert converted() == 2 * len(stats_tables)
+    for t in tables:
+        for p, (lo, _, am) in time_partitions(store, t).items():
+            old = lo is not None and lo <= t0 - 6 * DAY
+            assert am == ("columnar" if old and t != "sora_report" else "heap"), (t, p, am)
+    want = rows_of(store, STATS_TABLES, six["connection_id"])
+    assert sum(want.values()) > 5
+    assert rows_of(store, STATS_TABLES, seven["connection_id"]) == want
+    assert store.count(day_partition(store, "rtc_codec_stats", -6)) > 0
+
+    # the same reports again: COPY meets their rows in columnar partitions, and the
+    # fallback, without ON CONFLICT, leaves them out
+    before = {t: store.count(t) for t in tables}
+    for env in (six, seven):
+        assert post_h2(k.port, env).status == 204
+    assert {t: store.count(t) for t in tables} == before
+    assert not problems(k), k.log_text()[-3000:]
+    assert k.stop() == 0
+
+    # new reports for a columnar day, each twice, with each write method
+    for method in METHODS:
+        k = daemon(retention_days=0, postgres_write_method=method, **settings)
+        late = make_envelope(stats, timestamp=at_day(-6, 2))
+        for _ in range(2):
+            assert post_h2(k.port, late).status == 204
+        assert rows_of(store, STATS_TABLES, late["connection_id"]) == want, method
+        assert store.count("sora_report", "connection_id = ?", (late["connection_id"],)) == 1
+        assert not problems(k), (method, k.log_text()[-3000:])
+        assert k.stop() == 0
+    assert_keys_unique_once(store)
+
+    # rows in DEFAULT for a day whose partition is missing move into it when it is made
+    k = daemon(retention_days=0, **settings)
+    gone = day_partition(store, "rtc_transport_stats", 3)
+    store.execute(f'DROP TABLE "{gone}"')
+    stray = make_envelope(stats, timestamp=at_day(3, 1))
+    assert post_h2(k.port, stray).status == 204
+    cid = stray["connection_id"]
+    wait_until(lambda: day_partition(store, "rtc_transport_stats", 3) is not None or
+               problems(k), 30, interval=0.2, message="the missing partition made again")
+    assert not problems(k), k.log_text()[-3000:]
+    made = day_partition(store, "rtc_transport_stats", 3)
+    assert store.count(made, "connection_id = ?", (cid,)) == want["rtc_transport_stats"] > 0
+    assert store.count("rtc_transport_stats_default", "connection_id = ?", (cid,)) == 0
+    assert not problems(k), k.log_text()[-3000:]
+    assert k.stop() == 0
+
+    # retention: day -7's partitions dropped whole (columnar or not), day -6's kept; an old
+    # row in DEFAULT deleted
+    k = daemon(retention_days=6, **settings)
+    ancient = make_envelope(stats, timestamp=at_day(-30, 1))  # no partition: DEFAULT
+    assert post_h2(k.port, ancient).status == 204
+    wait_until(lambda: all(day_partition(store, t, -7) is None for t in tables), 60,
+               interval=0.5, message="day -7 dropped")
+    wait_until(lambda: store.count("sora_report", "connection_id = ?",
+                                   (ancient["connection_id"],)) == 0, 60, interval=0.5,
+               message="DEFAULT's old rows deleted")
+    per_connection = [t for t in tables if t not in ("erlang_vm_memory_stats",
+                                                      "node_other_stats")]
+    assert sum(rows_of(store, per_connection, seven["connection_id"]).values()) == 0
+    assert rows_of(store, STATS_TABLES, six["connection_id"]) == want
+    assert all(day_partition(store, t, d) for t in tables for d in (-6, 0, 1, 2, 3))
+    k.wait_log('"dropped_partitions"')
+    assert sum(l.get("dropped_partitions", 0) for l in k.log_lines()
+               if l.get("msg") == "retention pass") == len(tables)
+    assert not problems(k), k.log_text()[-3000:]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -190,7 +363,8 @@ def test_views_and_console_answer_with_shard_local_plans(citus_cluster, db, daem
                 'GROUP BY connection_id',
                 'SELECT verdict, count(*) FROM quality_connection_verdict GROUP BY verdict'):
         p = plan(store, sql)
-        assert "Task Count: 32" in p and "Subplan" not in p and "repartition" not in p, p
+        assert (f"Task Count: {SHARD_COUNT}" in p and "Subplan" not in p
+                and "repartition" not in p), p
 
     # the console API on Citus
     base = f"http://127.0.0.1:{k.console_port}/api"

@@ -54,6 +54,7 @@ class PlainDb:
         c.psql(self.dbname, f"SELECT citus_set_coordinator_host('127.0.0.1', {c.port})")
         for w in c.workers:
             c.psql(self.dbname, f"SELECT citus_add_node('127.0.0.1', {w.port})")
+        c.psql(self.dbname, "CREATE EXTENSION citus_columnar")
 
 
 def ready(k):
@@ -82,13 +83,24 @@ def test_plain_database_converted_to_citus_keeps_its_rows(citus_cluster, tmp_pat
     assert before["sora_report"] == 400 and all(before[t] for t in ("sora_connection",
                                                                     "rtc_inbound_rtp_stream_stats"))
 
-    # 2. the operator: citus created, workers added; 3. kohaku restarted
+    # 2. the operator: citus created, workers added; 3. kohaku restarted, now partitioning
+    # (Citus mode's default): each old table becomes its new table's DEFAULT partition
     d.to_citus()
-    k = Kohaku(settings, directory=tmp_path / "k2").start()
+    settings.pop("postgres_partition_interval")
+    k = Kohaku(settings, directory=tmp_path / "k2").start(timeout=120)
     try:
         line = ready(k)
-        assert line["mode"] == "citus", line
+        assert line["mode"] == "citus" and line["partitioned"] is True, line
         assert not problems(k), k.log_text()[-3000:]
+        converted = [l["table"] for l in k.log_lines() if l.get("msg") == "table partitioned"]
+        assert "sora_report" in converted and "rtc_inbound_rtp_stream_stats" in converted
+        # the old rows of today, in DEFAULT at first, moved into today's partition when it
+        # was made: DEFAULT keeps only times no partition covers
+        assert d.query('SELECT count(*) FROM "sora_report_default" WHERE "time" >= '
+                       "date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+                       )[0][0] == 0
+        assert d.query("SELECT count(*) FROM time_partitions WHERE parent_table = "
+                       "'sora_report'::regclass AND from_value IS NOT NULL")[0][0] == 4
         # every row still there, once
         assert counts(d) == before
         assert_stored_once(d, acked_ids(str(tmp_path / "acked1.txt")))
@@ -107,8 +119,9 @@ def test_plain_database_converted_to_citus_keeps_its_rows(citus_cluster, tmp_pat
         nodes = {p for (p,) in d.query("SELECT DISTINCT nodeport FROM citus_shards "
                                        "WHERE table_name = 'sora_report'::regclass")}
         assert nodes == {w.port for w in citus_cluster.workers}, nodes
-        per = d.query("SELECT nodeport, sum(shard_size) FROM citus_shards WHERE table_name = "
-                      "'rtc_inbound_rtp_stream_stats'::regclass GROUP BY 1")
+        per = d.query("SELECT nodeport, sum(shard_size) FROM citus_shards WHERE table_name IN "
+                      "(SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = "
+                      "'rtc_inbound_rtp_stream_stats'::regclass) GROUP BY 1")  # partitions
         assert len(per) == 2 and all(int(size) > 0 for _, size in per), per
 
         # the views, the console API and kohaku quality answer on the converted database

@@ -99,7 +99,7 @@ def loaded(request, tmp_path_factory):
     cluster = request.getfixturevalue({"postgresql": "pg_cluster", "timescaledb": "ts_cluster",
                                        "citus": "citus_cluster"}[request.param])
     store = PgDb(cluster, unique_db_name("grafana"))
-    k = Kohaku(store.settings()).start()
+    k = Kohaku(store.settings()).start(timeout=90)
     k.wait_log('"msg":"postgres schema ready"', timeout=30)
     assert f'"mode":"{request.param}"' in k.log_text()
     conns = {}
