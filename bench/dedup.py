@@ -1,11 +1,14 @@
 #!/usr/bin/python3
-"""Unchanged objects stored once (issue 16): kohaku with SQLite, dedup on and off in turn,
+"""Unchanged objects stored once (issue 16): kohaku with SQLite (or PostgreSQL, or
+TimescaleDB: --backend), dedup on and off in turn,
 driven as bench/run.py's part 3 drives it (kohaku-loadgen, 1,000 emulated connections, 4
 connections x 32 streams, as fast as answers allow, after a warm-up): reports/s, the stats
 rows written per report (counted in the database afterwards), and the database's bytes per
-report (file + WAL after the run).
+report (SQLite: file + WAL after the run; PostgreSQL: its tables with their indexes and TOAST,
+partitions included; TimescaleDB: the same after compress_chunk of every chunk, as its
+policy would; each on a throwaway cluster, tests/integration/pgcluster.py, fsync off).
 
-Usage: bench/dedup.py [--reports N] [--pairs N] [--json FILE]
+Usage: bench/dedup.py [--reports N] [--pairs N] [--backend B] [--json FILE]
 The runs alternate (on, off, on, off ...) so a neighbour's load spreads over both."""
 import argparse
 import json
@@ -20,26 +23,61 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: Daemon, run_loadgen)
 
 
-def one(tmp, on, n, k):
-    path = os.path.join(tmp, f"dedup-{'on' if on else 'off'}-{k}.db")
-    d = run.Daemon(tmp, {"storage": "sqlite", "sqlite_path": path,
-                         "dedup": "true" if on else "false"})
+# The bytes a PostgreSQL database holds for kohaku: its tables with their indexes and TOAST,
+# partitions and TimescaleDB chunks (compressed ones included) among them.
+PG_BYTES = ("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname IN ('public', "
+            "'_timescaledb_internal')")
+
+
+def one(tmp, on, n, k, backend, cluster):
+    name = f"dedup_{'on' if on else 'off'}_{k}"
+    if backend == "sqlite":
+        path = os.path.join(tmp, f"{name}.db")
+        settings = {"storage": "sqlite", "sqlite_path": path}
+    else:
+        settings = {"storage": "postgres", "postgres_uri": cluster.create_db(name)}
+    settings["dedup"] = "true" if on else "false"
+    d = run.Daemon(tmp, settings)
     try:
         run.run_loadgen(d.port, "-N", 2000, "-c", 4, "-m", 32)  # warm-up (schema, caches)
         peak = run.run_loadgen(d.port, "-N", n, "-c", 4, "-m", 32, "-n", run.SORA_CONNS)
     finally:
         rc = d.stop()
     assert rc == 0, f"kohaku exited {rc}"
-    db = sqlite3.connect(path)
-    try:
-        tables = [t for (t,) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND "
-            "(name LIKE 'rtc_%' OR name LIKE 'quality_%')")]
-        rows = {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
-        reports = db.execute("SELECT count(*) FROM sora_report").fetchone()[0]
-    finally:
+    if backend == "sqlite":
+        db = sqlite3.connect(path)
+        try:
+            tables = [t for (t,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                "(name LIKE 'rtc_%' OR name LIKE 'quality_%')")]
+            rows = {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+            reports = db.execute("SELECT count(*) FROM sora_report").fetchone()[0]
+        finally:
+            db.close()
+        size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+    else:
+        import psycopg2
+        db = psycopg2.connect(settings["postgres_uri"])
+        db.autocommit = True
+        cur = db.cursor()
+
+        def q(sql):
+            cur.execute(sql)
+            return cur.fetchall()
+        tables = [t for (t,) in q("SELECT relname::text FROM pg_class WHERE relkind IN "
+                                  "('r', 'p') AND NOT relispartition AND relnamespace = "
+                                  "'public'::regnamespace AND (relname LIKE 'rtc%' OR "
+                                  "relname LIKE 'quality%')")]
+        rows = {t: q(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
+        reports = q("SELECT count(*) FROM sora_report")[0][0]
+        if backend == "timescaledb":  # every chunk compressed, as the policy would
+            q("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM "
+              "(SELECT show_chunks(format('%I', hypertable_name)::regclass) AS c FROM "
+              "timescaledb_information.hypertables WHERE compression_enabled) x")
+        q("VACUUM ANALYZE")
+        size = q(PG_BYTES)[0][0]
         db.close()
-    size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
     return {"dedup": on, "reports_per_s": peak["reports_per_s"], "p99_ms": peak["p99_ms"],
             "reports": reports, "rows": sum(rows.values()), "rows_per_table": rows,
             "rows_per_report": sum(rows.values()) / reports, "bytes_per_report": size / reports}
@@ -50,12 +88,24 @@ def main():
     ap.add_argument("--reports", type=int, default=20000)
     ap.add_argument("--pairs", type=int, default=1)
     ap.add_argument("--json")
+    ap.add_argument("--backend", choices=("sqlite", "postgres", "timescaledb"),
+                    default="sqlite")
     args = ap.parse_args()
     top = tempfile.mkdtemp(prefix="bench-kohaku-dedup-", dir="/tmp")
+    cluster = None
+    if args.backend != "sqlite":
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "tests", "integration"))
+        import pgcluster
+        cluster = (pgcluster.timescaledb_cluster() if args.backend == "timescaledb"
+                   else pgcluster.PgCluster())
     try:
-        runs = [one(top, on, args.reports, k) for k in range(args.pairs) for on in (True, False)]
+        runs = [one(top, on, args.reports, k, args.backend, cluster)
+                for k in range(args.pairs) for on in (True, False)]
     finally:
         shutil.rmtree(top, ignore_errors=True)
+        if cluster:
+            cluster.close()
     print(f"{'dedup':6} {'reports/s':>10} {'p99 ms':>7} {'rows/report':>12} {'bytes/report':>13}"
           f" {'codec':>7} {'cand':>7} {'cert':>7}")
     for r in runs:

@@ -263,7 +263,7 @@ static void log_pass(const struct kh_pg *pg, const struct pass *p, uint64_t usec
             kh_log_int(&l, "dropped_rows_estimate", p->dropped_rows);
         kh_log_int(&l, "created_partitions", p->created);
     }
-    if (pg->columnar)
+    if (pg->columnar && pg->columnar_days > 0)
         kh_log_int(&l, "columnar_partitions", p->columnar);
     kh_log_dbl(&l, "seconds", (double)usec / 1e6);
     kh_log_int(&l, "retention_days", pg->retention_days);
@@ -283,7 +283,8 @@ static void retention_pass(struct kh_pg *pg)
                              : retention_table(pg, ts.table, interval, &p.deleted);
     /* Citus: the stats tables' old partitions to columnar (quality and node series
      * included); sora_report, small and written with ON CONFLICT ... RETURNING, stays heap */
-    for (size_t t = 0; ok && pg->columnar && t < kh_stats_ntables; t++) {
+    for (size_t t = 0; ok && pg->columnar && pg->columnar_days > 0 && t < kh_stats_ntables;
+         t++) {
         kh_pg_time_series(t, &ts);
         if (kh_pg_citus_columnar(pg, ts.table, &p.columnar) != 0) {
             kh_log(KH_LOG_WARN, "converting partitions to columnar failed", pg->merr);

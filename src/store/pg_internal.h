@@ -74,9 +74,10 @@ struct kh_pg {
     bool citus;                 /* the database has citus: decided by the migration too */
     char citus_version[32];
     int64_t columnar_days; /* citus_columnar_after; 0: never */
-    /* Citus, partitioned, columnar_days > 0 and the columnar access method there: old stats
-     * partitions become columnar, so the stats inserts do without ON CONFLICT (columnar has
-     * no speculative insertion): decided by the migration */
+    /* Citus, partitioned, and the columnar access method there: partitions may be columnar
+     * (converted by this kohaku when columnar_days > 0, or by another one), so the stats
+     * inserts do without ON CONFLICT (columnar has no speculative insertion): decided by
+     * the migration */
     bool columnar;
     bool columnar_warned; /* the access method missing is logged once per process */
     pthread_mutex_t mu;

@@ -519,7 +519,7 @@ int kh_pg_citus_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t e
     for (size_t i = 0; kh_pg_time_series(i, &ts); i++)
         if (ahead(pg, c, ts.table, err, errlen) < 0)
             return KH_EIO;
-    int am = pg->columnar_days > 0 ? have_columnar(c, err, errlen) : 0;
+    int am = have_columnar(c, err, errlen);
     if (am < 0)
         return KH_EIO;
     pg->columnar = am > 0;

@@ -298,8 +298,9 @@ void kh_pg_log_schema_ready(const struct kh_pg *pg)
         kh_log_str(&l, "mode", mode);
         if (pg->citus)
             kh_log_str(&l, "citus_version", pg->citus_version);
-        kh_log_bool(&l, "compression", pg->ts_mode == KH_PG_TS_FULL || pg->columnar);
-        if (pg->columnar)
+        bool columnar = pg->columnar && pg->columnar_days > 0;
+        kh_log_bool(&l, "compression", pg->ts_mode == KH_PG_TS_FULL || columnar);
+        if (columnar)
             kh_log_int(&l, "columnar_after_days", pg->columnar_days);
         kh_log_str(&l, "retention", how);
         kh_log_bool(&l, "partitioned", pg->partitioned);
