@@ -64,7 +64,7 @@ def one(tmp, on, n, k, backend, cluster):
 
         def q(sql):
             cur.execute(sql)
-            return cur.fetchall()
+            return cur.fetchall() if cur.description else []
         tables = [t for (t,) in q("SELECT relname::text FROM pg_class WHERE relkind IN "
                                   "('r', 'p') AND NOT relispartition AND relnamespace = "
                                   "'public'::regnamespace AND (relname LIKE 'rtc%' OR "
@@ -76,7 +76,7 @@ def one(tmp, on, n, k, backend, cluster):
               "(SELECT show_chunks(format('%I', hypertable_name)::regclass) AS c FROM "
               "timescaledb_information.hypertables WHERE compression_enabled) x")
         q("VACUUM ANALYZE")
-        size = q(PG_BYTES)[0][0]
+        size = int(q(PG_BYTES)[0][0])
         db.close()
     return {"dedup": on, "reports_per_s": peak["reports_per_s"], "p99_ms": peak["p99_ms"],
             "reports": reports, "rows": sum(rows.values()), "rows_per_table": rows,

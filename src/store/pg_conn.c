@@ -224,7 +224,10 @@ static bool partitioned_table(struct kh_pg *pg, const char *table, const char *i
                               struct pass *p)
 {
     int made = 0;
-    if (kh_pg_partitions_ahead(pg, table, &made) != 0) {
+    /* once more at once: a row a writer put in the DEFAULT partition for the interval being
+     * made, after it was looked at, fails the new partition; the second try moves it */
+    if (kh_pg_partitions_ahead(pg, table, &made) != 0 &&
+        (PQstatus(pg->mconn) != CONNECTION_OK || kh_pg_partitions_ahead(pg, table, &made) != 0)) {
         kh_log(KH_LOG_WARN, "creating partitions failed", pg->merr);
         return false;
     }
