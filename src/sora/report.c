@@ -3,6 +3,7 @@
  */
 #include "sora/report.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,10 +96,19 @@ static struct kh_value rating_value(const struct kh_report *r, enum kh_common_sr
         [KH_SRC_Q_VIDEO_SCORE_MIN - KH_SRC_Q_SEVERITY] = "videoScoreMin",
         [KH_SRC_Q_BROWSER - KH_SRC_Q_SEVERITY] = "browser",
     };
+    /* quality_connection's member index of each, looked up once (index + 1; 0 until then):
+     * the schema never changes, so threads that race here store the same value */
+    static atomic_int members[sizeof(names) / sizeof(names[0])];
     if (r->rating == NULL)
         return (struct kh_value){0};
-    const char *name = names[src - KH_SRC_Q_SEVERITY];
-    int m = kh_schema_member(r->rating->table, name, strlen(name));
+    int slot = src - KH_SRC_Q_SEVERITY;
+    int m;
+    if (r->rating->table != kh_table_quality_connection) {
+        m = kh_schema_member(r->rating->table, names[slot], strlen(names[slot]));
+    } else if ((m = atomic_load_explicit(&members[slot], memory_order_relaxed) - 1) < 0) {
+        m = kh_schema_member(r->rating->table, names[slot], strlen(names[slot]));
+        atomic_store_explicit(&members[slot], m + 1, memory_order_relaxed);
+    }
     return m < 0 ? (struct kh_value){0} : r->rating->vals[m];
 }
 

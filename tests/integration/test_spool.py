@@ -238,6 +238,39 @@ def test_log_first_acknowledgement_stores_from_memory(own_pg, tmp_path):
         assert k.close() == 0
 
 
+def test_log_first_clean_stop_commits_and_the_next_start_replays_as_no_ops(own_pg, tmp_path):
+    """ack_mode = log, stopped (SIGTERM) straight after a burst: what was answered is
+    committed before the process ends; a segment the stop leaves behind is replayed at the
+    next start as no-ops (every record's report already stored), and then cut."""
+    store = PgDb(own_pg, unique_db_name())
+    spool = tmp_path / "spool"
+    settings = dict(store.settings(), spool_dir=str(spool), ack_mode="log",
+                    spool_backlog_reports=100000, debug="false")
+    k = Kohaku(settings, directory=tmp_path / "k1").start()
+    a = str(tmp_path / "acked.txt")
+    try:
+        rc, s, out = loadgen(k.port, "-N", 2000, "-n", 200, "-c", 4, "-m", 32, "-a", a)
+        assert rc == 0 and s["status"] == {"204": 2000}, out
+    finally:
+        assert k.close() == 0  # at once: reports still in memory, records still held
+    assert_stored_once(store, acked_ids(a))  # committed by the stop itself
+    left = segment_files(spool)
+    k = Kohaku(settings, directory=tmp_path / "k2").start()
+    try:
+        m = wait_drained(k)
+        assert segment_files(spool) == []
+        assert store.count("sora_report") == 2000
+        assert_stored_once(store, acked_ids(a))
+        # what the start replayed was already there: duplicates, nothing stored
+        assert val(m, "kohaku_reports_stored_total", kind="connection") == 0
+        if left:
+            assert val(m, "kohaku_spool_drained_total") > 0
+            assert val(m, "kohaku_reports_duplicate_total") == val(m,
+                                                                   "kohaku_spool_drained_total")
+    finally:
+        assert k.close() == 0
+
+
 def test_log_first_database_outage_replays_from_the_log(own_pg, tmp_path):
     """ack_mode = log with PostgreSQL crashing under load: reports whose batch fails after
     their 204 are released to the log and replayed from it once the database is back."""
