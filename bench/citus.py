@@ -22,8 +22,9 @@ but a role's CPU seconds per report do not depend much on who else runs.
 
 Then, on the Citus database, columnar: the stats rows the run stored are copied to a day 10
 days back (a partition made for it with create_time_partitions), and that partition of
-each table is converted with alter_old_partitions_set_access_method (one shard at a time,
-as kohaku does): its size (citus_total_relation_size: the shards on the workers, indexes
+each table is converted with alter_old_partitions_set_access_method (one shard at a time;
+kohaku calls the function it calls, alter_table_set_access_method, partition by
+partition): its size (citus_total_relation_size: the shards on the workers, indexes
 included) before and after, and the time the conversion took."""
 import json
 import os

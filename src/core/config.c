@@ -158,8 +158,9 @@ static const struct param params[] = {
      "distributes itself"},
     {"citus_columnar_after", P_INT, OFF(citus_columnar_after), "7", 0, 3650, NULL,
      "Citus: partitions of the stats tables whose every row is older than this many days are "
-     "converted to columnar storage (alter_old_partitions_set_access_method; needs the "
-     "citus_columnar extension); 0: never"},
+     "converted to columnar storage (as alter_old_partitions_set_access_method would; needs "
+     "the citus_columnar extension; the table's writes wait while one is converted); 0: "
+     "never"},
     {"retention_days", P_INT, OFF(retention_days), "60", 0, 36500, NULL,
      "delete stats older than this many days (0 = keep forever): SQLite, PostgreSQL (whole "
      "partitions), TimescaleDB (its retention policy)"},

@@ -159,7 +159,8 @@ int kh_pg_citus_partition_tables(struct kh_pg *pg, PGconn *c, int *converted, ch
  * their partitions ahead, and pg->columnar. 0 or KH_EIO with err. */
 int kh_pg_citus_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t errlen);
 /* Citus, on the maintenance connection: table's partitions older than columnar_days
- * converted to columnar, their count added to *converted. 0 or KH_EIO with pg->merr. */
+ * converted to columnar, one per transaction with the table's writes held off meanwhile;
+ * their count added to *converted. 0 or KH_EIO with pg->merr. */
 int kh_pg_citus_columnar(struct kh_pg *pg, const char *table, long long *converted);
 
 /* --- pg_schema.c -------------------------------------------------------------------------- */

@@ -532,44 +532,55 @@ int kh_pg_citus_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t e
     return 0;
 }
 
+/* One partition to columnar, in a transaction of its own under the migrations' advisory
+ * lock (MAINT_BEGIN). Citus's alter_table copies the partition's shards into new ones and
+ * drops the old: a row a writer puts into an old shard meanwhile (writers route rows to the
+ * partitions on the workers, and nothing there stops them) would go with it, acknowledged
+ * and lost, as a test saw once. So the transaction first takes a SHARE lock on the
+ * parent table on the coordinator, which every write to the table takes ROW EXCLUSIVE on:
+ * the table's writes wait for the partition's conversion (waited for at most lock_timeout,
+ * then tried again at the next pass). One shard at a time: in parallel the conversion of
+ * some tables' partitions (the remote-*-rtp ones, seen with Citus 13.2 and two workers)
+ * cancelled itself as a distributed deadlock every time. 0, or KH_EIO with pg->merr. */
+static int columnar_partition(struct kh_pg *pg, const char *table, const char *partition)
+{
+    char lock[256];
+    snprintf(lock, sizeof(lock),
+             "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'; LOCK TABLE \"%s\" IN "
+             "SHARE MODE",
+             table);
+    if (maint_begin(pg) != 0)
+        return KH_EIO;
+    const char *params[1] = {partition};
+    char ignored[256];
+    if (kh_pg_exec(pg->mconn, lock, pg->merr, sizeof(pg->merr)) != 0 ||
+        exec_params(pg->mconn, "SELECT alter_table_set_access_method($1::regclass, 'columnar')",
+                    1, params, NULL, pg->merr, sizeof(pg->merr)) != 0) {
+        kh_pg_exec(pg->mconn, "ROLLBACK", ignored, sizeof(ignored));
+        return KH_EIO;
+    }
+    return kh_pg_exec(pg->mconn, "COMMIT", pg->merr, sizeof(pg->merr));
+}
+
 int kh_pg_citus_columnar(struct kh_pg *pg, const char *table, long long *converted)
 {
-    /* alter_old_partitions_set_access_method commits after each partition: it runs outside
-     * any transaction, under the migrations' advisory lock held for the session, and not at
-     * all this pass when another kohaku holds it */
-    long long got = 0, before = 0, after = 0;
-    char sql[512];
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM time_partitions WHERE parent_table = '\"%s\"'::regclass AND "
-             "access_method = 'columnar'",
-             table);
-    if (kh_pg_query_int(pg->mconn, "SELECT pg_try_advisory_lock(7164746341)::int", &got,
-                        pg->merr, sizeof(pg->merr)) != 0)
+    char older[32];
+    snprintf(older, sizeof(older), "%lld days", (long long)pg->columnar_days);
+    const char *params[2] = {table, older};
+    PGresult *r;
+    /* what alter_old_partitions_set_access_method would take: heap partitions whose every
+     * time is older than the age */
+    if (exec_params(pg->mconn,
+                    "SELECT partition::text FROM time_partitions WHERE parent_table = "
+                    "to_regclass(quote_ident($1)) AND access_method = 'heap' AND to_value IS "
+                    "NOT NULL AND to_value::timestamptz <= now() - $2::interval ORDER BY 1",
+                    2, params, &r, pg->merr, sizeof(pg->merr)) != 0)
         return KH_EIO;
-    if (!got)
-        return 0;
-    int rc = kh_pg_query_int(pg->mconn, sql, &before, pg->merr, sizeof(pg->merr));
-    char ignored[256];
-    /* one shard at a time: in parallel, the conversion of some tables' partitions (the
-     * remote-*-rtp ones, seen with Citus 13.2 and two workers) cancels itself as a
-     * distributed deadlock every time */
-    char call[512];
-    snprintf(call, sizeof(call),
-             "CALL alter_old_partitions_set_access_method('\"%s\"'::regclass, now() - "
-             "interval '%lld days', 'columnar')",
-             table, (long long)pg->columnar_days);
-    if (rc == 0)
-        rc = kh_pg_exec(pg->mconn, "SET citus.multi_shard_modify_mode TO 'sequential'",
-                        pg->merr, sizeof(pg->merr));
-    if (rc == 0)
-        rc = kh_pg_exec(pg->mconn, call, pg->merr, sizeof(pg->merr));
-    kh_pg_exec(pg->mconn, "RESET citus.multi_shard_modify_mode", ignored, sizeof(ignored));
-    if (rc == 0)
-        rc = kh_pg_query_int(pg->mconn, sql, &after, pg->merr, sizeof(pg->merr));
-    long long unlocked = 0;
-    kh_pg_query_int(pg->mconn, "SELECT pg_advisory_unlock(7164746341)::int", &unlocked, ignored,
-                    sizeof(ignored));
-    if (rc == 0)
-        *converted += after - before;
+    int rc = 0;
+    for (int i = 0, n = PQntuples(r); rc == 0 && i < n; i++) {
+        rc = columnar_partition(pg, table, PQgetvalue(r, i, 0));
+        *converted += rc == 0;
+    }
+    PQclear(r);
     return rc;
 }
