@@ -8,8 +8,8 @@ A throwaway Citus cluster (tests/integration/pgcluster.py: a coordinator and two
 (the same settings). Against each, one kohaku with its defaults (direct_copy, quality on,
 dedup on; on Citus also with ack_mode = log, whose transactions are larger, and with
 ack_mode = log and batch_max_reports = 4,096, twice as many reports) takes
-`reports` reports (4 times as many on plain PostgreSQL) from kohaku-loadgen (1,000 emulated connections, 5 HTTP/2
-connections x 32 streams, as fast as answers allow). Measured per run, from /proc:
+`reports` reports (4 times as many on plain PostgreSQL) from kohaku-loadgen (1,000
+emulated connections, 5 HTTP/2 connections x 32 streams, as fast as answers allow). Measured per run, from /proc:
 
 - the CPU time of kohaku, of the coordinator's server and of each worker's server
   (postmaster, its backends, and the children it reaped), per report committed;
