@@ -310,36 +310,57 @@ static int ahead(struct kh_pg *pg, PGconn *c, const char *table, char *err, size
     return made;
 }
 
+/* Whether every time series is partitioned: 1, 0 when none is, -1 with err (saying `what`
+ * to do) when only some are, or on error. */
+static int all_partitioned(PGconn *c, const char *what, char *err, size_t errlen)
+{
+    struct kh_pg_ts_table ts;
+    int partitioned = 0, tables = 0;
+    for (size_t i = 0; kh_pg_time_series(i, &ts); i++, tables++) {
+        int p = is_partitioned(c, ts.table, err, errlen);
+        if (p < 0)
+            return -1;
+        partitioned += p;
+    }
+    if (partitioned != 0 && partitioned != tables) {
+        snprintf(err, errlen, "partitions: %d of the %d time series tables are partitioned; %s",
+                 partitioned, tables, what);
+        return -1;
+    }
+    return partitioned != 0;
+}
+
+/* The partitions ahead of every time series. 0 or KH_EIO with err. */
+static int ahead_all(struct kh_pg *pg, PGconn *c, char *err, size_t errlen)
+{
+    struct kh_pg_ts_table ts;
+    for (size_t i = 0; kh_pg_time_series(i, &ts); i++)
+        if (ahead(pg, c, ts.table, err, errlen) < 0)
+            return KH_EIO;
+    return 0;
+}
+
 int kh_pg_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t errlen)
 {
     pg->partitioned = false;
     if (kh_pg_exec(c, functions_sql, err, errlen) != 0)
         return KH_EIO;
     struct kh_pg_ts_table ts;
-    int converted = 0, partitioned = 0, tables = 0;
-    for (size_t i = 0; kh_pg_time_series(i, &ts); i++, tables++) {
+    int converted = 0;
+    for (size_t i = 0; kh_pg_time_series(i, &ts); i++) {
         int rc = pg->partition_hours > 0 ? convert(pg, c, ts.table, err, errlen) : 0;
         if (rc < 0)
             return KH_EIO;
         converted += rc;
-        int p = is_partitioned(c, ts.table, err, errlen);
-        if (p < 0)
-            return KH_EIO;
-        partitioned += p;
     }
     if (converted > 0 && kh_pg_partition_views(c, kh_schema_latest_version(), err, errlen) != 0)
         return KH_EIO;
-    if (partitioned != 0 && partitioned != tables) {
-        snprintf(err, errlen, "partitions: %d of the %d time series tables are partitioned; "
-                              "set postgres_partition_interval to partition the rest",
-                 partitioned, tables);
+    int all = all_partitioned(c, "set postgres_partition_interval to partition the rest", err,
+                              errlen);
+    if (all < 0)
         return KH_EIO;
-    }
-    pg->partitioned = partitioned == tables;
-    for (size_t i = 0; pg->partitioned && kh_pg_time_series(i, &ts); i++)
-        if (ahead(pg, c, ts.table, err, errlen) < 0)
-            return KH_EIO;
-    return 0;
+    pg->partitioned = all;
+    return pg->partitioned ? ahead_all(pg, c, err, errlen) : 0;
 }
 
 /* MAINT_BEGIN; a failure (the advisory lock not had within lock_timeout, say) leaves no
@@ -488,22 +509,10 @@ static int minvalue_partition(PGconn *c, char name[64], char *err, size_t errlen
 int kh_pg_citus_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t errlen)
 {
     pg->partitioned = pg->columnar = false;
-    struct kh_pg_ts_table ts;
-    int partitioned = 0, tables = 0;
-    for (size_t i = 0; kh_pg_time_series(i, &ts); i++, tables++) {
-        int p = is_partitioned(c, ts.table, err, errlen);
-        if (p < 0)
-            return KH_EIO;
-        partitioned += p;
-    }
-    if (partitioned == 0)
-        return 0;
-    if (partitioned != tables) {
-        snprintf(err, errlen, "partitions: %d of the %d time series tables are partitioned; "
-                              "Citus mode partitions only tables it distributes itself",
-                 partitioned, tables);
-        return KH_EIO;
-    }
+    int all = all_partitioned(c, "Citus mode partitions only tables it distributes itself", err,
+                              errlen);
+    if (all <= 0)
+        return all < 0 ? KH_EIO : 0;
     char name[64];
     int minv = minvalue_partition(c, name, err, errlen);
     if (minv < 0)
@@ -518,9 +527,8 @@ int kh_pg_citus_partition_setup(struct kh_pg *pg, PGconn *c, char *err, size_t e
         return KH_EIO;
     }
     pg->partitioned = true;
-    for (size_t i = 0; kh_pg_time_series(i, &ts); i++)
-        if (ahead(pg, c, ts.table, err, errlen) < 0)
-            return KH_EIO;
+    if (ahead_all(pg, c, err, errlen) != 0)
+        return KH_EIO;
     int am = have_columnar(c, err, errlen);
     if (am < 0)
         return KH_EIO;

@@ -159,3 +159,43 @@ def test_plain_database_converted_to_citus_keeps_its_rows(citus_cluster, tmp_pat
         assert d.query("SELECT count(*) FROM sora_report")[0][0] == 600
     finally:
         assert k.close() == 0
+
+
+def test_database_partitioned_by_plain_mode_is_refused_by_citus_mode(citus_cluster, tmp_path):
+    """A database plain PostgreSQL mode has partitioned (its <table>_unpartitioned partition of
+    all times before the first: Citus's create_time_partitions cannot manage that) is refused
+    once it has citus (`kohaku migrate`), with the reason, and nothing is distributed."""
+    d = PlainDb(citus_cluster, unique_db_name("parted"))
+    k = Kohaku(d.settings(), directory=tmp_path / "k1").start()
+    try:
+        assert ready(k)["partitioned"] is True
+    finally:
+        assert k.close() == 0
+    d.to_citus()
+    cfg = tmp_path / "migrate.ini"
+    cfg.write_text(f"storage = postgres\npostgres_uri = {d.uri}\n")
+    out = subprocess.run([KOHAKU_BIN, "-C", str(cfg), "migrate"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0, out.stdout + out.stderr
+    assert "made by plain PostgreSQL mode" in out.stderr, out.stderr
+    assert "cannot become a Citus one" in out.stderr, out.stderr
+    assert d.query("SELECT count(*) FROM pg_dist_partition")[0][0] == 0  # rolled back
+
+
+def test_citus_without_citus_columnar_keeps_heap_and_says_so(citus_cluster, tmp_path):
+    """Citus mode partitions, but without the citus_columnar extension old partitions stay
+    heap: kohaku says so once (warn), and its schema line says no compression."""
+    name = unique_db_name("nocol")
+    uri = citus_cluster.create_db(name, columnar=False)
+    k = Kohaku({"storage": "postgres", "postgres_uri": uri, "retention_days": 0,
+                "retention_interval": 1}, directory=tmp_path / "k").start(timeout=90)
+    try:
+        line = ready(k)
+        assert line["mode"] == "citus" and line["partitioned"] is True, line
+        assert line["compression"] is False and "columnar_after_days" not in line, line
+        k.wait_log('"msg":"retention pass"')
+        warned = [l for l in k.log_lines() if l.get("msg") == "citus: old partitions stay heap"]
+        assert len(warned) == 1 and warned[0]["level"] == "warn", warned
+        assert "CREATE EXTENSION citus_columnar" in warned[0]["error"]
+    finally:
+        assert k.close() == 0
