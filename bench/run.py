@@ -886,8 +886,11 @@ def print_console(r):
         bc = c["browsing_cpu"]
         srv = f", PostgreSQL server {bc['server_cpu_s']:.2f}" if bc["server_cpu_s"] is not None \
             else ""
+        share = (bc["kohaku_cpu_s"] + (bc["server_cpu_s"] or 0)) / \
+            (bc["seconds"] * (os.cpu_count() or 1))
         print(f"{'':10} browsing alone for {bc['seconds']} s ({bc['api_calls']} API calls): CPU "
-              f"s kohaku {bc['kohaku_cpu_s']:.2f}{srv}")
+              f"s kohaku {bc['kohaku_cpu_s']:.2f}{srv}: {share:.1%} of the machine's "
+              f"{os.cpu_count()} CPUs (what it can take from an ingest bound by CPU)")
     print(f"\nIngest with the console browsed (a page view every second: {CONSOLE_LIST}, a "
           f"connection with its series and samples, its channel, the overview) against alone, "
           f"{c0['seconds']} s of reports from {SORA_CONNS} new connections per run, "

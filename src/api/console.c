@@ -17,6 +17,7 @@
 
 #include "api/console_api.h"
 #include "api/console_files.h"
+#include "api/overview_cache.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/workq.h"
@@ -40,7 +41,8 @@ struct kh_console {
     char bearer[1024]; /* "Bearer TOKEN", or "" */
     char basic[1024];  /* "Basic base64(user:password)", or "" */
     size_t pending;
-    bool niced; /* the worker's own: its thread is at the lowest CPU priority */
+    bool niced;                /* the worker's own: its thread is at the lowest CPU priority */
+    struct kh_ov_cache *cache; /* the worker's own: the overview's settled buckets, or NULL */
 };
 
 struct job {
@@ -82,7 +84,7 @@ static void on_work(struct kh_workq_item *it, int worker, void *arg)
         (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
         j->c->niced = true;
     }
-    kh_console_api(j->c->store, j->path, j->query, &j->out, &j->status);
+    kh_console_api(j->c->store, j->c->cache, j->path, j->query, &j->out, &j->status);
 }
 
 static void on_done(struct kh_workq_item *it, void *arg)
@@ -145,8 +147,11 @@ struct kh_console *kh_console_new(struct event_base *base, const struct kh_confi
             kh_log_end(&l);
         }
     }
+    if (cfg->console_cache_seconds > 0)
+        c->cache = kh_ov_cache_new(cfg->console_cache_seconds * 1000000);
     c->q = kh_workq_new(base, 1, on_work, on_done, c);
     if (c->q == NULL) {
+        kh_ov_cache_free(c->cache);
         kh_console_files_free(&c->files);
         free(c);
         *err = "console: cannot start its worker thread";
@@ -160,6 +165,7 @@ void kh_console_free(struct kh_console *c)
     if (c == NULL)
         return;
     kh_workq_free(c->q);
+    kh_ov_cache_free(c->cache);
     kh_console_files_free(&c->files);
     free(c);
 }

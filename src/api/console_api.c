@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "api/ask.h"
+#include "api/overview_cache.h"
 #include "api/quality_report.h"
 #include "core/errors.h"
 #include "core/jsonw.h"
@@ -808,13 +809,64 @@ static int64_t bucket_of(const struct range *r)
     return b < 10000000 ? 10000000 : b;
 }
 
-static int overview(struct api *a)
+/* The overview's rows, in the order it writes them: the reports first, then node by node
+ * (bytewise), each by bucket. */
+struct ov_rows {
+    struct kh_ov_row *v;
+    size_t n, cap;
+};
+
+static int ov_push(struct ov_rows *o, const struct kh_ov_row *r)
 {
-    struct range r;
-    if (range_param(a, &r) != 0)
-        return FAILED;
-    int64_t bucket = bucket_of(&r);
-    struct kh_value p[3] = {kh_ask_text(r.from), kh_ask_text(r.to), kh_ask_integer(bucket)};
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 256;
+        struct kh_ov_row *v = realloc(o->v, cap * sizeof(*v));
+        if (v == NULL)
+            return KH_ENOMEM;
+        o->v = v;
+        o->cap = cap;
+    }
+    o->v[o->n++] = *r;
+    return 0;
+}
+
+static int ov_cmp(const void *x, const void *y)
+{
+    const struct kh_ov_row *a = x, *b = y;
+    if ((a->node == NULL) != (b->node == NULL))
+        return a->node == NULL ? -1 : 1;
+    int c = a->node ? strcmp(a->node, b->node) : 0;
+    return c ? c : (a->bucket > b->bucket) - (a->bucket < b->bucket);
+}
+
+/* What a call asks the cache for: the settled buckets [lo, hi), of which it holds those
+ * before `need`. */
+struct ov_span {
+    struct kh_ov_cache *cache;
+    int64_t lo, hi, need;
+};
+
+/* A row read for [from, to): into the cache when it is a settled bucket the cache lacks, else
+ * into the answer. A cache that fails is dropped for this call (its rows go to the answer). */
+static int ov_take(struct ov_span *sp, struct ov_rows *o, const struct kh_ov_row *r)
+{
+    if (sp->cache && r->bucket >= sp->need && r->bucket < sp->hi) {
+        if (kh_ov_cache_add(sp->cache, r) == 0)
+            return 0;
+        kh_ov_cache_reset(sp->cache);
+        sp->cache = NULL;
+    }
+    return ov_push(o, r);
+}
+
+/* Reads [from_us, to_us) into the answer and the cache. */
+static int ov_read(struct api *a, int64_t from_us, int64_t to_us, int64_t bucket,
+                   struct ov_span *sp, struct ov_rows *o)
+{
+    char from[KH_TIME_TEXT_LEN + 1], to[KH_TIME_TEXT_LEN + 1];
+    kh_time_format(from_us, from);
+    kh_time_format(to_us, to);
+    struct kh_value p[3] = {kh_ask_text(from), kh_ask_text(to), kh_ask_integer(bucket)};
     struct kh_ask_table rep = {0}, nodes = {0};
     bool pg = a->ask.pg;
     int rc = kh_ask(&a->ask, pg ? reports_sql_pg : reports_sql, &rep, p, 3);
@@ -824,36 +876,106 @@ static int overview(struct api *a)
         kh_ask_table_free(&nodes);
         return db_fail(a, rc);
     }
-    struct kh_buf *b = a->out;
-    bool f = true;
-    rc = kh_buf_append(b, "{", 1);
-    json_range(b, &f, &r);
-    rc |= kh_json_num_member(b, &f, "bucket_seconds", (double)bucket / 1e6);
-    rc |= kh_json_key(b, &f, "reports") | kh_buf_append(b, "{", 1);
-    bool rf = true;
-    rc |= put_column(b, &rf, "time", &rep, 0, rep.n, 0, true);
-    rc |= kh_json_key(b, &rf, "per_second") | kh_buf_append(b, "[", 1);
-    for (size_t i = 0; i < rep.n; i++)
-        rc |= (i ? kh_buf_append(b, ",", 1) : 0) |
-              kh_json_num(b, kh_ask_num(&rep, i, 1) / ((double)bucket / 1e6));
-    rc |= kh_buf_append(b, "]}", 2);
-    rc |= kh_json_key(b, &f, "nodes") | kh_buf_append(b, "[", 1);
-    for (size_t lo = 0, hi; lo < nodes.n; lo = hi) {
-        const char *node = kh_ask_str(&nodes, lo, 0);
-        for (hi = lo + 1; hi < nodes.n && strcmp(kh_ask_str(&nodes, hi, 0), node) == 0; hi++)
-            ;
-        bool nf = true;
-        rc |= (lo ? kh_buf_append(b, ",", 1) : 0) | kh_buf_append(b, "{", 1);
-        rc |= kh_json_str_member(b, &nf, "node_name", node);
-        rc |= put_column(b, &nf, "time", &nodes, lo, hi, 1, true);
-        rc |= put_column(b, &nf, "connections", &nodes, lo, hi, 2, false);
-        rc |= put_column(b, &nf, "with_issues", &nodes, lo, hi, 3, false);
-        rc |= put_column(b, &nf, "bad", &nodes, lo, hi, 4, false);
-        rc |= kh_buf_append(b, "}", 1);
+    for (size_t i = 0; rc == 0 && i < rep.n; i++) {
+        struct kh_ov_row r = {kh_ask_int(&rep, i, 0), NULL, {kh_ask_num(&rep, i, 1), 0, 0}};
+        rc = ov_take(sp, o, &r);
     }
-    rc |= kh_buf_append(b, "]}\n", 3);
+    for (size_t i = 0; rc == 0 && i < nodes.n; i++) {
+        struct kh_ov_row r = {kh_ask_int(&nodes, i, 1), kh_ask_str(&nodes, i, 0),
+                              {kh_ask_num(&nodes, i, 2), kh_ask_num(&nodes, i, 3),
+                               kh_ask_num(&nodes, i, 4)}};
+        rc = r.node ? ov_take(sp, o, &r) : 0;
+    }
+    /* the answer's node names point into the ask's arena, which outlives the tables */
     kh_ask_table_free(&rep);
     kh_ask_table_free(&nodes);
+    return rc;
+}
+
+/* "key": [field k of rows [lo, hi)], times in ms. */
+static int ov_column(struct kh_buf *b, bool *f, const char *key, const struct ov_rows *o,
+                     size_t lo, size_t hi, int k, double scale)
+{
+    int rc = kh_json_key(b, f, key) | kh_buf_append(b, "[", 1);
+    for (size_t i = lo; rc == 0 && i < hi; i++) {
+        rc = i > lo ? kh_buf_append(b, ",", 1) : 0;
+        rc |= k < 0 ? kh_buf_printf(b, "%lld", (long long)(o->v[i].bucket / 1000))
+                    : kh_json_num(b, o->v[i].n[k] * scale);
+    }
+    return rc | kh_buf_append(b, "]", 1);
+}
+
+static int ov_write(struct api *a, const struct range *r, int64_t bucket,
+                    const struct ov_rows *o)
+{
+    struct kh_buf *b = a->out;
+    bool f = true;
+    int rc = kh_buf_append(b, "{", 1);
+    json_range(b, &f, r);
+    rc |= kh_json_num_member(b, &f, "bucket_seconds", (double)bucket / 1e6);
+    size_t nrep = 0;
+    while (nrep < o->n && o->v[nrep].node == NULL)
+        nrep++;
+    rc |= kh_json_key(b, &f, "reports") | kh_buf_append(b, "{", 1);
+    bool rf = true;
+    rc |= ov_column(b, &rf, "time", o, 0, nrep, -1, 1);
+    rc |= ov_column(b, &rf, "per_second", o, 0, nrep, 0, 1e6 / (double)bucket);
+    rc |= kh_buf_append(b, "}", 1);
+    rc |= kh_json_key(b, &f, "nodes") | kh_buf_append(b, "[", 1);
+    for (size_t lo = nrep, hi; lo < o->n; lo = hi) {
+        const char *node = o->v[lo].node;
+        for (hi = lo + 1; hi < o->n && strcmp(o->v[hi].node, node) == 0; hi++)
+            ;
+        bool nf = true;
+        rc |= (lo > nrep ? kh_buf_append(b, ",", 1) : 0) | kh_buf_append(b, "{", 1);
+        rc |= kh_json_str_member(b, &nf, "node_name", node);
+        rc |= ov_column(b, &nf, "time", o, lo, hi, -1, 1);
+        rc |= ov_column(b, &nf, "connections", o, lo, hi, 0, 1);
+        rc |= ov_column(b, &nf, "with_issues", o, lo, hi, 1, 1);
+        rc |= ov_column(b, &nf, "bad", o, lo, hi, 2, 1);
+        rc |= kh_buf_append(b, "}", 1);
+    }
+    return rc | kh_buf_append(b, "]}\n", 3);
+}
+
+/* The settled buckets of the range come from the cache, which reads only those it lacks;
+ * the rest (the first bucket when the range starts inside it, and the newest) is read on
+ * every call. Without a cache, one read of the whole range. */
+static int overview(struct api *a, struct kh_ov_cache *cache)
+{
+    struct range r;
+    if (range_param(a, &r) != 0)
+        return FAILED;
+    int64_t bucket = bucket_of(&r);
+    struct ov_span sp = {.cache = NULL};
+    kh_ov_settled(cache, bucket, r.from_us, r.to_us, kh_time_now_usec(), &sp.lo, &sp.hi);
+    if (sp.lo < sp.hi) {
+        sp.cache = cache;
+        sp.need = kh_ov_cache_begin(cache, bucket, sp.lo, sp.hi, (int64_t)kh_mono_usec());
+    }
+    struct ov_rows o = {0};
+    int rc;
+    if (sp.cache == NULL || sp.need == sp.lo) {
+        rc = ov_read(a, r.from_us, r.to_us, bucket, &sp, &o);
+    } else {
+        rc = r.from_us < sp.lo ? ov_read(a, r.from_us, sp.lo, bucket, &sp, &o) : 0;
+        rc = rc ? rc : ov_read(a, sp.need, r.to_us, bucket, &sp, &o);
+    }
+    if (rc == 0 && sp.cache) {
+        kh_ov_cache_end(cache, sp.hi);
+        size_t n;
+        const struct kh_ov_row *held = kh_ov_cache_rows(cache, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            if (held[i].bucket >= sp.lo && held[i].bucket < sp.hi)
+                rc = ov_push(&o, &held[i]);
+    }
+    if (rc == 0) {
+        qsort(o.v, o.n, sizeof(*o.v), ov_cmp);
+        rc = ov_write(a, &r, bucket, &o);
+    } else if (sp.cache) {
+        kh_ov_cache_reset(cache); /* it may hold part of what it lacked */
+    }
+    free(o.v);
     return rc;
 }
 
@@ -868,8 +990,8 @@ static int path_id(struct api *a, const char *s, size_t n, char *out, size_t cap
     return 0;
 }
 
-void kh_console_api(struct kh_store *st, const char *path, const char *query,
-                    struct kh_buf *out, int *status)
+void kh_console_api(struct kh_store *st, struct kh_ov_cache *cache, const char *path,
+                    const char *query, struct kh_buf *out, int *status)
 {
     struct api a = {.st = st, .out = out, .status = 200, .query = query};
     kh_ask_init(&a.ask, st, &a.err);
@@ -898,7 +1020,7 @@ void kh_console_api(struct kh_store *st, const char *path, const char *query,
              (rc = path_id(&a, rest, idlen, id, sizeof(id))) == 0)
         rc = channel(&a, id);
     else if (strcmp(path, "overview") == 0)
-        rc = overview(&a);
+        rc = overview(&a, cache);
     else if (a.status == 200)
         rc = fail(&a, 404, "path: not found");
     else

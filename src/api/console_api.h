@@ -17,10 +17,13 @@
 #include "core/buf.h"
 #include "store/store.h"
 
+struct kh_ov_cache;
+
 /* path: after "/api/", without the query string; query: after '?', or "". Writes the JSON
- * answer (or {"message": ...}) into out and sets *status (200, 400, 404, 500, 503). */
-void kh_console_api(struct kh_store *st, const char *path, const char *query,
-                    struct kh_buf *out, int *status);
+ * answer (or {"message": ...}) into out and sets *status (200, 400, 404, 500, 503). cache:
+ * the overview's (overview_cache.h), or NULL; the caller's thread is its only user. */
+void kh_console_api(struct kh_store *st, struct kh_ov_cache *cache, const char *path,
+                    const char *query, struct kh_buf *out, int *status);
 
 /* The value of parameter `name` in a query string (percent-decoded, '+' a space), into out
  * (cap bytes). 1 when found, 0 when absent, -1 when it is too long, badly encoded or holds a

@@ -115,6 +115,7 @@ struct kh_config {
     char *console_password;
     char *console_dir;
     char *console_vendor_dir;
+    int64_t console_cache_seconds;
     int64_t query_timeout; /* ms */
     /* quality */
     bool quality;

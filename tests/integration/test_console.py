@@ -34,6 +34,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -318,6 +319,21 @@ def test_channel_has_every_participant(loaded):
         assert set(c["series"]) == rated, channel
 
 
+def stored_buckets(db, b_ms):
+    """{bucket start in ms: reports} of the stored reports, as the overview buckets them (date_bin
+    on PostgreSQL, integer arithmetic on SQLite: the same bucket starts)."""
+    want = {}
+    for (t,) in db.query("SELECT time FROM sora_report"):
+        start = ms_of(t) // b_ms * b_ms
+        want[start] = want.get(start, 0) + 1
+    return want
+
+
+def overview_buckets(o):
+    return {round(t): round(n * o["bucket_seconds"])
+            for t, n in zip(o["reports"]["time"], o["reports"]["per_second"])}
+
+
 def test_overview(loaded):
     o = loaded.api("overview", last="1h")
     stored = loaded.db.count("sora_report")
@@ -325,16 +341,55 @@ def test_overview(loaded):
     nodes = {n["node_name"] for n in o["nodes"]}
     assert nodes == {"sora@127.0.0.1", "sora@" + XSS}
     assert all(max(n["connections"]) > 0 for n in o["nodes"])
-    # the buckets are those of the stored reports' times (date_bin on PostgreSQL, integer
-    # arithmetic on SQLite: the same bucket starts), in ms
-    b_ms = round(o["bucket_seconds"] * 1000)
-    want = {}
-    for (t,) in loaded.db.query("SELECT time FROM sora_report"):
-        start = ms_of(t) // b_ms * b_ms
-        want[start] = want.get(start, 0) + 1
-    got = {round(t): round(n * o["bucket_seconds"])
-           for t, n in zip(o["reports"]["time"], o["reports"]["per_second"])}
-    assert got == want
+    assert overview_buckets(o) == stored_buckets(loaded.db, round(o["bucket_seconds"] * 1000))
+
+
+HOLD = 8  # console_cache_seconds of the test below
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_overview_keeps_settled_buckets(kind, request, tmp_path):
+    """With console_cache_seconds = HOLD the overview counts settled buckets once and reads
+    only newer rows: a report of now shows at once, one stored late into a bucket that ended
+    more than HOLD ago shows only once the cache is HOLD old, and then every bucket is the
+    stored reports' again."""
+    if kind == "sqlite":
+        db = SqliteDb(tmp_path)
+    else:
+        db = PgDb(request.getfixturevalue("pg_cluster"), unique_db_name("overview"))
+    k = Kohaku({**db.settings(), "console_cache_seconds": HOLD}, directory=tmp_path).start()
+    try:
+        loaded = Loaded(kind, k, db, {}, [], "")
+        now = datetime.now(timezone.utc)
+        post_in_order(k, impaired_calls(now - timedelta(minutes=10))[0])
+        built = datetime.now(timezone.utc)
+        first = loaded.api("overview", last="1h")
+        b_ms = round(first["bucket_seconds"] * 1000)
+        assert overview_buckets(first) == stored_buckets(db, b_ms)
+        again = loaded.api("overview", last="1h")  # from the cache
+        assert again["reports"] == first["reports"] and again["nodes"] == first["nodes"]
+        # a report of now: in the newest buckets, read on every call
+        post_in_order(k, browser_calls(datetime.now(timezone.utc))[0][:1])
+        # a report of five minutes ago, into a bucket the cache holds
+        late = browser_calls(now - timedelta(minutes=5))[0][0]
+        post_in_order(k, [late])
+        o = loaded.api("overview", last="1h")
+        assert (datetime.now(timezone.utc) - built).total_seconds() < HOLD, \
+            "the machine was too slow to see the cache within its hold"
+        late_ms = ms_of(late["timestamp"]) // b_ms * b_ms
+        want = stored_buckets(db, b_ms)
+        got = overview_buckets(o)
+        assert got.get(late_ms, 0) == want[late_ms] - 1  # not yet
+        assert {t: n for t, n in got.items() if t != late_ms} == \
+            {t: n for t, n in want.items() if t != late_ms}
+        # once the cache is HOLD old every bucket is read again
+        time.sleep(max(0.0, HOLD + 0.5 - (datetime.now(timezone.utc) - built).total_seconds()))
+        o = loaded.api("overview", last="1h")
+        assert overview_buckets(o) == stored_buckets(db, b_ms)
+        nodes = {n["node_name"]: n for n in o["nodes"]}
+        assert sum(nodes["sora@127.0.0.1"]["connections"]) > 0
+    finally:
+        assert k.close() == 0
 
 
 BAD_PARAMS = [

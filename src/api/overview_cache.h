@@ -1,0 +1,48 @@
+/*
+ * overview_cache: what the console's overview counted in buckets that have settled, kept
+ * between calls so that a call reads only the newest rows (README, "Console":
+ * console_cache_seconds). A bucket settles once it ended `hold` ago. The cache holds one
+ * span of settled buckets of one width, in one piece, and starts again from nothing every
+ * `hold`: a row stored later than that into an older bucket is counted within `hold`.
+ * Used by one thread only (the console's worker).
+ */
+#ifndef KH_OVERVIEW_CACHE_H
+#define KH_OVERVIEW_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A row of the overview: a bucket's report count (node NULL, n[0]) or a node's counts in a
+ * bucket (n[0] connections, n[1] with issues, n[2] bad). Times in µs. */
+struct kh_ov_row {
+    int64_t bucket;
+    const char *node;
+    double n[3];
+};
+
+struct kh_ov_cache;
+
+/* NULL when out of memory (the overview then reads everything, as with hold 0). */
+struct kh_ov_cache *kh_ov_cache_new(int64_t hold_usec);
+void kh_ov_cache_free(struct kh_ov_cache *c);
+
+/* The settled whole buckets of [from, to) at now, as [*lo, *hi): empty (lo >= hi) when there
+ * are none or c is NULL or off (hold 0). */
+void kh_ov_settled(const struct kh_ov_cache *c, int64_t width, int64_t from, int64_t to,
+                   int64_t now, int64_t *lo, int64_t *hi);
+
+/* Makes the cache hold only buckets of [lo, hi) `width` wide, starting again when the width
+ * differs, the span does not meet it or it is `hold` old (mono: a monotonic clock's µs).
+ * Returns where what it holds ends, in [lo, hi]: the caller reads the buckets from there to
+ * hi, adds them, then calls kh_ov_cache_end(c, hi). */
+int64_t kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int64_t hi,
+                          int64_t mono);
+/* 0, or KH_ENOMEM / KH_ENOSPC (past its row bound): then the caller resets the cache. */
+int kh_ov_cache_add(struct kh_ov_cache *c, const struct kh_ov_row *r);
+void kh_ov_cache_end(struct kh_ov_cache *c, int64_t hi);
+void kh_ov_cache_reset(struct kh_ov_cache *c);
+
+/* Every row held (buckets may reach past the span a call asked for: filter by bucket). */
+const struct kh_ov_row *kh_ov_cache_rows(const struct kh_ov_cache *c, size_t *n);
+
+#endif

@@ -1,0 +1,179 @@
+/*
+ * Unit tests of src/api/overview_cache.c: which buckets of a range have settled (whole
+ * buckets only, the first one inside the range, none once the range ends before the hold);
+ * the cache reads only the buckets it lacks, keeps its rows between calls and drops the
+ * buckets before a later range's; it starts again when the width changes, when a range
+ * leaves a gap after what it holds or starts before it, and once it is `hold` old; it copies
+ * node names; past its row bound it refuses a row; off (hold 0) or NULL it settles nothing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "api/overview_cache.h"
+#include "core/errors.h"
+
+#define S 1000000LL /* a second in µs */
+
+static void settles_whole_buckets_ended_a_hold_ago(void **state)
+{
+    (void)state;
+    struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
+    assert_non_null(c);
+    int64_t lo, hi;
+    /* range [1005 s, 2000 s), now 2000 s, buckets of 10 s: those of 1010 s to 1930 s (the
+     * bucket of 1930 s ended at 1940 s, a hold before now; the one of 1940 s has not) */
+    kh_ov_settled(c, 10 * S, 1005 * S, 2000 * S, 2000 * S, &lo, &hi);
+    assert_int_equal(lo, 1010 * S);
+    assert_int_equal(hi, 1940 * S);
+    /* an aligned start is its own first whole bucket */
+    kh_ov_settled(c, 10 * S, 1000 * S, 2000 * S, 2000 * S, &lo, &hi);
+    assert_int_equal(lo, 1000 * S);
+    /* a range that ended long ago: settled up to its end's bucket */
+    kh_ov_settled(c, 10 * S, 1000 * S, 1505 * S, 9000 * S, &lo, &hi);
+    assert_int_equal(hi, 1500 * S);
+    /* a range of the last minute: nothing has settled */
+    kh_ov_settled(c, 10 * S, 1950 * S, 2000 * S, 2000 * S, &lo, &hi);
+    assert_true(lo >= hi);
+    kh_ov_cache_free(c);
+    /* off, or no cache */
+    struct kh_ov_cache *off = kh_ov_cache_new(0);
+    kh_ov_settled(off, 10 * S, 1005 * S, 2000 * S, 2000 * S, &lo, &hi);
+    assert_true(lo >= hi);
+    kh_ov_cache_free(off);
+    kh_ov_settled(NULL, 10 * S, 1005 * S, 2000 * S, 2000 * S, &lo, &hi);
+    assert_true(lo >= hi);
+}
+
+static size_t count_in(const struct kh_ov_cache *c, int64_t lo, int64_t hi)
+{
+    size_t n, k = 0;
+    const struct kh_ov_row *r = kh_ov_cache_rows(c, &n);
+    for (size_t i = 0; i < n; i++)
+        k += r[i].bucket >= lo && r[i].bucket < hi;
+    return k;
+}
+
+/* Adds a reports row and a node's row for each bucket of [lo, hi). */
+static void fill(struct kh_ov_cache *c, int64_t lo, int64_t hi, int64_t width)
+{
+    char node[32];
+    for (int64_t b = lo; b < hi; b += width) {
+        struct kh_ov_row rep = {b, NULL, {(double)(b / S), 0, 0}};
+        snprintf(node, sizeof(node), "sora@%lld", (long long)(b / S));
+        struct kh_ov_row nd = {b, node, {3, 2, 1}};
+        assert_int_equal(kh_ov_cache_add(c, &rep), 0);
+        assert_int_equal(kh_ov_cache_add(c, &nd), 0);
+    }
+}
+
+static void reads_only_what_it_lacks(void **state)
+{
+    (void)state;
+    int64_t w = 10 * S, mono = 5 * S;
+    struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
+    /* first call: holds nothing, reads all of [1000, 1500) */
+    int64_t need = kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono);
+    assert_int_equal(need, 1000 * S);
+    fill(c, need, 1500 * S, w);
+    kh_ov_cache_end(c, 1500 * S);
+    assert_int_equal(count_in(c, 1000 * S, 1500 * S), 100);
+    /* 20 s later the range moved on by 20 s: the two new buckets only, the two first gone */
+    need = kh_ov_cache_begin(c, w, 1020 * S, 1520 * S, mono + 20 * S);
+    assert_int_equal(need, 1500 * S);
+    assert_int_equal(count_in(c, 0, 1020 * S), 0);
+    assert_int_equal(count_in(c, 1020 * S, 1500 * S), 96);
+    fill(c, need, 1520 * S, w);
+    kh_ov_cache_end(c, 1520 * S);
+    assert_int_equal(count_in(c, 1020 * S, 1520 * S), 100);
+    /* the names are the cache's own copies */
+    size_t n;
+    const struct kh_ov_row *r = kh_ov_cache_rows(c, &n);
+    int named = 0;
+    for (size_t i = 0; i < n; i++)
+        if (r[i].node && r[i].bucket == 1500 * S) {
+            assert_string_equal(r[i].node, "sora@1500");
+            assert_true(r[i].n[0] == 3 && r[i].n[1] == 2 && r[i].n[2] == 1);
+            named++;
+        }
+    assert_int_equal(named, 1);
+    /* a range that ends before what it holds: nothing to read */
+    need = kh_ov_cache_begin(c, w, 1020 * S, 1400 * S, mono + 21 * S);
+    assert_int_equal(need, 1400 * S);
+    kh_ov_cache_free(c);
+}
+
+static void starts_again(void **state)
+{
+    (void)state;
+    int64_t w = 10 * S, mono = 5 * S;
+    struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
+    kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono);
+    fill(c, 1000 * S, 1500 * S, w);
+    kh_ov_cache_end(c, 1500 * S);
+    /* another width (another range length) */
+    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1000 * S, 1500 * S, mono), 1000 * S);
+    size_t n;
+    kh_ov_cache_rows(c, &n);
+    assert_int_equal(n, 0);
+    fill(c, 1000 * S, 1500 * S, 20 * S);
+    kh_ov_cache_end(c, 1500 * S);
+    /* a range that starts after what it holds ends (a gap) */
+    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1600 * S, 1800 * S, mono), 1600 * S);
+    fill(c, 1600 * S, 1800 * S, 20 * S);
+    kh_ov_cache_end(c, 1800 * S);
+    /* a range that starts before it */
+    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono), 1500 * S);
+    kh_ov_cache_rows(c, &n);
+    assert_int_equal(n, 0);
+    fill(c, 1500 * S, 1800 * S, 20 * S);
+    kh_ov_cache_end(c, 1800 * S);
+    /* a hold later, everything is read again (rows stored late into old buckets show) */
+    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 59 * S),
+                     1800 * S);
+    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 60 * S),
+                     1500 * S);
+    kh_ov_cache_rows(c, &n);
+    assert_int_equal(n, 0);
+    /* reset forgets */
+    fill(c, 1500 * S, 1800 * S, 20 * S);
+    kh_ov_cache_end(c, 1800 * S);
+    kh_ov_cache_reset(c);
+    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 61 * S),
+                     1500 * S);
+    kh_ov_cache_free(c);
+}
+
+static void bounded(void **state)
+{
+    (void)state;
+    struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
+    kh_ov_cache_begin(c, S, 0, 1000000 * S, 1);
+    struct kh_ov_row r = {0, "sora@x", {1, 0, 0}};
+    int rc = 0;
+    size_t added = 0;
+    while ((rc = kh_ov_cache_add(c, &r)) == 0 && added < 1000000) {
+        added++;
+        r.bucket += S;
+    }
+    assert_int_equal(rc, KH_ENOSPC);
+    assert_true(added >= 10000 && added < 1000000);
+    kh_ov_cache_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(settles_whole_buckets_ended_a_hold_ago),
+        cmocka_unit_test(reads_only_what_it_lacks),
+        cmocka_unit_test(starts_again),
+        cmocka_unit_test(bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
