@@ -8,7 +8,11 @@ report (SQLite: file + WAL after the run; PostgreSQL: its tables with their inde
 partitions included; TimescaleDB: the same after compress_chunk of every chunk, as its
 policy would; each on a throwaway cluster, tests/integration/pgcluster.py, fsync off).
 
-Usage: bench/dedup.py [--reports N] [--pairs N] [--backend B] [--json FILE]
+With --layouts (TimescaleDB) each run also measures the database compressed with no
+segmentby, ordered by the unique key, against kohaku's segmentby connection_id: the bytes,
+and how long one connection's rows take to read.
+
+Usage: bench/dedup.py [--reports N] [--pairs N] [--backend B] [--layouts] [--json FILE]
 The runs alternate (on, off, on, off ...) so a neighbour's load spreads over both."""
 import argparse
 import json
@@ -18,6 +22,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (bench/run.py: Daemon, run_loadgen)
@@ -30,7 +35,7 @@ PG_BYTES = ("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_n
             "'_timescaledb_internal')")
 
 
-def one(tmp, on, n, k, backend, cluster):
+def one(tmp, on, n, k, backend, cluster, with_layouts=False):
     name = f"dedup_{'on' if on else 'off'}_{k}"
     if backend == "sqlite":
         path = os.path.join(tmp, f"{name}.db")
@@ -72,15 +77,56 @@ def one(tmp, on, n, k, backend, cluster):
         rows = {t: q(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
         reports = q("SELECT count(*) FROM sora_report")[0][0]
         if backend == "timescaledb":  # every chunk compressed, as the policy would
-            q("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM "
-              "(SELECT show_chunks(format('%I', hypertable_name)::regclass) AS c FROM "
-              "timescaledb_information.hypertables WHERE compression_enabled) x")
+            q(COMPRESS_ALL)
         q("VACUUM ANALYZE")
         size = int(q(PG_BYTES)[0][0])
+        layouts = {}
+        if backend == "timescaledb" and with_layouts:
+            layouts["segmentby connection_id (kohaku's)"] = {
+                "bytes_per_report": size / reports, "lookup_ms": lookup_ms(q)}
+            unsegmented(q)
+            layouts["no segmentby, orderby connection_id, time, stats_id"] = {
+                "bytes_per_report": int(q(PG_BYTES)[0][0]) / reports, "lookup_ms": lookup_ms(q)}
         db.close()
     return {"dedup": on, "reports_per_s": peak["reports_per_s"], "p99_ms": peak["p99_ms"],
             "reports": reports, "rows": sum(rows.values()), "rows_per_table": rows,
-            "rows_per_report": sum(rows.values()) / reports, "bytes_per_report": size / reports}
+            "rows_per_report": sum(rows.values()) / reports, "bytes_per_report": size / reports,
+            "layouts": layouts}
+
+
+COMPRESS_ALL = ("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM "
+                "(SELECT show_chunks(format('%I', hypertable_name)::regclass) AS c FROM "
+                "timescaledb_information.hypertables WHERE compression_enabled) x")
+DECOMPRESS_ALL = COMPRESS_ALL.replace("compress_chunk(c, if_not_compressed",
+                                      "decompress_chunk(c, if_compressed")
+
+
+def lookup_ms(q, runs=20):
+    """One connection's rows of a compressed table, as the console's and Grafana's connection
+    pages read them: the median ms of `runs`."""
+    cid = q("SELECT connection_id FROM sora_connection ORDER BY connection_id LIMIT 1 "
+            "OFFSET 500")[0][0]
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        q(f"SELECT * FROM rtc_inbound_rtp_stream_stats WHERE connection_id = '{cid}' "
+          "ORDER BY time")
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def unsegmented(q):
+    """Every table that kohaku compresses by connection_id compressed again with no segmentby
+    and ordered by its unique key instead (TimescaleDB then keeps batches of up to 1,000
+    rows of many connections, with min/max metadata, and no index to find a connection's)."""
+    q(DECOMPRESS_ALL)
+    for (t,) in q("SELECT DISTINCT hypertable_name::text FROM "
+                  "timescaledb_information.compression_settings WHERE attname = "
+                  "'connection_id' AND segmentby_column_index IS NOT NULL"):
+        q(f"ALTER TABLE \"{t}\" SET (timescaledb.compress_segmentby = '', "
+          "timescaledb.compress_orderby = 'connection_id, time, stats_id')")
+    q(COMPRESS_ALL)
+    q("VACUUM ANALYZE")
 
 
 def main():
@@ -90,6 +136,9 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--backend", choices=("sqlite", "postgres", "timescaledb"),
                     default="sqlite")
+    ap.add_argument("--layouts", action="store_true",
+                    help="timescaledb: also the bytes and a connection's lookup time with the "
+                         "tables compressed with no segmentby (ordered by the unique key)")
     args = ap.parse_args()
     top = tempfile.mkdtemp(prefix="bench-kohaku-dedup-", dir="/tmp")
     cluster = None
@@ -100,7 +149,7 @@ def main():
         cluster = (pgcluster.timescaledb_cluster() if args.backend == "timescaledb"
                    else pgcluster.PgCluster())
     try:
-        runs = [one(top, on, args.reports, k, args.backend, cluster)
+        runs = [one(top, on, args.reports, k, args.backend, cluster, args.layouts)
                 for k in range(args.pairs) for on in (True, False)]
     finally:
         shutil.rmtree(top, ignore_errors=True)
@@ -114,6 +163,11 @@ def main():
               f" {r['rows_per_report']:>12.2f} {r['bytes_per_report']:>13.0f}"
               f" {t.get('rtc_codec_stats', 0):>7} {t.get('rtc_ice_candidate_stats', 0):>7}"
               f" {t.get('rtc_certificate_stats', 0):>7}")
+    for r in runs:
+        for name, lay in r["layouts"].items():
+            print(f"dedup {'on' if r['dedup'] else 'off'}, {name}: "
+                  f"{lay['bytes_per_report']:.0f} bytes/report, a connection's "
+                  f"rtc_inbound_rtp_stream_stats rows in {lay['lookup_ms']:.2f} ms")
     for on in (True, False):
         rs = [r["reports_per_s"] for r in runs if r["dedup"] == on]
         print(f"median reports/s, dedup {'on' if on else 'off'}: {statistics.median(rs):.0f}")

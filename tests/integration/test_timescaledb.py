@@ -146,6 +146,36 @@ def test_hypertables_compression_and_policies_follow_the_config(db, daemon):
     assert ts_store.count("sora_report") == 2
 
 
+@pytest.mark.storage("timescaledb")
+def test_compression_layout_an_operator_set_is_kept(db, daemon):
+    """BENCHMARKS.md's other layout (no segmentby, ordered by the unique key), set by hand on
+    a table: kohaku's next start leaves it as it is, and reports are still stored once and read
+    back from its compressed chunks."""
+    k = daemon()
+    assert k.stop() == 0
+    t = "rtc_inbound_rtp_stream_stats"
+    db.query(f"ALTER TABLE {t} SET (timescaledb.compress_segmentby = '', "
+             "timescaledb.compress_orderby = 'connection_id, time, stats_id')")
+
+    def layout():
+        return db.query("SELECT attname, segmentby_column_index, orderby_column_index FROM "
+                        "timescaledb_information.compression_settings WHERE hypertable_name "
+                        f"= '{t}' ORDER BY 3")
+    want = [("connection_id", None, 1), ("time", None, 2), ("stats_id", None, 3)]
+    assert layout() == want
+    k = daemon()
+    assert layout() == want
+    env = make_envelope(load_fixture(fixture_files()[0]))
+    assert post_h2(k.port, env).status == 204
+    stored = db.count(t)
+    assert stored > 0
+    assert compress_all(db) > 0
+    assert post_h2(k.port, env).status == 204  # again, into the compressed chunk
+    assert db.count(t, "connection_id = %s", (env["connection_id"],)) == stored
+    assert k.stop() == 0
+    assert layout() == want
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.storage("timescaledb")
 def test_compressed_chunk_written_again_stores_once(db, daemon, method):
