@@ -144,6 +144,14 @@ static double num(const struct kh_row *row, enum m m)
     return NAN;
 }
 
+/* A duration a report gives directly (a round-trip time): negative is no value (a client's
+ * bug, or a counter-extrapolating load generator), never a delay below zero. */
+static double duration(const struct kh_row *row, enum m m)
+{
+    double d = num(row, m);
+    return d >= 0 ? d : NAN;
+}
+
 static struct kh_str str(const struct kh_row *row, enum m m)
 {
     const struct kh_value *v = &row->vals[member_of[m]];
@@ -236,7 +244,7 @@ static void inbound(const struct kh_report *r, const struct kh_row *row, struct 
     s->codec_s = num(row, IN_DECODE_S);
     const struct kh_row *ro = find(r, T_RO, RO_LOCAL, row->stats_id);
     if (ro)
-        s->rtt_s = num(ro, RO_RTT);
+        s->rtt_s = duration(ro, RO_RTT);
     codec_of(r, s, str(row, IN_CODEC));
 }
 
@@ -266,7 +274,7 @@ static void outbound(const struct kh_report *r, const struct kh_row *row, struct
     limitation(row, s);
     const struct kh_row *ri = find(r, T_RI, RI_LOCAL, row->stats_id);
     if (ri) {
-        s->rtt_s = num(ri, RI_RTT);
+        s->rtt_s = duration(ri, RI_RTT);
         s->fraction_lost = num(ri, RI_FRACTION);
         s->remote_lost = num(ri, RI_LOST);
         s->remote_ts_ms = ri->stats_timestamp;
@@ -337,7 +345,7 @@ static void transport(const struct kh_report *r, struct kh_q_transport *t)
         t->ts_ms = p->stats_timestamp;
     t->pair_id = p->stats_id;
     t->pair_state = str(p, CP_STATE);
-    t->pair_rtt_s = num(p, CP_RTT);
+    t->pair_rtt_s = duration(p, CP_RTT);
     t->available_outgoing_bitrate = num(p, CP_AOB);
     t->bytes_sent = num(p, CP_SENT);
     t->bytes_received = num(p, CP_RECEIVED);

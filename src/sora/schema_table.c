@@ -363,7 +363,7 @@ static const struct kh_member q_stream_interval[] = {
     Q("jitterMs", KH_COL_REAL, "interarrival jitter, ms (outbound: the remote's)"),
     Q("roundTripTimeMs", KH_COL_REAL,
       "the stream's RTCP round trip (remote-inbound or remote-outbound), else the selected "
-      "candidate pair's, ms"),
+      "candidate pair's, ms (NULL where the report's is negative)"),
     Q("jitterBufferMs", KH_COL_REAL, "jitter-buffer delay per emitted sample or frame, ms"),
     Q("concealmentPercent", KH_COL_REAL, "inbound audio: concealed samples of those received"),
     Q("framesPerSecond", KH_COL_REAL, "frames decoded (inbound) or encoded (outbound) per second"),
@@ -421,7 +421,8 @@ static const struct kh_member q_stream_state[] = {
 static const struct kh_member q_conn_interval[] = {
     Q("sinceStart", KH_COL_BOOL, "true when no earlier report of the connection was found"),
     Q("seconds", KH_COL_REAL, "the interval, by the client's clock"),
-    Q("roundTripTimeMs", KH_COL_REAL, "the selected candidate pair's current round trip, ms"),
+    Q("roundTripTimeMs", KH_COL_REAL,
+      "the selected candidate pair's current round trip, ms (NULL where it is negative)"),
     Q("availableBitrate", KH_COL_REAL, "its `availableOutgoingBitrate`, bits/s"),
     Q("sendBitrate", KH_COL_REAL, "bits/s the pair sent (every stream, headers included)"),
     Q("receiveBitrate", KH_COL_REAL, "bits/s the pair received"),

@@ -5,8 +5,8 @@
  * streams began; later ones per interval; the clean call has no bad issue and a good MOS,
  * the lossy one a loss warning on the receiver and a lower MOS; a span keeps the start it
  * began with while the issue lasts; the state (runs, span starts, best height) survives the
- * round trip; a previous report that is not older is not used; and a full arena leaves the
- * report as it was.
+ * round trip; a negative round-trip time is no value; a previous report that is not older is
+ * not used; and a full arena leaves the report as it was.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -286,6 +286,56 @@ static void test_prev_round_trip(void **state)
     free_call(&c);
 }
 
+/* Every occurrence of `from` in s replaced by `to` (a new string). */
+static char *replace_all(const char *s, const char *from, const char *to)
+{
+    size_t n = 0, fl = strlen(from), tl = strlen(to);
+    for (const char *p = strstr(s, from); p; p = strstr(p + fl, from))
+        n++;
+    char *out = malloc(strlen(s) + n * (tl > fl ? tl - fl : 0) + 1), *w = out;
+    assert_non_null(out);
+    for (const char *p; (p = strstr(s, from)) != NULL; s = p + fl) {
+        memcpy(w, s, (size_t)(p - s));
+        w += p - s;
+        memcpy(w, to, tl);
+        w += tl;
+    }
+    strcpy(w, s);
+    return out;
+}
+
+/* The delay call's sender with its round-trip times as reported, then made negative: those
+ * are no value (NULL), not a delay below zero, and the MOS is still rated. */
+static void test_negative_round_trip_is_no_value(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/chromium-delay-sender-t10.json", KH_IMPAIRED_DIR);
+    char *stats = kht_read_file(path, NULL);
+    char *neg1 = replace_all(stats, "\"roundTripTime\": ", "\"roundTripTime\": -");
+    char *neg = replace_all(neg1, "\"currentRoundTripTime\": ", "\"currentRoundTripTime\": -");
+    for (int negated = 0; negated < 2; negated++) {
+        struct kh_report *r = kht_report(negated ? neg : stats, "timestamp",
+                                         "\"2026-12-01T10:00:10.000Z\"");
+        assert_int_equal(kh_q_assess(r, NULL, &th, work, NULL), 0);
+        const struct kh_row *audio = stream(r, "audio", "outbound-rtp");
+        assert_non_null(audio);
+        double rtt = real(audio, "roundTripTimeMs"), pair = real(connection(r),
+                                                                   "roundTripTimeMs");
+        if (negated) {
+            assert_true(isnan(rtt) && isnan(pair));
+        } else {
+            assert_true(rtt > 250 && rtt < 400); /* 150 ms each way, and more */
+            assert_true(pair > 250 && pair < 400);
+        }
+        assert_true(real(audio, "mos") >= 1 && real(audio, "mos") <= 4.5);
+        kh_report_free(r);
+    }
+    free(stats);
+    free(neg1);
+    free(neg);
+}
+
 static void test_browser_told_apart(void **state)
 {
     (void)state;
@@ -362,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_loss_call),
         cmocka_unit_test(test_span_start_carried),
         cmocka_unit_test(test_prev_round_trip),
+        cmocka_unit_test(test_negative_round_trip_is_no_value),
         cmocka_unit_test(test_browser_told_apart),
         cmocka_unit_test(test_prev_not_older_is_ignored),
         cmocka_unit_test(test_full_arena_leaves_report_alone),
