@@ -14,9 +14,10 @@
      10,000 connections and a million stats rows filled through kohaku;
   7. kohaku import of a generated rtc_stats.jsonl (about 1 GB; 20 MB with --quick) into
      SQLite and PostgreSQL, its rows/s next to the live path's of the same run;
-  8. the console (issue #15): over a database like part 6's, its connections list (first
-     page, worst first) timed by the daemon itself, and ingest with a browser-like client
-     polling the console's API against ingest alone, alternated.
+  8. the console (issue #15): over a database like part 6's (its reports spread over the
+     last hour), its connections list (first page, worst first) timed by the daemon itself,
+     and ingest with a browser-like client polling the console's API against ingest alone,
+     alternated.
 
   9. log-first acknowledgement (issue #16): kohaku with its default configuration,
      acknowledging at commit against from its log (ack_mode = log), alternated, on SQLite
@@ -261,7 +262,9 @@ class Store:
         if self.backend == "sqlite":
             cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         else:
-            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            # partitioned tables once, not their partitions as well
+            cur.execute("SELECT relname::text FROM pg_class WHERE relkind IN ('r', 'p') AND "
+                        "NOT relispartition AND relnamespace = 'public'::regnamespace")
         return sorted(r[0] for r in cur.fetchall())
 
     def drop(self):
@@ -622,6 +625,7 @@ def ingest_benchmarks(tmp, res, args, n, body, rpr):
 CONSOLE_LIST = "/api/connections?sort=worst&page=1&per_page=50"
 CONSOLE_LIST_CEILING_MS = 300
 CONSOLE_LOSS_CEILING = 0.05
+FILL_SLICES = 6  # the console database's fill, spread over the last hour
 
 
 def console_get(port, path):
@@ -781,13 +785,20 @@ def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs):
     connections); the list's first page worst first, timed; what browsing costs alone; then
     ingest with the console browsed and not, alternated, on that same kohaku and database."""
     st = Store(tmp, backend, cluster, f"bench_console_{backend}")
-    # as the worst-50 database: every sample stored, the issue's million stats rows
+    # as the worst-50 database (every sample stored, the issue's million stats rows), but
+    # spread over the hour the pages show, as an hour of a fleet is: FILL_SLICES loadgen runs
+    # of as many connections each, stamped from 55 minutes ago to 5 minutes ago
     d = Daemon(tmp, {**st.settings, "dedup": "false"})
     try:
         t0 = time.time()
-        lg = run_loadgen(d.port, "-N", nreports, "-c", 4, "-m", 32, "-n", nconns, "-s", SEED)
-        res = {"connections_sent": nconns, "reports_sent": nreports,
-               "fill_s": time.time() - t0, "fill_reports_per_s": lg["reports_per_s"]}
+        sent = 0
+        for i in range(FILL_SLICES):
+            offset = 3300 - i * 3000 // (FILL_SLICES - 1)
+            lg = run_loadgen(d.port, "-N", nreports // FILL_SLICES, "-c", 4, "-m", 32,
+                             "-n", nconns // FILL_SLICES, "-s", SEED + i, "-T", offset)
+            sent += lg["answered"]
+        res = {"connections_sent": nconns // FILL_SLICES * FILL_SLICES, "reports_sent": sent,
+               "fill_s": time.time() - t0, "fill_reports_per_s": sent / (time.time() - t0)}
         db = st.connect()
         try:
             res["stats_rows"] = sum(scalar(db, f'SELECT count(*) FROM "{t}"')

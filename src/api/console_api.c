@@ -712,13 +712,19 @@ static int samples(struct api *a, const char *id)
 /* --- GET /api/channels/ID ------------------------------------------------------------------- */
 
 enum { C_ID, C_TIME, C_IN, C_OUT, C_LOSS, C_RTT, C_FPS, C_SEV };
-static const char channel_series_sql[] =
-    "SELECT connection_id, #(\"time\"), "
-    "sum(CASE WHEN stats_type = 'inbound-rtp' THEN bitrate END), "
-    "sum(CASE WHEN stats_type = 'outbound-rtp' THEN bitrate END), max(loss_percent), "
-    "avg(round_trip_time_ms), avg(frames_per_second), max(severity) FROM quality_stream "
-    "WHERE connection_id IN (SELECT connection_id FROM sora_connection WHERE channel_id = @1) "
-    "GROUP BY connection_id, \"time\" ORDER BY 1, 2 LIMIT @2";
+#define CHANNEL_SERIES_SQL(members)                                                            \
+    "SELECT connection_id, #(\"time\"), "                                                     \
+    "sum(CASE WHEN stats_type = 'inbound-rtp' THEN bitrate END), "                             \
+    "sum(CASE WHEN stats_type = 'outbound-rtp' THEN bitrate END), max(loss_percent), "         \
+    "avg(round_trip_time_ms), avg(frames_per_second), max(severity) FROM quality_stream "      \
+    "WHERE " members " GROUP BY connection_id, \"time\" ORDER BY 1, 2 LIMIT @2"
+#define CHANNEL_MEMBERS "(SELECT connection_id FROM sora_connection WHERE channel_id = @1)"
+static const char channel_series_sql[] = CHANNEL_SERIES_SQL("connection_id IN " CHANNEL_MEMBERS);
+/* PostgreSQL: the members as an array, so that each partition is read by its key for them
+ * (with IN, a stale row estimate made it hash-join a scan of the whole table: 94 against 3
+ * ms for a channel of 24 over a million stats rows). */
+static const char channel_series_sql_pg[] =
+    CHANNEL_SERIES_SQL("connection_id = ANY (ARRAY" CHANNEL_MEMBERS ")");
 
 static int channel(struct api *a, const char *id)
 {
@@ -745,7 +751,7 @@ static int channel(struct api *a, const char *id)
     kh_buf_cleanup(&qb);
     struct kh_value p[2] = {kh_ask_text(id), kh_ask_integer(MAX_POINTS)};
     struct kh_ask_table t = {0};
-    qrc = kh_ask(&a->ask, channel_series_sql, &t, p, 2);
+    qrc = kh_ask(&a->ask, a->ask.pg ? channel_series_sql_pg : channel_series_sql, &t, p, 2);
     if (qrc != 0) {
         kh_ask_table_free(&t);
         return db_fail(a, qrc);

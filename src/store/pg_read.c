@@ -326,8 +326,12 @@ int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *par
     if (pg->qconn == NULL || PQstatus(pg->qconn) != CONNECTION_OK) {
         kh_pg_drop_conn(&pg->qconn);
         pg->qconn = kh_pg_connect(pg, pg->qerr, sizeof(pg->qerr));
-        char set[64];
-        snprintf(set, sizeof(set), "SET statement_timeout = %lld",
+        /* No parallel workers: the console's questions are small lookups whose plans the
+         * estimates of jsonb_each make look large, and a worker's start (15-20 ms here)
+         * then costs ten times the query; workers would also take CPUs from ingest. */
+        char set[128];
+        snprintf(set, sizeof(set),
+                 "SET statement_timeout = %lld; SET max_parallel_workers_per_gather = 0",
                  (long long)pg->query_timeout_ms);
         if (pg->qconn && kh_pg_exec(pg->qconn, set, pg->qerr, sizeof(pg->qerr)) != 0)
             kh_pg_drop_conn(&pg->qconn);

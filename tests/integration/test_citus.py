@@ -23,6 +23,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -400,6 +401,12 @@ def test_views_and_console_answer_with_shard_local_plans(citus_cluster, db, daem
         r = curl(base + path)
         assert r.status == 200, (path, r.body[:500])
         json.loads(r.body)
+    chan = next(row["channel_id"] for row in listed["rows"] if row["connection_id"] == cid)
+    r = curl(f"{base}/channels/" + urllib.parse.quote(chan, safe=""))
+    assert r.status == 200, r.body[:500]
+    got = json.loads(r.body)
+    assert cid in {p["connection_id"] for p in got["quality"]["participants"]}
+    assert cid in got["series"], got["series"].keys()
     assert not problems(k), k.log_text()[-3000:]
 
 

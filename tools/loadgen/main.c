@@ -72,6 +72,7 @@ struct lg {
     int port;
     int nconns, streams, nclients;
     double rate, duration, interval_ms;
+    int64_t time_offset_us; /* reports stamped this long before the wall clock */
     long long count;
     const char *acked_path;
     bool json;
@@ -154,7 +155,7 @@ static int load_dir(struct lg *lg, const char *dir)
 
 static int build_report(struct lg *lg, struct client *c, struct stream *st)
 {
-    int64_t now = kh_time_now_usec();
+    int64_t now = kh_time_now_usec() - lg->time_offset_us;
     if (now <= c->last_usec)
         now = c->last_usec + 1; /* one report per microsecond and client at most */
     c->last_usec = now;
@@ -591,6 +592,8 @@ static void usage(FILE *fp)
             "  -d, --duration S       run for S seconds\n"
             "  -N, --count C          send C reports (default 1000 without --duration)\n"
             "  -i, --interval S       client time between two reports of a client (default 5)\n"
+            "  -T, --time-offset S    stamp the reports S seconds before the wall clock\n"
+            "                         (older data: the envelope's and the stats' times)\n"
             "  -F, --fixtures DIR     *-t3.json (+ matching *-t10.json) templates\n"
             "                         (default: the source tree's tests/fixtures/browser,\n"
             "                         else the installed copy)\n"
@@ -692,11 +695,11 @@ int main(int argc, char **argv)
         {"json", no_argument, NULL, 'J'},           {"help", no_argument, NULL, 'h'},
         {"webhook", no_argument, NULL, 'W'},        {"http1", no_argument, NULL, '1'},
         {"cacert", required_argument, NULL, 'K'},  {"cert", required_argument, NULL, 'E'},
-        {"key", required_argument, NULL, 'Y'},
+        {"key", required_argument, NULL, 'Y'},    {"time-offset", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0}};
     int opt;
     const char *cacert = NULL, *cert = NULL, *key = NULL;
-    while ((opt = getopt_long(argc, argv, "u:c:m:n:r:d:N:i:F:a:A:s:hW1", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "u:c:m:n:r:d:N:i:T:F:a:A:s:hW1", opts, NULL)) != -1) {
         switch (opt) {
         case 'u': url = optarg; break;
         case 'c': lg.nconns = atoi(optarg); break;
@@ -706,6 +709,7 @@ int main(int argc, char **argv)
         case 'd': lg.duration = atof(optarg); break;
         case 'N': lg.count = atoll(optarg); break;
         case 'i': lg.interval_ms = atof(optarg) * 1000; break;
+        case 'T': lg.time_offset_us = (int64_t)(atof(optarg) * 1e6); break;
         case 'F': fixtures = optarg; break;
         case 'a': lg.acked_path = optarg; break;
         case 'A': parse_allow(&lg, optarg); break;
