@@ -39,6 +39,8 @@
 
 /* Column buffers per writer: the most columns a table has, plus room. */
 #define KH_PG_MAX_COLS 128
+/* Statements the query connection keeps prepared (pg_read.c) at most. */
+#define KH_PG_QPREP 128
 
 struct kh_pg;
 
@@ -91,6 +93,8 @@ struct kh_pg {
     PGconn *qconn; /* query's (pg_read.c), one thread at a time */
     int64_t query_timeout_ms;
     char qerr[768];
+    char *qprep[KH_PG_QPREP]; /* the SQL of qconn's prepared statement "kqN", N its index */
+    size_t nqprep;
 };
 
 /* Some of a batch's reports, written in one transaction. */

@@ -95,6 +95,8 @@ static void pg_close(struct kh_store *s)
         return;
     kh_pg_maint_stop(pg);
     kh_pg_drop_conn(&pg->qconn);
+    for (size_t i = 0; i < pg->nqprep; i++)
+        free(pg->qprep[i]);
     for (int i = 0; pg->slots && i < pg->nslots; i++) {
         kh_pg_drop_conn(&pg->slots[i].conn);
         for (int c = 0; c < KH_PG_MAX_COLS; c++)

@@ -1,6 +1,6 @@
 /*
  * Unit tests of src/api/overview_cache.c: which buckets of a range have settled (whole
- * buckets only, the first one inside the range, none once the range ends before the hold);
+ * buckets only, the first one inside the range, those that ended a quarter of the hold ago);
  * the cache reads only the buckets it lacks, keeps its rows between calls and drops the
  * buckets before a later range's; it starts again when the width changes, when a range
  * leaves a gap after what it holds or starts before it, and once it is `hold` old; it copies
@@ -27,19 +27,20 @@ static void settles_whole_buckets_ended_a_hold_ago(void **state)
     struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
     assert_non_null(c);
     int64_t lo, hi;
-    /* range [1005 s, 2000 s), now 2000 s, buckets of 10 s: those of 1010 s to 1930 s (the
-     * bucket of 1930 s ended at 1940 s, a hold before now; the one of 1940 s has not) */
+    /* range [1005 s, 2000 s), now 2000 s, buckets of 10 s: those of 1010 s to 1970 s (the
+     * bucket of 1970 s ended at 1980 s, 20 s before now, more than a quarter of the hold;
+     * the one of 1980 s ended 10 s ago) */
     kh_ov_settled(c, 10 * S, 1005 * S, 2000 * S, 2000 * S, &lo, &hi);
     assert_int_equal(lo, 1010 * S);
-    assert_int_equal(hi, 1940 * S);
+    assert_int_equal(hi, 1980 * S);
     /* an aligned start is its own first whole bucket */
     kh_ov_settled(c, 10 * S, 1000 * S, 2000 * S, 2000 * S, &lo, &hi);
     assert_int_equal(lo, 1000 * S);
     /* a range that ended long ago: settled up to its end's bucket */
     kh_ov_settled(c, 10 * S, 1000 * S, 1505 * S, 9000 * S, &lo, &hi);
     assert_int_equal(hi, 1500 * S);
-    /* a range of the last minute: nothing has settled */
-    kh_ov_settled(c, 10 * S, 1950 * S, 2000 * S, 2000 * S, &lo, &hi);
+    /* a range of the last 15 s: nothing has settled */
+    kh_ov_settled(c, 10 * S, 1985 * S, 2000 * S, 2000 * S, &lo, &hi);
     assert_true(lo >= hi);
     kh_ov_cache_free(c);
     /* off, or no cache */
