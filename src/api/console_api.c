@@ -846,20 +846,22 @@ static int ov_cmp(const void *x, const void *y)
 }
 
 /* What a call asks the cache for: the settled buckets [lo, hi), of which it holds those
- * before `need`. */
+ * before `need`. failed: the cache refused a row (full, or out of memory). */
 struct ov_span {
     struct kh_ov_cache *cache;
     int64_t lo, hi, need;
+    bool failed;
 };
 
 /* A row read for [from, to): into the cache when it is a settled bucket the cache lacks, else
- * into the answer. A cache that fails is dropped for this call (its rows go to the answer). */
+ * into the answer. Once the cache refuses one, the call stops using it (overview() then
+ * reads the whole range again without it). */
 static int ov_take(struct ov_span *sp, struct ov_rows *o, const struct kh_ov_row *r)
 {
     if (sp->cache && r->bucket >= sp->need && r->bucket < sp->hi) {
         if (kh_ov_cache_add(sp->cache, r) == 0)
             return 0;
-        kh_ov_cache_reset(sp->cache);
+        sp->failed = true;
         sp->cache = NULL;
     }
     return ov_push(o, r);
@@ -955,10 +957,9 @@ static int overview(struct api *a, struct kh_ov_cache *cache)
     int64_t bucket = bucket_of(&r);
     struct ov_span sp = {.cache = NULL};
     kh_ov_settled(cache, bucket, r.from_us, r.to_us, kh_time_now_usec(), &sp.lo, &sp.hi);
-    if (sp.lo < sp.hi) {
+    int64_t mono = (int64_t)kh_mono_usec();
+    if (sp.lo < sp.hi && kh_ov_cache_begin(cache, bucket, sp.lo, sp.hi, mono, &sp.need))
         sp.cache = cache;
-        sp.need = kh_ov_cache_begin(cache, bucket, sp.lo, sp.hi, (int64_t)kh_mono_usec());
-    }
     struct ov_rows o = {0};
     int rc;
     if (sp.cache == NULL || sp.need == sp.lo) {
@@ -966,6 +967,11 @@ static int overview(struct api *a, struct kh_ov_cache *cache)
     } else {
         rc = r.from_us < sp.lo ? ov_read(a, r.from_us, sp.lo, bucket, &sp, &o) : 0;
         rc = rc ? rc : ov_read(a, sp.need, r.to_us, bucket, &sp, &o);
+    }
+    if (rc == 0 && sp.failed) { /* some rows went into the cache: none is lost, read again */
+        kh_ov_cache_refused(cache, mono);
+        o.n = 0;
+        rc = ov_read(a, r.from_us, r.to_us, bucket, &sp, &o);
     }
     if (rc == 0 && sp.cache) {
         kh_ov_cache_end(cache, sp.hi);
@@ -978,7 +984,7 @@ static int overview(struct api *a, struct kh_ov_cache *cache)
     if (rc == 0) {
         qsort(o.v, o.n, sizeof(*o.v), ov_cmp);
         rc = ov_write(a, &r, bucket, &o);
-    } else if (sp.cache) {
+    } else if (sp.cache || sp.failed) {
         kh_ov_cache_reset(cache); /* it may hold part of what it lacked */
     }
     free(o.v);

@@ -21,6 +21,7 @@ struct kh_ov_cache {
     int64_t width;    /* of the buckets held; 0: nothing held */
     int64_t lo, hi;   /* the span held */
     int64_t built;    /* when the span was started */
+    int64_t off_until; /* not used before (kh_ov_cache_refused) */
     struct kh_ov_row *rows;
     size_t n, cap;
 };
@@ -80,9 +81,11 @@ void kh_ov_settled(const struct kh_ov_cache *c, int64_t width, int64_t from, int
     *hi = settled < last ? settled : last;
 }
 
-int64_t kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int64_t hi,
-                          int64_t mono)
+bool kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int64_t hi,
+                       int64_t mono, int64_t *need)
 {
+    if (mono < c->off_until)
+        return false;
     if (c->width != width || mono - c->built >= c->hold || lo < c->lo || lo > c->hi) {
         kh_ov_cache_reset(c);
         c->width = width;
@@ -99,7 +102,14 @@ int64_t kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int6
     }
     c->n = w;
     c->lo = lo;
-    return c->hi < hi ? c->hi : hi;
+    *need = c->hi < hi ? c->hi : hi;
+    return true;
+}
+
+void kh_ov_cache_refused(struct kh_ov_cache *c, int64_t mono)
+{
+    kh_ov_cache_reset(c);
+    c->off_until = mono + c->hold;
 }
 
 int kh_ov_cache_add(struct kh_ov_cache *c, const struct kh_ov_row *r)

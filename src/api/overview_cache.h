@@ -10,6 +10,7 @@
 #ifndef KH_OVERVIEW_CACHE_H
 #define KH_OVERVIEW_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,14 +35,19 @@ void kh_ov_settled(const struct kh_ov_cache *c, int64_t width, int64_t from, int
 
 /* Makes the cache hold only buckets of [lo, hi) `width` wide, starting again when the width
  * differs, the span does not meet it or it is `hold` old (mono: a monotonic clock's µs).
- * Returns where what it holds ends, in [lo, hi]: the caller reads the buckets from there to
- * hi, adds them, then calls kh_ov_cache_end(c, hi). */
-int64_t kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int64_t hi,
-                          int64_t mono);
-/* 0, or KH_ENOMEM / KH_ENOSPC (past its row bound): then the caller resets the cache. */
+ * Sets *need to where what it holds ends, in [lo, hi]: the caller reads the buckets from
+ * there to hi, adds them, then calls kh_ov_cache_end(c, hi). false, and nothing held, for a
+ * hold after kh_ov_cache_refused. */
+bool kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int64_t hi,
+                       int64_t mono, int64_t *need);
+/* 0, or KH_ENOMEM / KH_ENOSPC (past its row bound): then the caller calls
+ * kh_ov_cache_refused, and reads without the cache. */
 int kh_ov_cache_add(struct kh_ov_cache *c, const struct kh_ov_row *r);
 void kh_ov_cache_end(struct kh_ov_cache *c, int64_t hi);
 void kh_ov_cache_reset(struct kh_ov_cache *c);
+/* Forgets everything and is not used for a hold (so that a fleet with more rows than the
+ * bound is read once per call, not twice). */
+void kh_ov_cache_refused(struct kh_ov_cache *c, int64_t mono);
 
 /* Every row held (buckets may reach past the span a call asked for: filter by bucket). */
 const struct kh_ov_row *kh_ov_cache_rows(const struct kh_ov_cache *c, size_t *n);

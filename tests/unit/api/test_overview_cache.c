@@ -4,7 +4,8 @@
  * the cache reads only the buckets it lacks, keeps its rows between calls and drops the
  * buckets before a later range's; it starts again when the width changes, when a range
  * leaves a gap after what it holds or starts before it, and once it is `hold` old; it copies
- * node names; past its row bound it refuses a row; off (hold 0) or NULL it settles nothing.
+ * node names; past its row bound it refuses a row, and once refused it is not used for a
+ * hold; off (hold 0) or NULL it settles nothing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -80,13 +81,14 @@ static void reads_only_what_it_lacks(void **state)
     int64_t w = 10 * S, mono = 5 * S;
     struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
     /* first call: holds nothing, reads all of [1000, 1500) */
-    int64_t need = kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono);
+    int64_t need = 0;
+    assert_true(kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono, &need));
     assert_int_equal(need, 1000 * S);
     fill(c, need, 1500 * S, w);
     kh_ov_cache_end(c, 1500 * S);
     assert_int_equal(count_in(c, 1000 * S, 1500 * S), 100);
     /* 20 s later the range moved on by 20 s: the two new buckets only, the two first gone */
-    need = kh_ov_cache_begin(c, w, 1020 * S, 1520 * S, mono + 20 * S);
+    assert_true(kh_ov_cache_begin(c, w, 1020 * S, 1520 * S, mono + 20 * S, &need));
     assert_int_equal(need, 1500 * S);
     assert_int_equal(count_in(c, 0, 1020 * S), 0);
     assert_int_equal(count_in(c, 1020 * S, 1500 * S), 96);
@@ -105,7 +107,7 @@ static void reads_only_what_it_lacks(void **state)
         }
     assert_int_equal(named, 1);
     /* a range that ends before what it holds: nothing to read */
-    need = kh_ov_cache_begin(c, w, 1020 * S, 1400 * S, mono + 21 * S);
+    assert_true(kh_ov_cache_begin(c, w, 1020 * S, 1400 * S, mono + 21 * S, &need));
     assert_int_equal(need, 1400 * S);
     kh_ov_cache_free(c);
 }
@@ -113,41 +115,44 @@ static void reads_only_what_it_lacks(void **state)
 static void starts_again(void **state)
 {
     (void)state;
-    int64_t w = 10 * S, mono = 5 * S;
+    int64_t w = 10 * S, mono = 5 * S, need = 0;
     struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
-    kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono);
+    assert_true(kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono, &need));
     fill(c, 1000 * S, 1500 * S, w);
     kh_ov_cache_end(c, 1500 * S);
     /* another width (another range length) */
-    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1000 * S, 1500 * S, mono), 1000 * S);
+    assert_true(kh_ov_cache_begin(c, 20 * S, 1000 * S, 1500 * S, mono, &need));
+    assert_int_equal(need, 1000 * S);
     size_t n;
     kh_ov_cache_rows(c, &n);
     assert_int_equal(n, 0);
     fill(c, 1000 * S, 1500 * S, 20 * S);
     kh_ov_cache_end(c, 1500 * S);
     /* a range that starts after what it holds ends (a gap) */
-    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1600 * S, 1800 * S, mono), 1600 * S);
+    assert_true(kh_ov_cache_begin(c, 20 * S, 1600 * S, 1800 * S, mono, &need));
+    assert_int_equal(need, 1600 * S);
     fill(c, 1600 * S, 1800 * S, 20 * S);
     kh_ov_cache_end(c, 1800 * S);
     /* a range that starts before it */
-    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono), 1500 * S);
+    assert_true(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono, &need));
+    assert_int_equal(need, 1500 * S);
     kh_ov_cache_rows(c, &n);
     assert_int_equal(n, 0);
     fill(c, 1500 * S, 1800 * S, 20 * S);
     kh_ov_cache_end(c, 1800 * S);
     /* a hold later, everything is read again (rows stored late into old buckets show) */
-    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 59 * S),
-                     1800 * S);
-    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 60 * S),
-                     1500 * S);
+    assert_true(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 59 * S, &need));
+    assert_int_equal(need, 1800 * S);
+    assert_true(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 60 * S, &need));
+    assert_int_equal(need, 1500 * S);
     kh_ov_cache_rows(c, &n);
     assert_int_equal(n, 0);
     /* reset forgets */
     fill(c, 1500 * S, 1800 * S, 20 * S);
     kh_ov_cache_end(c, 1800 * S);
     kh_ov_cache_reset(c);
-    assert_int_equal(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 61 * S),
-                     1500 * S);
+    assert_true(kh_ov_cache_begin(c, 20 * S, 1500 * S, 1800 * S, mono + 61 * S, &need));
+    assert_int_equal(need, 1500 * S);
     kh_ov_cache_free(c);
 }
 
@@ -155,7 +160,8 @@ static void bounded(void **state)
 {
     (void)state;
     struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
-    kh_ov_cache_begin(c, S, 0, 1000000 * S, 1);
+    int64_t need = 0;
+    assert_true(kh_ov_cache_begin(c, S, 0, 1000000 * S, 1, &need));
     struct kh_ov_row r = {0, "sora@x", {1, 0, 0}};
     int rc = 0;
     size_t added = 0;
@@ -165,6 +171,14 @@ static void bounded(void **state)
     }
     assert_int_equal(rc, KH_ENOSPC);
     assert_true(added >= 10000 && added < 1000000);
+    /* refused: nothing held, and not used for a hold */
+    kh_ov_cache_refused(c, 10 * S);
+    size_t n;
+    kh_ov_cache_rows(c, &n);
+    assert_int_equal(n, 0);
+    assert_false(kh_ov_cache_begin(c, S, 0, 1000 * S, 69 * S, &need));
+    assert_true(kh_ov_cache_begin(c, S, 0, 1000 * S, 70 * S, &need));
+    assert_int_equal(need, 0);
     kh_ov_cache_free(c);
 }
 
