@@ -111,7 +111,9 @@ int kh_ask_run(struct kh_ask *a, struct kh_ask_table *t, const struct kh_value *
         return KH_ENOMEM;
     }
     a->sql.len--; /* the NUL stays after the text; more may be added */
-    return a->st->ops->query(a->st, a->sql.data, params, n, collect, t, a->err);
+    unsigned flags = a->plan_each ? KH_QUERY_PLAN_EACH : 0;
+    a->plan_each = false;
+    return a->st->ops->query(a->st, a->sql.data, params, n, flags, collect, t, a->err);
 }
 
 int kh_ask(struct kh_ask *a, const char *tmpl, struct kh_ask_table *t,

@@ -23,6 +23,7 @@ struct kh_ask {
     struct kh_arena arena; /* the tables' strings, until kh_ask_cleanup */
     struct kh_buf sql;
     const char **err;
+    bool plan_each; /* the next question only: KH_QUERY_PLAN_EACH */
 };
 
 struct kh_ask_table {

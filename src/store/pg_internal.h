@@ -208,7 +208,7 @@ int kh_pg_build_envelopes(struct kh_pg_slot *s, const struct kh_pg_subset *sub, 
 /* The store's latest and query (see store.h). */
 int kh_pg_latest(struct kh_store *st, int slot, struct kh_latest_query *q, const char **err);
 int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *params,
-                int nparams, kh_store_row_fn fn, void *arg, const char **err);
+                int nparams, unsigned flags, kh_store_row_fn fn, void *arg, const char **err);
 
 /* --- pg_write.c --------------------------------------------------------------------------- */
 

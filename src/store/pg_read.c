@@ -356,7 +356,7 @@ static int prepared(struct kh_pg *pg, const char *sql, int nparams)
 }
 
 int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *params,
-                int nparams, kh_store_row_fn fn, void *arg, const char **err)
+                int nparams, unsigned flags, kh_store_row_fn fn, void *arg, const char **err)
 {
     struct kh_pg *pg = st->impl;
     char num[MAX_PARAMS][32];
@@ -383,14 +383,19 @@ int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *par
             return KH_ERETRY;
         }
     }
-    int stmt = prepared(pg, sql, nparams);
-    if (stmt < 0) {
-        *err = pg->qerr;
-        return PQstatus(pg->qconn) == CONNECTION_OK ? KH_EIO : KH_ERETRY;
+    PGresult *r;
+    if (flags & KH_QUERY_PLAN_EACH) { /* the unnamed statement: planned for these values */
+        r = PQexecParams(pg->qconn, sql, nparams, NULL, text, NULL, NULL, 0);
+    } else {
+        int stmt = prepared(pg, sql, nparams);
+        if (stmt < 0) {
+            *err = pg->qerr;
+            return PQstatus(pg->qconn) == CONNECTION_OK ? KH_EIO : KH_ERETRY;
+        }
+        char name[16];
+        snprintf(name, sizeof(name), "kq%d", stmt);
+        r = PQexecPrepared(pg->qconn, name, nparams, text, NULL, NULL, 0);
     }
-    char name[16];
-    snprintf(name, sizeof(name), "kq%d", stmt);
-    PGresult *r = PQexecPrepared(pg->qconn, name, nparams, text, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         kh_pg_error(pg->qerr, sizeof(pg->qerr), "query", pg->qconn, r);
         PQclear(r);

@@ -798,8 +798,10 @@ static void bind_params(sqlite3_stmt *st, const struct kh_value *params, int n)
 }
 
 static int sq_query(struct kh_store *s, const char *sql, const struct kh_value *params,
-                    int nparams, kh_store_row_fn fn, void *arg, const char **err)
+                    int nparams, unsigned flags, kh_store_row_fn fn, void *arg,
+                    const char **err)
 {
+    (void)flags; /* every statement is prepared, so planned, at its call */
     struct sq *q = s->impl;
     if (q->rdb == NULL &&
         sqlite3_open_v2(q->path, &q->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=

@@ -87,6 +87,10 @@ typedef int (*kh_store_row_fn)(void *arg, const struct kh_value *cells, int ncel
 
 struct kh_store;
 
+/* query's flags. PLAN_EACH: plan the statement for its parameters at every call (a backend
+ * that keeps statements prepared otherwise may plan them once for any parameters). */
+#define KH_QUERY_PLAN_EACH 1u
+
 struct kh_store_ops {
     const char *name;
     int dialect; /* enum kh_dialect (sora/schema.h) of the SQL it speaks; -1: none (null) */
@@ -113,9 +117,10 @@ struct kh_store_ops {
     /* Runs one read-only statement with parameters ($1.. in PostgreSQL, ?1.. in SQLite: the
      * caller writes the dialect's SQL, from constants only; text parameters NUL-terminated)
      * and calls fn for each row. Its
-     * own connection; one thread at a time. 0, fn's nonzero, or KH_EIO/KH_ERETRY with *err. */
+     * own connection; one thread at a time. 0, fn's nonzero, or KH_EIO/KH_ERETRY with *err.
+     * flags: KH_QUERY_*. */
     int (*query)(struct kh_store *s, const char *sql, const struct kh_value *params,
-                 int nparams, kh_store_row_fn fn, void *arg, const char **err);
+                 int nparams, unsigned flags, kh_store_row_fn fn, void *arg, const char **err);
     bool (*healthy)(struct kh_store *s);
     /* Connections (re)established after a failure, for the metrics. Any thread. */
     uint64_t (*reconnects)(struct kh_store *s);

@@ -235,6 +235,20 @@ def test_list_filters_sorts_and_pages(loaded):
     client = loaded.conns[cid]["client"]
     one = loaded.api("connections", client=client)
     assert [r["connection_id"] for r in one["rows"]] == [cid]
+    # filters together, and with a verdict: their intersection; the counts per verdict are
+    # over the filters', before the verdict's
+    assert [r["connection_id"] for r in loaded.api("connections", channel=loaded.bad_channel,
+                                                   client=client)["rows"]] == [cid]
+    assert loaded.api("connections", channel=loaded.bad_channel + "x", client=client)[
+        "total"] == 0
+    ff = loaded.api("connections", browser="firefox", per_page=500)
+    verdicts = {r["verdict"] for r in ff["rows"]}
+    assert len(verdicts) > 1, verdicts  # so that the verdict's filter leaves some out
+    for v in verdicts:
+        both = loaded.api("connections", browser="firefox", verdict=v, per_page=500)
+        want = {r["connection_id"] for r in ff["rows"] if r["verdict"] == v}
+        assert {r["connection_id"] for r in both["rows"]} == want
+        assert both["total"] == len(want) and both["counts"] == ff["counts"]
     bad = loaded.api("connections", verdict="bad", per_page=500)
     assert bad["total"] == bad["counts"]["bad"] and all(r["verdict"] == "bad"
                                                         for r in bad["rows"])

@@ -668,7 +668,7 @@ static int wide_query(struct ctx *c, int ncols, struct wide *w, const char **err
     for (int i = 1; i < ncols; i++)
         n += snprintf(sql + n, sizeof(sql) - (size_t)n, ", %d", i);
     *w = (struct wide){0};
-    return c->store.ops->query(&c->store, sql, NULL, 0, on_wide_row, w, err);
+    return c->store.ops->query(&c->store, sql, NULL, 0, 0, on_wide_row, w, err);
 }
 
 static void test_query_wide_rows(void **state)
