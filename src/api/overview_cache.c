@@ -11,10 +11,14 @@
 /* Rows held at most: 300 buckets for a few hundred Sora nodes; past it a call reads its
  * whole range, as without the cache. */
 #define MAX_ROWS 100000
-/* A bucket settles a quarter of the hold after it ended: reports reach kohaku within
- * seconds of their time, and the rows of the unsettled buckets, read on every call, are
- * as many as ingest writes in that long (120,000 reports a minute at 2,000 reports/s). */
+/* A bucket settles a quarter of the hold, at most SETTLE_MAX, after it ended: reports reach
+ * the database within a second or two of their time (a batch's commit; with ack_mode = log,
+ * a larger batch's), and the rows of the unsettled buckets, read on every call, are as many
+ * as ingest writes in that long plus the newest bucket's (with 15 s and buckets of 12 s,
+ * 27 to 39 s of rows: the overview took 64-193 ms on PostgreSQL under ingest at 5,000
+ * reports/s). A row later than that is counted within the hold, as any late row. */
 #define SETTLE_PART 4
+#define SETTLE_MAX (5 * 1000000LL)
 
 struct kh_ov_cache {
     int64_t hold;
@@ -75,7 +79,8 @@ void kh_ov_settled(const struct kh_ov_cache *c, int64_t width, int64_t from, int
     int64_t first = floor_to(from, width);
     if (first < from)
         first += width;
-    int64_t settled = floor_to(now - c->hold / SETTLE_PART, width);
+    int64_t lag = c->hold / SETTLE_PART < SETTLE_MAX ? c->hold / SETTLE_PART : SETTLE_MAX;
+    int64_t settled = floor_to(now - lag, width);
     int64_t last = floor_to(to, width);
     *lo = first;
     *hi = settled < last ? settled : last;

@@ -1,6 +1,7 @@
 /*
  * Unit tests of src/api/overview_cache.c: which buckets of a range have settled (whole
- * buckets only, the first one inside the range, those that ended a quarter of the hold ago);
+ * buckets only, the first one inside the range, those that ended a quarter of the hold, at
+ * most 5 s, ago);
  * the cache reads only the buckets it lacks, keeps its rows between calls and drops the
  * buckets before a later range's; it starts again when the width changes, when a range
  * leaves a gap after what it holds or starts before it, and once it is `hold` old; it copies
@@ -28,12 +29,17 @@ static void settles_whole_buckets_ended_a_hold_ago(void **state)
     struct kh_ov_cache *c = kh_ov_cache_new(60 * S);
     assert_non_null(c);
     int64_t lo, hi;
-    /* range [1005 s, 2000 s), now 2000 s, buckets of 10 s: those of 1010 s to 1970 s (the
-     * bucket of 1970 s ended at 1980 s, 20 s before now, more than a quarter of the hold;
-     * the one of 1980 s ended 10 s ago) */
+    /* range [1005 s, 2000 s), now 2000 s, buckets of 10 s: those of 1010 s to 1980 s (the
+     * bucket of 1980 s ended at 1990 s, 10 s before now, more than the 5 s a bucket takes
+     * to settle with this hold; the one of 1990 s has not ended) */
     kh_ov_settled(c, 10 * S, 1005 * S, 2000 * S, 2000 * S, &lo, &hi);
     assert_int_equal(lo, 1010 * S);
+    assert_int_equal(hi, 1990 * S);
+    /* the bucket of 1980 s 4 s after its end, and 6 s after */
+    kh_ov_settled(c, 10 * S, 1005 * S, 1994 * S, 1994 * S, &lo, &hi);
     assert_int_equal(hi, 1980 * S);
+    kh_ov_settled(c, 10 * S, 1005 * S, 1996 * S, 1996 * S, &lo, &hi);
+    assert_int_equal(hi, 1990 * S);
     /* an aligned start is its own first whole bucket */
     kh_ov_settled(c, 10 * S, 1000 * S, 2000 * S, 2000 * S, &lo, &hi);
     assert_int_equal(lo, 1000 * S);
@@ -44,6 +50,14 @@ static void settles_whole_buckets_ended_a_hold_ago(void **state)
     kh_ov_settled(c, 10 * S, 1985 * S, 2000 * S, 2000 * S, &lo, &hi);
     assert_true(lo >= hi);
     kh_ov_cache_free(c);
+    /* a short hold: a quarter of it (2 s of 8 s), not 5 s */
+    struct kh_ov_cache *brief = kh_ov_cache_new(8 * S);
+    assert_non_null(brief);
+    kh_ov_settled(brief, 10 * S, 1005 * S, 1993 * S, 1993 * S, &lo, &hi);
+    assert_int_equal(hi, 1990 * S);
+    kh_ov_settled(brief, 10 * S, 1005 * S, 1991 * S, 1991 * S, &lo, &hi);
+    assert_int_equal(hi, 1980 * S);
+    kh_ov_cache_free(brief);
     /* off, or no cache */
     struct kh_ov_cache *off = kh_ov_cache_new(0);
     kh_ov_settled(off, 10 * S, 1005 * S, 2000 * S, 2000 * S, &lo, &hi);
