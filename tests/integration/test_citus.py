@@ -397,6 +397,10 @@ def test_views_and_console_answer_with_shard_local_plans(citus_cluster, db, daem
     assert r.status == 200, r.body
     listed = json.loads(r.body)
     assert cid in json.dumps(listed)
+    # its row's quality columns come from the shards' quality rows, the counts from all rows
+    row = next(row for row in listed["rows"] if row["connection_id"] == cid)
+    assert row["reports"] and row["mos_avg"] is not None, row
+    assert listed["counts"]["all"] == listed["total"] == len(listed["rows"])
     for path in (f"/connections/{cid}", f"/connections/{cid}/series", "/overview"):
         r = curl(base + path)
         assert r.status == 200, (path, r.body[:500])
