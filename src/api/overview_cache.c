@@ -15,8 +15,8 @@
  * the database within a second or two of their time (a batch's commit; with ack_mode = log,
  * a larger batch's), and the rows of the unsettled buckets, read on every call, are as many
  * as ingest writes in that long plus the newest bucket's (with 15 s and buckets of 12 s,
- * 27 to 39 s of rows: the overview took 64-193 ms on PostgreSQL under ingest at 5,000
- * reports/s). A row later than that is counted within the hold, as any late row. */
+ * 27 to 39 s of rows; with 5 s, 12 to 17 s). A row later than that is counted within the
+ * hold, as any late row. */
 #define SETTLE_PART 4
 #define SETTLE_MAX (5 * 1000000LL)
 

@@ -2,10 +2,9 @@
  * overview_cache: what the console's overview counted in buckets that have settled, kept
  * between calls so that a call reads only the newest rows (README, "Console":
  * console_cache_seconds). A bucket settles once it ended a quarter of `hold` (at most 5 s)
- * ago. The cache
- * holds one span of settled buckets of one width, in one piece, and starts again from
- * nothing every `hold`: a row stored later than that into an older bucket is counted within
- * `hold`.
+ * ago. The cache holds one span of settled buckets of one width, in one piece, and starts
+ * again from nothing every `hold`: a row stored later than that into an older bucket is
+ * counted within `hold`.
  * Used by one thread only (the console's worker).
  */
 #ifndef KH_OVERVIEW_CACHE_H
