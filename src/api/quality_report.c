@@ -70,6 +70,24 @@ static const char members_sql[] =
     "SELECT connection_id, client_id, role FROM sora_connection WHERE channel_id = @1 "
     "ORDER BY first_seen, connection_id";
 
+/* A channel's participants' verdicts and spans, two questions for all of them (not two per
+ * participant: 48 round trips for a channel of 24, each planned by the views it reads):
+ * verdict_sql's and spans_sql's columns, then connection_id, ordered by it first. */
+#define CHANNEL_OF "(SELECT connection_id FROM sora_connection WHERE channel_id = @1)"
+#define CHANNEL_VERDICTS(members)                                                              \
+    "SELECT #(first_report), #(last_report), seconds, severity, verdict, severity_outbound, "  \
+    "severity_inbound, mos_min, mos_avg, video_score_min, reports, channel_id, connection_id " \
+    "FROM quality_connection_verdict WHERE connection_id " members " ORDER BY connection_id"
+#define CHANNEL_SPANS(members)                                                                 \
+    "SELECT stats_type, stats_id, kind, issue, #(began), #(ended), severity, intervals, "     \
+    "value_min, value_max, connection_id FROM quality_issue_span WHERE connection_id "        \
+    members " ORDER BY connection_id, 5, 4, 2"
+static const char channel_verdicts_sql[] = CHANNEL_VERDICTS("IN " CHANNEL_OF);
+static const char channel_spans_sql[] = CHANNEL_SPANS("IN " CHANNEL_OF);
+/* PostgreSQL: the members as an array, read by the key (as the console's channel series) */
+static const char channel_verdicts_sql_pg[] = CHANNEL_VERDICTS("= ANY (ARRAY" CHANNEL_OF ")");
+static const char channel_spans_sql_pg[] = CHANNEL_SPANS("= ANY (ARRAY" CHANNEL_OF ")");
+
 enum { W_ID, W_CHANNEL, W_SEV, W_MOS_MIN, W_MOS_AVG, W_VIDEO_MIN, W_REPORTS, W_LAST, W_CLIENT,
        W_SEV_OUT, W_SEV_IN };
 /* The connections seen since the bound with a verdict, worst first, from sora_connection's
@@ -92,7 +110,8 @@ static const char worst_sql_sqlite[] = WORST_SQL(
     "severity DESC, mos_min IS NULL, mos_min, video_score_min IS NULL, video_score_min, "
     "connection_id");
 
-/* One connection's verdict and spans (for the channel and the worst list too). */
+/* One connection's verdict and spans (its own tables for a connection; for a channel, views
+ * into the channel's: split_rows). */
 struct conn {
     const char *id, *client;
     struct kh_ask_table verdict, spans;
@@ -493,9 +512,31 @@ static int channel_participant(struct kh_buf *out, bool json, const struct conn 
     return rc;
 }
 
+/* Gives each participant the rows of t (ordered by its column col, the connection id) that
+ * are its own, as a view into t's cells: t keeps them, the views are not freed. */
+static void split_rows(const struct kh_ask_table *t, int col, struct conn *ks, size_t n,
+                       bool spans)
+{
+    for (size_t lo = 0, hi; lo < t->n; lo = hi) {
+        const char *id = kh_ask_str(t, lo, col);
+        for (hi = lo + 1; hi < t->n && id && kh_ask_str(t, hi, col) &&
+                          strcmp(kh_ask_str(t, hi, col), id) == 0;
+             hi++)
+            ;
+        for (size_t k = 0; id && k < n; k++) {
+            if (strcmp(ks[k].id, id) != 0)
+                continue;
+            *(spans ? &ks[k].spans : &ks[k].verdict) = (struct kh_ask_table){
+                .arena = t->arena, .ncols = t->ncols, .n = hi - lo,
+                .cells = t->cells + lo * (size_t)t->ncols};
+            break;
+        }
+    }
+}
+
 static int answer_channel(struct kh_ask *c, const struct kh_qr_request *q, struct kh_buf *out)
 {
-    struct kh_ask_table members = {0};
+    struct kh_ask_table members = {0}, verdicts = {0}, spans = {0};
     struct kh_value id = kh_ask_text(q->id);
     int rc = kh_ask_sql(c, members_sql);
     rc = rc ? rc : kh_ask_run(c, &members, &id, 1);
@@ -503,6 +544,10 @@ static int answer_channel(struct kh_ask *c, const struct kh_qr_request *q, struc
         *c->err = kh_errf("no connections stored for channel %s", q->id);
         rc = KH_EINVAL;
     }
+    rc = rc ? rc : kh_ask_sql(c, c->pg ? channel_verdicts_sql_pg : channel_verdicts_sql);
+    rc = rc ? rc : kh_ask_run(c, &verdicts, &id, 1);
+    rc = rc ? rc : kh_ask_sql(c, c->pg ? channel_spans_sql_pg : channel_spans_sql);
+    rc = rc ? rc : kh_ask_run(c, &spans, &id, 1);
     size_t n = rc == 0 ? members.n : 0;
     struct conn *ks = calloc(n ? n : 1, sizeof(*ks));
     if (ks == NULL)
@@ -510,7 +555,10 @@ static int answer_channel(struct kh_ask *c, const struct kh_qr_request *q, struc
     for (size_t i = 0; rc == 0 && i < n; i++) {
         ks[i].id = kh_ask_str(&members, i, M_ID);
         ks[i].client = kh_ask_str(&members, i, M_CLIENT);
-        rc = read_conn(c, &ks[i]);
+    }
+    if (rc == 0) {
+        split_rows(&verdicts, V_CHANNEL + 1, ks, n, false);
+        split_rows(&spans, S_MAX + 1, ks, n, true);
     }
     if (rc == 0) {
         rc = q->json ? kh_buf_printf(out, "{\"channel_id\":") |
@@ -523,9 +571,9 @@ static int answer_channel(struct kh_ask *c, const struct kh_qr_request *q, struc
         if (rc == 0 && q->json)
             rc = kh_buf_append(out, "]}\n", 3);
     }
-    for (size_t i = 0; ks && i < n; i++)
-        free_conn(&ks[i]);
-    free(ks);
+    free(ks); /* its tables are views into verdicts' and spans' */
+    kh_ask_table_free(&spans);
+    kh_ask_table_free(&verdicts);
     kh_ask_table_free(&members);
     return rc;
 }

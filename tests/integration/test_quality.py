@@ -542,6 +542,13 @@ def test_cli_channel_names_the_uplink(stored, kind):
     j = cli_json(s.config, "--channel", channel)
     who = {p["connection_id"]: p for p in j["participants"]}
     assert set(who) == {sender, receiver}
+    # each participant's verdict and spans (read for the whole channel at once) are its own
+    for cid in (sender, receiver):
+        own = cli_json(s.config, cid)
+        assert who[cid]["issues"] == own["issues"] and who[cid]["issues"], (cid, who[cid])
+        for key in ("verdict", "mos_min", "reports", "first_report", "last_report"):
+            assert who[cid][key] == own[key], (key, who[cid], own)
+    assert who[sender]["issues"] != who[receiver]["issues"]
     assert "bandwidth_limited" in who[sender]["uplink_issues"]
     assert who[sender]["uplink"] in ("warning", "bad")
     if who[receiver]["downlink_issues"]:
