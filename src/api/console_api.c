@@ -754,13 +754,13 @@ enum { C_ID, C_TIME, C_IN, C_OUT, C_LOSS, C_RTT, C_FPS, C_SEV };
     "sum(CASE WHEN stats_type = 'outbound-rtp' THEN bitrate END), max(loss_percent), "         \
     "avg(round_trip_time_ms), avg(frames_per_second), max(severity) FROM quality_stream "      \
     "WHERE " members " GROUP BY connection_id, \"time\" ORDER BY 1, 2 LIMIT @2"
-#define CHANNEL_MEMBERS "(SELECT connection_id FROM sora_connection WHERE channel_id = @1)"
-static const char channel_series_sql[] = CHANNEL_SERIES_SQL("connection_id IN " CHANNEL_MEMBERS);
+static const char channel_series_sql[] =
+    CHANNEL_SERIES_SQL("connection_id IN " KH_QR_CHANNEL_MEMBERS);
 /* PostgreSQL: the members as an array, so that each partition is read by its key for them
  * (with IN, a stale row estimate made it hash-join a scan of the whole table: 94 against 3
  * ms for a channel of 24 over a million stats rows). */
 static const char channel_series_sql_pg[] =
-    CHANNEL_SERIES_SQL("connection_id = ANY (ARRAY" CHANNEL_MEMBERS ")");
+    CHANNEL_SERIES_SQL("connection_id = ANY (ARRAY" KH_QR_CHANNEL_MEMBERS ")");
 
 static int channel(struct api *a, const char *id)
 {

@@ -11,9 +11,9 @@
 /* Rows held at most: 300 buckets for a few hundred Sora nodes; past it a call reads its
  * whole range, as without the cache. */
 #define MAX_ROWS 100000
-/* A bucket settles a quarter of the hold, at most SETTLE_MAX, after it ended: reports reach
- * the database within a second or two of their time (a batch's commit; with ack_mode = log,
- * a larger batch's), and the rows of the unsettled buckets, read on every call, are as many
+/* A bucket settles a quarter of the hold, at most SETTLE_MAX, after it ended: a report
+ * reaches the database when its batch commits (with ack_mode = log, a larger batch), and
+ * the rows of the unsettled buckets, read on every call, are as many
  * as ingest writes in that long plus the newest bucket's (with 15 s and buckets of 12 s,
  * 27 to 39 s of rows; with 5 s, 12 to 17 s). A row later than that is counted within the
  * hold, as any late row. */

@@ -77,18 +77,16 @@ static const char members_sql[] =
  * it does not push "connection_id IN (...)" into the views' grouped arms and read the whole
  * quality tables (453 ms against 4-7 for a channel of 24 over a million stats rows), and its
  * questions cost no round trip. */
-#define CHANNEL_OF "(SELECT connection_id FROM sora_connection WHERE channel_id = @1)"
-#define CHANNEL_VERDICTS(members)                                                              \
-    "SELECT #(first_report), #(last_report), seconds, severity, verdict, severity_outbound, "  \
-    "severity_inbound, mos_min, mos_avg, video_score_min, reports, channel_id, connection_id " \
-    "FROM quality_connection_verdict WHERE connection_id " members " ORDER BY connection_id"
-#define CHANNEL_SPANS(members)                                                                 \
-    "SELECT stats_type, stats_id, kind, issue, #(began), #(ended), severity, intervals, "     \
-    "value_min, value_max, connection_id FROM quality_issue_span WHERE connection_id "        \
-    members " ORDER BY connection_id, 5, 4, 2"
-/* the members as an array, read by the key (as the console's channel series) */
-static const char channel_verdicts_sql[] = CHANNEL_VERDICTS("= ANY (ARRAY" CHANNEL_OF ")");
-static const char channel_spans_sql[] = CHANNEL_SPANS("= ANY (ARRAY" CHANNEL_OF ")");
+#define CHANNEL_MEMBERS_PG "= ANY (ARRAY" KH_QR_CHANNEL_MEMBERS ")" /* read by the key */
+static const char channel_verdicts_sql[] =
+    "SELECT #(first_report), #(last_report), seconds, severity, verdict, severity_outbound, "
+    "severity_inbound, mos_min, mos_avg, video_score_min, reports, channel_id, connection_id "
+    "FROM quality_connection_verdict WHERE connection_id " CHANNEL_MEMBERS_PG
+    " ORDER BY connection_id";
+static const char channel_spans_sql[] =
+    "SELECT stats_type, stats_id, kind, issue, #(began), #(ended), severity, intervals, "
+    "value_min, value_max, connection_id FROM quality_issue_span WHERE connection_id "
+    CHANNEL_MEMBERS_PG " ORDER BY connection_id, 5, 4, 2";
 
 enum { W_ID, W_CHANNEL, W_SEV, W_MOS_MIN, W_MOS_AVG, W_VIDEO_MIN, W_REPORTS, W_LAST, W_CLIENT,
        W_SEV_OUT, W_SEV_IN };
@@ -514,18 +512,17 @@ static int channel_participant(struct kh_buf *out, bool json, const struct conn 
     return rc;
 }
 
-/* Gives each participant the rows of t (ordered by its column col, the connection id) that
- * are its own, as a view into t's cells: t keeps them, the views are not freed. */
+/* Gives each participant the rows of t (ordered by its column col, the connection id, a key
+ * column: never NULL) that are its own, as a view into t's cells: t keeps them, the views
+ * are not freed. */
 static void split_rows(const struct kh_ask_table *t, int col, struct conn *ks, size_t n,
                        bool spans)
 {
     for (size_t lo = 0, hi; lo < t->n; lo = hi) {
         const char *id = kh_ask_str(t, lo, col);
-        for (hi = lo + 1; hi < t->n && id && kh_ask_str(t, hi, col) &&
-                          strcmp(kh_ask_str(t, hi, col), id) == 0;
-             hi++)
+        for (hi = lo + 1; hi < t->n && strcmp(kh_ask_str(t, hi, col), id) == 0; hi++)
             ;
-        for (size_t k = 0; id && k < n; k++) {
+        for (size_t k = 0; k < n; k++) {
             if (strcmp(ks[k].id, id) != 0)
                 continue;
             *(spans ? &ks[k].spans : &ks[k].verdict) = (struct kh_ask_table){

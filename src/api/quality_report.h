@@ -16,6 +16,9 @@
 
 enum kh_qr_what { KH_QR_CONNECTION, KH_QR_CHANNEL, KH_QR_WORST };
 
+/* SQL (an ask template): the connections of the channel @1, as a subquery. */
+#define KH_QR_CHANNEL_MEMBERS "(SELECT connection_id FROM sora_connection WHERE channel_id = @1)"
+
 struct kh_qr_request {
     enum kh_qr_what what;
     const char *id;     /* the connection's or the channel's id */
