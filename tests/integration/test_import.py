@@ -617,7 +617,9 @@ def test_import_several_files_and_formats(db, work):
 def test_import_progress_on_a_terminal(db, work):
     """On a terminal stderr gets a progress line, over and over; elsewhere nothing."""
     path = os.path.join(work, "rtc_stats.jsonl")
-    write_big_rtc_stats(path, 24 << 20, connections=300)
+    # big enough to outlast the 250 ms between progress lines several times over: 24 MiB
+    # once took less than one on a fast machine, and only the clearing was written
+    write_big_rtc_stats(path, 96 << 20, connections=300)
     cfg = config_for(db, work)
     master, slave = pty.openpty()
     p = subprocess.Popen([KOHAKU_BIN, "-C", cfg, "import", path], stdout=subprocess.PIPE,
