@@ -81,8 +81,14 @@ int kh_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen)
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
     int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : KH_EIO;
-    if (rc != 0)
+    if (rc != 0) {
+        /* class 40, transaction rollback (a deadlock, a serialization failure): the same
+         * statements are expected to succeed when run again */
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (state && strncmp(state, "40", 2) == 0)
+            rc = KH_ERETRY;
         kh_pg_error(err, errlen, "query", c, r);
+    }
     PQclear(r);
     return rc;
 }

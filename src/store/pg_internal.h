@@ -110,7 +110,9 @@ void kh_pg_error(char *dst, size_t len, const char *what, PGconn *c, PGresult *r
 /* A new connection with the backend's settings, or NULL with err set. */
 PGconn *kh_pg_connect(struct kh_pg *pg, char *err, size_t errlen);
 void kh_pg_drop_conn(PGconn **c);
-/* Runs sql (any number of statements). 0, or KH_EIO with err set. */
+/* Runs sql (any number of statements). 0, or with err set KH_ERETRY when the server rolled
+ * the transaction back as a conflict (SQLSTATE class 40: deadlock, serialization), else
+ * KH_EIO. */
 int kh_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen);
 /* The one integer sql returns. 0, or KH_EIO with err set. */
 int kh_pg_query_int(PGconn *c, const char *sql, long long *out, char *err, size_t errlen);

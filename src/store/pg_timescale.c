@@ -113,18 +113,33 @@ int kh_pg_ts_table_sql(struct kh_buf *b, const struct kh_pg_ts_table *t)
                  "timescaledb.compress_segmentby = '%s', timescaledb.compress_orderby = "
                  "'%s'); END IF; END $kh$;\n",
                  n, n, t->segmentby, t->orderby);
+    /* A policy already as wanted is left alone: removing one cancels its job if it runs,
+     * and a compression job cancelled in the middle of its chunk deadlocked this
+     * transaction (seen at a restart right after the policy was added). */
     if (rc == 0)
         rc = kh_buf_printf(b,
-                     "SELECT remove_compression_policy('\"%s\"', if_exists => TRUE);\n"
-                     "SELECT add_compression_policy('\"%s\"', compress_after => INTERVAL "
-                     "'%lld days');\n"
-                     "SELECT remove_retention_policy('\"%s\"', if_exists => TRUE);\n",
-                     n, n, (long long)t->compress_days, n);
+                     "DO $kh$ BEGIN IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs "
+                     "WHERE proc_name = 'policy_compression' AND hypertable_name = '%s' AND "
+                     "(config->>'compress_after')::interval = INTERVAL '%lld days') THEN "
+                     "PERFORM remove_compression_policy('\"%s\"', if_exists => TRUE); "
+                     "PERFORM add_compression_policy('\"%s\"', compress_after => INTERVAL "
+                     "'%lld days'); END IF; END $kh$;\n",
+                     n, (long long)t->compress_days, n, n, (long long)t->compress_days);
     if (rc == 0 && t->retention_days > 0)
         rc = kh_buf_printf(b,
-                     "SELECT add_retention_policy('\"%s\"', drop_after => INTERVAL "
-                     "'%lld days');\n",
-                     n, (long long)t->retention_days);
+                     "DO $kh$ BEGIN IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs "
+                     "WHERE proc_name = 'policy_retention' AND hypertable_name = '%s' AND "
+                     "(config->>'drop_after')::interval = INTERVAL '%lld days') THEN "
+                     "PERFORM remove_retention_policy('\"%s\"', if_exists => TRUE); "
+                     "PERFORM add_retention_policy('\"%s\"', drop_after => INTERVAL "
+                     "'%lld days'); END IF; END $kh$;\n",
+                     n, (long long)t->retention_days, n, n, (long long)t->retention_days);
+    else if (rc == 0)
+        rc = kh_buf_printf(b,
+                     "DO $kh$ BEGIN IF EXISTS (SELECT 1 FROM timescaledb_information.jobs "
+                     "WHERE proc_name = 'policy_retention' AND hypertable_name = '%s') THEN "
+                     "PERFORM remove_retention_policy('\"%s\"'); END IF; END $kh$;\n",
+                     n, n);
     return rc;
 }
 

@@ -13,8 +13,10 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/errors.h"
+#include "core/log.h"
 #include "sora/schema.h"
 #include "store/pg_internal.h"
 
@@ -68,12 +70,24 @@ fail_alloc:
     return KH_ENOMEM;
 }
 
-/* KH_ERETRY when the database could not be reached (or went away while migrating). */
+/* KH_ERETRY when the database could not be reached (or went away while migrating, or the
+ * migration kept conflicting with another transaction, such as a TimescaleDB job). */
 static int pg_migrate(struct kh_store *s, int target, const char **err)
 {
     struct kh_pg *pg = s->impl;
     PGconn *c = kh_pg_connect(pg, pg->merr, sizeof(pg->merr));
     int rc = c ? kh_pg_migrate_conn(pg, c, target, pg->merr, sizeof(pg->merr)) : KH_ERETRY;
+    /* a conflict rolled the migration back as a whole: run it again at once, twice */
+    for (int again = 0; rc == KH_ERETRY && c && PQstatus(c) == CONNECTION_OK && again < 2;
+         again++) {
+        struct kh_logline l;
+        if (kh_log_begin(&l, KH_LOG_WARN, "schema migration conflicted; running it again")) {
+            kh_log_str(&l, "error", pg->merr);
+            kh_log_end(&l);
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 200 * 1000000L}, NULL);
+        rc = kh_pg_migrate_conn(pg, c, target, pg->merr, sizeof(pg->merr));
+    }
     if (c && rc != 0 && PQstatus(c) != CONNECTION_OK)
         rc = KH_ERETRY;
     kh_pg_drop_conn(&c);

@@ -134,6 +134,16 @@ def test_hypertables_compression_and_policies_follow_the_config(db, daemon):
     assert len(policies) == 2 * len(HYPERTABLES)
     assert k.stop() == 0
 
+    # the same values at the next start: the policies are left as they are (the same jobs),
+    # not removed and added again (removing one cancels its job if it runs)
+    def job_ids():
+        return sorted(r[0] for r in ts_store.query(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL"))
+    before = job_ids()
+    k = daemon(retention_days=60, timescaledb_compress_after=7, timescaledb_chunk_interval=24)
+    assert job_ids() == before
+    assert k.stop() == 0
+
     # other values at the next start: the policies and the chunk interval follow
     k = daemon(retention_days=0, timescaledb_compress_after=3, timescaledb_chunk_interval=12)
     policies = jobs(ts_store)

@@ -187,6 +187,11 @@ static void test_table_sql_per_mode(void **state)
     assert_non_null(strstr(b.data, "timescaledb.compress_segmentby = 'connection_id', "
                                    "timescaledb.compress_orderby = 'time, stats_id'"));
     assert_non_null(strstr(b.data, "compress_after => INTERVAL '7 days'"));
+    /* a policy already as wanted is kept, not removed and added again */
+    assert_non_null(strstr(b.data, "IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs "
+                                   "WHERE proc_name = 'policy_compression' AND hypertable_name "
+                                   "= 'rtc_transport_stats' AND (config->>'compress_after')"
+                                   "::interval = INTERVAL '7 days')"));
     assert_non_null(strstr(b.data, "add_retention_policy('\"rtc_transport_stats\"', "
                                    "drop_after => INTERVAL '60 days')"));
     kh_buf_reset(&b);
