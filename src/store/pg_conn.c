@@ -76,19 +76,20 @@ void kh_pg_drop_conn(PGconn **c)
     *c = NULL;
 }
 
+/* A failed statement's code: class 40, transaction rollback (a deadlock, a serialization
+ * failure), is KH_ERETRY, as the same statements are expected to succeed when run again. */
+static int failed(PGconn *c, PGresult *r, char *err, size_t errlen)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    kh_pg_error(err, errlen, "query", c, r);
+    return state && strncmp(state, "40", 2) == 0 ? KH_ERETRY : KH_EIO;
+}
+
 int kh_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen)
 {
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
-    int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : KH_EIO;
-    if (rc != 0) {
-        /* class 40, transaction rollback (a deadlock, a serialization failure): the same
-         * statements are expected to succeed when run again */
-        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        if (state && strncmp(state, "40", 2) == 0)
-            rc = KH_ERETRY;
-        kh_pg_error(err, errlen, "query", c, r);
-    }
+    int rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : failed(c, r, err, errlen);
     PQclear(r);
     return rc;
 }
@@ -97,7 +98,9 @@ int kh_pg_query_int(PGconn *c, const char *sql, long long *out, char *err, size_
 {
     PGresult *r = PQexec(c, sql);
     int rc = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = failed(c, r, err, errlen);
+    } else if (PQntuples(r) != 1) {
         kh_pg_error(err, errlen, "query", c, r);
         rc = KH_EIO;
     } else {

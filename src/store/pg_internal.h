@@ -114,7 +114,7 @@ void kh_pg_drop_conn(PGconn **c);
  * the transaction back as a conflict (SQLSTATE class 40: deadlock, serialization), else
  * KH_EIO. */
 int kh_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen);
-/* The one integer sql returns. 0, or KH_EIO with err set. */
+/* The one integer sql returns. 0, or KH_ERETRY or KH_EIO with err set, as kh_pg_exec. */
 int kh_pg_query_int(PGconn *c, const char *sql, long long *out, char *err, size_t errlen);
 /* The writer's connection, (re)connected and prepared if need be. 0 or KH_ERETRY. */
 int kh_pg_ensure_conn(struct kh_pg_slot *s);

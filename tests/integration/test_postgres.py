@@ -368,6 +368,40 @@ def test_two_instances_migrate_an_empty_database_together(db, kohaku_factory):
 
 
 @pytest.mark.storage("postgres")
+def test_migration_deadlocked_runs_again(db, kohaku_factory):
+    """A start whose migration the server rolls back as a deadlock (another session holds
+    kohaku_schema_version and then asks for kohaku's advisory lock) runs it again and comes
+    up, logging the conflict."""
+    import psycopg2
+    k = kohaku_factory()
+    assert k.stop() == 0
+    dbname = db.uri.rsplit("/", 1)[1].split("?")[0]
+    # kohaku's session finds the deadlock (after 3 s), the other one never does
+    db.query(f'ALTER DATABASE "{dbname}" SET deadlock_timeout = \'3s\'')
+    other = psycopg2.connect(db.uri)
+    try:
+        cur = other.cursor()
+        cur.execute("SET deadlock_timeout = '10min'")
+        cur.execute("LOCK TABLE kohaku_schema_version IN ACCESS EXCLUSIVE MODE")
+        k = kohaku_factory(wait=False)
+        wait_until(lambda: db.query(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'kohaku_schema_version'::regclass "
+            "AND NOT granted")[0][0] > 0, 20, message="kohaku waiting for the table")
+        cur.execute("SELECT pg_advisory_xact_lock(7164746341)")  # granted once kohaku gave up
+        k.wait_log("schema migration conflicted", timeout=20)
+        other.commit()
+    finally:
+        other.close()
+    k.wait_ready()
+    k.wait_health(204)
+    conflict = [l for l in k.log_lines() if l.get("msg") == "schema migration conflicted; "
+                "running it again"]
+    assert len(conflict) == 1 and "deadlock detected" in conflict[0]["error"], k.log_text()
+    assert post_h2(k.port, make_envelope(load_fixture(fixture_files()[0]))).status == 204
+    assert db.count("sora_report") == 1
+
+
+@pytest.mark.storage("postgres")
 def test_retention_deletes_only_old_rows(db, kohaku_factory):
     """Plain PostgreSQL (the test cluster does not preload TimescaleDB, even where it is
     installed): kohaku deletes rows older than retention_days, and only those."""
