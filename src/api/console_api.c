@@ -760,7 +760,7 @@ static const char channel_series_sql[] =
  * (with IN, a stale row estimate made it hash-join a scan of the whole table: 94 against 3
  * ms for a channel of 24 over a million stats rows). */
 static const char channel_series_sql_pg[] =
-    CHANNEL_SERIES_SQL("connection_id = ANY (ARRAY" KH_QR_CHANNEL_MEMBERS ")");
+    CHANNEL_SERIES_SQL("connection_id " KH_QR_CHANNEL_MEMBERS_PG);
 
 static int channel(struct api *a, const char *id)
 {

@@ -77,16 +77,15 @@ static const char members_sql[] =
  * it does not push "connection_id IN (...)" into the views' grouped arms and read the whole
  * quality tables (453 ms against 4-7 for a channel of 24 over a million stats rows), and its
  * questions cost no round trip. */
-#define CHANNEL_MEMBERS_PG "= ANY (ARRAY" KH_QR_CHANNEL_MEMBERS ")" /* read by the key */
 static const char channel_verdicts_sql[] =
     "SELECT #(first_report), #(last_report), seconds, severity, verdict, severity_outbound, "
     "severity_inbound, mos_min, mos_avg, video_score_min, reports, channel_id, connection_id "
-    "FROM quality_connection_verdict WHERE connection_id " CHANNEL_MEMBERS_PG
+    "FROM quality_connection_verdict WHERE connection_id " KH_QR_CHANNEL_MEMBERS_PG
     " ORDER BY connection_id";
 static const char channel_spans_sql[] =
     "SELECT stats_type, stats_id, kind, issue, #(began), #(ended), severity, intervals, "
     "value_min, value_max, connection_id FROM quality_issue_span WHERE connection_id "
-    CHANNEL_MEMBERS_PG " ORDER BY connection_id, 5, 4, 2";
+    KH_QR_CHANNEL_MEMBERS_PG " ORDER BY connection_id, 5, 4, 2";
 
 enum { W_ID, W_CHANNEL, W_SEV, W_MOS_MIN, W_MOS_AVG, W_VIDEO_MIN, W_REPORTS, W_LAST, W_CLIENT,
        W_SEV_OUT, W_SEV_IN };

@@ -18,6 +18,9 @@ enum kh_qr_what { KH_QR_CONNECTION, KH_QR_CHANNEL, KH_QR_WORST };
 
 /* SQL (an ask template): the connections of the channel @1, as a subquery. */
 #define KH_QR_CHANNEL_MEMBERS "(SELECT connection_id FROM sora_connection WHERE channel_id = @1)"
+/* PostgreSQL: the same as an array to compare with (connection_id = ANY ...), so that each
+ * table or partition is read by its key for them. */
+#define KH_QR_CHANNEL_MEMBERS_PG "= ANY (ARRAY" KH_QR_CHANNEL_MEMBERS ")"
 
 struct kh_qr_request {
     enum kh_qr_what what;

@@ -93,6 +93,22 @@ void kh_pg_ts_warn(const struct kh_pg_ts_facts *f, const struct kh_pg_ts_plan *p
     }
 }
 
+/* The table's policy of a kind (compression, retention) with its interval argument (in days),
+ * unless one is already as wanted. */
+static int policy_sql(struct kh_buf *b, const char *table, const char *kind, const char *arg,
+                      int64_t days)
+{
+    return kh_buf_printf(b,
+                 "DO $kh$ BEGIN IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs "
+                 "WHERE proc_name = 'policy_%s' AND hypertable_name = '%s' AND "
+                 "(config->>'%s')::interval = INTERVAL '%lld days') THEN "
+                 "PERFORM remove_%s_policy('\"%s\"', if_exists => TRUE); "
+                 "PERFORM add_%s_policy('\"%s\"', %s => INTERVAL '%lld days'); END IF; "
+                 "END $kh$;\n",
+                 kind, table, arg, (long long)days, kind, table, kind, table, arg,
+                 (long long)days);
+}
+
 /* The classic create_hypertable signature works on every 2.x release, so a database whose
  * extension is older than the installed default is served as it is. */
 int kh_pg_ts_table_sql(struct kh_buf *b, const struct kh_pg_ts_table *t)
@@ -117,23 +133,9 @@ int kh_pg_ts_table_sql(struct kh_buf *b, const struct kh_pg_ts_table *t)
      * and a compression job cancelled in the middle of its chunk deadlocked this
      * transaction (seen at a restart right after the policy was added). */
     if (rc == 0)
-        rc = kh_buf_printf(b,
-                     "DO $kh$ BEGIN IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs "
-                     "WHERE proc_name = 'policy_compression' AND hypertable_name = '%s' AND "
-                     "(config->>'compress_after')::interval = INTERVAL '%lld days') THEN "
-                     "PERFORM remove_compression_policy('\"%s\"', if_exists => TRUE); "
-                     "PERFORM add_compression_policy('\"%s\"', compress_after => INTERVAL "
-                     "'%lld days'); END IF; END $kh$;\n",
-                     n, (long long)t->compress_days, n, n, (long long)t->compress_days);
+        rc = policy_sql(b, n, "compression", "compress_after", t->compress_days);
     if (rc == 0 && t->retention_days > 0)
-        rc = kh_buf_printf(b,
-                     "DO $kh$ BEGIN IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs "
-                     "WHERE proc_name = 'policy_retention' AND hypertable_name = '%s' AND "
-                     "(config->>'drop_after')::interval = INTERVAL '%lld days') THEN "
-                     "PERFORM remove_retention_policy('\"%s\"', if_exists => TRUE); "
-                     "PERFORM add_retention_policy('\"%s\"', drop_after => INTERVAL "
-                     "'%lld days'); END IF; END $kh$;\n",
-                     n, (long long)t->retention_days, n, n, (long long)t->retention_days);
+        rc = policy_sql(b, n, "retention", "drop_after", t->retention_days);
     else if (rc == 0)
         rc = kh_buf_printf(b,
                      "DO $kh$ BEGIN IF EXISTS (SELECT 1 FROM timescaledb_information.jobs "

@@ -375,9 +375,8 @@ def test_migration_deadlocked_runs_again(db, kohaku_factory):
     import psycopg2
     k = kohaku_factory()
     assert k.stop() == 0
-    dbname = db.uri.rsplit("/", 1)[1].split("?")[0]
     # kohaku's session finds the deadlock (after 3 s), the other one never does
-    db.query(f'ALTER DATABASE "{dbname}" SET deadlock_timeout = \'3s\'')
+    db.query(f'ALTER DATABASE "{db.dbname}" SET deadlock_timeout = \'3s\'')
     other = psycopg2.connect(db.uri)
     try:
         cur = other.cursor()
