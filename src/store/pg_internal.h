@@ -107,8 +107,13 @@ struct kh_pg_subset {
 
 /* "what: the server's primary message" into dst (from r, else from the connection). */
 void kh_pg_error(char *dst, size_t len, const char *what, PGconn *c, PGresult *r);
-/* A new connection with the backend's settings, or NULL with err set. */
-PGconn *kh_pg_connect(struct kh_pg *pg, char *err, size_t errlen);
+/* The application_name of kohaku's sessions (pg_stat_activity, the server's log) unless the
+ * URI names one: its writers' and maintenance's, and the read connection's (the console's
+ * and the other questions kh_pg_query asks). */
+#define KH_PG_APP "kohaku"
+#define KH_PG_APP_READ "kohaku read"
+/* A new connection with the backend's settings, named app, or NULL with err set. */
+PGconn *kh_pg_connect(struct kh_pg *pg, const char *app, char *err, size_t errlen);
 void kh_pg_drop_conn(PGconn **c);
 /* Runs sql (any number of statements). 0, or with err set KH_ERETRY when the server rolled
  * the transaction back as a conflict (SQLSTATE class 40: deadlock, serialization), else

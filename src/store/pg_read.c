@@ -368,7 +368,7 @@ int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *par
     if (pg->qconn == NULL || PQstatus(pg->qconn) != CONNECTION_OK) {
         kh_pg_drop_conn(&pg->qconn);
         forget_prepared(pg); /* they went with the connection */
-        pg->qconn = kh_pg_connect(pg, pg->qerr, sizeof(pg->qerr));
+        pg->qconn = kh_pg_connect(pg, KH_PG_APP_READ, pg->qerr, sizeof(pg->qerr));
         /* No parallel workers: the console's questions are small lookups whose plans the
          * estimates of jsonb_each make look large, and a worker's start (15-20 ms here)
          * then costs ten times the query; workers would also take CPUs from ingest. */

@@ -75,7 +75,7 @@ fail_alloc:
 static int pg_migrate(struct kh_store *s, int target, const char **err)
 {
     struct kh_pg *pg = s->impl;
-    PGconn *c = kh_pg_connect(pg, pg->merr, sizeof(pg->merr));
+    PGconn *c = kh_pg_connect(pg, KH_PG_APP, pg->merr, sizeof(pg->merr));
     int rc = c ? kh_pg_migrate_conn(pg, c, target, pg->merr, sizeof(pg->merr)) : KH_ERETRY;
     /* a conflict rolled the migration back as a whole: run it again at once, twice */
     for (int again = 0; rc == KH_ERETRY && c && PQstatus(c) == CONNECTION_OK && again < 2;

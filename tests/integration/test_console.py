@@ -406,6 +406,24 @@ def test_overview_keeps_settled_buckets(kind, request, tmp_path):
         assert k.close() == 0
 
 
+def test_postgres_read_connection_is_named(request, tmp_path):
+    """The console's questions come from a PostgreSQL session named `kohaku read`, the writers'
+    from `kohaku`, so that an operator tells them apart in pg_stat_activity."""
+    db = PgDb(request.getfixturevalue("pg_cluster"), unique_db_name("appname"))
+    k = Kohaku(db.settings(), directory=tmp_path).start()
+    try:
+        loaded = Loaded("postgres", k, db, {}, [], "")
+        post_in_order(k, browser_calls(datetime.now(timezone.utc))[0][:1])
+        assert loaded.api("overview", last="1h")["reports"]["time"]
+        names = [r[0] for r in db.query(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = %s "
+            "AND pid <> pg_backend_pid()", (db.dbname,))]
+        assert names.count("kohaku read") == 1, names
+        assert "kohaku" in names, names
+    finally:
+        assert k.close() == 0
+
+
 BAD_PARAMS = [
     ("connections?sort=best", "sort"),
     ("connections?verdict=fine", "verdict"),
