@@ -719,21 +719,75 @@ class Browsing:
         self.thread.join(120)
 
 
-def console_ingest(d, browsed, seconds, seed):
+CALL_KINDS = ("list", "connection", "series", "samples", "channel", "overview")
+
+
+def call_kind(path):
+    """Which of the Browsing's API calls a request path is (None: not one)."""
+    if path.startswith("/api/connections?"):
+        return "list"
+    if path.startswith("/api/connections/"):
+        tail = path.split("?", 1)[0].rsplit("/", 1)[-1]
+        return tail if tail in ("series", "samples") else "connection"
+    if path.startswith("/api/channels/"):
+        return "channel"
+    return "overview" if path.startswith("/api/overview") else None
+
+
+def call_times(log_path, offset):
+    """{kind: [server ms]} of the console's answers in the access log from offset on."""
+    out = {}
+    with open(log_path, errors="replace") as f:
+        f.seek(offset)
+        for line in f:
+            try:
+                a = json.loads(line)
+            except ValueError:
+                continue
+            kind = call_kind(a.get("path") or "")
+            if kind and "usec" in a:
+                out.setdefault(kind, []).append(a["usec"] / 1000)
+    return out
+
+
+def read_backend_pid(st):
+    """The pid of kohaku's PostgreSQL read session (`kohaku read`), None when it has none."""
+    db = st.connect()
+    try:
+        cur = db.cursor()
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'kohaku read' "
+                    "AND datname = current_database()")
+        row = cur.fetchone()
+        return row[0] if row else None
+    finally:
+        db.close()
+
+
+def console_ingest(d, st, browsed, seconds, seed):
     """Reports from SORA_CONNS new connections (seed) for `seconds`, as fast as answers allow,
     with the console browsed meanwhile or not. A run of a fixed time, not of a fixed count:
     the browsing is then the same per second on both backends, however fast each ingests (a
-    short run would see mostly the first page views, the heaviest)."""
+    short run would see mostly the first page views, the heaviest). A browsed run also says
+    what its calls cost under ingest: their server times from the access log, and on
+    PostgreSQL the CPU of the read session's backend (where the console's questions run)."""
     b = Browsing(d.console_port) if browsed else None
     args = ("-d", seconds, "-c", 4, "-m", 32, "-n", SORA_CONNS, "-s", seed)
+    offset = os.path.getsize(d.log_path)
+    pid = read_backend_pid(st) if b and st.backend == "postgres" else None
+    t0 = cpu_ticks(pid) if pid else None
     if b:
         with b:
             lg = run_loadgen(d.port, *args)
     else:
         lg = run_loadgen(d.port, *args)
-    return {"browsed": browsed, "reports_per_s": lg["reports_per_s"],
-            "answered": lg["answered"], "api_calls": b.calls if b else 0,
-            "page_views": b.views if b else 0, "api_errors": b.errors if b else 0}
+    res = {"browsed": browsed, "reports_per_s": lg["reports_per_s"],
+           "answered": lg["answered"], "api_calls": b.calls if b else 0,
+           "page_views": b.views if b else 0, "api_errors": b.errors if b else 0}
+    if b:
+        res["call_ms"] = call_times(d.log_path, offset)
+        if pid and read_backend_pid(st) == pid:  # the same session throughout
+            res["read_backend_cpu_s"] = (cpu_ticks(pid) - t0) / CLK
+    return res
 
 
 def console_list_timing(d, runs=5):
@@ -813,11 +867,18 @@ def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs):
         runs = []
         for i in range(pairs):
             for browsed in ((True, False) if i % 2 == 0 else (False, True)):
-                r = console_ingest(d, browsed, seconds, SEED + 100 + len(runs))
+                r = console_ingest(d, st, browsed, seconds, SEED + 100 + len(runs))
                 r["pair"] = i
                 runs.append(r)
+                cost = ""
+                if browsed:
+                    cost = "; server ms " + ", ".join(
+                        f"{k} {statistics.median(v):.1f}x{len(v)}"
+                        for k, v in sorted(r["call_ms"].items()))
+                    if "read_backend_cpu_s" in r:
+                        cost += f"; read session CPU {r['read_backend_cpu_s']:.2f} s"
                 print(f"  console {backend} pair {i} {'browsed' if browsed else 'alone  '}: "
-                      f"{r['reports_per_s']:.0f} reports/s, {r['api_calls']} API calls",
+                      f"{r['reports_per_s']:.0f} reports/s, {r['api_calls']} API calls{cost}",
                       flush=True)
         db = st.connect()
         try:
@@ -837,6 +898,16 @@ def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs):
                alone_reports_per_s=statistics.median(r["reports_per_s"] for r in off),
                pair_ratios=[a["reports_per_s"] / b["reports_per_s"] for a, b in zip(on, off)])
     res["ratio"] = res["browsed_reports_per_s"] / res["alone_reports_per_s"]
+    # what the browsing cost under ingest: each call's server ms over every browsed run, the
+    # console's server time per second of a run, and on PostgreSQL its read session's CPU
+    res["browsed_call_ms"] = {
+        k: statistics.median(x for r in on for x in r["call_ms"].get(k, []))
+        for k in CALL_KINDS if any(r["call_ms"].get(k) for r in on)}
+    res["browsed_console_ms_per_s"] = statistics.median(
+        sum(sum(v) for v in r["call_ms"].values()) / seconds for r in on)
+    cpu = [r["read_backend_cpu_s"] for r in on if "read_backend_cpu_s" in r]
+    if cpu:
+        res["read_backend_cpu_share"] = statistics.median(cpu) / (seconds * (os.cpu_count() or 1))
     res["median_pair_ratio"] = statistics.median(res["pair_ratios"])
     within = [1 - res["ratio"] <= CONSOLE_LOSS_CEILING,
               1 - res["median_pair_ratio"] <= CONSOLE_LOSS_CEILING]
@@ -918,6 +989,12 @@ def print_console(r):
         print(f"{backend:10} {c['browsed_reports_per_s']:>11.0f} {c['alone_reports_per_s']:>10.0f} "
               f"{c['ratio']:>6.3f} {ratios:>24} {str(calls):>14}  loss <= "
               f"{CONSOLE_LOSS_CEILING:.0%}: {c['ingest_verdict']}")
+        if "browsed_call_ms" in c:
+            calls = ", ".join(f"{k} {v:.1f}" for k, v in c["browsed_call_ms"].items())
+            share = (f"; the read session's backend: {c['read_backend_cpu_share']:.1%} of the "
+                     f"machine" if "read_backend_cpu_share" in c else "")
+            print(f"{'':10} under ingest, server ms a call (median): {calls}; "
+                  f"{c['browsed_console_ms_per_s']:.0f} ms of answers a second{share}")
         print(f"{'':10} database at the end: {c['end_connections']} connections, "
               f"{c['end_quality_connection_rows']:,} quality_connection rows")
 
