@@ -21,6 +21,7 @@
 #include "api/quality_report.h"
 #include "core/errors.h"
 #include "core/jsonw.h"
+#include "core/storedtime.h"
 #include "core/timeutil.h"
 #include "sora/schema.h"
 
@@ -992,6 +993,8 @@ static int overview(struct api *a, struct kh_ov_cache *cache)
         return FAILED;
     int64_t bucket = bucket_of(&r);
     struct ov_span sp = {.cache = NULL};
+    /* before reading: a report stored after this reads its bucket at the next call */
+    kh_ov_cache_stored(cache, kh_storedtime_take());
     kh_ov_settled(cache, bucket, r.from_us, r.to_us, kh_time_now_usec(), &sp.lo, &sp.hi);
     int64_t mono = (int64_t)kh_mono_usec();
     if (sp.lo < sp.hi && kh_ov_cache_begin(cache, bucket, sp.lo, sp.hi, mono, &sp.need))

@@ -139,6 +139,22 @@ int kh_ov_cache_add(struct kh_ov_cache *c, const struct kh_ov_row *r)
     return 0;
 }
 
+void kh_ov_cache_stored(struct kh_ov_cache *c, int64_t earliest)
+{
+    if (c == NULL || c->width == 0 || earliest >= c->hi)
+        return;
+    int64_t from = earliest < c->lo ? c->lo : floor_to(earliest, c->width);
+    size_t w = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->rows[i].bucket >= from)
+            free((char *)c->rows[i].node);
+        else
+            c->rows[w++] = c->rows[i];
+    }
+    c->n = w;
+    c->hi = from;
+}
+
 void kh_ov_cache_end(struct kh_ov_cache *c, int64_t hi)
 {
     if (hi > c->hi)

@@ -2,9 +2,10 @@
  * overview_cache: what the console's overview counted in buckets that have settled, kept
  * between calls so that a call reads only the newest rows (README, "Console":
  * console_cache_seconds). A bucket settles once it ended a quarter of `hold` (at most 5 s)
- * ago. The cache holds one span of settled buckets of one width, in one piece, and starts
- * again from nothing every `hold`: a row stored later than that into an older bucket is
- * counted within `hold`.
+ * ago. The cache holds one span of settled buckets of one width, in one piece. A bucket
+ * that this process stores a report into later is read again at the next call
+ * (kh_ov_cache_stored); for rows other processes store, the cache starts again from nothing
+ * every `hold`, so that such a row is counted within `hold`.
  * Used by one thread only (the console's worker).
  */
 #ifndef KH_OVERVIEW_CACHE_H
@@ -44,6 +45,10 @@ bool kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int64_t
  * kh_ov_cache_refused, and reads without the cache. */
 int kh_ov_cache_add(struct kh_ov_cache *c, const struct kh_ov_row *r);
 void kh_ov_cache_end(struct kh_ov_cache *c, int64_t hi);
+/* A report of time `earliest` (µs) or later was stored since the last call: the buckets held
+ * from the one it falls into on go, to be read again (all of them when it is before the
+ * span). INT64_MAX, or c NULL: nothing. The hold goes on. */
+void kh_ov_cache_stored(struct kh_ov_cache *c, int64_t earliest);
 void kh_ov_cache_reset(struct kh_ov_cache *c);
 /* Forgets everything and is not used for a hold (so that a fleet with more rows than the
  * bound is read once per call, not twice). */

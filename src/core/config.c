@@ -248,11 +248,11 @@ static const struct param params[] = {
      "the installed copy"},
     {"console_vendor_dir", P_STR, OFF(console_vendor_dir), "/usr/share/javascript/dygraphs", 0,
      0, NULL, "where the charting library is (Debian package libjs-dygraphs)"},
-    {"console_cache_seconds", P_INT, OFF(console_cache_seconds), "60", 0, 3600, NULL,
+    {"console_cache_seconds", P_INT, OFF(console_cache_seconds), "600", 0, 3600, NULL,
      "the overview keeps what it counted in buckets that ended a quarter of this long (at "
-     "most 5 s) ago, "
-     "for this long, and reads only newer rows; a report stored later into an older bucket "
-     "shows within this long. 0: every call reads its whole range"},
+     "most 5 s) ago, for this long, and reads only newer rows; a report this kohaku stores "
+     "later into an older bucket shows at the next call, one another process stores (kohaku "
+     "import, another kohaku) within this long. 0: every call reads its whole range"},
     {"query_timeout", P_INT, OFF(query_timeout), "5000", 10, 600000, NULL,
      "time limit of a read-only query (the console, kohaku quality), ms: longer ones are "
      "stopped and answered with an error"},

@@ -20,6 +20,7 @@
 
 #include <event2/event.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/storedtime.h"
 #include "core/timeutil.h"
 #include "core/workq.h"
 #include "pipeline/dedup.h"
@@ -213,6 +215,21 @@ static void count_stored(const struct kh_batch *kb)
         kh_metrics.rows_stored[t] += kb->rows_stored[t];
 }
 
+/* The earliest time of the reports a batch stored, for the console's overview to read its
+ * bucket again (core/storedtime.h): after the commit, before any answer, so that a client
+ * that asks once answered sees it. */
+static void note_stored(const struct batch *bt)
+{
+    int64_t earliest = INT64_MAX;
+    for (size_t i = 0; i < bt->b.nreports; i++) {
+        bool stored = bt->rc == 0 || (bt->rc == KH_EREJECT && bt->b.results[i] == 0);
+        if (stored && bt->b.reports[i]->time_usec < earliest)
+            earliest = bt->b.reports[i]->time_usec;
+    }
+    if (earliest != INT64_MAX)
+        kh_storedtime_note(earliest);
+}
+
 static void complete(struct kh_batcher *b, struct batch *bt)
 {
     b->stats.batches++;
@@ -226,6 +243,7 @@ static void complete(struct kh_batcher *b, struct batch *bt)
         count_stored(&bt->b);
     if (b->stage_done)
         b->stage_done(b->stage_arg, &bt->b, bt->rc);
+    note_stored(bt);
     for (size_t i = 0; i < bt->b.nreports; i++) {
         int res = bt->rc == 0 ? 0 : bt->rc == KH_EREJECT ? bt->b.results[i] : KH_ERETRY;
         if (res == 0) {

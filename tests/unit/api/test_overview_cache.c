@@ -6,7 +6,8 @@
  * buckets before a later range's; it starts again when the width changes, when a range
  * leaves a gap after what it holds or starts before it, and once it is `hold` old; it copies
  * node names; past its row bound it refuses a row, and once refused it is not used for a
- * hold; off (hold 0) or NULL it settles nothing.
+ * hold; off (hold 0) or NULL it settles nothing; a report stored late makes it drop the
+ * buckets from the one it falls into on.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -196,6 +197,41 @@ static void bounded(void **state)
     kh_ov_cache_free(c);
 }
 
+static void reads_again_from_a_late_report(void **state)
+{
+    (void)state;
+    int64_t w = 10 * S, mono = 5 * S, need = 0;
+    struct kh_ov_cache *c = kh_ov_cache_new(600 * S);
+    assert_true(kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono, &need));
+    fill(c, 1000 * S, 1500 * S, w);
+    kh_ov_cache_end(c, 1500 * S);
+    /* none stored, or only after what it holds: all stays */
+    kh_ov_cache_stored(c, INT64_MAX);
+    kh_ov_cache_stored(c, 1500 * S);
+    kh_ov_cache_stored(NULL, 1000 * S);
+    assert_true(kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono + S, &need));
+    assert_int_equal(need, 1500 * S);
+    /* a report of 1234.5 s: the buckets from 1230 s on go, those before stay */
+    kh_ov_cache_stored(c, 1234 * S + S / 2);
+    assert_int_equal(count_in(c, 1000 * S, 1230 * S), 46);
+    assert_int_equal(count_in(c, 1230 * S, 1500 * S), 0);
+    assert_true(kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono + 2 * S, &need));
+    assert_int_equal(need, 1230 * S);
+    fill(c, need, 1500 * S, w);
+    kh_ov_cache_end(c, 1500 * S);
+    assert_int_equal(count_in(c, 1000 * S, 1500 * S), 100);
+    /* at a bucket's start: that bucket goes */
+    kh_ov_cache_stored(c, 1490 * S);
+    assert_int_equal(count_in(c, 1490 * S, 1500 * S), 0);
+    assert_int_equal(count_in(c, 1480 * S, 1490 * S), 2);
+    /* before the span: all of it, and the next call reads it whole without starting again */
+    kh_ov_cache_stored(c, 10 * S);
+    assert_int_equal(count_in(c, 0, 2000 * S), 0);
+    assert_true(kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, mono + 3 * S, &need));
+    assert_int_equal(need, 1000 * S);
+    kh_ov_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +239,7 @@ int main(void)
         cmocka_unit_test(reads_only_what_it_lacks),
         cmocka_unit_test(starts_again),
         cmocka_unit_test(bounded),
+        cmocka_unit_test(reads_again_from_a_late_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
