@@ -149,7 +149,7 @@ struct kh_console *kh_console_new(struct event_base *base, const struct kh_confi
     }
     if (cfg->console_cache_seconds > 0)
         c->cache = kh_ov_cache_new(cfg->console_cache_seconds * 1000000);
-    c->q = kh_workq_new(base, 1, on_work, on_done, c);
+    c->q = kh_workq_new(base, "kh-console", 1, on_work, on_done, c);
     if (c->q == NULL) {
         kh_ov_cache_free(c->cache);
         kh_console_files_free(&c->files);

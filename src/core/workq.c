@@ -25,7 +25,9 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -33,6 +35,7 @@ struct worker {
     struct kh_workq *q;
     int index;
     pthread_t thread;
+    char name[16]; /* the thread's, as the kernel keeps it: 15 bytes and a NUL */
 };
 
 struct kh_workq {
@@ -69,6 +72,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct kh_workq *q = w->q;
+    (void)pthread_setname_np(pthread_self(), w->name); /* only for ps and top */
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (q->todo == NULL && !q->quit)
@@ -156,8 +160,8 @@ static void stop_workers(struct kh_workq *q)
         pthread_join(q->workers[i].thread, NULL);
 }
 
-struct kh_workq *kh_workq_new(struct event_base *base, int nthreads, kh_workq_work_fn work,
-                              kh_workq_done_fn done, void *arg)
+struct kh_workq *kh_workq_new(struct event_base *base, const char *name, int nthreads,
+                              kh_workq_work_fn work, kh_workq_done_fn done, void *arg)
 {
     if (nthreads < 0)
         return NULL;
@@ -185,6 +189,12 @@ struct kh_workq *kh_workq_new(struct event_base *base, int nthreads, kh_workq_wo
     for (; q->nthreads < nthreads; q->nthreads++) {
         struct worker *w = &q->workers[q->nthreads];
         *w = (struct worker){.q = q, .index = q->nthreads};
+        char name_k[32];
+        if (nthreads == 1)
+            snprintf(name_k, sizeof(name_k), "%.15s", name);
+        else
+            snprintf(name_k, sizeof(name_k), "%.12s-%d", name, q->nthreads);
+        memcpy(w->name, name_k, sizeof(w->name) - 1); /* cut to what the kernel keeps */
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
             goto fail_threads;
     }

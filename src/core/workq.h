@@ -32,10 +32,11 @@ typedef void (*kh_workq_work_fn)(struct kh_workq_item *it, int worker, void *arg
  * submit more items. */
 typedef void (*kh_workq_done_fn)(struct kh_workq_item *it, void *arg);
 
-/* nthreads >= 0 (0: work inline on the loop). NULL on failure (memory, eventfd, threads,
- * the event). */
-struct kh_workq *kh_workq_new(struct event_base *base, int nthreads, kh_workq_work_fn work,
-                              kh_workq_done_fn done, void *arg);
+/* nthreads >= 0 (0: work inline on the loop). name: the threads' name as ps and top show
+ * it, "NAME" with one thread, "NAME-K" (K from 0) with several, cut to 15 bytes. NULL on
+ * failure (memory, eventfd, threads, the event). */
+struct kh_workq *kh_workq_new(struct event_base *base, const char *name, int nthreads,
+                              kh_workq_work_fn work, kh_workq_done_fn done, void *arg);
 /* Queues it; its done function follows exactly once, later, on the loop thread. */
 void kh_workq_submit(struct kh_workq *q, struct kh_workq_item *it);
 /* Items submitted whose done function has not run yet. */

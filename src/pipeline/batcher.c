@@ -301,7 +301,7 @@ struct kh_batcher *kh_batcher_new(struct event_base *base, struct kh_store *stor
     b->timer = evtimer_new(base, on_timer, b);
     if (b->timer == NULL)
         goto fail_timer;
-    b->q = kh_workq_new(base, writers, on_write, on_written, b);
+    b->q = kh_workq_new(base, "kh-writer", writers, on_write, on_written, b);
     if (b->q == NULL)
         goto fail_workq;
     return b;

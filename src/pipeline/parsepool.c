@@ -56,7 +56,7 @@ struct kh_parsepool *kh_parsepool_new(struct event_base *base, int nthreads)
     struct kh_parsepool *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
-    p->q = kh_workq_new(base, nthreads, parse, on_parsed, p);
+    p->q = kh_workq_new(base, "kh-parse", nthreads, parse, on_parsed, p);
     if (p->q == NULL) {
         free(p);
         return NULL;

@@ -362,7 +362,7 @@ int kh_spool_io_start(struct kh_spool *sp, struct event_base *base)
     sp->group_timer = evtimer_new(base, on_group_timer, sp);
     if (sp->group_timer == NULL)
         return KH_ENOMEM;
-    sp->io = kh_workq_new(base, 1, io_group, on_group_done, sp);
+    sp->io = kh_workq_new(base, "kh-spool", 1, io_group, on_group_done, sp);
     if (sp->io == NULL)
         return KH_ENOMEM;
     return 0;

@@ -413,6 +413,7 @@ static void wait_locked(struct kh_pg *pg, uint64_t wait_ms)
 static void *maint_main(void *arg)
 {
     struct kh_pg *pg = arg;
+    (void)pthread_setname_np(pthread_self(), "kh-pg-maint"); /* only for ps and top */
     struct maint m = {.backoff_ms = BACKOFF_FIRST_MS, .next_retention = kh_mono_usec()};
     pthread_mutex_lock(&pg->mu);
     while (!pg->quit) {

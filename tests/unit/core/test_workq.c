@@ -3,7 +3,7 @@
  * exactly once, on the loop thread, in the order the work finished; the work runs on the
  * workers (with their index) or, with zero threads, inline on the loop but never inside
  * kh_workq_submit; kh_workq_free works and completes what is queued, and what done functions
- * submit while it runs.
+ * submit while it runs; the workers' threads are named (NAME, or NAME-K with several).
  */
 #include <event2/event.h>
 #include <pthread.h>
@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,7 @@ struct item {
     int worked, done;
     int worker;
     bool worked_on_loop, done_on_loop;
+    char thread_name[16]; /* of the thread that worked it */
     int resubmit; /* done submits the item again this many more times */
 };
 
@@ -50,6 +52,7 @@ static void work(struct kh_workq_item *node, int worker, void *arg)
     it->worked++;
     it->worker = worker;
     it->worked_on_loop = pthread_equal(pthread_self(), t.loop_thread);
+    pthread_getname_np(pthread_self(), it->thread_name, sizeof(it->thread_name));
     pthread_mutex_lock(&t.mu);
     t.started++;
     if (worker >= 0 && worker < MAXWORKERS)
@@ -101,7 +104,7 @@ static int teardown(void **state)
 
 static struct kh_workq *workq(struct event_base *base, int nthreads)
 {
-    t.q = kh_workq_new(base, nthreads, work, done, NULL);
+    t.q = kh_workq_new(base, "kh-test", nthreads, work, done, NULL);
     assert_non_null(t.q);
     return t.q;
 }
@@ -146,6 +149,7 @@ static void one_worker_completes_in_submission_order(void **state)
     for (int i = 0; i < NITEMS; i++) {
         assert_int_equal(t.order[i], i);
         assert_int_equal(items[i].worker, 0);
+        assert_string_equal(items[i].thread_name, "kh-test"); /* one thread: no index */
     }
     for (int i = 0; i < 20; i++) /* more loop turns: nothing runs twice */
         event_base_loop(base, EVLOOP_NONBLOCK);
@@ -188,6 +192,11 @@ static void several_workers_share_the_work(void **state)
     for (int w = 0; w < MAXWORKERS; w++)
         busy += t.by_worker[w] > 0;
     assert_int_equal(busy, MAXWORKERS); /* each index 0..3 worked, none outside */
+    for (int i = 0; i < NITEMS; i++) { /* each on its thread, named for its index */
+        char want[16];
+        snprintf(want, sizeof(want), "kh-test-%d", items[i].worker);
+        assert_string_equal(items[i].thread_name, want);
+    }
     int total = 0;
     for (int w = 0; w < MAXWORKERS; w++)
         total += t.by_worker[w];
@@ -260,7 +269,7 @@ static void zero_threads_work_inline_on_the_loop(void **state)
 static void bad_arguments(void **state)
 {
     struct event_base *base = *state;
-    assert_null(kh_workq_new(base, -1, work, done, NULL));
+    assert_null(kh_workq_new(base, "kh-test", -1, work, done, NULL));
     assert_int_equal(kh_workq_pending(NULL), 0);
     kh_workq_free(NULL);
     struct kh_workq *q = workq(base, 2); /* nothing submitted: free just joins */
