@@ -693,9 +693,14 @@ class Browsing:
         self.port, self.pause = port, pause
         self.calls = self.views = self.errors = 0
         self.stop = threading.Event()
+        self.gate = threading.Event()  # calls are made only while it is set
+        self.gate.set()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def get(self, path):
+        while not self.gate.wait(0.05):
+            if self.stop.is_set():
+                return None
         status, body, _ = console_get(self.port, path)
         self.calls += 1
         if status != 200:
@@ -806,6 +811,64 @@ def console_ingest(d, st, browsed, seconds, seed):
     return res
 
 
+WINDOW_S = 4      # the windowed measurement: browsing on or off for this long,
+WINDOW_PAIRS = 8  # this many pairs of windows, in one continuous run of ingest
+
+
+def console_windows(d, st, seed, window=WINDOW_S, npairs=WINDOW_PAIRS):
+    """Ingest with the console browsed or not in windows of one continuous loadgen run: after
+    a window of warm-up (the new connections' first reports), windows of `window` seconds,
+    browsed and alone in the order B A A B B A A B ... so that a trend cancels, each window's
+    rate read from kohaku_reports_stored_total. Against runs of their own, this takes out what
+    differs between runs (their new connections, the database's growth between them, a
+    checkpoint or an autovacuum landing in one run and not in the other)."""
+    import threading
+    name = "kohaku_reports_stored_total{kind=\"connection\"}"
+    total = window * (2 * npairs + 1) + 2
+    out = {}
+    lg_thread = threading.Thread(target=lambda: out.update(lg=run_loadgen(
+        d.port, "-d", total, "-c", 4, "-m", 32, "-n", SORA_CONNS, "-s", seed)))
+    b = Browsing(d.console_port)
+    b.gate.clear()
+    offset = os.path.getsize(d.log_path)
+    pid = read_backend_pid(st) if st.backend == "postgres" else None
+    k0 = thread_ticks(d.proc.pid, "kh-console")
+    s0 = cpu_ticks(pid) if pid else None
+    windows = []
+    with b:
+        lg_thread.start()
+        time.sleep(window)  # warm-up
+        for i in range(2 * npairs):
+            browsed = (i % 4) in (0, 3)
+            (b.gate.set if browsed else b.gate.clear)()
+            t0, n0 = time.monotonic(), metric_values(d.metrics_port, {name})[name]
+            time.sleep(window)
+            t1, n1 = time.monotonic(), metric_values(d.metrics_port, {name})[name]
+            windows.append({"browsed": browsed, "reports_per_s": (n1 - n0) / (t1 - t0)})
+        b.gate.clear()
+    lg_thread.join(total + 120)
+    pairs = [(windows[i], windows[i + 1]) for i in range(0, len(windows) - 1, 2)]
+    ratios = [(x if x["browsed"] else y)["reports_per_s"] /
+              (y if x["browsed"] else x)["reports_per_s"] for x, y in pairs]
+    on = [w["reports_per_s"] for w in windows if w["browsed"]]
+    off = [w["reports_per_s"] for w in windows if not w["browsed"]]
+    res = {"window_s": window, "windows": windows, "pair_ratios": ratios,
+           "median_pair_ratio": statistics.median(ratios),
+           "browsed_reports_per_s": statistics.median(on),
+           "alone_reports_per_s": statistics.median(off),
+           "api_calls": b.calls, "api_errors": b.errors,
+           "call_ms": call_times(d.log_path, offset),
+           "console_thread_cpu_s": (thread_ticks(d.proc.pid, "kh-console") - k0) / CLK}
+    if pid and read_backend_pid(st) == pid:
+        res["read_backend_cpu_s"] = (cpu_ticks(pid) - s0) / CLK
+    res["ratio"] = res["browsed_reports_per_s"] / res["alone_reports_per_s"]
+    within = [1 - res["ratio"] <= CONSOLE_LOSS_CEILING,
+              1 - res["median_pair_ratio"] <= CONSOLE_LOSS_CEILING]
+    res["verdict"] = "met" if all(within) else "NOT met" if not any(within) else \
+        "unclear (the two ratios disagree)"
+    return res
+
+
 def console_list_timing(d, runs=5):
     """GET CONSOLE_LIST: one warm-up, then `runs` timed; the daemon's time and the client's."""
     offset = os.path.getsize(d.log_path)
@@ -897,6 +960,12 @@ def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs):
                 print(f"  console {backend} pair {i} {'browsed' if browsed else 'alone  '}: "
                       f"{r['reports_per_s']:.0f} reports/s, {r['api_calls']} API calls{cost}",
                       flush=True)
+        res["windows"] = console_windows(d, st, SEED + 300, npairs=2 if seconds < 8 else
+                                         WINDOW_PAIRS)
+        wn = res["windows"]
+        print(f"  console {backend} windows of {wn['window_s']} s: pair ratios "
+              + " ".join(f"{x:.3f}" for x in wn["pair_ratios"]) + f", {wn['api_calls']} API "
+              f"calls", flush=True)
         db = st.connect()
         try:
             res["end_connections"] = scalar(db, "SELECT count(*) FROM sora_connection")
@@ -944,7 +1013,8 @@ def console_benchmarks(tmp, res, args, rpr):
     seconds = 2 if quick else 8
     pairs = args.pairs or (1 if quick else 3)
     res["console_size"] = "quick" if quick else "full"
-    cluster = None if args.no_postgres else PgCluster()
+    res["console_pg_settings"] = dict(args.pg_set)
+    cluster = None if args.no_postgres else PgCluster(settings=dict(args.pg_set))
     try:
         for backend in ("sqlite",) if args.no_postgres else ("sqlite", "postgres"):
             t0 = time.time()
@@ -966,6 +1036,9 @@ def print_console(r):
         "the issue's size"
     print(f"\nConsole, {size}: {c0['connections_sent']} connections, {c0['reports_sent']} "
           f"reports through kohaku; GET {CONSOLE_LIST}, median of 5 after a warm-up")
+    if r.get("console_pg_settings"):
+        print("PostgreSQL with " + ", ".join(f"{k} = {v}" for k, v in
+                                             r["console_pg_settings"].items()))
     print("(server: the daemon's access-log usec, first byte to answer; client: wall time over "
           "loopback)")
     print(f"{'backend':10} {'conns':>6} {'stats rows':>11} {'server ms':>10} {'client ms':>10} "
@@ -1017,13 +1090,24 @@ def print_console(r):
                      if "console_cpu_share" in c else "")
             print(f"{'':10} under ingest, server ms a call (median): {calls}; "
                   f"{c['browsed_console_ms_per_s']:.0f} ms of answers a second{share}")
+        wn = c.get("windows")
+        if wn:
+            busy = sum(1 for w in wn["windows"] if w["browsed"]) * wn["window_s"]
+            cpu = wn["console_thread_cpu_s"] + wn.get("read_backend_cpu_s", 0)
+            print(f"{'':10} one run, windows of {wn['window_s']} s browsed or not (B A A B ...): "
+                  f"browsed {wn['browsed_reports_per_s']:.0f} r/s, alone "
+                  f"{wn['alone_reports_per_s']:.0f}, ratio {wn['ratio']:.3f}, pair ratios "
+                  + " ".join(f"{x:.3f}" for x in wn["pair_ratios"]) +
+                  f": {wn['median_pair_ratio']:.3f}; the console's CPU "
+                  f"{cpu / (busy * (os.cpu_count() or 1)):.1%} of the machine while browsed; "
+                  f"loss <= {CONSOLE_LOSS_CEILING:.0%}: {wn['verdict']}")
         print(f"{'':10} database at the end: {c['end_connections']} connections, "
               f"{c['end_quality_connection_rows']:,} quality_connection rows")
 
 
 def sanity_console(r, backends):
-    """Part 8: the database filled, the list answered with 50 rows, every browsed run made
-    API calls without errors."""
+    """Part 8: the database filled, the list answered with 50 rows, every browsed run and the
+    windowed run made API calls without errors, every window stored reports."""
     bad = []
     for b in backends:
         c = r.get(f"console_{b}")
@@ -1040,6 +1124,10 @@ def sanity_console(r, backends):
             if not x["reports_per_s"] > 0 or (x["browsed"] and (not x["api_calls"] or
                                                                  x["api_errors"])):
                 bad.append(f"console_{b} pair {x['pair']}: {x}")
+        wn = c.get("windows")
+        if not wn or not wn["api_calls"] or wn["api_errors"] or \
+                not all(w["reports_per_s"] > 0 for w in wn["windows"]):
+            bad.append(f"console_{b} windows: {wn and {k: wn[k] for k in ('api_calls', 'api_errors')}}")
     return bad
 
 
@@ -1188,6 +1276,11 @@ def main():
     ap.add_argument("--console-only", action="store_true",
                     help="only part 8: the console's list over the worst-50 database, and "
                          "ingest with the console browsed against alone")
+    ap.add_argument("--pg-set", action="append", default=[], metavar="KEY=VALUE",
+                    type=lambda kv: tuple(kv.split("=", 1)) if "=" in kv else
+                    ap.error(f"--pg-set: KEY=VALUE, got {kv!r}"),
+                    help="a PostgreSQL setting of the console part's cluster (repeatable; "
+                         "e.g. shared_buffers=1GB): the default is PostgreSQL's")
     ap.add_argument("--pairs", type=int, default=0,
                     help="on/off pairs per backend (quality: default 5, console: 3; 1 with "
                          "--quick)")
