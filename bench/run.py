@@ -913,7 +913,7 @@ def browsing_cpu(d, cluster, seconds=10):
             "server_cpu_s": (s1 - s0) / CLK if cluster else None}
 
 
-def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs):
+def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs, renice=False):
     """A database filled through kohaku as the worst-50 one is (nreports from nconns
     connections); the list's first page worst first, timed; what browsing costs alone; then
     ingest with the console browsed and not, alternated, on that same kohaku and database."""
@@ -942,6 +942,9 @@ def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs):
         finally:
             db.close()
         res["list"] = console_list_timing(d)
+        if renice and backend == "postgres":  # the experiment of --renice-read
+            os.setpriority(os.PRIO_PROCESS, read_backend_pid(st), 19)
+            res["read_backend_reniced"] = True
         res["browsing_cpu"] = browsing_cpu(d, cluster, seconds + 2)
         runs = []
         for i in range(pairs):
@@ -1016,12 +1019,13 @@ def console_benchmarks(tmp, res, args, rpr):
     res["console_pg_settings"] = dict(args.pg_set)
     cluster = None if args.no_postgres else PgCluster(settings=dict(args.pg_set))
     try:
-        for backend in ("sqlite",) if args.no_postgres else ("sqlite", "postgres"):
+        for backend in ("sqlite",) if args.no_postgres else \
+                (args.console_backend,) if args.console_backend else ("sqlite", "postgres"):
             t0 = time.time()
             res[f"console_{backend}"] = console_bench(tmp, backend,
                                                       cluster if backend == "postgres"
                                                       else None, nconns, nreports, seconds,
-                                                      pairs)
+                                                      pairs, args.renice_read)
             res[f"console_{backend}"]["part_s"] = time.time() - t0
     finally:
         if cluster:
@@ -1276,6 +1280,11 @@ def main():
     ap.add_argument("--console-only", action="store_true",
                     help="only part 8: the console's list over the worst-50 database, and "
                          "ingest with the console browsed against alone")
+    ap.add_argument("--console-backend", choices=("sqlite", "postgres"),
+                    help="the console part on this backend only")
+    ap.add_argument("--renice-read", action="store_true",
+                    help="an experiment: the console part sets its PostgreSQL read session's "
+                         "backend to nice 19 (as kohaku's own console thread is)")
     ap.add_argument("--pg-set", action="append", default=[], metavar="KEY=VALUE",
                     type=lambda kv: tuple(kv.split("=", 1)) if "=" in kv else
                     ap.error(f"--pg-set: KEY=VALUE, got {kv!r}"),
@@ -1377,7 +1386,7 @@ def sanity(r, args):
     backends = ("sqlite",) if args.no_postgres else ("sqlite", "postgres")
     bad = [] if args.console_only or args.core_only else sanity_quality(r, backends)
     if not (args.quality_only or args.core_only):
-        bad += sanity_console(r, backends)
+        bad += sanity_console(r, (args.console_backend,) if args.console_backend else backends)
     if not (args.quality_only or args.console_only or args.core_only):
         bad += ack_sanity(r)
     if args.quality_only or args.console_only:
