@@ -1088,7 +1088,7 @@ def print_console(r):
               f"{CONSOLE_LOSS_CEILING:.0%}: {c['ingest_verdict']}")
         if "browsed_call_ms" in c:
             calls = ", ".join(f"{k} {v:.1f}" for k, v in c["browsed_call_ms"].items())
-            share = (f"; CPU of the console's thread" +
+            share = ("; CPU of the console's thread" +
                      (" and read session" if backend == "postgres" else "") +
                      f": {c['console_cpu_share']:.1%} of the machine"
                      if "console_cpu_share" in c else "")

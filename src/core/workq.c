@@ -189,7 +189,7 @@ struct kh_workq *kh_workq_new(struct event_base *base, const char *name, int nth
     for (; q->nthreads < nthreads; q->nthreads++) {
         struct worker *w = &q->workers[q->nthreads];
         *w = (struct worker){.q = q, .index = q->nthreads};
-        char name_k[32];
+        char name_k[32] = {0};
         if (nthreads == 1)
             snprintf(name_k, sizeof(name_k), "%.15s", name);
         else
