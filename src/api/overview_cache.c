@@ -3,6 +3,7 @@
  */
 #include "api/overview_cache.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,6 +87,19 @@ void kh_ov_settled(const struct kh_ov_cache *c, int64_t width, int64_t from, int
     *hi = settled < last ? settled : last;
 }
 
+/* Keeps the rows of the buckets in [lo, hi), packed (the rows are in no order). */
+static void keep_rows(struct kh_ov_cache *c, int64_t lo, int64_t hi)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->rows[i].bucket < lo || c->rows[i].bucket >= hi)
+            free((char *)c->rows[i].node);
+        else
+            c->rows[w++] = c->rows[i];
+    }
+    c->n = w;
+}
+
 bool kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int64_t hi,
                        int64_t mono, int64_t *need)
 {
@@ -97,15 +111,7 @@ bool kh_ov_cache_begin(struct kh_ov_cache *c, int64_t width, int64_t lo, int64_t
         c->lo = c->hi = lo;
         c->built = mono;
     }
-    /* the buckets before the span go (the rows are in no order: keep the others) */
-    size_t w = 0;
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->rows[i].bucket < lo)
-            free((char *)c->rows[i].node);
-        else
-            c->rows[w++] = c->rows[i];
-    }
-    c->n = w;
+    keep_rows(c, lo, INT64_MAX); /* the buckets before the span go */
     c->lo = lo;
     *need = c->hi < hi ? c->hi : hi;
     return true;
@@ -144,14 +150,7 @@ void kh_ov_cache_stored(struct kh_ov_cache *c, int64_t earliest)
     if (c == NULL || c->width == 0 || earliest >= c->hi)
         return;
     int64_t from = earliest < c->lo ? c->lo : floor_to(earliest, c->width);
-    size_t w = 0;
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->rows[i].bucket >= from)
-            free((char *)c->rows[i].node);
-        else
-            c->rows[w++] = c->rows[i];
-    }
-    c->n = w;
+    keep_rows(c, INT64_MIN, from);
     c->hi = from;
 }
 
