@@ -984,14 +984,18 @@ static int ov_write(struct api *a, const struct range *r, int64_t bucket,
 }
 
 /* The settled buckets of the range come from the cache, which reads only those it lacks;
- * the rest (the first bucket when the range starts inside it, and the newest) is read on
- * every call. Without a cache, one read of the whole range. */
+ * the newest, still filling, are read on every call. Without a cache, one read of the whole
+ * range. */
 static int overview(struct api *a, struct kh_ov_cache *cache)
 {
     struct range r;
     if (range_param(a, &r) != 0)
         return FAILED;
     int64_t bucket = bucket_of(&r);
+    /* every bucket whole: the range starts at its first bucket's start (so that it is
+     * counted whole and settles, instead of part of it read at every call) */
+    int64_t q = r.from_us / bucket;
+    r.from_us = (q - (r.from_us % bucket < 0)) * bucket;
     struct ov_span sp = {.cache = NULL};
     /* before reading: a report stored after this reads its bucket at the next call */
     kh_ov_cache_stored(cache, kh_storedtime_take());

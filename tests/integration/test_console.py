@@ -349,7 +349,12 @@ def overview_buckets(o):
 
 
 def test_overview(loaded):
+    asked = datetime.now(timezone.utc) - timedelta(hours=1)
     o = loaded.api("overview", last="1h")
+    # the range starts at its first bucket's start, less than a bucket before the hour
+    b_ms = round(o["bucket_seconds"] * 1000)
+    start = ms_of(o["from"])
+    assert start % b_ms == 0 and 0 <= ms_of(iso(asked)) - start < b_ms + 1000, (o["from"], asked)
     stored = loaded.db.count("sora_report")
     assert round(sum(o["reports"]["per_second"]) * o["bucket_seconds"]) == stored
     nodes = {n["node_name"] for n in o["nodes"]}
