@@ -448,6 +448,22 @@ def test_postgres_read_connection_is_named(request, tmp_path):
         assert "kohaku" in names, names
     finally:
         assert k.close() == 0
+    # a URI's own application_name names every session
+    uri = db.settings()["postgres_uri"]
+    uri += ("&" if "?" in uri else "?") + "application_name=fleet-a"
+    k = Kohaku({**db.settings(), "postgres_uri": uri}, directory=tmp_path).start()
+    try:
+        loaded = Loaded("postgres", k, db, {}, [], "")
+        assert loaded.api("overview", last="1h")["reports"]["time"]
+
+        def names():  # the first kohaku's sessions may take a moment to go
+            return {r[0] for r in db.query(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = %s "
+                "AND pid <> pg_backend_pid()", (db.dbname,))}
+        wait_until(lambda: names() == {"fleet-a"}, 10,
+                   message="only sessions named fleet-a")
+    finally:
+        assert k.close() == 0
 
 
 BAD_PARAMS = [
