@@ -19,6 +19,7 @@
 #include "api/ask.h"
 #include "api/overview_cache.h"
 #include "api/quality_report.h"
+#include "core/buf.h"
 #include "core/errors.h"
 #include "core/jsonw.h"
 #include "core/storedtime.h"
@@ -862,12 +863,10 @@ struct ov_rows {
 static int ov_push(struct ov_rows *o, const struct kh_ov_row *r)
 {
     if (o->n == o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 256;
-        struct kh_ov_row *v = realloc(o->v, cap * sizeof(*v));
+        struct kh_ov_row *v = kh_grow(o->v, &o->cap, 256, sizeof(*v));
         if (v == NULL)
             return KH_ENOMEM;
         o->v = v;
-        o->cap = cap;
     }
     o->v[o->n++] = *r;
     return 0;

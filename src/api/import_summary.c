@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/jsonw.h"
 #include "core/timeutil.h"
 
@@ -29,12 +30,10 @@ void kh_import_tally_cleanup(struct kh_import_tally *t)
 void kh_import_file_opened(struct kh_import_tally *t, const char *name)
 {
     if (t->nopened == t->cap_opened) {
-        size_t ncap = t->cap_opened ? t->cap_opened * 2 : 16;
-        const char **p = realloc(t->opened, ncap * sizeof(*p));
+        const char **p = kh_grow(t->opened, &t->cap_opened, 16, sizeof(*p));
         if (p == NULL)
             return; /* its notes are listed last */
         t->opened = p;
-        t->cap_opened = ncap;
     }
     t->opened[t->nopened++] = name;
 }

@@ -4,6 +4,7 @@
 #include "core/buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,4 +78,17 @@ int kh_buf_printf(struct kh_buf *b, const char *fmt, ...)
     va_end(ap);
     b->len += (size_t)n;
     return 0;
+}
+
+void *kh_grow(void *v, size_t *cap, size_t first, size_t size)
+{
+    if (*cap > SIZE_MAX / 2)
+        return NULL;
+    size_t n = *cap ? *cap * 2 : first;
+    if (n == 0 || size == 0 || n > SIZE_MAX / size)
+        return NULL;
+    void *p = realloc(v, n * size);
+    if (p != NULL)
+        *cap = n;
+    return p;
 }

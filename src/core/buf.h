@@ -27,4 +27,10 @@ int kh_buf_append(struct kh_buf *b, const void *p, size_t n);
 int kh_buf_printf(struct kh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline void kh_buf_reset(struct kh_buf *b) { b->len = 0; }
 
+/* Grows an array of `size`-byte elements with capacity *cap (0: none yet) to twice that, or
+ * to `first` elements: the array moved (realloc), *cap updated. NULL when out of memory or
+ * past SIZE_MAX bytes, with v and *cap as they were. The array idiom:
+ *     if (n == cap && (p = kh_grow(v, &cap, 16, sizeof(*v))) == NULL) fail; else v = p; */
+void *kh_grow(void *v, size_t *cap, size_t first, size_t size);
+
 #endif

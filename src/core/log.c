@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/jsonw.h"
 #include "core/numparse.h"
 #include "core/timeutil.h"
@@ -163,7 +164,7 @@ static void prune_backups(const char *dir, const char *stem, const char *ext)
             strcmp(de->d_name + len - el, ext) != 0)
             continue;
         if (n == cap) {
-            char **more = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*names));
+            char **more = kh_grow(names, &cap, 16, sizeof(*names));
             if (more == NULL)
                 break;
             names = more;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/errors.h"
 
 struct route {
@@ -37,12 +38,10 @@ int kh_router_add(struct kh_router *r, const char *const *path, enum kh_method m
                   const struct kh_handler *handler, void *arg, int label)
 {
     if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 8;
-        struct route *p = realloc(r->routes, cap * sizeof(*p));
+        struct route *p = kh_grow(r->routes, &r->cap, 8, sizeof(*p));
         if (p == NULL)
             return KH_ENOMEM;
         r->routes = p;
-        r->cap = cap;
     }
     r->routes[r->n++] = (struct route){path, method, handler, arg, label};
     return 0;

@@ -211,14 +211,12 @@ static struct pmember *new_member(struct kh_envelope *e)
         return NULL;
     }
     if (e->nmem == e->mem_cap) {
-        size_t ncap = e->mem_cap ? e->mem_cap * 2 : 64;
-        struct pmember *m = realloc(e->mem, ncap * sizeof(*m));
+        struct pmember *m = kh_grow(e->mem, &e->mem_cap, 64, sizeof(*m));
         if (m == NULL) {
             oom(e);
             return NULL;
         }
         e->mem = m;
-        e->mem_cap = ncap;
     }
     if (e->cur_special != SP_NONE)
         e->sp_index[e->cur_special] = (int)e->nmem; /* the last one wins, as in JSON.parse */

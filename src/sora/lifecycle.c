@@ -411,12 +411,10 @@ static int open_conn(struct kh_lifecycle *lc)
     if (b->nconns >= lc->lim.max_stats)
         return refuse(lc, "connections", "more than %zu entries", lc->lim.max_stats);
     if (b->nconns == lc->conn_cap) {
-        size_t ncap = lc->conn_cap ? lc->conn_cap * 2 : 16;
-        struct kh_lc_conn *c = realloc(b->conns, ncap * sizeof(*c));
+        struct kh_lc_conn *c = kh_grow(b->conns, &lc->conn_cap, 16, sizeof(*c));
         if (c == NULL)
             return oom(lc);
         b->conns = c;
-        lc->conn_cap = ncap;
     }
     lc->at_conn = b->nconns;
     struct kh_lc_conn *c = &b->conns[b->nconns++];

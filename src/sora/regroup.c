@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/errors.h"
 
 struct kh_regroup {
@@ -180,12 +181,10 @@ static int add_object(struct kh_regroup_report *r, const char *line, const struc
     if (rc != 0 || r->too_large)
         return rc;
     if (r->nlines == r->cap_lines) {
-        size_t ncap = r->cap_lines ? r->cap_lines * 2 : 32;
-        uint64_t *p = realloc(r->lines, ncap * sizeof(*p));
+        uint64_t *p = kh_grow(r->lines, &r->cap_lines, 32, sizeof(*p));
         if (p == NULL)
             return KH_ENOMEM;
         r->lines = p;
-        r->cap_lines = ncap;
     }
     r->lines[r->nlines++] = lineno;
     return 0;

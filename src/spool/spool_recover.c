@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -185,8 +186,7 @@ static int list_segments(struct kh_spool *sp, uint64_t **out, size_t *count, con
         if (!parse_name(de->d_name, &seq))
             continue;
         if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            uint64_t *ns = realloc(seqs, cap * sizeof(*ns));
+            uint64_t *ns = kh_grow(seqs, &cap, 64, sizeof(*ns));
             if (ns == NULL) {
                 *err = "spool: out of memory";
                 rc = -1;

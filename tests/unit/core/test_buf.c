@@ -1,12 +1,14 @@
 /*
  * Unit tests of src/core/buf.c: the hard maximum of a buffer (KH_ENOSPC, never a realloc
- * past it), growth up to exactly that maximum, and kh_buf_printf. JSON escaping into a
+ * past it), growth up to exactly that maximum, kh_buf_printf, and kh_grow (arrays doubled,
+ * their size checked). JSON escaping into a
  * buffer is in test_jsonw.c, the arena in test_arena.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -85,12 +87,41 @@ static void test_buf_printf(void **state)
     kh_buf_cleanup(&b);
 }
 
+static void test_grow_doubles(void **state)
+{
+    (void)state;
+    size_t cap = 0;
+    int *v = kh_grow(NULL, &cap, 4, sizeof(*v)); /* none yet: `first` */
+    assert_non_null(v);
+    assert_int_equal(cap, 4);
+    for (int i = 0; i < 4; i++)
+        v[i] = i;
+    int *w = kh_grow(v, &cap, 4, sizeof(*v)); /* then twice what it was, the values kept */
+    assert_non_null(w);
+    assert_int_equal(cap, 8);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(w[i], i);
+    /* past SIZE_MAX bytes: NULL, the array and its capacity as they were */
+    size_t big = SIZE_MAX / 2 + 1;
+    assert_null(kh_grow(w, &big, 4, sizeof(*w)));
+    assert_true(big == SIZE_MAX / 2 + 1);
+    big = SIZE_MAX / 8;
+    assert_null(kh_grow(w, &big, 4, 8));
+    assert_true(big == SIZE_MAX / 8);
+    size_t none = 0;
+    assert_null(kh_grow(NULL, &none, 0, 8)); /* no first size */
+    assert_int_equal(none, 0);
+    assert_int_equal(w[3], 3);
+    free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_max_enforced),
         cmocka_unit_test(test_buf_grows_in_steps),
         cmocka_unit_test(test_buf_printf),
+        cmocka_unit_test(test_grow_doubles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
