@@ -846,6 +846,27 @@ static const char nodes_sql_pg[] =
     "JOIN sora_connection c ON c.connection_id = g.connection_id GROUP BY c.node_name, g.b "
     "ORDER BY 1, 2";
 
+/* The live buckets' rows from a frontier on, per connection and bucket, and the reports per
+ * bucket, each split at the call's new frontier (@4): p 0 before it (the cache adds them), 1
+ * from it on (read for this answer only). */
+#define LIVE_P "CASE WHEN \"time\" >= @4 THEN 1 ELSE 0 END"
+static const char live_reports_sql[] =
+    "SELECT #(\"time\") / @3 * @3, " LIVE_P ", count(*) FROM sora_report WHERE \"time\" >= @1 "
+    "AND \"time\" < @2 GROUP BY 1, 2";
+static const char live_conns_sql[] =
+    "SELECT g.b, g.p, g.connection_id, c.node_name, g.s FROM (SELECT connection_id, "
+    "#(\"time\") / @3 * @3 AS b, " LIVE_P " AS p, max(severity) AS s FROM quality_connection "
+    "WHERE \"time\" >= @1 AND \"time\" < @2 GROUP BY 1, 2, 3) g "
+    "JOIN sora_connection c ON c.connection_id = g.connection_id";
+static const char live_reports_sql_pg[] =
+    "SELECT #(b), p, n FROM (SELECT " PG_BIN " AS b, " LIVE_P " AS p, count(*) AS n "
+    "FROM sora_report WHERE \"time\" >= @1 AND \"time\" < @2 GROUP BY 1, 2) x";
+static const char live_conns_sql_pg[] =
+    "SELECT #(g.b), g.p, g.connection_id, c.node_name, g.s FROM (SELECT connection_id, "
+    PG_BIN " AS b, " LIVE_P " AS p, max(severity) AS s FROM quality_connection "
+    "WHERE \"time\" >= @1 AND \"time\" < @2 GROUP BY 1, 2, 3) g "
+    "JOIN sora_connection c ON c.connection_id = g.connection_id";
+
 /* A bucket of about a 300th of the range, at least 10 s, in whole seconds (µs). */
 static int64_t bucket_of(const struct range *r)
 {
@@ -936,6 +957,103 @@ static int ov_read(struct api *a, int64_t from_us, int64_t to_us, int64_t bucket
     return rc;
 }
 
+/* What a call reads after its new frontier, for its answer alone. */
+struct ov_extra {
+    struct kh_ov_conn *conns;
+    size_t n, cap;
+    int64_t *buckets;
+    double *reports;
+    size_t nrep, caprep;
+};
+
+static void ov_extra_free(struct ov_extra *x)
+{
+    free(x->conns);
+    free(x->buckets);
+    free(x->reports);
+}
+
+static int ov_extra_conn(struct ov_extra *x, const struct kh_ov_conn *c)
+{
+    if (x->n == x->cap) {
+        struct kh_ov_conn *p = kh_grow(x->conns, &x->cap, 256, sizeof(*p));
+        if (p == NULL)
+            return KH_ENOMEM;
+        x->conns = p;
+    }
+    x->conns[x->n++] = *c;
+    return 0;
+}
+
+static int ov_extra_reports(struct ov_extra *x, int64_t bucket, double n)
+{
+    if (x->nrep == x->caprep) {
+        size_t cap = x->caprep;
+        int64_t *b = kh_grow(x->buckets, &cap, 16, sizeof(*b));
+        if (b == NULL)
+            return KH_ENOMEM;
+        x->buckets = b;
+        cap = x->caprep;
+        double *r = kh_grow(x->reports, &cap, 16, sizeof(*r));
+        if (r == NULL)
+            return KH_ENOMEM;
+        x->reports = r;
+        x->caprep = cap;
+    }
+    x->buckets[x->nrep] = bucket;
+    x->reports[x->nrep++] = n;
+    return 0;
+}
+
+/* Reads the live buckets' rows of [from_us, to_us): those before `front` into the cache's live
+ * part (sp->failed when it refuses one), the others into x. */
+static int ov_read_live(struct api *a, int64_t from_us, int64_t to_us, int64_t front,
+                        int64_t bucket, struct ov_span *sp, struct ov_extra *x)
+{
+    char from[KH_TIME_TEXT_LEN + 1], to[KH_TIME_TEXT_LEN + 1], fr[KH_TIME_TEXT_LEN + 1];
+    kh_time_format(from_us, from);
+    kh_time_format(to_us, to);
+    kh_time_format(front, fr);
+    struct kh_value p[4] = {kh_ask_text(from), kh_ask_text(to), kh_ask_integer(bucket),
+                            kh_ask_text(fr)};
+    struct kh_ask_table rep = {0}, conns = {0};
+    bool pg = a->ask.pg;
+    int rc = kh_ask(&a->ask, pg ? live_reports_sql_pg : live_reports_sql, &rep, p, 4);
+    rc = rc ? rc : kh_ask(&a->ask, pg ? live_conns_sql_pg : live_conns_sql, &conns, p, 4);
+    if (rc != 0) {
+        kh_ask_table_free(&rep);
+        kh_ask_table_free(&conns);
+        return db_fail(a, rc);
+    }
+    for (size_t i = 0; rc == 0 && i < rep.n; i++) {
+        int64_t b = kh_ask_int(&rep, i, 0);
+        double n = kh_ask_num(&rep, i, 2);
+        if (kh_ask_int(&rep, i, 1))
+            rc = ov_extra_reports(x, b, n);
+        else if (kh_ov_live_reports(sp->cache, b, n) != 0)
+            sp->failed = true;
+    }
+    for (size_t i = 0; rc == 0 && !sp->failed && i < conns.n; i++) {
+        struct kh_ov_conn c = {kh_ask_int(&conns, i, 0), kh_ask_str(&conns, i, 2),
+                               kh_ask_str(&conns, i, 3), kh_ask_int(&conns, i, 4)};
+        if (c.conn == NULL || c.node == NULL)
+            continue;
+        if (kh_ask_int(&conns, i, 1))
+            rc = ov_extra_conn(x, &c);
+        else if (kh_ov_live_add(sp->cache, &c) != 0)
+            sp->failed = true;
+    }
+    /* the strings x points to are in the ask's arena, which outlives the tables */
+    kh_ask_table_free(&rep);
+    kh_ask_table_free(&conns);
+    return rc;
+}
+
+static int ov_push_fn(void *arg, const struct kh_ov_row *r)
+{
+    return ov_push(arg, r);
+}
+
 /* "key": [field k of rows [lo, hi)], times in ms. */
 static int ov_column(struct kh_buf *b, bool *f, const char *key, const struct ov_rows *o,
                      size_t lo, size_t hi, int k, double scale)
@@ -982,9 +1100,43 @@ static int ov_write(struct api *a, const struct range *r, int64_t bucket,
     return rc | kh_buf_append(b, "]}\n", 3);
 }
 
-/* The settled buckets of the range come from the cache, which reads only those it lacks;
- * the newest, still filling, are read on every call. Without a cache, one read of the whole
- * range. */
+/* The cached part of a call: the settled buckets the cache lacks (read whole, by node, when
+ * the live part is more than two buckets behind: a new cache, a call long after the last), the live rows from its frontier to the end of the
+ * range (those before the new frontier into the cache), the live buckets that have ended
+ * settled; then the answer's rows from the cache and the live part with what came after the
+ * frontier. */
+static int ov_cached(struct api *a, const struct range *r, int64_t bucket, int64_t front,
+                     struct ov_span *sp, struct ov_rows *o)
+{
+    struct kh_ov_cache *c = sp->cache;
+    int rc = 0;
+    if (kh_ov_live_frontier(c) < sp->hi - 2 * bucket) {
+        kh_ov_live_drop(c);
+        rc = sp->need < sp->hi ? ov_read(a, sp->need, sp->hi, bucket, sp, o) : 0;
+        if (rc == 0 && !sp->failed)
+            kh_ov_cache_end(c, sp->hi);
+    }
+    struct ov_extra x = {0};
+    if (rc == 0 && !sp->failed)
+        rc = ov_read_live(a, kh_ov_live_frontier(c), r->to_us, front, bucket, sp, &x);
+    if (rc == 0 && !sp->failed && kh_ov_live_settle(c, sp->hi, front) != 0)
+        sp->failed = true;
+    if (rc == 0 && !sp->failed) {
+        size_t n;
+        const struct kh_ov_row *held = kh_ov_cache_rows(c, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            if (held[i].bucket >= sp->lo && held[i].bucket < sp->hi)
+                rc = ov_push(o, &held[i]);
+        rc = rc ? rc : kh_ov_live_answer(c, x.conns, x.n, x.buckets, x.reports, x.nrep,
+                                         ov_push_fn, o);
+    }
+    ov_extra_free(&x);
+    return rc;
+}
+
+/* The settled buckets of the range come from the cache, which reads only those it lacks; of
+ * the newest, still filling, a call reads the rows since the previous call's frontier and
+ * those of the settle lag (the live part). Without a cache, one read of the whole range. */
 static int overview(struct api *a, struct kh_ov_cache *cache)
 {
     struct range r;
@@ -998,30 +1150,27 @@ static int overview(struct api *a, struct kh_ov_cache *cache)
     struct ov_span sp = {.cache = NULL};
     /* before reading: a report stored after this reads its bucket at the next call */
     kh_ov_cache_stored(cache, kh_storedtime_take());
-    kh_ov_settled(cache, bucket, r.from_us, r.to_us, kh_time_now_usec(), &sp.lo, &sp.hi);
-    int64_t mono = (int64_t)kh_mono_usec();
-    if (sp.lo < sp.hi && kh_ov_cache_begin(cache, bucket, sp.lo, sp.hi, mono, &sp.need))
+    int64_t now = kh_time_now_usec();
+    kh_ov_settled(cache, bucket, r.from_us, r.to_us, now, &sp.lo, &sp.hi);
+    int64_t mono = (int64_t)kh_mono_usec(), front = 0;
+    if (sp.lo < sp.hi && kh_ov_cache_begin(cache, bucket, sp.lo, sp.hi, mono, &sp.need)) {
         sp.cache = cache;
-    struct ov_rows o = {0};
-    int rc;
-    if (sp.cache == NULL || sp.need == sp.lo) {
-        rc = ov_read(a, r.from_us, r.to_us, bucket, &sp, &o);
-    } else {
-        rc = r.from_us < sp.lo ? ov_read(a, r.from_us, sp.lo, bucket, &sp, &o) : 0;
-        rc = rc ? rc : ov_read(a, sp.need, r.to_us, bucket, &sp, &o);
+        front = kh_ov_front(cache, r.to_us, now);
+        if (front < kh_ov_live_frontier(cache)) {
+            /* a range that ends before what the cache holds: start again */
+            kh_ov_cache_reset(cache);
+            if (!kh_ov_cache_begin(cache, bucket, sp.lo, sp.hi, mono, &sp.need))
+                sp.cache = NULL;
+        }
     }
-    if (rc == 0 && sp.failed) { /* some rows went into the cache: none is lost, read again */
+    struct ov_rows o = {0};
+    int rc = sp.cache ? ov_cached(a, &r, bucket, front, &sp, &o)
+                      : ov_read(a, r.from_us, r.to_us, bucket, &sp, &o);
+    if (rc == 0 && sp.failed) { /* the cache refused a row: none is lost, read again */
         kh_ov_cache_refused(cache, mono);
+        sp.cache = NULL;
         o.n = 0;
         rc = ov_read(a, r.from_us, r.to_us, bucket, &sp, &o);
-    }
-    if (rc == 0 && sp.cache) {
-        kh_ov_cache_end(cache, sp.hi);
-        size_t n;
-        const struct kh_ov_row *held = kh_ov_cache_rows(cache, &n);
-        for (size_t i = 0; rc == 0 && i < n; i++)
-            if (held[i].bucket >= sp.lo && held[i].bucket < sp.hi)
-                rc = ov_push(&o, &held[i]);
     }
     if (rc == 0) {
         qsort(o.v, o.n, sizeof(*o.v), ov_cmp);

@@ -57,4 +57,43 @@ void kh_ov_cache_refused(struct kh_ov_cache *c, int64_t mono);
 /* Every row held (buckets may reach past the span a call asked for: filter by bucket). */
 const struct kh_ov_row *kh_ov_cache_rows(const struct kh_ov_cache *c, size_t *n);
 
+/* --- the live part: the buckets from the settled span's end on, still filling ---------------
+ * What the rows of [hi, frontier) hold, counted per connection (a connection counts once in a
+ * bucket, with its worst severity, so the counts cannot be added up from parts): a call reads
+ * the rows from the frontier on, adds those older than its new frontier (now less the settle
+ * lag) and reads the newer ones for its answer alone, then settles the live buckets that have
+ * ended before it. A call thus reads the rows since the previous one and the lag's, not the
+ * newest buckets whole. */
+
+/* A connection's rows in a bucket as a query groups them: its node and worst severity. */
+struct kh_ov_conn {
+    int64_t bucket;
+    const char *conn, *node;
+    int64_t severity;
+};
+
+/* This call's frontier: `to`, or now less the settle lag if earlier (c not NULL). The
+ * settled span of kh_ov_settled ends at its bucket's start. */
+int64_t kh_ov_front(const struct kh_ov_cache *c, int64_t to, int64_t now);
+/* Where the live part ends: the frontier, at least the settled span's end. */
+int64_t kh_ov_live_frontier(const struct kh_ov_cache *c);
+/* Forgets the live part (when a call comes long after the last one, it reads the buckets in
+ * between whole, as settled ones). */
+void kh_ov_live_drop(struct kh_ov_cache *c);
+/* Adds a connection's rows before the new frontier; 0, or KH_ENOMEM / KH_ENOSPC (past its
+ * bound: as kh_ov_cache_add's). */
+int kh_ov_live_add(struct kh_ov_cache *c, const struct kh_ov_conn *r);
+/* Adds `n` reports of a bucket before the new frontier. */
+int kh_ov_live_reports(struct kh_ov_cache *c, int64_t bucket, double n);
+/* The rows before `frontier` are all added: the live buckets that ended before `settled`
+ * (a bucket start, at most the frontier) become settled rows, and the span held ends there.
+ * 0, or as kh_ov_cache_add. */
+int kh_ov_live_settle(struct kh_ov_cache *c, int64_t settled, int64_t frontier);
+/* The answer's rows of the live buckets: the live part's counts with `extra` merged in (the
+ * rows after the frontier, read for this call only), each as kh_ov_row through fn (node NULL:
+ * a bucket's reports). extra_reports: [i] reports of bucket extra_buckets[i]. */
+int kh_ov_live_answer(const struct kh_ov_cache *c, const struct kh_ov_conn *extra, size_t n,
+                      const int64_t *extra_buckets, const double *extra_reports, size_t nrep,
+                      int (*fn)(void *arg, const struct kh_ov_row *r), void *arg);
+
 #endif

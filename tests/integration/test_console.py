@@ -432,6 +432,82 @@ def test_overview_keeps_settled_buckets(kind, request, tmp_path):
         assert k.close() == 0
 
 
+def stored_nodes(db, b_ms, from_ms, to_ms):
+    """{node: {bucket ms: [connections, with issues, bad]}} of the stored quality rows of
+    [from_ms, to_ms): each connection once per bucket, with its worst severity there."""
+    node = {cid: n for cid, n in db.query("SELECT connection_id, node_name FROM sora_connection")}
+    worst = {}
+    for t, cid, sev in db.query("SELECT time, connection_id, severity FROM quality_connection"):
+        if from_ms <= ms_of(t) < to_ms:
+            key = (ms_of(t) // b_ms * b_ms, cid)
+            worst[key] = max(worst.get(key, 0), sev or 0)
+    out = {}
+    for (b, cid), sev in worst.items():
+        n = out.setdefault(node[cid], {}).setdefault(b, [0, 0, 0])
+        n[0] += 1
+        n[1] += sev > 0
+        n[2] += sev > 1
+    return out
+
+
+def overview_nodes(o):
+    return {n["node_name"]: {round(t): [c, w, b] for t, c, w, b in
+                             zip(n["time"], n["connections"], n["with_issues"], n["bad"])}
+            for n in o["nodes"]}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_overview_live_buckets_count_as_a_whole_read(kind, request, tmp_path):
+    """The buckets still filling are counted from the rows since the previous call's frontier
+    (the live part): calls between reports of the last minute, stored in time order (each older
+    than the frontier, so each batch makes the cache read its bucket again) and as they happen,
+    on two nodes, give what the stored rows give: reports per bucket, and per node and bucket
+    the connections, those with issues and those bad, each connection once with its worst."""
+    if kind == "sqlite":
+        db = SqliteDb(tmp_path)
+    else:
+        db = PgDb(request.getfixturevalue("pg_cluster"), unique_db_name("live"))
+    k = Kohaku(db.settings(), directory=tmp_path).start()
+    try:
+        loaded = Loaded(kind, k, db, {}, [], "")
+
+        def check(o):
+            b_ms = round(o["bucket_seconds"] * 1000)
+            assert overview_buckets(o) == stored_buckets(db, b_ms)
+            assert overview_nodes(o) == stored_nodes(db, b_ms, ms_of(o["from"]), ms_of(o["to"]))
+
+        # the impaired calls of the last 40 s, half on each node, in four parts
+        start = datetime.now(timezone.utc) - timedelta(seconds=40)
+        envs = impaired_calls(start, node_name="sora@a")[0]
+        envs += impaired_calls(start, lambda b, sc: sc != "clean", node_name="sora@b")[0]
+        envs.sort(key=lambda e: e["timestamp"])
+        part = len(envs) // 4 + 1
+        for i in range(0, len(envs), part):
+            post_in_order(k, envs[i:i + part])
+            check(loaded.api("overview", last="1h"))
+        # then two calls' reports as they happen (their issues begin mid-call, so that a
+        # connection's worst in a bucket comes after the frontier), a call after each pair
+        live = impaired_calls(datetime.now(timezone.utc),
+                              lambda b, sc: b == "chromium" and sc in ("loss3", "delay"),
+                              node_name="sora@c")[0]
+        t0 = time.monotonic()
+        for i in range(0, len(live), 2):
+            now = iso(datetime.now(timezone.utc))
+            for e in live[i:i + 2]:
+                e["timestamp"] = now
+            post_in_order(k, live[i:i + 2])
+            check(loaded.api("overview", last="1h"))
+            time.sleep(max(0.0, t0 + 0.3 * (i // 2 + 1) - time.monotonic()))
+        # and once all of it has settled
+        time.sleep(6)
+        o = loaded.api("overview", last="1h")
+        check(o)
+        assert set(overview_nodes(o)) == {"sora@a", "sora@b", "sora@c"}
+        assert any(v[1] for n in overview_nodes(o).values() for v in n.values())
+    finally:
+        assert k.close() == 0
+
+
 def test_postgres_read_connection_is_named(request, tmp_path):
     """The console's questions come from a PostgreSQL session named `kohaku read`, the writers'
     from `kohaku`, so that an operator tells them apart in pg_stat_activity."""
