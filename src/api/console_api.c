@@ -1101,10 +1101,10 @@ static int ov_write(struct api *a, const struct range *r, int64_t bucket,
 }
 
 /* The cached part of a call: the settled buckets the cache lacks (read whole, by node, when
- * the live part is more than two buckets behind: a new cache, a call long after the last), the live rows from its frontier to the end of the
- * range (those before the new frontier into the cache), the live buckets that have ended
- * settled; then the answer's rows from the cache and the live part with what came after the
- * frontier. */
+ * the live part is more than two buckets behind: a new cache, a call long after the last),
+ * the live rows from its frontier to the end of the range (those before the new frontier
+ * into the cache), the live buckets that have ended settled; then the answer's rows from the
+ * cache and the live part with what came after the frontier. */
 static int ov_cached(struct api *a, const struct range *r, int64_t bucket, int64_t front,
                      struct ov_span *sp, struct ov_rows *o)
 {

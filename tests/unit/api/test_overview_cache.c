@@ -7,7 +7,9 @@
  * leaves a gap after what it holds or starts before it, and once it is `hold` old; it copies
  * node names; past its row bound it refuses a row, and once refused it is not used for a
  * hold; off (hold 0) or NULL it settles nothing; a report stored late makes it drop the
- * buckets from the one it falls into on.
+ * buckets from the one it falls into on. The live part counts each connection once per bucket
+ * with its worst severity, merges an answer's newer rows without keeping them, settles the
+ * buckets that ended, drops from a late report's bucket, and grows its table.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -232,6 +234,125 @@ static void reads_again_from_a_late_report(void **state)
     kh_ov_cache_free(c);
 }
 
+struct got {
+    struct kh_ov_row rows[64];
+    char names[64][32];
+    int n;
+};
+
+static int collect(void *arg, const struct kh_ov_row *r)
+{
+    struct got *g = arg;
+    assert_true(g->n < 64);
+    g->rows[g->n] = *r;
+    if (r->node) {
+        snprintf(g->names[g->n], sizeof(g->names[0]), "%s", r->node);
+        g->rows[g->n].node = g->names[g->n];
+    }
+    g->n++;
+    return 0;
+}
+
+/* The row of (bucket, node) (node NULL: the bucket's reports), or NULL. */
+static const struct kh_ov_row *find(const struct kh_ov_row *rows, size_t n, int64_t bucket,
+                                    const char *node)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].bucket == bucket && (node ? rows[i].node && strcmp(rows[i].node, node) == 0
+                                              : rows[i].node == NULL))
+            return &rows[i];
+    return NULL;
+}
+
+static void live_part_counts_each_connection_once(void **state)
+{
+    (void)state;
+    int64_t w = 10 * S, need = 0;
+    struct kh_ov_cache *c = kh_ov_cache_new(600 * S);
+    assert_true(kh_ov_cache_begin(c, w, 1000 * S, 1500 * S, S, &need));
+    kh_ov_cache_end(c, 1500 * S);
+    assert_true(kh_ov_live_frontier(c) == 1500 * S);
+    /* rows of [1500, 1515): a, b in bucket 1500 (a twice, worst 1), a in 1510 */
+    struct kh_ov_conn rows[] = {{1500 * S, "a", "n1", 0}, {1500 * S, "a", "n1", 1},
+                                {1500 * S, "b", "n2", 2}, {1510 * S, "a", "n1", 0}};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(kh_ov_live_add(c, &rows[i]), 0);
+    assert_int_equal(kh_ov_live_reports(c, 1500 * S, 3), 0);
+    assert_int_equal(kh_ov_live_reports(c, 1510 * S, 1), 0);
+    assert_int_equal(kh_ov_live_settle(c, 1500 * S, 1515 * S), 0); /* nothing ended yet */
+    assert_true(kh_ov_live_frontier(c) == 1515 * S);
+    /* after the frontier: a worse in 1510, c new in 1510, b again (no worse) in 1500 */
+    struct kh_ov_conn extra[] = {{1510 * S, "a", "n1", 2}, {1510 * S, "c", "n1", 0},
+                                 {1500 * S, "b", "n2", 1}};
+    int64_t eb[] = {1510 * S};
+    double er[] = {2};
+    struct got g = {.n = 0};
+    assert_int_equal(kh_ov_live_answer(c, extra, 3, eb, er, 1, collect, &g), 0);
+    const struct kh_ov_row *r = find(g.rows, (size_t)g.n, 1500 * S, "n1");
+    assert_non_null(r);
+    assert_true(r->n[0] == 1 && r->n[1] == 1 && r->n[2] == 0);
+    r = find(g.rows, (size_t)g.n, 1500 * S, "n2");
+    assert_true(r && r->n[0] == 1 && r->n[1] == 1 && r->n[2] == 1);
+    r = find(g.rows, (size_t)g.n, 1510 * S, "n1");
+    assert_true(r && r->n[0] == 2 && r->n[1] == 1 && r->n[2] == 1);
+    r = find(g.rows, (size_t)g.n, 1500 * S, NULL);
+    assert_true(r && r->n[0] == 3);
+    r = find(g.rows, (size_t)g.n, 1510 * S, NULL);
+    assert_true(r && r->n[0] == 3);
+    /* the answer changed nothing: without extra, a's worst in 1510 is 0 again */
+    g.n = 0;
+    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, NULL, 0, collect, &g), 0);
+    r = find(g.rows, (size_t)g.n, 1510 * S, "n1");
+    assert_true(r && r->n[0] == 1 && r->n[1] == 0);
+    /* 1500 ends before the next frontier: it settles into the span held, 1510 stays live */
+    assert_int_equal(kh_ov_live_settle(c, 1510 * S, 1516 * S), 0);
+    size_t n;
+    const struct kh_ov_row *held = kh_ov_cache_rows(c, &n);
+    r = find(held, n, 1500 * S, "n2");
+    assert_true(r && r->n[0] == 1 && r->n[2] == 1);
+    r = find(held, n, 1500 * S, NULL);
+    assert_true(r && r->n[0] == 3);
+    assert_null(find(held, n, 1510 * S, "n1"));
+    g.n = 0;
+    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, NULL, 0, collect, &g), 0);
+    assert_null(find(g.rows, (size_t)g.n, 1500 * S, "n1"));
+    assert_non_null(find(g.rows, (size_t)g.n, 1510 * S, "n1"));
+    /* a report stored late into 1510: the live part from there goes, the frontier with it */
+    kh_ov_cache_stored(c, 1512 * S);
+    assert_true(kh_ov_live_frontier(c) == 1510 * S);
+    g.n = 0;
+    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, NULL, 0, collect, &g), 0);
+    assert_int_equal(g.n, 0);
+    /* one into a settled bucket: those from it on, and the whole live part */
+    assert_int_equal(kh_ov_live_add(c, &rows[3]), 0);
+    kh_ov_cache_stored(c, 1490 * S);
+    assert_true(kh_ov_live_frontier(c) == 1490 * S);
+    assert_null(find(kh_ov_cache_rows(c, &n), n, 1500 * S, "n2"));
+    kh_ov_cache_free(c);
+}
+
+static void live_part_grows(void **state)
+{
+    (void)state;
+    int64_t w = 10 * S, need = 0;
+    struct kh_ov_cache *c = kh_ov_cache_new(600 * S);
+    assert_true(kh_ov_cache_begin(c, w, 0, 10 * S, S, &need));
+    kh_ov_cache_end(c, 10 * S);
+    char id[32];
+    /* many connections in one bucket: the table grows, each is counted once */
+    for (int i = 0; i < 5000; i++) {
+        snprintf(id, sizeof(id), "conn-%d", i);
+        struct kh_ov_conn r = {10 * S, id, "n", i % 3};
+        assert_int_equal(kh_ov_live_add(c, &r), 0);
+        assert_int_equal(kh_ov_live_add(c, &r), 0); /* again: the same one */
+    }
+    struct got g = {.n = 0};
+    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, NULL, 0, collect, &g), 0);
+    assert_int_equal(g.n, 1);
+    assert_true(g.rows[0].n[0] == 5000 && g.rows[0].n[1] == 3333 && g.rows[0].n[2] == 1666);
+    kh_ov_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +361,8 @@ int main(void)
         cmocka_unit_test(starts_again),
         cmocka_unit_test(bounded),
         cmocka_unit_test(reads_again_from_a_late_report),
+        cmocka_unit_test(live_part_counts_each_connection_once),
+        cmocka_unit_test(live_part_grows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
