@@ -327,7 +327,8 @@ static void live_part_counts_each_connection_once(void **state)
     assert_int_equal(kh_ov_live_add(c, &rows[3]), 0);
     kh_ov_cache_stored(c, 1490 * S);
     assert_true(kh_ov_live_frontier(c) == 1490 * S);
-    assert_null(find(kh_ov_cache_rows(c, &n), n, 1500 * S, "n2"));
+    held = kh_ov_cache_rows(c, &n);
+    assert_null(find(held, n, 1500 * S, "n2"));
     kh_ov_cache_free(c);
 }
 
