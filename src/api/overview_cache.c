@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "core/buf.h"
 #include "core/errors.h"
 #include "core/siphash.h"
 
@@ -335,12 +336,10 @@ static int add_rep(struct live_rep **reps, size_t *n, size_t *cap, int64_t bucke
             return 0;
         }
     if (*n == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 16;
-        struct live_rep *p = realloc(*reps, ncap * sizeof(*p));
+        struct live_rep *p = kh_grow(*reps, cap, 16, sizeof(*p));
         if (p == NULL)
             return KH_ENOMEM;
         *reps = p;
-        *cap = ncap;
     }
     (*reps)[(*n)++] = (struct live_rep){bucket, k};
     return 0;
