@@ -1029,6 +1029,9 @@ def console_benchmarks(tmp, res, args, rpr):
             res[f"console_{backend}"]["part_s"] = time.time() - t0
     finally:
         if cluster:
+            if args.pg_log:
+                with open(args.pg_log, "w") as f:
+                    f.write(cluster.log_text())
             cluster.close()
 
 
@@ -1290,6 +1293,9 @@ def main():
                     ap.error(f"--pg-set: KEY=VALUE, got {kv!r}"),
                     help="a PostgreSQL setting of the console part's cluster (repeatable; "
                          "e.g. shared_buffers=1GB): the default is PostgreSQL's")
+    ap.add_argument("--pg-log", metavar="FILE",
+                    help="write the console part's PostgreSQL server log to FILE at its end "
+                         "(with --pg-set log_min_duration_statement=MS, say)")
     ap.add_argument("--pairs", type=int, default=0,
                     help="on/off pairs per backend (quality: default 5, console: 3; 1 with "
                          "--quick)")
