@@ -369,12 +369,15 @@ int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *par
         kh_pg_drop_conn(&pg->qconn);
         forget_prepared(pg); /* they went with the connection */
         pg->qconn = kh_pg_connect(pg, KH_PG_APP_READ, pg->qerr, sizeof(pg->qerr));
-        /* No parallel workers: the console's questions are small lookups whose plans the
-         * estimates of jsonb_each make look large, and a worker's start (15-20 ms here)
-         * then costs ten times the query; workers would also take CPUs from ingest. */
-        char set[128];
+        /* No parallel workers and no JIT: the console's questions are small lookups whose
+         * plans the estimates of jsonb_each make look large (a channel's issue spans cost
+         * 170k), so a worker's start (15-20 ms here) would cost ten times the query and
+         * JIT would compile some 90 functions at each call (most of a 300-600 ms answer
+         * under ingest); workers would also take CPUs from ingest. */
+        char set[160];
         snprintf(set, sizeof(set),
-                 "SET statement_timeout = %lld; SET max_parallel_workers_per_gather = 0",
+                 "SET statement_timeout = %lld; SET max_parallel_workers_per_gather = 0; "
+                 "SET jit = off",
                  (long long)pg->query_timeout_ms);
         if (pg->qconn && kh_pg_exec(pg->qconn, set, pg->qerr, sizeof(pg->qerr)) != 0)
             kh_pg_drop_conn(&pg->qconn);

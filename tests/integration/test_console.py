@@ -542,6 +542,57 @@ def test_postgres_read_connection_is_named(request, tmp_path):
         assert k.close() == 0
 
 
+def _log_entries(text):
+    """The server log's entries (a line and the tab-indented lines that continue it)."""
+    entries = []
+    for line in text.splitlines():
+        if line.startswith(("\t", " ")) and entries:
+            entries[-1] += "\n" + line
+        else:
+            entries.append(line)
+    return entries
+
+
+def test_postgres_read_connection_runs_without_jit(request, tmp_path):
+    """The console's questions run without JIT: the estimates of jsonb_each make a channel's
+    issue spans look large enough (cost ~170k) for PostgreSQL to compile ~90 functions at
+    every call, most of a 300-600 ms answer under ingest. The database here JITs every query
+    (jit_above_cost = 0) and auto_explain logs every plan; the test's own session's plan shows
+    JIT (so it is on and would be used), the `kohaku read` session's plans do not."""
+    cluster = request.getfixturevalue("pg_cluster")
+    db = PgDb(cluster, unique_db_name("nojit"))
+    for setting in ("jit = on", "jit_above_cost = 0", "session_preload_libraries = auto_explain",
+                    "auto_explain.log_min_duration = 0"):
+        cluster.psql("postgres", f'ALTER DATABASE "{db.dbname}" SET {setting}')
+    seen = len(cluster.log_text())
+    k = Kohaku(db.settings(), directory=tmp_path).start()
+    try:
+        loaded = Loaded("postgres", k, db, {}, [], "")
+        reports, conns = impaired_calls(datetime.now(timezone.utc) - timedelta(minutes=2),
+                                        lambda b, s: (b, s) == ("chromium", "loss3"))
+        post_in_order(k, reports)
+        wait_until(lambda: db.count("quality_stream") > 0, 30, message="quality rows")
+        channel = next(iter(conns.values()))["channel"]
+        c = loaded.api("channels/" + urllib.parse.quote(channel, safe=""))
+        assert {p["connection_id"] for p in c["quality"]["participants"]} == set(conns)
+        assert loaded.api("overview", last="1h")["reports"]["time"]
+        read = [r[0] for r in db.query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s "
+            "AND application_name = 'kohaku read'", (db.dbname,))]
+        assert len(read) == 1, read
+        ours = "\n".join(r[0] for r in db.query(
+            "EXPLAIN (ANALYZE) SELECT count(*) FROM quality_issue_span"))
+    finally:
+        assert k.close() == 0
+    assert "JIT:" in ours, ours  # JIT is there and this database uses it
+    plans = [e for e in _log_entries(cluster.log_text()[seen:])
+             if f"[{read[0]}]" in e.split("\n")[0] and "plan:" in e]
+    spans = [e for e in plans if "FROM quality_issue_span" in e]
+    assert spans, "no plan of the channel's issue spans from the read session was logged"
+    jitted = [e for e in plans if "JIT:" in e]
+    assert not jitted, jitted[0]
+
+
 BAD_PARAMS = [
     ("connections?sort=best", "sort"),
     ("connections?verdict=fine", "verdict"),
