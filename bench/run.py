@@ -913,7 +913,8 @@ def browsing_cpu(d, cluster, seconds=10):
             "server_cpu_s": (s1 - s0) / CLK if cluster else None}
 
 
-def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs, renice=False):
+def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs, renice=False,
+                  window_pairs=WINDOW_PAIRS):
     """A database filled through kohaku as the worst-50 one is (nreports from nconns
     connections); the list's first page worst first, timed; what browsing costs alone; then
     ingest with the console browsed and not, alternated, on that same kohaku and database."""
@@ -964,7 +965,7 @@ def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs, renic
                       f"{r['reports_per_s']:.0f} reports/s, {r['api_calls']} API calls{cost}",
                       flush=True)
         res["windows"] = console_windows(d, st, SEED + 300, npairs=2 if seconds < 8 else
-                                         WINDOW_PAIRS)
+                                         window_pairs)
         wn = res["windows"]
         print(f"  console {backend} windows of {wn['window_s']} s: pair ratios "
               + " ".join(f"{x:.3f}" for x in wn["pair_ratios"]) + f", {wn['api_calls']} API "
@@ -1025,7 +1026,8 @@ def console_benchmarks(tmp, res, args, rpr):
             res[f"console_{backend}"] = console_bench(tmp, backend,
                                                       cluster if backend == "postgres"
                                                       else None, nconns, nreports, seconds,
-                                                      pairs, args.renice_read)
+                                                      pairs, args.renice_read,
+                                                      args.window_pairs)
             res[f"console_{backend}"]["part_s"] = time.time() - t0
     finally:
         if cluster:
@@ -1296,6 +1298,9 @@ def main():
     ap.add_argument("--pg-log", metavar="FILE",
                     help="write the console part's PostgreSQL server log to FILE at its end "
                          "(with --pg-set log_min_duration_statement=MS, say)")
+    ap.add_argument("--window-pairs", type=int, default=WINDOW_PAIRS, metavar="N",
+                    help=f"the console part's windowed run: N pairs of {WINDOW_S} s windows "
+                         f"(default {WINDOW_PAIRS}; more narrows the median of the pairs)")
     ap.add_argument("--pairs", type=int, default=0,
                     help="on/off pairs per backend (quality: default 5, console: 3; 1 with "
                          "--quick)")
@@ -1307,6 +1312,8 @@ def main():
                     help="only part 9: ack_mode commit against log, on SQLite and a durable "
                          "PostgreSQL")
     args = ap.parse_args()
+    if args.window_pairs < 1 or args.pairs < 0:
+        ap.error("--window-pairs must be at least 1 and --pairs at least 0")
     n = 3000 if args.quick else args.reports
     # everything temporary (databases, the PostgreSQL cluster, logs) under /tmp/bench-kohaku-*,
     # removed at the end whatever happens; the cluster runs as postgres, which must get in
