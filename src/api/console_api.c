@@ -924,23 +924,36 @@ static int ov_take(struct ov_span *sp, struct ov_rows *o, const struct kh_ov_row
     return ov_push(o, r);
 }
 
+/* The overview's two questions of a range, each in its store's dialect: the reports per
+ * bucket into rep, the connections' rows into rows. On a failure both are empty and the call
+ * has failed (db_fail). */
+static int ov_ask(struct api *a, const char *const sql[2][2], const struct kh_value *p, int n,
+                  struct kh_ask_table *rep, struct kh_ask_table *rows)
+{
+    int rc = kh_ask(&a->ask, sql[0][a->ask.pg], rep, p, n);
+    rc = rc ? rc : kh_ask(&a->ask, sql[1][a->ask.pg], rows, p, n);
+    if (rc != 0) {
+        kh_ask_table_free(rep);
+        kh_ask_table_free(rows);
+        return db_fail(a, rc);
+    }
+    return 0;
+}
+
 /* Reads [from_us, to_us) into the answer and the cache. */
 static int ov_read(struct api *a, int64_t from_us, int64_t to_us, int64_t bucket,
                    struct ov_span *sp, struct ov_rows *o)
 {
+    static const char *const sql[2][2] = {{reports_sql, reports_sql_pg},
+                                          {nodes_sql, nodes_sql_pg}};
     char from[KH_TIME_TEXT_LEN + 1], to[KH_TIME_TEXT_LEN + 1];
     kh_time_format(from_us, from);
     kh_time_format(to_us, to);
     struct kh_value p[3] = {kh_ask_text(from), kh_ask_text(to), kh_ask_integer(bucket)};
     struct kh_ask_table rep = {0}, nodes = {0};
-    bool pg = a->ask.pg;
-    int rc = kh_ask(&a->ask, pg ? reports_sql_pg : reports_sql, &rep, p, 3);
-    rc = rc ? rc : kh_ask(&a->ask, pg ? nodes_sql_pg : nodes_sql, &nodes, p, 3);
-    if (rc != 0) {
-        kh_ask_table_free(&rep);
-        kh_ask_table_free(&nodes);
-        return db_fail(a, rc);
-    }
+    int rc = ov_ask(a, sql, p, 3, &rep, &nodes);
+    if (rc != 0)
+        return rc;
     for (size_t i = 0; rc == 0 && i < rep.n; i++) {
         struct kh_ov_row r = {kh_ask_int(&rep, i, 0), NULL, {kh_ask_num(&rep, i, 1), 0, 0}};
         rc = ov_take(sp, o, &r);
@@ -961,16 +974,14 @@ static int ov_read(struct api *a, int64_t from_us, int64_t to_us, int64_t bucket
 struct ov_extra {
     struct kh_ov_conn *conns;
     size_t n, cap;
-    int64_t *buckets;
-    double *reports;
+    struct kh_ov_rep *reps;
     size_t nrep, caprep;
 };
 
 static void ov_extra_free(struct ov_extra *x)
 {
     free(x->conns);
-    free(x->buckets);
-    free(x->reports);
+    free(x->reps);
 }
 
 static int ov_extra_conn(struct ov_extra *x, const struct kh_ov_conn *c)
@@ -988,20 +999,12 @@ static int ov_extra_conn(struct ov_extra *x, const struct kh_ov_conn *c)
 static int ov_extra_reports(struct ov_extra *x, int64_t bucket, double n)
 {
     if (x->nrep == x->caprep) {
-        size_t cap = x->caprep;
-        int64_t *b = kh_grow(x->buckets, &cap, 16, sizeof(*b));
-        if (b == NULL)
+        struct kh_ov_rep *p = kh_grow(x->reps, &x->caprep, 16, sizeof(*p));
+        if (p == NULL)
             return KH_ENOMEM;
-        x->buckets = b;
-        cap = x->caprep;
-        double *r = kh_grow(x->reports, &cap, 16, sizeof(*r));
-        if (r == NULL)
-            return KH_ENOMEM;
-        x->reports = r;
-        x->caprep = cap;
+        x->reps = p;
     }
-    x->buckets[x->nrep] = bucket;
-    x->reports[x->nrep++] = n;
+    x->reps[x->nrep++] = (struct kh_ov_rep){bucket, n};
     return 0;
 }
 
@@ -1010,6 +1013,8 @@ static int ov_extra_reports(struct ov_extra *x, int64_t bucket, double n)
 static int ov_read_live(struct api *a, int64_t from_us, int64_t to_us, int64_t front,
                         int64_t bucket, struct ov_span *sp, struct ov_extra *x)
 {
+    static const char *const sql[2][2] = {{live_reports_sql, live_reports_sql_pg},
+                                          {live_conns_sql, live_conns_sql_pg}};
     char from[KH_TIME_TEXT_LEN + 1], to[KH_TIME_TEXT_LEN + 1], fr[KH_TIME_TEXT_LEN + 1];
     kh_time_format(from_us, from);
     kh_time_format(to_us, to);
@@ -1017,14 +1022,9 @@ static int ov_read_live(struct api *a, int64_t from_us, int64_t to_us, int64_t f
     struct kh_value p[4] = {kh_ask_text(from), kh_ask_text(to), kh_ask_integer(bucket),
                             kh_ask_text(fr)};
     struct kh_ask_table rep = {0}, conns = {0};
-    bool pg = a->ask.pg;
-    int rc = kh_ask(&a->ask, pg ? live_reports_sql_pg : live_reports_sql, &rep, p, 4);
-    rc = rc ? rc : kh_ask(&a->ask, pg ? live_conns_sql_pg : live_conns_sql, &conns, p, 4);
-    if (rc != 0) {
-        kh_ask_table_free(&rep);
-        kh_ask_table_free(&conns);
-        return db_fail(a, rc);
-    }
+    int rc = ov_ask(a, sql, p, 4, &rep, &conns);
+    if (rc != 0)
+        return rc;
     for (size_t i = 0; rc == 0 && i < rep.n; i++) {
         int64_t b = kh_ask_int(&rep, i, 0);
         double n = kh_ask_num(&rep, i, 2);
@@ -1127,7 +1127,7 @@ static int ov_cached(struct api *a, const struct range *r, int64_t bucket, int64
         for (size_t i = 0; rc == 0 && i < n; i++)
             if (held[i].bucket >= sp->lo && held[i].bucket < sp->hi)
                 rc = ov_push(o, &held[i]);
-        rc = rc ? rc : kh_ov_live_answer(c, x.conns, x.n, x.buckets, x.reports, x.nrep,
+        rc = rc ? rc : kh_ov_live_answer(c, x.conns, x.n, x.reps, x.nrep,
                                          ov_push_fn, o);
     }
     ov_extra_free(&x);

@@ -35,11 +35,6 @@ struct live_ent {
     int64_t severity;
 };
 
-struct live_rep {
-    int64_t bucket;
-    double n;
-};
-
 struct kh_ov_cache {
     int64_t hold;
     int64_t width;    /* of the buckets held; 0: nothing held */
@@ -52,7 +47,7 @@ struct kh_ov_cache {
     int64_t frontier;
     struct live_ent *slots;
     size_t nslots, nlive; /* nslots a power of two, at least twice nlive */
-    struct live_rep *reps;
+    struct kh_ov_rep *reps;
     size_t nreps, cap_reps;
     uint8_t key[16]; /* the table's hash key: connection ids come from reports */
 };
@@ -327,8 +322,8 @@ int kh_ov_live_add(struct kh_ov_cache *c, const struct kh_ov_conn *r)
     return 0;
 }
 
-/* reps: [i] the reports of bucket b[i], summed in place by bucket. */
-static int add_rep(struct live_rep **reps, size_t *n, size_t *cap, int64_t bucket, double k)
+/* Adds k reports of a bucket to reps, summed in place by bucket. */
+static int add_rep(struct kh_ov_rep **reps, size_t *n, size_t *cap, int64_t bucket, double k)
 {
     for (size_t i = 0; i < *n; i++)
         if ((*reps)[i].bucket == bucket) {
@@ -336,12 +331,12 @@ static int add_rep(struct live_rep **reps, size_t *n, size_t *cap, int64_t bucke
             return 0;
         }
     if (*n == *cap) {
-        struct live_rep *p = kh_grow(*reps, cap, 16, sizeof(*p));
+        struct kh_ov_rep *p = kh_grow(*reps, cap, 16, sizeof(*p));
         if (p == NULL)
             return KH_ENOMEM;
         *reps = p;
     }
-    (*reps)[(*n)++] = (struct live_rep){bucket, k};
+    (*reps)[(*n)++] = (struct kh_ov_rep){bucket, k};
     return 0;
 }
 
@@ -418,7 +413,7 @@ int kh_ov_live_settle(struct kh_ov_cache *c, int64_t settled, int64_t frontier)
 }
 
 int kh_ov_live_answer(const struct kh_ov_cache *c, const struct kh_ov_conn *extra, size_t n,
-                      const int64_t *extra_buckets, const double *extra_reports, size_t nrep,
+                      const struct kh_ov_rep *extra_reps, size_t nrep,
                       int (*fn)(void *arg, const struct kh_ov_row *r), void *arg)
 {
     /* the live connections, each once, with extra's worse severities; then extra's others */
@@ -449,12 +444,12 @@ int kh_ov_live_answer(const struct kh_ov_cache *c, const struct kh_ov_conn *extr
     int rc = count_items(it, k, fn, arg);
     free(it);
     /* the reports per bucket: the live part's and extra's */
-    struct live_rep *reps = NULL;
+    struct kh_ov_rep *reps = NULL;
     size_t nr = 0, cap = 0;
     for (size_t i = 0; rc == 0 && i < c->nreps; i++)
         rc = add_rep(&reps, &nr, &cap, c->reps[i].bucket, c->reps[i].n);
     for (size_t i = 0; rc == 0 && i < nrep; i++)
-        rc = add_rep(&reps, &nr, &cap, extra_buckets[i], extra_reports[i]);
+        rc = add_rep(&reps, &nr, &cap, extra_reps[i].bucket, extra_reps[i].n);
     for (size_t i = 0; rc == 0 && i < nr; i++) {
         struct kh_ov_row r = {reps[i].bucket, NULL, {reps[i].n, 0, 0}};
         rc = fn(arg, &r);

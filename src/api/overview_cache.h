@@ -89,11 +89,16 @@ int kh_ov_live_reports(struct kh_ov_cache *c, int64_t bucket, double n);
  * (a bucket start, at most the frontier) become settled rows, and the span held ends there.
  * 0, or as kh_ov_cache_add. */
 int kh_ov_live_settle(struct kh_ov_cache *c, int64_t settled, int64_t frontier);
-/* The answer's rows of the live buckets: the live part's counts with `extra` merged in (the
- * rows after the frontier, read for this call only), each as kh_ov_row through fn (node NULL:
- * a bucket's reports). extra_reports: [i] reports of bucket extra_buckets[i]. */
+/* The reports of a live bucket. */
+struct kh_ov_rep {
+    int64_t bucket;
+    double n;
+};
+/* The answer's rows of the live buckets: the live part's counts with `extra` and `extra_reps`
+ * merged in (the rows after the frontier, read for this call only), each as kh_ov_row through
+ * fn (node NULL: a bucket's reports). */
 int kh_ov_live_answer(const struct kh_ov_cache *c, const struct kh_ov_conn *extra, size_t n,
-                      const int64_t *extra_buckets, const double *extra_reports, size_t nrep,
+                      const struct kh_ov_rep *extra_reps, size_t nrep,
                       int (*fn)(void *arg, const struct kh_ov_row *r), void *arg);
 
 #endif

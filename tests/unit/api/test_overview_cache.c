@@ -284,10 +284,9 @@ static void live_part_counts_each_connection_once(void **state)
     /* after the frontier: a worse in 1510, c new in 1510, b again (no worse) in 1500 */
     struct kh_ov_conn extra[] = {{1510 * S, "a", "n1", 2}, {1510 * S, "c", "n1", 0},
                                  {1500 * S, "b", "n2", 1}};
-    int64_t eb[] = {1510 * S};
-    double er[] = {2};
+    struct kh_ov_rep er[] = {{1510 * S, 2}};
     struct got g = {.n = 0};
-    assert_int_equal(kh_ov_live_answer(c, extra, 3, eb, er, 1, collect, &g), 0);
+    assert_int_equal(kh_ov_live_answer(c, extra, 3, er, 1, collect, &g), 0);
     const struct kh_ov_row *r = find(g.rows, (size_t)g.n, 1500 * S, "n1");
     assert_non_null(r);
     assert_true(r->n[0] == 1 && r->n[1] == 1 && r->n[2] == 0);
@@ -301,7 +300,7 @@ static void live_part_counts_each_connection_once(void **state)
     assert_true(r && r->n[0] == 3);
     /* the answer changed nothing: without extra, a's worst in 1510 is 0 again */
     g.n = 0;
-    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, NULL, 0, collect, &g), 0);
+    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, 0, collect, &g), 0);
     r = find(g.rows, (size_t)g.n, 1510 * S, "n1");
     assert_true(r && r->n[0] == 1 && r->n[1] == 0);
     /* 1500 ends before the next frontier: it settles into the span held, 1510 stays live */
@@ -314,14 +313,14 @@ static void live_part_counts_each_connection_once(void **state)
     assert_true(r && r->n[0] == 3);
     assert_null(find(held, n, 1510 * S, "n1"));
     g.n = 0;
-    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, NULL, 0, collect, &g), 0);
+    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, 0, collect, &g), 0);
     assert_null(find(g.rows, (size_t)g.n, 1500 * S, "n1"));
     assert_non_null(find(g.rows, (size_t)g.n, 1510 * S, "n1"));
     /* a report stored late into 1510: the live part from there goes, the frontier with it */
     kh_ov_cache_stored(c, 1512 * S);
     assert_true(kh_ov_live_frontier(c) == 1510 * S);
     g.n = 0;
-    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, NULL, 0, collect, &g), 0);
+    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, 0, collect, &g), 0);
     assert_int_equal(g.n, 0);
     /* one into a settled bucket: those from it on, and the whole live part */
     assert_int_equal(kh_ov_live_add(c, &rows[3]), 0);
@@ -348,7 +347,7 @@ static void live_part_grows(void **state)
         assert_int_equal(kh_ov_live_add(c, &r), 0); /* again: the same one */
     }
     struct got g = {.n = 0};
-    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, NULL, 0, collect, &g), 0);
+    assert_int_equal(kh_ov_live_answer(c, NULL, 0, NULL, 0, collect, &g), 0);
     assert_int_equal(g.n, 1);
     assert_true(g.rows[0].n[0] == 5000 && g.rows[0].n[1] == 3333 && g.rows[0].n[2] == 1666);
     kh_ov_cache_free(c);
