@@ -48,6 +48,7 @@ static const char *source_text(enum kh_common_src src)
     case KH_SRC_BODY_BYTES: return "the request body's size in bytes";
     case KH_SRC_RECEIVED_AT: return "when kohaku had read the report";
     case KH_SRC_TYPE: return "the report's `type`";
+    case KH_SRC_TIME_HOUR: return "the report's `timestamp`'s hour";
     case KH_SRC_Q_SEVERITY:
     case KH_SRC_Q_SEVERITY_OUTBOUND:
     case KH_SRC_Q_SEVERITY_INBOUND:
@@ -103,6 +104,13 @@ static int env_head(struct kh_buf *b, const struct kh_env_table *et)
         rc = kh_buf_printf(b, ". %s key: ", et->upsert ? "Primary" : "Unique");
     if (rc == 0)
         rc = put_names(b, et->key);
+    for (size_t i = 0, k = 0; rc == 0 && i < et->nindexes; i++) {
+        if (et->indexes[i].dropped)
+            continue;
+        rc = kh_buf_printf(b, "%s(", k++ ? ", " : "; indexed on ");
+        rc = rc ? rc : put_names(b, et->indexes[i].cols);
+        rc = rc ? rc : kh_buf_printf(b, ")");
+    }
     if (rc == 0)
         rc = kh_buf_printf(b, "%s.\n\n| column | SQLite | PostgreSQL | from |%s\n"
                               "|---|---|---|---|%s\n",

@@ -18,6 +18,12 @@ int kh_time_parse_rfc3339(const char *s, size_t n, int64_t *usec, const char **w
 /* Writes KH_TIME_TEXT_LEN chars and a NUL into out (at least 28 bytes). */
 void kh_time_format(int64_t usec, char *out);
 int64_t kh_time_now_usec(void);
+/* The hour of an instant: hours since 1970-01-01T00:00Z, rounded down (before 1970 too). */
+static inline int64_t kh_time_hour(int64_t usec)
+{
+    int64_t h = usec / 3600000000LL;
+    return h - (usec % 3600000000LL < 0);
+}
 uint64_t kh_mono_usec(void);
 
 #endif

@@ -134,6 +134,7 @@ static struct kh_value envelope_value(const struct kh_report *r, enum kh_common_
     case KH_SRC_STATS_COUNT: return int_value((int64_t)kh_report_stats_rows(r));
     case KH_SRC_BODY_BYTES: return int_value((int64_t)r->body_bytes);
     case KH_SRC_RECEIVED_AT: return time_value(r->received_text);
+    case KH_SRC_TIME_HOUR: return int_value(kh_time_hour(r->time_usec));
     case KH_SRC_Q_SEVERITY:
     case KH_SRC_Q_SEVERITY_OUTBOUND:
     case KH_SRC_Q_SEVERITY_INBOUND:

@@ -425,7 +425,8 @@ static int create_env_table(enum kh_dialect d, const struct kh_env_table *et, st
     if (rc == 0 && !et->upsert)
         rc = create_index("UNIQUE ", et->table, "key", et->key, b);
     for (size_t i = 0; rc == 0 && i < et->nindexes; i++)
-        rc = create_index("", et->table, et->indexes[i].suffix, et->indexes[i].cols, b);
+        if (et->indexes[i].since == 0 || et->indexes[i].since == et->since)
+            rc = create_index("", et->table, et->indexes[i].suffix, et->indexes[i].cols, b);
     return rc;
 }
 
@@ -441,20 +442,57 @@ static const char verdict_backfill[] =
     "WHERE q.connection_id = sora_connection.connection_id;\n";
 #define VERDICT_COLUMNS_VERSION 7
 
-/* A version's new envelope tables, and the columns it adds to older ones. */
+/* Version 9 fills last_seen_hour of the connections stored before it (floor division,
+ * before 1970 too; in PostgreSQL through the UTC timestamp, whose epoch is an immutable
+ * function, as Citus wants of an UPDATE's), and leaves 30% of each new page of
+ * sora_connection free in PostgreSQL, so that the upserts of its rows, which no longer
+ * change an indexed column, find room in their page (HOT updates: 75% of them, against none,
+ * in BENCHMARKS.md's run M8's probe). */
+#define SQLITE_EPOCH(t) "CAST(strftime('%s', substr(" t ", 1, 19)) AS INTEGER)"
+static const char hour_backfill_sqlite[] =
+    "UPDATE sora_connection SET last_seen_hour = " SQLITE_EPOCH("last_seen") " / 3600 - "
+    "(" SQLITE_EPOCH("last_seen") " % 3600 < 0);\n";
+static const char hour_backfill_pg[] =
+    "UPDATE sora_connection SET last_seen_hour = "
+    "floor(extract(epoch FROM last_seen AT TIME ZONE 'UTC') / 3600)::bigint;\n"
+    "ALTER TABLE sora_connection SET (fillfactor = 70);\n";
+#define CONNECTION_HOUR_VERSION 9
+
+/* What a version does to an older envelope table: drops the indexes it retires, adds its
+ * columns and fills them, then creates its indexes (on the filled columns). */
+static int alter_env_table(enum kh_dialect d, const struct kh_env_table *et, int version,
+                           struct kh_buf *b)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < et->nindexes; i++)
+        if (et->indexes[i].dropped == version)
+            rc = kh_buf_printf(b, "DROP INDEX IF EXISTS \"%s_%s\";\n", et->table,
+                               et->indexes[i].suffix);
+    for (size_t c = 0; rc == 0 && c < et->ncols; c++)
+        if (et->cols[c].since == version)
+            rc = kh_buf_printf(b, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", et->table,
+                               et->cols[c].name, kh_schema_env_sqltype(d, et->cols[c].type));
+    bool hour = version == CONNECTION_HOUR_VERSION && strcmp(et->table, "sora_connection") == 0;
+    if (rc == 0 && hour) {
+        const char *fill = d == KH_DIALECT_POSTGRES ? hour_backfill_pg : hour_backfill_sqlite;
+        rc = kh_buf_append(b, fill, strlen(fill));
+    }
+    for (size_t i = 0; rc == 0 && i < et->nindexes; i++)
+        if (et->indexes[i].since == version)
+            rc = create_index("", et->table, et->indexes[i].suffix, et->indexes[i].cols, b);
+    return rc;
+}
+
+/* A version's new envelope tables, and what it does to older ones. */
 static int create_env_tables(enum kh_dialect d, int version, struct kh_buf *b)
 {
     int rc = 0;
     for (size_t t = 0; rc == 0 && t < kh_env_ntables; t++) {
         const struct kh_env_table *et = &kh_env_tables[t];
-        if (et->since == version) {
+        if (et->since == version)
             rc = create_env_table(d, et, b);
-            continue;
-        }
-        for (size_t c = 0; rc == 0 && et->since < version && c < et->ncols; c++)
-            if (et->cols[c].since == version)
-                rc = kh_buf_printf(b, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", et->table,
-                                   et->cols[c].name, kh_schema_env_sqltype(d, et->cols[c].type));
+        else if (et->since < version)
+            rc = alter_env_table(d, et, version, b);
     }
     if (rc == 0 && version == VERDICT_COLUMNS_VERSION)
         rc = kh_buf_append(b, verdict_backfill, sizeof(verdict_backfill) - 1);

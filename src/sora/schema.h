@@ -63,6 +63,8 @@ enum kh_common_src {
     KH_SRC_BODY_BYTES,      /* the request body's size */
     KH_SRC_RECEIVED_AT,     /* when kohaku finished reading it (KH_COL_TIME) */
     KH_SRC_TYPE,            /* the body's "type" */
+    KH_SRC_TIME_HOUR,       /* the envelope timestamp's hour: KH_COL_INT, hours since
+                               1970-01-01T00:00Z rounded down */
     /* the report's own rating, from its quality_connection row (NULL without one) */
     KH_SRC_Q_SEVERITY,
     KH_SRC_Q_SEVERITY_OUTBOUND,
@@ -173,6 +175,8 @@ struct kh_env_column {
 struct kh_env_index {
     const char *suffix;       /* the index is "<table>_<suffix>" */
     const char *const *cols; /* NULL-terminated */
+    int since;               /* the schema version that creates it (0: its table's) */
+    int dropped;             /* the schema version that drops it (0: never) */
 };
 
 /* kh_env_table.kind, besides one enum kh_report_kind: */

@@ -561,13 +561,28 @@ static const struct kh_env_column connection_cols[] = {
             "the lowest `video_score_min`"),
     VERDICT("browser", KH_COL_TEXT, KH_SRC_Q_BROWSER, FILL,
             "the first `quality_connection.browser` known"),
+    /* Schema version 9: last_seen's hour, indexed in place of last_seen. last_seen changes
+     * with every report, and an index on it made every upsert write each index of the row
+     * and a new row version elsewhere (PostgreSQL); the hour changes once an hour, so an
+     * upsert leaves the indexes alone and PostgreSQL updates the row in its page (a HOT
+     * update). A range question bounds both: last_seen_hour >= the hour of its start. */
+    {"last_seen_hour", KH_COL_INT, false, KH_SRC_TIME_HOUR, KH_MERGE_MAX,
+     "`last_seen`'s hour, in hours since 1970-01-01T00:00Z rounded down: indexed, where "
+     "`last_seen` is not, so ask `last_seen_hour >= HOUR AND last_seen >= T` with HOUR "
+     "`T`'s hour",
+     9},
 };
 static const char *const connection_key[] = {"connection_id", NULL};
 static const char *const connection_by_channel[] = {"channel_id", "last_seen", NULL};
 static const char *const connection_by_last_seen[] = {"last_seen", NULL};
+static const char *const connection_by_channel_id[] = {"channel_id", NULL};
+static const char *const connection_by_hour[] = {"last_seen_hour", NULL};
+/* Version 9 drops the two indexes on last_seen (see last_seen_hour). */
 static const struct kh_env_index connection_indexes[] = {
-    {"channel", connection_by_channel},
-    {"last_seen", connection_by_last_seen},
+    {"channel", connection_by_channel, 0, 9},
+    {"last_seen", connection_by_last_seen, 0, 9},
+    {"channel_id", connection_by_channel_id, 9, 0},
+    {"last_seen_hour", connection_by_hour, 9, 0},
 };
 
 /* One row per Sora node, upserted by each of its node.erlang-vm reports. */

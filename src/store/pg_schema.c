@@ -187,8 +187,12 @@ static int schema_version(PGconn *c, int latest, long long *have, char *err, siz
     return rc;
 }
 
-/* Runs the statements built in sql, if any (rc: how building them went). */
-static int run_built(PGconn *c, int rc, struct kh_buf *sql, char *err, size_t errlen)
+/* Runs the statements built in sql, if any (rc: how building them went): in one text, or
+ * with each one at a time (each ends in ";\n", as kh_schema's do). Citus sends the text of a
+ * command on a distributed table (CREATE INDEX, ALTER TABLE ... SET) to the workers as it
+ * came, and a worker refuses a text of several commands. */
+static int run_built(PGconn *c, int rc, struct kh_buf *sql, bool each, char *err,
+                     size_t errlen)
 {
     if (rc == 0 && sql->len == 0)
         return 0;
@@ -198,18 +202,29 @@ static int run_built(PGconn *c, int rc, struct kh_buf *sql, char *err, size_t er
         snprintf(err, errlen, "out of memory building the migration");
         return rc;
     }
-    rc = kh_pg_exec(c, sql->data, err, errlen);
+    for (char *s = sql->data, *end; rc == 0 && *s; s = end) {
+        end = each ? strstr(s, ";\n") : NULL;
+        end = end ? end + 2 : s + strlen(s);
+        char keep = *end;
+        *end = '\0';
+        rc = kh_pg_exec(c, s, err, errlen);
+        *end = keep;
+    }
     kh_buf_reset(sql);
     return rc;
 }
 
 /* With Citus, a version's new tables are distributed before its views are made on them, so
- * that the views are created on the workers too. */
+ * that the views are created on the workers too. Its tables' statements run one at a time
+ * (run_built), over one connection to each worker: after a modification of many shards in
+ * parallel (version 9's UPDATE), Citus refuses the transaction's later DDL and functions. */
 static int citus_tables_first(struct kh_pg *pg, PGconn *c, int v, struct kh_buf *sql,
                               char *err, size_t errlen)
 {
-    int rc = run_built(c, kh_schema_migration_tables_sql(KH_DIALECT_POSTGRES, v, sql), sql, err,
-                       errlen);
+    int rc = kh_pg_exec(c, "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'", err,
+                        errlen);
+    rc = rc ? rc : run_built(c, kh_schema_migration_tables_sql(KH_DIALECT_POSTGRES, v, sql),
+                             sql, true, err, errlen);
     if (rc == 0)
         rc = kh_pg_citus_tables(pg, c, v - 1, err, errlen);
     return rc ? rc : kh_schema_migration_views_sql(KH_DIALECT_POSTGRES, v, sql);
@@ -226,7 +241,7 @@ static int apply_version(struct kh_pg *pg, PGconn *c, int v, struct kh_buf *sql,
         return rc;
     if (rc == 0)
         rc = kh_buf_printf(sql, "INSERT INTO kohaku_schema_version (version) VALUES (%d);", v);
-    rc = run_built(c, rc, sql, err, errlen);
+    rc = run_built(c, rc, sql, false, err, errlen);
     struct kh_logline l;
     if (rc == 0 && kh_log_begin(&l, KH_LOG_INFO, "schema migrated")) {
         kh_log_str(&l, "storage", "postgres");

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+from datetime import datetime, timezone
 
 import pytest
 
@@ -179,8 +180,9 @@ class Stored:
 def make_db(request, tmp_path_factory, kind):
     if kind == "sqlite":
         return SqliteDb(tmp_path_factory.mktemp("quality-sqlite"))
-    cluster = request.getfixturevalue("pg_cluster" if kind == "postgres" else "ts_cluster")
-    return PgDb(cluster, unique_db_name("q" if kind == "postgres" else "qts"))
+    cluster, prefix = {"postgres": ("pg_cluster", "q"), "timescaledb": ("ts_cluster", "qts"),
+                       "citus": ("citus_cluster", "qcitus")}[kind]
+    return PgDb(request.getfixturevalue(cluster), unique_db_name(prefix))
 
 
 def run_daemon(db, directory, **settings):
@@ -420,30 +422,99 @@ def test_connection_verdict_kept_at_ingest(stored, kind):
     assert not diff, "\n".join(diff[:20])
 
 
+def send_once(db, directory):
+    """The calls sent through a daemon of their own on db; their connection ids."""
+    k = run_daemon(db, directory)
+    try:
+        return send_calls(post_to(k))
+    finally:
+        assert k.stop() == 0, k.describe()
+
+
+def migrate(db, directory):
+    """`kohaku migrate` on db, which must succeed."""
+    ini = directory / "k.ini"
+    ini.write_text("".join(f"{a} = {b}\n" for a, b in db.settings().items()))
+    out = subprocess.run([KOHAKU_BIN, "-C", str(ini), "migrate"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def back_to_version_8(db):
+    """sora_connection as schema version 8 had it: indexes on last_seen, no last_seen_hour."""
+    db.execute("DROP INDEX sora_connection_last_seen_hour")
+    db.execute("DROP INDEX sora_connection_channel_id")
+    db.execute("ALTER TABLE sora_connection DROP COLUMN last_seen_hour")
+    db.execute("CREATE INDEX sora_connection_channel ON sora_connection (channel_id, last_seen)")
+    db.execute("CREATE INDEX sora_connection_last_seen ON sora_connection (last_seen)")
+    if db.kind == "postgres":
+        db.execute("ALTER TABLE sora_connection RESET (fillfactor)")
+    db.execute("DELETE FROM kohaku_schema_version WHERE version >= 9")
+
+
+def hour_of(t):
+    """Hours since 1970-01-01T00:00Z, rounded down, of a stored time (SQLite's text or
+    PostgreSQL's datetime)."""
+    if isinstance(t, str):
+        t = datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return int(t.timestamp() // 3600)
+
+
+def connection_indexes(db):
+    if db.kind == "postgres":
+        return {r[0] for r in db.query("SELECT indexname FROM pg_indexes "
+                                       "WHERE tablename = 'sora_connection'")}
+    return {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                   "tbl_name = 'sora_connection' AND sql IS NOT NULL")}
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_verdict_columns_filled_by_the_migration(request, tmp_path_factory, stored, kind):
     """A database of schema version 6 (no verdict columns) with quality rows: `kohaku migrate`
     adds the columns and fills them from the quality rows, as ingest would have."""
     db = make_db(request, tmp_path_factory, kind)
-    k = run_daemon(db, tmp_path_factory.mktemp(f"v6-{kind}"))
-    try:
-        ids = send_calls(post_to(k))
-    finally:
-        assert k.stop() == 0, k.describe()
+    ids = send_once(db, tmp_path_factory.mktemp(f"v6-{kind}"))
+    back_to_version_8(db)
     for c in VERDICT_COLS + ["browser"]:
         db.execute(f"ALTER TABLE sora_connection DROP COLUMN {c}")
     db.execute("DELETE FROM kohaku_schema_version WHERE version >= 7")
-    ini = tmp_path_factory.mktemp(f"v6-{kind}-migrate") / "k.ini"
-    ini.write_text("".join(f"{a} = {b}\n" for a, b in db.settings().items()))
-    out = subprocess.run([KOHAKU_BIN, "-C", str(ini), "migrate"], capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
+    migrate(db, tmp_path_factory.mktemp(f"v6-{kind}-migrate"))
     assert db.query("SELECT max(version) FROM kohaku_schema_version")[0][0] >= 7
     migrated = Stored(db, ids)
     diff = same_verdicts(migrated.verdicts, migrated.expected_verdicts())
     assert not diff, "\n".join(diff[:20])
     diff = same_verdicts(migrated.verdicts, stored(kind).verdicts)
     assert not diff, "\n".join(diff[:20])
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "citus"])
+def test_last_seen_hour_filled_by_the_migration(request, tmp_path_factory, kind):
+    """Ingest stores each connection's last_seen_hour as the hour of its last_seen; a database
+    of schema version 8 (indexes on last_seen, no hour) with connections in it: `kohaku
+    migrate` adds the hour with the same values, indexes it in place of last_seen, and on
+    PostgreSQL leaves the table's pages 30% free. Citus: every statement on the distributed
+    table (the workers refuse a text of several commands)."""
+    db = make_db(request, tmp_path_factory, kind)
+    ids = send_once(db, tmp_path_factory.mktemp(f"v8-{kind}"))
+    rows = db.query("SELECT connection_id, last_seen, last_seen_hour FROM sora_connection")
+    assert len(rows) == len(ids)
+    want = {r[0]: hour_of(r[1]) for r in rows}
+    assert {r[0]: r[2] for r in rows} == want
+    new_indexes = {"sora_connection_channel_id", "sora_connection_last_seen_hour"}
+    assert new_indexes <= connection_indexes(db)
+    back_to_version_8(db)
+    assert not new_indexes & connection_indexes(db)
+    migrate(db, tmp_path_factory.mktemp(f"v8-{kind}-migrate"))
+    assert db.query("SELECT max(version) FROM kohaku_schema_version")[0][0] >= 9
+    got = {r[0]: r[1] for r in db.query("SELECT connection_id, last_seen_hour "
+                                         "FROM sora_connection")}
+    assert got == want
+    indexes = connection_indexes(db)
+    assert new_indexes <= indexes
+    assert not {"sora_connection_channel", "sora_connection_last_seen"} & indexes
+    if db.kind == "postgres":
+        opts = db.query("SELECT reloptions FROM pg_class WHERE relname = 'sora_connection'")
+        assert opts[0][0] == ["fillfactor=70"]
 
 
 def previous_from(metrics, source):

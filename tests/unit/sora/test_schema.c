@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "core/timeutil.h"
 #include "kh_test.h"
 
 static const char *const design_tables[] = {
@@ -622,9 +623,10 @@ static void test_envelope_ddl_unchanged(void **state)
 static const char *const old_sqlite_sql[] = {
     "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
     "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen, "
-    "severity, severity_outbound, severity_inbound, mos_min, video_score_min, browser) "
+    "severity, severity_outbound, severity_inbound, mos_min, video_score_min, browser, "
+    "last_seen_hour) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16, ?17, "
-    "?18, ?19) "
+    "?18, ?19, ?20) "
     "ON CONFLICT (connection_id) DO UPDATE SET "
     "first_seen = min(first_seen, excluded.first_seen), "
     "last_seen = max(last_seen, excluded.last_seen), "
@@ -638,7 +640,10 @@ static const char *const old_sqlite_sql[] = {
     "mos_min = coalesce(min(mos_min, excluded.mos_min), mos_min, excluded.mos_min), "
     "video_score_min = coalesce(min(video_score_min, excluded.video_score_min), "
     "video_score_min, excluded.video_score_min), "
-    "browser = coalesce(browser, excluded.browser)",
+    "browser = coalesce(browser, excluded.browser), "
+    /* schema version 9 */
+    "last_seen_hour = coalesce(max(last_seen_hour, excluded.last_seen_hour), last_seen_hour, "
+    "excluded.last_seen_hour)",
     "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
     "VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (node_name) DO UPDATE SET "
     "label = excluded.label, version = excluded.version, "
@@ -651,11 +656,12 @@ static const char *const old_sqlite_sql[] = {
 static const char *const old_pg_sql[] = {
     "INSERT INTO sora_connection (connection_id, channel_id, session_id, client_id, bundle_id, "
     "role, multistream, simulcast, spotlight, label, version, node_name, first_seen, last_seen, "
-    "severity, severity_outbound, severity_inbound, mos_min, video_score_min, browser) "
+    "severity, severity_outbound, severity_inbound, mos_min, video_score_min, browser, "
+    "last_seen_hour) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
     "$6::text[], $7::bool[], $8::bool[], $9::bool[], $10::text[], $11::text[], $12::text[], "
     "$13::timestamptz[], $14::timestamptz[], $15::int8[], $16::int8[], $17::int8[], "
-    "$18::float8[], $19::float8[], $20::text[]) "
+    "$18::float8[], $19::float8[], $20::text[], $21::int8[]) "
     "ON CONFLICT (connection_id) DO UPDATE SET "
     "first_seen = LEAST(sora_connection.first_seen, EXCLUDED.first_seen), "
     "last_seen = GREATEST(sora_connection.last_seen, EXCLUDED.last_seen), "
@@ -666,7 +672,8 @@ static const char *const old_pg_sql[] = {
     "severity_inbound = GREATEST(sora_connection.severity_inbound, EXCLUDED.severity_inbound), "
     "mos_min = LEAST(sora_connection.mos_min, EXCLUDED.mos_min), "
     "video_score_min = LEAST(sora_connection.video_score_min, EXCLUDED.video_score_min), "
-    "browser = COALESCE(sora_connection.browser, EXCLUDED.browser)",
+    "browser = COALESCE(sora_connection.browser, EXCLUDED.browser), "
+    "last_seen_hour = GREATEST(sora_connection.last_seen_hour, EXCLUDED.last_seen_hour)",
     "INSERT INTO sora_node (node_name, label, version, first_seen, last_seen) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], "
     "$5::timestamptz[]) ON CONFLICT (node_name) DO UPDATE SET label = EXCLUDED.label, "
@@ -831,6 +838,98 @@ static void test_envelope_values_fit_their_columns(void **state)
 }
 
 
+/* --- sora_connection's last_seen_hour (schema version 9) ---------------------------------- */
+
+static const char v9_pg[] =
+    "DROP INDEX IF EXISTS \"sora_connection_channel\";\n"
+    "DROP INDEX IF EXISTS \"sora_connection_last_seen\";\n"
+    "ALTER TABLE \"sora_connection\" ADD COLUMN \"last_seen_hour\" bigint;\n"
+    "UPDATE sora_connection SET last_seen_hour = "
+    "floor(extract(epoch FROM last_seen AT TIME ZONE 'UTC') / 3600)::bigint;\n"
+    "ALTER TABLE sora_connection SET (fillfactor = 70);\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_connection_channel_id\" ON \"sora_connection\" "
+    "(\"channel_id\");\n"
+    "CREATE INDEX IF NOT EXISTS \"sora_connection_last_seen_hour\" ON \"sora_connection\" "
+    "(\"last_seen_hour\");\n";
+
+static int64_t sqlite_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Version 9 retires the indexes on last_seen for one on its hour, and fills the hour of the
+ * connections stored before it as kohaku computes it at ingest (kh_time_hour: rounded down,
+ * before 1970 too). */
+static void test_connection_hour_migration(void **state)
+{
+    (void)state;
+    assert_int_equal(kh_time_hour(0), 0);
+    assert_int_equal(kh_time_hour(3599999999LL), 0);
+    assert_int_equal(kh_time_hour(3600000000LL), 1);
+    assert_int_equal(kh_time_hour(-1), -1);
+    assert_int_equal(kh_time_hour(-3600000000LL), -1);
+    assert_int_equal(kh_time_hour(-3600000001LL), -2);
+    char *sql = migration(KH_DIALECT_POSTGRES, 9);
+    assert_string_equal(sql, v9_pg);
+    free(sql);
+
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    for (int v = 1; v <= 8; v++) {
+        sql = migration(KH_DIALECT_SQLITE, v);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        free(sql);
+    }
+    static const struct {
+        const char *last_seen;
+        int64_t usec;
+    } rows[] = {
+        {"2026-11-24T06:59:59.999999Z", 1795503599999999LL},
+        {"2026-11-24T07:00:00.000000Z", 1795503600000000LL},
+        {"1970-01-01T00:00:00.000000Z", 0},
+        {"1969-12-31T23:59:59.000000Z", -1000000LL},
+        {"1969-12-31T23:00:00.000000Z", -3600000000LL},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char ins[512];
+        snprintf(ins, sizeof(ins),
+                 "INSERT INTO sora_connection (connection_id, channel_id, session_id, "
+                 "client_id, role, label, version, node_name, first_seen, last_seen) VALUES "
+                 "('c%zu', 'ch', 's', 'k', 'sendrecv', 'l', 'v', 'n', '%s', '%s')",
+                 i, rows[i].last_seen, rows[i].last_seen);
+        assert_int_equal(sqlite3_exec(db, ins, NULL, NULL, NULL), SQLITE_OK);
+    }
+    sql = migration(KH_DIALECT_SQLITE, 9);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("version 9: %s", msg);
+    free(sql);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char q[128];
+        snprintf(q, sizeof(q), "SELECT last_seen_hour FROM sora_connection "
+                               "WHERE connection_id = 'c%zu'", i);
+        int64_t got = sqlite_int(db, q);
+        if (got != kh_time_hour(rows[i].usec))
+            fail_msg("%s: hour %lld, kohaku computes %lld", rows[i].last_seen, (long long)got,
+                     (long long)kh_time_hour(rows[i].usec));
+    }
+    assert_int_equal(sqlite_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                    "AND name IN ('sora_connection_channel', "
+                                    "'sora_connection_last_seen')"),
+                     0);
+    assert_int_equal(sqlite_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                    "AND name IN ('sora_connection_channel_id', "
+                                    "'sora_connection_last_seen_hour')"),
+                     2);
+    sqlite3_close(db);
+}
+
 /* --- the lifecycle tables (schema version 6) ------------------------------------------------ */
 
 static void test_lifecycle_tables_declared(void **state)
@@ -839,7 +938,7 @@ static void test_lifecycle_tables_declared(void **state)
     assert_string_equal(kh_env_tables[kh_env_webhook].table, "sora_webhook");
     assert_string_equal(kh_env_tables[kh_env_session].table, "sora_session");
     assert_string_equal(kh_env_tables[kh_env_lifecycle].table, "sora_connection_lifecycle");
-    assert_int_equal(kh_schema_latest_version(), 8); /* 8: PostgreSQL's partitions */
+    assert_int_equal(kh_schema_latest_version(), 9); /* 9: sora_connection's last hour */
     struct kh_buf sql;
     kh_buf_init(&sql, 1u << 20);
     for (int d = KH_DIALECT_SQLITE; d <= KH_DIALECT_POSTGRES; d++) /* no DDL of its own */
@@ -1024,6 +1123,7 @@ int main(void)
         cmocka_unit_test(test_lifecycle_statements),
         cmocka_unit_test(test_lifecycle_merges_any_order),
         cmocka_unit_test(test_migration_in_two_parts),
+        cmocka_unit_test(test_connection_hour_migration),
     };
     return cmocka_run_group_tests(tests, kht_schema_setup, kht_schema_teardown);
 }
