@@ -200,10 +200,11 @@ def callgrind_per_report(tmp, body):
 
 # the issue's query: the 50 worst connections of the last hour, as `kohaku quality --worst`
 # asks it (src/api/quality_report.c): the connections seen in the hour, by the verdict that
-# ingest keeps in sora_connection (schema version 7), then the 50's reports of the hour
+# ingest keeps in sora_connection (schema version 7), found by the hour of their last report
+# (?2, the bound's hour: schema version 9), then the 50's reports of the hour
 WORST50_SQLITE = """WITH w AS (SELECT connection_id, channel_id, client_id, severity, mos_min,
        video_score_min, severity_outbound, severity_inbound FROM sora_connection
-  WHERE last_seen >= ?1 AND severity IS NOT NULL
+  WHERE last_seen_hour >= ?2 AND last_seen >= ?1 AND severity IS NOT NULL
   ORDER BY severity DESC, mos_min IS NULL, mos_min, video_score_min IS NULL, video_score_min,
            connection_id LIMIT 50)
 SELECT w.connection_id, w.channel_id, w.severity, w.mos_min, a.mos_avg, w.video_score_min,
@@ -214,7 +215,7 @@ FROM w LEFT JOIN (SELECT connection_id AS qid, avg(mos_avg) AS mos_avg, count(*)
                   GROUP BY connection_id) a ON a.qid = w.connection_id
 ORDER BY severity DESC, mos_min IS NULL, mos_min, video_score_min IS NULL, video_score_min,
          connection_id"""
-WORST50_PG = (WORST50_SQLITE.replace("?1", "$1")
+WORST50_PG = (WORST50_SQLITE.replace("?1", "$1").replace("?2", "$2")
               .replace("mos_min IS NULL, mos_min,", "mos_min ASC NULLS LAST,")
               .replace("video_score_min IS NULL, video_score_min,",
                        "video_score_min ASC NULLS LAST,"))
@@ -416,6 +417,7 @@ def worst50(tmp, backend, cluster, nconns, nreports):
             bound = since
             sql, ph = WORST50_PG, "%s"
         res["bound"] = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        hour = int(since.timestamp()) // 3600
         cur = db.cursor()
         cur.execute(f'SELECT count(*), min("time"), max("time") FROM quality_connection '
                     f'WHERE "time" >= {ph}', (bound,))
@@ -424,10 +426,10 @@ def worst50(tmp, backend, cluster, nconns, nreports):
         res["rows_time_range"] = [str(first), str(last)]
         if backend == "sqlite":
             def run():
-                cur.execute(sql, (bound,))
+                cur.execute(sql, (bound, hour))
                 return cur.fetchall()
             res["query_ms"], res["query_runs_ms"], rows = time_query(run)
-            cur.execute("EXPLAIN QUERY PLAN " + sql, (bound,))
+            cur.execute("EXPLAIN QUERY PLAN " + sql, (bound, hour))
             res["plan"] = [r[3] for r in cur.fetchall()]
 
             def run_hour():
@@ -442,7 +444,7 @@ def worst50(tmp, backend, cluster, nconns, nreports):
             cur.execute("ANALYZE quality_connection")
             cur.execute("ANALYZE sora_connection")
             cur.execute("SET plan_cache_mode = force_custom_plan")
-            cur.execute(f"PREPARE worst50(timestamptz) AS {sql}")
+            cur.execute(f"PREPARE worst50(timestamptz, bigint) AS {sql}")
             cur.execute(f"PREPARE worst50h(timestamptz) AS {WORST50_HOUR_PG}")
 
             def run_hour():
@@ -451,11 +453,11 @@ def worst50(tmp, backend, cluster, nconns, nreports):
             res["hour_query_ms"], res["hour_query_runs_ms"], _ = time_query(run_hour)
 
             def run():
-                cur.execute("EXECUTE worst50(%s)", (bound,))
+                cur.execute("EXECUTE worst50(%s, %s)", (bound, hour))
                 return cur.fetchall()
             res["query_ms"], res["query_runs_ms"], rows = time_query(run)
             t0 = time.perf_counter()
-            cur.execute("EXPLAIN (ANALYZE, BUFFERS) EXECUTE worst50(%s)", (bound,))
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS) EXECUTE worst50(%s, %s)", (bound, hour))
             plan = [r[0] for r in cur.fetchall()]
             res["explain_analyze_wall_ms"] = (time.perf_counter() - t0) * 1000
             res["plan"] = plan
@@ -977,6 +979,16 @@ def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs, renic
             res["end_connections"] = scalar(db, "SELECT count(*) FROM sora_connection")
             res["end_quality_connection_rows"] = scalar(db, "SELECT count(*) FROM "
                                                             "quality_connection")
+            if backend == "postgres":
+                # how sora_connection's upserts went (schema version 9: no index on last_seen,
+                # so that most are HOT), as the server's statistics have them by now
+                cur = db.cursor()
+                cur.execute("SELECT n_tup_upd, n_tup_hot_upd, n_live_tup, n_dead_tup, "
+                            "pg_relation_size(relid) / 8192, pg_indexes_size(relid) / 8192 "
+                            "FROM pg_stat_user_tables WHERE relname = 'sora_connection'")
+                res["sora_connection_upserts"] = dict(zip(
+                    ("updates", "hot_updates", "live_rows", "dead_rows", "table_pages",
+                     "index_pages"), cur.fetchone()))
         finally:
             db.close()
     finally:
@@ -1114,6 +1126,12 @@ def print_console(r):
                   f"loss <= {CONSOLE_LOSS_CEILING:.0%}: {wn['verdict']}")
         print(f"{'':10} database at the end: {c['end_connections']} connections, "
               f"{c['end_quality_connection_rows']:,} quality_connection rows")
+        u = c.get("sora_connection_upserts")
+        if u:
+            hot = f"{u['hot_updates'] / u['updates']:.0%}" if u["updates"] else "n/a"
+            print(f"{'':10} sora_connection: {u['updates']:,} updates, {hot} of them HOT; "
+                  f"{u['live_rows']:,} live and {u['dead_rows']:,} dead rows; "
+                  f"{u['table_pages']:,} table pages, {u['index_pages']:,} index pages")
 
 
 def sanity_console(r, backends):

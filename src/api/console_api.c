@@ -260,7 +260,9 @@ enum { L_ID, L_CHANNEL, L_CLIENT, L_ROLE, L_LABEL, L_NODE, L_BROWSER, L_FIRST, L
  * columns; times are turned into microseconds for the page's rows only). The page's rows
  * then get the mean MOS and the rated reports of the range from their own quality rows (50
  * connections' rows by the key).
- * The filters asked for are written into the question, numbered from @3, and no others, and
+ * The connections are found by the hour of their last report (@3, the range's start's:
+ * last_seen itself is not indexed, schema version 9).
+ * The filters asked for are written into the question, numbered from @4, and no others, and
  * it is planned for its values at every call (KH_QUERY_PLAN_EACH): PostgreSQL's generic plan
  * of the prepared question, made for any range and filters, took l for one row and counted
  * it once per row of the page, or read the quality rows of the whole range by time (75-150
@@ -271,7 +273,8 @@ static const char list_l[] =
     "c.video_score_min, c.severity_outbound AS uplink, c.severity_inbound AS downlink, "
     "CASE WHEN c.severity IS NULL THEN 'unrated' WHEN c.severity >= 2 THEN 'bad' "
     "WHEN c.severity = 1 THEN 'warning' ELSE 'ok' END AS verdict "
-    "FROM sora_connection c WHERE c.last_seen >= @1 AND c.first_seen < @2";
+    "FROM sora_connection c WHERE c.last_seen_hour >= @3 AND c.last_seen >= @1 "
+    "AND c.first_seen < @2";
 /* ... " AND c.COLUMN = @K" per filter, then: */
 static const char list_n[] =
     "), n AS MATERIALIZED (SELECT count(*) AS n_all, "
@@ -357,8 +360,9 @@ static int connections(struct api *a)
                                     verdict));
     static const char *const columns[] = {"channel_id", "client_id", "label", "node_name",
                                           "browser"};
-    struct kh_value p[10] = {kh_ask_text(r.from), kh_ask_text(r.to)};
-    int np = 2;
+    struct kh_value p[11] = {kh_ask_text(r.from), kh_ask_text(r.to),
+                             kh_ask_integer(kh_time_hour(r.from_us))};
+    int np = 3;
     char part[160];
     int rc = kh_ask_sql(&a->ask, list_l);
     for (int i = 0; i < 5; i++) {

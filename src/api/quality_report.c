@@ -91,12 +91,14 @@ enum { W_ID, W_CHANNEL, W_SEV, W_MOS_MIN, W_MOS_AVG, W_VIDEO_MIN, W_REPORTS, W_L
        W_SEV_OUT, W_SEV_IN };
 /* The connections seen since the bound with a verdict, worst first, from sora_connection's
  * verdict columns (kept at ingest, schema version 7: one row per connection, however often
- * it reports); then the chosen ones' reports since the bound, their mean MOS and the latest,
- * from their own quality rows. */
+ * it reports), found by the hour of their last report (@3, the bound's: last_seen itself is
+ * not indexed, schema version 9); then the chosen ones' reports since the bound, their mean
+ * MOS and the latest, from their own quality rows. */
 #define WORST_SQL(order)                                                                       \
     "WITH w AS (SELECT connection_id, channel_id, client_id, severity, mos_min, "              \
     "video_score_min, severity_outbound, severity_inbound FROM sora_connection "               \
-    "WHERE last_seen >= @1 AND severity IS NOT NULL ORDER BY " order " LIMIT @2) "             \
+    "WHERE last_seen_hour >= @3 AND last_seen >= @1 AND severity IS NOT NULL "                 \
+    "ORDER BY " order " LIMIT @2) "                                                            \
     "SELECT w.connection_id, w.channel_id, w.severity, w.mos_min, a.mos_avg, "                 \
     "w.video_score_min, a.reports, #(a.last_report), w.client_id, w.severity_outbound, "       \
     "w.severity_inbound FROM w LEFT JOIN (SELECT connection_id AS qid, avg(mos_avg) AS "       \
@@ -587,10 +589,10 @@ static int answer_worst(struct kh_ask *c, const struct kh_qr_request *q, struct 
     struct kh_ask_table w = {0};
     char since[KH_TIME_TEXT_LEN + 1];
     kh_time_format(q->since_usec, since);
-    struct kh_value params[2] = {kh_ask_text(since), {.type = KH_COL_INT}};
-    params[1].u.i = q->limit;
+    struct kh_value params[3] = {kh_ask_text(since), kh_ask_integer(q->limit),
+                                 kh_ask_integer(kh_time_hour(q->since_usec))};
     int rc = kh_ask_sql(c, c->pg ? worst_sql_pg : worst_sql_sqlite);
-    rc = rc ? rc : kh_ask_run(c, &w, params, 2);
+    rc = rc ? rc : kh_ask_run(c, &w, params, 3);
     if (rc == 0 && q->json)
         rc = kh_buf_printf(out, "{\"since\":\"%s\",\"connections\":[", since);
     else if (rc == 0)

@@ -76,6 +76,7 @@ def expand(sql, frm, to, interval_s, variables, timescale):
     sql = re.sub(r"\$__timeFilter\(([^)]+)\)",
                  lambda m: f"{m.group(1)} BETWEEN '{grafana_time(frm)}' AND '{grafana_time(to)}'",
                  sql)
+    sql = sql.replace("$__unixEpochFrom()", str(int(frm.timestamp())))
     sql = sql.replace("$__timeFrom()", f"'{grafana_time(frm)}'")
     sql = sql.replace("$__timeTo()", f"'{grafana_time(to)}'")
     sql = sql.replace("$__interval", f"{interval_s}s")
