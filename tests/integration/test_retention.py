@@ -363,7 +363,7 @@ def console_connection(k, cid):
 def test_version_7_database_upgraded_by_migrate(db, tmp_path):
     """A database at schema version 7 (what kohaku before partitions made: `migrate
     --schema-version 7` builds the same DDL) with rows in it: `kohaku migrate` takes it to
-    version 8 with every time series partitioned and the rows kept; a kohaku before version 8
+    version 8 and on, with every time series partitioned and the rows kept; a kohaku before version 8
     would refuse it (its ctid-batched DELETE is wrong on partitioned tables)."""
     import subprocess
     from helpers import KOHAKU_BIN
@@ -385,7 +385,7 @@ def test_version_7_database_upgraded_by_migrate(db, tmp_path):
         "'c', 'C' || (i / 10), 'transport', 'T' || (i %% 10), 1.5, i "
         "FROM generate_series(0, 9999) i", (old,))
     migrate()
-    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] == 8
+    assert store.query("SELECT max(version) FROM kohaku_schema_version")[0][0] >= 8
     for t in time_series_tables(store):
         assert relkind(store, t) == "p", t
     assert store.count("rtc_transport_stats") == 10000
