@@ -430,6 +430,11 @@ static int create_env_table(enum kh_dialect d, const struct kh_env_table *et, st
     return rc;
 }
 
+/* SQLite: exact microseconds from the time text (kh_schema_time_usec_sql's expression). */
+#define SQLITE_USEC(t)                                                                         \
+    "(CAST(strftime('%s', substr(" t ", 1, 19)) AS INTEGER) * 1000000 + "                      \
+    "CAST(substr(" t ", 21, 6) AS INTEGER))"
+
 /* Version 7 fills the connections' verdict columns from the quality rows stored before it
  * (UPDATE ... FROM: SQLite 3.33 and later, PostgreSQL, and Citus, co-located on
  * connection_id). */
@@ -440,7 +445,6 @@ static const char verdict_backfill[] =
     "max(severity_inbound) AS si, min(mos_min) AS mos_min, min(video_score_min) AS vs, "
     "max(browser) AS browser FROM quality_connection GROUP BY connection_id) q "
     "WHERE q.connection_id = sora_connection.connection_id;\n";
-#define VERDICT_COLUMNS_VERSION 7
 
 /* Version 9 fills last_seen_hour of the connections stored before it (floor division,
  * before 1970 too; in PostgreSQL through the UTC timestamp, whose epoch is an immutable
@@ -448,15 +452,24 @@ static const char verdict_backfill[] =
  * sora_connection free in PostgreSQL, so that the upserts of its rows, which no longer
  * change an indexed column, find room in their page (HOT updates: 75% of them, against none,
  * in BENCHMARKS.md's run M8's probe). */
-#define SQLITE_EPOCH(t) "CAST(strftime('%s', substr(" t ", 1, 19)) AS INTEGER)"
 static const char hour_backfill_sqlite[] =
-    "UPDATE sora_connection SET last_seen_hour = " SQLITE_EPOCH("last_seen") " / 3600 - "
-    "(" SQLITE_EPOCH("last_seen") " % 3600 < 0);\n";
+    "UPDATE sora_connection SET last_seen_hour = " SQLITE_USEC("last_seen") " / 3600000000 - "
+    "(" SQLITE_USEC("last_seen") " % 3600000000 < 0);\n";
 static const char hour_backfill_pg[] =
     "UPDATE sora_connection SET last_seen_hour = "
     "floor(extract(epoch FROM last_seen AT TIME ZONE 'UTC') / 3600)::bigint;\n"
     "ALTER TABLE sora_connection SET (fillfactor = 70);\n";
-#define CONNECTION_HOUR_VERSION 9
+
+/* What a version fills in the columns it adds to an older table, in each dialect, before the
+ * version's indexes are made on them. */
+static const struct {
+    int version;
+    const char *table;
+    const char *sqlite, *pg;
+} backfills[] = {
+    {7, "sora_connection", verdict_backfill, verdict_backfill},
+    {9, "sora_connection", hour_backfill_sqlite, hour_backfill_pg},
+};
 
 /* What a version does to an older envelope table: drops the indexes it retires, adds its
  * columns and fills them, then creates its indexes (on the filled columns). */
@@ -472,11 +485,11 @@ static int alter_env_table(enum kh_dialect d, const struct kh_env_table *et, int
         if (et->cols[c].since == version)
             rc = kh_buf_printf(b, "ALTER TABLE \"%s\" ADD COLUMN \"%s\" %s;\n", et->table,
                                et->cols[c].name, kh_schema_env_sqltype(d, et->cols[c].type));
-    bool hour = version == CONNECTION_HOUR_VERSION && strcmp(et->table, "sora_connection") == 0;
-    if (rc == 0 && hour) {
-        const char *fill = d == KH_DIALECT_POSTGRES ? hour_backfill_pg : hour_backfill_sqlite;
-        rc = kh_buf_append(b, fill, strlen(fill));
-    }
+    for (size_t f = 0; rc == 0 && f < NELEM(backfills); f++)
+        if (backfills[f].version == version && strcmp(backfills[f].table, et->table) == 0) {
+            const char *sql = d == KH_DIALECT_POSTGRES ? backfills[f].pg : backfills[f].sqlite;
+            rc = kh_buf_append(b, sql, strlen(sql));
+        }
     for (size_t i = 0; rc == 0 && i < et->nindexes; i++)
         if (et->indexes[i].since == version)
             rc = create_index("", et->table, et->indexes[i].suffix, et->indexes[i].cols, b);
@@ -494,8 +507,6 @@ static int create_env_tables(enum kh_dialect d, int version, struct kh_buf *b)
         else if (et->since < version)
             rc = alter_env_table(d, et, version, b);
     }
-    if (rc == 0 && version == VERDICT_COLUMNS_VERSION)
-        rc = kh_buf_append(b, verdict_backfill, sizeof(verdict_backfill) - 1);
     return rc;
 }
 
@@ -625,11 +636,6 @@ static const char issue_span_sqlite[] =
            "  min(mos_min) AS mos_min, avg(mos_avg) AS mos_avg,\n"                             \
            "  min(video_score_min) AS video_score_min, count(*) AS reports\n"                  \
            "FROM \"quality_connection\" GROUP BY connection_id, channel_id;\n"
-
-/* SQLite: exact microseconds from the time text (kh_schema_time_usec_sql's expression). */
-#define SQLITE_USEC(t)                                                                         \
-    "(CAST(strftime('%s', substr(" t ", 1, 19)) AS INTEGER) * 1000000 + "                      \
-    "CAST(substr(" t ", 21, 6) AS INTEGER))"
 
 static const char verdict_pg[] =
     VERDICT_VIEW("CREATE OR REPLACE VIEW", "extract(epoch FROM max(\"time\") - min(\"time\"))");

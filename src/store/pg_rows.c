@@ -189,8 +189,8 @@ static const struct kh_report *merged_from(struct kh_report **reports, const siz
 {
     if (col->merge == KH_MERGE_KEEP || (col->merge == KH_MERGE_MIN && col->src == KH_SRC_TIME))
         return reports[run[0]];
-    if (col->merge == KH_MERGE_MAX && col->src == KH_SRC_TIME)
-        return reports[run[n - 1]];
+    if (col->merge == KH_MERGE_MAX && (col->src == KH_SRC_TIME || col->src == KH_SRC_TIME_HOUR))
+        return reports[run[n - 1]]; /* the latest report has the largest hour too */
     if (col->merge == KH_MERGE_MIN || col->merge == KH_MERGE_MAX || col->merge == KH_MERGE_FILL) {
         size_t best = 0;
         struct kh_value bv = {0};
