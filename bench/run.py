@@ -46,7 +46,7 @@ from datetime import datetime, timedelta, timezone
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-from pgcluster import PgCluster, free_port  # noqa: E402
+from pgcluster import PgCluster, PgStandby, free_port  # noqa: E402
 import sora_logs  # noqa: E402
 
 BUILD = os.path.join(ROOT, "build")
@@ -259,6 +259,7 @@ class Store:
 
     def __init__(self, tmp, backend, cluster, name):
         self.backend, self.cluster, self.name = backend, cluster, name
+        self.read_uri = None  # postgres_read_uri's database (a standby's), when one is used
         if backend == "sqlite":
             self.path = os.path.join(tmp, f"{name}.db")
             self.settings = {"storage": "sqlite", "sqlite_path": self.path}
@@ -772,8 +773,13 @@ def call_times(log_path, offset):
 
 
 def read_backend_pid(st):
-    """The pid of kohaku's PostgreSQL read session (`kohaku read`), None when it has none."""
-    db = st.connect()
+    """The pid of kohaku's PostgreSQL read session (`kohaku read`), None when it has none;
+    on the standby it reads when there is one (--console-read-replica)."""
+    if st.read_uri:
+        import psycopg2
+        db = psycopg2.connect(st.read_uri)
+    else:
+        db = st.connect()
     try:
         cur = db.cursor()
         cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'kohaku read' "
@@ -918,11 +924,16 @@ def browsing_cpu(d, cluster, seconds=10):
 
 
 def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs, renice=False,
-                  window_pairs=WINDOW_PAIRS):
+                  window_pairs=WINDOW_PAIRS, standby=None):
     """A database filled through kohaku as the worst-50 one is (nreports from nconns
     connections); the list's first page worst first, timed; what browsing costs alone; then
-    ingest with the console browsed and not, alternated, on that same kohaku and database."""
+    ingest with the console browsed and not, alternated, on that same kohaku and database.
+    standby: a hot standby of cluster (PgStandby) that the console reads
+    (postgres_read_uri)."""
     st = Store(tmp, backend, cluster, f"bench_console_{backend}")
+    if standby:
+        st.read_uri = standby.uri(st.name)
+        st.settings = {**st.settings, "postgres_read_uri": st.read_uri}
     # as the worst-50 database (every sample stored, the issue's million stats rows), but
     # spread over the hour the pages show, as an hour of a fleet is: FILL_SLICES loadgen runs
     # of as many connections each, stamped from 55 minutes ago to 5 minutes ago
@@ -1033,6 +1044,9 @@ def console_benchmarks(tmp, res, args, rpr):
     res["console_size"] = "quick" if quick else "full"
     res["console_pg_settings"] = dict(args.pg_set)
     cluster = None if args.no_postgres else PgCluster(settings=dict(args.pg_set))
+    # --console-read-replica: the console reads a hot standby of that cluster, on this machine
+    standby = PgStandby(cluster) if cluster and args.console_read_replica else None
+    res["console_read_replica"] = bool(standby)
     try:
         for backend in ("sqlite",) if args.no_postgres else \
                 (args.console_backend,) if args.console_backend else ("sqlite", "postgres"):
@@ -1041,9 +1055,13 @@ def console_benchmarks(tmp, res, args, rpr):
                                                       cluster if backend == "postgres"
                                                       else None, nconns, nreports, seconds,
                                                       pairs, args.renice_read,
-                                                      args.window_pairs)
+                                                      args.window_pairs,
+                                                      standby if backend == "postgres"
+                                                      else None)
             res[f"console_{backend}"]["part_s"] = time.time() - t0
     finally:
+        if standby:
+            standby.close()
         if cluster:
             if args.pg_log:
                 with open(args.pg_log, "w") as f:
@@ -1062,6 +1080,9 @@ def print_console(r):
     if r.get("console_pg_settings"):
         print("PostgreSQL with " + ", ".join(f"{k} = {v}" for k, v in
                                              r["console_pg_settings"].items()))
+    if r.get("console_read_replica"):
+        print("PostgreSQL: the console reads a hot standby of the database (postgres_read_uri; "
+              "streaming replication, the standby on this machine too)")
     print("(server: the daemon's access-log usec, first byte to answer; client: wall time over "
           "loopback)")
     print(f"{'backend':10} {'conns':>6} {'stats rows':>11} {'server ms':>10} {'client ms':>10} "
@@ -1310,6 +1331,9 @@ def main():
     ap.add_argument("--renice-read", action="store_true",
                     help="an experiment: the console part sets its PostgreSQL read session's "
                          "backend to nice 19 (as kohaku's own console thread is)")
+    ap.add_argument("--console-read-replica", action="store_true",
+                    help="the console part's kohaku reads a hot standby of its PostgreSQL "
+                         "database (postgres_read_uri), started on this machine")
     ap.add_argument("--pg-set", action="append", default=[], metavar="KEY=VALUE",
                     type=lambda kv: tuple(kv.split("=", 1)) if "=" in kv else
                     ap.error(f"--pg-set: KEY=VALUE, got {kv!r}"),

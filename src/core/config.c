@@ -133,6 +133,9 @@ static const struct param params[] = {
      "full: a commit is on disk before 204; normal: survives a kohaku crash, not power loss"},
     {"postgres_uri", P_STR, OFF(postgres_uri), "", 0, 0, NULL,
      "libpq connection URI (storage = postgres)"},
+    {"postgres_read_uri", P_STR, OFF(postgres_read_uri), "", 0, 0, NULL,
+     "libpq connection URI the console and kohaku quality read from, a streaming replica of "
+     "postgres_uri's database, say (its schema version must be kohaku's); empty = postgres_uri"},
     {"postgres_ca_cert_file", P_STR, OFF(postgres_ca_cert_file), "", 0, 0, NULL,
      "CA file for the PostgreSQL server certificate (passed as sslrootcert)"},
     {"postgres_pool_size", P_INT, OFF(postgres_pool_size), "2", 1, 64, NULL,
@@ -871,6 +874,10 @@ static int check_storage(const struct kh_config *cfg, const char **err)
     if (strcmp(cfg->storage, "postgres") == 0 && cfg->postgres_uri[0] == '\0')
         return refuse(cfg, "storage", "postgres_uri", err,
                       "postgres_uri: required when storage = postgres");
+    if (strcmp(cfg->storage, "postgres") != 0 && cfg->postgres_read_uri[0] != '\0')
+        return refuse(cfg, "postgres_read_uri", "storage", err,
+                      "postgres_read_uri: only with storage = postgres, got storage = %s",
+                      cfg->storage);
     if (strcmp(cfg->storage, "sqlite") == 0 && cfg->sqlite_path[0] == '\0')
         return refuse(cfg, "sqlite_path", "storage", err,
                       "sqlite_path: required when storage = sqlite");
@@ -1047,7 +1054,8 @@ void kh_config_print_example(FILE *fp)
 
 static bool secret(const char *key)
 {
-    return strcmp(key, "postgres_uri") == 0 || strcmp(key, "console_token") == 0 ||
+    return strcmp(key, "postgres_uri") == 0 || strcmp(key, "postgres_read_uri") == 0 ||
+           strcmp(key, "console_token") == 0 ||
            strcmp(key, "console_password") == 0 || strcmp(key, "privacy_hash_key") == 0;
 }
 

@@ -72,6 +72,7 @@ struct kh_config {
     char *sqlite_path;
     char *sqlite_synchronous;
     char *postgres_uri;
+    char *postgres_read_uri; /* the console's and quality's reads; "": postgres_uri */
     char *postgres_ca_cert_file;
     int64_t postgres_pool_size;
     char *postgres_write_method;

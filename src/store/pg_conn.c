@@ -45,13 +45,14 @@ static void on_notice(void *arg, const PGresult *r)
     kh_log(warning ? KH_LOG_WARN : KH_LOG_DEBUG, "postgres notice", msg ? msg : "");
 }
 
-PGconn *kh_pg_connect(struct kh_pg *pg, const char *app, char *err, size_t errlen)
+PGconn *kh_pg_connect(struct kh_pg *pg, const char *uri, const char *app, char *err,
+                      size_t errlen)
 {
     const char *keys[6], *vals[6];
     int n = 0;
     keys[n] = "application_name", vals[n++] = app; /* the URI's own value overrides it */
     keys[n] = "connect_timeout", vals[n++] = "5"; /* the URI's own value overrides it */
-    keys[n] = "dbname", vals[n++] = pg->uri;
+    keys[n] = "dbname", vals[n++] = uri;
     if (pg->ca[0])
         keys[n] = "sslrootcert", vals[n++] = pg->ca;
     keys[n] = NULL, vals[n] = NULL;
@@ -140,7 +141,7 @@ int kh_pg_ensure_conn(struct kh_pg_slot *s)
         snprintf(s->err, sizeof(s->err), "postgres unavailable");
         return KH_ERETRY;
     }
-    s->conn = kh_pg_connect(pg, KH_PG_APP, s->err, sizeof(s->err));
+    s->conn = kh_pg_connect(pg, pg->uri, KH_PG_APP, s->err, sizeof(s->err));
     if (s->conn == NULL || kh_pg_prepare_slot(s) != 0) {
         kh_pg_drop_conn(&s->conn);
         kh_pg_mark_down(pg, s->err);
@@ -338,7 +339,7 @@ static bool maint_contact(struct kh_pg *pg)
     if (pg->mconn && PQstatus(pg->mconn) != CONNECTION_OK)
         kh_pg_drop_conn(&pg->mconn);
     if (pg->mconn == NULL &&
-        (pg->mconn = kh_pg_connect(pg, KH_PG_APP, pg->merr, sizeof(pg->merr))) == NULL)
+        (pg->mconn = kh_pg_connect(pg, pg->uri, KH_PG_APP, pg->merr, sizeof(pg->merr))) == NULL)
         return false;
     if (!atomic_load(&pg->migrated)) {
         if (kh_pg_migrate_conn(pg, pg->mconn, 0, pg->merr, sizeof(pg->merr)) != 0) {

@@ -58,6 +58,7 @@ struct kh_pg_slot {
 
 struct kh_pg {
     char *uri, *ca;
+    char *read_uri; /* query's (postgres_read_uri), NULL: uri */
     int nslots;
     bool use_copy;
     bool use_direct_copy;
@@ -112,8 +113,10 @@ void kh_pg_error(char *dst, size_t len, const char *what, PGconn *c, PGresult *r
  * and the other questions kh_pg_query asks). */
 #define KH_PG_APP "kohaku"
 #define KH_PG_APP_READ "kohaku read"
-/* A new connection with the backend's settings, named app, or NULL with err set. */
-PGconn *kh_pg_connect(struct kh_pg *pg, const char *app, char *err, size_t errlen);
+/* A new connection to uri (pg->uri, or pg->read_uri for the read connection) with the
+ * backend's settings, named app, or NULL with err set. */
+PGconn *kh_pg_connect(struct kh_pg *pg, const char *uri, const char *app, char *err,
+                      size_t errlen);
 void kh_pg_drop_conn(PGconn **c);
 /* Runs sql (any number of statements). 0, or with err set KH_ERETRY when the server rolled
  * the transaction back as a conflict (SQLSTATE class 40: deadlock, serialization), else

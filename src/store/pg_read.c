@@ -313,6 +313,13 @@ static int text_params(const struct kh_value *params, int n, char (*num)[32],
 
 #define MAX_PARAMS 16
 
+/* How the read connection's errors begin: naming postgres_read_uri when it is another
+ * database, so that an operator knows which one failed. */
+static const char *read_what(const struct kh_pg *pg)
+{
+    return pg->read_uri ? "postgres_read_uri: query" : "query";
+}
+
 static void forget_prepared(struct kh_pg *pg)
 {
     for (size_t i = 0; i < pg->nqprep; i++)
@@ -345,7 +352,7 @@ static int prepared(struct kh_pg *pg, const char *sql, int nparams)
     snprintf(name, sizeof(name), "kq%zu", pg->nqprep);
     PGresult *r = PQprepare(pg->qconn, name, sql, nparams, NULL);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        kh_pg_error(pg->qerr, sizeof(pg->qerr), "query", pg->qconn, r);
+        kh_pg_error(pg->qerr, sizeof(pg->qerr), read_what(pg), pg->qconn, r);
         PQclear(r);
         free(copy);
         return -1;
@@ -353,6 +360,55 @@ static int prepared(struct kh_pg *pg, const char *sql, int nparams)
     PQclear(r);
     pg->qprep[pg->nqprep] = copy;
     return (int)pg->nqprep++;
+}
+
+/* The read connection to postgres_read_uri's database when one is set (a replica, say),
+ * else postgres_uri's. 0, or -1 with qerr set: the server away or refusing, or, for another
+ * database, its schema not this kohaku's version (a replica that has not replayed the
+ * migration yet, a database kohaku never migrated), which the console's questions assume. */
+static int open_read(struct kh_pg *pg)
+{
+    const char *uri = pg->read_uri ? pg->read_uri : pg->uri;
+    char why[sizeof(pg->qerr) - 64];
+    pg->qconn = kh_pg_connect(pg, uri, KH_PG_APP_READ, why, sizeof(why));
+    /* No parallel workers and no JIT: the console's questions are small lookups whose
+     * plans the estimates of jsonb_each make look large (a channel's issue spans cost
+     * 170k), so a worker's start (15-20 ms here) would cost ten times the query and
+     * JIT would compile some 90 functions at each call (most of a 300-600 ms answer
+     * under ingest); workers would also take CPUs from ingest. */
+    char set[160];
+    snprintf(set, sizeof(set),
+             "SET statement_timeout = %lld; SET max_parallel_workers_per_gather = 0; "
+             "SET jit = off",
+             (long long)pg->query_timeout_ms);
+    if (pg->qconn && kh_pg_exec(pg->qconn, set, why, sizeof(why)) != 0)
+        kh_pg_drop_conn(&pg->qconn);
+    long long have = -1;
+    if (pg->qconn && pg->read_uri &&
+        kh_pg_query_int(pg->qconn,
+                        "SELECT coalesce(max(version), 0) FROM kohaku_schema_version", &have,
+                        why, sizeof(why)) != 0) {
+        kh_pg_drop_conn(&pg->qconn);
+        snprintf(pg->qerr, sizeof(pg->qerr), "postgres_read_uri: no kohaku schema there (%s)",
+                 why);
+        return -1;
+    }
+    if (pg->qconn && pg->read_uri && have != kh_schema_latest_version()) {
+        kh_pg_drop_conn(&pg->qconn);
+        snprintf(pg->qerr, sizeof(pg->qerr),
+                 "postgres_read_uri: the database there is at schema version %lld, this "
+                 "kohaku's is %d",
+                 have, kh_schema_latest_version());
+        return -1;
+    }
+    if (pg->qconn == NULL) {
+        if (pg->read_uri)
+            snprintf(pg->qerr, sizeof(pg->qerr), "postgres_read_uri: %s", why);
+        else
+            snprintf(pg->qerr, sizeof(pg->qerr), "%s", why);
+        return -1;
+    }
+    return 0;
 }
 
 int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *params,
@@ -368,20 +424,7 @@ int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *par
     if (pg->qconn == NULL || PQstatus(pg->qconn) != CONNECTION_OK) {
         kh_pg_drop_conn(&pg->qconn);
         forget_prepared(pg); /* they went with the connection */
-        pg->qconn = kh_pg_connect(pg, KH_PG_APP_READ, pg->qerr, sizeof(pg->qerr));
-        /* No parallel workers and no JIT: the console's questions are small lookups whose
-         * plans the estimates of jsonb_each make look large (a channel's issue spans cost
-         * 170k), so a worker's start (15-20 ms here) would cost ten times the query and
-         * JIT would compile some 90 functions at each call (most of a 300-600 ms answer
-         * under ingest); workers would also take CPUs from ingest. */
-        char set[160];
-        snprintf(set, sizeof(set),
-                 "SET statement_timeout = %lld; SET max_parallel_workers_per_gather = 0; "
-                 "SET jit = off",
-                 (long long)pg->query_timeout_ms);
-        if (pg->qconn && kh_pg_exec(pg->qconn, set, pg->qerr, sizeof(pg->qerr)) != 0)
-            kh_pg_drop_conn(&pg->qconn);
-        if (pg->qconn == NULL) {
+        if (open_read(pg) != 0) {
             *err = pg->qerr;
             return KH_ERETRY;
         }
@@ -400,7 +443,7 @@ int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *par
         r = PQexecPrepared(pg->qconn, name, nparams, text, NULL, NULL, 0);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        kh_pg_error(pg->qerr, sizeof(pg->qerr), "query", pg->qconn, r);
+        kh_pg_error(pg->qerr, sizeof(pg->qerr), read_what(pg), pg->qconn, r);
         PQclear(r);
         *err = pg->qerr;
         return PQstatus(pg->qconn) == CONNECTION_OK ? KH_EIO : KH_ERETRY;

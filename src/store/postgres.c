@@ -58,6 +58,8 @@ static int pg_open(struct kh_store *s, const struct kh_config *cfg, const char *
     configure(pg, cfg);
     pg->uri = strdup(cfg->postgres_uri);
     pg->ca = strdup(cfg->postgres_ca_cert_file);
+    if (cfg->postgres_read_uri[0] && (pg->read_uri = strdup(cfg->postgres_read_uri)) == NULL)
+        goto fail_alloc;
     pg->slots = calloc((size_t)pg->nslots, sizeof(*pg->slots));
     if (pg->uri == NULL || pg->ca == NULL || pg->slots == NULL)
         goto fail_alloc;
@@ -75,7 +77,7 @@ fail_alloc:
 static int pg_migrate(struct kh_store *s, int target, const char **err)
 {
     struct kh_pg *pg = s->impl;
-    PGconn *c = kh_pg_connect(pg, KH_PG_APP, pg->merr, sizeof(pg->merr));
+    PGconn *c = kh_pg_connect(pg, pg->uri, KH_PG_APP, pg->merr, sizeof(pg->merr));
     int rc = c ? kh_pg_migrate_conn(pg, c, target, pg->merr, sizeof(pg->merr)) : KH_ERETRY;
     /* a conflict rolled the migration back as a whole: run it again at once, twice */
     for (int again = 0; rc == KH_ERETRY && c && PQstatus(c) == CONNECTION_OK && again < 2;
@@ -119,6 +121,7 @@ static void pg_close(struct kh_store *s)
     }
     free(pg->slots);
     free(pg->uri);
+    free(pg->read_uri);
     free(pg->ca);
     free(pg);
     s->impl = NULL;

@@ -102,6 +102,29 @@ class PgCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class PgStandby(PgCluster):
+    """A hot standby of a running PgCluster: its base backup (pg_basebackup -R, streaming the
+    WAL), started on a port of its own; it replays what the primary commits and answers
+    read-only queries. Stop and start it as a PgCluster."""
+
+    def __init__(self, primary):
+        self.crash_safe, self.preload, self.settings = True, [], {}
+        self.dir = tempfile.mkdtemp(prefix="kohaku-pg-standby-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        _as_postgres([os.path.join(PG_BIN, "pg_basebackup"), "-h", "127.0.0.1", "-p",
+                      str(primary.port), "-U", "postgres", "-D", self.data, "-R", "-X",
+                      "stream", "-c", "fast"])
+        self.start()
+
+    def replayed(self, primary):
+        """Whether the standby has replayed everything the primary has written so far."""
+        lsn = primary.psql("postgres", "SELECT pg_current_wal_lsn()")
+        return self.psql("postgres", f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'") == "t"
+
+
 _counter = [0]
 
 

@@ -45,7 +45,7 @@ import pytest
 from helpers import (EXPORTER_HEADERS_UA, FIXTURES_DIR, KOHAKU_BIN, REPO_ROOT, H2Client, Kohaku,
                      PgDb, SqliteDb, load_fixture, make_envelope, make_pki, need_tool, sora_id,
                      tls_server_settings, wait_until, write_config)
-from pgcluster import unique_db_name
+from pgcluster import PgCluster, PgStandby, unique_db_name
 from test_quality import CALLS
 
 SHOTS = os.environ.get("KOHAKU_SCREENSHOTS") or os.path.join(REPO_ROOT, "build",
@@ -540,6 +540,79 @@ def test_postgres_read_connection_is_named(request, tmp_path):
                    message="only sessions named fleet-a")
     finally:
         assert k.close() == 0
+
+
+def read_sessions(cluster, dbname):
+    """The application names of the sessions on dbname of cluster (a primary or a standby)."""
+    return [r for r in cluster.psql(
+        "postgres", "SELECT application_name FROM pg_stat_activity WHERE datname = "
+        f"'{dbname}'").splitlines()]
+
+
+def test_postgres_read_uri_reads_a_streaming_replica(tmp_path):
+    """postgres_read_uri: the console and kohaku quality ask a hot standby of the database
+    kohaku writes, so their reads cost the primary nothing; with the standby away the
+    console answers 503 naming it and ingest goes on; a database without kohaku's schema is
+    refused by name."""
+    primary = PgCluster()
+    standby = None
+    try:
+        db = PgDb(primary, unique_db_name("primary"))
+        standby = PgStandby(primary)
+        settings = {**db.settings(), "postgres_read_uri": standby.uri(db.dbname)}
+        k = Kohaku(settings, directory=tmp_path).start()
+        try:
+            loaded = Loaded("postgres", k, db, {}, [], "")
+            reports, conns = browser_calls(datetime.now(timezone.utc) - timedelta(minutes=2))
+            post_in_order(k, reports)
+            wait_until(lambda: standby.replayed(primary), 30, message="the standby replayed")
+            got = loaded.api("connections", per_page=500)
+            assert {r["connection_id"] for r in got["rows"]} == set(conns), got
+            stored = {r[0]: r[1] for r in db.query(
+                "SELECT connection_id, severity FROM sora_connection")}
+            assert {r["connection_id"]: r["severity"] for r in got["rows"]} == stored
+            # the console's session is on the standby, none on the primary
+            assert read_sessions(standby, db.dbname).count("kohaku read") == 1
+            assert "kohaku read" not in read_sessions(primary, db.dbname)
+            assert "kohaku" in read_sessions(primary, db.dbname)
+            # every page's calls are answered there (a standby refuses any write)
+            cid = reports[0]["connection_id"]
+            assert loaded.quality(cid)["connection_id"] == cid
+            assert loaded.api("connections/" + cid)["connection"]["connection_id"] == cid
+            assert loaded.api("connections/" + cid + "/series")["streams"]
+            chan = urllib.parse.quote(conns[cid]["channel"], safe="")
+            assert loaded.api("channels/" + chan)["quality"]["participants"]
+            assert loaded.api("overview", last="1h")["reports"]["time"]
+
+            # the standby away: the console says so, by the key; ingest answers as before
+            standby.stop()
+            status, _, body = loaded.get("/api/connections")
+            assert status == 503, (status, body)
+            assert json.loads(body)["message"].startswith("postgres_read_uri: "), body
+            more, more_conns = browser_calls(datetime.now(timezone.utc) - timedelta(minutes=1))
+            post_in_order(k, more[:2])
+            standby.start()
+            wait_until(lambda: standby.replayed(primary), 30, message="the standby replayed")
+            got = loaded.api("connections", per_page=500)
+            assert more[0]["connection_id"] in {r["connection_id"] for r in got["rows"]}
+        finally:
+            assert k.close() == 0
+
+        # a database without kohaku's schema (on the primary: any database will do)
+        empty = primary.create_db(unique_db_name("empty"))
+        k = Kohaku({**db.settings(), "postgres_read_uri": empty}, directory=tmp_path).start()
+        try:
+            status, _, body = Loaded("postgres", k, db, {}, [], "").get("/api/connections")
+            assert status == 503, (status, body)
+            assert json.loads(body)["message"].startswith(
+                "postgres_read_uri: no kohaku schema there"), body
+            assert empty not in body  # a URI may hold credentials: never echoed
+        finally:
+            assert k.close() == 0
+    finally:
+        if standby:
+            standby.close()
+        primary.close()
 
 
 def _log_entries(text):

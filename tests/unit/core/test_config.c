@@ -494,6 +494,13 @@ static void test_cross_key_errors_cite_lines(void **state)
                         "got 6000 like listen_port");
     expect_finish_error("\nstorage = postgres\n",
                         "2: postgres_uri: required when storage = postgres");
+    /* a read URI without PostgreSQL to read: refused, naming the storage it met */
+    expect_finish_error("postgres_read_uri = postgresql://replica/kohaku\n",
+                        "1: postgres_read_uri: only with storage = postgres, got storage = "
+                        "sqlite");
+    expect_finish_error("storage = null\npostgres_read_uri = postgresql://replica/kohaku\n",
+                        "2: postgres_read_uri: only with storage = postgres, got storage = "
+                        "null");
     expect_finish_error("collector_path = in\n",
                         "1: collector_path: must start with '/', got 'in'");
     expect_finish_error("collector_path = /in\nstats_webhook_path = /in\n",
