@@ -923,6 +923,20 @@ def browsing_cpu(d, cluster, seconds=10):
             "server_cpu_s": (s1 - s0) / CLK if cluster else None}
 
 
+def standby_lag(cluster, standby, timeout=120):
+    """How far the standby is behind the primary now (bytes of WAL not yet replayed), and how
+    long it then takes to replay them (None: not within timeout)."""
+    lsn = cluster.psql("postgres", "SELECT pg_current_wal_lsn()")
+    behind = int(float(standby.psql(
+        "postgres", f"SELECT pg_wal_lsn_diff('{lsn}', pg_last_wal_replay_lsn())")))
+    t0 = time.time()
+    while standby.psql("postgres", f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'") != "t":
+        if time.time() - t0 > timeout:
+            return {"behind_bytes": behind, "caught_up_s": None}
+        time.sleep(0.05)
+    return {"behind_bytes": behind, "caught_up_s": time.time() - t0}
+
+
 def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs, renice=False,
                   window_pairs=WINDOW_PAIRS, standby=None):
     """A database filled through kohaku as the worst-50 one is (nreports from nconns
@@ -982,6 +996,8 @@ def console_bench(tmp, backend, cluster, nconns, nreports, seconds, pairs, renic
         res["windows"] = console_windows(d, st, SEED + 300, npairs=2 if seconds < 8 else
                                          window_pairs)
         wn = res["windows"]
+        if standby:  # what the console's view lags by when ingest stops
+            res["standby_lag"] = standby_lag(cluster, standby)
         print(f"  console {backend} windows of {wn['window_s']} s: pair ratios "
               + " ".join(f"{x:.3f}" for x in wn["pair_ratios"]) + f", {wn['api_calls']} API "
               f"calls", flush=True)
@@ -1153,6 +1169,13 @@ def print_console(r):
             print(f"{'':10} sora_connection: {u['updates']:,} updates, {hot} of them HOT; "
                   f"{u['live_rows']:,} live and {u['dead_rows']:,} dead rows; "
                   f"{u['table_pages']:,} table pages, {u['index_pages']:,} index pages")
+        lag = c.get("standby_lag")
+        if lag:
+            took = f"{lag['caught_up_s']:.1f} s" if lag["caught_up_s"] is not None else \
+                "not within 120 s"
+            print(f"{'':10} the standby the console read, when the windowed run's ingest "
+                  f"stopped: {lag['behind_bytes'] / 1048576:.1f} MiB of WAL behind, replayed "
+                  f"in {took}")
 
 
 def sanity_console(r, backends):
