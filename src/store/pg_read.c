@@ -315,6 +315,11 @@ static int text_params(const struct kh_value *params, int n, char (*num)[32],
 
 /* How the read connection's errors begin: naming postgres_read_uri when it is another
  * database, so that an operator knows which one failed. */
+static const char *read_key(const struct kh_pg *pg)
+{
+    return pg->read_uri ? "postgres_read_uri: " : "";
+}
+
 static const char *read_what(const struct kh_pg *pg)
 {
     return pg->read_uri ? "postgres_read_uri: query" : "query";
@@ -368,9 +373,9 @@ static int prepared(struct kh_pg *pg, const char *sql, int nparams)
  * migration yet, a database kohaku never migrated), which the console's questions assume. */
 static int open_read(struct kh_pg *pg)
 {
-    const char *uri = pg->read_uri ? pg->read_uri : pg->uri;
     char why[sizeof(pg->qerr) - 64];
-    pg->qconn = kh_pg_connect(pg, uri, KH_PG_APP_READ, why, sizeof(why));
+    pg->qconn = kh_pg_connect(pg, pg->read_uri ? pg->read_uri : pg->uri, KH_PG_APP_READ, why,
+                              sizeof(why));
     /* No parallel workers and no JIT: the console's questions are small lookups whose
      * plans the estimates of jsonb_each make look large (a channel's issue spans cost
      * 170k), so a worker's start (15-20 ms here) would cost ten times the query and
@@ -383,32 +388,26 @@ static int open_read(struct kh_pg *pg)
              (long long)pg->query_timeout_ms);
     if (pg->qconn && kh_pg_exec(pg->qconn, set, why, sizeof(why)) != 0)
         kh_pg_drop_conn(&pg->qconn);
-    long long have = -1;
-    if (pg->qconn && pg->read_uri &&
-        kh_pg_query_int(pg->qconn,
-                        "SELECT coalesce(max(version), 0) FROM kohaku_schema_version", &have,
-                        why, sizeof(why)) != 0) {
-        kh_pg_drop_conn(&pg->qconn);
-        snprintf(pg->qerr, sizeof(pg->qerr), "postgres_read_uri: no kohaku schema there (%s)",
-                 why);
+    if (pg->qconn == NULL) {
+        snprintf(pg->qerr, sizeof(pg->qerr), "%s%s", read_key(pg), why);
         return -1;
     }
-    if (pg->qconn && pg->read_uri && have != kh_schema_latest_version()) {
-        kh_pg_drop_conn(&pg->qconn);
+    if (pg->read_uri == NULL)
+        return 0; /* postgres_uri's database: the writers migrated it */
+    long long have;
+    if (kh_pg_query_int(pg->qconn, "SELECT coalesce(max(version), 0) FROM kohaku_schema_version",
+                        &have, why, sizeof(why)) != 0)
+        snprintf(pg->qerr, sizeof(pg->qerr), "postgres_read_uri: no kohaku schema there (%s)",
+                 why);
+    else if (have != kh_schema_latest_version())
         snprintf(pg->qerr, sizeof(pg->qerr),
                  "postgres_read_uri: the database there is at schema version %lld, this "
                  "kohaku's is %d",
                  have, kh_schema_latest_version());
-        return -1;
-    }
-    if (pg->qconn == NULL) {
-        if (pg->read_uri)
-            snprintf(pg->qerr, sizeof(pg->qerr), "postgres_read_uri: %s", why);
-        else
-            snprintf(pg->qerr, sizeof(pg->qerr), "%s", why);
-        return -1;
-    }
-    return 0;
+    else
+        return 0;
+    kh_pg_drop_conn(&pg->qconn);
+    return -1;
 }
 
 int kh_pg_query(struct kh_store *st, const char *sql, const struct kh_value *params,

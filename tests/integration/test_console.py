@@ -544,9 +544,8 @@ def test_postgres_read_connection_is_named(request, tmp_path):
 
 def read_sessions(cluster, dbname):
     """The application names of the sessions on dbname of cluster (a primary or a standby)."""
-    return [r for r in cluster.psql(
-        "postgres", "SELECT application_name FROM pg_stat_activity WHERE datname = "
-        f"'{dbname}'").splitlines()]
+    return cluster.psql("postgres", "SELECT application_name FROM pg_stat_activity WHERE "
+                        f"datname = '{dbname}'").splitlines()
 
 
 def test_postgres_read_uri_reads_a_streaming_replica(tmp_path):
@@ -607,6 +606,15 @@ def test_postgres_read_uri_reads_a_streaming_replica(tmp_path):
             assert json.loads(body)["message"].startswith(
                 "postgres_read_uri: no kohaku schema there"), body
             assert empty not in body  # a URI may hold credentials: never echoed
+            # a database at another schema version (a standby still replaying an upgrade)
+            primary.psql(empty.rsplit("/", 1)[1], "CREATE TABLE kohaku_schema_version "
+                                                  "(version integer); INSERT INTO "
+                                                  "kohaku_schema_version VALUES (8)")
+            status, _, body = Loaded("postgres", k, db, {}, [], "").get("/api/connections")
+            assert status == 503, (status, body)
+            assert json.loads(body)["message"].startswith(
+                "postgres_read_uri: the database there is at schema version 8, this "
+                "kohaku's is "), body
         finally:
             assert k.close() == 0
     finally:
