@@ -43,6 +43,40 @@ KINDS = ("sqlite", "postgres", "timescaledb", "citus")
 def pytest_configure(config):
     config.addinivalue_line("markers", "storage(*kinds): run the test once per storage kind "
                             f"({', '.join(KINDS)}), the `db` fixture being that database")
+    config.addinivalue_line("markers", "once(why, **params): a long test that the second pass "
+                            "of scripts/test (the ASan+UBSan build, KOHAKU_TEST_REPEAT=1) "
+                            "leaves out; with params, only its variants whose parameters "
+                            "take those values (a value or a tuple of values)")
+
+
+def once_matches(item):
+    """Whether the `once` marker, if any, covers this variant of the test."""
+    marker = item.get_closest_marker("once")
+    if marker is None:
+        return False
+    assert len(marker.args) == 1 and isinstance(marker.args[0], str) and marker.args[0], (
+        f"{item.nodeid}: once() needs the reason it runs in one pass only")
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    for name, wanted in marker.kwargs.items():
+        assert name in params, f"{item.nodeid}: once({name}=...) but no such parameter"
+        if params[name] not in (wanted if isinstance(wanted, tuple) else (wanted,)):
+            return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    """KOHAKU_TEST_REPEAT=1 (scripts/test's ASan+UBSan pass, after the release pass ran
+    everything) deselects the tests marked `once`: long ones whose subject is timing, load or
+    the database's own behaviour, each with a shorter test of the same kohaku code kept."""
+    if os.environ.get("KOHAKU_TEST_REPEAT") != "1":
+        for item in items:
+            once_matches(item)  # the marker's arguments are checked on every pass
+        return
+    left_out = [item for item in items if once_matches(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        gone = set(map(id, left_out))
+        items[:] = [item for item in items if id(item) not in gone]
 
 
 def pytest_generate_tests(metafunc):

@@ -180,6 +180,8 @@ def rows_of(store, tables, cid):
     return {t: store.count(t, "connection_id = ?", (cid,)) for t in tables}
 
 
+@pytest.mark.once("Citus's own partition and columnar DDL, about 80 s; kohaku's partition "
+                   "code runs in both passes in test_retention.py")
 @pytest.mark.storage("citus")
 def test_time_partitions_columnar_and_drop(citus_cluster, db, daemon):
     """Citus mode partitions the time series by time with Citus's own functions: a new
@@ -328,6 +330,8 @@ def test_time_partitions_columnar_and_drop(citus_cluster, db, daemon):
     assert not problems(k), k.log_text()[-3000:]
 
 
+@pytest.mark.once("each write method's encoding runs in both passes in test_postgres.py; "
+                   "the default, direct_copy, stays here in both", method=("copy", "unnest"))
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.storage("citus")
 def test_loadgen_reports_stored_once_on_both_workers(citus_cluster, db, daemon, tmp_path,
@@ -358,6 +362,8 @@ def test_loadgen_reports_stored_once_on_both_workers(citus_cluster, db, daemon, 
     assert not problems(k), k.log_text()[-3000:]
 
 
+@pytest.mark.once("Citus's plans (EXPLAIN), about 35 s; the views and the console API run "
+                   "in both passes on PostgreSQL")
 @pytest.mark.storage("citus")
 def test_views_and_console_answer_with_shard_local_plans(citus_cluster, db, daemon):
     store = db
@@ -421,6 +427,8 @@ def start_loadgen(port, acked, seconds, seed, rate=800):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.once("an outage under load, about 40 s; the same spool code runs in both passes "
+                   "in test_postgres.py's and test_spool.py's outages")
 @pytest.mark.storage("citus")
 def test_worker_restarted_under_load_loses_nothing_acknowledged(citus_cluster, db, tmp_path):
     """A worker stopped for a few seconds and started again while loadgen runs: kohaku spools

@@ -119,6 +119,7 @@ def stored(k):
                if name == "kohaku_reports_stored_total")
 
 
+@pytest.mark.once("the postgres variant runs in both passes", db="citus")
 @pytest.mark.storage("postgres", "citus")
 def test_two_kohaku_behind_haproxy_one_stopped_under_load(db, kohaku_factory, haproxy,
                                                           tmp_path):

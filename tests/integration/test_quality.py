@@ -487,6 +487,8 @@ def test_verdict_columns_filled_by_the_migration(request, tmp_path_factory, stor
     assert not diff, "\n".join(diff[:20])
 
 
+@pytest.mark.once("the same migration as the postgres variant, on Citus's DDL, about 40 s",
+                   kind="citus")
 @pytest.mark.parametrize("kind", ["sqlite", "postgres", "citus"])
 def test_last_seen_hour_filled_by_the_migration(request, tmp_path_factory, kind):
     """Ingest stores each connection's last_seen_hour as the hour of its last_seen; a database

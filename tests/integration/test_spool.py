@@ -150,6 +150,8 @@ def start_loadgen(port, acked, seconds, seed, rate=3000):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.once("about 60 s each; the spool's and the log's recovery after kill -9 run in "
+                   "both passes in the sqlite variants", backend="postgres")
 @pytest.mark.parametrize("ack", ["commit", "log"])
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 def test_kill9_at_random_moments_loses_nothing_acknowledged(own_pg, tmp_path, backend, ack):
