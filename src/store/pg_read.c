@@ -394,11 +394,20 @@ static int open_read(struct kh_pg *pg)
     }
     if (pg->read_uri == NULL)
         return 0; /* postgres_uri's database: the writers migrated it */
-    long long have;
-    if (kh_pg_query_int(pg->qconn, "SELECT coalesce(max(version), 0) FROM kohaku_schema_version",
-                        &have, why, sizeof(why)) != 0)
-        snprintf(pg->qerr, sizeof(pg->qerr), "postgres_read_uri: no kohaku schema there (%s)",
-                 why);
+    /* the table's absence first, so that a failure of the read itself (the connection
+     * dropped, a permission) is not reported as a database kohaku never migrated */
+    long long found = 0, have = 0;
+    if (kh_pg_query_int(pg->qconn,
+                        "SELECT (to_regclass('kohaku_schema_version') IS NOT NULL)::int", &found,
+                        why, sizeof(why)) != 0 ||
+        (found && kh_pg_query_int(pg->qconn,
+                                  "SELECT coalesce(max(version), 0) FROM kohaku_schema_version",
+                                  &have, why, sizeof(why)) != 0))
+        snprintf(pg->qerr, sizeof(pg->qerr),
+                 "postgres_read_uri: cannot read the schema version there (%s)", why);
+    else if (!found)
+        snprintf(pg->qerr, sizeof(pg->qerr),
+                 "postgres_read_uri: no kohaku schema there (no table kohaku_schema_version)");
     else if (have != kh_schema_latest_version())
         snprintf(pg->qerr, sizeof(pg->qerr),
                  "postgres_read_uri: the database there is at schema version %lld, this "

@@ -615,6 +615,16 @@ def test_postgres_read_uri_reads_a_streaming_replica(tmp_path):
             assert json.loads(body)["message"].startswith(
                 "postgres_read_uri: the database there is at schema version 8, this "
                 "kohaku's is "), body
+            # a version that cannot be read is said to be that, not a missing schema
+            primary.psql(empty.rsplit("/", 1)[1], "DROP TABLE kohaku_schema_version; "
+                                                  "CREATE VIEW kohaku_schema_version AS "
+                                                  "SELECT 1 / 0 AS version")
+            status, _, body = Loaded("postgres", k, db, {}, [], "").get("/api/connections")
+            assert status == 503, (status, body)
+            message = json.loads(body)["message"]
+            assert message.startswith("postgres_read_uri: cannot read the schema version "
+                                      "there ("), body
+            assert "division by zero" in message, body
         finally:
             assert k.close() == 0
     finally:

@@ -813,6 +813,50 @@ static void test_reload_applies_runtime_keys(void **state)
     kh_config_cleanup(&live);
 }
 
+/* The debug dump of the configuration says "(set)" for every secret and for the URIs, which
+ * may hold credentials, and never prints them. */
+static void test_debug_dump_hides_secrets(void **state)
+{
+    (void)state;
+    struct kh_config cfg;
+    const char *err = NULL;
+    assert_int_equal(kh_config_init(&cfg), 0);
+    assert_int_equal(kh_config_load_string(&cfg, "inline",
+                                           "storage = postgres\n"
+                                           "postgres_uri = postgresql://u:s3cret-a@db/k\n"
+                                           "postgres_read_uri = postgresql://u:s3cret-b@rep/k\n"
+                                           "console_token = s3cret-c\n"
+                                           "console_user = admin\n"
+                                           "console_password = s3cret-d\n"
+                                           "privacy_hash_key = s3cret-e-0123456789abcdef\n",
+                                           &err),
+                     0);
+    FILE *fp = tmpfile();
+    assert_non_null(fp);
+    enum kh_log_level was = kh_log_get_level();
+    kh_log_set_level(KH_LOG_DEBUG);
+    kh_log_set_stream(fp);
+    kh_config_log(&cfg);
+    kh_log_set_stream(NULL);
+    kh_log_set_level(was);
+    static char text[65536];
+    rewind(fp);
+    size_t n = fread(text, 1, sizeof(text) - 1, fp);
+    fclose(fp);
+    assert_true(n > 0 && n < sizeof(text) - 1);
+    text[n] = 0;
+    assert_null(strstr(text, "s3cret"));
+    const char *keys[] = {"postgres_uri", "postgres_read_uri", "console_token",
+                          "console_password", "privacy_hash_key"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char want[128];
+        snprintf(want, sizeof(want), "\"key\":\"%s\",\"value\":\"(set)\"", keys[i]);
+        assert_non_null(strstr(text, want));
+    }
+    assert_non_null(strstr(text, "\"key\":\"console_user\",\"value\":\"admin\""));
+    kh_config_cleanup(&cfg);
+}
+
 static void test_reload_keeps_restart_keys(void **state)
 {
     (void)state;
@@ -935,6 +979,7 @@ int main(void)
         cmocka_unit_test(test_kohaku_2023_1_example_style),
         cmocka_unit_test(test_ignored_key_warns),
         cmocka_unit_test(test_reload_applies_runtime_keys),
+        cmocka_unit_test(test_debug_dump_hides_secrets),
         cmocka_unit_test(test_reload_keeps_restart_keys),
         cmocka_unit_test(test_reload_changed_list_is_bounded),
         cmocka_unit_test(test_help_marks_reloadable_keys),
