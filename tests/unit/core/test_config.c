@@ -19,6 +19,7 @@
 #include "core/config.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "kh_test_log.h"
 
 /* Writes text to a new temporary file; returns its path (caller frees and unlinks). */
 static char *temp_config(const char *text)
@@ -592,11 +593,9 @@ static void test_reload_takes_the_new_lines(void **state)
     assert_int_equal(kh_config_init(&fresh), 0);
     assert_int_equal(kh_config_load_string(&fresh, "k.ini", "# moved\n\nretry_after = 4\n", &err),
                      0);
-    FILE *fp = tmpfile();
-    kh_log_set_stream(fp);
+    FILE *fp = kht_log_capture();
     assert_int_equal(kh_config_reload(&live, &fresh, NULL, 0), 1);
-    kh_log_set_stream(NULL);
-    fclose(fp);
+    free(kht_log_captured(fp));
     kh_config_cleanup(&fresh);
     assert_int_equal(kh_config_line(&live, "retry_after"), 3);
     assert_string_equal(live.origin.file, "k.ini");
@@ -720,23 +719,19 @@ static void test_ignored_key_warns(void **state)
     const char *err = NULL;
     char *path, want[1024];
     assert_int_equal(load(&cfg, "debug = false\nlog_rotate_compress = true\n", &err, &path), 0);
-    FILE *fp = tmpfile();
-    assert_non_null(fp);
-    kh_log_set_stream(fp);
+    FILE *fp = kht_log_capture();
     kh_config_log_ignored(&cfg);
     cfg.log_rotate_compress = false; /* the default: nothing to say */
     kh_config_log_ignored(&cfg);
-    kh_log_set_stream(NULL);
-    char text[2048] = {0};
-    rewind(fp);
-    assert_true(fread(text, 1, sizeof(text) - 1, fp) > 0);
-    fclose(fp);
+    char *text = kht_log_captured(fp);
+    assert_true(text[0] != '\0');
     snprintf(want, sizeof(want),
              "\"msg\":\"config key accepted and ignored\",\"key\":\"log_rotate_compress\","
              "\"value\":\"true\",\"at\":\"%s:2\"",
              path);
     assert_non_null(strstr(text, want));
     assert_ptr_equal(strchr(text, '\n'), text + strlen(text) - 1); /* one line */
+    free(text);
     free(path);
     kh_config_cleanup(&cfg);
 }
@@ -754,19 +749,9 @@ static void finished(struct kh_config *cfg, const char *text)
 static char *reload_logged(struct kh_config *live, const struct kh_config *fresh, int want,
                            char *changed, size_t changedlen)
 {
-    FILE *fp = tmpfile();
-    assert_non_null(fp);
-    kh_log_set_stream(fp);
+    FILE *fp = kht_log_capture();
     assert_int_equal(kh_config_reload(live, fresh, changed, changedlen), want);
-    kh_log_set_stream(NULL);
-    long n = ftell(fp);
-    assert_true(n >= 0);
-    char *text = calloc(1, (size_t)n + 1);
-    assert_non_null(text);
-    rewind(fp);
-    assert_int_equal(fread(text, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    return text;
+    return kht_log_captured(fp);
 }
 
 static void test_reload_applies_runtime_keys(void **state)
@@ -831,20 +816,13 @@ static void test_debug_dump_hides_secrets(void **state)
                                            "privacy_hash_key = s3cret-e-0123456789abcdef\n",
                                            &err),
                      0);
-    FILE *fp = tmpfile();
-    assert_non_null(fp);
     enum kh_log_level was = kh_log_get_level();
     kh_log_set_level(KH_LOG_DEBUG);
-    kh_log_set_stream(fp);
+    FILE *fp = kht_log_capture();
     kh_config_log(&cfg);
-    kh_log_set_stream(NULL);
+    char *text = kht_log_captured(fp);
     kh_log_set_level(was);
-    static char text[65536];
-    rewind(fp);
-    size_t n = fread(text, 1, sizeof(text) - 1, fp);
-    fclose(fp);
-    assert_true(n > 0 && n < sizeof(text) - 1);
-    text[n] = 0;
+    assert_true(text[0] != '\0');
     assert_null(strstr(text, "s3cret"));
     const char *keys[] = {"postgres_uri", "postgres_read_uri", "console_token",
                           "console_password", "privacy_hash_key"};
@@ -854,6 +832,7 @@ static void test_debug_dump_hides_secrets(void **state)
         assert_non_null(strstr(text, want));
     }
     assert_non_null(strstr(text, "\"key\":\"console_user\",\"value\":\"admin\""));
+    free(text);
     kh_config_cleanup(&cfg);
 }
 

@@ -17,6 +17,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "kh_test_log.h"
 #include "store/pg_timescale.h"
 
 static void test_preload_list(void **state)
@@ -118,19 +119,9 @@ static char *warnings(struct kh_pg_ts_facts f)
 {
     struct kh_pg_ts_plan p;
     kh_pg_ts_plan(&f, &p);
-    FILE *fp = tmpfile();
-    assert_non_null(fp);
-    kh_log_set_stream(fp);
+    FILE *fp = kht_log_capture();
     kh_pg_ts_warn(&f, &p, 30);
-    kh_log_set_stream(NULL);
-    long n = ftell(fp);
-    assert_true(n >= 0);
-    char *text = calloc(1, (size_t)n + 1);
-    assert_non_null(text);
-    rewind(fp);
-    assert_int_equal(fread(text, 1, (size_t)n, fp), (size_t)n);
-    fclose(fp);
-    return text;
+    return kht_log_captured(fp);
 }
 
 static int lines(const char *s)
