@@ -10,8 +10,9 @@
      RSS; p99 at half the peak rate; and instructions per report of the null path under
      callgrind;
   6. quality at ingest (issue #14): kohaku with quality on and off, alternated, on SQLite and
-     PostgreSQL; and the "50 worst connections of the last hour" query over a database of
-     10,000 connections and a million stats rows filled through kohaku;
+     PostgreSQL; the SQLite writer thread's steps alone (kohaku-benchtool writer) with
+     quality on and off; and the "50 worst connections of the last hour" query over a
+     database of 10,000 connections and a million stats rows filled through kohaku;
   7. kohaku import of a generated rtc_stats.jsonl (about 1 GB; 20 MB with --quick) into
      SQLite and PostgreSQL, its rows/s next to the live path's of the same run;
   8. the console (issue #15): over a database like part 6's (its reports spread over the
@@ -474,6 +475,55 @@ def worst50(tmp, backend, cluster, nconns, nreports):
     return res
 
 
+def writer_run(tmp, n, quality, label):
+    """One run of kohaku-benchtool writer: a SQLite writer thread's steps alone (dedup's
+    decision, the quality stage, the write and its commit) on n reports from SORA_CONNS
+    connections, 128 a batch as the loadgen's 4 x 32 streams give them, 5 s apart by the
+    reports' clocks; no HTTP, no parsing, no loadgen on the cores."""
+    db = os.path.join(tmp, f"{label}.db")
+    env = {**os.environ, "KOHAKU_BENCH_QUALITY": "1" if quality else "0",
+           "KOHAKU_BENCH_BATCH": "128"}
+    out = subprocess.run([BENCHTOOL, "writer", str(n), db, FIXTURES, str(SORA_CONNS)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    for f in (db, db + "-wal", db + "-shm"):
+        if os.path.exists(f):
+            os.unlink(f)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def writer_cost(tmp, n, pairs):
+    """Quality on against off for the SQLite writer alone, alternated as quality_cost does;
+    medians of the writer's time and CPU per report. Where the writer thread is the bound
+    (SQLite: BENCHMARKS.md), its time per report is what the ingest rate follows, measured
+    without the loadgen's and the other threads' noise."""
+    runs = []
+    for i in range(pairs):
+        for quality in ((True, False) if i % 2 == 0 else (False, True)):
+            r = writer_run(tmp, n, quality, f"bench_writer_{i}_{'on' if quality else 'off'}")
+            r["pair"] = i
+            runs.append(r)
+            print(f"  writer alone pair {i} {'on ' if quality else 'off'}: "
+                  f"{r['us_per_report']:.1f} us/report, {r['quality_rows']} quality rows",
+                  flush=True)
+    on = [r for r in runs if r["quality"]]
+    off = [r for r in runs if not r["quality"]]
+    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+    res = {"reports": n, "connections": SORA_CONNS, "pairs": pairs, "runs": runs}
+    for k in ("us_per_report", "cpu_us_per_report"):
+        res[f"on_{k}"], res[f"off_{k}"] = med(on, k), med(off, k)
+    for k in ("quality_s", "write_s", "after_s", "dedup_s"):
+        res[f"on_{k[:-2]}_us"] = med(on, k) * 1e6 / n
+        res[f"off_{k[:-2]}_us"] = med(off, k) * 1e6 / n
+    res["pair_ratios"] = [b["us_per_report"] / a["us_per_report"] for a, b in zip(on, off)]
+    res["median_pair_ratio"] = statistics.median(res["pair_ratios"])
+    # the rate a writer-bound ingest keeps with quality on, of its rate with quality off
+    res["ratio"] = res["off_us_per_report"] / res["on_us_per_report"]
+    res["loss"] = 1 - res["ratio"]
+    res["met"] = res["loss"] <= QUALITY_LOSS_CEILING and \
+        1 - res["median_pair_ratio"] <= QUALITY_LOSS_CEILING
+    return res
+
+
 def quality_benchmarks(tmp, res, args, rpr):
     quick = args.quick
     n = 2000 if quick else 20000
@@ -483,6 +533,7 @@ def quality_benchmarks(tmp, res, args, rpr):
     # reports enough for the stats rows wanted, 5% over the average measured above
     nreports = int(target_rows * 1.05 / rpr) + 1
     res["worst50_size"] = "quick" if quick else "full"
+    res["quality_writer_sqlite"] = writer_cost(tmp, n + 1000, pairs)
     cluster = None if args.no_postgres else PgCluster()
     try:
         backends = ("sqlite",) if args.no_postgres else ("sqlite", "postgres")
@@ -527,6 +578,22 @@ def print_quality(r):
         print(f"{'':10} quality rows written: on runs {[x['quality_stream_rows'] for x in on]} "
               f"quality_stream ({[x['quality_stream_intervals'] for x in on]} rated intervals), "
               f"off runs {[x['quality_stream_rows'] for x in off]}")
+    w = r.get("quality_writer_sqlite")
+    if w:
+        print(f"\nThe SQLite writer alone (kohaku-benchtool writer): {w['reports']} reports "
+              f"from {w['connections']} connections, 128 a batch, {w['pairs']} pair(s) "
+              "alternated, medians; us per report")
+        print(f"{'quality':8} {'writer us':>9} {'CPU us':>7} {'dedup':>6} {'quality':>8} "
+              f"{'write':>7} {'after':>6}")
+        for side in ("on", "off"):
+            print(f"{side:8} {w[side + '_us_per_report']:>9.1f} "
+                  f"{w[side + '_cpu_us_per_report']:>7.1f} {w[side + '_dedup_us']:>6.1f} "
+                  f"{w[side + '_quality_us']:>8.1f} {w[side + '_write_us']:>7.1f} "
+                  f"{w[side + '_after_us']:>6.1f}")
+        ratios = " ".join(f"{x:.2f}" for x in w["pair_ratios"])
+        print(f"writer-bound rate on/off {w['ratio']:.3f} (loss {w['loss']:.1%}; pairs "
+              f"{ratios}: {w['median_pair_ratio']:.2f})  ceiling loss <= "
+              f"{QUALITY_LOSS_CEILING:.0%}: {'met' if w['met'] else 'NOT met'}")
     w0 = next((r[k] for k in ("worst50_sqlite", "worst50_postgres") if k in r), None)
     if not w0:
         return
@@ -1502,6 +1569,18 @@ def sanity_quality(r, backends):
     per stored report, intervals rated against the report before) and none in the "off" runs;
     the worst-50 database filled as asked and the bound covering all its rows."""
     bad = []
+    w = r.get("quality_writer_sqlite")
+    if not w:
+        bad.append("quality_writer_sqlite: missing")
+    for x in (w or {}).get("runs", []):
+        tag = f"quality_writer_sqlite pair {x['pair']} {'on' if x['quality'] else 'off'}"
+        if not (x["us_per_report"] > 0 and x["rows_stored"] > 0):
+            bad.append(f"{tag}: no time or no rows stored")
+        # quality on: a connection row per report and its streams' rows
+        if x["quality"] and not x["quality_rows"] > x["reports"]:
+            bad.append(f"{tag}: {x['quality_rows']} quality rows for {x['reports']} reports")
+        if not x["quality"] and x["quality_rows"]:
+            bad.append(f"{tag}: quality rows written with quality off")
     for b in backends:
         q = r.get(f"quality_cost_{b}")
         if not q:

@@ -5,20 +5,31 @@
  *
  *   sqlite-direct N DB   loads N reports' rows straight into SQLite with kohaku's schema and
  *                        prepared statements, in one transaction; prints rows/s.
+ *   writer N DB          runs a kohaku writer thread's steps alone on N reports, batch after
+ *                        batch as the batcher hands them over (dedup's decision, the quality
+ *                        stage, the SQLite write and its commit), with no HTTP, no parse
+ *                        and no other process on the cores: what one writer costs per report
+ *                        with quality on or off; prints the time and CPU of each step.
  *   copy-files N DIR     writes the rows of N reports as one COPY text file per table into
  *                        DIR (for `psql \copy`), and DIR/tables with "table file" lines.
  *
  * Both print one JSON line with what was measured or written.
  */
+#include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <yajl/yajl_parse.h>
 
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/timeutil.h"
+#include "pipeline/dedup.h"
+#include "pipeline/quality.h"
+#include "quality/assess.h"
 #include "template.h"
 #include "sora/envelope.h"
 #include "sora/schema.h"
@@ -103,6 +114,28 @@ static size_t count_rows(struct kh_report **r, long n)
     return rows;
 }
 
+/* Opens PATH with kohaku's SQLite store and its schema, as a writer would. */
+static int open_sqlite(struct kh_store *st, struct kh_config *cfg, const char *path)
+{
+    free(cfg->sqlite_path);
+    cfg->sqlite_path = strdup(path);
+    st->ops = &kh_store_sqlite_ops;
+    const char *err = NULL;
+    if (cfg->sqlite_path == NULL || st->ops->open(st, cfg, &err) != 0 ||
+        st->ops->migrate(st, 0, &err) != 0) {
+        fprintf(stderr, "kohaku-benchtool: %s\n", err ? err : "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void free_reports(struct kh_report **r, long n)
+{
+    for (long i = 0; i < n; i++)
+        kh_report_free(r[i]);
+    free(r);
+}
+
 static int sqlite_direct(const char *dir, long n, int clients, const char *path)
 {
     struct kh_report **reports = make_reports(dir, n, clients);
@@ -110,15 +143,15 @@ static int sqlite_direct(const char *dir, long n, int clients, const char *path)
         return 1;
     struct kh_config cfg;
     kh_config_init(&cfg);
-    free(cfg.sqlite_path);
-    cfg.sqlite_path = strdup(path);
-    struct kh_store st = {.ops = &kh_store_sqlite_ops};
+    struct kh_store st = {0};
+    if (open_sqlite(&st, &cfg, path) != 0)
+        return 1;
     const char *err = NULL;
-    if (st.ops->open(&st, &cfg, &err) != 0 || st.ops->migrate(&st, 0, &err) != 0) {
-        fprintf(stderr, "kohaku-benchtool: %s\n", err);
+    int *results = calloc((size_t)n, sizeof(int));
+    if (results == NULL) {
+        fprintf(stderr, "kohaku-benchtool: out of memory\n");
         return 1;
     }
-    int *results = calloc((size_t)n, sizeof(int));
     struct kh_batch b = {.reports = reports, .results = results, .nreports = (size_t)n,
                          .nrows = count_rows(reports, n)};
     uint64_t t0 = kh_mono_usec();
@@ -132,9 +165,118 @@ static int sqlite_direct(const char *dir, long n, int clients, const char *path)
     printf("{\"reports\":%ld,\"rows\":%zu,\"seconds\":%.3f,\"reports_per_s\":%.1f,"
            "\"rows_per_s\":%.1f}\n",
            n, b.nrows, secs, (double)n / secs, (double)b.nrows / secs);
-    for (long i = 0; i < n; i++)
-        kh_report_free(reports[i]);
-    free(reports);
+    free_reports(reports, n);
+    free(results);
+    kh_config_cleanup(&cfg);
+    return 0;
+}
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* What the writer command was asked: KOHAKU_BENCH_BATCH (reports a batch, default 128: the
+ * loadgen's 4 x 32 streams in flight), KOHAKU_BENCH_QUALITY and KOHAKU_BENCH_DEDUP (1 or 0,
+ * default the config's defaults). */
+static long env_long(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? atol(v) : dflt;
+}
+
+static int writer(const char *dir, long n, int clients, const char *path)
+{
+    struct kh_config cfg;
+    kh_config_init(&cfg);
+    long batch = env_long("KOHAKU_BENCH_BATCH", 128);
+    bool quality = env_long("KOHAKU_BENCH_QUALITY", cfg.quality) != 0;
+    bool dedup = env_long("KOHAKU_BENCH_DEDUP", cfg.dedup) != 0 && cfg.dedup_cache_mb > 0;
+    if (batch <= 0) {
+        fprintf(stderr, "kohaku-benchtool: KOHAKU_BENCH_BATCH must be positive\n");
+        return 2;
+    }
+    struct kh_report **reports = make_reports(dir, n, clients);
+    if (reports == NULL)
+        return 1;
+    struct kh_store st = {0};
+    if (open_sqlite(&st, &cfg, path) != 0)
+        return 1;
+    const char *err = NULL;
+    struct kh_quality_settings set;
+    struct kh_quality_stage *qs = NULL;
+    if (quality && (kh_quality_settings_from(&cfg, &set, &err) != 0 ||
+                    (qs = kh_quality_stage_new(&st, 1, &set)) == NULL)) {
+        fprintf(stderr, "kohaku-benchtool: quality: %s\n", err ? err : "out of memory");
+        return 1;
+    }
+    struct kh_dedup *dd =
+        dedup ? kh_dedup_new((size_t)cfg.dedup_cache_mb << 20, cfg.dedup_refresh * 1000000)
+              : NULL;
+    if (dedup && dd == NULL) {
+        fprintf(stderr, "kohaku-benchtool: dedup: out of memory\n");
+        return 1;
+    }
+    int *results = calloc((size_t)batch, sizeof(int));
+    if (results == NULL) {
+        fprintf(stderr, "kohaku-benchtool: out of memory\n");
+        return 1;
+    }
+    size_t rows_in = count_rows(reports, n);
+    uint64_t stored = 0, quality_rows = 0;
+    double t_dedup = 0, t_quality = 0, t_write = 0, t_after = 0;
+    double c0 = cpu_seconds();
+    uint64_t t0 = kh_mono_usec();
+    int rc = 0;
+    for (long i = 0, seq = 0; rc == 0 && i < n; i += batch, seq++) {
+        size_t k = (size_t)(n - i < batch ? n - i : batch);
+        struct kh_batch b = {.reports = reports + i, .results = results, .nreports = k};
+        for (size_t j = 0; j < k; j++)
+            b.nrows += reports[i + (long)j]->nrows;
+        size_t before = b.nrows;
+        uint64_t t = kh_mono_usec();
+        if (dd)
+            kh_dedup_decide(dd, (uint64_t)seq, &b);
+        uint64_t t1 = kh_mono_usec();
+        if (qs)
+            rc = kh_quality_stage_run(qs, 0, &b, &err);
+        quality_rows += b.nrows - before;
+        uint64_t t2 = kh_mono_usec();
+        if (rc == 0)
+            rc = st.ops->write(&st, 0, &b, &err);
+        uint64_t t3 = kh_mono_usec();
+        if (dd)
+            kh_dedup_settle(dd, &b, rc);
+        if (qs)
+            kh_quality_stage_after(qs, 0, &b, rc);
+        uint64_t t4 = kh_mono_usec();
+        for (size_t x = 0; x < KH_REPORT_MAX_TABLES; x++)
+            stored += b.rows_stored[x];
+        t_dedup += (double)(t1 - t) / 1e6;
+        t_quality += (double)(t2 - t1) / 1e6;
+        t_write += (double)(t3 - t2) / 1e6;
+        t_after += (double)(t4 - t3) / 1e6;
+    }
+    double secs = (double)(kh_mono_usec() - t0) / 1e6;
+    double cpu = cpu_seconds() - c0;
+    st.ops->close(&st);
+    if (rc != 0) {
+        fprintf(stderr, "kohaku-benchtool: batch failed: %s\n", err ? err : "?");
+        return 1;
+    }
+    printf("{\"reports\":%ld,\"batch\":%ld,\"quality\":%s,\"dedup\":%s,\"rows_in\":%zu,"
+           "\"quality_rows\":%" PRIu64 ",\"rows_stored\":%" PRIu64 ",\"seconds\":%.3f,"
+           "\"cpu_seconds\":%.3f,\"reports_per_s\":%.1f,\"us_per_report\":%.1f,"
+           "\"cpu_us_per_report\":%.1f,\"dedup_s\":%.3f,\"quality_s\":%.3f,"
+           "\"write_s\":%.3f,\"after_s\":%.3f}\n",
+           n, batch, qs ? "true" : "false", dd ? "true" : "false", rows_in, quality_rows,
+           stored, secs, cpu, (double)n / secs, secs * 1e6 / (double)n,
+           cpu * 1e6 / (double)n, t_dedup, t_quality, t_write, t_after);
+    kh_quality_stage_free(qs);
+    kh_dedup_free(dd);
+    free_reports(reports, n);
     free(results);
     kh_config_cleanup(&cfg);
     return 0;
@@ -287,11 +429,14 @@ int main(int argc, char **argv)
 {
     if (argc < 4) {
         fprintf(stderr, "usage: kohaku-benchtool sqlite-direct N DB [FIXTURES [CLIENTS]]\n"
+                        "       kohaku-benchtool writer N DB [FIXTURES [CLIENTS]]\n"
                         "       kohaku-benchtool copy-files N DIR [FIXTURES [CLIENTS]]\n"
                         "       kohaku-benchtool parse N BODY.json\n");
         return 2;
     }
-    const char *fixtures = argc > 4 ? argv[4] : lg_default_fixtures();
+    /* FIXTURES empty or "-": the default, so that CLIENTS can be given alone */
+    const char *fixtures =
+        argc > 4 && argv[4][0] && strcmp(argv[4], "-") != 0 ? argv[4] : lg_default_fixtures();
     long n = atol(argv[2]);
     /* emulated Sora connections taking turns, as kohaku-loadgen's -n */
     int clients = argc > 5 ? atoi(argv[5]) : 200;
@@ -299,9 +444,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "kohaku-benchtool: N and CLIENTS must be positive\n");
         return 2;
     }
-    kh_schema_init();
+    if (kh_schema_init() != 0 || kh_q_init() != 0) {
+        fprintf(stderr, "kohaku-benchtool: the schema or the quality tables did not load\n");
+        return 1;
+    }
     if (strcmp(argv[1], "sqlite-direct") == 0)
         return sqlite_direct(fixtures, n, clients, argv[3]);
+    if (strcmp(argv[1], "writer") == 0)
+        return writer(fixtures, n, clients, argv[3]);
     if (strcmp(argv[1], "copy-files") == 0)
         return copy_files(fixtures, n, clients, argv[3]);
     if (strcmp(argv[1], "parse") == 0)
