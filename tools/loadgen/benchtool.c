@@ -57,6 +57,18 @@ static int load_templates(const char *dir, struct lg_template **t)
     return n;
 }
 
+/* A unique id of 26 characters for n whose order is not n's: the key indexes then scatter
+ * a batch's connections over their leaves as kohaku-loadgen's random ids (and Sora's) do;
+ * consecutive ids would put a batch's consecutive connections on shared leaves. */
+static void scattered_id(char out[27], char tag, uint64_t n)
+{
+    uint64_t x = n + 0x9e3779b97f4a7c15u; /* splitmix64's finaliser */
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+    x ^= x >> 31;
+    snprintf(out, 27, "%c%016" PRIx64 "%09" PRIu64, tag, x, n % 1000000000u);
+}
+
 /* Builds n parsed reports: `clients` emulated connections taking turns. */
 static struct kh_report **make_reports(const char *dir, long n, int clients)
 {
@@ -76,17 +88,20 @@ static struct kh_report **make_reports(const char *dir, long n, int clients)
         kh_buf_reset(&stats);
         double elapsed = (double)(i / clients) * 5000.0;
         lg_template_render(tpl[c % ntpl], elapsed, (double)t0 / 1000 + elapsed, &stats);
-        char ts[KH_TIME_TEXT_LEN + 1], head[768];
+        char ts[KH_TIME_TEXT_LEN + 1], head[768], rid[27], sid[27], cid[27];
         kh_time_format(t0 + (int64_t)(i / clients) * 5000000, ts);
+        scattered_id(rid, 'R', (uint64_t)i);
+        scattered_id(sid, 'S', (uint64_t)c);
+        scattered_id(cid, 'C', (uint64_t)c);
         int hl = snprintf(head, sizeof(head),
-                          "{\"type\":\"connection.user-agent\",\"id\":\"R%025ld\","
+                          "{\"type\":\"connection.user-agent\",\"id\":\"%s\","
                           "\"timestamp\":\"%s\",\"label\":\"WebRTC SFU Sora\","
                           "\"version\":\"2024.1.0\",\"node_name\":\"sora@127.0.0.1\","
                           "\"multistream\":true,\"simulcast\":false,\"spotlight\":false,"
                           "\"role\":\"sendrecv\",\"channel_id\":\"bench-%d\","
-                          "\"session_id\":\"S%025d\",\"client_id\":\"client-%d\","
-                          "\"connection_id\":\"C%025d\",\"stats\":",
-                          i, ts, c / 4, c, c, c);
+                          "\"session_id\":\"%s\",\"client_id\":\"client-%d\","
+                          "\"connection_id\":\"%s\",\"stats\":",
+                          rid, ts, c / 4, sid, c, cid);
         kh_buf_reset(&body);
         kh_buf_append(&body, head, (size_t)hl);
         kh_buf_append(&body, stats.data, stats.len);
