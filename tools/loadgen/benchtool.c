@@ -14,7 +14,7 @@
  *   copy-files N DIR     writes the rows of N reports as one COPY text file per table into
  *                        DIR (for `psql \copy`), and DIR/tables with "table file" lines.
  *
- * Both print one JSON line with what was measured or written.
+ * Each prints one JSON line with what was measured or written.
  */
 #include <inttypes.h>
 #include <stdbool.h>
