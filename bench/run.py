@@ -478,8 +478,9 @@ def worst50(tmp, backend, cluster, nconns, nreports):
 def writer_run(tmp, n, quality, label):
     """One run of kohaku-benchtool writer: a SQLite writer thread's steps alone (dedup's
     decision, the quality stage, the write and its commit) on n reports from SORA_CONNS
-    connections, 128 a batch as the loadgen's 4 x 32 streams give them, 5 s apart by the
-    reports' clocks; no HTTP, no parsing, no loadgen on the cores."""
+    connections, 128 a batch (the most the loadgen's 4 x 32 streams have in flight; the
+    daemon's batches under that load are smaller, BENCHMARKS.md), 5 s apart by the reports'
+    clocks; no HTTP, no parsing, no loadgen on the cores."""
     db = os.path.join(tmp, f"{label}.db")
     env = {**os.environ, "KOHAKU_BENCH_QUALITY": "1" if quality else "0",
            "KOHAKU_BENCH_BATCH": "128"}
@@ -581,7 +582,8 @@ def print_quality(r):
     w = r.get("quality_writer_sqlite")
     if w:
         print(f"\nThe SQLite writer alone (kohaku-benchtool writer): {w['reports']} reports "
-              f"from {w['connections']} connections, 128 a batch, {w['pairs']} pair(s) "
+              f"from {w['connections']} connections, {w['runs'][0]['batch']} a batch, "
+              f"{w['pairs']} pair(s) "
               "alternated, medians; us per report")
         print(f"{'quality':8} {'writer us':>9} {'CPU us':>7} {'dedup':>6} {'quality':>8} "
               f"{'write':>7} {'after':>6}")

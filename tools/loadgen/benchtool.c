@@ -195,9 +195,9 @@ static double cpu_seconds(void)
 }
 
 /* What the writer command was asked: KOHAKU_BENCH_BATCH (reports a batch, default 128: the
- * loadgen's 4 x 32 streams in flight), KOHAKU_BENCH_QUALITY and KOHAKU_BENCH_DEDUP (1 or 0,
- * default the config's defaults), KOHAKU_BENCH_QUALITY_ROWS (default 1; 0: see
- * leave_quality_rows). */
+ * most the loadgen's 4 x 32 streams have in flight), KOHAKU_BENCH_QUALITY and
+ * KOHAKU_BENCH_DEDUP (1 or 0, default the config's defaults), KOHAKU_BENCH_QUALITY_ROWS
+ * (default 1; 0: see leave_quality_rows). */
 static long env_long(const char *name, long dflt)
 {
     const char *v = getenv(name);
